@@ -1,0 +1,41 @@
+//! The scheduler's typed settings. Binaries fill them from flags and env;
+//! the library never reads the environment.
+
+use crate::validate::Limits;
+use std::path::PathBuf;
+use warren_shared::AmqpConfig;
+
+/// Everything [`crate::Scheduler`] needs to run.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Broker address and namespace.
+    pub amqp: AmqpConfig,
+    /// SQLite file of the state store (default `warren.db`).
+    pub store_path: PathBuf,
+    /// Request size limits.
+    pub limits: Limits,
+    /// Most tasks of one queue dispatched and not yet answered (default 200).
+    /// Ready tasks beyond it wait in the store, in priority order.
+    pub dispatch_window: usize,
+    /// Unacked workflow requests the broker may hand over at once (default 16).
+    pub requests_prefetch: u16,
+    /// Unacked results the broker may hand over at once (default 2000).
+    /// Larger means larger batches: one transaction and one ack for many.
+    pub results_prefetch: u16,
+    /// Most deliveries handled in one transaction (default 2000).
+    pub max_batch: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            amqp: AmqpConfig::default(),
+            store_path: PathBuf::from("warren.db"),
+            limits: Limits::default(),
+            dispatch_window: 200,
+            requests_prefetch: 16,
+            results_prefetch: 2000,
+            max_batch: 2000,
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The scheduler's I/O loop: consume, batch, commit, publish, ack.
+//!
+//! Deliveries from the requests and results queues arrive on one channel.
+//! The loop takes whatever has arrived (up to `max_batch`), applies it to
+//! the [`Engine`], dispatches what became ready, commits the batch's ops and
+//! outbox rows in one transaction, publishes the outbox with confirms (all
+//! in flight at once), acks the batch's deliveries with one multiple-ack per
+//! channel, and finally deletes the published outbox rows. A crash at any
+//! point leaves either an unacked delivery (redelivered, and idempotent) or
+//! a committed outbox row (republished at start).
+
+use crate::{
+    config::SchedulerConfig,
+    metrics::Metrics,
+    state::{Engine, ReplyTo},
+    store::{Known, Op, OutKind, OutMsg, Store, StoreError},
+    validate::{self, Rejected},
+};
+use chrono::Utc;
+use futures_lite::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection,
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use serde::Deserialize;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use warren_shared::{
+    Topology, amqp,
+    wire::{ControlKind, ControlRequest, TYPE_REPORT, TYPE_TASK, TaskResult, WorkflowReport},
+};
+
+/// Why the scheduler stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Broker(#[from] warren_shared::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the consumer of `{queue}` ended: {reason}")]
+    ConsumerEnded { queue: String, reason: String },
+}
+
+/// A scheduler, ready to [`run`](Scheduler::run).
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    metrics: Arc<Metrics>,
+}
+
+enum Inbound {
+    Request(Delivery),
+    Result(Delivery),
+    Ended { queue: String, reason: String },
+}
+
+/// What a request turned out to be, after parsing.
+enum Request {
+    Submit {
+        verdict: Result<validate::ValidWorkflow, Rejected>,
+        body: Vec<u8>,
+        reply: Option<ReplyTo>,
+    },
+    Status {
+        id: String,
+        reply: ReplyTo,
+    },
+    Invalid {
+        reason: String,
+        body: Vec<u8>,
+        reply: Option<ReplyTo>,
+    },
+}
+
+impl Request {
+    fn lookup_id(&self) -> Option<&str> {
+        match self {
+            Request::Submit { verdict: Ok(v), .. } => Some(&v.id),
+            Request::Submit { verdict: Err(r), .. } => Some(&r.id),
+            Request::Status { id, .. } => Some(id),
+            Request::Invalid { .. } => None,
+        }
+    }
+}
+
+/// Lenient peek at a request body: only whether it has `control`.
+#[derive(Deserialize)]
+struct ControlPeek {
+    #[serde(default)]
+    control: Option<serde::de::IgnoredAny>,
+}
+
+fn reply_of(d: &Delivery) -> Option<ReplyTo> {
+    let queue = d.properties.reply_to().as_ref()?.as_str();
+    if queue.is_empty() {
+        return None;
+    }
+    Some(ReplyTo {
+        queue: queue.to_owned(),
+        correlation_id: d
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str().to_owned()),
+    })
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Scheduler {
+        Scheduler {
+            config,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The scheduler's counters; live while it runs.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled (returns `Ok`) or a fault stops it.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
+        let cfg = &self.config;
+        let topology = Topology::new(cfg.amqp.namespace.clone());
+        let store = Store::open(&cfg.store_path)?;
+        let recovered = store.call(|db| db.recover()).await??;
+        tracing::info!(
+            store = %cfg.store_path.display(),
+            running = recovered.running.len(),
+            outbox = recovered.outbox.len(),
+            "State store opened"
+        );
+
+        let consume_conn = amqp::connect(&cfg.amqp.addr, "warren-scheduler (consume)").await?;
+        let publish_conn = amqp::connect(&cfg.amqp.addr, "warren-scheduler (publish)").await?;
+        let setup = publish_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        topology.declare(&setup).await?;
+        let mut publisher = Publisher {
+            channel: amqp::confirm_channel(&publish_conn).await?,
+            setup,
+            topology: topology.clone(),
+            declared: HashSet::new(),
+        };
+
+        let mut engine = Engine::new(
+            topology.clone(),
+            cfg.dispatch_window,
+            recovered.next_outbox_seq,
+            recovered.next_workflow_seq,
+            self.metrics.clone(),
+        );
+        for wf in recovered.running {
+            engine.restore(wf)?;
+        }
+        // Messages committed but maybe never published: publish them again.
+        // Consumers handle duplicates (task ids are per attempt, results are
+        // idempotent, reports are final).
+        publisher.publish_all(&recovered.outbox).await?;
+        for (seq, _) in &recovered.outbox {
+            engine.push_op(Op::OutboxDone(*seq));
+        }
+
+        let (tx, mut rx) = mpsc::channel::<Inbound>(
+            cfg.requests_prefetch as usize + cfg.results_prefetch as usize + 16,
+        );
+        let requests_ch = start_consumer(
+            &consume_conn,
+            &topology.workflows(),
+            cfg.requests_prefetch,
+            tx.clone(),
+            Inbound::Request,
+        )
+        .await?;
+        let results_ch = start_consumer(
+            &consume_conn,
+            &topology.results(),
+            cfg.results_prefetch,
+            tx,
+            Inbound::Result,
+        )
+        .await?;
+        tracing::info!(namespace = topology.namespace(), active = engine.active_workflows(), "Scheduler running");
+
+        let mut batch: Vec<Inbound> = Vec::with_capacity(cfg.max_batch);
+        let outcome = loop {
+            let wait_due = engine
+                .next_due_ms()
+                .map(|due| Duration::from_millis((due - Utc::now().timestamp_millis()).max(0) as u64));
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Ok(()),
+                msg = rx.recv() => msg,
+                () = sleep_opt(wait_due) => None,
+            };
+            batch.extend(first);
+            while batch.len() < cfg.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let step = self
+                .step(&mut engine, &store, &mut publisher, &requests_ch, &results_ch, &mut batch)
+                .await;
+            if let Err(e) = step {
+                break Err(e);
+            }
+            if rx.is_empty() && engine.has_ops() {
+                // Idle: delete published outbox rows now rather than with
+                // the next batch, so a restart does not resend them.
+                let (ops, _) = engine.take_batch();
+                store.call(move |db| db.commit(&ops)).await??;
+            }
+        };
+        if outcome.is_ok() && engine.has_ops() {
+            let (ops, _) = engine.take_batch();
+            store.call(move |db| db.commit(&ops)).await??;
+        }
+        // Unacked deliveries return to their queues when the channels close.
+        let _ = consume_conn.close(200, "scheduler stopping".into()).await;
+        let _ = publish_conn.close(200, "scheduler stopping".into()).await;
+        tracing::info!("Scheduler stopped");
+        outcome
+    }
+
+    async fn step(
+        &self,
+        engine: &mut Engine,
+        store: &Store,
+        publisher: &mut Publisher,
+        requests_ch: &Channel,
+        results_ch: &Channel,
+        batch: &mut Vec<Inbound>,
+    ) -> Result<(), SchedulerError> {
+        let now = Utc::now();
+        let mut last_request_tag = None;
+        let mut last_result_tag = None;
+
+        // Parse requests first, so the ids the engine does not hold can be
+        // looked up in the store with one call.
+        let mut items = Vec::with_capacity(batch.len());
+        for inbound in batch.drain(..) {
+            match inbound {
+                Inbound::Request(d) => {
+                    last_request_tag = Some(d.delivery_tag);
+                    items.push(Ok(self.parse_request(d)));
+                }
+                Inbound::Result(d) => {
+                    last_result_tag = Some(d.delivery_tag);
+                    items.push(Err(d));
+                }
+                Inbound::Ended { queue, reason } => {
+                    return Err(SchedulerError::ConsumerEnded { queue, reason });
+                }
+            }
+        }
+        let lookup: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok()?.lookup_id())
+            .filter(|id| !engine.is_active(id))
+            .map(str::to_owned)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut known: HashMap<String, Known> = HashMap::new();
+        if !lookup.is_empty() {
+            let found = store
+                .call(move |db| db.lookup(&lookup).map(|k| lookup.into_iter().zip(k).collect::<Vec<_>>()))
+                .await??;
+            known.extend(found.into_iter().filter_map(|(id, k)| Some((id, k?))));
+        }
+
+        for item in items {
+            match item {
+                Ok(request) => self.apply_request(engine, request, &mut known, now),
+                Err(d) => match serde_json::from_slice::<TaskResult>(&d.data) {
+                    Ok(result) => engine.on_result(result, now),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Undecodable result dead-lettered");
+                        engine.dead_letter(d.data, &publisher.topology.results(), &format!("undecodable result: {e}"));
+                    }
+                },
+            }
+        }
+        engine.fire_due(now.timestamp_millis());
+        engine.dispatch(now);
+
+        let (ops, msgs) = engine.take_batch();
+        if !ops.is_empty() {
+            store.call(move |db| db.commit(&ops)).await??;
+            Metrics::add(&self.metrics.batches_committed, 1);
+        }
+        publisher.publish_all(&msgs).await?;
+        for (ch, tag) in [(requests_ch, last_request_tag), (results_ch, last_result_tag)] {
+            if let Some(tag) = tag {
+                ch.basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+                    .map_err(warren_shared::Error::amqp("basic.ack"))?;
+            }
+        }
+        for (seq, _) in &msgs {
+            engine.push_op(Op::OutboxDone(*seq));
+        }
+        Ok(())
+    }
+
+    fn parse_request(&self, d: Delivery) -> Request {
+        let reply = reply_of(&d);
+        let limits = &self.config.limits;
+        let body = d.data;
+        if body.len() <= limits.max_body_bytes
+            && body.windows(9).any(|w| w == b"\"control\"")
+            && serde_json::from_slice::<ControlPeek>(&body).is_ok_and(|p| p.control.is_some())
+        {
+            return match (serde_json::from_slice::<ControlRequest>(&body), reply) {
+                (Ok(c), Some(reply)) => match c.control {
+                    ControlKind::Status => Request::Status { id: c.workflow_id, reply },
+                },
+                (Ok(_), None) => Request::Invalid {
+                    reason: "control request without reply_to: there is nowhere to answer".into(),
+                    body,
+                    reply: None,
+                },
+                (Err(e), reply) => Request::Invalid {
+                    reason: format!("invalid control request: {e}"),
+                    body,
+                    reply,
+                },
+            };
+        }
+        let message_id = d.properties.message_id().as_ref().map(|m| m.as_str().to_owned());
+        let verdict = validate::validate(&body, message_id.as_deref(), limits, || uuid::Uuid::new_v4().to_string());
+        Request::Submit { verdict, body, reply }
+    }
+
+    fn apply_request(
+        &self,
+        engine: &mut Engine,
+        request: Request,
+        known: &mut HashMap<String, Known>,
+        now: chrono::DateTime<Utc>,
+    ) {
+        match request {
+            Request::Submit { verdict, body, reply } => {
+                let id = match &verdict {
+                    Ok(v) => v.id.clone(),
+                    Err(r) => r.id.clone(),
+                };
+                if engine.is_active(&id) {
+                    tracing::info!(workflow = %id, "Duplicate submission of a running workflow");
+                    match reply {
+                        Some(to) => engine.add_waiter(&id, to),
+                        None => engine.note_duplicate(),
+                    }
+                    return;
+                }
+                if let Some(k) = known.get(&id) {
+                    tracing::info!(workflow = %id, status = %k.status, "Duplicate submission of an ended workflow");
+                    engine.note_duplicate();
+                    if let (Some(to), Some(report)) = (reply, &k.report) {
+                        engine.reply_with(&to, report);
+                    }
+                    return;
+                }
+                match verdict {
+                    Ok(v) => {
+                        tracing::info!(workflow = %v.id, tasks = v.tasks.len(), priority = v.priority, "Workflow accepted");
+                        engine.accept(v, Arc::from(body), reply, now);
+                    }
+                    Err(r) => {
+                        tracing::info!(workflow = %r.id, problems = r.errors.len(), "Workflow rejected");
+                        // Later duplicates in this batch see it as ended.
+                        let report = WorkflowReport {
+                            errors: r.errors.clone(),
+                            status: warren_shared::wire::WorkflowStatus::Rejected,
+                            ..WorkflowReport::not_found(&r.id)
+                        };
+                        known.insert(
+                            r.id.clone(),
+                            Known {
+                                status: "rejected".into(),
+                                report: serde_json::to_string(&report).ok(),
+                            },
+                        );
+                        engine.reject(r, reply, now);
+                    }
+                }
+            }
+            Request::Status { id, reply } => {
+                if let Some(report) = engine.report(&id) {
+                    engine.reply_report(&reply, &report);
+                } else if let Some(Known { report: Some(report), .. }) = known.get(&id) {
+                    engine.reply_with(&reply, report);
+                } else {
+                    engine.reply_report(&reply, &WorkflowReport::not_found(&id));
+                }
+            }
+            Request::Invalid { reason, body, reply } => {
+                tracing::warn!(%reason, "Invalid control request dead-lettered");
+                if let Some(to) = reply {
+                    let report = WorkflowReport {
+                        status: warren_shared::wire::WorkflowStatus::Rejected,
+                        errors: vec![warren_shared::wire::Rejection {
+                            code: "invalid_control".into(),
+                            message: reason.clone(),
+                            task: None,
+                        }],
+                        ..WorkflowReport::not_found("")
+                    };
+                    engine.reply_report(&to, &report);
+                }
+                engine.dead_letter(body, &self.config.amqp.namespace, &reason);
+            }
+        }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn start_consumer(
+    conn: &Connection,
+    queue: &str,
+    prefetch: u16,
+    tx: mpsc::Sender<Inbound>,
+    wrap: fn(Delivery) -> Inbound,
+) -> Result<Channel, SchedulerError> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(warren_shared::Error::amqp("channel.open"))?;
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(warren_shared::Error::amqp("basic.qos"))?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            ShortString::from(format!("warren-scheduler:{queue}")),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(warren_shared::Error::amqp("basic.consume"))?;
+    let queue = queue.to_owned();
+    tokio::spawn(async move {
+        let reason = loop {
+            match consumer.next().await {
+                Some(Ok(d)) => {
+                    if tx.send(wrap(d)).await.is_err() {
+                        return; // the loop has stopped
+                    }
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "the broker cancelled the consumer or closed the channel".to_owned(),
+            }
+        };
+        let _ = tx.send(Inbound::Ended { queue, reason }).await;
+    });
+    Ok(ch)
+}
+
+/// Publishes outbox messages with confirms.
+struct Publisher {
+    channel: Channel,
+    /// Channel for declarations: a declaration error closes its channel,
+    /// and must not take the publishing channel with it.
+    setup: Channel,
+    topology: Topology,
+    /// Task queues declared by this process: a task is never published to
+    /// a queue that does not exist.
+    declared: HashSet<String>,
+}
+
+impl Publisher {
+    fn properties(m: &OutMsg) -> BasicProperties {
+        let mut p = amqp::json_properties();
+        if !m.headers.is_empty() {
+            let mut h = p.headers().clone().unwrap_or_default();
+            for (k, v) in &m.headers {
+                h.insert(k.as_str().into(), AMQPValue::LongString(LongString::from(v.as_str())));
+            }
+            p = p.with_headers(h);
+        }
+        if let Some(id) = &m.message_id {
+            p = p.with_message_id(id.as_str().into());
+        }
+        if let Some(c) = &m.correlation_id {
+            p = p.with_correlation_id(c.as_str().into());
+        }
+        if let Some(prio) = m.priority {
+            p = p.with_priority(prio);
+        }
+        match m.kind {
+            OutKind::Task => p.with_type(TYPE_TASK.into()),
+            OutKind::Reply | OutKind::Event => p.with_type(TYPE_REPORT.into()),
+            OutKind::Dead => p,
+        }
+    }
+
+    async fn publish_all(&mut self, msgs: &[(u64, Arc<OutMsg>)]) -> Result<(), SchedulerError> {
+        let returned = self.publish_once(msgs.iter().map(|(_, m)| m)).await?;
+        if returned.is_empty() {
+            return Ok(());
+        }
+        // A task queue deleted behind our back: declare it again and resend.
+        for m in &returned {
+            self.declared.remove(&m.routing_key);
+        }
+        let again = self.publish_once(returned.iter()).await?;
+        match again.first() {
+            None => Ok(()),
+            Some(m) => Err(warren_shared::Error::Unroutable {
+                exchange: m.exchange.clone(),
+                routing_key: m.routing_key.clone(),
+            }
+            .into()),
+        }
+    }
+
+    /// Publishes every message, then awaits every confirm. Returns the task
+    /// messages that came back unroutable.
+    async fn publish_once<'a>(
+        &mut self,
+        msgs: impl Iterator<Item = &'a Arc<OutMsg>>,
+    ) -> Result<Vec<Arc<OutMsg>>, SchedulerError> {
+        let mut pending = Vec::new();
+        for m in msgs {
+            if m.kind == OutKind::Task && !self.declared.contains(&m.routing_key) {
+                self.topology.declare_task_queue(&self.setup, &m.routing_key).await?;
+                self.declared.insert(m.routing_key.clone());
+            }
+            let confirm = amqp::publish(
+                &self.channel,
+                &m.exchange,
+                &m.routing_key,
+                m.kind != OutKind::Event,
+                &m.body,
+                Self::properties(m),
+            )
+            .await?;
+            pending.push((confirm, m));
+        }
+        let mut returned = Vec::new();
+        for (confirm, m) in pending {
+            match confirm
+                .await
+                .map_err(warren_shared::Error::amqp("publisher confirm"))?
+            {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Confirmation::Ack(Some(_)) => match m.kind {
+                    OutKind::Reply => tracing::warn!(
+                        reply_to = %m.routing_key,
+                        "Reply queue no longer exists; the outcome is still on the events exchange"
+                    ),
+                    OutKind::Task => returned.push(m.clone()),
+                    OutKind::Event | OutKind::Dead => tracing::error!(
+                        exchange = %m.exchange,
+                        "Message returned unroutable; is the dead-letter queue deleted?"
+                    ),
+                },
+                Confirmation::Nack(_) => {
+                    return Err(warren_shared::Error::PublishNacked {
+                        exchange: m.exchange.clone(),
+                        routing_key: m.routing_key.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(returned)
+    }
+}

@@ -1,0 +1,62 @@
+//! `warren-scheduler`: runs the scheduler with settings from flags and env.
+
+use clap::Parser;
+use std::path::PathBuf;
+use warren_scheduler::{Scheduler, SchedulerConfig, validate::Limits};
+use warren_shared::AmqpConfig;
+
+/// Warren's scheduler: validates workflow requests, keeps their state in a
+/// SQLite store and dispatches ready tasks to RabbitMQ.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Broker address (amqp://user:pass@host:port/vhost).
+    #[arg(long, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
+    amqp_addr: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// SQLite file holding the scheduler's state.
+    #[arg(long, env = "WARREN_STORE", default_value = "warren.db")]
+    store: PathBuf,
+    /// Most tasks per queue dispatched and not yet answered.
+    #[arg(long, env = "WARREN_DISPATCH_WINDOW", default_value_t = 200)]
+    dispatch_window: usize,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "WARREN_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Most tasks in one workflow.
+    #[arg(long, env = "WARREN_MAX_TASKS", default_value_t = Limits::default().max_tasks)]
+    max_tasks: usize,
+    /// Deepest nesting of any input.
+    #[arg(long, env = "WARREN_MAX_INPUT_DEPTH", default_value_t = Limits::default().max_input_depth)]
+    max_input_depth: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = SchedulerConfig {
+        amqp: AmqpConfig {
+            addr: args.amqp_addr,
+            namespace: args.namespace,
+        },
+        store_path: args.store,
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_tasks: args.max_tasks,
+            max_input_depth: args.max_input_depth,
+        },
+        dispatch_window: args.dispatch_window,
+        ..SchedulerConfig::default()
+    };
+    tracing::info!(amqp = ?config.amqp, store = %config.store_path.display(), "Starting scheduler");
+    let shutdown = warren_shared::shutdown::on_signal();
+    Scheduler::new(config).run(shutdown).await?;
+    Ok(())
+}

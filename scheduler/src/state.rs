@@ -1,0 +1,980 @@
+//! The scheduler's state machine, free of I/O.
+//!
+//! [`Engine`] holds every running workflow in memory (the store holds the
+//! same, durably) and turns inputs (accepted requests, results, due retries)
+//! into state changes. Each change appends [`Op`]s for the store and
+//! [`OutMsg`]s for the broker to the current batch; the I/O loop in
+//! `engine.rs` commits the batch, then publishes, then acks.
+//!
+//! Task lifecycle: pending -> ready -> running -> succeeded, or
+//! running -> retrying -> ready -> running ..., or running -> failed.
+//! When a task fails for good, every task that has not started is skipped,
+//! running ones finish, and the workflow fails once none is running.
+
+use crate::{
+    metrics::Metrics,
+    store::{Op, OutKind, OutMsg, RunningWorkflow, StoreError, TaskRow},
+    template::{self, Source},
+    validate::{self, Limits, Rejected, ValidWorkflow},
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::{
+    cmp::{Ordering, Reverse},
+    collections::{BTreeMap, BinaryHeap, HashMap},
+    sync::Arc,
+};
+use warren_shared::{
+    Topology,
+    wire::{
+        ResultStatus, RetryPolicy, TaskError, TaskMessage, TaskReport, TaskResult, TaskSpec, TaskState,
+        WorkflowReport, WorkflowStatus,
+    },
+};
+
+/// Where to send a workflow's outcome: a producer's `reply_to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub queue: String,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct TaskRt {
+    state: TaskState,
+    attempt: u32,
+    due_at_ms: Option<i64>,
+    output: Option<Value>,
+    error: Option<TaskError>,
+    worker: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TaskRt {
+    fn pending() -> TaskRt {
+        TaskRt {
+            state: TaskState::Pending,
+            attempt: 0,
+            due_at_ms: None,
+            output: None,
+            error: None,
+            worker: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Workflow {
+    id: Arc<str>,
+    name: Option<String>,
+    priority: u8,
+    input: Value,
+    created_at: DateTime<Utc>,
+    specs: Vec<TaskSpec>,
+    /// Task index by id.
+    index: HashMap<String, u32>,
+    templated: Vec<bool>,
+    dependents: Vec<Vec<u32>>,
+    /// Dependencies of each task that have not succeeded yet.
+    waiting: Vec<u32>,
+    tasks: Vec<TaskRt>,
+    /// Tasks dispatched whose result has not arrived.
+    running: u32,
+    /// Tasks not in a final state.
+    unfinished: u32,
+    /// Set when a task failed for good: the workflow's one-line error.
+    failure: Option<String>,
+    replies: Vec<ReplyTo>,
+}
+
+impl Workflow {
+    fn report(&self, status: WorkflowStatus, finished_at: Option<DateTime<Utc>>) -> WorkflowReport {
+        let tasks: BTreeMap<String, TaskReport> = self
+            .specs
+            .iter()
+            .zip(&self.tasks)
+            .map(|(spec, t)| {
+                (
+                    spec.id.clone(),
+                    TaskReport {
+                        state: t.state,
+                        attempts: t.attempt,
+                        output: t.output.clone(),
+                        error: t.error.clone(),
+                        worker: t.worker.clone(),
+                        started_at: t.started_at,
+                        finished_at: t.finished_at,
+                    },
+                )
+            })
+            .collect();
+        WorkflowReport {
+            workflow_id: self.id.to_string(),
+            name: self.name.clone(),
+            status,
+            tasks,
+            errors: Vec::new(),
+            error: self.failure.clone(),
+            created_at: Some(self.created_at),
+            finished_at,
+        }
+    }
+
+    fn row(&self, i: u32) -> TaskRow {
+        let t = &self.tasks[i as usize];
+        TaskRow {
+            workflow_id: self.id.clone(),
+            task_id: self.specs[i as usize].id.clone(),
+            state: t.state,
+            attempt: t.attempt,
+            due_at_ms: t.due_at_ms,
+            output: t.output.as_ref().map(Value::to_string),
+            error: t.error.clone(),
+            worker: t.worker.clone(),
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+        }
+    }
+}
+
+/// A ready task waiting for a dispatch slot in its queue.
+#[derive(Debug, PartialEq, Eq)]
+struct ReadyItem {
+    priority: u8,
+    seq: u64,
+    workflow: Arc<str>,
+    task: u32,
+}
+
+impl Ord for ReadyItem {
+    /// Highest priority first, then oldest.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for ReadyItem {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ready: BinaryHeap<ReadyItem>,
+    in_flight: usize,
+}
+
+/// A retry waiting for its due time: (due ms, order, workflow, task, attempt).
+type DueRetry = Reverse<(i64, u64, Arc<str>, u32, u32)>;
+
+/// The state machine. See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    topology: Topology,
+    window: usize,
+    workflows: HashMap<Arc<str>, Workflow>,
+    queues: HashMap<String, QueueState>,
+    retries: BinaryHeap<DueRetry>,
+    seq: u64,
+    next_outbox: u64,
+    next_workflow_seq: u64,
+    ops: Vec<Op>,
+    outbox: Vec<(u64, Arc<OutMsg>)>,
+    metrics: Arc<Metrics>,
+}
+
+/// Backoff before attempt `attempt + 1`: doubling from `backoff_ms`, capped,
+/// with "equal jitter" (half fixed, half random) so that a burst of failures
+/// does not come back as a burst.
+pub fn retry_delay_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
+    let exp = policy
+        .backoff_ms
+        .saturating_mul(1u64 << (attempt.saturating_sub(1)).min(32));
+    let delay = exp.min(policy.max_backoff_ms);
+    delay / 2 + fastrand::u64(0..=delay - delay / 2)
+}
+
+impl Engine {
+    pub fn new(
+        topology: Topology,
+        window: usize,
+        next_outbox: u64,
+        next_workflow_seq: u64,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        Engine {
+            topology,
+            window: window.max(1),
+            workflows: HashMap::new(),
+            queues: HashMap::new(),
+            retries: BinaryHeap::new(),
+            seq: 0,
+            next_outbox,
+            next_workflow_seq,
+            ops: Vec::new(),
+            outbox: Vec::new(),
+            metrics,
+        }
+    }
+
+    /// Hands over the current batch: store ops and the messages to publish
+    /// once they are committed.
+    pub fn take_batch(&mut self) -> (Vec<Op>, Vec<(u64, Arc<OutMsg>)>) {
+        (std::mem::take(&mut self.ops), std::mem::take(&mut self.outbox))
+    }
+
+    /// Adds an op to the current batch (used for outbox deletions).
+    pub fn push_op(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    pub fn has_ops(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
+    pub fn active_workflows(&self) -> usize {
+        self.workflows.len()
+    }
+
+    pub fn is_active(&self, id: &str) -> bool {
+        self.workflows.contains_key(id)
+    }
+
+    fn emit(&mut self, msg: OutMsg) {
+        let seq = self.next_outbox;
+        self.next_outbox += 1;
+        let msg = Arc::new(msg);
+        self.ops.push(Op::Outbox(seq, msg.clone()));
+        self.outbox.push((seq, msg));
+    }
+
+    fn emit_reply(&mut self, to: &ReplyTo, body: Vec<u8>) {
+        self.emit(OutMsg {
+            kind: OutKind::Reply,
+            exchange: String::new(),
+            routing_key: to.queue.clone(),
+            message_id: None,
+            correlation_id: to.correlation_id.clone(),
+            priority: None,
+            headers: Vec::new(),
+            body,
+        });
+    }
+
+    fn emit_event(&mut self, id: &str, status: WorkflowStatus, body: Vec<u8>) {
+        self.emit(OutMsg {
+            kind: OutKind::Event,
+            exchange: self.topology.events(),
+            routing_key: format!("workflow.{id}.{}", status.as_str()),
+            message_id: None,
+            correlation_id: None,
+            priority: None,
+            headers: Vec::new(),
+            body,
+        });
+    }
+
+    /// Dead-letters a message that cannot be processed.
+    pub fn dead_letter(&mut self, body: Vec<u8>, source_queue: &str, reason: &str) {
+        Metrics::add(&self.metrics.dead_lettered, 1);
+        self.emit(OutMsg {
+            kind: OutKind::Dead,
+            exchange: self.topology.dead(),
+            routing_key: String::new(),
+            message_id: None,
+            correlation_id: None,
+            priority: None,
+            headers: vec![
+                (warren_shared::wire::HEADER_DEAD_REASON.to_owned(), reason.to_owned()),
+                (warren_shared::wire::HEADER_DEAD_QUEUE.to_owned(), source_queue.to_owned()),
+            ],
+            body,
+        });
+    }
+
+    /// Sends an already serialised report to `to`.
+    pub fn reply_with(&mut self, to: &ReplyTo, report_json: &str) {
+        self.emit_reply(to, report_json.as_bytes().to_vec());
+    }
+
+    /// Sends `report` to `to`.
+    pub fn reply_report(&mut self, to: &ReplyTo, report: &WorkflowReport) {
+        self.emit_reply(to, to_json(report));
+    }
+
+    /// The current report of a running workflow.
+    pub fn report(&self, id: &str) -> Option<WorkflowReport> {
+        self.workflows
+            .get(id)
+            .map(|w| w.report(WorkflowStatus::Running, None))
+    }
+
+    /// A second submission of a running workflow: its outcome goes to this
+    /// `reply_to` too.
+    pub fn add_waiter(&mut self, id: &str, reply: ReplyTo) {
+        Metrics::add(&self.metrics.workflows_duplicate, 1);
+        if let Some(w) = self.workflows.get_mut(id) {
+            self.ops.push(Op::AddReply {
+                workflow_id: w.id.clone(),
+                reply_to: reply.queue.clone(),
+                correlation_id: reply.correlation_id.clone(),
+            });
+            w.replies.push(reply);
+        }
+    }
+
+    /// Counts a duplicate submission of a workflow that has already ended.
+    pub fn note_duplicate(&mut self) {
+        Metrics::add(&self.metrics.workflows_duplicate, 1);
+    }
+
+    /// Records a rejected request and answers it.
+    pub fn reject(&mut self, r: Rejected, reply: Option<ReplyTo>, now: DateTime<Utc>) {
+        Metrics::add(&self.metrics.workflows_rejected, 1);
+        let report = WorkflowReport {
+            workflow_id: r.id.clone(),
+            name: r.name.clone(),
+            status: WorkflowStatus::Rejected,
+            tasks: BTreeMap::new(),
+            errors: r.errors,
+            error: None,
+            created_at: Some(now),
+            finished_at: Some(now),
+        };
+        let body = to_json(&report);
+        let seq = self.next_workflow_seq;
+        self.next_workflow_seq += 1;
+        self.ops.push(Op::InsertWorkflow {
+            id: Arc::from(r.id.as_str()),
+            seq,
+            name: r.name,
+            priority: 0,
+            status: WorkflowStatus::Rejected.as_str(),
+            definition: None,
+            report: Some(String::from_utf8_lossy(&body).into_owned()),
+            created_at: now,
+        });
+        if let Some(to) = &reply {
+            self.emit_reply(to, body.clone());
+        }
+        self.emit_event(&r.id, WorkflowStatus::Rejected, body);
+    }
+
+    /// Accepts a validated workflow: records it and makes its roots ready.
+    pub fn accept(
+        &mut self,
+        v: ValidWorkflow,
+        definition: Arc<[u8]>,
+        reply: Option<ReplyTo>,
+        now: DateTime<Utc>,
+    ) {
+        Metrics::add(&self.metrics.workflows_accepted, 1);
+        let seq = self.next_workflow_seq;
+        self.next_workflow_seq += 1;
+        let id: Arc<str> = Arc::from(v.id.as_str());
+        self.ops.push(Op::InsertWorkflow {
+            id: id.clone(),
+            seq,
+            name: v.name.clone(),
+            priority: v.priority,
+            status: WorkflowStatus::Running.as_str(),
+            definition: Some(definition),
+            report: None,
+            created_at: now,
+        });
+        let mut replies = Vec::new();
+        if let Some(to) = reply {
+            self.ops.push(Op::AddReply {
+                workflow_id: id.clone(),
+                reply_to: to.queue.clone(),
+                correlation_id: to.correlation_id.clone(),
+            });
+            replies.push(to);
+        }
+        let wf = build(id.clone(), v, now, replies, |_| TaskRt::pending());
+        let event = WorkflowReport {
+            tasks: BTreeMap::new(),
+            ..wf.report(WorkflowStatus::Running, None)
+        };
+        self.emit_event(&id, WorkflowStatus::Running, to_json(&event));
+        let roots: Vec<u32> = (0..wf.tasks.len() as u32)
+            .filter(|&i| wf.waiting[i as usize] == 0)
+            .collect();
+        self.workflows.insert(id.clone(), wf);
+        for i in roots {
+            self.make_ready(&id, i);
+        }
+    }
+
+    /// Rebuilds a workflow that was running when the scheduler stopped.
+    pub fn restore(&mut self, r: RunningWorkflow) -> Result<(), StoreError> {
+        let unlimited = Limits {
+            max_body_bytes: usize::MAX,
+            max_tasks: usize::MAX,
+            max_input_depth: usize::MAX,
+        };
+        let id = r.id.clone();
+        let v = validate::validate(&r.definition, Some(&r.id), &unlimited, || id.clone()).map_err(|rej| {
+            StoreError::Corrupt(format!(
+                "stored definition of workflow {} no longer validates: {:?}",
+                r.id, rej.errors
+            ))
+        })?;
+        let mut rows: HashMap<String, TaskRow> = r.tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect();
+        let replies = r
+            .replies
+            .into_iter()
+            .map(|(queue, correlation_id)| ReplyTo { queue, correlation_id })
+            .collect();
+        let wf_id: Arc<str> = Arc::from(r.id.as_str());
+        let mut corrupt = None;
+        let mut wf = build(wf_id.clone(), v, r.created_at, replies, |spec| match rows.remove(&spec.id) {
+            None => TaskRt::pending(),
+            Some(row) => TaskRt {
+                state: row.state,
+                attempt: row.attempt,
+                due_at_ms: row.due_at_ms,
+                output: row.output.and_then(|o| match serde_json::from_str(&o) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        corrupt = Some(format!("output of {}: {e}", spec.id));
+                        None
+                    }
+                }),
+                error: row.error,
+                worker: row.worker,
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+            },
+        });
+        if let Some(c) = corrupt {
+            return Err(StoreError::Corrupt(c));
+        }
+        // Derive the counters from the task states.
+        for i in 0..wf.tasks.len() {
+            let state = wf.tasks[i].state;
+            if state == TaskState::Succeeded {
+                for &d in &wf.dependents[i] {
+                    wf.waiting[d as usize] -= 1;
+                }
+            }
+            if state.is_final() {
+                wf.unfinished -= 1;
+            }
+            if state == TaskState::Failed && wf.failure.is_none() {
+                wf.failure = Some(failure_line(&wf.specs[i].id, &wf.tasks[i]));
+            }
+        }
+        for i in 0..wf.tasks.len() as u32 {
+            match wf.tasks[i as usize].state {
+                TaskState::Running => {
+                    wf.running += 1;
+                    self.queues.entry(wf.specs[i as usize].queue.clone()).or_default().in_flight += 1;
+                }
+                TaskState::Retrying => {
+                    let t = &wf.tasks[i as usize];
+                    self.seq += 1;
+                    self.retries.push(Reverse((t.due_at_ms.unwrap_or(0), self.seq, wf_id.clone(), i, t.attempt)));
+                }
+                _ => {}
+            }
+        }
+        let ready: Vec<u32> = if wf.failure.is_none() {
+            (0..wf.tasks.len() as u32)
+                .filter(|&i| wf.tasks[i as usize].state == TaskState::Pending && wf.waiting[i as usize] == 0)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.workflows.insert(wf_id.clone(), wf);
+        for i in ready {
+            self.make_ready(&wf_id, i);
+        }
+        self.maybe_finish(&wf_id, Utc::now());
+        Ok(())
+    }
+
+    fn make_ready(&mut self, id: &Arc<str>, task: u32) {
+        let Some(wf) = self.workflows.get_mut(id) else {
+            return;
+        };
+        wf.tasks[task as usize].state = TaskState::Ready;
+        self.seq += 1;
+        self.queues
+            .entry(wf.specs[task as usize].queue.clone())
+            .or_default()
+            .ready
+            .push(ReadyItem {
+                priority: wf.priority,
+                seq: self.seq,
+                workflow: id.clone(),
+                task,
+            });
+    }
+
+    /// Applies a task result. Results for an attempt that is not running
+    /// (duplicates, late results) change nothing and are counted.
+    pub fn on_result(&mut self, r: TaskResult, now: DateTime<Utc>) {
+        let Some(wf) = self.workflows.get_mut(r.workflow_id.as_str()) else {
+            Metrics::add(&self.metrics.results_ignored, 1);
+            tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Result for a workflow that is not running ignored");
+            return;
+        };
+        let Some(i) = wf.index.get(r.task_id.as_str()).map(|&i| i as usize) else {
+            Metrics::add(&self.metrics.results_ignored, 1);
+            tracing::warn!(workflow = %r.workflow_id, task = %r.task_id, "Result for an unknown task ignored");
+            return;
+        };
+        let t = &mut wf.tasks[i];
+        if t.state != TaskState::Running || t.attempt != r.attempt {
+            Metrics::add(&self.metrics.results_ignored, 1);
+            tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Duplicate or late result ignored");
+            return;
+        }
+        Metrics::add(&self.metrics.results_committed, 1);
+        let id = wf.id.clone();
+        wf.running -= 1;
+        if let Some(q) = self.queues.get_mut(&wf.specs[i].queue) {
+            q.in_flight = q.in_flight.saturating_sub(1);
+        }
+        t.worker = Some(r.worker).filter(|w| !w.is_empty());
+        t.started_at = r.started_at.or(t.started_at);
+        t.finished_at = Some(r.finished_at.unwrap_or(now));
+        let status = match r.status {
+            ResultStatus::Succeeded => "succeeded",
+            ResultStatus::Failed => "failed",
+        };
+        self.ops.push(Op::Result {
+            workflow_id: id.clone(),
+            task_id: r.task_id,
+            attempt: r.attempt,
+            status,
+        });
+        let i = i as u32;
+        match r.status {
+            ResultStatus::Succeeded => {
+                t.state = TaskState::Succeeded;
+                t.output = Some(r.output.unwrap_or(Value::Null));
+                t.error = None;
+                wf.unfinished -= 1;
+                let row = wf.row(i);
+                self.ops.push(Op::Task(row));
+                if wf.failure.is_none() {
+                    let mut ready = Vec::new();
+                    for &d in &wf.dependents[i as usize] {
+                        wf.waiting[d as usize] -= 1;
+                        if wf.waiting[d as usize] == 0 {
+                            ready.push(d);
+                        }
+                    }
+                    for d in ready {
+                        self.make_ready(&id, d);
+                    }
+                }
+            }
+            ResultStatus::Failed => {
+                let error = r.error.unwrap_or_else(|| TaskError {
+                    message: "the worker reported a failure without an error".into(),
+                    retryable: false,
+                });
+                self.fail_attempt(&id, i, error, now);
+            }
+        }
+        self.maybe_finish(&id, now);
+    }
+
+    /// A failed attempt: retried when allowed, else the task and the
+    /// workflow fail.
+    fn fail_attempt(&mut self, id: &Arc<str>, i: u32, error: TaskError, now: DateTime<Utc>) {
+        let Some(wf) = self.workflows.get_mut(id) else {
+            return;
+        };
+        let policy = wf.specs[i as usize].retry.unwrap_or_default();
+        let t = &mut wf.tasks[i as usize];
+        let retry = error.retryable && t.attempt < policy.max_attempts && wf.failure.is_none();
+        t.error = Some(error);
+        if retry {
+            Metrics::add(&self.metrics.tasks_retried, 1);
+            let due = now.timestamp_millis() + retry_delay_ms(&policy, t.attempt) as i64;
+            t.state = TaskState::Retrying;
+            t.due_at_ms = Some(due);
+            let attempt = t.attempt;
+            let row = wf.row(i);
+            self.ops.push(Op::Task(row));
+            self.seq += 1;
+            self.retries.push(Reverse((due, self.seq, id.clone(), i, attempt)));
+            return;
+        }
+        t.state = TaskState::Failed;
+        t.due_at_ms = None;
+        wf.unfinished -= 1;
+        let row = wf.row(i);
+        self.ops.push(Op::Task(row));
+        if wf.failure.is_none() {
+            wf.failure = Some(failure_line(&wf.specs[i as usize].id, &wf.tasks[i as usize]));
+            // Nothing that has not started will start now.
+            for j in 0..wf.tasks.len() {
+                if matches!(
+                    wf.tasks[j].state,
+                    TaskState::Pending | TaskState::Ready | TaskState::Retrying
+                ) {
+                    wf.tasks[j].state = TaskState::Skipped;
+                    wf.tasks[j].due_at_ms = None;
+                    wf.unfinished -= 1;
+                    let row = wf.row(j as u32);
+                    self.ops.push(Op::Task(row));
+                }
+            }
+        }
+    }
+
+    /// Ends the workflow when nothing is left to run.
+    fn maybe_finish(&mut self, id: &Arc<str>, now: DateTime<Utc>) {
+        let Some(wf) = self.workflows.get(id) else {
+            return;
+        };
+        if wf.running > 0 || (wf.unfinished > 0 && wf.failure.is_none()) {
+            return;
+        }
+        let wf = self.workflows.remove(id).expect("present above");
+        let status = if wf.failure.is_some() {
+            Metrics::add(&self.metrics.workflows_failed, 1);
+            WorkflowStatus::Failed
+        } else {
+            Metrics::add(&self.metrics.workflows_succeeded, 1);
+            WorkflowStatus::Succeeded
+        };
+        let report = wf.report(status, Some(now));
+        let body = to_json(&report);
+        tracing::info!(workflow = %wf.id, status = status.as_str(), "Workflow finished");
+        self.ops.push(Op::FinishWorkflow {
+            id: wf.id.clone(),
+            status: status.as_str(),
+            report: String::from_utf8_lossy(&body).into_owned(),
+            finished_at: now,
+        });
+        for to in &wf.replies {
+            self.emit_reply(to, body.clone());
+        }
+        if !wf.replies.is_empty() {
+            self.ops.push(Op::DropReplies(wf.id.clone()));
+        }
+        self.emit_event(&wf.id, status, body);
+    }
+
+    /// When the next retry is due (ms since the epoch).
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.retries.peek().map(|Reverse((due, ..))| *due)
+    }
+
+    /// Makes every retry due by `now_ms` ready again.
+    pub fn fire_due(&mut self, now_ms: i64) {
+        while let Some(Reverse((due, ..))) = self.retries.peek() {
+            if *due > now_ms {
+                break;
+            }
+            let Reverse((_, _, id, task, attempt)) = self.retries.pop().expect("peeked");
+            let live = self.workflows.get(&id).is_some_and(|w| {
+                let t = &w.tasks[task as usize];
+                t.state == TaskState::Retrying && t.attempt == attempt
+            });
+            if live {
+                self.make_ready(&id, task);
+            }
+        }
+    }
+
+    /// Releases ready tasks into their queues, best first, while each
+    /// queue's in-flight count is under the window.
+    pub fn dispatch(&mut self, now: DateTime<Utc>) {
+        let queues: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.ready.is_empty() && q.in_flight < self.window)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in queues {
+            loop {
+                let q = self.queues.get_mut(&name).expect("listed above");
+                if q.in_flight >= self.window {
+                    break;
+                }
+                let Some(item) = q.ready.pop() else {
+                    break;
+                };
+                self.dispatch_one(&item.workflow, item.task, now);
+            }
+        }
+    }
+
+    fn dispatch_one(&mut self, id: &Arc<str>, i: u32, now: DateTime<Utc>) {
+        let Some(wf) = self.workflows.get_mut(id) else {
+            return;
+        };
+        if wf.tasks[i as usize].state != TaskState::Ready {
+            return; // skipped since it became ready
+        }
+        let spec = &wf.specs[i as usize];
+        let input = if wf.templated[i as usize] {
+            let (index, tasks, wf_input) = (&wf.index, &wf.tasks, &wf.input);
+            let lookup = |s: &Source| -> Option<&Value> {
+                match s {
+                    Source::WorkflowInput => Some(wf_input),
+                    Source::TaskOutput(name) => tasks[*index.get(name.as_str())? as usize].output.as_ref(),
+                }
+            };
+            template::resolve(&spec.input, &lookup)
+        } else {
+            Ok(spec.input.clone())
+        };
+        let t = &mut wf.tasks[i as usize];
+        t.attempt += 1;
+        t.due_at_ms = None;
+        t.started_at = Some(now);
+        t.finished_at = None;
+        let input = match input {
+            Ok(v) => v,
+            Err(e) => {
+                // The attempt never reaches a worker; the task fails for good.
+                let error = TaskError {
+                    message: format!("input template: {e}"),
+                    retryable: false,
+                };
+                self.fail_attempt(id, i, error, now);
+                self.maybe_finish(id, now);
+                return;
+            }
+        };
+        t.state = TaskState::Running;
+        wf.running += 1;
+        let msg = TaskMessage {
+            workflow_id: id.to_string(),
+            task_id: spec.id.clone(),
+            attempt: t.attempt,
+            kind: spec.kind.clone(),
+            input,
+            timeout_ms: spec.timeout_ms,
+            max_attempts: spec.retry.unwrap_or_default().max_attempts,
+        };
+        let queue = spec.queue.clone();
+        let priority = wf.priority;
+        let row = wf.row(i);
+        self.ops.push(Op::Task(row));
+        self.queues.entry(queue.clone()).or_default().in_flight += 1;
+        Metrics::add(&self.metrics.tasks_dispatched, 1);
+        self.emit(OutMsg {
+            kind: OutKind::Task,
+            exchange: self.topology.tasks_exchange(),
+            routing_key: queue,
+            message_id: Some(msg.message_id()),
+            correlation_id: None,
+            priority: Some(priority),
+            headers: Vec::new(),
+            body: to_json(&msg),
+        });
+    }
+}
+
+fn failure_line(task: &str, t: &TaskRt) -> String {
+    let why = t.error.as_ref().map_or("no error given", |e| e.message.as_str());
+    format!(
+        "task `{task}` failed after {} attempt{}: {why}",
+        t.attempt,
+        if t.attempt == 1 { "" } else { "s" }
+    )
+}
+
+fn build(
+    id: Arc<str>,
+    v: ValidWorkflow,
+    created_at: DateTime<Utc>,
+    replies: Vec<ReplyTo>,
+    mut task: impl FnMut(&TaskSpec) -> TaskRt,
+) -> Workflow {
+    let n = v.tasks.len();
+    let mut dependents = vec![Vec::new(); n];
+    for (i, ds) in v.deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d as usize].push(i as u32);
+        }
+    }
+    Workflow {
+        id,
+        name: v.name,
+        priority: v.priority,
+        input: v.input,
+        created_at,
+        tasks: v.tasks.iter().map(&mut task).collect(),
+        waiting: v.deps.iter().map(|d| d.len() as u32).collect(),
+        index: v.tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i as u32)).collect(),
+        specs: v.tasks,
+        templated: v.templated,
+        dependents,
+        running: 0,
+        unfinished: n as u32,
+        failure: None,
+        replies,
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("wire types always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn engine(window: usize) -> Engine {
+        Engine::new(Topology::new("t"), window, 1, 1, Arc::new(Metrics::default()))
+    }
+
+    fn submit(e: &mut Engine, body: Value) {
+        let bytes = body.to_string().into_bytes();
+        let v = validate::validate(&bytes, None, &Limits::default(), || "gen".into()).unwrap();
+        e.accept(v, Arc::from(bytes), None, Utc::now());
+    }
+
+    /// Dispatches and returns the task messages published, in order.
+    fn dispatched(e: &mut Engine) -> Vec<TaskMessage> {
+        e.dispatch(Utc::now());
+        let (_, out) = e.take_batch();
+        out.iter()
+            .filter(|(_, m)| m.kind == OutKind::Task)
+            .map(|(_, m)| serde_json::from_slice(&m.body).unwrap())
+            .collect()
+    }
+
+    fn result(m: &TaskMessage, ok: bool, retryable: bool, output: Value) -> TaskResult {
+        TaskResult {
+            workflow_id: m.workflow_id.clone(),
+            task_id: m.task_id.clone(),
+            attempt: m.attempt,
+            status: if ok { ResultStatus::Succeeded } else { ResultStatus::Failed },
+            output: ok.then_some(output),
+            error: (!ok).then(|| TaskError { message: "boom".into(), retryable }),
+            worker: "w".into(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn final_report(e: &mut Engine) -> WorkflowReport {
+        let (_, out) = e.take_batch();
+        let ev = out
+            .iter()
+            .find(|(_, m)| m.kind == OutKind::Event && !m.routing_key.ends_with(".running"))
+            .expect("a final event");
+        serde_json::from_slice(&ev.1.body).unwrap()
+    }
+
+    #[test]
+    fn diamond_with_templates() {
+        let mut e = engine(10);
+        submit(&mut e, json!({"id": "d", "input": {"n": 2}, "tasks": [
+            {"id": "a", "type": "echo", "input": {"n": "${workflow.input.n}"}},
+            {"id": "b", "type": "echo", "depends_on": ["a"], "input": "${a.output.n}"},
+            {"id": "c", "type": "echo", "depends_on": ["a"], "input": "c got ${a.output.n}"},
+            {"id": "j", "type": "echo", "depends_on": ["b", "c"], "input": ["${b.output}", "${c.output}"]}
+        ]}));
+        let a = dispatched(&mut e);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].input, json!({"n": 2}));
+        e.on_result(result(&a[0], true, false, a[0].input.clone()), Utc::now());
+        let bc = dispatched(&mut e);
+        assert_eq!(bc.iter().map(|m| m.input.clone()).collect::<Vec<_>>(), vec![json!(2), json!("c got 2")]);
+        e.on_result(result(&bc[0], true, false, json!(2)), Utc::now());
+        assert!(dispatched(&mut e).is_empty(), "join waits for both parents");
+        e.on_result(result(&bc[1], true, false, json!("c got 2")), Utc::now());
+        let j = dispatched(&mut e);
+        assert_eq!(j[0].input, json!([2, "c got 2"]));
+        e.on_result(result(&j[0], true, false, json!("done")), Utc::now());
+        let report = final_report(&mut e);
+        assert_eq!(report.status, WorkflowStatus::Succeeded);
+        assert_eq!(report.tasks["j"].output, Some(json!("done")));
+        assert!(!e.is_active("d"));
+    }
+
+    #[test]
+    fn retry_then_exhaustion_skips_dependents() {
+        let mut e = engine(10);
+        submit(&mut e, json!({"id": "r", "tasks": [
+            {"id": "a", "type": "fail", "retry": {"max_attempts": 2, "backoff_ms": 100}},
+            {"id": "s", "type": "sleep"},
+            {"id": "b", "type": "echo", "depends_on": ["a"]}
+        ]}));
+        let first = dispatched(&mut e);
+        assert_eq!(first.len(), 2);
+        let now = Utc::now();
+        e.on_result(result(&first[0], false, true, Value::Null), now);
+        assert!(dispatched(&mut e).is_empty(), "the retry waits for its due time");
+        let due = e.next_due_ms().unwrap();
+        let delay = due - now.timestamp_millis();
+        assert!((50..=100).contains(&delay), "equal jitter of 100 ms: {delay}");
+        e.fire_due(due);
+        let second = dispatched(&mut e);
+        assert_eq!((second[0].task_id.as_str(), second[0].attempt), ("a", 2));
+        // A late duplicate of attempt 1 changes nothing.
+        e.on_result(result(&first[0], true, false, json!(1)), Utc::now());
+        assert_eq!(Metrics::get(&e.metrics.results_ignored), 1);
+        e.on_result(result(&second[0], false, true, Value::Null), Utc::now());
+        assert!(e.is_active("r"), "waits for the running sibling");
+        e.on_result(result(&first[1], true, false, json!("slept")), Utc::now());
+        let report = final_report(&mut e);
+        assert_eq!(report.status, WorkflowStatus::Failed);
+        assert_eq!(report.tasks["a"].state, TaskState::Failed);
+        assert_eq!(report.tasks["a"].attempts, 2);
+        assert_eq!(report.tasks["s"].state, TaskState::Succeeded);
+        assert_eq!(report.tasks["b"].state, TaskState::Skipped);
+        assert_eq!(report.error.as_deref(), Some("task `a` failed after 2 attempts: boom"));
+    }
+
+    #[test]
+    fn non_retryable_failure_is_final() {
+        let mut e = engine(10);
+        submit(&mut e, json!({"id": "n", "tasks": [
+            {"id": "a", "type": "x", "retry": {"max_attempts": 5}}
+        ]}));
+        let a = dispatched(&mut e);
+        e.on_result(result(&a[0], false, false, Value::Null), Utc::now());
+        assert_eq!(final_report(&mut e).tasks["a"].attempts, 1);
+    }
+
+    #[test]
+    fn window_and_priority_order() {
+        let mut e = engine(1);
+        submit(&mut e, json!({"id": "low", "priority": 0, "tasks": [
+            {"id": "a", "type": "echo"}, {"id": "b", "type": "echo"}
+        ]}));
+        let first = dispatched(&mut e);
+        assert_eq!(first.len(), 1, "window of one");
+        submit(&mut e, json!({"id": "high", "priority": 9, "tasks": [{"id": "h", "type": "echo"}]}));
+        assert!(dispatched(&mut e).is_empty());
+        e.on_result(result(&first[0], true, false, json!(null)), Utc::now());
+        let next = dispatched(&mut e);
+        assert_eq!(next[0].workflow_id, "high", "priority 9 overtakes the earlier backlog");
+    }
+
+    #[test]
+    fn missing_template_path_fails_the_task() {
+        let mut e = engine(10);
+        submit(&mut e, json!({"id": "m", "tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "depends_on": ["a"], "input": "${a.output.nope}"}
+        ]}));
+        let a = dispatched(&mut e);
+        e.on_result(result(&a[0], true, false, json!({"x": 1})), Utc::now());
+        e.dispatch(Utc::now());
+        let report = final_report(&mut e);
+        assert_eq!(report.status, WorkflowStatus::Failed);
+        let err = report.tasks["b"].error.as_ref().unwrap();
+        assert!(err.message.contains("has no `nope`"), "{}", err.message);
+    }
+}

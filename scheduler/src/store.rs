@@ -1,0 +1,690 @@
+//! The durable state store: one SQLite file in WAL mode with full sync.
+//!
+//! SQLite calls block, so the connection lives on its own thread and the
+//! async side sends it closures ([`Store::call`]). The engine hands over one
+//! batch of [`Op`]s per transaction: every state change of a batch, and the
+//! outbox messages they cause, commit together or not at all.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::{path::Path, sync::Arc};
+use tokio::sync::oneshot;
+use warren_shared::wire::{TaskError, TaskState};
+
+/// Version of the schema below, kept in `meta`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workflows (
+    id          TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL,
+    name        TEXT,
+    priority    INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    definition  BLOB,
+    report      TEXT,
+    created_at  TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, seq);
+CREATE TABLE IF NOT EXISTS tasks (
+    workflow_id TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    due_at_ms   INTEGER,
+    output      TEXT,
+    error       TEXT,
+    worker      TEXT,
+    started_at  TEXT,
+    finished_at TEXT,
+    PRIMARY KEY (workflow_id, task_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    workflow_id  TEXT NOT NULL,
+    task_id      TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    committed_at TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, task_id, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq            INTEGER PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    exchange       TEXT NOT NULL,
+    routing_key    TEXT NOT NULL,
+    message_id     TEXT,
+    correlation_id TEXT,
+    priority       INTEGER,
+    headers        TEXT,
+    body           BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replies (
+    workflow_id    TEXT NOT NULL,
+    reply_to       TEXT NOT NULL,
+    correlation_id TEXT
+);
+CREATE INDEX IF NOT EXISTS replies_by_workflow ON replies (workflow_id);
+";
+
+/// Failures of the state store. Any of them stops the scheduler: its
+/// in-memory state may be ahead of the file, and a restart reloads the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state store {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state store holds schema version {found}; this scheduler knows version {SCHEMA_VERSION}")]
+    SchemaVersion { found: i64 },
+    #[error("state store thread has stopped")]
+    Closed,
+    #[error("state store holds an unreadable row: {0}")]
+    Corrupt(String),
+}
+
+/// What kind of message an outbox row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutKind {
+    /// A task message to `{ns}.tasks`.
+    Task,
+    /// A report to a producer's `reply_to` queue.
+    Reply,
+    /// A state change on `{ns}.events`.
+    Event,
+    /// A message dead-lettered to `{ns}.dead`.
+    Dead,
+}
+
+impl OutKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutKind::Task => "task",
+            OutKind::Reply => "reply",
+            OutKind::Event => "event",
+            OutKind::Dead => "dead",
+        }
+    }
+    fn parse(s: &str) -> Option<OutKind> {
+        Some(match s {
+            "task" => OutKind::Task,
+            "reply" => OutKind::Reply,
+            "event" => OutKind::Event,
+            "dead" => OutKind::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// A message waiting in the outbox to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutMsg {
+    pub kind: OutKind,
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub priority: Option<u8>,
+    /// Extra string headers (the dead-letter reason).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A task's durable state. Tasks without a row are pending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub workflow_id: Arc<str>,
+    pub task_id: String,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub due_at_ms: Option<i64>,
+    pub output: Option<String>,
+    pub error: Option<TaskError>,
+    pub worker: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One change inside a batch transaction.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A new workflow: accepted (`definition` set) or rejected (`report` set).
+    InsertWorkflow {
+        id: Arc<str>,
+        seq: u64,
+        name: Option<String>,
+        priority: u8,
+        status: &'static str,
+        definition: Option<Arc<[u8]>>,
+        report: Option<String>,
+        created_at: DateTime<Utc>,
+    },
+    /// A workflow reached a final state.
+    FinishWorkflow {
+        id: Arc<str>,
+        status: &'static str,
+        report: String,
+        finished_at: DateTime<Utc>,
+    },
+    Task(TaskRow),
+    /// A committed result; the primary key makes committing one twice fail.
+    Result {
+        workflow_id: Arc<str>,
+        task_id: String,
+        attempt: u32,
+        status: &'static str,
+    },
+    Outbox(u64, Arc<OutMsg>),
+    OutboxDone(u64),
+    AddReply {
+        workflow_id: Arc<str>,
+        reply_to: String,
+        correlation_id: Option<String>,
+    },
+    DropReplies(Arc<str>),
+}
+
+/// A workflow that was running when the store was last closed.
+#[derive(Debug, Clone)]
+pub struct RunningWorkflow {
+    pub id: String,
+    pub seq: u64,
+    pub definition: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub tasks: Vec<TaskRow>,
+    pub replies: Vec<(String, Option<String>)>,
+}
+
+/// Everything the scheduler needs to resume.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub running: Vec<RunningWorkflow>,
+    pub outbox: Vec<(u64, Arc<OutMsg>)>,
+    pub next_outbox_seq: u64,
+    pub next_workflow_seq: u64,
+}
+
+/// A workflow known to the store, as looked up by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Known {
+    pub status: String,
+    /// The final report, once the workflow has ended.
+    pub report: Option<String>,
+}
+
+/// The connection, owned by the store thread.
+pub struct Db {
+    conn: Connection,
+}
+
+type Job = Box<dyn FnOnce(&mut Db) + Send>;
+
+/// Handle to the store thread.
+#[derive(Clone)]
+pub struct Store {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and starts its thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Db::open(path)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("warren-store".into())
+            .spawn(move || {
+                let mut db = db;
+                while let Ok(job) = rx.recv() {
+                    job(&mut db);
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
+        Ok(Store { tx })
+    }
+
+    /// Runs `f` on the store thread and returns its result.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (done, result) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |db| {
+                let _ = done.send(f(db));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    s.map(|s| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| StoreError::Corrupt(format!("timestamp `{s}`: {e}")))
+    })
+    .transpose()
+}
+
+impl Db {
+    fn open(path: &Path) -> Result<Db, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let found: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .optional()?;
+        match found.map(|v| v.parse::<i64>()) {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(Ok(SCHEMA_VERSION)) => {}
+            Some(Ok(found)) => return Err(StoreError::SchemaVersion { found }),
+            Some(Err(e)) => return Err(StoreError::Corrupt(format!("schema_version: {e}"))),
+        }
+        Ok(Db { conn })
+    }
+
+    /// Applies one batch in one transaction.
+    pub fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for op in ops {
+            match op {
+                Op::InsertWorkflow {
+                    id,
+                    seq,
+                    name,
+                    priority,
+                    status,
+                    definition,
+                    report,
+                    created_at,
+                } => {
+                    let finished = report.as_ref().map(|_| ts(created_at));
+                    tx.prepare_cached(
+                        "INSERT INTO workflows (id, seq, name, priority, status, definition, report, created_at, finished_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![
+                        &**id,
+                        *seq as i64,
+                        name,
+                        *priority,
+                        status,
+                        definition.as_deref(),
+                        report,
+                        ts(created_at),
+                        finished
+                    ])?;
+                }
+                Op::FinishWorkflow {
+                    id,
+                    status,
+                    report,
+                    finished_at,
+                } => {
+                    tx.prepare_cached(
+                        "UPDATE workflows SET status = ?2, report = ?3, finished_at = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![&**id, status, report, ts(finished_at)])?;
+                }
+                Op::Task(row) => {
+                    let error = row
+                        .error
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    tx.prepare_cached(
+                        "INSERT INTO tasks (workflow_id, task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                         ON CONFLICT (workflow_id, task_id) DO UPDATE SET
+                           state = excluded.state, attempt = excluded.attempt, due_at_ms = excluded.due_at_ms,
+                           output = excluded.output, error = excluded.error, worker = excluded.worker,
+                           started_at = excluded.started_at, finished_at = excluded.finished_at",
+                    )?
+                    .execute(params![
+                        &*row.workflow_id,
+                        row.task_id,
+                        row.state.as_str(),
+                        row.attempt,
+                        row.due_at_ms,
+                        row.output,
+                        error,
+                        row.worker,
+                        row.started_at.as_ref().map(ts),
+                        row.finished_at.as_ref().map(ts),
+                    ])?;
+                }
+                Op::Result {
+                    workflow_id,
+                    task_id,
+                    attempt,
+                    status,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO results (workflow_id, task_id, attempt, status, committed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![&**workflow_id, task_id, attempt, status, ts(&Utc::now())])?;
+                }
+                Op::Outbox(seq, m) => {
+                    let headers = if m.headers.is_empty() {
+                        None
+                    } else {
+                        Some(serde_json::to_string(&m.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO outbox (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![
+                        *seq as i64,
+                        m.kind.as_str(),
+                        m.exchange,
+                        m.routing_key,
+                        m.message_id,
+                        m.correlation_id,
+                        m.priority,
+                        headers,
+                        m.body
+                    ])?;
+                }
+                Op::OutboxDone(seq) => {
+                    tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+                        .execute([*seq as i64])?;
+                }
+                Op::AddReply {
+                    workflow_id,
+                    reply_to,
+                    correlation_id,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO replies (workflow_id, reply_to, correlation_id) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![&**workflow_id, reply_to, correlation_id])?;
+                }
+                Op::DropReplies(id) => {
+                    tx.prepare_cached("DELETE FROM replies WHERE workflow_id = ?1")?
+                        .execute([&**id])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Loads what a restarted scheduler resumes from.
+    pub fn recover(&mut self) -> Result<Recovered, StoreError> {
+        let mut out = Recovered::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body
+             FROM outbox ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<u8>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Vec<u8>>(8)?,
+            ))
+        })?;
+        for row in rows {
+            let (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body) = row?;
+            let kind = OutKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("outbox kind `{kind}`")))?;
+            let headers = match headers {
+                Some(h) => serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("outbox headers: {e}")))?,
+                None => Vec::new(),
+            };
+            out.outbox.push((
+                seq as u64,
+                Arc::new(OutMsg {
+                    kind,
+                    exchange,
+                    routing_key,
+                    message_id,
+                    correlation_id,
+                    priority,
+                    headers,
+                    body,
+                }),
+            ));
+        }
+        drop(stmt);
+        out.next_outbox_seq = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox", [], |r| r.get::<_, i64>(0))? as u64;
+        out.next_workflow_seq = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM workflows", [], |r| r.get::<_, i64>(0))? as u64;
+
+        let mut wf_stmt = self.conn.prepare(
+            "SELECT id, seq, definition, created_at FROM workflows WHERE status = 'running' ORDER BY seq",
+        )?;
+        let mut task_stmt = self.conn.prepare(
+            "SELECT task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at
+             FROM tasks WHERE workflow_id = ?1",
+        )?;
+        let mut reply_stmt = self
+            .conn
+            .prepare("SELECT reply_to, correlation_id FROM replies WHERE workflow_id = ?1")?;
+        let wfs: Vec<(String, i64, Vec<u8>, String)> = wf_stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, seq, definition, created_at) in wfs {
+            let wf_id: Arc<str> = Arc::from(id.as_str());
+            let mut tasks = Vec::new();
+            let rows = task_stmt.query_map([&id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })?;
+            for row in rows {
+                let (task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at) = row?;
+                let state = TaskState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
+                let error = error
+                    .map(|e| serde_json::from_str::<TaskError>(&e))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("task error: {e}")))?;
+                tasks.push(TaskRow {
+                    workflow_id: wf_id.clone(),
+                    task_id,
+                    state,
+                    attempt,
+                    due_at_ms,
+                    output,
+                    error,
+                    worker,
+                    started_at: parse_ts(started_at)?,
+                    finished_at: parse_ts(finished_at)?,
+                });
+            }
+            let replies = reply_stmt
+                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            out.running.push(RunningWorkflow {
+                id,
+                seq: seq as u64,
+                definition,
+                created_at: parse_ts(Some(created_at))?.unwrap_or_else(Utc::now),
+                tasks,
+                replies,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Looks up workflows by id.
+    pub fn lookup(&mut self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, report FROM workflows WHERE id = ?1")?;
+        ids.iter()
+            .map(|id| {
+                stmt.query_row([id], |r| {
+                    Ok(Known {
+                        status: r.get(0)?,
+                        report: r.get(1)?,
+                    })
+                })
+                .optional()
+                .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
+    /// Committed results per (task, attempt) of a workflow: the evidence
+    /// that no result was committed twice.
+    pub fn results_of(&mut self, workflow_id: &str) -> Result<Vec<(String, u32, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task_id, attempt, status FROM results WHERE workflow_id = ?1 ORDER BY task_id, attempt",
+        )?;
+        let rows = stmt.query_map([workflow_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Messages still in the outbox (published ones are deleted).
+    pub fn outbox_len(&mut self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(wf: &Arc<str>, task: &str, state: TaskState, attempt: u32) -> Op {
+        Op::Task(TaskRow {
+            workflow_id: wf.clone(),
+            task_id: task.into(),
+            state,
+            attempt,
+            due_at_ms: None,
+            output: None,
+            error: None,
+            worker: None,
+            started_at: None,
+            finished_at: None,
+        })
+    }
+
+    #[test]
+    fn batches_commit_and_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let wf: Arc<str> = Arc::from("wf-1");
+        {
+            let mut db = Db::open(&path).unwrap();
+            let msg = Arc::new(OutMsg {
+                kind: OutKind::Task,
+                exchange: "ns.tasks".into(),
+                routing_key: "default".into(),
+                message_id: Some("wf-1/a/1".into()),
+                correlation_id: None,
+                priority: Some(3),
+                headers: vec![("k".into(), "v".into())],
+                body: b"{}".to_vec(),
+            });
+            db.commit(&[
+                Op::InsertWorkflow {
+                    id: wf.clone(),
+                    seq: 7,
+                    name: None,
+                    priority: 3,
+                    status: "running",
+                    definition: Some(Arc::from(&b"{\"tasks\":[]}"[..])),
+                    report: None,
+                    created_at: Utc::now(),
+                },
+                row(&wf, "a", TaskState::Running, 1),
+                Op::Outbox(1, msg.clone()),
+                Op::Outbox(2, msg.clone()),
+                Op::AddReply {
+                    workflow_id: wf.clone(),
+                    reply_to: "q".into(),
+                    correlation_id: Some("c".into()),
+                },
+            ])
+            .unwrap();
+            db.commit(&[
+                Op::OutboxDone(1),
+                row(&wf, "a", TaskState::Succeeded, 1),
+                Op::Result {
+                    workflow_id: wf.clone(),
+                    task_id: "a".into(),
+                    attempt: 1,
+                    status: "succeeded",
+                },
+            ])
+            .unwrap();
+            // The same result twice is refused, and the whole batch with it.
+            let dup = [
+                row(&wf, "a", TaskState::Failed, 1),
+                Op::Result {
+                    workflow_id: wf.clone(),
+                    task_id: "a".into(),
+                    attempt: 1,
+                    status: "succeeded",
+                },
+            ];
+            assert!(db.commit(&dup).is_err());
+        }
+        let mut db = Db::open(&path).unwrap();
+        let rec = db.recover().unwrap();
+        assert_eq!(rec.next_workflow_seq, 8);
+        assert_eq!(rec.next_outbox_seq, 3);
+        assert_eq!(rec.outbox.len(), 1);
+        assert_eq!(rec.outbox[0].0, 2);
+        assert_eq!(rec.outbox[0].1.headers, vec![("k".to_string(), "v".to_string())]);
+        assert_eq!(rec.running.len(), 1);
+        let w = &rec.running[0];
+        assert_eq!(w.tasks.len(), 1);
+        assert_eq!(w.tasks[0].state, TaskState::Succeeded, "the refused batch left nothing behind");
+        assert_eq!(w.replies, vec![("q".to_string(), Some("c".to_string()))]);
+        assert_eq!(db.results_of("wf-1").unwrap(), vec![("a".to_string(), 1, "succeeded".to_string())]);
+        assert_eq!(db.lookup(&["wf-1".into(), "nope".into()]).unwrap()[1], None);
+    }
+}

@@ -1,0 +1,548 @@
+//! Submission-time validation: every problem of a request, reported at once.
+//!
+//! The checks that need the whole body (size, JSON syntax, field types)
+//! stop at their first problem, since nothing after them can be read
+//! reliably; everything semantic (ids, dependencies, cycles, templates,
+//! ranges, limits) is checked in full and reported together.
+
+use crate::template::{self, Source};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use warren_shared::wire::{Rejection, TaskSpec, WorkflowRequest};
+
+/// Size limits applied to every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, checked before parsing (default 16 MiB).
+    pub max_body_bytes: usize,
+    /// Most tasks in one workflow (default 100,000).
+    pub max_tasks: usize,
+    /// Deepest nesting of arrays and objects in any input (default 32).
+    pub max_input_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_tasks: 100_000,
+            max_input_depth: 32,
+        }
+    }
+}
+
+/// Longest workflow or task id.
+pub const MAX_ID_LEN: usize = 128;
+/// Most attempts a retry policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// A request that passed validation, with its DAG as indexes.
+#[derive(Debug, Clone)]
+pub struct ValidWorkflow {
+    pub id: String,
+    pub name: Option<String>,
+    pub priority: u8,
+    pub input: Value,
+    pub tasks: Vec<TaskSpec>,
+    /// For each task, the indexes of the tasks it depends on.
+    pub deps: Vec<Vec<u32>>,
+    /// For each task, whether its input holds templates.
+    pub templated: Vec<bool>,
+}
+
+/// A request that failed validation: the id it is recorded under and why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub id: String,
+    pub name: Option<String>,
+    pub errors: Vec<Rejection>,
+}
+
+fn problem(code: &str, task: Option<&str>, message: impl Into<String>) -> Rejection {
+    Rejection {
+        code: code.to_owned(),
+        message: message.into(),
+        task: task.map(str::to_owned),
+    }
+}
+
+/// True for `[A-Za-z0-9._:-]{1,128}`: safe in routing keys and URLs.
+pub fn valid_workflow_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// True for `[A-Za-z0-9_-]{1,128}`: a task id cannot hold the `.` that
+/// separates template path segments.
+fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+/// True for `[A-Za-z0-9._-]{1,100}`.
+fn valid_queue(q: &str) -> bool {
+    !q.is_empty()
+        && q.len() <= 100
+        && q.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Nesting depth of a JSON value (a scalar is 0).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Only the `id` and `name` of a request, read leniently so that a
+/// rejection can be recorded under the producer's own id when possible.
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    name: Option<Value>,
+}
+
+/// Validates a workflow request body. `message_id` is the AMQP property,
+/// used as the id when the body has none; `fresh_id` makes one otherwise.
+pub fn validate(
+    body: &[u8],
+    message_id: Option<&str>,
+    limits: &Limits,
+    fresh_id: impl FnOnce() -> String,
+) -> Result<ValidWorkflow, Rejected> {
+    let fallback_id = |candidate: Option<&str>| match candidate {
+        Some(id) if valid_workflow_id(id) => id.to_owned(),
+        _ => fresh_id(),
+    };
+    if body.len() > limits.max_body_bytes {
+        return Err(Rejected {
+            id: fallback_id(message_id),
+            name: None,
+            errors: vec![problem(
+                "body_too_large",
+                None,
+                format!(
+                    "request body is {} bytes; the limit is {} bytes",
+                    body.len(),
+                    limits.max_body_bytes
+                ),
+            )],
+        });
+    }
+    let request: WorkflowRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let peek = serde_json::from_slice::<Peek>(body).ok();
+            let body_id = peek.as_ref().and_then(|p| p.id.as_ref()?.as_str().map(str::to_owned));
+            let name = peek.and_then(|p| p.name?.as_str().map(str::to_owned));
+            return Err(Rejected {
+                id: fallback_id(body_id.as_deref().or(message_id)),
+                name,
+                errors: vec![problem("invalid_request", None, format!("request is not a valid workflow: {e}"))],
+            });
+        }
+    };
+    check(request, message_id, limits, fallback_id)
+}
+
+fn check(
+    request: WorkflowRequest,
+    message_id: Option<&str>,
+    limits: &Limits,
+    fallback_id: impl FnOnce(Option<&str>) -> String,
+) -> Result<ValidWorkflow, Rejected> {
+    let mut errors = Vec::new();
+    let requested_id = request.id.as_deref().or(message_id);
+    if let Some(id) = requested_id
+        && !valid_workflow_id(id)
+    {
+        errors.push(problem(
+            "invalid_id",
+            None,
+            format!("workflow id `{id}` must be 1 to {MAX_ID_LEN} characters of letters, digits, `.`, `_`, `:` or `-`"),
+        ));
+    }
+    let id = fallback_id(requested_id);
+    if !(0..=9).contains(&request.priority) {
+        errors.push(problem(
+            "priority_out_of_range",
+            None,
+            format!("priority {} is out of range 0..=9", request.priority),
+        ));
+    }
+    if depth(&request.input) > limits.max_input_depth {
+        errors.push(problem(
+            "input_too_deep",
+            None,
+            format!("workflow input nests deeper than {} levels", limits.max_input_depth),
+        ));
+    }
+    let reject = |errors, request: WorkflowRequest| Rejected {
+        id: id.clone(),
+        name: request.name,
+        errors,
+    };
+    if request.tasks.is_empty() {
+        errors.push(problem("no_tasks", None, "workflow has no tasks"));
+        return Err(reject(errors, request));
+    }
+    if request.tasks.len() > limits.max_tasks {
+        errors.push(problem(
+            "too_many_tasks",
+            None,
+            format!(
+                "workflow has {} tasks; the limit is {}",
+                request.tasks.len(),
+                limits.max_tasks
+            ),
+        ));
+        return Err(reject(errors, request));
+    }
+
+    let tasks = &request.tasks;
+    let mut index: HashMap<&str, u32> = HashMap::with_capacity(tasks.len());
+    for (i, t) in tasks.iter().enumerate() {
+        if !valid_task_id(&t.id) {
+            errors.push(problem(
+                "invalid_task_id",
+                Some(&t.id),
+                format!("task id `{}` must be 1 to {MAX_ID_LEN} characters of letters, digits, `_` or `-`", t.id),
+            ));
+        }
+        if index.insert(&t.id, i as u32).is_some() {
+            errors.push(problem("duplicate_task_id", Some(&t.id), format!("task id `{}` is used more than once", t.id)));
+        }
+    }
+    let mut deps: Vec<Vec<u32>> = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let id = Some(t.id.as_str());
+        if t.kind.is_empty() {
+            errors.push(problem("missing_type", id, format!("task `{}` has an empty type", t.id)));
+        }
+        if !valid_queue(&t.queue) {
+            errors.push(problem(
+                "invalid_queue",
+                id,
+                format!("queue `{}` of task `{}` must be 1 to 100 characters of letters, digits, `.`, `_` or `-`", t.queue, t.id),
+            ));
+        }
+        if let Some(r) = t.retry
+            && !(1..=MAX_ATTEMPTS).contains(&r.max_attempts)
+        {
+            errors.push(problem(
+                "invalid_retry",
+                id,
+                format!("task `{}`: retry.max_attempts must be 1..={MAX_ATTEMPTS}, not {}", t.id, r.max_attempts),
+            ));
+        }
+        if t.timeout_ms == Some(0) {
+            errors.push(problem("invalid_timeout", id, format!("task `{}`: timeout_ms must be above 0", t.id)));
+        }
+        if depth(&t.input) > limits.max_input_depth {
+            errors.push(problem(
+                "input_too_deep",
+                id,
+                format!("input of task `{}` nests deeper than {} levels", t.id, limits.max_input_depth),
+            ));
+        }
+        let mut mine = Vec::with_capacity(t.depends_on.len());
+        let mut seen = HashSet::with_capacity(t.depends_on.len());
+        for d in &t.depends_on {
+            if !seen.insert(d.as_str()) {
+                errors.push(problem("duplicate_dependency", id, format!("task `{}` lists `{d}` twice in depends_on", t.id)));
+            } else if d == &t.id {
+                errors.push(problem("self_dependency", id, format!("task `{}` depends on itself", t.id)));
+            } else {
+                match index.get(d.as_str()) {
+                    Some(&j) => mine.push(j),
+                    None => errors.push(problem(
+                        "unknown_dependency",
+                        id,
+                        format!("task `{}` depends on `{d}`, which is not a task of this workflow", t.id),
+                    )),
+                }
+            }
+        }
+        deps.push(mine);
+    }
+
+    let acyclic = match find_cycle(&deps) {
+        Some(cycle) => {
+            let names: Vec<&str> = cycle.iter().map(|&i| tasks[i as usize].id.as_str()).collect();
+            errors.push(problem(
+                "cycle",
+                Some(names[0]),
+                format!("dependency cycle: {}", names.join(" -> ")),
+            ));
+            false
+        }
+        None => true,
+    };
+
+    let mut templated = Vec::with_capacity(tasks.len());
+    let mut refs = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let id = Some(t.id.as_str());
+        refs.clear();
+        if let Err(e) = template::references(&t.input, &mut refs) {
+            errors.push(problem("invalid_template", id, format!("task `{}`: {e}", t.id)));
+        }
+        templated.push(template::has_templates(&t.input));
+        for r in &refs {
+            let Source::TaskOutput(name) = &r.source else {
+                continue;
+            };
+            match index.get(name.as_str()) {
+                None => errors.push(problem(
+                    "template_unknown_task",
+                    id,
+                    format!("task `{}` references `{name}`, which is not a task of this workflow", t.id),
+                )),
+                Some(&j) if acyclic && !is_ancestor(&deps, j, i as u32) => errors.push(problem(
+                    "template_not_ancestor",
+                    id,
+                    format!(
+                        "task `{}` references the output of `{name}`, which it does not depend on (directly or transitively)",
+                        t.id
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(reject(errors, request));
+    }
+    Ok(ValidWorkflow {
+        id,
+        name: request.name,
+        priority: request.priority as u8,
+        input: request.input,
+        tasks: request.tasks,
+        deps,
+        templated,
+    })
+}
+
+/// True when `anc` is reachable from `task` by following dependencies.
+fn is_ancestor(deps: &[Vec<u32>], anc: u32, task: u32) -> bool {
+    if deps[task as usize].contains(&anc) {
+        return true;
+    }
+    let mut seen = vec![false; deps.len()];
+    let mut stack = deps[task as usize].clone();
+    while let Some(n) = stack.pop() {
+        if n == anc {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[n as usize], true) {
+            stack.extend_from_slice(&deps[n as usize]);
+        }
+    }
+    false
+}
+
+/// One cycle of the graph (first node repeated at the end), if there is one.
+fn find_cycle(deps: &[Vec<u32>]) -> Option<Vec<u32>> {
+    // Iterative three-colour DFS over dependency edges.
+    const WHITE: u8 = 0;
+    const GREY: u8 = 1;
+    const BLACK: u8 = 2;
+    let mut colour = vec![WHITE; deps.len()];
+    let mut parent = vec![u32::MAX; deps.len()];
+    for root in 0..deps.len() {
+        if colour[root] != WHITE {
+            continue;
+        }
+        let mut stack: Vec<(u32, usize)> = vec![(root as u32, 0)];
+        colour[root] = GREY;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&dep) = deps[node as usize].get(*next) {
+                *next += 1;
+                match colour[dep as usize] {
+                    WHITE => {
+                        colour[dep as usize] = GREY;
+                        parent[dep as usize] = node;
+                        stack.push((dep, 0));
+                    }
+                    GREY => {
+                        // node depends on dep, which is on the stack: walk
+                        // the parents back from node to dep.
+                        let mut path = vec![node];
+                        let mut cur = node;
+                        while cur != dep {
+                            cur = parent[cur as usize];
+                            path.push(cur);
+                        }
+                        // path runs node, parent, ..., dep; reversed it is
+                        // in "depends on" order, closed by node -> dep.
+                        path.reverse();
+                        path.push(path[0]);
+                        return Some(path);
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node as usize] = BLACK;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(body: Value) -> Result<ValidWorkflow, Rejected> {
+        let limits = Limits {
+            max_body_bytes: 4096,
+            max_tasks: 5,
+            max_input_depth: 4,
+        };
+        validate(body.to_string().as_bytes(), None, &limits, || "generated".into())
+    }
+
+    /// Checks that `body` is rejected with exactly these codes (in order)
+    /// and that each message contains its fragment.
+    fn check(body: Value, expected: &[(&str, &str)]) {
+        let rejected = run(body.clone()).expect_err(&format!("accepted {body}"));
+        let got: Vec<(&str, &str)> = rejected
+            .errors
+            .iter()
+            .map(|e| (e.code.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{got:?}");
+        for ((code, msg), (want_code, fragment)) in got.iter().zip(expected) {
+            assert_eq!(code, want_code, "{got:?}");
+            assert!(msg.contains(fragment), "`{msg}` lacks `{fragment}`");
+        }
+    }
+
+    #[test]
+    fn accepts_a_valid_dag() {
+        let wf = run(json!({
+            "id": "order-1", "priority": 5, "input": {"x": 1},
+            "tasks": [
+                {"id": "a", "type": "echo", "input": {"v": "${workflow.input.x}"}},
+                {"id": "b", "type": "echo", "depends_on": ["a"], "input": "${a.output}"},
+                {"id": "c", "type": "echo", "depends_on": ["b"], "input": {"deep": "${a.output.v}"}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(wf.id, "order-1");
+        assert_eq!(wf.priority, 5);
+        assert_eq!(wf.deps, vec![vec![], vec![0], vec![1]]);
+        assert_eq!(wf.templated, vec![true, true, true]);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        check(
+            json!({"priority": 12, "tasks": [
+                {"id": "a", "type": "echo"},
+                {"id": "a", "type": "echo"},
+                {"id": "b", "type": "echo", "depends_on": ["ghost", "b"]},
+                {"id": "c", "type": "", "queue": "bad queue", "retry": {"max_attempts": 0}, "timeout_ms": 0}
+            ]}),
+            &[
+                ("priority_out_of_range", "12"),
+                ("duplicate_task_id", "`a`"),
+                ("unknown_dependency", "`ghost`"),
+                ("self_dependency", "`b`"),
+                ("missing_type", "`c`"),
+                ("invalid_queue", "bad queue"),
+                ("invalid_retry", "max_attempts"),
+                ("invalid_timeout", "timeout_ms"),
+            ],
+        );
+    }
+
+    #[test]
+    fn names_the_cycle() {
+        check(
+            json!({"tasks": [
+                {"id": "a", "type": "echo", "depends_on": ["c"]},
+                {"id": "b", "type": "echo", "depends_on": ["a"]},
+                {"id": "c", "type": "echo", "depends_on": ["b"]},
+                {"id": "d", "type": "echo"}
+            ]}),
+            &[("cycle", "a -> c -> b -> a")],
+        );
+    }
+
+    #[test]
+    fn templates_must_name_ancestors() {
+        check(
+            json!({"tasks": [
+                {"id": "a", "type": "echo"},
+                {"id": "b", "type": "echo", "input": "${a.output}"},
+                {"id": "c", "type": "echo", "input": "${nope.output.x}"},
+                {"id": "d", "type": "echo", "input": "${a.output"},
+                {"id": "e", "type": "echo", "depends_on": ["d"], "input": {"k": "${d.output}", "j": "${workflow.nothing}"}}
+            ]}),
+            &[
+                ("template_not_ancestor", "`b` references the output of `a`"),
+                ("template_unknown_task", "`nope`"),
+                ("invalid_template", "unterminated"),
+                ("invalid_template", "only `workflow.input`"),
+            ],
+        );
+    }
+
+    #[test]
+    fn transitive_ancestors_are_allowed() {
+        run(json!({"tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "depends_on": ["a"]},
+            {"id": "c", "type": "echo", "depends_on": ["b"], "input": "${a.output}"}
+        ]}))
+        .unwrap();
+    }
+
+    #[test]
+    fn limits_and_syntax() {
+        check(json!({"tasks": []}), &[("no_tasks", "no tasks")]);
+        check(
+            json!({"tasks": (0..6).map(|i| json!({"id": format!("t{i}"), "type": "echo"})).collect::<Vec<_>>()}),
+            &[("too_many_tasks", "6 tasks; the limit is 5")],
+        );
+        check(
+            json!({"input": [[[[[1]]]]], "tasks": [{"id": "a", "type": "echo", "input": {"a": {"b": {"c": {"d": {}}}}}}]}),
+            &[("input_too_deep", "workflow input"), ("input_too_deep", "task `a`")],
+        );
+        check(json!({"id": "has space", "tasks": [{"id": "a.b", "type": "echo"}]}), &[
+            ("invalid_id", "has space"),
+            ("invalid_task_id", "a.b"),
+        ]);
+        check(json!({"tasks": [{"id": "a", "type": 5}]}), &[("invalid_request", "invalid type")]);
+        check(json!({"tasks": [{"id": "a", "type": "echo"}], "extra": 1}), &[("invalid_request", "unknown field `extra`")]);
+        check(json!({"name": "x"}), &[("invalid_request", "missing field `tasks`")]);
+
+        let limits = Limits { max_body_bytes: 10, ..Limits::default() };
+        let r = validate(br#"{"tasks": [{"id": "a", "type": "echo"}]}"#, Some("mid-1"), &limits, || "gen".into()).unwrap_err();
+        assert_eq!(r.id, "mid-1");
+        assert_eq!(r.errors[0].code, "body_too_large");
+
+        let r = validate(b"{not json", None, &Limits::default(), || "gen".into()).unwrap_err();
+        assert_eq!(r.id, "gen");
+        assert!(r.errors[0].message.contains("line 1 column 2"), "{}", r.errors[0].message);
+
+        let r = validate(br#"{"id": "keep-me", "tasks": 3}"#, None, &Limits::default(), || "gen".into()).unwrap_err();
+        assert_eq!(r.id, "keep-me", "a rejection keeps the producer's id when it can be read");
+    }
+}

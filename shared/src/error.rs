@@ -1,0 +1,52 @@
+//! Broker-level errors shared by the scheduler, the worker and the producer.
+
+/// What can go wrong between a Warren process and RabbitMQ.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker could not be reached or refused the login. The address is
+    /// shown with its password elided.
+    #[error("cannot connect to RabbitMQ at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: lapin::Error,
+    },
+    /// An exchange or queue exists with other settings than Warren declares.
+    /// Warren never deletes anything to "fix" this: an operator must decide.
+    #[error(
+        "{kind} `{name}` already exists with different settings ({detail}); \
+         delete it or choose another namespace (WARREN_NAMESPACE)"
+    )]
+    TopologyConflict {
+        kind: &'static str,
+        name: String,
+        detail: String,
+    },
+    /// The broker refused a publish (negative confirm).
+    #[error("RabbitMQ refused (nacked) a message published to `{exchange}` with key `{routing_key}`")]
+    PublishNacked {
+        exchange: String,
+        routing_key: String,
+    },
+    /// A mandatory publish had no queue to go to.
+    #[error("no queue is bound for a message published to `{exchange}` with key `{routing_key}`")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    /// Any other AMQP failure (closed channel, lost connection).
+    #[error("AMQP error during {during}: {source}")]
+    Amqp {
+        during: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a lapin error with what Warren was doing.
+    pub fn amqp(during: &'static str) -> impl FnOnce(lapin::Error) -> Error {
+        move |source| Error::Amqp { during, source }
+    }
+}

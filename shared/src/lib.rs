@@ -1,0 +1,21 @@
+//! Everything Warren's processes agree on: the wire format, the broker
+//! topology, how to reach the broker, and how to shut down.
+//!
+//! Layout:
+//! - `wire`: the JSON messages of protocol v1 (requests, tasks, results,
+//!   reports) and the headers Warren sets. Only this crate defines them.
+//! - `topology`: the exchange and queue names derived from a namespace, and
+//!   their idempotent declaration.
+//! - `amqp`: connecting (with the password kept out of every message),
+//!   confirmed publishing, dead-lettering.
+//! - `shutdown`: ctrl-c and SIGTERM as a `CancellationToken`.
+
+pub mod amqp;
+pub mod error;
+pub mod shutdown;
+pub mod topology;
+pub mod wire;
+
+pub use amqp::{AmqpConfig, redact_addr};
+pub use error::Error;
+pub use topology::Topology;

@@ -1,0 +1,188 @@
+//! Exchange and queue names for a namespace, and their declaration.
+//!
+//! Every name starts with the namespace, so several deployments (and each
+//! integration test) share one broker and vhost without clashing.
+//! Declarations are idempotent; a name that exists with other settings is a
+//! [`Error::TopologyConflict`], never something Warren deletes.
+
+use crate::error::Error;
+use lapin::{
+    Channel, ExchangeKind,
+    options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions},
+    protocol::{AMQPErrorKind, AMQPSoftError},
+    types::{AMQPValue, FieldTable},
+};
+
+/// `x-max-priority` of task queues: AMQP priorities 0..=9 are used as is.
+pub const TASK_QUEUE_MAX_PRIORITY: u8 = 10;
+
+/// The names of one Warren deployment on a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    namespace: String,
+}
+
+impl Topology {
+    pub fn new(namespace: impl Into<String>) -> Topology {
+        Topology {
+            namespace: namespace.into(),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Direct exchange and durable queue of workflow and control requests
+    /// (bound with the empty routing key).
+    pub fn workflows(&self) -> String {
+        format!("{}.workflows", self.namespace)
+    }
+
+    /// Direct exchange of task messages; routing key = task queue name.
+    pub fn tasks_exchange(&self) -> String {
+        format!("{}.tasks", self.namespace)
+    }
+
+    /// The durable priority queue of one worker pool.
+    pub fn task_queue(&self, queue: &str) -> String {
+        format!("{}.tasks.{}", self.namespace, queue)
+    }
+
+    /// Direct exchange and durable queue of task results (empty routing key).
+    pub fn results(&self) -> String {
+        format!("{}.results", self.namespace)
+    }
+
+    /// Topic exchange of state changes: `workflow.{id}.{state}`.
+    pub fn events(&self) -> String {
+        format!("{}.events", self.namespace)
+    }
+
+    /// Fanout exchange and durable queue of messages that cannot be processed.
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.namespace)
+    }
+
+    /// Declares the exchanges and the scheduler's queues. Idempotent.
+    pub async fn declare(&self, ch: &Channel) -> Result<(), Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for (name, kind) in [
+            (self.workflows(), ExchangeKind::Direct),
+            (self.tasks_exchange(), ExchangeKind::Direct),
+            (self.results(), ExchangeKind::Direct),
+            (self.events(), ExchangeKind::Topic),
+            (self.dead(), ExchangeKind::Fanout),
+        ] {
+            ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+                .await
+                .map_err(|e| conflict_or("exchange", &name, e, "exchange.declare"))?;
+        }
+        for name in [self.workflows(), self.results(), self.dead()] {
+            declare_queue(ch, &name, FieldTable::default()).await?;
+            ch.queue_bind(
+                name.as_str().into(),
+                name.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::amqp("queue.bind"))?;
+        }
+        Ok(())
+    }
+
+    /// Declares a worker pool's priority queue and binds it. Idempotent.
+    pub async fn declare_task_queue(&self, ch: &Channel, queue: &str) -> Result<(), Error> {
+        let name = self.task_queue(queue);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-max-priority".into(),
+            AMQPValue::ShortShortUInt(TASK_QUEUE_MAX_PRIORITY),
+        );
+        declare_queue(ch, &name, args).await?;
+        ch.queue_bind(
+            name.as_str().into(),
+            self.tasks_exchange().as_str().into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp("queue.bind"))
+    }
+
+    /// Deletes everything of this namespace, including the named task
+    /// queues. For tests and `warren dev`; never called by the scheduler.
+    pub async fn delete(&self, ch: &Channel, task_queues: &[String]) -> Result<(), Error> {
+        let mut queues: Vec<String> = task_queues.iter().map(|q| self.task_queue(q)).collect();
+        queues.extend([self.workflows(), self.results(), self.dead()]);
+        for q in queues {
+            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(Error::amqp("queue.delete"))?;
+        }
+        for x in [
+            self.workflows(),
+            self.tasks_exchange(),
+            self.results(),
+            self.events(),
+            self.dead(),
+        ] {
+            ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(Error::amqp("exchange.delete"))?;
+        }
+        Ok(())
+    }
+}
+
+async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), Error> {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| conflict_or("queue", name, e, "queue.declare"))
+}
+
+fn conflict_or(kind: &'static str, name: &str, e: lapin::Error, during: &'static str) -> Error {
+    if let lapin::ErrorKind::ProtocolError(amqp) = e.kind()
+        && matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+        )
+    {
+        return Error::TopologyConflict {
+            kind,
+            name: name.to_owned(),
+            detail: amqp.get_message().to_string(),
+        };
+    }
+    Error::Amqp { during, source: e }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_namespace() {
+        let t = Topology::new("acme");
+        assert_eq!(t.workflows(), "acme.workflows");
+        assert_eq!(t.tasks_exchange(), "acme.tasks");
+        assert_eq!(t.task_queue("gpu"), "acme.tasks.gpu");
+        assert_eq!(t.results(), "acme.results");
+        assert_eq!(t.events(), "acme.events");
+        assert_eq!(t.dead(), "acme.dead");
+    }
+}

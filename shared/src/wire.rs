@@ -1,0 +1,422 @@
+//! Wire format v1: every JSON body Warren sends or accepts.
+//!
+//! docs/protocol.md is the contract for other languages; these types are its
+//! single Rust definition. Requests are strict (`deny_unknown_fields`) so a
+//! misspelt field is an error rather than a silently ignored setting;
+//! messages Warren itself emits are read leniently so that adding a field in
+//! a later minor version does not break older readers.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Protocol version written to the `warren-protocol` header.
+pub const PROTOCOL_VERSION: i64 = 1;
+/// Header carrying [`PROTOCOL_VERSION`] on everything Warren publishes.
+pub const HEADER_PROTOCOL: &str = "warren-protocol";
+/// Header on a dead-lettered message saying why it could not be processed.
+pub const HEADER_DEAD_REASON: &str = "warren-dead-reason";
+/// Header on a dead-lettered message naming the queue it was taken from.
+pub const HEADER_DEAD_QUEUE: &str = "warren-dead-queue";
+/// Content type of every Warren body.
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// AMQP `type` property of task messages.
+pub const TYPE_TASK: &str = "warren.task";
+/// AMQP `type` property of task results.
+pub const TYPE_RESULT: &str = "warren.result";
+/// AMQP `type` property of workflow reports (outcomes, status replies, events).
+pub const TYPE_REPORT: &str = "warren.report";
+
+/// A workflow request, published by a producer to `{ns}.workflows`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowRequest {
+    /// Idempotency key. When absent, the AMQP `message_id` is used, and when
+    /// that is absent too the scheduler generates one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Free-form name, shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// 0..=9, default 0; every task inherits it. Kept wide here so that an
+    /// out-of-range value is reported by validation, not by the parser.
+    #[serde(default)]
+    pub priority: i64,
+    /// Input available to templates as `${workflow.input...}`.
+    #[serde(default)]
+    pub input: Value,
+    /// The DAG.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// One task of a workflow request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Unique within the workflow; letters, digits, `_` and `-`.
+    pub id: String,
+    /// Handler name a worker registered (`echo`, `payments.charge`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Task queue (worker pool); default `default`.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Tasks that must succeed before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Input, with `${task.output.path}` / `${workflow.input.path}` templates.
+    #[serde(default)]
+    pub input: Value,
+    /// Retry policy; default: one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Time the handler may take for one attempt, enforced by the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Name of the task queue a task goes to when its request names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_owned()
+}
+
+/// How often, and how far apart, a failed task is tried again.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first; 1 means no retry.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the second attempt; doubled for each further one.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Upper bound of the delay.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    1
+}
+fn default_backoff_ms() -> u64 {
+    1_000
+}
+fn default_max_backoff_ms() -> u64 {
+    300_000
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: default_max_attempts(),
+            backoff_ms: default_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+
+/// A control request on `{ns}.workflows`: recognised by its `control` field.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    pub control: ControlKind,
+    pub workflow_id: String,
+}
+
+/// What a control request asks for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlKind {
+    /// Reply (to `reply_to`) with the workflow's current report.
+    Status,
+}
+
+/// A task message, published by the scheduler to `{ns}.tasks` with the
+/// task's queue as routing key. `message_id` is `{workflow}/{task}/{attempt}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskMessage {
+    pub workflow_id: String,
+    pub task_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Input with every template already substituted.
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Attempts the scheduler will make in all.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl TaskMessage {
+    /// The AMQP `message_id` of this attempt.
+    pub fn message_id(&self) -> String {
+        format!("{}/{}/{}", self.workflow_id, self.task_id, self.attempt)
+    }
+}
+
+/// Whether an attempt succeeded.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    Succeeded,
+    Failed,
+}
+
+/// Why an attempt failed, and whether trying again may help.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskError {
+    pub message: String,
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// A task result, published by a worker to `{ns}.results`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskResult {
+    pub workflow_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    pub status: ResultStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    #[serde(default)]
+    pub worker: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A workflow's state, as reported.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkflowStatus {
+    /// Accepted; tasks are being dispatched.
+    Running,
+    Succeeded,
+    Failed,
+    /// Refused at submission; `errors` says why.
+    Rejected,
+    /// Only in a status reply: the scheduler has no workflow with that id.
+    NotFound,
+}
+
+impl WorkflowStatus {
+    /// True once nothing about the workflow will change any more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, WorkflowStatus::Running)
+    }
+
+    /// The word used on the wire and in event routing keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowStatus::Running => "running",
+            WorkflowStatus::Succeeded => "succeeded",
+            WorkflowStatus::Failed => "failed",
+            WorkflowStatus::Rejected => "rejected",
+            WorkflowStatus::NotFound => "not_found",
+        }
+    }
+}
+
+/// A task's state, as reported.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TaskState {
+    /// Waiting for dependencies.
+    Pending,
+    /// Dependencies met; waiting in the scheduler for a dispatch slot.
+    Ready,
+    /// Dispatched to its queue; the attempt's result has not arrived.
+    Running,
+    /// An attempt failed; the next one is due at a set time.
+    Retrying,
+    Succeeded,
+    /// Attempts exhausted, or a non-retryable error.
+    Failed,
+    /// Not run because the workflow failed first.
+    Skipped,
+}
+
+impl TaskState {
+    /// True once the task will not run again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Skipped
+        )
+    }
+
+    /// The word used on the wire and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Ready => "ready",
+            TaskState::Running => "running",
+            TaskState::Retrying => "retrying",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Skipped => "skipped",
+        }
+    }
+
+    /// Inverse of [`TaskState::as_str`].
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "pending" => TaskState::Pending,
+            "ready" => TaskState::Ready,
+            "running" => TaskState::Running,
+            "retrying" => TaskState::Retrying,
+            "succeeded" => TaskState::Succeeded,
+            "failed" => TaskState::Failed,
+            "skipped" => TaskState::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// One validation problem of a rejected request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable machine-readable code (`cycle`, `unknown_dependency`, ...).
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The task concerned, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+/// One task in a [`WorkflowReport`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskReport {
+    pub state: TaskState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A workflow's state: the outcome sent to `reply_to` and the events
+/// exchange when it ends, and the reply to a status request at any time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkflowReport {
+    pub workflow_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub status: WorkflowStatus,
+    /// Every task, by id.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskReport>,
+    /// For `rejected`: every validation problem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Rejection>,
+    /// For `failed`: which task failed and why, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl WorkflowReport {
+    /// The reply to a status request for an id the scheduler does not know.
+    pub fn not_found(workflow_id: &str) -> WorkflowReport {
+        WorkflowReport {
+            workflow_id: workflow_id.to_owned(),
+            name: None,
+            status: WorkflowStatus::NotFound,
+            tasks: BTreeMap::new(),
+            errors: Vec::new(),
+            error: None,
+            created_at: None,
+            finished_at: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_defaults_and_strictness() {
+        let req: WorkflowRequest = serde_json::from_value(json!({
+            "tasks": [{"id": "a", "type": "echo"}]
+        }))
+        .unwrap();
+        assert_eq!(req.priority, 0);
+        assert_eq!(req.tasks[0].queue, "default");
+        assert!(req.tasks[0].depends_on.is_empty());
+
+        let err = serde_json::from_value::<WorkflowRequest>(json!({
+            "tasks": [{"id": "a", "type": "echo", "dependson": ["b"]}]
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `dependson`"), "{err}");
+    }
+
+    #[test]
+    fn report_round_trip() {
+        let mut r = WorkflowReport::not_found("x");
+        r.status = WorkflowStatus::Running;
+        r.tasks.insert(
+            "a".into(),
+            TaskReport {
+                state: TaskState::Retrying,
+                attempts: 2,
+                output: None,
+                error: Some(TaskError {
+                    message: "boom".into(),
+                    retryable: true,
+                }),
+                worker: None,
+                started_at: None,
+                finished_at: None,
+            },
+        );
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""state":"retrying""#), "{text}");
+        assert_eq!(serde_json::from_str::<WorkflowReport>(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn task_state_words_round_trip() {
+        for s in [
+            TaskState::Pending,
+            TaskState::Ready,
+            TaskState::Running,
+            TaskState::Retrying,
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Skipped,
+        ] {
+            assert_eq!(TaskState::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                Value::String(s.as_str().into())
+            );
+        }
+    }
+}
