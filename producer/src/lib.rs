@@ -1,1 +1,10 @@
-//! stub
+//! Warren's client library: submit workflows, wait for their outcome, ask
+//! for their status. The `warren` CLI is built on it.
+//!
+//! Layout:
+//! - `client`: [`Client`], one connection with a publishing channel and a
+//!   private reply queue that routes answers by correlation id.
+
+pub mod client;
+
+pub use client::{Client, ClientError};

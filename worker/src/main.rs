@@ -1,1 +1,59 @@
-fn main() {}
+//! `warren-worker`: runs a worker pool with the built-in handlers.
+
+use clap::Parser;
+use std::time::Duration;
+use warren_shared::AmqpConfig;
+use warren_worker::{Registry, Worker, WorkerConfig};
+
+/// A Warren worker pool running the built-in handlers (echo, sleep, fail).
+/// Embed the `warren-worker` library to register your own.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Broker address (amqp://user:pass@host:port/vhost).
+    #[arg(long, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
+    amqp_addr: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Task queue to consume; repeat for several.
+    #[arg(long = "queue", env = "WARREN_QUEUES", value_delimiter = ',', default_value = "default")]
+    queues: Vec<String>,
+    /// Tasks executed at once (also the prefetch).
+    #[arg(long, env = "WARREN_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Id shown in results (default: host name and process id).
+    #[arg(long, env = "WARREN_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Seconds in-flight tasks may run on after SIGTERM.
+    #[arg(long, env = "WARREN_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    let config = WorkerConfig {
+        amqp: AmqpConfig {
+            addr: args.amqp_addr,
+            namespace: args.namespace,
+        },
+        queues: args.queues,
+        concurrency: args.concurrency,
+        worker_id: args
+            .worker_id
+            .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let shutdown = warren_shared::shutdown::on_signal();
+    Worker::new(config, Registry::with_builtins()).run(shutdown).await?;
+    Ok(())
+}

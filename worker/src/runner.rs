@@ -1,0 +1,363 @@
+//! The worker pool: consume task queues, execute, publish the result with a
+//! confirm, then ack.
+//!
+//! Order per task: run the handler (with the task's timeout), publish the
+//! result and await its confirm, then ack the task. If the worker dies
+//! anywhere before the ack, the broker redelivers the task: delivery is at
+//! least once, and the scheduler ignores a second result for an attempt.
+
+use crate::handler::{HandlerError, Registry, TaskContext};
+use chrono::Utc;
+use futures_lite::StreamExt;
+use lapin::{
+    Channel,
+    message::Delivery,
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
+    types::{FieldTable, ShortString},
+};
+use serde_json::Value;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use warren_shared::{
+    AmqpConfig, Topology, amqp,
+    wire::{DEFAULT_QUEUE, ResultStatus, TYPE_RESULT, TaskError, TaskMessage, TaskResult},
+};
+
+/// The worker's typed settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Broker address and namespace.
+    pub amqp: AmqpConfig,
+    /// Task queues to consume (default `["default"]`).
+    pub queues: Vec<String>,
+    /// Tasks executed at once; also the prefetch (default 8).
+    pub concurrency: u16,
+    /// Shown in results and reports (default `worker-{pid}`).
+    pub worker_id: String,
+    /// How long in-flight tasks may run on after shutdown is requested
+    /// before they are abandoned to redelivery (default 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            amqp: AmqpConfig::default(),
+            queues: vec![DEFAULT_QUEUE.to_owned()],
+            concurrency: 8,
+            worker_id: format!("worker-{}", std::process::id()),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a worker stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    #[error(transparent)]
+    Broker(#[from] warren_shared::Error),
+    #[error("the consumer of `{queue}` ended: {reason}")]
+    ConsumerEnded { queue: String, reason: String },
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+}
+
+/// A worker pool, ready to [`run`](Worker::run).
+#[derive(Debug)]
+pub struct Worker {
+    config: WorkerConfig,
+    registry: Arc<Registry>,
+}
+
+/// What each in-flight task needs to publish its result.
+struct Shared {
+    registry: Arc<Registry>,
+    publish: Channel,
+    topology: Topology,
+    worker_id: String,
+}
+
+enum Event {
+    Delivery(String, Delivery),
+    Ended { queue: String, reason: String },
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, registry: Registry) -> Worker {
+        Worker {
+            config,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled (returns `Ok` after draining) or
+    /// the broker connection fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let cfg = &self.config;
+        if cfg.queues.is_empty() || cfg.concurrency == 0 {
+            return Err(WorkerError::Config("at least one queue and a concurrency above 0 are needed".into()));
+        }
+        let topology = Topology::new(cfg.amqp.namespace.clone());
+        let consume_conn = amqp::connect(&cfg.amqp.addr, &format!("warren-worker {} (consume)", cfg.worker_id)).await?;
+        let publish_conn = amqp::connect(&cfg.amqp.addr, &format!("warren-worker {} (publish)", cfg.worker_id)).await?;
+        let setup = publish_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        topology.declare(&setup).await?;
+        for q in &cfg.queues {
+            topology.declare_task_queue(&setup, q).await?;
+        }
+        let shared = Arc::new(Shared {
+            registry: self.registry.clone(),
+            publish: amqp::confirm_channel(&publish_conn).await?,
+            topology: topology.clone(),
+            worker_id: cfg.worker_id.clone(),
+        });
+
+        let consume = consume_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        // Global: one limit shared by the consumers of every queue.
+        consume
+            .basic_qos(cfg.concurrency, BasicQosOptions { global: true })
+            .await
+            .map_err(warren_shared::Error::amqp("basic.qos"))?;
+        let (tx, mut rx) = mpsc::channel::<Event>(cfg.concurrency as usize * 2 + 4);
+        let mut tags = Vec::new();
+        for q in &cfg.queues {
+            let tag = format!("{}:{q}", cfg.worker_id);
+            let consumer = consume
+                .basic_consume(
+                    topology.task_queue(q).as_str().into(),
+                    ShortString::from(tag.as_str()),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(warren_shared::Error::amqp("basic.consume"))?;
+            tags.push(tag);
+            tokio::spawn(forward(q.clone(), consumer, tx.clone()));
+        }
+        drop(tx);
+        tracing::info!(
+            worker = %cfg.worker_id,
+            queues = ?cfg.queues,
+            concurrency = cfg.concurrency,
+            handlers = ?self.registry.kinds(),
+            "Worker consuming"
+        );
+
+        let tracker = TaskTracker::new();
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Ok(()),
+                ev = rx.recv() => match ev {
+                    Some(Event::Delivery(queue, d)) => {
+                        tracker.spawn(execute(shared.clone(), queue, d));
+                    }
+                    Some(Event::Ended { queue, reason }) => {
+                        break Err(WorkerError::ConsumerEnded { queue, reason });
+                    }
+                    None => break Err(WorkerError::ConsumerEnded {
+                        queue: cfg.queues.join(","),
+                        reason: "all consumers stopped".into(),
+                    }),
+                },
+            }
+        };
+
+        // Stop taking work, let what runs finish within the grace period.
+        for tag in &tags {
+            let _ = consume
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+        }
+        tracker.close();
+        let in_flight = tracker.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, grace = ?cfg.shutdown_grace, "Waiting for in-flight tasks");
+        }
+        if tokio::time::timeout(cfg.shutdown_grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                abandoned = tracker.len(),
+                "Grace period over; unfinished tasks return to their queue"
+            );
+        }
+        // Closing the consuming connection requeues any unacked delivery
+        // (prefetched ones that were never started, abandoned ones).
+        let _ = consume_conn.close(200, "worker stopping".into()).await;
+        let _ = publish_conn.close(200, "worker stopping".into()).await;
+        tracing::info!(worker = %cfg.worker_id, "Worker stopped");
+        outcome
+    }
+}
+
+async fn forward(queue: String, mut consumer: lapin::Consumer, tx: mpsc::Sender<Event>) {
+    let reason = loop {
+        match consumer.next().await {
+            Some(Ok(d)) => {
+                if tx.send(Event::Delivery(queue.clone(), d)).await.is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => break e.to_string(),
+            None => break "the broker cancelled the consumer or closed the channel".to_owned(),
+        }
+    };
+    let _ = tx.send(Event::Ended { queue, reason }).await;
+}
+
+/// The ids of a task body that did not decode as a whole.
+fn readable_ids(body: &[u8]) -> Option<(String, String, u32)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    Some((
+        v.get("workflow_id")?.as_str()?.to_owned(),
+        v.get("task_id")?.as_str()?.to_owned(),
+        u32::try_from(v.get("attempt")?.as_u64()?).ok()?,
+    ))
+}
+
+async fn execute(shared: Arc<Shared>, queue: String, d: Delivery) {
+    let started_at = Utc::now();
+    let msg: TaskMessage = match serde_json::from_slice(&d.data) {
+        Ok(m) => m,
+        Err(e) => {
+            let reason = format!("undecodable task message: {e}");
+            match readable_ids(&d.data) {
+                Some((workflow_id, task_id, attempt)) => {
+                    tracing::warn!(workflow = %workflow_id, task = %task_id, %reason, "Failing undecodable task");
+                    let result = TaskResult {
+                        workflow_id,
+                        task_id,
+                        attempt,
+                        status: ResultStatus::Failed,
+                        output: None,
+                        error: Some(TaskError { message: reason, retryable: false }),
+                        worker: shared.worker_id.clone(),
+                        started_at: Some(started_at),
+                        finished_at: Some(Utc::now()),
+                    };
+                    finish(&shared, &d, &result).await;
+                }
+                None => dead_letter(&shared, &queue, &d, &reason).await,
+            }
+            return;
+        }
+    };
+    let outcome = match shared.registry.get(&msg.kind) {
+        None => Err(HandlerError::fatal(format!(
+            "no handler for task type `{}` on worker {} (it handles: {})",
+            msg.kind,
+            shared.worker_id,
+            shared.registry.kinds().join(", ")
+        ))),
+        Some(handler) => {
+            let ctx = TaskContext {
+                workflow_id: msg.workflow_id.clone(),
+                task_id: msg.task_id.clone(),
+                attempt: msg.attempt,
+                max_attempts: msg.max_attempts,
+                kind: msg.kind.clone(),
+                input: msg.input,
+            };
+            // Its own task, so that a panic is caught as a JoinError.
+            let mut run = tokio::spawn(handler(ctx));
+            let joined = match msg.timeout_ms {
+                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), &mut run).await {
+                    Ok(j) => j,
+                    Err(_) => {
+                        run.abort();
+                        Ok(Err(HandlerError::retryable(format!("timed out after {ms} ms"))))
+                    }
+                },
+                None => run.await,
+            };
+            joined.unwrap_or_else(|e| {
+                let what = if e.is_panic() {
+                    let p = e.into_panic();
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic".into())
+                } else {
+                    "cancelled".into()
+                };
+                Err(HandlerError::retryable(format!("handler panicked: {what}")))
+            })
+        }
+    };
+    let (status, output, error) = match outcome {
+        Ok(v) => (ResultStatus::Succeeded, Some(v), None),
+        Err(e) => {
+            tracing::info!(workflow = %msg.workflow_id, task = %msg.task_id, attempt = msg.attempt, error = %e.message, "Task failed");
+            (
+                ResultStatus::Failed,
+                None,
+                Some(TaskError { message: e.message, retryable: e.retryable }),
+            )
+        }
+    };
+    let result = TaskResult {
+        workflow_id: msg.workflow_id,
+        task_id: msg.task_id,
+        attempt: msg.attempt,
+        status,
+        output,
+        error,
+        worker: shared.worker_id.clone(),
+        started_at: Some(started_at),
+        finished_at: Some(Utc::now()),
+    };
+    finish(&shared, &d, &result).await;
+}
+
+/// Publishes the result, awaits its confirm, then acks the task. When the
+/// result cannot be confirmed the task is requeued, never acked.
+async fn finish(shared: &Shared, d: &Delivery, result: &TaskResult) {
+    let body = serde_json::to_vec(result).expect("wire types always serialise");
+    let exchange = shared.topology.results();
+    let props = amqp::json_properties()
+        .with_type(TYPE_RESULT.into())
+        .with_message_id(format!("{}/{}/{}", result.workflow_id, result.task_id, result.attempt).into());
+    let sent = async {
+        let confirm = amqp::publish(&shared.publish, &exchange, "", true, &body, props).await?;
+        amqp::confirmed(confirm, &exchange, "").await
+    }
+    .await;
+    match sent {
+        Ok(()) => {
+            if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Ack failed; the task will be redelivered");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not confirmed; requeueing the task");
+            let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
+        }
+    }
+}
+
+async fn dead_letter(shared: &Shared, queue: &str, d: &Delivery, reason: &str) {
+    tracing::warn!(queue, %reason, "Dead-lettering a task message");
+    let exchange = shared.topology.dead();
+    let props = amqp::dead_letter_properties(d, &shared.topology.task_queue(queue), reason);
+    let sent = async {
+        let confirm = amqp::publish(&shared.publish, &exchange, "", true, &d.data, props).await?;
+        amqp::confirmed(confirm, &exchange, "").await
+    }
+    .await;
+    match sent {
+        Ok(()) => {
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Dead-lettering failed; requeueing");
+            let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
+        }
+    }
+}
