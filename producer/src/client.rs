@@ -30,7 +30,9 @@ pub enum ClientError {
     Broker(#[from] warren_shared::Error),
     #[error("{0}")]
     InvalidRequest(String),
-    #[error("no answer for workflow {workflow} within {after:?}; is a scheduler running on namespace `{namespace}`?")]
+    #[error(
+        "no answer for workflow {workflow} within {after:?}; is a scheduler running on namespace `{namespace}`?"
+    )]
     Timeout {
         workflow: String,
         after: Duration,
@@ -132,12 +134,14 @@ impl Client {
 
     /// Gives `request` an id when it has none, and returns it.
     fn ensure_id(request: &mut Value) -> Result<String, ClientError> {
-        let obj = request
-            .as_object_mut()
-            .ok_or_else(|| ClientError::InvalidRequest("a workflow request must be a JSON object".into()))?;
+        let obj = request.as_object_mut().ok_or_else(|| {
+            ClientError::InvalidRequest("a workflow request must be a JSON object".into())
+        })?;
         match obj.get("id") {
             Some(Value::String(id)) => Ok(id.clone()),
-            Some(other) => Err(ClientError::InvalidRequest(format!("`id` must be a string, not {other}"))),
+            Some(other) => Err(ClientError::InvalidRequest(format!(
+                "`id` must be a string, not {other}"
+            ))),
             None => {
                 let id = uuid::Uuid::new_v4().to_string();
                 obj.insert("id".into(), Value::String(id.clone()));
@@ -169,10 +173,25 @@ impl Client {
     }
 
     /// Publishes a request and waits for its outcome (or rejection).
-    pub async fn submit_and_wait(&self, mut request: Value, timeout: Duration) -> Result<WorkflowReport, ClientError> {
+    pub async fn submit_and_wait(
+        &self,
+        mut request: Value,
+        timeout: Duration,
+    ) -> Result<WorkflowReport, ClientError> {
         let id = Self::ensure_id(&mut request)?;
         let body = serde_json::to_vec(&request).expect("a Value always serialises");
         self.ask(&id, &body, timeout).await
+    }
+
+    /// Publishes a request body as it is (no id is added, nothing is
+    /// checked here) and waits for the answer: for bodies produced by other
+    /// tools, and for testing the scheduler's validation.
+    pub async fn submit_bytes_and_wait(
+        &self,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<WorkflowReport, ClientError> {
+        self.ask("(unnamed)", body, timeout).await
     }
 
     /// Asks the scheduler for a workflow's current report.
@@ -185,10 +204,18 @@ impl Client {
         self.ask(id, &body, timeout).await
     }
 
-    async fn ask(&self, id: &str, body: &[u8], timeout: Duration) -> Result<WorkflowReport, ClientError> {
+    async fn ask(
+        &self,
+        id: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<WorkflowReport, ClientError> {
         let corr = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().expect("not poisoned").insert(corr.clone(), tx);
+        self.waiters
+            .lock()
+            .expect("not poisoned")
+            .insert(corr.clone(), tx);
         if let Err(e) = self.publish(body, Some(&corr)).await {
             self.waiters.lock().expect("not poisoned").remove(&corr);
             return Err(e);

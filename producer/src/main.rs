@@ -84,10 +84,15 @@ fn main() -> ExitCode {
 }
 
 fn read_request(file: &PathBuf) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", file.display()))?;
     if !v.is_object() {
-        bail!("{} must hold a JSON object (a workflow request)", file.display());
+        bail!(
+            "{} must hold a JSON object (a workflow request)",
+            file.display()
+        );
     }
     Ok(v)
 }
@@ -98,7 +103,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         namespace: cli.namespace,
     };
     match cli.command {
-        Command::Submit { file, wait, timeout } => {
+        Command::Submit {
+            file,
+            wait,
+            timeout,
+        } => {
             let request = read_request(&file)?;
             let client = Client::connect(&amqp).await?;
             if !wait {
@@ -107,7 +116,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 client.close().await;
                 return Ok(ExitCode::SUCCESS);
             }
-            let report = client.submit_and_wait(request, Duration::from_secs(timeout)).await?;
+            let report = client
+                .submit_and_wait(request, Duration::from_secs(timeout))
+                .await?;
             client.close().await;
             Ok(print_outcome(&report))
         }
@@ -132,7 +143,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Prints a final report: JSON on stdout, a one-line verdict on stderr.
 fn print_outcome(report: &WorkflowReport) -> ExitCode {
-    println!("{}", serde_json::to_string_pretty(report).expect("serialisable"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).expect("serialisable")
+    );
     eprintln!("workflow {} {}", report.workflow_id, report.status.as_str());
     for e in &report.errors {
         eprintln!("  {}: {}", e.code, e.message);
@@ -148,7 +162,11 @@ fn print_outcome(report: &WorkflowReport) -> ExitCode {
 }
 
 fn print_table(report: &WorkflowReport) {
-    println!("workflow {}: {}", report.workflow_id, report.status.as_str());
+    println!(
+        "workflow {}: {}",
+        report.workflow_id,
+        report.status.as_str()
+    );
     if let Some(e) = &report.error {
         println!("error: {e}");
     }
@@ -158,8 +176,17 @@ fn print_table(report: &WorkflowReport) {
     if report.tasks.is_empty() {
         return;
     }
-    let width = report.tasks.keys().map(String::len).max().unwrap_or(4).max(4);
-    println!("{:<width$}  {:<10}  {:>8}  WORKER", "TASK", "STATE", "ATTEMPTS");
+    let width = report
+        .tasks
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<width$}  {:<10}  {:>8}  WORKER",
+        "TASK", "STATE", "ATTEMPTS"
+    );
     for (id, t) in &report.tasks {
         println!(
             "{:<width$}  {:<10}  {:>8}  {}",
@@ -178,7 +205,12 @@ async fn dev(mut amqp: AmqpConfig, file: PathBuf, timeout: Duration) -> anyhow::
         .as_array()
         .map(|ts| {
             ts.iter()
-                .map(|t| t["queue"].as_str().unwrap_or(warren_shared::wire::DEFAULT_QUEUE).to_owned())
+                .map(|t| {
+                    t["queue"]
+                        .as_str()
+                        .unwrap_or(warren_shared::wire::DEFAULT_QUEUE)
+                        .to_owned()
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -252,13 +284,19 @@ async fn cleanup(amqp: &AmqpConfig, queues: &[String]) {
     let topology = Topology::new(amqp.namespace.clone());
     let deleted = async {
         let conn = warren_shared::amqp::connect(&amqp.addr, "warren dev cleanup").await?;
-        let ch = conn.create_channel().await.map_err(warren_shared::Error::amqp("channel.open"))?;
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
         topology.delete(&ch, queues).await?;
         let _ = conn.close(200, "done".into()).await;
         Ok::<_, warren_shared::Error>(())
     }
     .await;
     if let Err(e) = deleted {
-        eprintln!("warning: could not delete namespace {}: {e}", amqp.namespace);
+        eprintln!(
+            "warning: could not delete namespace {}: {e}",
+            amqp.namespace
+        );
     }
 }

@@ -56,6 +56,9 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
 }
 
+// Deliveries are the common case; boxing them to shrink the rare `Ended`
+// would allocate once per message.
+#[allow(clippy::large_enum_variant)]
 enum Inbound {
     Request(Delivery),
     Result(Delivery),
@@ -84,7 +87,9 @@ impl Request {
     fn lookup_id(&self) -> Option<&str> {
         match self {
             Request::Submit { verdict: Ok(v), .. } => Some(&v.id),
-            Request::Submit { verdict: Err(r), .. } => Some(&r.id),
+            Request::Submit {
+                verdict: Err(r), ..
+            } => Some(&r.id),
             Request::Status { id, .. } => Some(id),
             Request::Invalid { .. } => None,
         }
@@ -190,13 +195,17 @@ impl Scheduler {
             Inbound::Result,
         )
         .await?;
-        tracing::info!(namespace = topology.namespace(), active = engine.active_workflows(), "Scheduler running");
+        tracing::info!(
+            namespace = topology.namespace(),
+            active = engine.active_workflows(),
+            "Scheduler running"
+        );
 
         let mut batch: Vec<Inbound> = Vec::with_capacity(cfg.max_batch);
         let outcome = loop {
-            let wait_due = engine
-                .next_due_ms()
-                .map(|due| Duration::from_millis((due - Utc::now().timestamp_millis()).max(0) as u64));
+            let wait_due = engine.next_due_ms().map(|due| {
+                Duration::from_millis((due - Utc::now().timestamp_millis()).max(0) as u64)
+            });
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break Ok(()),
@@ -211,7 +220,14 @@ impl Scheduler {
                 }
             }
             let step = self
-                .step(&mut engine, &store, &mut publisher, &requests_ch, &results_ch, &mut batch)
+                .step(
+                    &mut engine,
+                    &store,
+                    &mut publisher,
+                    &requests_ch,
+                    &results_ch,
+                    &mut batch,
+                )
                 .await;
             if let Err(e) = step {
                 break Err(e);
@@ -276,7 +292,10 @@ impl Scheduler {
         let mut known: HashMap<String, Known> = HashMap::new();
         if !lookup.is_empty() {
             let found = store
-                .call(move |db| db.lookup(&lookup).map(|k| lookup.into_iter().zip(k).collect::<Vec<_>>()))
+                .call(move |db| {
+                    db.lookup(&lookup)
+                        .map(|k| lookup.into_iter().zip(k).collect::<Vec<_>>())
+                })
                 .await??;
             known.extend(found.into_iter().filter_map(|(id, k)| Some((id, k?))));
         }
@@ -288,7 +307,11 @@ impl Scheduler {
                     Ok(result) => engine.on_result(result, now),
                     Err(e) => {
                         tracing::warn!(error = %e, "Undecodable result dead-lettered");
-                        engine.dead_letter(d.data, &publisher.topology.results(), &format!("undecodable result: {e}"));
+                        engine.dead_letter(
+                            d.data,
+                            &publisher.topology.results(),
+                            &format!("undecodable result: {e}"),
+                        );
                     }
                 },
             }
@@ -302,7 +325,10 @@ impl Scheduler {
             Metrics::add(&self.metrics.batches_committed, 1);
         }
         publisher.publish_all(&msgs).await?;
-        for (ch, tag) in [(requests_ch, last_request_tag), (results_ch, last_result_tag)] {
+        for (ch, tag) in [
+            (requests_ch, last_request_tag),
+            (results_ch, last_result_tag),
+        ] {
             if let Some(tag) = tag {
                 ch.basic_ack(tag, BasicAckOptions { multiple: true })
                     .await
@@ -325,7 +351,10 @@ impl Scheduler {
         {
             return match (serde_json::from_slice::<ControlRequest>(&body), reply) {
                 (Ok(c), Some(reply)) => match c.control {
-                    ControlKind::Status => Request::Status { id: c.workflow_id, reply },
+                    ControlKind::Status => Request::Status {
+                        id: c.workflow_id,
+                        reply,
+                    },
                 },
                 (Ok(_), None) => Request::Invalid {
                     reason: "control request without reply_to: there is nowhere to answer".into(),
@@ -339,9 +368,19 @@ impl Scheduler {
                 },
             };
         }
-        let message_id = d.properties.message_id().as_ref().map(|m| m.as_str().to_owned());
-        let verdict = validate::validate(&body, message_id.as_deref(), limits, || uuid::Uuid::new_v4().to_string());
-        Request::Submit { verdict, body, reply }
+        let message_id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned());
+        let verdict = validate::validate(&body, message_id.as_deref(), limits, || {
+            uuid::Uuid::new_v4().to_string()
+        });
+        Request::Submit {
+            verdict,
+            body,
+            reply,
+        }
     }
 
     fn apply_request(
@@ -352,7 +391,11 @@ impl Scheduler {
         now: chrono::DateTime<Utc>,
     ) {
         match request {
-            Request::Submit { verdict, body, reply } => {
+            Request::Submit {
+                verdict,
+                body,
+                reply,
+            } => {
                 let id = match &verdict {
                     Ok(v) => v.id.clone(),
                     Err(r) => r.id.clone(),
@@ -400,13 +443,21 @@ impl Scheduler {
             Request::Status { id, reply } => {
                 if let Some(report) = engine.report(&id) {
                     engine.reply_report(&reply, &report);
-                } else if let Some(Known { report: Some(report), .. }) = known.get(&id) {
+                } else if let Some(Known {
+                    report: Some(report),
+                    ..
+                }) = known.get(&id)
+                {
                     engine.reply_with(&reply, report);
                 } else {
                     engine.reply_report(&reply, &WorkflowReport::not_found(&id));
                 }
             }
-            Request::Invalid { reason, body, reply } => {
+            Request::Invalid {
+                reason,
+                body,
+                reply,
+            } => {
                 tracing::warn!(%reason, "Invalid control request dead-lettered");
                 if let Some(to) = reply {
                     let report = WorkflowReport {
@@ -492,7 +543,10 @@ impl Publisher {
         if !m.headers.is_empty() {
             let mut h = p.headers().clone().unwrap_or_default();
             for (k, v) in &m.headers {
-                h.insert(k.as_str().into(), AMQPValue::LongString(LongString::from(v.as_str())));
+                h.insert(
+                    k.as_str().into(),
+                    AMQPValue::LongString(LongString::from(v.as_str())),
+                );
             }
             p = p.with_headers(h);
         }
@@ -541,7 +595,9 @@ impl Publisher {
         let mut pending = Vec::new();
         for m in msgs {
             if m.kind == OutKind::Task && !self.declared.contains(&m.routing_key) {
-                self.topology.declare_task_queue(&self.setup, &m.routing_key).await?;
+                self.topology
+                    .declare_task_queue(&self.setup, &m.routing_key)
+                    .await?;
                 self.declared.insert(m.routing_key.clone());
             }
             let confirm = amqp::publish(

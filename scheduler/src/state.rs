@@ -27,8 +27,8 @@ use std::{
 use warren_shared::{
     Topology,
     wire::{
-        ResultStatus, RetryPolicy, TaskError, TaskMessage, TaskReport, TaskResult, TaskSpec, TaskState,
-        WorkflowReport, WorkflowStatus,
+        ResultStatus, RetryPolicy, TaskError, TaskMessage, TaskReport, TaskResult, TaskSpec,
+        TaskState, WorkflowReport, WorkflowStatus,
     },
 };
 
@@ -226,7 +226,10 @@ impl Engine {
     /// Hands over the current batch: store ops and the messages to publish
     /// once they are committed.
     pub fn take_batch(&mut self) -> (Vec<Op>, Vec<(u64, Arc<OutMsg>)>) {
-        (std::mem::take(&mut self.ops), std::mem::take(&mut self.outbox))
+        (
+            std::mem::take(&mut self.ops),
+            std::mem::take(&mut self.outbox),
+        )
     }
 
     /// Adds an op to the current batch (used for outbox deletions).
@@ -291,8 +294,14 @@ impl Engine {
             correlation_id: None,
             priority: None,
             headers: vec![
-                (warren_shared::wire::HEADER_DEAD_REASON.to_owned(), reason.to_owned()),
-                (warren_shared::wire::HEADER_DEAD_QUEUE.to_owned(), source_queue.to_owned()),
+                (
+                    warren_shared::wire::HEADER_DEAD_REASON.to_owned(),
+                    reason.to_owned(),
+                ),
+                (
+                    warren_shared::wire::HEADER_DEAD_QUEUE.to_owned(),
+                    source_queue.to_owned(),
+                ),
             ],
             body,
         });
@@ -420,38 +429,49 @@ impl Engine {
             max_input_depth: usize::MAX,
         };
         let id = r.id.clone();
-        let v = validate::validate(&r.definition, Some(&r.id), &unlimited, || id.clone()).map_err(|rej| {
-            StoreError::Corrupt(format!(
-                "stored definition of workflow {} no longer validates: {:?}",
-                r.id, rej.errors
-            ))
-        })?;
-        let mut rows: HashMap<String, TaskRow> = r.tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect();
+        let v = validate::validate(&r.definition, Some(&r.id), &unlimited, || id.clone()).map_err(
+            |rej| {
+                StoreError::Corrupt(format!(
+                    "stored definition of workflow {} no longer validates: {:?}",
+                    r.id, rej.errors
+                ))
+            },
+        )?;
+        let mut rows: HashMap<String, TaskRow> = r
+            .tasks
+            .into_iter()
+            .map(|t| (t.task_id.clone(), t))
+            .collect();
         let replies = r
             .replies
             .into_iter()
-            .map(|(queue, correlation_id)| ReplyTo { queue, correlation_id })
+            .map(|(queue, correlation_id)| ReplyTo {
+                queue,
+                correlation_id,
+            })
             .collect();
         let wf_id: Arc<str> = Arc::from(r.id.as_str());
         let mut corrupt = None;
-        let mut wf = build(wf_id.clone(), v, r.created_at, replies, |spec| match rows.remove(&spec.id) {
-            None => TaskRt::pending(),
-            Some(row) => TaskRt {
-                state: row.state,
-                attempt: row.attempt,
-                due_at_ms: row.due_at_ms,
-                output: row.output.and_then(|o| match serde_json::from_str(&o) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        corrupt = Some(format!("output of {}: {e}", spec.id));
-                        None
-                    }
-                }),
-                error: row.error,
-                worker: row.worker,
-                started_at: row.started_at,
-                finished_at: row.finished_at,
-            },
+        let mut wf = build(wf_id.clone(), v, r.created_at, replies, |spec| {
+            match rows.remove(&spec.id) {
+                None => TaskRt::pending(),
+                Some(row) => TaskRt {
+                    state: row.state,
+                    attempt: row.attempt,
+                    due_at_ms: row.due_at_ms,
+                    output: row.output.and_then(|o| match serde_json::from_str(&o) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            corrupt = Some(format!("output of {}: {e}", spec.id));
+                            None
+                        }
+                    }),
+                    error: row.error,
+                    worker: row.worker,
+                    started_at: row.started_at,
+                    finished_at: row.finished_at,
+                },
+            }
         });
         if let Some(c) = corrupt {
             return Err(StoreError::Corrupt(c));
@@ -475,19 +495,30 @@ impl Engine {
             match wf.tasks[i as usize].state {
                 TaskState::Running => {
                     wf.running += 1;
-                    self.queues.entry(wf.specs[i as usize].queue.clone()).or_default().in_flight += 1;
+                    self.queues
+                        .entry(wf.specs[i as usize].queue.clone())
+                        .or_default()
+                        .in_flight += 1;
                 }
                 TaskState::Retrying => {
                     let t = &wf.tasks[i as usize];
                     self.seq += 1;
-                    self.retries.push(Reverse((t.due_at_ms.unwrap_or(0), self.seq, wf_id.clone(), i, t.attempt)));
+                    self.retries.push(Reverse((
+                        t.due_at_ms.unwrap_or(0),
+                        self.seq,
+                        wf_id.clone(),
+                        i,
+                        t.attempt,
+                    )));
                 }
                 _ => {}
             }
         }
         let ready: Vec<u32> = if wf.failure.is_none() {
             (0..wf.tasks.len() as u32)
-                .filter(|&i| wf.tasks[i as usize].state == TaskState::Pending && wf.waiting[i as usize] == 0)
+                .filter(|&i| {
+                    wf.tasks[i as usize].state == TaskState::Pending && wf.waiting[i as usize] == 0
+                })
                 .collect()
         } else {
             Vec::new()
@@ -608,7 +639,8 @@ impl Engine {
             let row = wf.row(i);
             self.ops.push(Op::Task(row));
             self.seq += 1;
-            self.retries.push(Reverse((due, self.seq, id.clone(), i, attempt)));
+            self.retries
+                .push(Reverse((due, self.seq, id.clone(), i, attempt)));
             return;
         }
         t.state = TaskState::Failed;
@@ -617,7 +649,10 @@ impl Engine {
         let row = wf.row(i);
         self.ops.push(Op::Task(row));
         if wf.failure.is_none() {
-            wf.failure = Some(failure_line(&wf.specs[i as usize].id, &wf.tasks[i as usize]));
+            wf.failure = Some(failure_line(
+                &wf.specs[i as usize].id,
+                &wf.tasks[i as usize],
+            ));
             // Nothing that has not started will start now.
             for j in 0..wf.tasks.len() {
                 if matches!(
@@ -726,7 +761,9 @@ impl Engine {
             let lookup = |s: &Source| -> Option<&Value> {
                 match s {
                     Source::WorkflowInput => Some(wf_input),
-                    Source::TaskOutput(name) => tasks[*index.get(name.as_str())? as usize].output.as_ref(),
+                    Source::TaskOutput(name) => {
+                        tasks[*index.get(name.as_str())? as usize].output.as_ref()
+                    }
                 }
             };
             template::resolve(&spec.input, &lookup)
@@ -782,7 +819,10 @@ impl Engine {
 }
 
 fn failure_line(task: &str, t: &TaskRt) -> String {
-    let why = t.error.as_ref().map_or("no error given", |e| e.message.as_str());
+    let why = t
+        .error
+        .as_ref()
+        .map_or("no error given", |e| e.message.as_str());
     format!(
         "task `{task}` failed after {} attempt{}: {why}",
         t.attempt,
@@ -812,7 +852,12 @@ fn build(
         created_at,
         tasks: v.tasks.iter().map(&mut task).collect(),
         waiting: v.deps.iter().map(|d| d.len() as u32).collect(),
-        index: v.tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i as u32)).collect(),
+        index: v
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i as u32))
+            .collect(),
         specs: v.tasks,
         templated: v.templated,
         dependents,
@@ -833,7 +878,13 @@ mod tests {
     use serde_json::json;
 
     fn engine(window: usize) -> Engine {
-        Engine::new(Topology::new("t"), window, 1, 1, Arc::new(Metrics::default()))
+        Engine::new(
+            Topology::new("t"),
+            window,
+            1,
+            1,
+            Arc::new(Metrics::default()),
+        )
     }
 
     fn submit(e: &mut Engine, body: Value) {
@@ -857,9 +908,16 @@ mod tests {
             workflow_id: m.workflow_id.clone(),
             task_id: m.task_id.clone(),
             attempt: m.attempt,
-            status: if ok { ResultStatus::Succeeded } else { ResultStatus::Failed },
+            status: if ok {
+                ResultStatus::Succeeded
+            } else {
+                ResultStatus::Failed
+            },
             output: ok.then_some(output),
-            error: (!ok).then(|| TaskError { message: "boom".into(), retryable }),
+            error: (!ok).then(|| TaskError {
+                message: "boom".into(),
+                retryable,
+            }),
             worker: "w".into(),
             started_at: None,
             finished_at: None,
@@ -878,18 +936,24 @@ mod tests {
     #[test]
     fn diamond_with_templates() {
         let mut e = engine(10);
-        submit(&mut e, json!({"id": "d", "input": {"n": 2}, "tasks": [
-            {"id": "a", "type": "echo", "input": {"n": "${workflow.input.n}"}},
-            {"id": "b", "type": "echo", "depends_on": ["a"], "input": "${a.output.n}"},
-            {"id": "c", "type": "echo", "depends_on": ["a"], "input": "c got ${a.output.n}"},
-            {"id": "j", "type": "echo", "depends_on": ["b", "c"], "input": ["${b.output}", "${c.output}"]}
-        ]}));
+        submit(
+            &mut e,
+            json!({"id": "d", "input": {"n": 2}, "tasks": [
+                {"id": "a", "type": "echo", "input": {"n": "${workflow.input.n}"}},
+                {"id": "b", "type": "echo", "depends_on": ["a"], "input": "${a.output.n}"},
+                {"id": "c", "type": "echo", "depends_on": ["a"], "input": "c got ${a.output.n}"},
+                {"id": "j", "type": "echo", "depends_on": ["b", "c"], "input": ["${b.output}", "${c.output}"]}
+            ]}),
+        );
         let a = dispatched(&mut e);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].input, json!({"n": 2}));
         e.on_result(result(&a[0], true, false, a[0].input.clone()), Utc::now());
         let bc = dispatched(&mut e);
-        assert_eq!(bc.iter().map(|m| m.input.clone()).collect::<Vec<_>>(), vec![json!(2), json!("c got 2")]);
+        assert_eq!(
+            bc.iter().map(|m| m.input.clone()).collect::<Vec<_>>(),
+            vec![json!(2), json!("c got 2")]
+        );
         e.on_result(result(&bc[0], true, false, json!(2)), Utc::now());
         assert!(dispatched(&mut e).is_empty(), "join waits for both parents");
         e.on_result(result(&bc[1], true, false, json!("c got 2")), Utc::now());
@@ -905,19 +969,28 @@ mod tests {
     #[test]
     fn retry_then_exhaustion_skips_dependents() {
         let mut e = engine(10);
-        submit(&mut e, json!({"id": "r", "tasks": [
-            {"id": "a", "type": "fail", "retry": {"max_attempts": 2, "backoff_ms": 100}},
-            {"id": "s", "type": "sleep"},
-            {"id": "b", "type": "echo", "depends_on": ["a"]}
-        ]}));
+        submit(
+            &mut e,
+            json!({"id": "r", "tasks": [
+                {"id": "a", "type": "fail", "retry": {"max_attempts": 2, "backoff_ms": 100}},
+                {"id": "s", "type": "sleep"},
+                {"id": "b", "type": "echo", "depends_on": ["a"]}
+            ]}),
+        );
         let first = dispatched(&mut e);
         assert_eq!(first.len(), 2);
         let now = Utc::now();
         e.on_result(result(&first[0], false, true, Value::Null), now);
-        assert!(dispatched(&mut e).is_empty(), "the retry waits for its due time");
+        assert!(
+            dispatched(&mut e).is_empty(),
+            "the retry waits for its due time"
+        );
         let due = e.next_due_ms().unwrap();
         let delay = due - now.timestamp_millis();
-        assert!((50..=100).contains(&delay), "equal jitter of 100 ms: {delay}");
+        assert!(
+            (50..=100).contains(&delay),
+            "equal jitter of 100 ms: {delay}"
+        );
         e.fire_due(due);
         let second = dispatched(&mut e);
         assert_eq!((second[0].task_id.as_str(), second[0].attempt), ("a", 2));
@@ -933,15 +1006,21 @@ mod tests {
         assert_eq!(report.tasks["a"].attempts, 2);
         assert_eq!(report.tasks["s"].state, TaskState::Succeeded);
         assert_eq!(report.tasks["b"].state, TaskState::Skipped);
-        assert_eq!(report.error.as_deref(), Some("task `a` failed after 2 attempts: boom"));
+        assert_eq!(
+            report.error.as_deref(),
+            Some("task `a` failed after 2 attempts: boom")
+        );
     }
 
     #[test]
     fn non_retryable_failure_is_final() {
         let mut e = engine(10);
-        submit(&mut e, json!({"id": "n", "tasks": [
-            {"id": "a", "type": "x", "retry": {"max_attempts": 5}}
-        ]}));
+        submit(
+            &mut e,
+            json!({"id": "n", "tasks": [
+                {"id": "a", "type": "x", "retry": {"max_attempts": 5}}
+            ]}),
+        );
         let a = dispatched(&mut e);
         e.on_result(result(&a[0], false, false, Value::Null), Utc::now());
         assert_eq!(final_report(&mut e).tasks["a"].attempts, 1);
@@ -950,25 +1029,37 @@ mod tests {
     #[test]
     fn window_and_priority_order() {
         let mut e = engine(1);
-        submit(&mut e, json!({"id": "low", "priority": 0, "tasks": [
-            {"id": "a", "type": "echo"}, {"id": "b", "type": "echo"}
-        ]}));
+        submit(
+            &mut e,
+            json!({"id": "low", "priority": 0, "tasks": [
+                {"id": "a", "type": "echo"}, {"id": "b", "type": "echo"}
+            ]}),
+        );
         let first = dispatched(&mut e);
         assert_eq!(first.len(), 1, "window of one");
-        submit(&mut e, json!({"id": "high", "priority": 9, "tasks": [{"id": "h", "type": "echo"}]}));
+        submit(
+            &mut e,
+            json!({"id": "high", "priority": 9, "tasks": [{"id": "h", "type": "echo"}]}),
+        );
         assert!(dispatched(&mut e).is_empty());
         e.on_result(result(&first[0], true, false, json!(null)), Utc::now());
         let next = dispatched(&mut e);
-        assert_eq!(next[0].workflow_id, "high", "priority 9 overtakes the earlier backlog");
+        assert_eq!(
+            next[0].workflow_id, "high",
+            "priority 9 overtakes the earlier backlog"
+        );
     }
 
     #[test]
     fn missing_template_path_fails_the_task() {
         let mut e = engine(10);
-        submit(&mut e, json!({"id": "m", "tasks": [
-            {"id": "a", "type": "echo"},
-            {"id": "b", "type": "echo", "depends_on": ["a"], "input": "${a.output.nope}"}
-        ]}));
+        submit(
+            &mut e,
+            json!({"id": "m", "tasks": [
+                {"id": "a", "type": "echo"},
+                {"id": "b", "type": "echo", "depends_on": ["a"], "input": "${a.output.nope}"}
+            ]}),
+        );
         let a = dispatched(&mut e);
         e.on_result(result(&a[0], true, false, json!({"x": 1})), Utc::now());
         e.dispatch(Utc::now());

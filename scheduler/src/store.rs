@@ -81,7 +81,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("state store holds schema version {found}; this scheduler knows version {SCHEMA_VERSION}")]
+    #[error(
+        "state store holds schema version {found}; this scheduler knows version {SCHEMA_VERSION}"
+    )]
     SchemaVersion { found: i64 },
     #[error("state store thread has stopped")]
     Closed,
@@ -297,7 +299,11 @@ impl Db {
         .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         let found: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         match found.map(|v| v.parse::<i64>()) {
             None => {
@@ -399,7 +405,10 @@ impl Db {
                     let headers = if m.headers.is_empty() {
                         None
                     } else {
-                        Some(serde_json::to_string(&m.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                        Some(
+                            serde_json::to_string(&m.headers)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        )
                     };
                     tx.prepare_cached(
                         "INSERT INTO outbox (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body)
@@ -462,10 +471,22 @@ impl Db {
             ))
         })?;
         for row in rows {
-            let (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body) = row?;
-            let kind = OutKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("outbox kind `{kind}`")))?;
+            let (
+                seq,
+                kind,
+                exchange,
+                routing_key,
+                message_id,
+                correlation_id,
+                priority,
+                headers,
+                body,
+            ) = row?;
+            let kind = OutKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox kind `{kind}`")))?;
             let headers = match headers {
-                Some(h) => serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("outbox headers: {e}")))?,
+                Some(h) => serde_json::from_str(&h)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox headers: {e}")))?,
                 None => Vec::new(),
             };
             out.outbox.push((
@@ -483,12 +504,16 @@ impl Db {
             ));
         }
         drop(stmt);
-        out.next_outbox_seq = self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox", [], |r| r.get::<_, i64>(0))? as u64;
-        out.next_workflow_seq = self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM workflows", [], |r| r.get::<_, i64>(0))? as u64;
+        out.next_outbox_seq =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64;
+        out.next_workflow_seq =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM workflows", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64;
 
         let mut wf_stmt = self.conn.prepare(
             "SELECT id, seq, definition, created_at FROM workflows WHERE status = 'running' ORDER BY seq",
@@ -520,7 +545,17 @@ impl Db {
                 ))
             })?;
             for row in rows {
-                let (task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at) = row?;
+                let (
+                    task_id,
+                    state,
+                    attempt,
+                    due_at_ms,
+                    output,
+                    error,
+                    worker,
+                    started_at,
+                    finished_at,
+                ) = row?;
                 let state = TaskState::parse(&state)
                     .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
                 let error = error
@@ -576,7 +611,10 @@ impl Db {
 
     /// Committed results per (task, attempt) of a workflow: the evidence
     /// that no result was committed twice.
-    pub fn results_of(&mut self, workflow_id: &str) -> Result<Vec<(String, u32, String)>, StoreError> {
+    pub fn results_of(
+        &mut self,
+        workflow_id: &str,
+    ) -> Result<Vec<(String, u32, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT task_id, attempt, status FROM results WHERE workflow_id = ?1 ORDER BY task_id, attempt",
         )?;
@@ -588,7 +626,8 @@ impl Db {
     pub fn outbox_len(&mut self) -> Result<u64, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))? as u64)
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 }
 
@@ -678,13 +717,23 @@ mod tests {
         assert_eq!(rec.next_outbox_seq, 3);
         assert_eq!(rec.outbox.len(), 1);
         assert_eq!(rec.outbox[0].0, 2);
-        assert_eq!(rec.outbox[0].1.headers, vec![("k".to_string(), "v".to_string())]);
+        assert_eq!(
+            rec.outbox[0].1.headers,
+            vec![("k".to_string(), "v".to_string())]
+        );
         assert_eq!(rec.running.len(), 1);
         let w = &rec.running[0];
         assert_eq!(w.tasks.len(), 1);
-        assert_eq!(w.tasks[0].state, TaskState::Succeeded, "the refused batch left nothing behind");
+        assert_eq!(
+            w.tasks[0].state,
+            TaskState::Succeeded,
+            "the refused batch left nothing behind"
+        );
         assert_eq!(w.replies, vec![("q".to_string(), Some("c".to_string()))]);
-        assert_eq!(db.results_of("wf-1").unwrap(), vec![("a".to_string(), 1, "succeeded".to_string())]);
+        assert_eq!(
+            db.results_of("wf-1").unwrap(),
+            vec![("a".to_string(), 1, "succeeded".to_string())]
+        );
         assert_eq!(db.lookup(&["wf-1".into(), "nope".into()]).unwrap()[1], None);
     }
 }

@@ -132,7 +132,11 @@ pub fn resolve<'a>(
             }
             Ok(Value::String(text))
         }
-        Value::Array(items) => items.iter().map(|v| resolve(v, lookup)).collect::<Result<_, _>>().map(Value::Array),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| resolve(v, lookup))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
         Value::Object(map) => map
             .iter()
             .map(|(k, v)| Ok((k.clone(), resolve(v, lookup)?)))
@@ -185,20 +189,38 @@ mod tests {
             Ok(v) => assert_eq!(got.unwrap(), v, "input {input}"),
             Err(fragment) => {
                 let e = got.unwrap_err();
-                assert!(e.contains(fragment), "input {input}: error `{e}` lacks `{fragment}`");
+                assert!(
+                    e.contains(fragment),
+                    "input {input}: error `{e}` lacks `{fragment}`"
+                );
             }
         }
     }
 
     #[test]
     fn resolves_values_and_text() {
-        check(json!("${workflow.input.order}"), Ok(json!({"customerId": 123, "items": ["a", "b"]})));
-        check(json!("${workflow.input}"), Ok(json!({"order": {"customerId": 123, "items": ["a", "b"]}})));
+        check(
+            json!("${workflow.input.order}"),
+            Ok(json!({"customerId": 123, "items": ["a", "b"]})),
+        );
+        check(
+            json!("${workflow.input}"),
+            Ok(json!({"order": {"customerId": 123, "items": ["a", "b"]}})),
+        );
         check(json!("${workflow.input.order.items.1}"), Ok(json!("b")));
-        check(json!({"id": "${create.output.orderId}", "n": 5}), Ok(json!({"id": "o-7", "n": 5})));
-        check(json!(["x", "${create.output.total}"]), Ok(json!(["x", 12.5])));
+        check(
+            json!({"id": "${create.output.orderId}", "n": 5}),
+            Ok(json!({"id": "o-7", "n": 5})),
+        );
+        check(
+            json!(["x", "${create.output.total}"]),
+            Ok(json!(["x", 12.5])),
+        );
         check(json!("${create.output.nested.n}"), Ok(json!(null)));
-        check(json!("order ${create.output.orderId} costs ${create.output.total}"), Ok(json!("order o-7 costs 12.5")));
+        check(
+            json!("order ${create.output.orderId} costs ${create.output.total}"),
+            Ok(json!("order o-7 costs 12.5")),
+        );
         check(json!("no templates"), Ok(json!("no templates")));
         check(json!(42), Ok(json!(42)));
     }
@@ -206,7 +228,10 @@ mod tests {
     #[test]
     fn reports_missing_paths_and_bad_syntax() {
         check(json!("${create.output.missing}"), Err("has no `missing`"));
-        check(json!("${workflow.input.order.items.9}"), Err("has no `order.items.9`"));
+        check(
+            json!("${workflow.input.order.items.9}"),
+            Err("has no `order.items.9`"),
+        );
         check(json!("${other.output}"), Err("no output of task `other`"));
         check(json!("${create.output"), Err("unterminated"));
         check(json!("${create.input.x}"), Err("must have the form"));
@@ -225,9 +250,18 @@ mod tests {
         assert_eq!(
             refs,
             vec![
-                Ref { source: Source::TaskOutput("x".into()), path: vec!["id".into()] },
-                Ref { source: Source::WorkflowInput, path: vec!["k".into()] },
-                Ref { source: Source::TaskOutput("y".into()), path: vec![] },
+                Ref {
+                    source: Source::TaskOutput("x".into()),
+                    path: vec!["id".into()]
+                },
+                Ref {
+                    source: Source::WorkflowInput,
+                    path: vec!["k".into()]
+                },
+                Ref {
+                    source: Source::TaskOutput("y".into()),
+                    path: vec![]
+                },
             ]
         );
         assert!(has_templates(&json!({"a": [1, "${x.output}"]})));

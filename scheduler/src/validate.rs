@@ -144,12 +144,18 @@ pub fn validate(
         Ok(r) => r,
         Err(e) => {
             let peek = serde_json::from_slice::<Peek>(body).ok();
-            let body_id = peek.as_ref().and_then(|p| p.id.as_ref()?.as_str().map(str::to_owned));
+            let body_id = peek
+                .as_ref()
+                .and_then(|p| p.id.as_ref()?.as_str().map(str::to_owned));
             let name = peek.and_then(|p| p.name?.as_str().map(str::to_owned));
             return Err(Rejected {
                 id: fallback_id(body_id.as_deref().or(message_id)),
                 name,
-                errors: vec![problem("invalid_request", None, format!("request is not a valid workflow: {e}"))],
+                errors: vec![problem(
+                    "invalid_request",
+                    None,
+                    format!("request is not a valid workflow: {e}"),
+                )],
             });
         }
     };
@@ -185,7 +191,10 @@ fn check(
         errors.push(problem(
             "input_too_deep",
             None,
-            format!("workflow input nests deeper than {} levels", limits.max_input_depth),
+            format!(
+                "workflow input nests deeper than {} levels",
+                limits.max_input_depth
+            ),
         ));
     }
     let reject = |errors, request: WorkflowRequest| Rejected {
@@ -221,14 +230,22 @@ fn check(
             ));
         }
         if index.insert(&t.id, i as u32).is_some() {
-            errors.push(problem("duplicate_task_id", Some(&t.id), format!("task id `{}` is used more than once", t.id)));
+            errors.push(problem(
+                "duplicate_task_id",
+                Some(&t.id),
+                format!("task id `{}` is used more than once", t.id),
+            ));
         }
     }
     let mut deps: Vec<Vec<u32>> = Vec::with_capacity(tasks.len());
     for t in tasks {
         let id = Some(t.id.as_str());
         if t.kind.is_empty() {
-            errors.push(problem("missing_type", id, format!("task `{}` has an empty type", t.id)));
+            errors.push(problem(
+                "missing_type",
+                id,
+                format!("task `{}` has an empty type", t.id),
+            ));
         }
         if !valid_queue(&t.queue) {
             errors.push(problem(
@@ -243,33 +260,54 @@ fn check(
             errors.push(problem(
                 "invalid_retry",
                 id,
-                format!("task `{}`: retry.max_attempts must be 1..={MAX_ATTEMPTS}, not {}", t.id, r.max_attempts),
+                format!(
+                    "task `{}`: retry.max_attempts must be 1..={MAX_ATTEMPTS}, not {}",
+                    t.id, r.max_attempts
+                ),
             ));
         }
         if t.timeout_ms == Some(0) {
-            errors.push(problem("invalid_timeout", id, format!("task `{}`: timeout_ms must be above 0", t.id)));
+            errors.push(problem(
+                "invalid_timeout",
+                id,
+                format!("task `{}`: timeout_ms must be above 0", t.id),
+            ));
         }
         if depth(&t.input) > limits.max_input_depth {
             errors.push(problem(
                 "input_too_deep",
                 id,
-                format!("input of task `{}` nests deeper than {} levels", t.id, limits.max_input_depth),
+                format!(
+                    "input of task `{}` nests deeper than {} levels",
+                    t.id, limits.max_input_depth
+                ),
             ));
         }
         let mut mine = Vec::with_capacity(t.depends_on.len());
         let mut seen = HashSet::with_capacity(t.depends_on.len());
         for d in &t.depends_on {
             if !seen.insert(d.as_str()) {
-                errors.push(problem("duplicate_dependency", id, format!("task `{}` lists `{d}` twice in depends_on", t.id)));
+                errors.push(problem(
+                    "duplicate_dependency",
+                    id,
+                    format!("task `{}` lists `{d}` twice in depends_on", t.id),
+                ));
             } else if d == &t.id {
-                errors.push(problem("self_dependency", id, format!("task `{}` depends on itself", t.id)));
+                errors.push(problem(
+                    "self_dependency",
+                    id,
+                    format!("task `{}` depends on itself", t.id),
+                ));
             } else {
                 match index.get(d.as_str()) {
                     Some(&j) => mine.push(j),
                     None => errors.push(problem(
                         "unknown_dependency",
                         id,
-                        format!("task `{}` depends on `{d}`, which is not a task of this workflow", t.id),
+                        format!(
+                            "task `{}` depends on `{d}`, which is not a task of this workflow",
+                            t.id
+                        ),
                     )),
                 }
             }
@@ -279,7 +317,10 @@ fn check(
 
     let acyclic = match find_cycle(&deps) {
         Some(cycle) => {
-            let names: Vec<&str> = cycle.iter().map(|&i| tasks[i as usize].id.as_str()).collect();
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|&i| tasks[i as usize].id.as_str())
+                .collect();
             errors.push(problem(
                 "cycle",
                 Some(names[0]),
@@ -296,7 +337,11 @@ fn check(
         let id = Some(t.id.as_str());
         refs.clear();
         if let Err(e) = template::references(&t.input, &mut refs) {
-            errors.push(problem("invalid_template", id, format!("task `{}`: {e}", t.id)));
+            errors.push(problem(
+                "invalid_template",
+                id,
+                format!("task `{}`: {e}", t.id),
+            ));
         }
         templated.push(template::has_templates(&t.input));
         for r in &refs {
@@ -414,7 +459,9 @@ mod tests {
             max_tasks: 5,
             max_input_depth: 4,
         };
-        validate(body.to_string().as_bytes(), None, &limits, || "generated".into())
+        validate(body.to_string().as_bytes(), None, &limits, || {
+            "generated".into()
+        })
     }
 
     /// Checks that `body` is rejected with exactly these codes (in order)
@@ -523,26 +570,60 @@ mod tests {
         );
         check(
             json!({"input": [[[[[1]]]]], "tasks": [{"id": "a", "type": "echo", "input": {"a": {"b": {"c": {"d": {}}}}}}]}),
-            &[("input_too_deep", "workflow input"), ("input_too_deep", "task `a`")],
+            &[
+                ("input_too_deep", "workflow input"),
+                ("input_too_deep", "task `a`"),
+            ],
         );
-        check(json!({"id": "has space", "tasks": [{"id": "a.b", "type": "echo"}]}), &[
-            ("invalid_id", "has space"),
-            ("invalid_task_id", "a.b"),
-        ]);
-        check(json!({"tasks": [{"id": "a", "type": 5}]}), &[("invalid_request", "invalid type")]);
-        check(json!({"tasks": [{"id": "a", "type": "echo"}], "extra": 1}), &[("invalid_request", "unknown field `extra`")]);
-        check(json!({"name": "x"}), &[("invalid_request", "missing field `tasks`")]);
+        check(
+            json!({"id": "has space", "tasks": [{"id": "a.b", "type": "echo"}]}),
+            &[("invalid_id", "has space"), ("invalid_task_id", "a.b")],
+        );
+        check(
+            json!({"tasks": [{"id": "a", "type": 5}]}),
+            &[("invalid_request", "invalid type")],
+        );
+        check(
+            json!({"tasks": [{"id": "a", "type": "echo"}], "extra": 1}),
+            &[("invalid_request", "unknown field `extra`")],
+        );
+        check(
+            json!({"name": "x"}),
+            &[("invalid_request", "missing field `tasks`")],
+        );
 
-        let limits = Limits { max_body_bytes: 10, ..Limits::default() };
-        let r = validate(br#"{"tasks": [{"id": "a", "type": "echo"}]}"#, Some("mid-1"), &limits, || "gen".into()).unwrap_err();
+        let limits = Limits {
+            max_body_bytes: 10,
+            ..Limits::default()
+        };
+        let r = validate(
+            br#"{"tasks": [{"id": "a", "type": "echo"}]}"#,
+            Some("mid-1"),
+            &limits,
+            || "gen".into(),
+        )
+        .unwrap_err();
         assert_eq!(r.id, "mid-1");
         assert_eq!(r.errors[0].code, "body_too_large");
 
         let r = validate(b"{not json", None, &Limits::default(), || "gen".into()).unwrap_err();
         assert_eq!(r.id, "gen");
-        assert!(r.errors[0].message.contains("line 1 column 2"), "{}", r.errors[0].message);
+        assert!(
+            r.errors[0].message.contains("line 1 column 2"),
+            "{}",
+            r.errors[0].message
+        );
 
-        let r = validate(br#"{"id": "keep-me", "tasks": 3}"#, None, &Limits::default(), || "gen".into()).unwrap_err();
-        assert_eq!(r.id, "keep-me", "a rejection keeps the producer's id when it can be read");
+        let r = validate(
+            br#"{"id": "keep-me", "tasks": 3}"#,
+            None,
+            &Limits::default(),
+            || "gen".into(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.id, "keep-me",
+            "a rejection keeps the producer's id when it can be read"
+        );
     }
 }

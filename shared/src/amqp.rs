@@ -3,13 +3,14 @@
 
 use crate::{
     error::Error,
-    wire::{CONTENT_TYPE, HEADER_DEAD_QUEUE, HEADER_DEAD_REASON, HEADER_PROTOCOL, PROTOCOL_VERSION},
+    wire::{
+        CONTENT_TYPE, HEADER_DEAD_QUEUE, HEADER_DEAD_REASON, HEADER_PROTOCOL, PROTOCOL_VERSION,
+    },
 };
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
     message::Delivery,
     options::{BasicPublishOptions, ConfirmSelectOptions},
-    Confirmation, PublisherConfirm,
     types::{AMQPValue, FieldTable, LongString},
 };
 
@@ -149,11 +150,7 @@ pub async fn confirmed(
 
 /// Properties for dead-lettering `delivery`: its own, plus why and from where.
 pub fn dead_letter_properties(delivery: &Delivery, queue: &str, reason: &str) -> BasicProperties {
-    let mut headers = delivery
-        .properties
-        .headers()
-        .clone()
-        .unwrap_or_default();
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(
         HEADER_DEAD_REASON.into(),
         AMQPValue::LongString(LongString::from(reason)),
@@ -176,7 +173,10 @@ mod tests {
     #[test]
     fn redacts_passwords_only() {
         for (input, expected) in [
-            ("amqp://guest:secret@host:5672/%2f", "amqp://guest:***@host:5672/%2f"),
+            (
+                "amqp://guest:secret@host:5672/%2f",
+                "amqp://guest:***@host:5672/%2f",
+            ),
             ("amqps://u:p%40ss@h/vh", "amqps://u:***@h/vh"),
             ("amqp://user@host/", "amqp://user@host/"),
             ("amqp://127.0.0.1:5672/%2f", "amqp://127.0.0.1:5672/%2f"),

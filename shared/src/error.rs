@@ -24,7 +24,9 @@ pub enum Error {
         detail: String,
     },
     /// The broker refused a publish (negative confirm).
-    #[error("RabbitMQ refused (nacked) a message published to `{exchange}` with key `{routing_key}`")]
+    #[error(
+        "RabbitMQ refused (nacked) a message published to `{exchange}` with key `{routing_key}`"
+    )]
     PublishNacked {
         exchange: String,
         routing_key: String,

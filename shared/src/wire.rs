@@ -374,7 +374,10 @@ mod tests {
             "tasks": [{"id": "a", "type": "echo", "dependson": ["b"]}]
         }))
         .unwrap_err();
-        assert!(err.to_string().contains("unknown field `dependson`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `dependson`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,1 +1,8 @@
-mod x {}
+//! Warren's integration tests: one binary, each test on its own namespace
+//! against the real RabbitMQ at `AMQP_ADDR` (default the local broker).
+
+mod dispatch;
+mod flows;
+mod idempotency;
+mod support;
+mod validation;

@@ -39,7 +39,10 @@ async fn fail(ctx: TaskContext) -> Result<Value, HandlerError> {
         .and_then(Value::as_str)
         .unwrap_or("failed on purpose")
         .to_owned();
-    let retryable = input.get("retryable").and_then(Value::as_bool).unwrap_or(true);
+    let retryable = input
+        .get("retryable")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     Err(HandlerError { message, retryable })
 }
 
@@ -65,13 +68,32 @@ mod tests {
 
     #[tokio::test]
     async fn builtins_behave_as_documented() {
-        assert_eq!(call("echo", 1, json!({"a": [1]})).await, Ok(json!({"a": [1]})));
-        assert_eq!(call("sleep", 1, json!({"ms": 1})).await, Ok(json!({"slept_ms": 1})));
+        assert_eq!(
+            call("echo", 1, json!({"a": [1]})).await,
+            Ok(json!({"a": [1]}))
+        );
+        assert_eq!(
+            call("sleep", 1, json!({"ms": 1})).await,
+            Ok(json!({"slept_ms": 1}))
+        );
         assert!(!call("sleep", 1, json!({})).await.unwrap_err().retryable);
-        let e = call("fail", 2, json!({"times": 2, "message": "nope"})).await.unwrap_err();
+        let e = call("fail", 2, json!({"times": 2, "message": "nope"}))
+            .await
+            .unwrap_err();
         assert_eq!(e, HandlerError::retryable("nope"));
-        assert_eq!(call("fail", 3, json!({"times": 2})).await, Ok(json!({"attempt": 3})));
-        assert!(!call("fail", 9, json!({"retryable": false})).await.unwrap_err().retryable);
-        assert_eq!(Registry::with_builtins().kinds(), vec!["echo", "fail", "sleep"]);
+        assert_eq!(
+            call("fail", 3, json!({"times": 2})).await,
+            Ok(json!({"attempt": 3}))
+        );
+        assert!(
+            !call("fail", 9, json!({"retryable": false}))
+                .await
+                .unwrap_err()
+                .retryable
+        );
+        assert_eq!(
+            Registry::with_builtins().kinds(),
+            vec!["echo", "fail", "sleep"]
+        );
     }
 }

@@ -17,7 +17,12 @@ struct Args {
     #[arg(long, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
     namespace: String,
     /// Task queue to consume; repeat for several.
-    #[arg(long = "queue", env = "WARREN_QUEUES", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long = "queue",
+        env = "WARREN_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     queues: Vec<String>,
     /// Tasks executed at once (also the prefetch).
     #[arg(long, env = "WARREN_CONCURRENCY", default_value_t = 8)]
@@ -54,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
     let shutdown = warren_shared::shutdown::on_signal();
-    Worker::new(config, Registry::with_builtins()).run(shutdown).await?;
+    Worker::new(config, Registry::with_builtins())
+        .run(shutdown)
+        .await?;
     Ok(())
 }

@@ -12,7 +12,10 @@ use futures_lite::StreamExt;
 use lapin::{
     Channel,
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
+        BasicRejectOptions,
+    },
     types::{FieldTable, ShortString},
 };
 use serde_json::Value;
@@ -79,6 +82,9 @@ struct Shared {
     worker_id: String,
 }
 
+// Deliveries are the common case; boxing them to shrink the rare `Ended`
+// would allocate once per task.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Delivery(String, Delivery),
     Ended { queue: String, reason: String },
@@ -97,11 +103,21 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let cfg = &self.config;
         if cfg.queues.is_empty() || cfg.concurrency == 0 {
-            return Err(WorkerError::Config("at least one queue and a concurrency above 0 are needed".into()));
+            return Err(WorkerError::Config(
+                "at least one queue and a concurrency above 0 are needed".into(),
+            ));
         }
         let topology = Topology::new(cfg.amqp.namespace.clone());
-        let consume_conn = amqp::connect(&cfg.amqp.addr, &format!("warren-worker {} (consume)", cfg.worker_id)).await?;
-        let publish_conn = amqp::connect(&cfg.amqp.addr, &format!("warren-worker {} (publish)", cfg.worker_id)).await?;
+        let consume_conn = amqp::connect(
+            &cfg.amqp.addr,
+            &format!("warren-worker {} (consume)", cfg.worker_id),
+        )
+        .await?;
+        let publish_conn = amqp::connect(
+            &cfg.amqp.addr,
+            &format!("warren-worker {} (publish)", cfg.worker_id),
+        )
+        .await?;
         let setup = publish_conn
             .create_channel()
             .await
@@ -182,7 +198,10 @@ impl Worker {
         if in_flight > 0 {
             tracing::info!(in_flight, grace = ?cfg.shutdown_grace, "Waiting for in-flight tasks");
         }
-        if tokio::time::timeout(cfg.shutdown_grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 abandoned = tracker.len(),
                 "Grace period over; unfinished tasks return to their queue"
@@ -237,7 +256,10 @@ async fn execute(shared: Arc<Shared>, queue: String, d: Delivery) {
                         attempt,
                         status: ResultStatus::Failed,
                         output: None,
-                        error: Some(TaskError { message: reason, retryable: false }),
+                        error: Some(TaskError {
+                            message: reason,
+                            retryable: false,
+                        }),
                         worker: shared.worker_id.clone(),
                         started_at: Some(started_at),
                         finished_at: Some(Utc::now()),
@@ -272,7 +294,9 @@ async fn execute(shared: Arc<Shared>, queue: String, d: Delivery) {
                     Ok(j) => j,
                     Err(_) => {
                         run.abort();
-                        Ok(Err(HandlerError::retryable(format!("timed out after {ms} ms"))))
+                        Ok(Err(HandlerError::retryable(format!(
+                            "timed out after {ms} ms"
+                        ))))
                     }
                 },
                 None => run.await,
@@ -298,7 +322,10 @@ async fn execute(shared: Arc<Shared>, queue: String, d: Delivery) {
             (
                 ResultStatus::Failed,
                 None,
-                Some(TaskError { message: e.message, retryable: e.retryable }),
+                Some(TaskError {
+                    message: e.message,
+                    retryable: e.retryable,
+                }),
             )
         }
     };
@@ -323,7 +350,13 @@ async fn finish(shared: &Shared, d: &Delivery, result: &TaskResult) {
     let exchange = shared.topology.results();
     let props = amqp::json_properties()
         .with_type(TYPE_RESULT.into())
-        .with_message_id(format!("{}/{}/{}", result.workflow_id, result.task_id, result.attempt).into());
+        .with_message_id(
+            format!(
+                "{}/{}/{}",
+                result.workflow_id, result.task_id, result.attempt
+            )
+            .into(),
+        );
     let sent = async {
         let confirm = amqp::publish(&shared.publish, &exchange, "", true, &body, props).await?;
         amqp::confirmed(confirm, &exchange, "").await

@@ -1,0 +1,218 @@
+//! Test harness: a fresh namespace per test, a scheduler and workers run
+//! in-process against the real RabbitMQ, and cleanup of everything the
+//! test declared, even when it fails.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use warren_producer::Client;
+use warren_scheduler::{Metrics, Scheduler, SchedulerConfig};
+use warren_shared::{AmqpConfig, Topology};
+use warren_worker::{Registry, Worker, WorkerConfig};
+
+/// How long any single wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn amqp_addr() -> String {
+    std::env::var("AMQP_ADDR").unwrap_or_else(|_| warren_shared::amqp::DEFAULT_AMQP_ADDR.to_owned())
+}
+
+/// One test's world.
+pub struct Env {
+    pub amqp: AmqpConfig,
+    pub client: Arc<Client>,
+    pub store_path: PathBuf,
+    _dir: tempfile::TempDir,
+    root: CancellationToken,
+    joins: Vec<JoinHandle<()>>,
+    queues: Vec<String>,
+    cleaned: bool,
+}
+
+/// A scheduler started by [`Env::scheduler`].
+pub struct RunningScheduler {
+    pub metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    join: JoinHandle<Result<(), warren_scheduler::SchedulerError>>,
+}
+
+impl RunningScheduler {
+    /// Stops it cleanly and checks it had not failed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let r = tokio::time::timeout(DEADLINE, self.join)
+            .await
+            .expect("scheduler stops in time");
+        r.expect("scheduler task")
+            .expect("scheduler ran without error");
+    }
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let ns = format!("wt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let amqp = AmqpConfig {
+            addr: amqp_addr(),
+            namespace: ns,
+        };
+        let client = Arc::new(Client::connect(&amqp).await.expect("connect to RabbitMQ"));
+        let dir = tempfile::tempdir().unwrap();
+        Env {
+            store_path: dir.path().join("warren.db"),
+            amqp,
+            client,
+            _dir: dir,
+            root: CancellationToken::new(),
+            joins: Vec::new(),
+            queues: vec!["default".into()],
+            cleaned: false,
+        }
+    }
+
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        SchedulerConfig {
+            amqp: self.amqp.clone(),
+            store_path: self.store_path.clone(),
+            ..SchedulerConfig::default()
+        }
+    }
+
+    pub fn scheduler(&mut self, config: SchedulerConfig) -> RunningScheduler {
+        let s = Scheduler::new(config);
+        let metrics = s.metrics();
+        let stop = self.root.child_token();
+        let join = tokio::spawn(s.run(stop.clone()));
+        RunningScheduler {
+            metrics,
+            stop,
+            join,
+        }
+    }
+
+    /// Starts a worker on `queues`; it runs until the test ends.
+    pub fn worker(&mut self, registry: Registry, queues: &[&str], concurrency: u16, id: &str) {
+        for q in queues {
+            if !self.queues.iter().any(|x| x == q) {
+                self.queues.push((*q).to_owned());
+            }
+        }
+        let w = Worker::new(
+            WorkerConfig {
+                amqp: self.amqp.clone(),
+                queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+                concurrency,
+                worker_id: id.to_owned(),
+                shutdown_grace: Duration::from_secs(5),
+            },
+            registry,
+        );
+        let stop = self.root.child_token();
+        self.joins.push(tokio::spawn(async move {
+            w.run(stop).await.expect("worker ran without error");
+        }));
+    }
+
+    /// Stops everything and deletes the namespace.
+    pub async fn finish(mut self) {
+        self.root.cancel();
+        for j in std::mem::take(&mut self.joins) {
+            tokio::time::timeout(DEADLINE, j)
+                .await
+                .expect("stops in time")
+                .expect("no panic");
+        }
+        delete_namespace(&self.amqp, &self.queues).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // A failed test: clean up from a thread with its own runtime.
+        self.root.cancel();
+        let (amqp, queues) = (self.amqp.clone(), self.queues.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(delete_namespace(&amqp, &queues));
+            }
+        })
+        .join();
+    }
+}
+
+async fn delete_namespace(amqp: &AmqpConfig, queues: &[String]) {
+    let conn = warren_shared::amqp::connect(&amqp.addr, "warren test cleanup")
+        .await
+        .expect("connect for cleanup");
+    let ch = conn.create_channel().await.expect("channel");
+    Topology::new(amqp.namespace.clone())
+        .delete(&ch, queues)
+        .await
+        .expect("delete the test namespace");
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// Polls `cond` until it holds; fails the test after [`DEADLINE`].
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A shared log of `workflow/task/attempt@worker` lines written by handlers.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn contains(&self, prefix: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l.starts_with(prefix))
+    }
+}
+
+/// A registry with the built-ins plus `record`: logs the call and echoes.
+pub fn recording(log: &Log, worker: &str) -> Registry {
+    let mut r = Registry::with_builtins();
+    let (log, worker) = (log.clone(), worker.to_owned());
+    r.register("record", move |ctx| {
+        let (log, worker) = (log.clone(), worker.clone());
+        async move {
+            log.push(format!(
+                "{}/{}/{}@{}",
+                ctx.workflow_id, ctx.task_id, ctx.attempt, worker
+            ));
+            Ok(ctx.input)
+        }
+    });
+    r
+}
+
+/// Committed results of a workflow, read from the store file:
+/// (task, attempt, status).
+pub fn committed_results(store: &std::path::Path, workflow: &str) -> Vec<(String, u32, String)> {
+    let conn = rusqlite::Connection::open(store).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT task_id, attempt, status FROM results WHERE workflow_id = ?1 ORDER BY task_id, attempt")
+        .unwrap();
+    stmt.query_map([workflow], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
