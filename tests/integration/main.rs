@@ -1,8 +1,10 @@
 //! Warren's integration tests: one binary, each test on its own namespace
 //! against the real RabbitMQ at `AMQP_ADDR` (default the local broker).
 
+mod cli;
 mod dispatch;
 mod flows;
 mod idempotency;
 mod support;
 mod validation;
+mod wire;

@@ -3,8 +3,9 @@
 //! test declared, even when it fails.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 use tokio::task::JoinHandle;
@@ -93,12 +94,17 @@ impl Env {
         }
     }
 
+    /// Makes [`Env::finish`] delete this task queue too.
+    pub fn track_queue(&mut self, queue: &str) {
+        if !self.queues.iter().any(|x| x == queue) {
+            self.queues.push(queue.to_owned());
+        }
+    }
+
     /// Starts a worker on `queues`; it runs until the test ends.
     pub fn worker(&mut self, registry: Registry, queues: &[&str], concurrency: u16, id: &str) {
         for q in queues {
-            if !self.queues.iter().any(|x| x == q) {
-                self.queues.push((*q).to_owned());
-            }
+            self.track_queue(q);
         }
         let w = Worker::new(
             WorkerConfig {
@@ -215,4 +221,51 @@ pub fn committed_results(store: &std::path::Path, workflow: &str) -> Vec<(String
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// Paths of the `warren`, `warren-scheduler` and `warren-worker` binaries,
+/// built once per test run with the same profile as the tests.
+pub fn binaries() -> &'static HashMap<String, PathBuf> {
+    static BINS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--message-format=json", "--bins"])
+            .args([
+                "-p",
+                "warren-producer",
+                "-p",
+                "warren-scheduler",
+                "-p",
+                "warren-worker",
+            ])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                let exe = v["executable"].as_str()?;
+                let name = v["target"]["name"].as_str()?;
+                Some((name.to_owned(), PathBuf::from(exe)))
+            })
+            .collect()
+    })
+}
+
+/// A child process killed when dropped, so a failing test leaves none.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

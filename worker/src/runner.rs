@@ -161,6 +161,7 @@ impl Worker {
         drop(tx);
         tracing::info!(
             worker = %cfg.worker_id,
+            amqp = ?cfg.amqp,
             queues = ?cfg.queues,
             concurrency = cfg.concurrency,
             handlers = ?self.registry.kinds(),

@@ -1,0 +1,206 @@
+//! The binaries as an operator runs them: `warren dev`, and
+//! `warren-scheduler` + `warren-worker` driven by `warren submit/status`,
+//! configured through the environment and stopped with SIGTERM.
+
+use crate::support::{DEADLINE, Proc, amqp_addr, binaries};
+use serde_json::Value;
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
+use warren_shared::Topology;
+
+fn examples() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+}
+
+#[test]
+fn warren_dev_runs_the_example_and_cleans_up() {
+    let out = Command::new(&binaries()["warren"])
+        .args(["dev", "order.json"])
+        .current_dir(examples())
+        .env("AMQP_ADDR", amqp_addr())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(
+        report["tasks"]["pay_order"]["attempts"], 2,
+        "the example shows a retry"
+    );
+    assert_eq!(
+        report["tasks"]["ship_order"]["output"]["note"],
+        "ship ord-1042 to customer 123"
+    );
+    assert!(stderr.contains("workflow order-1042 succeeded"), "{stderr}");
+    // Its throwaway namespace is gone afterwards.
+    let ns = stderr
+        .split("namespace ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("dev names its namespace");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = warren_shared::amqp::connect(&amqp_addr(), "check")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let gone = ch
+            .queue_declare(
+                format!("{ns}.workflows").as_str().into(),
+                passive,
+                Default::default(),
+            )
+            .await;
+        assert!(gone.is_err(), "{ns}.workflows still exists");
+    });
+}
+
+/// Runs `warren ARGS` against `ns`, returning (exit code, stdout, stderr).
+fn warren(ns: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(&binaries()["warren"])
+        .args(args)
+        .current_dir(examples())
+        .env("AMQP_ADDR", amqp_addr())
+        .env("WARREN_NAMESPACE", ns)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn terminate(p: &mut Proc) -> std::process::ExitStatus {
+    let pid = p.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process {pid} ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn binaries_submit_wait_status_and_stop_on_sigterm() {
+    let ns = format!("wt-cli-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let dir = tempfile::tempdir().unwrap();
+    // The password must never reach a log line.
+    let addr = amqp_addr().replacen("amqp://", "amqp://guest:guest@", 1);
+    let addr = if amqp_addr().contains('@') {
+        amqp_addr()
+    } else {
+        addr
+    };
+    let log_path = |bin: &str| dir.path().join(format!("{bin}.log"));
+    let spawn = |bin: &str| {
+        let log = std::fs::File::create(log_path(bin)).unwrap();
+        Proc(
+            Command::new(&binaries()[bin])
+                .env("AMQP_ADDR", &addr)
+                .env("WARREN_NAMESPACE", &ns)
+                .env("WARREN_STORE", dir.path().join("w.db"))
+                .env("RUST_LOG", "debug")
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut scheduler = spawn("warren-scheduler");
+    let mut worker = spawn("warren-worker");
+
+    let (code, out, err) = warren(&ns, &["submit", "order.json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "order-1042");
+    let (code, out, err) = warren(&ns, &["submit", "--wait", "order.json"]);
+    assert_eq!(
+        code, 0,
+        "a duplicate submission waits for the same outcome: {err}"
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["status"], "succeeded");
+
+    let (code, out, _) = warren(&ns, &["status", "order-1042"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("workflow order-1042: succeeded\n"), "{out}");
+    assert!(
+        out.lines().any(|l| l
+            .split_whitespace()
+            .take(3)
+            .eq(["pay_order", "succeeded", "2"])),
+        "{out}"
+    );
+    let (code, out, _) = warren(&ns, &["status", "no-such-workflow"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("not_found"), "{out}");
+
+    let failing = dir.path().join("failing.json");
+    std::fs::write(
+        &failing,
+        r#"{"tasks": [{"id": "boom", "type": "fail", "input": {"message": "on purpose"}}]}"#,
+    )
+    .unwrap();
+    let (code, out, err) = warren(&ns, &["submit", "--wait", failing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("task `boom` failed after 1 attempt: on purpose"),
+        "{err}"
+    );
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"tasks\": [}").unwrap();
+    let (code, _, err) = warren(&ns, &["submit", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("is not valid JSON") && err.contains("line 1 column 12"),
+        "{err}"
+    );
+
+    assert!(
+        terminate(&mut worker).success(),
+        "worker exits cleanly on SIGTERM"
+    );
+    assert!(
+        terminate(&mut scheduler).success(),
+        "scheduler exits cleanly on SIGTERM"
+    );
+    for bin in ["warren-scheduler", "warren-worker"] {
+        let logs = std::fs::read_to_string(log_path(bin)).unwrap();
+        assert!(!logs.contains("guest:guest"), "password in logs:\n{logs}");
+        assert!(logs.contains("stopped"), "{logs}");
+        assert!(
+            logs.contains("guest:***"),
+            "the address is logged, redacted:\n{logs}"
+        );
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = warren_shared::amqp::connect(&amqp_addr(), "cleanup")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        Topology::new(ns.clone())
+            .delete(&ch, &["default".to_owned()])
+            .await
+            .unwrap();
+    });
+}
