@@ -133,9 +133,21 @@ impl Scheduler {
 
     /// Runs until `shutdown` is cancelled (returns `Ok`) or a fault stops it.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
+        let store = Store::open(&self.config.store_path)?;
+        let outcome = self.run_on(&store, shutdown).await;
+        // Release the store's lock before returning, so that a successor in
+        // this process can open it at once.
+        store.close().await;
+        outcome
+    }
+
+    async fn run_on(
+        &self,
+        store: &Store,
+        shutdown: CancellationToken,
+    ) -> Result<(), SchedulerError> {
         let cfg = &self.config;
         let topology = Topology::new(cfg.amqp.namespace.clone());
-        let store = Store::open(&cfg.store_path)?;
         let recovered = store.call(|db| db.recover()).await??;
         tracing::info!(
             store = %cfg.store_path.display(),
@@ -222,7 +234,7 @@ impl Scheduler {
             let step = self
                 .step(
                     &mut engine,
-                    &store,
+                    store,
                     &mut publisher,
                     &requests_ch,
                     &results_ch,

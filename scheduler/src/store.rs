@@ -85,8 +85,18 @@ pub enum StoreError {
         "state store holds schema version {found}; this scheduler knows version {SCHEMA_VERSION}"
     )]
     SchemaVersion { found: i64 },
+    #[error("state store {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state store thread has stopped")]
     Closed,
+    #[error(
+        "state store {path} is in use by another scheduler (lock file {path}.lock); run one scheduler per store"
+    )]
+    Locked { path: String },
     #[error("state store holds an unreadable row: {0}")]
     Corrupt(String),
 }
@@ -223,14 +233,23 @@ pub struct Known {
 /// The connection, owned by the store thread.
 pub struct Db {
     conn: Connection,
+    /// Held (locked) for the life of the store: a second scheduler on the
+    /// same file would dispatch everything twice.
+    _lock: std::fs::File,
 }
 
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
+enum Msg {
+    Job(Job),
+    /// Close the database (releasing its lock), then acknowledge.
+    Close(oneshot::Sender<()>),
+}
+
 /// Handle to the store thread.
 #[derive(Clone)]
 pub struct Store {
-    tx: std::sync::mpsc::Sender<Job>,
+    tx: std::sync::mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for Store {
@@ -243,17 +262,36 @@ impl Store {
     /// Opens (creating if needed) the store at `path` and starts its thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Db::open(path)?;
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("warren-store".into())
             .spawn(move || {
                 let mut db = db;
-                while let Ok(job) = rx.recv() {
-                    job(&mut db);
+                while let Ok(msg) = rx.recv() {
+                    match msg {
+                        Msg::Job(job) => job(&mut db),
+                        Msg::Close(done) => {
+                            drop(db);
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
                 }
             })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
+            .map_err(|source| StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(Store { tx })
+    }
+
+    /// Closes the database and releases its lock once queued calls are
+    /// done. Calls made afterwards fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.tx.send(Msg::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
     }
 
     /// Runs `f` on the store thread and returns its result.
@@ -263,9 +301,9 @@ impl Store {
     ) -> Result<R, StoreError> {
         let (done, result) = oneshot::channel();
         self.tx
-            .send(Box::new(move |db| {
+            .send(Msg::Job(Box::new(move |db| {
                 let _ = done.send(f(db));
-            }))
+            })))
             .map_err(|_| StoreError::Closed)?;
         result.await.map_err(|_| StoreError::Closed)
     }
@@ -290,6 +328,21 @@ impl Db {
             path: path.display().to_string(),
             source,
         };
+        let lock_path = format!("{}.lock", path.display());
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Locked {
+                path: path.display().to_string(),
+            });
+        }
         let conn = Connection::open(path).map_err(open_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -316,7 +369,7 @@ impl Db {
             Some(Ok(found)) => return Err(StoreError::SchemaVersion { found }),
             Some(Err(e)) => return Err(StoreError::Corrupt(format!("schema_version: {e}"))),
         }
-        Ok(Db { conn })
+        Ok(Db { conn, _lock: lock })
     }
 
     /// Applies one batch in one transaction.
@@ -712,6 +765,10 @@ mod tests {
             assert!(db.commit(&dup).is_err());
         }
         let mut db = Db::open(&path).unwrap();
+        assert!(
+            matches!(Db::open(&path), Err(StoreError::Locked { .. })),
+            "a second opener is refused"
+        );
         let rec = db.recover().unwrap();
         assert_eq!(rec.next_workflow_seq, 8);
         assert_eq!(rec.next_outbox_seq, 3);

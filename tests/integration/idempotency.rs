@@ -165,6 +165,12 @@ async fn a_new_scheduler_on_the_same_store_completes_the_workflow() {
         }
     });
     wait_until("b to be running", || log.contains("restart/b/1")).await;
+    // A second scheduler on the same store would dispatch everything twice.
+    let intruder = env.scheduler(env.scheduler_config()).failure().await;
+    assert!(
+        intruder.to_string().contains("in use by another scheduler"),
+        "{intruder}"
+    );
     let deadline = std::time::Instant::now() + DEADLINE;
     while env.client.status("restart", DEADLINE).await.unwrap().tasks["d"].state
         != TaskState::Succeeded

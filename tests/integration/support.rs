@@ -42,6 +42,15 @@ pub struct RunningScheduler {
 }
 
 impl RunningScheduler {
+    /// Waits for it to stop by itself and returns why.
+    pub async fn failure(self) -> warren_scheduler::SchedulerError {
+        let r = tokio::time::timeout(DEADLINE, self.join)
+            .await
+            .expect("scheduler stops in time");
+        r.expect("scheduler task")
+            .expect_err("the scheduler should have failed")
+    }
+
     /// Stops it cleanly and checks it had not failed.
     pub async fn stop(self) {
         self.stop.cancel();

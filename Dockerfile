@@ -1,0 +1,27 @@
+# Builds the three Warren binaries into one small image.
+# The dependency layer is cached: it is rebuilt only when a manifest or the
+# lock file changes, not when the sources do.
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY shared/Cargo.toml shared/
+COPY scheduler/Cargo.toml scheduler/
+COPY worker/Cargo.toml worker/
+COPY producer/Cargo.toml producer/
+COPY tests/Cargo.toml tests/
+RUN for c in shared scheduler worker producer; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
+ && mkdir -p tests/integration && touch tests/lib.rs && echo 'fn main() {}' > tests/integration/main.rs \
+ && cargo build --release --workspace --bins \
+ && rm -rf shared/src scheduler/src worker/src producer/src
+COPY . .
+RUN touch shared/src/lib.rs scheduler/src/lib.rs worker/src/lib.rs producer/src/lib.rs \
+ && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-producer
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home /data warren && mkdir -p /data && chown warren /data
+COPY --from=build /src/target/release/warren-scheduler /src/target/release/warren-worker /src/target/release/warren /usr/local/bin/
+COPY examples /examples
+USER warren
+WORKDIR /data
+ENV WARREN_STORE=/data/warren.db
+CMD ["warren-scheduler"]
