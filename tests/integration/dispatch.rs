@@ -8,6 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use tokio::sync::Semaphore;
 use warren_scheduler::Metrics;
 use warren_shared::wire::WorkflowStatus;
+use warren_worker::Registry;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_nine_overtakes_an_earlier_priority_zero_backlog() {
@@ -239,5 +240,102 @@ async fn undecodable_results_and_tasks_are_dead_lettered_with_a_reason() {
     );
     assert_eq!(Metrics::get(&s.metrics.dead_lettered), 1);
     let _ = conn.close(200, "done".into()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_shutdown_finishes_in_flight_work_and_requeues_the_rest() {
+    let mut env = Env::new().await;
+    let log = Log::default();
+    let _s = env.scheduler(env.scheduler_config());
+    // On the first worker, `hold` tasks log their start and wait for a permit.
+    let gate = Arc::new(Semaphore::new(0));
+    let mut first = recording(&log, "w1");
+    {
+        let (log, gate) = (log.clone(), gate.clone());
+        first.register("hold", move |ctx| {
+            let (log, gate) = (log.clone(), gate.clone());
+            async move {
+                log.push(format!(
+                    "{}/{}/{}@w1",
+                    ctx.workflow_id, ctx.task_id, ctx.attempt
+                ));
+                gate.acquire().await.expect("open").forget();
+                Ok(json!(ctx.task_id))
+            }
+        });
+    }
+    let (stop, join) = env.stoppable_worker(
+        first,
+        &["default"],
+        2,
+        "w1",
+        std::time::Duration::from_millis(300),
+    );
+    let waiter = tokio::spawn({
+        let c = env.client.clone();
+        async move {
+            c.submit_and_wait(
+                json!({"id": "drain", "tasks": [
+                    {"id": "a", "type": "hold"}, {"id": "b", "type": "hold"}
+                ]}),
+                DEADLINE,
+            )
+            .await
+        }
+    });
+    wait_until("both tasks to start on w1", || {
+        log.contains("drain/a/1") && log.contains("drain/b/1")
+    })
+    .await;
+    stop.cancel();
+    // One task finishes within the grace period; the other never does.
+    gate.add_permits(1);
+    tokio::time::timeout(DEADLINE, join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // The abandoned task was requeued: a second worker completes it.
+    let mut second = Registry::with_builtins();
+    {
+        let log = log.clone();
+        second.register("hold", move |ctx| {
+            let log = log.clone();
+            async move {
+                log.push(format!(
+                    "{}/{}/{}@w2",
+                    ctx.workflow_id, ctx.task_id, ctx.attempt
+                ));
+                Ok(json!(ctx.task_id))
+            }
+        });
+    }
+    env.worker(second, &["default"], 2, "w2");
+    let report = waiter.await.unwrap().unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
+    let on_w2: Vec<String> = log
+        .lines()
+        .into_iter()
+        .filter(|l| l.ends_with("@w2"))
+        .collect();
+    assert_eq!(
+        on_w2.len(),
+        1,
+        "exactly the abandoned task ran again: {:?}",
+        log.lines()
+    );
+    let finished_on_w1 = if on_w2[0].starts_with("drain/a/") {
+        "b"
+    } else {
+        "a"
+    };
+    assert_eq!(report.tasks[finished_on_w1].worker.as_deref(), Some("w1"));
+    assert_eq!(
+        report.tasks[if finished_on_w1 == "a" { "b" } else { "a" }]
+            .worker
+            .as_deref(),
+        Some("w2")
+    );
     env.finish().await;
 }

@@ -112,6 +112,27 @@ impl Env {
 
     /// Starts a worker on `queues`; it runs until the test ends.
     pub fn worker(&mut self, registry: Registry, queues: &[&str], concurrency: u16, id: &str) {
+        let (_, join) =
+            self.stoppable_worker(registry, queues, concurrency, id, Duration::from_secs(5));
+        self.joins.push(tokio::spawn(async move {
+            join.await
+                .expect("no panic")
+                .expect("worker ran without error");
+        }));
+    }
+
+    /// Starts a worker the test stops itself with the returned token.
+    pub fn stoppable_worker(
+        &mut self,
+        registry: Registry,
+        queues: &[&str],
+        concurrency: u16,
+        id: &str,
+        shutdown_grace: Duration,
+    ) -> (
+        CancellationToken,
+        JoinHandle<Result<(), warren_worker::WorkerError>>,
+    ) {
         for q in queues {
             self.track_queue(q);
         }
@@ -121,14 +142,12 @@ impl Env {
                 queues: queues.iter().map(|q| (*q).to_owned()).collect(),
                 concurrency,
                 worker_id: id.to_owned(),
-                shutdown_grace: Duration::from_secs(5),
+                shutdown_grace,
             },
             registry,
         );
         let stop = self.root.child_token();
-        self.joins.push(tokio::spawn(async move {
-            w.run(stop).await.expect("worker ran without error");
-        }));
+        (stop.clone(), tokio::spawn(w.run(stop)))
     }
 
     /// Stops everything and deletes the namespace.

@@ -21,7 +21,10 @@ use lapin::{
 use serde_json::Value;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{
+    sync::CancellationToken,
+    task::{AbortOnDropHandle, TaskTracker},
+};
 use warren_shared::{
     AmqpConfig, Topology, amqp,
     wire::{DEFAULT_QUEUE, ResultStatus, TYPE_RESULT, TaskError, TaskMessage, TaskResult},
@@ -80,6 +83,9 @@ struct Shared {
     publish: Channel,
     topology: Topology,
     worker_id: String,
+    /// Cancelled when the shutdown grace period is over: tasks still
+    /// running stop without publishing or acking, and are redelivered.
+    abandon: CancellationToken,
 }
 
 // Deliveries are the common case; boxing them to shrink the rare `Ended`
@@ -131,6 +137,7 @@ impl Worker {
             publish: amqp::confirm_channel(&publish_conn).await?,
             topology: topology.clone(),
             worker_id: cfg.worker_id.clone(),
+            abandon: CancellationToken::new(),
         });
 
         let consume = consume_conn
@@ -243,6 +250,15 @@ fn readable_ids(body: &[u8]) -> Option<(String, String, u32)> {
 }
 
 async fn execute(shared: Arc<Shared>, queue: String, d: Delivery) {
+    let abandon = shared.abandon.clone();
+    tokio::select! {
+        () = run_task(shared, queue, d) => {}
+        // Dropping the delivery unacked: it is requeued when the channel closes.
+        () = abandon.cancelled() => {}
+    }
+}
+
+async fn run_task(shared: Arc<Shared>, queue: String, d: Delivery) {
     let started_at = Utc::now();
     let msg: TaskMessage = match serde_json::from_slice(&d.data) {
         Ok(m) => m,
@@ -289,7 +305,7 @@ async fn execute(shared: Arc<Shared>, queue: String, d: Delivery) {
                 input: msg.input,
             };
             // Its own task, so that a panic is caught as a JoinError.
-            let mut run = tokio::spawn(handler(ctx));
+            let mut run = AbortOnDropHandle::new(tokio::spawn(handler(ctx)));
             let joined = match msg.timeout_ms {
                 Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), &mut run).await {
                     Ok(j) => j,
