@@ -1,6 +1,6 @@
 //! Dispatch: priorities through the window, competing workers, dead letters.
 
-use crate::support::{DEADLINE, Env, Log, recording, wait_until};
+use crate::support::{DEADLINE, Env, Log, add_gated, recording, wait_until};
 use futures_lite::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use serde_json::json;
@@ -19,20 +19,7 @@ async fn priority_nine_overtakes_an_earlier_priority_zero_backlog() {
     config.dispatch_window = 1;
     let _s = env.scheduler(config);
     let mut registry = recording(&log, "w");
-    {
-        let (log, gate) = (log.clone(), gate.clone());
-        registry.register("first", move |ctx| {
-            let (log, gate) = (log.clone(), gate.clone());
-            async move {
-                log.push(format!(
-                    "{}/{}/{}@w",
-                    ctx.workflow_id, ctx.task_id, ctx.attempt
-                ));
-                gate.acquire().await.expect("open").forget();
-                Ok(ctx.input)
-            }
-        });
-    }
+    add_gated(&mut registry, "first", &log, "w", Some(&gate));
     env.worker(registry, &["default"], 1, "w");
     let low = tokio::spawn({
         let c = env.client.clone();
@@ -251,20 +238,7 @@ async fn worker_shutdown_finishes_in_flight_work_and_requeues_the_rest() {
     // On the first worker, `hold` tasks log their start and wait for a permit.
     let gate = Arc::new(Semaphore::new(0));
     let mut first = recording(&log, "w1");
-    {
-        let (log, gate) = (log.clone(), gate.clone());
-        first.register("hold", move |ctx| {
-            let (log, gate) = (log.clone(), gate.clone());
-            async move {
-                log.push(format!(
-                    "{}/{}/{}@w1",
-                    ctx.workflow_id, ctx.task_id, ctx.attempt
-                ));
-                gate.acquire().await.expect("open").forget();
-                Ok(json!(ctx.task_id))
-            }
-        });
-    }
+    add_gated(&mut first, "hold", &log, "w1", Some(&gate));
     let (stop, join) = env.stoppable_worker(
         first,
         &["default"],
@@ -298,19 +272,7 @@ async fn worker_shutdown_finishes_in_flight_work_and_requeues_the_rest() {
         .unwrap();
     // The abandoned task was requeued: a second worker completes it.
     let mut second = Registry::with_builtins();
-    {
-        let log = log.clone();
-        second.register("hold", move |ctx| {
-            let log = log.clone();
-            async move {
-                log.push(format!(
-                    "{}/{}/{}@w2",
-                    ctx.workflow_id, ctx.task_id, ctx.attempt
-                ));
-                Ok(json!(ctx.task_id))
-            }
-        });
-    }
+    add_gated(&mut second, "hold", &log, "w2", None);
     env.worker(second, &["default"], 2, "w2");
     let report = waiter.await.unwrap().unwrap();
     assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");

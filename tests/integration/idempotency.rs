@@ -1,7 +1,7 @@
 //! Nothing runs twice that should not: duplicate submissions, duplicate
 //! results, and a scheduler replaced mid-workflow.
 
-use crate::support::{DEADLINE, Env, Log, committed_results, recording, wait_until};
+use crate::support::{DEADLINE, Env, Log, add_gated, committed_results, recording, wait_until};
 use lapin::options::BasicPublishOptions;
 use serde_json::json;
 use std::sync::Arc;
@@ -13,18 +13,7 @@ use warren_worker::Registry;
 /// A registry whose `gated` tasks log their start, then wait for a permit.
 fn gated(log: &Log, gate: &Arc<Semaphore>) -> Registry {
     let mut r = recording(log, "w");
-    let (log, gate) = (log.clone(), gate.clone());
-    r.register("gated", move |ctx| {
-        let (log, gate) = (log.clone(), gate.clone());
-        async move {
-            log.push(format!(
-                "{}/{}/{}@w",
-                ctx.workflow_id, ctx.task_id, ctx.attempt
-            ));
-            gate.acquire().await.expect("gate open").forget();
-            Ok(ctx.input)
-        }
-    });
+    add_gated(&mut r, "gated", log, "w", Some(gate));
     r
 }
 

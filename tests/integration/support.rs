@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
-use tokio::task::JoinHandle;
+use tokio::{sync::Semaphore, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use warren_producer::Client;
 use warren_scheduler::{Metrics, Scheduler, SchedulerConfig};
@@ -224,18 +224,33 @@ impl Log {
 /// A registry with the built-ins plus `record`: logs the call and echoes.
 pub fn recording(log: &Log, worker: &str) -> Registry {
     let mut r = Registry::with_builtins();
-    let (log, worker) = (log.clone(), worker.to_owned());
-    r.register("record", move |ctx| {
-        let (log, worker) = (log.clone(), worker.clone());
+    add_gated(&mut r, "record", log, worker, None);
+    r
+}
+
+/// Registers `kind`: logs `workflow/task/attempt@worker`, then (with a
+/// gate) waits for a permit, then echoes its input.
+pub fn add_gated(
+    registry: &mut Registry,
+    kind: &str,
+    log: &Log,
+    worker: &str,
+    gate: Option<&Arc<Semaphore>>,
+) {
+    let (log, worker, gate) = (log.clone(), worker.to_owned(), gate.cloned());
+    registry.register(kind, move |ctx| {
+        let (log, worker, gate) = (log.clone(), worker.clone(), gate.clone());
         async move {
             log.push(format!(
                 "{}/{}/{}@{}",
                 ctx.workflow_id, ctx.task_id, ctx.attempt, worker
             ));
+            if let Some(gate) = gate {
+                gate.acquire().await.expect("gate open").forget();
+            }
             Ok(ctx.input)
         }
     });
-    r
 }
 
 /// Committed results of a workflow, read from the store file:
@@ -295,5 +310,66 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// An observer bound to `{ns}.events` with a routing pattern.
+pub struct Events {
+    conn: lapin::Connection,
+    consumer: lapin::Consumer,
+}
+
+impl Events {
+    pub async fn bind(amqp: &AmqpConfig, pattern: &str) -> Events {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        let conn = warren_shared::amqp::connect(&amqp.addr, "test observer")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        let q = ch
+            .queue_declare("".into(), exclusive, Default::default())
+            .await
+            .unwrap();
+        let events = Topology::new(amqp.namespace.clone()).events();
+        ch.queue_bind(
+            q.name().clone(),
+            events.as_str().into(),
+            pattern.into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let consumer = ch
+            .basic_consume(q.name().clone(), "".into(), no_ack, Default::default())
+            .await
+            .unwrap();
+        Events { conn, consumer }
+    }
+
+    /// The next event's routing key and body.
+    pub async fn next(&mut self) -> (String, serde_json::Value) {
+        use futures_lite::StreamExt;
+        let d = tokio::time::timeout(DEADLINE, self.consumer.next())
+            .await
+            .expect("an event in time")
+            .expect("consumer open")
+            .expect("delivery");
+        (
+            d.routing_key.to_string(),
+            serde_json::from_slice(&d.data).expect("JSON event"),
+        )
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "done".into()).await;
     }
 }

@@ -1,7 +1,7 @@
 //! Every validation error is answered with its reasons and recorded, and
 //! rejected requests do not disturb other workflows.
 
-use crate::support::{DEADLINE, Env};
+use crate::support::{DEADLINE, Env, Events};
 use serde_json::{Value, json};
 use warren_scheduler::validate::Limits;
 use warren_shared::wire::WorkflowStatus;
@@ -26,6 +26,7 @@ async fn each_validation_error_is_answered_and_recorded() {
         2,
         "w",
     );
+    let mut rejections = Events::bind(&env.amqp, "workflow.*.rejected").await;
     let echo = |id: &str| json!({"id": id, "type": "echo"});
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         ("syntax", b"{\"tasks\": [".to_vec(), "invalid_request", "EOF while parsing"),
@@ -68,7 +69,16 @@ async fn each_validation_error_is_answered_and_recorded() {
             .unwrap();
         assert_eq!(status.status, WorkflowStatus::Rejected, "{label}");
         assert_eq!(status.errors, report.errors, "{label}");
+        // And announced on the events exchange.
+        let (key, event) = rejections.next().await;
+        assert_eq!(
+            key,
+            format!("workflow.{}.rejected", report.workflow_id),
+            "{label}"
+        );
+        assert_eq!(event["errors"][0]["code"], *code, "{label}");
     }
+    rejections.close().await;
     // Several problems in one request are reported together.
     let report = env
         .client

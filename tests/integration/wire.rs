@@ -1,13 +1,10 @@
 //! The wire as a non-Rust client sees it: task message properties, a
 //! hand-written result, the outcome by reply_to and on the events exchange.
 
-use crate::support::{DEADLINE, Env};
+use crate::support::{DEADLINE, Env, Events};
 use futures_lite::StreamExt;
 use lapin::{
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    },
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions},
     types::{AMQPValue, FieldTable},
 };
 use serde_json::{Value, json};
@@ -24,39 +21,7 @@ async fn plain_amqp_worker_and_event_observer() {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    // An observer of state changes.
-    let events = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        events.name().clone(),
-        topology.events().as_str().into(),
-        "workflow.#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut events = ch
-        .basic_consume(
-            events.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut events = Events::bind(&env.amqp, "workflow.#").await;
     // A worker for queue `raw` that is just an AMQP consumer.
     topology.declare_task_queue(&ch, "raw").await.unwrap();
     let mut tasks = ch
@@ -134,17 +99,9 @@ async fn plain_amqp_worker_and_event_observer() {
     assert_eq!(report.tasks["t"].worker.as_deref(), Some("python-7"));
 
     let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let e = tokio::time::timeout(DEADLINE, events.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let body: Value = serde_json::from_slice(&e.data).unwrap();
-        seen.push((
-            e.routing_key.to_string(),
-            body["status"].as_str().unwrap().to_owned(),
-        ));
+    for _ in 0..2 {
+        let (key, body) = events.next().await;
+        seen.push((key, body["status"].as_str().unwrap().to_owned()));
     }
     assert_eq!(
         seen,
@@ -156,6 +113,7 @@ async fn plain_amqp_worker_and_event_observer() {
             )
         ]
     );
+    events.close().await;
     let _ = conn.close(200, "done".into()).await;
     env.finish().await;
 }
