@@ -3,6 +3,13 @@
 //! Answers come back RPC-style: every request carries `reply_to` (this
 //! client's exclusive, server-named queue) and a fresh `correlation_id`,
 //! and the scheduler publishes the report there.
+//!
+//! The client survives broker restarts and cut connections: an operation
+//! that fails on a dead connection reconnects (capped exponential backoff)
+//! and tries again until its deadline. Retrying is safe because requests
+//! are idempotent by workflow id: a request whose reply queue died with the
+//! old connection is simply sent again from the new one, and the scheduler
+//! answers it with the same outcome.
 
 use futures_lite::StreamExt;
 use lapin::{
@@ -14,13 +21,18 @@ use serde_json::Value;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use warren_shared::{
     AmqpConfig, Topology, amqp,
+    backoff::Backoff,
     wire::{ControlKind, ControlRequest, WorkflowReport},
 };
+
+/// How long [`Client::submit`] keeps trying to get a request confirmed.
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What can go wrong for a producer.
 #[derive(Debug, thiserror::Error)]
@@ -38,42 +50,99 @@ pub enum ClientError {
         after: Duration,
         namespace: String,
     },
-    #[error("the reply consumer stopped: the broker connection was lost")]
-    Closed,
+    #[error("gave up after {after:?}: {last}")]
+    Unavailable {
+        after: Duration,
+        #[source]
+        last: warren_shared::Error,
+    },
 }
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<WorkflowReport>>>>;
 
-/// A connection to Warren through RabbitMQ.
-pub struct Client {
+/// One connection with its channels and reply queue.
+struct Session {
     conn: Connection,
     publish: Channel,
-    topology: Topology,
     reply_queue: String,
+    /// Cancelled when the reply consumer stops: the connection is gone.
+    dead: CancellationToken,
+}
+
+/// A connection to Warren through RabbitMQ.
+pub struct Client {
+    config: AmqpConfig,
+    topology: Topology,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
     waiters: Waiters,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("namespace", &self.topology.namespace())
-            .field("reply_queue", &self.reply_queue)
+            .field("amqp", &self.config)
             .finish()
     }
 }
 
 impl Client {
     /// Connects, declares the topology (so requests wait durably even
-    /// before a scheduler starts) and opens a private reply queue.
+    /// before a scheduler starts) and opens a private reply queue. Fails at
+    /// once if the broker cannot be reached.
     pub async fn connect(config: &AmqpConfig) -> Result<Client, ClientError> {
-        let topology = Topology::new(config.namespace.clone());
-        let conn = amqp::connect(&config.addr, "warren-producer").await?;
+        let client = Client {
+            config: config.clone(),
+            topology: Topology::new(config.namespace.clone()),
+            session: tokio::sync::Mutex::new(None),
+            waiters: Arc::default(),
+        };
+        client.session().await?;
+        Ok(client)
+    }
+
+    /// The live session, opening a new one if the last died.
+    async fn session(&self) -> Result<Arc<Session>, warren_shared::Error> {
+        let mut current = self.session.lock().await;
+        if let Some(s) = current.as_ref()
+            && !s.dead.is_cancelled()
+        {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(self.open().await?);
+        *current = Some(s.clone());
+        Ok(s)
+    }
+
+    async fn open(&self) -> Result<Session, warren_shared::Error> {
+        let conn = amqp::connect(
+            &self.config.addr,
+            &format!("warren-producer {}", self.config.namespace),
+        )
+        .await?;
+        match self.open_on(&conn).await {
+            Ok((publish, reply_queue, dead)) => Ok(Session {
+                conn,
+                publish,
+                reply_queue,
+                dead,
+            }),
+            Err(e) => {
+                let _ = conn.close(200, "client setup failed".into()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn open_on(
+        &self,
+        conn: &Connection,
+    ) -> Result<(Channel, String, CancellationToken), warren_shared::Error> {
         let setup = conn
             .create_channel()
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
-        topology.declare(&setup).await?;
-        let publish = amqp::confirm_channel(&conn).await?;
+        self.topology.declare(&setup).await?;
+        let publish = amqp::confirm_channel(conn).await?;
         let replies = conn
             .create_channel()
             .await
@@ -103,15 +172,15 @@ impl Client {
             )
             .await
             .map_err(warren_shared::Error::amqp("basic.consume"))?;
-        let waiters: Waiters = Arc::default();
-        let routes = waiters.clone();
+        let dead = CancellationToken::new();
+        let (routes, on_death) = (self.waiters.clone(), dead.clone());
         tokio::spawn(async move {
             while let Some(Ok(d)) = consumer.next().await {
                 let Some(corr) = d.properties.correlation_id().as_ref() else {
                     continue;
                 };
                 let Some(tx) = routes.lock().expect("not poisoned").remove(corr.as_str()) else {
-                    continue;
+                    continue; // a reply nobody waits for any more
                 };
                 match serde_json::from_slice::<WorkflowReport>(&d.data) {
                     Ok(report) => {
@@ -120,16 +189,15 @@ impl Client {
                     Err(e) => tracing::warn!(error = %e, "Undecodable reply ignored"),
                 }
             }
-            // Dropping the senders wakes every waiter with `Closed`.
-            routes.lock().expect("not poisoned").clear();
+            on_death.cancel();
         });
-        Ok(Client {
-            conn,
-            publish,
-            topology,
-            reply_queue,
-            waiters,
-        })
+        Ok((publish, reply_queue, dead))
+    }
+
+    /// Marks `s` dead (if it is still the current session) so the next
+    /// call reconnects.
+    fn retire(&self, s: &Session) {
+        s.dead.cancel();
     }
 
     /// Gives `request` an id when it has none, and returns it.
@@ -150,26 +218,69 @@ impl Client {
         }
     }
 
-    async fn publish(&self, body: &[u8], correlation: Option<&str>) -> Result<(), ClientError> {
-        let mut props = amqp::json_properties();
+    async fn publish_on(
+        &self,
+        s: &Session,
+        body: &[u8],
+        message_id: &str,
+        correlation: Option<&str>,
+    ) -> Result<(), warren_shared::Error> {
+        let mut props = amqp::json_properties().with_message_id(message_id.into());
         if let Some(c) = correlation {
             props = props
-                .with_reply_to(self.reply_queue.as_str().into())
+                .with_reply_to(s.reply_queue.as_str().into())
                 .with_correlation_id(c.into());
         }
         let exchange = self.topology.workflows();
-        let confirm = amqp::publish(&self.publish, &exchange, "", true, body, props).await?;
-        amqp::confirmed(confirm, &exchange, "").await?;
+        let confirm = amqp::publish(&s.publish, &exchange, "", true, body, props).await?;
+        amqp::confirmed(confirm, &exchange, "").await
+    }
+
+    /// Waits out a backoff delay, or fails if it would pass `deadline`.
+    async fn pause(
+        backoff: &mut Backoff,
+        deadline: Instant,
+        started: Instant,
+        last: warren_shared::Error,
+    ) -> Result<(), ClientError> {
+        let delay = backoff.next_delay();
+        if Instant::now() + delay >= deadline {
+            return Err(ClientError::Unavailable {
+                after: started.elapsed(),
+                last,
+            });
+        }
+        if backoff.failures() == 1 {
+            tracing::warn!(error = %last, "Broker unavailable; retrying");
+        }
+        tokio::time::sleep(delay).await;
         Ok(())
     }
 
     /// Publishes a workflow request (confirmed by the broker) and returns
-    /// its id. The outcome is not awaited.
+    /// its id. The outcome is not awaited. Retries through reconnects for
+    /// up to [`PUBLISH_DEADLINE`].
     pub async fn submit(&self, mut request: Value) -> Result<String, ClientError> {
         let id = Self::ensure_id(&mut request)?;
         let body = serde_json::to_vec(&request).expect("a Value always serialises");
-        self.publish(&body, None).await?;
-        Ok(id)
+        let started = Instant::now();
+        let deadline = started + PUBLISH_DEADLINE;
+        let mut backoff = Backoff::reconnect();
+        loop {
+            let attempt = async {
+                let s = self.session().await?;
+                let sent = self.publish_on(&s, &body, &id, None).await;
+                if sent.is_err() {
+                    self.retire(&s);
+                }
+                sent
+            };
+            match attempt.await {
+                Ok(()) => return Ok(id),
+                Err(e @ warren_shared::Error::Unroutable { .. }) => return Err(e.into()),
+                Err(e) => Self::pause(&mut backoff, deadline, started, e).await?,
+            }
+        }
     }
 
     /// Publishes a request and waits for its outcome (or rejection).
@@ -183,15 +294,18 @@ impl Client {
         self.ask(&id, &body, timeout).await
     }
 
-    /// Publishes a request body as it is (no id is added, nothing is
-    /// checked here) and waits for the answer: for bodies produced by other
-    /// tools, and for testing the scheduler's validation.
+    /// Publishes a request body as it is (nothing is checked here) and
+    /// waits for the answer: for bodies produced by other tools, and for
+    /// testing the scheduler's validation. The AMQP `message_id` carries a
+    /// fresh id, which the scheduler uses when the body names none, so a
+    /// retry after a reconnect cannot start a second workflow.
     pub async fn submit_bytes_and_wait(
         &self,
         body: &[u8],
         timeout: Duration,
     ) -> Result<WorkflowReport, ClientError> {
-        self.ask("(unnamed)", body, timeout).await
+        let id = uuid::Uuid::new_v4().to_string();
+        self.ask(&id, body, timeout).await
     }
 
     /// Asks the scheduler for a workflow's current report.
@@ -204,38 +318,69 @@ impl Client {
         self.ask(id, &body, timeout).await
     }
 
+    /// Sends `body` with a reply address and waits for the answer, sending
+    /// it again from a new connection if the old one dies meanwhile.
     async fn ask(
         &self,
         id: &str,
         body: &[u8],
         timeout: Duration,
     ) -> Result<WorkflowReport, ClientError> {
-        let corr = uuid::Uuid::new_v4().to_string();
-        let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .expect("not poisoned")
-            .insert(corr.clone(), tx);
-        if let Err(e) = self.publish(body, Some(&corr)).await {
-            self.waiters.lock().expect("not poisoned").remove(&corr);
-            return Err(e);
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(report)) => Ok(report),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => {
-                self.waiters.lock().expect("not poisoned").remove(&corr);
-                Err(ClientError::Timeout {
-                    workflow: id.to_owned(),
-                    after: timeout,
-                    namespace: self.topology.namespace().to_owned(),
-                })
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut backoff = Backoff::reconnect();
+        loop {
+            let s = match self.session().await {
+                Ok(s) => s,
+                Err(e) => {
+                    Self::pause(&mut backoff, deadline, started, e).await?;
+                    continue;
+                }
+            };
+            let corr = uuid::Uuid::new_v4().to_string();
+            let (tx, rx) = oneshot::channel();
+            self.waiters
+                .lock()
+                .expect("not poisoned")
+                .insert(corr.clone(), tx);
+            let forget = || self.waiters.lock().expect("not poisoned").remove(&corr);
+            if let Err(e) = self.publish_on(&s, body, id, Some(&corr)).await {
+                forget();
+                self.retire(&s);
+                if matches!(e, warren_shared::Error::Unroutable { .. }) {
+                    return Err(e.into());
+                }
+                Self::pause(&mut backoff, deadline, started, e).await?;
+                continue;
+            }
+            tokio::select! {
+                reply = rx => {
+                    if let Ok(report) = reply {
+                        return Ok(report);
+                    }
+                    // The sender was dropped without an answer: ask again.
+                }
+                () = s.dead.cancelled() => {
+                    forget();
+                    backoff.reset();
+                    tracing::warn!(workflow = %id, "Connection lost while waiting; asking again");
+                }
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    forget();
+                    return Err(ClientError::Timeout {
+                        workflow: id.to_owned(),
+                        after: timeout,
+                        namespace: self.topology.namespace().to_owned(),
+                    });
+                }
             }
         }
     }
 
     /// Closes the connection (the reply queue goes with it).
     pub async fn close(self) {
-        let _ = self.conn.close(200, "client closing".into()).await;
+        if let Some(s) = self.session.lock().await.take() {
+            let _ = s.conn.close(200, "client closing".into()).await;
+        }
     }
 }

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use warren_shared::{
     Topology, amqp,
+    backoff::Backoff,
     wire::{ControlKind, ControlRequest, TYPE_REPORT, TYPE_TASK, TaskResult, WorkflowReport},
 };
 
@@ -118,6 +119,22 @@ fn reply_of(d: &Delivery) -> Option<ReplyTo> {
     })
 }
 
+impl SchedulerError {
+    /// True for faults a new broker session may cure.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SchedulerError::Broker(e) => matches!(
+                e,
+                warren_shared::Error::Connect { .. }
+                    | warren_shared::Error::Amqp { .. }
+                    | warren_shared::Error::PublishNacked { .. }
+            ),
+            SchedulerError::ConsumerEnded { .. } => true,
+            SchedulerError::Store(_) => false,
+        }
+    }
+}
+
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Scheduler {
         Scheduler {
@@ -131,20 +148,99 @@ impl Scheduler {
         self.metrics.clone()
     }
 
-    /// Runs until `shutdown` is cancelled (returns `Ok`) or a fault stops it.
+    /// Runs until `shutdown` is cancelled (returns `Ok`) or a fault that
+    /// reconnecting cannot cure stops it (a store failure, a topology
+    /// conflict). A lost broker connection is retried with capped
+    /// exponential backoff; each new session resumes from the store exactly
+    /// as a restarted scheduler would, so nothing of the old session is
+    /// trusted (unacked deliveries come back, unconfirmed outbox messages
+    /// are published again).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
         let store = Store::open(&self.config.store_path)?;
-        let outcome = self.run_on(&store, shutdown).await;
+        let mut backoff = Backoff::reconnect();
+        let outcome = loop {
+            let mut connected = false;
+            let error = match self
+                .session(&store, &shutdown, &mut connected, backoff.failures())
+                .await
+            {
+                Ok(()) => break Ok(()),
+                Err(e) if e.is_transient() => e,
+                Err(e) => break Err(e),
+            };
+            if connected {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            Metrics::add(&self.metrics.reconnects, 1);
+            if backoff.failures() == 1 {
+                tracing::warn!(%error, "Broker connection lost; reconnecting");
+            } else {
+                tracing::debug!(%error, retry_in = ?delay, "Still no broker");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        };
         // Release the store's lock before returning, so that a successor in
         // this process can open it at once.
         store.close().await;
         outcome
     }
 
+    /// One broker session: connect, resume from the store, run the loop.
+    async fn session(
+        &self,
+        store: &Store,
+        shutdown: &CancellationToken,
+        connected: &mut bool,
+        failures: u32,
+    ) -> Result<(), SchedulerError> {
+        let cfg = &self.config;
+        let consume_conn = amqp::connect(
+            &cfg.amqp.addr,
+            &format!("warren-scheduler {} (consume)", cfg.amqp.namespace),
+        )
+        .await?;
+        let publish_conn = match amqp::connect(
+            &cfg.amqp.addr,
+            &format!("warren-scheduler {} (publish)", cfg.amqp.namespace),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = consume_conn
+                    .close(200, "scheduler reconnecting".into())
+                    .await;
+                return Err(e.into());
+            }
+        };
+        let outcome = self
+            .run_on(
+                store,
+                shutdown,
+                &consume_conn,
+                &publish_conn,
+                connected,
+                failures,
+            )
+            .await;
+        // Unacked deliveries return to their queues when the channels close.
+        let _ = consume_conn.close(200, "scheduler stopping".into()).await;
+        let _ = publish_conn.close(200, "scheduler stopping".into()).await;
+        outcome
+    }
+
     async fn run_on(
         &self,
         store: &Store,
-        shutdown: CancellationToken,
+        shutdown: &CancellationToken,
+        consume_conn: &Connection,
+        publish_conn: &Connection,
+        connected: &mut bool,
+        failures: u32,
     ) -> Result<(), SchedulerError> {
         let cfg = &self.config;
         let topology = Topology::new(cfg.amqp.namespace.clone());
@@ -155,16 +251,13 @@ impl Scheduler {
             outbox = recovered.outbox.len(),
             "State store opened"
         );
-
-        let consume_conn = amqp::connect(&cfg.amqp.addr, "warren-scheduler (consume)").await?;
-        let publish_conn = amqp::connect(&cfg.amqp.addr, "warren-scheduler (publish)").await?;
         let setup = publish_conn
             .create_channel()
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
         topology.declare(&setup).await?;
         let mut publisher = Publisher {
-            channel: amqp::confirm_channel(&publish_conn).await?,
+            channel: amqp::confirm_channel(publish_conn).await?,
             setup,
             topology: topology.clone(),
             declared: HashSet::new(),
@@ -192,7 +285,7 @@ impl Scheduler {
             cfg.requests_prefetch as usize + cfg.results_prefetch as usize + 16,
         );
         let requests_ch = start_consumer(
-            &consume_conn,
+            consume_conn,
             &topology.workflows(),
             cfg.requests_prefetch,
             tx.clone(),
@@ -200,13 +293,17 @@ impl Scheduler {
         )
         .await?;
         let results_ch = start_consumer(
-            &consume_conn,
+            consume_conn,
             &topology.results(),
             cfg.results_prefetch,
             tx,
             Inbound::Result,
         )
         .await?;
+        *connected = true;
+        if failures > 0 {
+            tracing::info!(attempts = failures, "Reconnected to the broker");
+        }
         tracing::info!(
             namespace = topology.namespace(),
             active = engine.active_workflows(),
@@ -255,10 +352,9 @@ impl Scheduler {
             let (ops, _) = engine.take_batch();
             store.call(move |db| db.commit(&ops)).await??;
         }
-        // Unacked deliveries return to their queues when the channels close.
-        let _ = consume_conn.close(200, "scheduler stopping".into()).await;
-        let _ = publish_conn.close(200, "scheduler stopping".into()).await;
-        tracing::info!("Scheduler stopped");
+        if outcome.is_ok() {
+            tracing::info!("Scheduler stopped");
+        }
         outcome
     }
 

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub results_ignored: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub batches_committed: AtomicU64,
+    /// Broker sessions lost and retried.
+    pub reconnects: AtomicU64,
 }
 
 impl Metrics {

@@ -329,6 +329,9 @@ impl Engine {
     pub fn add_waiter(&mut self, id: &str, reply: ReplyTo) {
         Metrics::add(&self.metrics.workflows_duplicate, 1);
         if let Some(w) = self.workflows.get_mut(id) {
+            if w.replies.contains(&reply) {
+                return; // the same request redelivered
+            }
             self.ops.push(Op::AddReply {
                 workflow_id: w.id.clone(),
                 reply_to: reply.queue.clone(),

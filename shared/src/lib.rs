@@ -8,9 +8,11 @@
 //!   their idempotent declaration.
 //! - `amqp`: connecting (with the password kept out of every message),
 //!   confirmed publishing, dead-lettering.
+//! - `backoff`: capped exponential backoff with jitter for reconnects.
 //! - `shutdown`: ctrl-c and SIGTERM as a `CancellationToken`.
 
 pub mod amqp;
+pub mod backoff;
 pub mod error;
 pub mod shutdown;
 pub mod topology;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod dispatch;
+mod faults;
 mod flows;
 mod idempotency;
 mod support;

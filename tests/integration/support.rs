@@ -373,3 +373,30 @@ impl Events {
         let _ = self.conn.close(200, "done".into()).await;
     }
 }
+
+/// Force-closes every broker connection whose name mentions `namespace`
+/// (Warren names its connections after their namespace), as a network cut
+/// or `rabbitmqctl close_all_connections` would, but only for this test.
+/// Returns how many were closed.
+pub fn cut_connections(namespace: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl is installed with RabbitMQ");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.contains(namespace) {
+            continue;
+        }
+        let pid = line.split_whitespace().next().expect("a pid column");
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", pid, "test: forced disconnect"])
+            .status()
+            .unwrap();
+        if status.success() {
+            closed += 1;
+        }
+    }
+    closed
+}

@@ -10,7 +10,7 @@ use crate::handler::{HandlerError, Registry, TaskContext};
 use chrono::Utc;
 use futures_lite::StreamExt;
 use lapin::{
-    Channel,
+    Channel, Connection,
     message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
@@ -27,6 +27,7 @@ use tokio_util::{
 };
 use warren_shared::{
     AmqpConfig, Topology, amqp,
+    backoff::Backoff,
     wire::{DEFAULT_QUEUE, ResultStatus, TYPE_RESULT, TaskError, TaskMessage, TaskResult},
 };
 
@@ -113,17 +114,90 @@ impl Worker {
                 "at least one queue and a concurrency above 0 are needed".into(),
             ));
         }
-        let topology = Topology::new(cfg.amqp.namespace.clone());
+        let mut backoff = Backoff::reconnect();
+        loop {
+            let mut connected = false;
+            let error = match self
+                .session(&shutdown, &mut connected, backoff.failures())
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(worker = %cfg.worker_id, "Worker stopped");
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(e),
+            };
+            if connected {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            if backoff.failures() == 1 {
+                tracing::warn!(%error, worker = %cfg.worker_id, "Broker connection lost; reconnecting");
+            } else {
+                tracing::debug!(%error, retry_in = ?delay, "Still no broker");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    tracing::info!(worker = %cfg.worker_id, "Worker stopped");
+                    return Ok(());
+                }
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One broker session: connect, consume until shutdown or a fault.
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        connected: &mut bool,
+        failures: u32,
+    ) -> Result<(), WorkerError> {
+        let cfg = &self.config;
         let consume_conn = amqp::connect(
             &cfg.amqp.addr,
-            &format!("warren-worker {} (consume)", cfg.worker_id),
+            &format!(
+                "warren-worker {} {} (consume)",
+                cfg.amqp.namespace, cfg.worker_id
+            ),
         )
         .await?;
-        let publish_conn = amqp::connect(
+        let publish_conn = match amqp::connect(
             &cfg.amqp.addr,
-            &format!("warren-worker {} (publish)", cfg.worker_id),
+            &format!(
+                "warren-worker {} {} (publish)",
+                cfg.amqp.namespace, cfg.worker_id
+            ),
         )
-        .await?;
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = consume_conn.close(200, "worker reconnecting".into()).await;
+                return Err(e.into());
+            }
+        };
+        let outcome = self
+            .consume(shutdown, &consume_conn, &publish_conn, connected, failures)
+            .await;
+        // Closing the consuming connection requeues any unacked delivery
+        // (prefetched ones that were never started, abandoned ones).
+        let _ = consume_conn.close(200, "worker stopping".into()).await;
+        let _ = publish_conn.close(200, "worker stopping".into()).await;
+        outcome
+    }
+
+    async fn consume(
+        &self,
+        shutdown: &CancellationToken,
+        consume_conn: &Connection,
+        publish_conn: &Connection,
+        connected: &mut bool,
+        failures: u32,
+    ) -> Result<(), WorkerError> {
+        let cfg = &self.config;
+        let topology = Topology::new(cfg.amqp.namespace.clone());
         let setup = publish_conn
             .create_channel()
             .await
@@ -134,7 +208,7 @@ impl Worker {
         }
         let shared = Arc::new(Shared {
             registry: self.registry.clone(),
-            publish: amqp::confirm_channel(&publish_conn).await?,
+            publish: amqp::confirm_channel(publish_conn).await?,
             topology: topology.clone(),
             worker_id: cfg.worker_id.clone(),
             abandon: CancellationToken::new(),
@@ -166,6 +240,10 @@ impl Worker {
             tokio::spawn(forward(q.clone(), consumer, tx.clone()));
         }
         drop(tx);
+        *connected = true;
+        if failures > 0 {
+            tracing::info!(attempts = failures, "Reconnected to the broker");
+        }
         tracing::info!(
             worker = %cfg.worker_id,
             amqp = ?cfg.amqp,
@@ -194,6 +272,14 @@ impl Worker {
                 },
             }
         };
+        tracker.close();
+        if outcome.is_err() {
+            // The session is gone: no result of a running task can be acked
+            // on it, and the broker is redelivering those tasks already.
+            shared.abandon.cancel();
+            tracker.wait().await;
+            return outcome;
+        }
 
         // Stop taking work, let what runs finish within the grace period.
         for tag in &tags {
@@ -201,7 +287,6 @@ impl Worker {
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
         }
-        tracker.close();
         let in_flight = tracker.len();
         if in_flight > 0 {
             tracing::info!(in_flight, grace = ?cfg.shutdown_grace, "Waiting for in-flight tasks");
@@ -214,13 +299,26 @@ impl Worker {
                 abandoned = tracker.len(),
                 "Grace period over; unfinished tasks return to their queue"
             );
+            shared.abandon.cancel();
+            tracker.wait().await;
         }
-        // Closing the consuming connection requeues any unacked delivery
-        // (prefetched ones that were never started, abandoned ones).
-        let _ = consume_conn.close(200, "worker stopping".into()).await;
-        let _ = publish_conn.close(200, "worker stopping".into()).await;
-        tracing::info!(worker = %cfg.worker_id, "Worker stopped");
         outcome
+    }
+}
+
+impl WorkerError {
+    /// True for faults a new broker session may cure.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WorkerError::Broker(e) => matches!(
+                e,
+                warren_shared::Error::Connect { .. }
+                    | warren_shared::Error::Amqp { .. }
+                    | warren_shared::Error::PublishNacked { .. }
+            ),
+            WorkerError::ConsumerEnded { .. } => true,
+            WorkerError::Config(_) => false,
+        }
     }
 }
 
