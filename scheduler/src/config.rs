@@ -17,6 +17,10 @@ pub struct SchedulerConfig {
     /// Most tasks of one queue dispatched and not yet answered (default 200).
     /// Ready tasks beyond it wait in the store, in priority order.
     pub dispatch_window: usize,
+    /// Added to a task's `timeout_ms` to give the lease after which an
+    /// attempt without a result is failed and retried (default 30 s).
+    /// Tasks without `timeout_ms` have no lease.
+    pub lease_grace: std::time::Duration,
     /// Unacked workflow requests the broker may hand over at once (default 16).
     pub requests_prefetch: u16,
     /// Unacked results the broker may hand over at once (default 2000).
@@ -33,6 +37,7 @@ impl Default for SchedulerConfig {
             store_path: PathBuf::from("warren.db"),
             limits: Limits::default(),
             dispatch_window: 200,
+            lease_grace: std::time::Duration::from_secs(30),
             requests_prefetch: 16,
             results_prefetch: 2000,
             max_batch: 2000,

@@ -266,6 +266,7 @@ impl Scheduler {
         let mut engine = Engine::new(
             topology.clone(),
             cfg.dispatch_window,
+            cfg.lease_grace.as_millis() as u64,
             recovered.next_outbox_seq,
             recovered.next_workflow_seq,
             self.metrics.clone(),

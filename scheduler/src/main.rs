@@ -22,6 +22,10 @@ struct Args {
     /// Most tasks per queue dispatched and not yet answered.
     #[arg(long, env = "WARREN_DISPATCH_WINDOW", default_value_t = 200)]
     dispatch_window: usize,
+    /// Milliseconds added to a task's timeout_ms before an attempt without
+    /// a result is failed and retried.
+    #[arg(long, env = "WARREN_LEASE_GRACE_MS", default_value_t = 30_000)]
+    lease_grace_ms: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "WARREN_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -53,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
             max_input_depth: args.max_input_depth,
         },
         dispatch_window: args.dispatch_window,
+        lease_grace: std::time::Duration::from_millis(args.lease_grace_ms),
         ..SchedulerConfig::default()
     };
     tracing::info!(amqp = ?config.amqp, store = %config.store_path.display(), "Starting scheduler");

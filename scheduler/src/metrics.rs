@@ -13,6 +13,8 @@ pub struct Metrics {
     pub workflows_failed: AtomicU64,
     pub tasks_dispatched: AtomicU64,
     pub tasks_retried: AtomicU64,
+    /// Attempts failed because no result came within timeout plus grace.
+    pub leases_expired: AtomicU64,
     pub results_committed: AtomicU64,
     /// Results for an attempt that already has one, or that is not running.
     pub results_ignored: AtomicU64,

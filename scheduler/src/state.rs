@@ -181,6 +181,10 @@ pub struct Engine {
     workflows: HashMap<Arc<str>, Workflow>,
     queues: HashMap<String, QueueState>,
     retries: BinaryHeap<DueRetry>,
+    /// Running attempts with a timeout, by the time their lease ends.
+    leases: BinaryHeap<DueRetry>,
+    /// Added to a task's timeout to give its lease (ms).
+    lease_grace_ms: i64,
     seq: u64,
     next_outbox: u64,
     next_workflow_seq: u64,
@@ -204,6 +208,7 @@ impl Engine {
     pub fn new(
         topology: Topology,
         window: usize,
+        lease_grace_ms: u64,
         next_outbox: u64,
         next_workflow_seq: u64,
         metrics: Arc<Metrics>,
@@ -214,6 +219,8 @@ impl Engine {
             workflows: HashMap::new(),
             queues: HashMap::new(),
             retries: BinaryHeap::new(),
+            leases: BinaryHeap::new(),
+            lease_grace_ms: lease_grace_ms.min(i64::MAX as u64) as i64,
             seq: 0,
             next_outbox,
             next_workflow_seq,
@@ -502,6 +509,20 @@ impl Engine {
                         .entry(wf.specs[i as usize].queue.clone())
                         .or_default()
                         .in_flight += 1;
+                    if let Some(timeout) = wf.specs[i as usize].timeout_ms {
+                        let t = &wf.tasks[i as usize];
+                        let since = t.started_at.map_or(0, |s| s.timestamp_millis());
+                        self.seq += 1;
+                        self.leases.push(Reverse((
+                            since
+                                .saturating_add(timeout as i64)
+                                .saturating_add(self.lease_grace_ms),
+                            self.seq,
+                            wf_id.clone(),
+                            i,
+                            t.attempt,
+                        )));
+                    }
                 }
                 TaskState::Retrying => {
                     let t = &wf.tasks[i as usize];
@@ -706,13 +727,20 @@ impl Engine {
         self.emit_event(&wf.id, status, body);
     }
 
-    /// When the next retry is due (ms since the epoch).
+    /// When the next retry or lease is due (ms since the epoch).
     pub fn next_due_ms(&self) -> Option<i64> {
-        self.retries.peek().map(|Reverse((due, ..))| *due)
+        let retry = self.retries.peek().map(|Reverse((due, ..))| *due);
+        let lease = self.leases.peek().map(|Reverse((due, ..))| *due);
+        match (retry, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Makes every retry due by `now_ms` ready again.
+    /// Makes every retry due by `now_ms` ready again, and fails every
+    /// attempt whose lease has ended without a result.
     pub fn fire_due(&mut self, now_ms: i64) {
+        self.expire_leases(now_ms);
         while let Some(Reverse((due, ..))) = self.retries.peek() {
             if *due > now_ms {
                 break;
@@ -725,6 +753,43 @@ impl Engine {
             if live {
                 self.make_ready(&id, task);
             }
+        }
+    }
+
+    /// A running attempt whose result has not come within its timeout plus
+    /// the grace period is failed (retryable): its worker is dead or hung.
+    /// Should its result come later after all, it is ignored.
+    fn expire_leases(&mut self, now_ms: i64) {
+        let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        while let Some(Reverse((due, ..))) = self.leases.peek() {
+            if *due > now_ms {
+                break;
+            }
+            let Reverse((_, _, id, task, attempt)) = self.leases.pop().expect("peeked");
+            let Some(wf) = self.workflows.get_mut(&id) else {
+                continue;
+            };
+            let t = &mut wf.tasks[task as usize];
+            if t.state != TaskState::Running || t.attempt != attempt {
+                continue;
+            }
+            Metrics::add(&self.metrics.leases_expired, 1);
+            let timeout = wf.specs[task as usize].timeout_ms.unwrap_or(0);
+            tracing::warn!(workflow = %id, task = %wf.specs[task as usize].id, attempt, "Lease expired: no result within the task's timeout plus grace");
+            wf.running -= 1;
+            if let Some(q) = self.queues.get_mut(&wf.specs[task as usize].queue) {
+                q.in_flight = q.in_flight.saturating_sub(1);
+            }
+            t.finished_at = Some(now);
+            let error = TaskError {
+                message: format!(
+                    "no result within the lease ({timeout} ms timeout + {} ms grace): the worker died or hung",
+                    self.lease_grace_ms
+                ),
+                retryable: true,
+            };
+            self.fail_attempt(&id, task, error, now);
+            self.maybe_finish(&id, now);
         }
     }
 
@@ -807,6 +872,18 @@ impl Engine {
         let row = wf.row(i);
         self.ops.push(Op::Task(row));
         self.queues.entry(queue.clone()).or_default().in_flight += 1;
+        if let Some(timeout) = msg.timeout_ms {
+            self.seq += 1;
+            self.leases.push(Reverse((
+                now.timestamp_millis()
+                    .saturating_add(timeout as i64)
+                    .saturating_add(self.lease_grace_ms),
+                self.seq,
+                id.clone(),
+                i,
+                msg.attempt,
+            )));
+        }
         Metrics::add(&self.metrics.tasks_dispatched, 1);
         self.emit(OutMsg {
             kind: OutKind::Task,
@@ -884,6 +961,7 @@ mod tests {
         Engine::new(
             Topology::new("t"),
             window,
+            1_000,
             1,
             1,
             Arc::new(Metrics::default()),
@@ -1070,5 +1148,40 @@ mod tests {
         assert_eq!(report.status, WorkflowStatus::Failed);
         let err = report.tasks["b"].error.as_ref().unwrap();
         assert!(err.message.contains("has no `nope`"), "{}", err.message);
+    }
+
+    #[test]
+    fn an_expired_lease_fails_the_attempt_and_a_late_result_is_ignored() {
+        let mut e = engine(10);
+        submit(
+            &mut e,
+            json!({"id": "l", "tasks": [
+                {"id": "a", "type": "hang", "timeout_ms": 100, "retry": {"max_attempts": 2, "backoff_ms": 10}}
+            ]}),
+        );
+        let start = Utc::now();
+        let first = dispatched(&mut e);
+        let due = e.next_due_ms().expect("a lease");
+        let expected = start.timestamp_millis() + 100 + 1_000;
+        assert!(
+            (expected..expected + 50).contains(&due),
+            "lease ends at timeout + grace"
+        );
+        e.fire_due(due - 1);
+        assert!(dispatched(&mut e).is_empty(), "not before the lease ends");
+        e.fire_due(due);
+        assert_eq!(Metrics::get(&e.metrics.leases_expired), 1);
+        let retry_due = e.next_due_ms().unwrap();
+        e.fire_due(retry_due);
+        let second = dispatched(&mut e);
+        assert_eq!(second[0].attempt, 2);
+        // The hung attempt's result arrives after all: ignored.
+        e.on_result(result(&first[0], true, false, json!("late")), Utc::now());
+        assert_eq!(Metrics::get(&e.metrics.results_ignored), 1);
+        e.on_result(result(&second[0], true, false, json!("ok")), Utc::now());
+        let report = final_report(&mut e);
+        assert_eq!(report.status, WorkflowStatus::Succeeded);
+        assert_eq!(report.tasks["a"].output, Some(json!("ok")));
+        assert_eq!(report.tasks["a"].attempts, 2);
     }
 }

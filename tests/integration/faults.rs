@@ -1,7 +1,9 @@
 //! Faults the suite can inject without disturbing other tests: forced
 //! disconnects of this test's own connections.
 
-use crate::support::{DEADLINE, Env, Log, add_gated, committed_results, cut_connections, recording, wait_until};
+use crate::support::{
+    DEADLINE, Env, Log, add_gated, committed_results, cut_connections, recording, wait_until,
+};
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -47,6 +49,95 @@ async fn forced_disconnects_lose_nothing() {
     assert_eq!(report.tasks["c"].output, Some(json!(1)));
     assert!(Metrics::get(&s.metrics.reconnects) >= 1);
     let results = committed_results(&env.store_path, "cut");
-    assert_eq!(results.len(), 3, "exactly one committed result per task: {results:?}");
+    assert_eq!(
+        results.len(),
+        3,
+        "exactly one committed result per task: {results:?}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_is_caught_by_the_lease_and_its_late_result_ignored() {
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+    let mut env = Env::new().await;
+    let mut config = env.scheduler_config();
+    config.lease_grace = std::time::Duration::from_millis(200);
+    let s = env.scheduler(config);
+    // A "worker" that takes one task and then hangs: it never answers.
+    let conn = warren_shared::amqp::connect(&env.amqp.addr, "hung worker")
+        .await
+        .unwrap();
+    let ch = warren_shared::amqp::confirm_channel(&conn).await.unwrap();
+    let topology = warren_shared::Topology::new(env.amqp.namespace.clone());
+    topology.declare_task_queue(&ch, "default").await.unwrap();
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut hung = ch
+        .basic_consume(
+            topology.task_queue("default").as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let waiter = tokio::spawn({
+        let c = env.client.clone();
+        async move {
+            c.submit_and_wait(
+                json!({"id": "hang", "tasks": [{"id": "a", "type": "echo", "input": "done", "timeout_ms": 100,
+                        "retry": {"max_attempts": 2, "backoff_ms": 10}}]}),
+                DEADLINE,
+            )
+            .await
+        }
+    });
+    let held = tokio::time::timeout(DEADLINE, hung.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        held.properties.message_id().as_ref().unwrap().as_str(),
+        "hang/a/1"
+    );
+    // A healthy worker joins; it gets attempt 2 once the lease of 1 ends.
+    env.worker(
+        warren_worker::Registry::with_builtins(),
+        &["default"],
+        2,
+        "healthy",
+    );
+    let report = waiter.await.unwrap().unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
+    assert_eq!(report.tasks["a"].attempts, 2);
+    assert_eq!(report.tasks["a"].worker.as_deref(), Some("healthy"));
+    assert_eq!(Metrics::get(&s.metrics.leases_expired), 1);
+    // The hung worker wakes up and answers attempt 1: nothing changes.
+    let late = json!({"workflow_id": "hang", "task_id": "a", "attempt": 1, "status": "succeeded", "output": "late"});
+    ch.basic_publish(
+        topology.results().as_str().into(),
+        "".into(),
+        BasicPublishOptions::default(),
+        late.to_string().as_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_until("the late result to be ignored", || {
+        Metrics::get(&s.metrics.results_ignored) == 1
+    })
+    .await;
+    let after = env.client.status("hang", DEADLINE).await.unwrap();
+    assert_eq!(after.tasks["a"].output, Some(json!("done")));
+    assert_eq!(
+        committed_results(&env.store_path, "hang"),
+        vec![("a".to_string(), 2, "succeeded".to_string())],
+        "attempt 1 never committed a result"
+    );
+    let _ = conn.close(200, "done".into()).await;
     env.finish().await;
 }

@@ -383,7 +383,11 @@ pub fn cut_connections(namespace: &str) -> usize {
         .args(["-q", "list_connections", "pid", "client_properties"])
         .output()
         .expect("rabbitmqctl is installed with RabbitMQ");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut closed = 0;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if !line.contains(namespace) {
