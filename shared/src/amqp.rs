@@ -148,6 +148,20 @@ pub async fn confirmed(
     }
 }
 
+/// An integer header of any AMQP integer type.
+pub fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongLongInt(v) => Some(*v),
+        _ => None,
+    }
+}
+
 /// Properties for dead-lettering `delivery`: its own, plus why and from where.
 pub fn dead_letter_properties(delivery: &Delivery, queue: &str, reason: &str) -> BasicProperties {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();

@@ -19,6 +19,9 @@ pub const HEADER_PROTOCOL: &str = "warren-protocol";
 pub const HEADER_DEAD_REASON: &str = "warren-dead-reason";
 /// Header on a dead-lettered message naming the queue it was taken from.
 pub const HEADER_DEAD_QUEUE: &str = "warren-dead-queue";
+/// Header on a task message a worker re-published after a redelivery:
+/// how many times the task has been delivered. See `max_deliveries`.
+pub const HEADER_DELIVERIES: &str = "warren-deliveries";
 /// Content type of every Warren body.
 pub const CONTENT_TYPE: &str = "application/json";
 

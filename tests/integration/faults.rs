@@ -141,3 +141,57 @@ async fn a_hung_worker_is_caught_by_the_lease_and_its_late_result_ignored() {
     let _ = conn.close(200, "done".into()).await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_kills_its_worker_every_time_fails_after_max_deliveries() {
+    let mut env = Env::new().await;
+    let log = Log::default();
+    let never = Arc::new(Semaphore::new(0));
+    let _s = env.scheduler(env.scheduler_config());
+    let mut registry = recording(&log, "w");
+    add_gated(&mut registry, "poison", &log, "w", Some(&never));
+    let (_stop, _join) = env.stoppable_worker(registry, &["default"], 2, "poisoned", |c| {
+        c.max_deliveries = 3
+    });
+    let waiter = tokio::spawn({
+        let c = env.client.clone();
+        async move {
+            c.submit_and_wait(
+                json!({"id": "poison", "tasks": [
+                    {"id": "p", "type": "poison", "retry": {"max_attempts": 3}},
+                    {"id": "after", "type": "echo", "depends_on": ["p"]}
+                ]}),
+                DEADLINE,
+            )
+            .await
+        }
+    });
+    // Each run "crashes" the worker: its connections are cut mid-task.
+    let me = format!("{} poisoned", env.amqp.namespace);
+    for run in 1..=3 {
+        wait_until("the poison task to run again", || log.lines().len() == run).await;
+        let me = me.clone();
+        let cut = tokio::task::spawn_blocking(move || crate::support::cut_connections_named(&me))
+            .await
+            .unwrap();
+        assert_eq!(cut, 2, "the worker's two connections");
+    }
+    let report = waiter.await.unwrap().unwrap();
+    assert_eq!(report.status, WorkflowStatus::Failed, "{report:?}");
+    let error = report.tasks["p"].error.as_ref().unwrap();
+    assert!(
+        error
+            .message
+            .contains("delivered 4 times without finishing"),
+        "{}",
+        error.message
+    );
+    assert!(!error.retryable, "a poison task is not retried");
+    assert_eq!(report.tasks["p"].attempts, 1);
+    assert_eq!(
+        report.tasks["after"].state,
+        warren_shared::wire::TaskState::Skipped
+    );
+    assert_eq!(log.lines().len(), 3, "run exactly max_deliveries times");
+    env.finish().await;
+}

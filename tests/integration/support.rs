@@ -112,8 +112,7 @@ impl Env {
 
     /// Starts a worker on `queues`; it runs until the test ends.
     pub fn worker(&mut self, registry: Registry, queues: &[&str], concurrency: u16, id: &str) {
-        let (_, join) =
-            self.stoppable_worker(registry, queues, concurrency, id, Duration::from_secs(5));
+        let (_, join) = self.stoppable_worker(registry, queues, concurrency, id, |_| {});
         self.joins.push(tokio::spawn(async move {
             join.await
                 .expect("no panic")
@@ -128,7 +127,7 @@ impl Env {
         queues: &[&str],
         concurrency: u16,
         id: &str,
-        shutdown_grace: Duration,
+        tweak: impl FnOnce(&mut WorkerConfig),
     ) -> (
         CancellationToken,
         JoinHandle<Result<(), warren_worker::WorkerError>>,
@@ -136,16 +135,16 @@ impl Env {
         for q in queues {
             self.track_queue(q);
         }
-        let w = Worker::new(
-            WorkerConfig {
-                amqp: self.amqp.clone(),
-                queues: queues.iter().map(|q| (*q).to_owned()).collect(),
-                concurrency,
-                worker_id: id.to_owned(),
-                shutdown_grace,
-            },
-            registry,
-        );
+        let mut config = WorkerConfig {
+            amqp: self.amqp.clone(),
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+            concurrency,
+            worker_id: id.to_owned(),
+            shutdown_grace: Duration::from_secs(5),
+            ..WorkerConfig::default()
+        };
+        tweak(&mut config);
+        let w = Worker::new(config, registry);
         let stop = self.root.child_token();
         (stop.clone(), tokio::spawn(w.run(stop)))
     }
@@ -379,6 +378,11 @@ impl Events {
 /// or `rabbitmqctl close_all_connections` would, but only for this test.
 /// Returns how many were closed.
 pub fn cut_connections(namespace: &str) -> usize {
+    cut_connections_named(namespace)
+}
+
+/// Force-closes every broker connection whose name contains `fragment`.
+pub fn cut_connections_named(fragment: &str) -> usize {
     let out = std::process::Command::new("rabbitmqctl")
         .args(["-q", "list_connections", "pid", "client_properties"])
         .output()
@@ -390,12 +394,14 @@ pub fn cut_connections(namespace: &str) -> usize {
     );
     let mut closed = 0;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !line.contains(namespace) {
+        if !line.contains(fragment) {
             continue;
         }
         let pid = line.split_whitespace().next().expect("a pid column");
         let status = std::process::Command::new("rabbitmqctl")
             .args(["-q", "close_connection", pid, "test: forced disconnect"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .unwrap();
         if status.success() {

@@ -30,6 +30,9 @@ struct Args {
     /// Id shown in results (default: host name and process id).
     #[arg(long, env = "WARREN_WORKER_ID")]
     worker_id: Option<String>,
+    /// Deliveries of one task after which it fails instead of running again.
+    #[arg(long, env = "WARREN_MAX_DELIVERIES", default_value_t = 5)]
+    max_deliveries: u32,
     /// Seconds in-flight tasks may run on after SIGTERM.
     #[arg(long, env = "WARREN_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             .worker_id
             .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        max_deliveries: args.max_deliveries,
     };
     let shutdown = warren_shared::shutdown::on_signal();
     Worker::new(config, Registry::with_builtins())

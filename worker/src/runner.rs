@@ -16,7 +16,7 @@ use lapin::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
         BasicRejectOptions,
     },
-    types::{FieldTable, ShortString},
+    types::{AMQPValue, FieldTable, ShortString},
 };
 use serde_json::Value;
 use std::{sync::Arc, time::Duration};
@@ -28,7 +28,10 @@ use tokio_util::{
 use warren_shared::{
     AmqpConfig, Topology, amqp,
     backoff::Backoff,
-    wire::{DEFAULT_QUEUE, ResultStatus, TYPE_RESULT, TaskError, TaskMessage, TaskResult},
+    wire::{
+        DEFAULT_QUEUE, HEADER_DELIVERIES, ResultStatus, TYPE_RESULT, TaskError, TaskMessage,
+        TaskResult,
+    },
 };
 
 /// The worker's typed settings.
@@ -45,6 +48,11 @@ pub struct WorkerConfig {
     /// How long in-flight tasks may run on after shutdown is requested
     /// before they are abandoned to redelivery (default 30 s).
     pub shutdown_grace: Duration,
+    /// Deliveries of one task message after which the worker gives up on it
+    /// with a failed result instead of running it again (default 5). Each
+    /// redelivery means the task's last run ended without an ack: its worker
+    /// crashed, hung, lost its connection or was stopped mid-task.
+    pub max_deliveries: u32,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +63,7 @@ impl Default for WorkerConfig {
             concurrency: 8,
             worker_id: format!("worker-{}", std::process::id()),
             shutdown_grace: Duration::from_secs(30),
+            max_deliveries: 5,
         }
     }
 }
@@ -84,6 +93,7 @@ struct Shared {
     publish: Channel,
     topology: Topology,
     worker_id: String,
+    max_deliveries: u32,
     /// Cancelled when the shutdown grace period is over: tasks still
     /// running stop without publishing or acking, and are redelivered.
     abandon: CancellationToken,
@@ -211,6 +221,7 @@ impl Worker {
             publish: amqp::confirm_channel(publish_conn).await?,
             topology: topology.clone(),
             worker_id: cfg.worker_id.clone(),
+            max_deliveries: cfg.max_deliveries,
             abandon: CancellationToken::new(),
         });
 
@@ -359,6 +370,10 @@ async fn execute(shared: Arc<Shared>, queue: String, d: Delivery) {
 async fn run_task(shared: Arc<Shared>, queue: String, d: Delivery) {
     let started_at = Utc::now();
     let msg: TaskMessage = match serde_json::from_slice(&d.data) {
+        Ok(m) if d.redelivered => {
+            count_redelivery(&shared, &queue, &d, m, started_at).await;
+            return;
+        }
         Ok(m) => m,
         Err(e) => {
             let reason = format!("undecodable task message: {e}");
@@ -456,6 +471,65 @@ async fn run_task(shared: Arc<Shared>, queue: String, d: Delivery) {
         finished_at: Some(Utc::now()),
     };
     finish(&shared, &d, &result).await;
+}
+
+/// A redelivered task: its last run ended without an ack. Classic queues do
+/// not count deliveries, so the worker does: it re-publishes the task with
+/// the count in a header (confirmed, then acks this delivery), and once the
+/// count passes `max_deliveries` it answers with a failed result instead, so
+/// a task that crashes every worker that runs it is not redelivered forever.
+async fn count_redelivery(
+    shared: &Shared,
+    queue: &str,
+    d: &Delivery,
+    msg: TaskMessage,
+    started_at: chrono::DateTime<Utc>,
+) {
+    let seen = amqp::header_int(&d.properties, HEADER_DELIVERIES)
+        .unwrap_or(1)
+        .max(1);
+    let deliveries = seen.saturating_add(1);
+    if deliveries > i64::from(shared.max_deliveries) {
+        tracing::error!(workflow = %msg.workflow_id, task = %msg.task_id, deliveries, "Giving up on a task that never finishes");
+        let result = TaskResult {
+            workflow_id: msg.workflow_id,
+            task_id: msg.task_id,
+            attempt: msg.attempt,
+            status: ResultStatus::Failed,
+            output: None,
+            error: Some(TaskError {
+                message: format!(
+                    "delivered {deliveries} times without finishing: the task crashes, hangs or outlives its worker"
+                ),
+                retryable: false,
+            }),
+            worker: shared.worker_id.clone(),
+            started_at: Some(started_at),
+            finished_at: Some(Utc::now()),
+        };
+        finish(shared, d, &result).await;
+        return;
+    }
+    tracing::warn!(workflow = %msg.workflow_id, task = %msg.task_id, deliveries, "Task redelivered; queueing it again with its delivery count");
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(HEADER_DELIVERIES.into(), AMQPValue::LongLongInt(deliveries));
+    let props = d.properties.clone().with_headers(headers);
+    let exchange = shared.topology.tasks_exchange();
+    let sent = async {
+        let confirm =
+            amqp::publish(&shared.publish, &exchange, queue, true, &d.data, props).await?;
+        amqp::confirmed(confirm, &exchange, queue).await
+    }
+    .await;
+    match sent {
+        Ok(()) => {
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Could not re-queue a redelivered task; leaving it to the broker");
+            let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
+        }
+    }
 }
 
 /// Publishes the result, awaits its confirm, then acks the task. When the
