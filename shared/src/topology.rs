@@ -52,6 +52,14 @@ impl Topology {
         format!("{}.tasks.{}", self.namespace, queue)
     }
 
+    /// The durable priority queue of a pool's suspect tasks: tasks whose
+    /// last run ended without an ack. Workers run them one at a time, alone,
+    /// so that a crash counts against the task that caused it. Reached
+    /// through the default exchange (routing key = this name).
+    pub fn suspect_queue(&self, queue: &str) -> String {
+        format!("{}.suspect.{}", self.namespace, queue)
+    }
+
     /// Direct exchange and durable queue of task results (empty routing key).
     pub fn results(&self) -> String {
         format!("{}.results", self.namespace)
@@ -119,10 +127,24 @@ impl Topology {
         .map_err(Error::amqp("queue.bind"))
     }
 
+    /// Declares a pool's suspect queue (see [`Topology::suspect_queue`]).
+    pub async fn declare_suspect_queue(&self, ch: &Channel, queue: &str) -> Result<(), Error> {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-max-priority".into(),
+            AMQPValue::ShortShortUInt(TASK_QUEUE_MAX_PRIORITY),
+        );
+        declare_queue(ch, &self.suspect_queue(queue), args).await
+    }
+
     /// Deletes everything of this namespace, including the named task
-    /// queues. For tests and `warren dev`; never called by the scheduler.
+    /// queues (and their suspect queues). For tests and `warren dev`; never
+    /// called by the scheduler.
     pub async fn delete(&self, ch: &Channel, task_queues: &[String]) -> Result<(), Error> {
-        let mut queues: Vec<String> = task_queues.iter().map(|q| self.task_queue(q)).collect();
+        let mut queues: Vec<String> = task_queues
+            .iter()
+            .flat_map(|q| [self.task_queue(q), self.suspect_queue(q)])
+            .collect();
         queues.extend([self.workflows(), self.results(), self.dead()]);
         for q in queues {
             ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
@@ -184,6 +206,7 @@ mod tests {
         assert_eq!(t.workflows(), "acme.workflows");
         assert_eq!(t.tasks_exchange(), "acme.tasks");
         assert_eq!(t.task_queue("gpu"), "acme.tasks.gpu");
+        assert_eq!(t.suspect_queue("gpu"), "acme.suspect.gpu");
         assert_eq!(t.results(), "acme.results");
         assert_eq!(t.events(), "acme.events");
         assert_eq!(t.dead(), "acme.dead");

@@ -87,6 +87,16 @@ pub struct Worker {
     registry: Arc<Registry>,
 }
 
+/// Which queue of a pool a delivery came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `{ns}.tasks.{queue}`: tasks run concurrently.
+    Tasks,
+    /// `{ns}.suspect.{queue}`: tasks whose last run ended without an ack,
+    /// run alone.
+    Suspect,
+}
+
 /// What each in-flight task needs to publish its result.
 struct Shared {
     registry: Arc<Registry>,
@@ -94,6 +104,9 @@ struct Shared {
     topology: Topology,
     worker_id: String,
     max_deliveries: u32,
+    /// Ordinary tasks hold it shared, suspect tasks exclusively: a suspect
+    /// runs alone in this process, so a crash while it runs is its own.
+    exclusive: tokio::sync::RwLock<()>,
     /// Cancelled when the shutdown grace period is over: tasks still
     /// running stop without publishing or acking, and are redelivered.
     abandon: CancellationToken,
@@ -103,7 +116,7 @@ struct Shared {
 // would allocate once per task.
 #[allow(clippy::large_enum_variant)]
 enum Event {
-    Delivery(String, Delivery),
+    Delivery(String, Source, Delivery),
     Ended { queue: String, reason: String },
 }
 
@@ -215,6 +228,7 @@ impl Worker {
         topology.declare(&setup).await?;
         for q in &cfg.queues {
             topology.declare_task_queue(&setup, q).await?;
+            topology.declare_suspect_queue(&setup, q).await?;
         }
         let shared = Arc::new(Shared {
             registry: self.registry.clone(),
@@ -222,6 +236,7 @@ impl Worker {
             topology: topology.clone(),
             worker_id: cfg.worker_id.clone(),
             max_deliveries: cfg.max_deliveries,
+            exclusive: tokio::sync::RwLock::new(()),
             abandon: CancellationToken::new(),
         });
 
@@ -234,21 +249,35 @@ impl Worker {
             .basic_qos(cfg.concurrency, BasicQosOptions { global: true })
             .await
             .map_err(warren_shared::Error::amqp("basic.qos"))?;
+        // Suspects: one at a time per worker, on their own channel.
+        let suspects = consume_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        suspects
+            .basic_qos(1, BasicQosOptions { global: true })
+            .await
+            .map_err(warren_shared::Error::amqp("basic.qos"))?;
         let (tx, mut rx) = mpsc::channel::<Event>(cfg.concurrency as usize * 2 + 4);
         let mut tags = Vec::new();
         for q in &cfg.queues {
-            let tag = format!("{}:{q}", cfg.worker_id);
-            let consumer = consume
-                .basic_consume(
-                    topology.task_queue(q).as_str().into(),
-                    ShortString::from(tag.as_str()),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(warren_shared::Error::amqp("basic.consume"))?;
-            tags.push(tag);
-            tokio::spawn(forward(q.clone(), consumer, tx.clone()));
+            for (ch, source, name) in [
+                (&consume, Source::Tasks, topology.task_queue(q)),
+                (&suspects, Source::Suspect, topology.suspect_queue(q)),
+            ] {
+                let tag = format!("{}:{name}", cfg.worker_id);
+                let consumer = ch
+                    .basic_consume(
+                        name.as_str().into(),
+                        ShortString::from(tag.as_str()),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(warren_shared::Error::amqp("basic.consume"))?;
+                tags.push((ch.clone(), tag));
+                tokio::spawn(forward(q.clone(), source, consumer, tx.clone()));
+            }
         }
         drop(tx);
         *connected = true;
@@ -270,8 +299,8 @@ impl Worker {
                 biased;
                 () = shutdown.cancelled() => break Ok(()),
                 ev = rx.recv() => match ev {
-                    Some(Event::Delivery(queue, d)) => {
-                        tracker.spawn(execute(shared.clone(), queue, d));
+                    Some(Event::Delivery(queue, source, d)) => {
+                        tracker.spawn(execute(shared.clone(), queue, source, d));
                     }
                     Some(Event::Ended { queue, reason }) => {
                         break Err(WorkerError::ConsumerEnded { queue, reason });
@@ -293,8 +322,8 @@ impl Worker {
         }
 
         // Stop taking work, let what runs finish within the grace period.
-        for tag in &tags {
-            let _ = consume
+        for (ch, tag) in &tags {
+            let _ = ch
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
         }
@@ -333,11 +362,20 @@ impl WorkerError {
     }
 }
 
-async fn forward(queue: String, mut consumer: lapin::Consumer, tx: mpsc::Sender<Event>) {
+async fn forward(
+    queue: String,
+    source: Source,
+    mut consumer: lapin::Consumer,
+    tx: mpsc::Sender<Event>,
+) {
     let reason = loop {
         match consumer.next().await {
             Some(Ok(d)) => {
-                if tx.send(Event::Delivery(queue.clone(), d)).await.is_err() {
+                if tx
+                    .send(Event::Delivery(queue.clone(), source, d))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -358,22 +396,39 @@ fn readable_ids(body: &[u8]) -> Option<(String, String, u32)> {
     ))
 }
 
-async fn execute(shared: Arc<Shared>, queue: String, d: Delivery) {
+async fn execute(shared: Arc<Shared>, queue: String, source: Source, d: Delivery) {
     let abandon = shared.abandon.clone();
+    let work = async {
+        if d.redelivered
+            && let Ok(msg) = serde_json::from_slice::<TaskMessage>(&d.data)
+        {
+            return suspect(&shared, &queue, &d, msg).await;
+        }
+        // Ordinary tasks run side by side; a suspect waits until it can
+        // run alone (and ordinary tasks wait while it runs).
+        let _turn = match source {
+            Source::Tasks => Turn::Shared(shared.exclusive.read().await),
+            Source::Suspect => Turn::Alone(shared.exclusive.write().await),
+        };
+        run_task(&shared, &queue, &d).await;
+    };
     tokio::select! {
-        () = run_task(shared, queue, d) => {}
+        () = work => {}
         // Dropping the delivery unacked: it is requeued when the channel closes.
         () = abandon.cancelled() => {}
     }
 }
 
-async fn run_task(shared: Arc<Shared>, queue: String, d: Delivery) {
+/// A held turn to run (kept for its drop).
+#[allow(dead_code)]
+enum Turn<'a> {
+    Shared(tokio::sync::RwLockReadGuard<'a, ()>),
+    Alone(tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+async fn run_task(shared: &Shared, queue: &str, d: &Delivery) {
     let started_at = Utc::now();
     let msg: TaskMessage = match serde_json::from_slice(&d.data) {
-        Ok(m) if d.redelivered => {
-            count_redelivery(&shared, &queue, &d, m, started_at).await;
-            return;
-        }
         Ok(m) => m,
         Err(e) => {
             let reason = format!("undecodable task message: {e}");
@@ -394,9 +449,9 @@ async fn run_task(shared: Arc<Shared>, queue: String, d: Delivery) {
                         started_at: Some(started_at),
                         finished_at: Some(Utc::now()),
                     };
-                    finish(&shared, &d, &result).await;
+                    finish(shared, d, &result).await;
                 }
-                None => dead_letter(&shared, &queue, &d, &reason).await,
+                None => dead_letter(shared, queue, d, &reason).await,
             }
             return;
         }
@@ -470,27 +525,26 @@ async fn run_task(shared: Arc<Shared>, queue: String, d: Delivery) {
         started_at: Some(started_at),
         finished_at: Some(Utc::now()),
     };
-    finish(&shared, &d, &result).await;
+    finish(shared, d, &result).await;
 }
 
-/// A redelivered task: its last run ended without an ack. Classic queues do
-/// not count deliveries, so the worker does: it re-publishes the task with
-/// the count in a header (confirmed, then acks this delivery), and once the
-/// count passes `max_deliveries` it answers with a failed result instead, so
-/// a task that crashes every worker that runs it is not redelivered forever.
-async fn count_redelivery(
-    shared: &Shared,
-    queue: &str,
-    d: &Delivery,
-    msg: TaskMessage,
-    started_at: chrono::DateTime<Utc>,
-) {
+/// A redelivered task: its last run ended without an ack (its worker
+/// crashed, hung, lost its connection or stopped), maybe because of this
+/// task, maybe because of another that ran beside it. Classic queues do not
+/// count deliveries, so the worker does: it moves the task to the pool's
+/// suspect queue with the count raised in a header (confirmed, then acks
+/// this delivery). Suspects run alone, so once a task is a suspect only its
+/// own crashes raise its count; past `max_deliveries` the worker answers
+/// with a failed result instead, so a task that crashes every worker that
+/// runs it fails rather than being redelivered forever.
+async fn suspect(shared: &Shared, queue: &str, d: &Delivery, msg: TaskMessage) {
     let seen = amqp::header_int(&d.properties, HEADER_DELIVERIES)
         .unwrap_or(1)
         .max(1);
     let deliveries = seen.saturating_add(1);
     if deliveries > i64::from(shared.max_deliveries) {
         tracing::error!(workflow = %msg.workflow_id, task = %msg.task_id, deliveries, "Giving up on a task that never finishes");
+        let now = Utc::now();
         let result = TaskResult {
             workflow_id: msg.workflow_id,
             task_id: msg.task_id,
@@ -504,21 +558,20 @@ async fn count_redelivery(
                 retryable: false,
             }),
             worker: shared.worker_id.clone(),
-            started_at: Some(started_at),
-            finished_at: Some(Utc::now()),
+            started_at: Some(now),
+            finished_at: Some(now),
         };
         finish(shared, d, &result).await;
         return;
     }
-    tracing::warn!(workflow = %msg.workflow_id, task = %msg.task_id, deliveries, "Task redelivered; queueing it again with its delivery count");
+    tracing::warn!(workflow = %msg.workflow_id, task = %msg.task_id, deliveries, "Task redelivered; it will run alone");
     let mut headers = d.properties.headers().clone().unwrap_or_default();
     headers.insert(HEADER_DELIVERIES.into(), AMQPValue::LongLongInt(deliveries));
     let props = d.properties.clone().with_headers(headers);
-    let exchange = shared.topology.tasks_exchange();
+    let target = shared.topology.suspect_queue(queue);
     let sent = async {
-        let confirm =
-            amqp::publish(&shared.publish, &exchange, queue, true, &d.data, props).await?;
-        amqp::confirmed(confirm, &exchange, queue).await
+        let confirm = amqp::publish(&shared.publish, "", &target, true, &d.data, props).await?;
+        amqp::confirmed(confirm, "", &target).await
     }
     .await;
     match sent {
@@ -526,7 +579,7 @@ async fn count_redelivery(
             let _ = d.acker.ack(BasicAckOptions::default()).await;
         }
         Err(e) => {
-            tracing::error!(error = %e, "Could not re-queue a redelivered task; leaving it to the broker");
+            tracing::error!(error = %e, "Could not move a redelivered task; leaving it to the broker");
             let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
         }
     }

@@ -1,0 +1,774 @@
+//! `chaos`: the fault-injection program.
+//!
+//! Runs N diamond workflows (A -> {B, C} -> D) through a real scheduler and
+//! real workers in child processes, whose handlers record their effects in
+//! files, while it kills -9 and restarts the scheduler, kills -9 and
+//! restarts workers, restarts the broker (stop_app/start_app, and kill -9 of
+//! the broker process), and closes every connection. It also plants known
+//! poison: undecodable results and tasks (which must end in `{ns}.dead`) and
+//! a task that crashes every worker that runs it (which must fail on its
+//! delivery limit). At the end it checks the invariants, prints them as a
+//! table, and exits non-zero if any fails.
+//!
+//! The program re-executes itself as the scheduler (`chaos scheduler`) and
+//! as workers (`chaos worker`), so one binary holds everything.
+//!
+//! It restarts and kills the local broker: run it on a machine where nothing
+//! else depends on that broker, never next to the test suite.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use serde_json::json;
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::OpenOptions,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use warren_producer::Client;
+use warren_shared::{AmqpConfig, Topology};
+
+#[derive(Parser)]
+#[command(about = "Warren's fault-injection program")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Run the workload and the faults, then check the invariants.
+    Run(RunArgs),
+    /// (internal) Run a scheduler.
+    #[command(hide = true)]
+    Scheduler(ChildArgs),
+    /// (internal) Run a worker with effect-recording handlers.
+    #[command(hide = true)]
+    Worker(ChildArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Diamond workflows to run.
+    #[arg(long, default_value_t = 200)]
+    workflows: usize,
+    /// Times the scheduler is killed with SIGKILL and restarted.
+    #[arg(long, default_value_t = 3)]
+    scheduler_kills: usize,
+    /// Times a worker is killed with SIGKILL and replaced.
+    #[arg(long, default_value_t = 5)]
+    worker_kills: usize,
+    /// Broker restarts: odd ones by stop_app/start_app, even ones by
+    /// SIGKILL of the broker process and a fresh `rabbitmq-server -detached`.
+    #[arg(long, default_value_t = 1)]
+    broker_restarts: usize,
+    /// `rabbitmqctl close_all_connections` calls.
+    #[arg(long, default_value_t = 2)]
+    disconnects: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Give up (and fail) after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Broker address.
+    #[arg(long, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
+    amqp_addr: String,
+}
+
+#[derive(Args, Clone)]
+struct ChildArgs {
+    #[arg(long)]
+    amqp_addr: String,
+    #[arg(long)]
+    namespace: String,
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value = "w")]
+    id: String,
+}
+
+/// Workers per process run this many tasks at once.
+const CONCURRENCY: u16 = 8;
+/// Undecodable results planted (dead-lettered by the scheduler).
+const BAD_RESULTS: usize = 3;
+/// Undecodable task messages planted (dead-lettered by a worker).
+const BAD_TASKS: usize = 2;
+/// The workflow whose task crashes its worker every time.
+const POISON_ID: &str = "chaos-poison";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let outcome = match cli.mode {
+        Mode::Run(args) => rt.block_on(run(args)),
+        Mode::Scheduler(args) => rt.block_on(child_scheduler(args)).map(|()| true),
+        Mode::Worker(args) => rt.block_on(child_worker(args)).map(|()| true),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("chaos: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn child_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
+async fn child_scheduler(args: ChildArgs) -> anyhow::Result<()> {
+    child_logging();
+    let config = warren_scheduler::SchedulerConfig {
+        amqp: AmqpConfig {
+            addr: args.amqp_addr,
+            namespace: args.namespace,
+        },
+        store_path: args.dir.join("warren.db"),
+        ..Default::default()
+    };
+    let shutdown = warren_shared::shutdown::on_signal();
+    warren_scheduler::Scheduler::new(config)
+        .run(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn child_worker(args: ChildArgs) -> anyhow::Result<()> {
+    child_logging();
+    let path = args.dir.join(format!("effects-{}.log", std::process::id()));
+    let file = Arc::new(std::sync::Mutex::new(
+        OpenOptions::new().create(true).append(true).open(&path)?,
+    ));
+    let mut registry = warren_worker::Registry::new();
+    registry.register("effect", move |ctx| {
+        let file = file.clone();
+        async move {
+            // A little work, so that faults land mid-task.
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..8))).await;
+            let line = format!("{}/{}/{}\n", ctx.workflow_id, ctx.task_id, ctx.attempt);
+            // One write of a whole line: O_APPEND keeps lines whole.
+            file.lock()
+                .expect("not poisoned")
+                .write_all(line.as_bytes())
+                .map_err(|e| warren_worker::HandlerError::retryable(e.to_string()))?;
+            Ok(json!({"done": ctx.task_id}))
+        }
+    });
+    registry.register("crash", |_ctx| async move {
+        // The poison: takes its worker down with it, every time.
+        std::process::abort();
+        #[allow(unreachable_code)]
+        Ok(serde_json::Value::Null)
+    });
+    let config = warren_worker::WorkerConfig {
+        amqp: AmqpConfig {
+            addr: args.amqp_addr,
+            namespace: args.namespace,
+        },
+        concurrency: CONCURRENCY,
+        worker_id: args.id,
+        shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let shutdown = warren_shared::shutdown::on_signal();
+    warren_worker::Worker::new(config, registry)
+        .run(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The processes under test.
+struct Fleet {
+    exe: PathBuf,
+    args: ChildArgs,
+    scheduler: Child,
+    workers: Vec<Child>,
+    spawned_workers: usize,
+}
+
+impl Fleet {
+    fn spawn(&self, mode: &str, id: &str) -> anyhow::Result<Child> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.args.dir.join(format!("{id}.log")))?;
+        Ok(Command::new(&self.exe)
+            .arg(mode)
+            .args(["--amqp-addr", &self.args.amqp_addr])
+            .args(["--namespace", &self.args.namespace])
+            .arg("--dir")
+            .arg(&self.args.dir)
+            .args(["--id", id])
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?)
+    }
+
+    fn new_worker(&mut self) -> anyhow::Result<Child> {
+        self.spawned_workers += 1;
+        let id = format!("worker-{}", self.spawned_workers);
+        self.spawn("worker", &id)
+    }
+
+    fn kill_scheduler(&mut self) -> anyhow::Result<()> {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+        self.scheduler = self.spawn("scheduler", "scheduler")?;
+        Ok(())
+    }
+
+    fn kill_worker(&mut self) -> anyhow::Result<()> {
+        let i = fastrand::usize(0..self.workers.len());
+        let _ = self.workers[i].kill();
+        let _ = self.workers[i].wait();
+        self.workers[i] = self.new_worker()?;
+        Ok(())
+    }
+
+    /// Replaces workers that died by themselves (the poison kills them).
+    fn revive(&mut self) -> anyhow::Result<usize> {
+        let mut revived = 0;
+        for i in 0..self.workers.len() {
+            if self.workers[i].try_wait()?.is_some() {
+                self.workers[i] = self.new_worker()?;
+                revived += 1;
+            }
+        }
+        if self.scheduler.try_wait()?.is_some() {
+            bail!(
+                "the scheduler exited by itself; see {}",
+                self.args.dir.join("scheduler.log").display()
+            );
+        }
+        Ok(revived)
+    }
+
+    fn stop(&mut self) {
+        for c in std::iter::once(&mut self.scheduler).chain(self.workers.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    SchedulerKill,
+    WorkerKill,
+    BrokerRestart,
+    Disconnect,
+}
+
+fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .context("run rabbitmqctl")?;
+    if !out.status.success() {
+        bail!(
+            "rabbitmqctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn broker_port_open() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5672".parse().expect("addr"),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+fn restart_broker(hard: bool) -> anyhow::Result<()> {
+    if hard {
+        // SIGKILL the broker's VM, then start a fresh one.
+        let status = Command::new("pkill")
+            .args(["-9", "-f", "beam.smp"])
+            .status()?;
+        if !status.success() {
+            bail!("no broker process to kill");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while broker_port_open() {
+            if Instant::now() > deadline {
+                bail!("the killed broker still listens");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = Command::new("rabbitmq-server")
+            .arg("-detached")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("rabbitmq-server -detached failed");
+        }
+    } else {
+        rabbitmqctl(&["stop_app"])?;
+        rabbitmqctl(&["start_app"])?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !broker_port_open() {
+        if Instant::now() > deadline {
+            bail!("the broker did not come back within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rabbitmqctl(&["await_startup"])
+}
+
+fn diamond(i: usize) -> serde_json::Value {
+    json!({
+        "id": format!("chaos-{i}"),
+        "tasks": [
+            {"id": "a", "type": "effect"},
+            {"id": "b", "type": "effect", "depends_on": ["a"], "input": "${a.output}"},
+            {"id": "c", "type": "effect", "depends_on": ["a"]},
+            {"id": "d", "type": "effect", "depends_on": ["b", "c"], "input": ["${b.output}", "${c.output}"]}
+        ]
+    })
+}
+
+/// Final workflows in the store, by status.
+fn store_statuses(store: &Path) -> anyhow::Result<HashMap<String, String>> {
+    if !store.exists() {
+        return Ok(HashMap::new());
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut stmt = conn.prepare("SELECT id, status FROM workflows")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+async fn plant_dead_letters(amqp: &AmqpConfig) -> anyhow::Result<()> {
+    let topology = Topology::new(amqp.namespace.clone());
+    let conn = warren_shared::amqp::connect(&amqp.addr, "chaos planter").await?;
+    let ch = warren_shared::amqp::confirm_channel(&conn).await?;
+    topology.declare(&ch).await?;
+    topology.declare_task_queue(&ch, "default").await?;
+    let mut plants = Vec::new();
+    for i in 0..BAD_RESULTS {
+        plants.push((
+            topology.results(),
+            String::new(),
+            format!("not a result {i}"),
+        ));
+    }
+    for i in 0..BAD_TASKS {
+        plants.push((
+            topology.tasks_exchange(),
+            "default".to_owned(),
+            format!("{{\"not\": \"a task {i}\"}}"),
+        ));
+    }
+    for (exchange, key, body) in plants {
+        let confirm = ch
+            .basic_publish(
+                exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body.as_bytes(),
+                warren_shared::amqp::json_properties(),
+            )
+            .await?;
+        warren_shared::amqp::confirmed(confirm, &exchange, &key).await?;
+    }
+    let _ = conn.close(200, "planted".into()).await;
+    Ok(())
+}
+
+/// Messages waiting in each of the namespace's queues.
+async fn queue_depths(amqp: &AmqpConfig) -> anyhow::Result<BTreeMap<String, u32>> {
+    let topology = Topology::new(amqp.namespace.clone());
+    let conn = warren_shared::amqp::connect(&amqp.addr, "chaos checker").await?;
+    let ch = conn.create_channel().await?;
+    let mut depths = BTreeMap::new();
+    for q in [
+        topology.workflows(),
+        topology.results(),
+        topology.task_queue("default"),
+        topology.suspect_queue("default"),
+        topology.dead(),
+    ] {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let info = ch
+            .queue_declare(q.as_str().into(), passive, Default::default())
+            .await?;
+        depths.insert(q, info.message_count());
+    }
+    let _ = conn.close(200, "checked".into()).await;
+    Ok(depths)
+}
+
+async fn delete_namespace(amqp: &AmqpConfig) -> anyhow::Result<()> {
+    let conn = warren_shared::amqp::connect(&amqp.addr, "chaos cleanup").await?;
+    let ch = conn.create_channel().await?;
+    Topology::new(amqp.namespace.clone())
+        .delete(&ch, &["default".to_owned()])
+        .await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout);
+    let ns = format!("chaos-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let dir = tempfile::Builder::new().prefix("warren-chaos-").tempdir()?;
+    let amqp = AmqpConfig {
+        addr: args.amqp_addr.clone(),
+        namespace: ns.clone(),
+    };
+    let store = dir.path().join("warren.db");
+    println!(
+        "chaos: {} workflows, namespace {ns}, logs in {}",
+        args.workflows,
+        dir.path().display()
+    );
+    let child_args = ChildArgs {
+        amqp_addr: args.amqp_addr.clone(),
+        namespace: ns.clone(),
+        dir: dir.path().to_owned(),
+        id: String::new(),
+    };
+    plant_dead_letters(&amqp).await?;
+    let mut fleet = Fleet {
+        exe: std::env::current_exe()?,
+        args: child_args,
+        scheduler: Command::new("true").spawn()?,
+        workers: Vec::new(),
+        spawned_workers: 0,
+    };
+    fleet.scheduler = fleet.spawn("scheduler", "scheduler")?;
+    for _ in 0..args.workers {
+        let w = fleet.new_worker()?;
+        fleet.workers.push(w);
+    }
+    let outcome = drive(&args, &amqp, &store, &mut fleet, deadline).await;
+    fleet.stop();
+    let passed = match outcome {
+        Ok(passed) => passed,
+        Err(e) => {
+            eprintln!("chaos: {e:#}; logs kept in {}", dir.path().display());
+            let _ = dir.keep();
+            return Err(e);
+        }
+    };
+    if passed {
+        delete_namespace(&amqp).await?;
+    } else {
+        println!("logs kept in {}", dir.keep().display());
+    }
+    println!("elapsed: {:.1} s", started.elapsed().as_secs_f64());
+    Ok(passed)
+}
+
+async fn drive(
+    args: &RunArgs,
+    amqp: &AmqpConfig,
+    store: &Path,
+    fleet: &mut Fleet,
+    deadline: Instant,
+) -> anyhow::Result<bool> {
+    let client = Client::connect(amqp).await?;
+    client
+        .submit(json!({"id": POISON_ID, "tasks": [{"id": "boom", "type": "crash"}]}))
+        .await?;
+
+    let mut faults: Vec<Fault> = std::iter::repeat_n(Fault::SchedulerKill, args.scheduler_kills)
+        .chain(std::iter::repeat_n(Fault::WorkerKill, args.worker_kills))
+        .chain(std::iter::repeat_n(
+            Fault::BrokerRestart,
+            args.broker_restarts,
+        ))
+        .chain(std::iter::repeat_n(Fault::Disconnect, args.disconnects))
+        .collect();
+    fastrand::shuffle(&mut faults);
+    let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
+    let mut self_deaths = 0;
+    // Workflows go in between the faults, so every fault meets work in flight.
+    let chunks = faults.len() + 1;
+    let per_chunk = args.workflows.div_ceil(chunks);
+    let mut next = 0;
+    let mut broker_restarts = 0;
+    for step in 0..chunks {
+        let end = (next + per_chunk).min(args.workflows);
+        for i in next..end {
+            client.submit(diamond(i)).await?;
+        }
+        next = end;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(150..500))).await;
+        self_deaths += fleet.revive()?;
+        let Some(&fault) = faults.get(step) else {
+            break;
+        };
+        match fault {
+            Fault::SchedulerKill => fleet.kill_scheduler()?,
+            Fault::WorkerKill => fleet.kill_worker()?,
+            Fault::BrokerRestart => {
+                broker_restarts += 1;
+                let hard = broker_restarts % 2 == 0;
+                tokio::task::spawn_blocking(move || restart_broker(hard)).await??;
+            }
+            Fault::Disconnect => {
+                tokio::task::spawn_blocking(|| {
+                    rabbitmqctl(&["close_all_connections", "chaos: forced disconnect"])
+                })
+                .await??
+            }
+        }
+        *injected.entry(fault).or_default() += 1;
+        println!("fault {:>3}/{}: {fault:?}", step + 1, faults.len());
+    }
+    client.close().await;
+
+    // Wait for every workflow to end, replacing workers the poison kills.
+    let expected = args.workflows + 1;
+    let statuses = loop {
+        let statuses = store_statuses(store)?;
+        let finished = statuses
+            .values()
+            .filter(|s| s.as_str() != "running")
+            .count();
+        if finished >= expected {
+            break statuses;
+        }
+        if Instant::now() > deadline {
+            println!("timed out: {finished} of {expected} workflows finished");
+            break statuses;
+        }
+        self_deaths += fleet.revive()?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Leftover copies (redelivered tasks of finished workflows) drain too.
+    let mut depths = queue_depths(amqp).await?;
+    while depths.iter().any(|(q, n)| !q.ends_with(".dead") && *n > 0) && Instant::now() < deadline {
+        self_deaths += fleet.revive()?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        depths = queue_depths(amqp).await?;
+    }
+
+    let results = committed_results(store)?;
+    let effects = recorded_effects(&fleet.args.dir)?;
+    report(
+        args,
+        &injected,
+        self_deaths,
+        &statuses,
+        &results,
+        &effects,
+        &depths,
+        store,
+    )
+}
+
+/// Committed results: (workflow, task) -> statuses of each committed attempt.
+fn committed_results(store: &Path) -> anyhow::Result<HashMap<(String, String), Vec<String>>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare("SELECT workflow_id, task_id, status FROM results")?;
+    let mut out: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+        let (wf, task, status): (String, String, String) = row?;
+        out.entry((wf, task)).or_default().push(status);
+    }
+    Ok(out)
+}
+
+/// Effects recorded by the workers: (workflow, task) -> times run.
+fn recorded_effects(dir: &Path) -> anyhow::Result<HashMap<(String, String), usize>> {
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if !name.starts_with("effects-") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path)?.lines() {
+            let mut parts = line.split('/');
+            if let (Some(wf), Some(task), Some(_attempt), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            {
+                *out.entry((wf.to_owned(), task.to_owned())).or_default() += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &RunArgs,
+    injected: &BTreeMap<Fault, usize>,
+    self_deaths: usize,
+    statuses: &HashMap<String, String>,
+    results: &HashMap<(String, String), Vec<String>>,
+    effects: &HashMap<(String, String), usize>,
+    depths: &BTreeMap<String, u32>,
+    store: &Path,
+) -> anyhow::Result<bool> {
+    let n = args.workflows;
+    let tasks: Vec<(String, String)> = (0..n)
+        .flat_map(|i| ["a", "b", "c", "d"].map(|t| (format!("chaos-{i}"), t.to_owned())))
+        .collect();
+
+    let succeeded = (0..n)
+        .filter(|i| statuses.get(&format!("chaos-{i}")).map(String::as_str) == Some("succeeded"))
+        .count();
+    let poison_error = poison_error(store)?;
+    let poison_ok = statuses.get(POISON_ID).map(String::as_str) == Some("failed")
+        && poison_error
+            .as_deref()
+            .is_some_and(|e| e.contains("without finishing"));
+    let once = tasks
+        .iter()
+        .filter(|k| {
+            results
+                .get(*k)
+                .is_some_and(|v| v.iter().filter(|s| s.as_str() == "succeeded").count() == 1)
+        })
+        .count();
+    let committed: usize = results
+        .iter()
+        .filter(|(k, _)| k.0 != POISON_ID)
+        .map(|(_, v)| v.len())
+        .sum();
+    let with_effect = tasks
+        .iter()
+        .filter(|k| effects.get(*k).copied().unwrap_or(0) >= 1)
+        .count();
+    let duplicates: usize = tasks
+        .iter()
+        .map(|k| effects.get(k).copied().unwrap_or(0).saturating_sub(1))
+        .sum();
+    let unknown_effects = effects
+        .keys()
+        .filter(|k| !k.0.starts_with("chaos-"))
+        .count();
+    let dead = depths
+        .iter()
+        .find(|(q, _)| q.ends_with(".dead"))
+        .map_or(0, |(_, n)| *n as usize);
+    let leftovers: u32 = depths
+        .iter()
+        .filter(|(q, _)| !q.ends_with(".dead"))
+        .map(|(_, n)| *n)
+        .sum();
+
+    println!();
+    println!("{:<34} {:>8}", "fault", "injected");
+    for (fault, label) in [
+        (Fault::SchedulerKill, "scheduler kill -9 + restart"),
+        (Fault::WorkerKill, "worker kill -9 + replace"),
+        (Fault::BrokerRestart, "broker restart"),
+        (Fault::Disconnect, "close all connections"),
+    ] {
+        println!(
+            "{label:<34} {:>8}",
+            injected.get(&fault).copied().unwrap_or(0)
+        );
+    }
+    println!(
+        "{:<34} {:>8}",
+        "worker deaths not caused by chaos", self_deaths
+    );
+    println!();
+    let checks: Vec<(&str, bool, String)> = vec![
+        (
+            "every workflow finished and succeeded",
+            succeeded == n,
+            format!("{succeeded}/{n}"),
+        ),
+        (
+            "poison task failed on its delivery limit",
+            poison_ok,
+            poison_error.unwrap_or_else(|| "no error recorded".into()),
+        ),
+        (
+            "every result committed exactly once",
+            once == tasks.len() && committed == tasks.len(),
+            format!("{once}/{} tasks, {committed} results", tasks.len()),
+        ),
+        (
+            "every effect recorded at least once",
+            with_effect == tasks.len() && unknown_effects == 0,
+            format!(
+                "{with_effect}/{} tasks, {duplicates} duplicate runs",
+                tasks.len()
+            ),
+        ),
+        (
+            "task, suspect, result, request queues empty",
+            leftovers == 0,
+            format!("{leftovers} messages left"),
+        ),
+        (
+            "dead-letter queue = intended poison",
+            dead == BAD_RESULTS + BAD_TASKS,
+            format!("{dead}/{}", BAD_RESULTS + BAD_TASKS),
+        ),
+    ];
+    println!("{:<46} {:<6} detail", "invariant", "result");
+    let mut passed = true;
+    for (name, ok, detail) in &checks {
+        passed &= ok;
+        println!(
+            "{name:<46} {:<6} {detail}",
+            if *ok { "PASS" } else { "FAIL" }
+        );
+    }
+    println!();
+    println!(
+        "{}",
+        if passed {
+            "all invariants hold"
+        } else {
+            "INVARIANTS BROKEN"
+        }
+    );
+    Ok(passed)
+}
+
+fn poison_error(store: &Path) -> anyhow::Result<Option<String>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let report: Option<String> = conn
+        .query_row(
+            "SELECT report FROM workflows WHERE id = ?1",
+            [POISON_ID],
+            |r| r.get(0),
+        )
+        .ok()
+        .flatten();
+    Ok(report.and_then(|r| {
+        let v: serde_json::Value = serde_json::from_str(&r).ok()?;
+        v["tasks"]["boom"]["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+    }))
+}
