@@ -114,11 +114,10 @@ impl Client {
     }
 
     async fn open(&self) -> Result<Session, warren_shared::Error> {
-        let conn = amqp::connect(
-            &self.config.addr,
-            &format!("warren-producer {}", self.config.namespace),
-        )
-        .await?;
+        let conn = self
+            .config
+            .connect(&format!("warren-producer {}", self.config.namespace))
+            .await?;
         match self.open_on(&conn).await {
             Ok((publish, reply_queue, dead)) => Ok(Session {
                 conn,
@@ -127,7 +126,7 @@ impl Client {
                 dead,
             }),
             Err(e) => {
-                let _ = conn.close(200, "client setup failed".into()).await;
+                amqp::close(&conn, "client setup failed").await;
                 Err(e)
             }
         }
@@ -380,7 +379,7 @@ impl Client {
     /// Closes the connection (the reply queue goes with it).
     pub async fn close(self) {
         if let Some(s) = self.session.lock().await.take() {
-            let _ = s.conn.close(200, "client closing".into()).await;
+            amqp::close(&s.conn, "client closing").await;
         }
     }
 }

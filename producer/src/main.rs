@@ -23,6 +23,9 @@ struct Cli {
     /// Prefix of every exchange and queue name.
     #[arg(long, global = true, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
     namespace: String,
+    /// PEM file of certificates to trust for amqps:// besides the system's.
+    #[arg(long, global = true, env = "WARREN_TLS_CA_FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,10 +101,8 @@ fn read_request(file: &PathBuf) -> anyhow::Result<Value> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let amqp = AmqpConfig {
-        addr: cli.amqp_addr,
-        namespace: cli.namespace,
-    };
+    let amqp = AmqpConfig::new(cli.amqp_addr, cli.namespace)
+        .with_tls_ca_file(cli.tls_ca_file.as_deref())?;
     match cli.command {
         Command::Submit {
             file,
@@ -283,13 +284,13 @@ async fn wait_failed(
 async fn cleanup(amqp: &AmqpConfig, queues: &[String]) {
     let topology = Topology::new(amqp.namespace.clone());
     let deleted = async {
-        let conn = warren_shared::amqp::connect(&amqp.addr, "warren dev cleanup").await?;
+        let conn = amqp.connect("warren dev cleanup").await?;
         let ch = conn
             .create_channel()
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
         topology.delete(&ch, queues).await?;
-        let _ = conn.close(200, "done".into()).await;
+        warren_shared::amqp::close(&conn, "done").await;
         Ok::<_, warren_shared::Error>(())
     }
     .await;

@@ -198,22 +198,24 @@ impl Scheduler {
         failures: u32,
     ) -> Result<(), SchedulerError> {
         let cfg = &self.config;
-        let consume_conn = amqp::connect(
-            &cfg.amqp.addr,
-            &format!("warren-scheduler {} (consume)", cfg.amqp.namespace),
-        )
-        .await?;
-        let publish_conn = match amqp::connect(
-            &cfg.amqp.addr,
-            &format!("warren-scheduler {} (publish)", cfg.amqp.namespace),
-        )
-        .await
+        let consume_conn = cfg
+            .amqp
+            .connect(&format!(
+                "warren-scheduler {} (consume)",
+                cfg.amqp.namespace
+            ))
+            .await?;
+        let publish_conn = match cfg
+            .amqp
+            .connect(&format!(
+                "warren-scheduler {} (publish)",
+                cfg.amqp.namespace
+            ))
+            .await
         {
             Ok(c) => c,
             Err(e) => {
-                let _ = consume_conn
-                    .close(200, "scheduler reconnecting".into())
-                    .await;
+                amqp::close(&consume_conn, "scheduler reconnecting").await;
                 return Err(e.into());
             }
         };
@@ -228,8 +230,8 @@ impl Scheduler {
             )
             .await;
         // Unacked deliveries return to their queues when the channels close.
-        let _ = consume_conn.close(200, "scheduler stopping".into()).await;
-        let _ = publish_conn.close(200, "scheduler stopping".into()).await;
+        amqp::close(&consume_conn, "scheduler stopping").await;
+        amqp::close(&publish_conn, "scheduler stopping").await;
         outcome
     }
 

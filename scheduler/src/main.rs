@@ -16,6 +16,9 @@ struct Args {
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
     namespace: String,
+    /// PEM file of certificates to trust for amqps:// besides the system's.
+    #[arg(long, env = "WARREN_TLS_CA_FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
     /// SQLite file holding the scheduler's state.
     #[arg(long, env = "WARREN_STORE", default_value = "warren.db")]
     store: PathBuf,
@@ -46,10 +49,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = SchedulerConfig {
-        amqp: AmqpConfig {
-            addr: args.amqp_addr,
-            namespace: args.namespace,
-        },
+        amqp: AmqpConfig::new(args.amqp_addr, args.namespace)
+            .with_tls_ca_file(args.tls_ca_file.as_deref())?,
         store_path: args.store,
         limits: Limits {
             max_body_bytes: args.max_body_bytes,

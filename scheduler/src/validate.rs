@@ -140,6 +140,19 @@ pub fn validate(
             )],
         });
     }
+    // serde would also read a struct from a JSON array, field by field;
+    // the protocol only has objects.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Rejected {
+            id: fallback_id(message_id),
+            name: None,
+            errors: vec![problem(
+                "invalid_request",
+                None,
+                "request is not a valid workflow: the body must be a JSON object",
+            )],
+        });
+    }
     let request: WorkflowRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {

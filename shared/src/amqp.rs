@@ -11,6 +11,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
     message::Delivery,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    tcp::OwnedTLSConfig,
     types::{AMQPValue, FieldTable, LongString},
 };
 
@@ -22,10 +23,14 @@ pub const DEFAULT_NAMESPACE: &str = "warren";
 /// Where the broker is and which deployment on it to use.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
-    /// `amqp://user:pass@host:port/vhost` (default [`DEFAULT_AMQP_ADDR`]).
+    /// `amqp://user:pass@host:port/vhost`, or `amqps://` for TLS
+    /// (default [`DEFAULT_AMQP_ADDR`]).
     pub addr: String,
     /// Prefix of every name (default [`DEFAULT_NAMESPACE`]).
     pub namespace: String,
+    /// PEM certificates to trust for `amqps://` besides the system's roots
+    /// (a private CA, a self-signed broker). Default none.
+    pub tls_ca_pem: Option<String>,
 }
 
 impl Default for AmqpConfig {
@@ -33,7 +38,43 @@ impl Default for AmqpConfig {
         AmqpConfig {
             addr: DEFAULT_AMQP_ADDR.to_owned(),
             namespace: DEFAULT_NAMESPACE.to_owned(),
+            tls_ca_pem: None,
         }
+    }
+}
+
+impl AmqpConfig {
+    /// The given address and namespace, no extra TLS roots.
+    pub fn new(addr: impl Into<String>, namespace: impl Into<String>) -> AmqpConfig {
+        AmqpConfig {
+            addr: addr.into(),
+            namespace: namespace.into(),
+            tls_ca_pem: None,
+        }
+    }
+
+    /// Trusts the PEM certificates in `path` (when given) for `amqps://` too.
+    pub fn with_tls_ca_file(
+        mut self,
+        path: Option<&std::path::Path>,
+    ) -> std::io::Result<AmqpConfig> {
+        let Some(path) = path else {
+            return Ok(self);
+        };
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot read TLS CA file {}: {e}", path.display()),
+            )
+        })?;
+        self.tls_ca_pem = Some(pem);
+        Ok(self)
+    }
+
+    /// Opens a connection named `name` (shown in the management UI), with
+    /// this configuration's TLS roots for `amqps://`.
+    pub async fn connect(&self, name: &str) -> Result<Connection, Error> {
+        connect_with(&self.addr, name, self.tls_ca_pem.as_deref()).await
     }
 }
 
@@ -42,6 +83,7 @@ impl std::fmt::Debug for AmqpConfig {
         f.debug_struct("AmqpConfig")
             .field("addr", &redact_addr(&self.addr))
             .field("namespace", &self.namespace)
+            .field("tls_ca", &self.tls_ca_pem.as_ref().map(|_| "custom"))
             .finish()
     }
 }
@@ -69,15 +111,47 @@ pub fn redact_addr(addr: &str) -> String {
     }
 }
 
-/// Opens a connection named `name` (shown in the management UI).
+/// Opens a connection named `name` (shown in the management UI), trusting
+/// only the system's roots for `amqps://`.
 pub async fn connect(addr: &str, name: &str) -> Result<Connection, Error> {
+    connect_with(addr, name, None).await
+}
+
+async fn connect_with(
+    addr: &str,
+    name: &str,
+    tls_ca_pem: Option<&str>,
+) -> Result<Connection, Error> {
+    let failed = |source| Error::Connect {
+        addr: redact_addr(addr),
+        source,
+    };
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(addr, props)
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: tls_ca_pem.map(str::to_owned),
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(failed)?;
+    Connection::connect_with_config(addr, props, tls, runtime)
         .await
-        .map_err(|source| Error::Connect {
-            addr: redact_addr(addr),
-            source,
-        })
+        .map_err(failed)
+}
+
+/// How long a graceful close may take before the connection is dropped.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Closes `conn` gracefully (code 200), giving up after [`CLOSE_TIMEOUT`]:
+/// a close that the broker or the client library never completes must not
+/// keep a process from stopping. Unacked deliveries return to their queues
+/// either way.
+pub async fn close(conn: &Connection, reason: &str) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, reason.into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "Connection already closed"),
+        Err(_) => {
+            tracing::warn!(timeout = ?CLOSE_TIMEOUT, "Connection close not acknowledged; dropping it")
+        }
+    }
 }
 
 /// Opens a channel with publisher confirms enabled.

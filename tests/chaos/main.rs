@@ -130,10 +130,7 @@ fn child_logging() {
 async fn child_scheduler(args: ChildArgs) -> anyhow::Result<()> {
     child_logging();
     let config = warren_scheduler::SchedulerConfig {
-        amqp: AmqpConfig {
-            addr: args.amqp_addr,
-            namespace: args.namespace,
-        },
+        amqp: AmqpConfig::new(args.amqp_addr, args.namespace),
         store_path: args.dir.join("warren.db"),
         ..Default::default()
     };
@@ -172,10 +169,7 @@ async fn child_worker(args: ChildArgs) -> anyhow::Result<()> {
         Ok(serde_json::Value::Null)
     });
     let config = warren_worker::WorkerConfig {
-        amqp: AmqpConfig {
-            addr: args.amqp_addr,
-            namespace: args.namespace,
-        },
+        amqp: AmqpConfig::new(args.amqp_addr, args.namespace),
         concurrency: CONCURRENCY,
         worker_id: args.id,
         shutdown_grace: Duration::from_secs(5),
@@ -392,7 +386,7 @@ async fn plant_dead_letters(amqp: &AmqpConfig) -> anyhow::Result<()> {
             .await?;
         warren_shared::amqp::confirmed(confirm, &exchange, &key).await?;
     }
-    let _ = conn.close(200, "planted".into()).await;
+    warren_shared::amqp::close(&conn, "planted").await;
     Ok(())
 }
 
@@ -418,7 +412,7 @@ async fn queue_depths(amqp: &AmqpConfig) -> anyhow::Result<BTreeMap<String, u32>
             .await?;
         depths.insert(q, info.message_count());
     }
-    let _ = conn.close(200, "checked".into()).await;
+    warren_shared::amqp::close(&conn, "checked").await;
     Ok(depths)
 }
 
@@ -428,7 +422,7 @@ async fn delete_namespace(amqp: &AmqpConfig) -> anyhow::Result<()> {
     Topology::new(amqp.namespace.clone())
         .delete(&ch, &["default".to_owned()])
         .await?;
-    let _ = conn.close(200, "done".into()).await;
+    warren_shared::amqp::close(&conn, "done").await;
     Ok(())
 }
 
@@ -437,10 +431,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let deadline = started + Duration::from_secs(args.timeout);
     let ns = format!("chaos-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let dir = tempfile::Builder::new().prefix("warren-chaos-").tempdir()?;
-    let amqp = AmqpConfig {
-        addr: args.amqp_addr.clone(),
-        namespace: ns.clone(),
-    };
+    let amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
     let store = dir.path().join("warren.db");
     println!(
         "chaos: {} workflows, namespace {ns}, logs in {}",

@@ -226,7 +226,7 @@ async fn undecodable_results_and_tasks_are_dead_lettered_with_a_reason() {
         "{reasons:?}"
     );
     assert_eq!(Metrics::get(&s.metrics.dead_lettered), 1);
-    let _ = conn.close(200, "done".into()).await;
+    warren_shared::amqp::close(&conn, "done").await;
     env.finish().await;
 }
 

@@ -138,7 +138,7 @@ async fn a_hung_worker_is_caught_by_the_lease_and_its_late_result_ignored() {
         vec![("a".to_string(), 2, "succeeded".to_string())],
         "attempt 1 never committed a result"
     );
-    let _ = conn.close(200, "done".into()).await;
+    warren_shared::amqp::close(&conn, "done").await;
     env.finish().await;
 }
 

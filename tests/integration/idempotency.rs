@@ -127,7 +127,7 @@ async fn duplicated_result_message_changes_nothing() {
             ("b".to_string(), 1, "succeeded".to_string())
         ]
     );
-    let _ = conn.close(200, "done".into()).await;
+    warren_shared::amqp::close(&conn, "done").await;
     env.finish().await;
 }
 

@@ -7,5 +7,6 @@ mod faults;
 mod flows;
 mod idempotency;
 mod support;
+mod tls;
 mod validation;
 mod wire;

@@ -29,9 +29,10 @@ pub struct Env {
     pub store_path: PathBuf,
     _dir: tempfile::TempDir,
     root: CancellationToken,
-    joins: Vec<JoinHandle<()>>,
+    joins: Vec<(String, JoinHandle<()>)>,
     queues: Vec<String>,
     cleaned: bool,
+    created: Instant,
 }
 
 /// A scheduler started by [`Env::scheduler`].
@@ -64,11 +65,21 @@ impl RunningScheduler {
 
 impl Env {
     pub async fn new() -> Env {
+        Env::over(amqp_addr(), None).await
+    }
+
+    /// A world reaching the broker at `addr`, trusting `tls_ca_pem`.
+    pub async fn over(addr: String, tls_ca_pem: Option<String>) -> Env {
+        if std::env::var_os("RUST_LOG").is_some() {
+            // Logs of the in-process scheduler and workers, on request.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let ns = format!("wt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let amqp = AmqpConfig {
-            addr: amqp_addr(),
-            namespace: ns,
-        };
+        let mut amqp = AmqpConfig::new(addr, ns);
+        amqp.tls_ca_pem = tls_ca_pem;
         let client = Arc::new(Client::connect(&amqp).await.expect("connect to RabbitMQ"));
         let dir = tempfile::tempdir().unwrap();
         Env {
@@ -80,6 +91,7 @@ impl Env {
             joins: Vec::new(),
             queues: vec!["default".into()],
             cleaned: false,
+            created: Instant::now(),
         }
     }
 
@@ -113,11 +125,14 @@ impl Env {
     /// Starts a worker on `queues`; it runs until the test ends.
     pub fn worker(&mut self, registry: Registry, queues: &[&str], concurrency: u16, id: &str) {
         let (_, join) = self.stoppable_worker(registry, queues, concurrency, id, |_| {});
-        self.joins.push(tokio::spawn(async move {
-            join.await
-                .expect("no panic")
-                .expect("worker ran without error");
-        }));
+        self.joins.push((
+            id.to_owned(),
+            tokio::spawn(async move {
+                join.await
+                    .expect("no panic")
+                    .expect("worker ran without error");
+            }),
+        ));
     }
 
     /// Starts a worker the test stops itself with the returned token.
@@ -152,14 +167,19 @@ impl Env {
     /// Stops everything and deletes the namespace.
     pub async fn finish(mut self) {
         self.root.cancel();
-        for j in std::mem::take(&mut self.joins) {
+        for (id, j) in std::mem::take(&mut self.joins) {
             tokio::time::timeout(DEADLINE, j)
                 .await
-                .expect("stops in time")
+                .unwrap_or_else(|_| panic!("worker {id} did not stop within {DEADLINE:?}"))
                 .expect("no panic");
         }
         delete_namespace(&self.amqp, &self.queues).await;
         self.cleaned = true;
+        eprintln!(
+            "env {} ran {:?}",
+            self.amqp.namespace,
+            self.created.elapsed()
+        );
     }
 }
 
@@ -184,7 +204,8 @@ impl Drop for Env {
 }
 
 async fn delete_namespace(amqp: &AmqpConfig, queues: &[String]) {
-    let conn = warren_shared::amqp::connect(&amqp.addr, "warren test cleanup")
+    let conn = amqp
+        .connect("warren test cleanup")
         .await
         .expect("connect for cleanup");
     let ch = conn.create_channel().await.expect("channel");
@@ -192,7 +213,7 @@ async fn delete_namespace(amqp: &AmqpConfig, queues: &[String]) {
         .delete(&ch, queues)
         .await
         .expect("delete the test namespace");
-    let _ = conn.close(200, "done".into()).await;
+    warren_shared::amqp::close(&conn, "done").await;
 }
 
 /// Polls `cond` until it holds; fails the test after [`DEADLINE`].
@@ -265,8 +286,9 @@ pub fn committed_results(store: &std::path::Path, workflow: &str) -> Vec<(String
         .unwrap()
 }
 
-/// Paths of the `warren`, `warren-scheduler` and `warren-worker` binaries,
-/// built once per test run with the same profile as the tests.
+/// Paths of the workspace's binaries (`warren`, `warren-scheduler`,
+/// `warren-worker`, `chaos`), built once per test run with the same
+/// profile as the tests.
 pub fn binaries() -> &'static HashMap<String, PathBuf> {
     static BINS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BINS.get_or_init(|| {
@@ -283,6 +305,20 @@ pub fn binaries() -> &'static HashMap<String, PathBuf> {
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
+        }
+        // Cargo gives the test process the variables it sets for the
+        // package under test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...); build
+        // scripts that watch them would rerun and rebuild half the graph.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let keep = matches!(key.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR")
+                || key.starts_with("CARGO_BUILD_")
+                || key.starts_with("CARGO_REGISTRIES_")
+                || key.starts_with("CARGO_NET_");
+            if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" || key.starts_with("RUSTC")
+            {
+                cmd.env_remove(key.as_ref());
+            }
         }
         let out = cmd.output().expect("run cargo build");
         assert!(
@@ -369,7 +405,7 @@ impl Events {
     }
 
     pub async fn close(self) {
-        let _ = self.conn.close(200, "done".into()).await;
+        warren_shared::amqp::close(&self.conn, "done").await;
     }
 }
 

@@ -129,3 +129,89 @@ async fn status_of_an_unknown_workflow_is_not_found() {
     assert_eq!(report.status, WorkflowStatus::NotFound);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_within_the_default_limits() {
+    let mut env = Env::new().await;
+    let _s = env.scheduler(env.scheduler_config());
+    env.worker(
+        warren_worker::Registry::with_builtins(),
+        &["default"],
+        2,
+        "w",
+    );
+    let tasks = |n: usize| {
+        let mut body = String::with_capacity(n * 32 + 16);
+        body.push_str("{\"tasks\": [");
+        for i in 0..n {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!("{{\"id\": \"t{i}\", \"type\": \"echo\"}}"));
+        }
+        body.push_str("]}");
+        body.into_bytes()
+    };
+    let deep = format!(
+        "{{\"tasks\": [{{\"id\": \"a\", \"type\": \"echo\", \"input\": {}1{}}}]}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "a million tasks",
+            tasks(1_000_000),
+            "body_too_large",
+            "the limit is 16777216 bytes",
+        ),
+        (
+            "over the task limit",
+            tasks(100_001),
+            "too_many_tasks",
+            "100001 tasks; the limit is 100000",
+        ),
+        (
+            "10,000 levels of nesting",
+            deep.into_bytes(),
+            "invalid_request",
+            "recursion limit exceeded",
+        ),
+        (
+            "not UTF-8",
+            vec![b'{', 0xff, 0xfe],
+            "invalid_request",
+            "line 1 column 2",
+        ),
+        (
+            "a JSON array",
+            b"[1, 2]".to_vec(),
+            "invalid_request",
+            "must be a JSON object",
+        ),
+    ];
+    for (label, body, code, fragment) in cases {
+        let report = env
+            .client
+            .submit_bytes_and_wait(&body, DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(report.status, WorkflowStatus::Rejected, "{label}");
+        assert_eq!(report.errors[0].code, code, "{label}");
+        assert!(
+            report.errors[0].message.contains(fragment),
+            "{label}: {}",
+            report.errors[0].message
+        );
+    }
+    // The scheduler is unharmed and other workflows run.
+    let ok = env
+        .client
+        .submit_and_wait(
+            json!({"tasks": [{"id": "a", "type": "echo", "input": 1}]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status, WorkflowStatus::Succeeded);
+    env.finish().await;
+}

@@ -114,6 +114,6 @@ async fn plain_amqp_worker_and_event_observer() {
         ]
     );
     events.close().await;
-    let _ = conn.close(200, "done".into()).await;
+    warren_shared::amqp::close(&conn, "done").await;
     env.finish().await;
 }

@@ -16,6 +16,9 @@ struct Args {
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
     namespace: String,
+    /// PEM file of certificates to trust for amqps:// besides the system's.
+    #[arg(long, env = "WARREN_TLS_CA_FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
     /// Task queue to consume; repeat for several.
     #[arg(
         long = "queue",
@@ -50,10 +53,8 @@ async fn main() -> anyhow::Result<()> {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "worker".into());
     let config = WorkerConfig {
-        amqp: AmqpConfig {
-            addr: args.amqp_addr,
-            namespace: args.namespace,
-        },
+        amqp: AmqpConfig::new(args.amqp_addr, args.namespace)
+            .with_tls_ca_file(args.tls_ca_file.as_deref())?,
         queues: args.queues,
         concurrency: args.concurrency,
         worker_id: args

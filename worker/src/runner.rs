@@ -178,26 +178,24 @@ impl Worker {
         failures: u32,
     ) -> Result<(), WorkerError> {
         let cfg = &self.config;
-        let consume_conn = amqp::connect(
-            &cfg.amqp.addr,
-            &format!(
+        let consume_conn = cfg
+            .amqp
+            .connect(&format!(
                 "warren-worker {} {} (consume)",
                 cfg.amqp.namespace, cfg.worker_id
-            ),
-        )
-        .await?;
-        let publish_conn = match amqp::connect(
-            &cfg.amqp.addr,
-            &format!(
+            ))
+            .await?;
+        let publish_conn = match cfg
+            .amqp
+            .connect(&format!(
                 "warren-worker {} {} (publish)",
                 cfg.amqp.namespace, cfg.worker_id
-            ),
-        )
-        .await
+            ))
+            .await
         {
             Ok(c) => c,
             Err(e) => {
-                let _ = consume_conn.close(200, "worker reconnecting".into()).await;
+                amqp::close(&consume_conn, "worker reconnecting").await;
                 return Err(e.into());
             }
         };
@@ -206,8 +204,8 @@ impl Worker {
             .await;
         // Closing the consuming connection requeues any unacked delivery
         // (prefetched ones that were never started, abandoned ones).
-        let _ = consume_conn.close(200, "worker stopping".into()).await;
-        let _ = publish_conn.close(200, "worker stopping".into()).await;
+        amqp::close(&consume_conn, "worker stopping").await;
+        amqp::close(&publish_conn, "worker stopping").await;
         outcome
     }
 
@@ -322,12 +320,14 @@ impl Worker {
         }
 
         // Stop taking work, let what runs finish within the grace period.
+        tracing::debug!(worker = %cfg.worker_id, "Cancelling consumers");
         for (ch, tag) in &tags {
             let _ = ch
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
         }
         let in_flight = tracker.len();
+        tracing::debug!(worker = %cfg.worker_id, in_flight, "Consumers cancelled");
         if in_flight > 0 {
             tracing::info!(in_flight, grace = ?cfg.shutdown_grace, "Waiting for in-flight tasks");
         }
