@@ -21,7 +21,7 @@ pub struct SchedulerConfig {
     /// attempt without a result is failed and retried (default 30 s).
     /// Tasks without `timeout_ms` have no lease.
     pub lease_grace: std::time::Duration,
-    /// Unacked workflow requests the broker may hand over at once (default 16).
+    /// Unacked workflow requests the broker may hand over at once (default 64).
     pub requests_prefetch: u16,
     /// Unacked results the broker may hand over at once (default 2000).
     /// Larger means larger batches: one transaction and one ack for many.
@@ -38,7 +38,7 @@ impl Default for SchedulerConfig {
             limits: Limits::default(),
             dispatch_window: 200,
             lease_grace: std::time::Duration::from_secs(30),
-            requests_prefetch: 16,
+            requests_prefetch: 64,
             results_prefetch: 2000,
             max_batch: 2000,
         }

@@ -38,6 +38,10 @@ use warren_shared::{
     wire::{ControlKind, ControlRequest, TYPE_REPORT, TYPE_TASK, TaskResult, WorkflowReport},
 };
 
+/// How long deletions of published outbox rows wait for a batch to ride
+/// along with before they are committed on their own.
+const OUTBOX_FLUSH_IDLE: Duration = Duration::from_millis(100);
+
 /// Why the scheduler stopped other than by shutdown.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -279,7 +283,9 @@ impl Scheduler {
         // Messages committed but maybe never published: publish them again.
         // Consumers handle duplicates (task ids are per attempt, results are
         // idempotent, reports are final).
-        publisher.publish_all(&recovered.outbox).await?;
+        publisher
+            .publish_all(&recovered.outbox, &self.metrics)
+            .await?;
         for (seq, _) in &recovered.outbox {
             engine.push_op(Op::OutboxDone(*seq));
         }
@@ -318,11 +324,19 @@ impl Scheduler {
             let wait_due = engine.next_due_ms().map(|due| {
                 Duration::from_millis((due - Utc::now().timestamp_millis()).max(0) as u64)
             });
+            // Deletions of published outbox rows ride along with the next
+            // batch; after a quiet spell they are flushed on their own.
+            let flush_in = engine.has_ops().then_some(OUTBOX_FLUSH_IDLE);
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break Ok(()),
                 msg = rx.recv() => msg,
                 () = sleep_opt(wait_due) => None,
+                () = sleep_opt(flush_in) => {
+                    let (ops, _) = engine.take_batch();
+                    store.call(move |db| db.commit_relaxed(&ops)).await??;
+                    continue;
+                }
             };
             batch.extend(first);
             while batch.len() < cfg.max_batch {
@@ -343,12 +357,6 @@ impl Scheduler {
                 .await;
             if let Err(e) = step {
                 break Err(e);
-            }
-            if rx.is_empty() && engine.has_ops() {
-                // Idle: delete published outbox rows now rather than with
-                // the next batch, so a restart does not resend them.
-                let (ops, _) = engine.take_batch();
-                store.call(move |db| db.commit(&ops)).await??;
             }
         };
         if outcome.is_ok() && engine.has_ops() {
@@ -377,6 +385,7 @@ impl Scheduler {
         // Parse requests first, so the ids the engine does not hold can be
         // looked up in the store with one call.
         let mut items = Vec::with_capacity(batch.len());
+        Metrics::add(&self.metrics.messages_received, batch.len() as u64);
         for inbound in batch.drain(..) {
             match inbound {
                 Inbound::Request(d) => {
@@ -435,7 +444,7 @@ impl Scheduler {
             store.call(move |db| db.commit(&ops)).await??;
             Metrics::add(&self.metrics.batches_committed, 1);
         }
-        publisher.publish_all(&msgs).await?;
+        publisher.publish_all(&msgs, &self.metrics).await?;
         for (ch, tag) in [
             (requests_ch, last_request_tag),
             (results_ch, last_result_tag),
@@ -677,7 +686,12 @@ impl Publisher {
         }
     }
 
-    async fn publish_all(&mut self, msgs: &[(u64, Arc<OutMsg>)]) -> Result<(), SchedulerError> {
+    async fn publish_all(
+        &mut self,
+        msgs: &[(u64, Arc<OutMsg>)],
+        metrics: &Metrics,
+    ) -> Result<(), SchedulerError> {
+        Metrics::add(&metrics.messages_published, msgs.len() as u64);
         let returned = self.publish_once(msgs.iter().map(|(_, m)| m)).await?;
         if returned.is_empty() {
             return Ok(());

@@ -22,9 +22,40 @@ pub struct Metrics {
     pub batches_committed: AtomicU64,
     /// Broker sessions lost and retried.
     pub reconnects: AtomicU64,
+    /// Deliveries taken from the requests and results queues.
+    pub messages_received: AtomicU64,
+    /// Messages published (tasks, replies, events, dead letters).
+    pub messages_published: AtomicU64,
 }
 
 impl Metrics {
+    /// Every counter by name, for reports.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("workflows_accepted", Metrics::get(&self.workflows_accepted)),
+            ("workflows_rejected", Metrics::get(&self.workflows_rejected)),
+            (
+                "workflows_duplicate",
+                Metrics::get(&self.workflows_duplicate),
+            ),
+            (
+                "workflows_succeeded",
+                Metrics::get(&self.workflows_succeeded),
+            ),
+            ("workflows_failed", Metrics::get(&self.workflows_failed)),
+            ("tasks_dispatched", Metrics::get(&self.tasks_dispatched)),
+            ("tasks_retried", Metrics::get(&self.tasks_retried)),
+            ("leases_expired", Metrics::get(&self.leases_expired)),
+            ("results_committed", Metrics::get(&self.results_committed)),
+            ("results_ignored", Metrics::get(&self.results_ignored)),
+            ("dead_lettered", Metrics::get(&self.dead_lettered)),
+            ("batches_committed", Metrics::get(&self.batches_committed)),
+            ("reconnects", Metrics::get(&self.reconnects)),
+            ("messages_received", Metrics::get(&self.messages_received)),
+            ("messages_published", Metrics::get(&self.messages_published)),
+        ]
+    }
+
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

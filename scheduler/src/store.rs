@@ -503,6 +503,16 @@ impl Db {
         Ok(())
     }
 
+    /// Commits ops whose loss in a power cut is harmless (deletions of
+    /// published outbox rows: at worst a message is published twice) without
+    /// waiting for the disk.
+    pub fn commit_relaxed(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let result = self.commit(ops);
+        self.conn.execute_batch("PRAGMA synchronous = FULL")?;
+        result
+    }
+
     /// Loads what a restarted scheduler resumes from.
     pub fn recover(&mut self) -> Result<Recovered, StoreError> {
         let mut out = Recovered::default();

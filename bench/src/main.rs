@@ -1,0 +1,695 @@
+//! `warren-bench`: Warren's speed beside the raw broker's, in one run.
+//!
+//! Every figure is measured on the same RabbitMQ in the same run:
+//!
+//! - `ceiling`: a bare lapin pipeline in which each "task" is two
+//!   persistent, confirmed, manually acked messages (task to a worker,
+//!   result back): tasks/s with many in flight, and µs per round trip one at
+//!   a time. This is what any system on this broker and machine could do.
+//! - `fanout`: one workflow, 1 root -> 10,000 independent tasks -> 1 join.
+//! - `chain`: one workflow of 1,000 sequential tasks: µs per hop.
+//! - `diamonds`: 1,000 workflows A -> {B, C} -> D submitted at once.
+//! - `bigdag`: one 100,000-task layered workflow with random edges: time
+//!   from publish to first task dispatched, and the scheduler's peak RSS.
+//!
+//! Warren runs as it ships: the scheduler and one worker are child
+//! processes (this program, re-executed), with the SQLite store in WAL mode
+//! and full sync, persistent messages, publisher confirms and ack after
+//! commit. Handlers do nothing. Figures are printed beside their ratio to
+//! the ceiling and written as JSON for comparison across commits.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use futures_lite::StreamExt;
+use lapin::{
+    BasicProperties,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+use serde_json::{Value, json};
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use warren_producer::Client;
+use warren_shared::{AmqpConfig, Topology, wire::WorkflowStatus};
+
+#[derive(Parser)]
+#[command(about = "Warren's benchmark, beside the raw broker's ceiling")]
+struct Cli {
+    /// Broker address.
+    #[arg(long, global = true, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
+    amqp_addr: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every scenario, then the summary table and JSON.
+    All(Opts),
+    /// Only the broker ceiling.
+    Ceiling(Opts),
+    /// The ceiling, then one Warren scenario.
+    Fanout(Opts),
+    Chain(Opts),
+    Diamonds(Opts),
+    Bigdag(Opts),
+    /// (internal) Run a scheduler.
+    #[command(hide = true)]
+    Scheduler(Child_),
+    /// (internal) Run a worker with a no-op handler.
+    #[command(hide = true)]
+    Worker(Child_),
+}
+
+#[derive(clap::Args, Clone)]
+struct Opts {
+    /// Where to write the figures as JSON.
+    #[arg(long, default_value = "bench-results.json")]
+    json: PathBuf,
+    /// Tasks in the ceiling's throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    ceiling_tasks: usize,
+    /// Independent tasks in the fan-out workflow.
+    #[arg(long, default_value_t = 10_000)]
+    fanout: usize,
+    /// Tasks in the chain.
+    #[arg(long, default_value_t = 1_000)]
+    chain: usize,
+    /// Diamond workflows.
+    #[arg(long, default_value_t = 1_000)]
+    diamonds: usize,
+    /// Tasks in the big DAG (at most the scheduler's task limit, 100,000).
+    #[arg(long, default_value_t = 100_000)]
+    bigdag: usize,
+    /// Worker concurrency (= prefetch).
+    #[arg(long, default_value_t = 64)]
+    concurrency: u16,
+}
+
+#[derive(clap::Args, Clone)]
+#[allow(non_camel_case_types)]
+struct Child_ {
+    #[arg(long)]
+    namespace: String,
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    concurrency: u16,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let addr = cli.amqp_addr.clone();
+    let r = rt.block_on(async move {
+        match cli.command {
+            Cmd::Scheduler(c) => child_scheduler(addr, c).await,
+            Cmd::Worker(c) => child_worker(addr, c).await,
+            Cmd::All(o) => run(addr, o, &["fanout", "chain", "diamonds", "bigdag"]).await,
+            Cmd::Ceiling(o) => run(addr, o, &[]).await,
+            Cmd::Fanout(o) => run(addr, o, &["fanout"]).await,
+            Cmd::Chain(o) => run(addr, o, &["chain"]).await,
+            Cmd::Diamonds(o) => run(addr, o, &["diamonds"]).await,
+            Cmd::Bigdag(o) => run(addr, o, &["bigdag"]).await,
+        }
+    });
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warren-bench: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn child_scheduler(addr: String, c: Child_) -> anyhow::Result<()> {
+    let config = warren_scheduler::SchedulerConfig {
+        amqp: AmqpConfig::new(addr, c.namespace),
+        store_path: c.dir.join("warren.db"),
+        ..Default::default()
+    };
+    let shutdown = warren_shared::shutdown::on_signal();
+    let scheduler = warren_scheduler::Scheduler::new(config);
+    let metrics = scheduler.metrics();
+    scheduler.run(shutdown).await?;
+    let counters: serde_json::Map<String, Value> = metrics
+        .snapshot()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+    std::fs::write(
+        c.dir.join("metrics.json"),
+        Value::Object(counters).to_string(),
+    )?;
+    Ok(())
+}
+
+async fn child_worker(addr: String, c: Child_) -> anyhow::Result<()> {
+    let mut registry = warren_worker::Registry::new();
+    registry.register("noop", |_ctx| async move { Ok(Value::Null) });
+    let config = warren_worker::WorkerConfig {
+        amqp: AmqpConfig::new(addr, c.namespace),
+        concurrency: c.concurrency,
+        worker_id: "bench-worker".into(),
+        ..Default::default()
+    };
+    let shutdown = warren_shared::shutdown::on_signal();
+    warren_worker::Worker::new(config, registry)
+        .run(shutdown)
+        .await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// The broker's ceiling.
+struct Ceiling {
+    tasks_per_s: f64,
+    rtt_us_p50: f64,
+    rtt_us_p99: f64,
+}
+
+async fn ceiling(addr: &str, n: usize) -> anyhow::Result<Ceiling> {
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let (tasks_q, results_q) = (
+        format!("bench-ceiling-{id}.tasks"),
+        format!("bench-ceiling-{id}.results"),
+    );
+    let wconn = warren_shared::amqp::connect(addr, "bench ceiling worker").await?;
+    let pconn = warren_shared::amqp::connect(addr, "bench ceiling producer").await?;
+    let setup = pconn.create_channel().await?;
+    for q in [&tasks_q, &results_q] {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        setup
+            .queue_declare(q.as_str().into(), durable, FieldTable::default())
+            .await?;
+    }
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+
+    // The worker: take a task, publish its result (confirmed), ack the task.
+    let wconsume = wconn.create_channel().await?;
+    wconsume.basic_qos(256, BasicQosOptions::default()).await?;
+    let wpublish = Arc::new(warren_shared::amqp::confirm_channel(&wconn).await?);
+    let mut tasks = wconsume
+        .basic_consume(
+            tasks_q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let worker = {
+        let (results_q, props) = (results_q.clone(), persistent.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = tasks.next().await {
+                let (ch, q, props) = (wpublish.clone(), results_q.clone(), props.clone());
+                tokio::spawn(async move {
+                    let confirm = ch
+                        .basic_publish(
+                            "".into(),
+                            q.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &d.data,
+                            props,
+                        )
+                        .await;
+                    if let Ok(c) = confirm
+                        && c.await.is_ok()
+                    {
+                        let _ = d.ack(BasicAckOptions::default()).await;
+                    }
+                });
+            }
+        })
+    };
+
+    // The producer: publish tasks (confirmed), consume results (acked).
+    let publish = warren_shared::amqp::confirm_channel(&pconn).await?;
+    let rconsume = pconn.create_channel().await?;
+    rconsume.basic_qos(1000, BasicQosOptions::default()).await?;
+    let mut results = rconsume
+        .basic_consume(
+            results_q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let body = [0u8; 64];
+
+    // Throughput: many in flight.
+    let started = Instant::now();
+    let producer = {
+        let (publish, tasks_q, props) = (publish.clone(), tasks_q.clone(), persistent.clone());
+        tokio::spawn(async move {
+            let mut window = std::collections::VecDeque::new();
+            for _ in 0..n {
+                let c = publish
+                    .basic_publish(
+                        "".into(),
+                        tasks_q.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        props.clone(),
+                    )
+                    .await?;
+                window.push_back(c);
+                if window.len() >= 1000 {
+                    window.pop_front().expect("non-empty").await?;
+                }
+            }
+            for c in window {
+                c.await?;
+            }
+            Ok::<_, lapin::Error>(())
+        })
+    };
+    for i in 0..n {
+        let d = results.next().await.context("results consumer ended")??;
+        if i % 100 == 99 || i == n - 1 {
+            rconsume
+                .basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
+                .await?;
+        }
+    }
+    let elapsed = started.elapsed();
+    producer.await??;
+    let tasks_per_s = n as f64 / elapsed.as_secs_f64();
+
+    // Latency: one at a time.
+    let mut rtts = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        publish
+            .basic_publish(
+                "".into(),
+                tasks_q.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                persistent.clone(),
+            )
+            .await?
+            .await?;
+        let d = results.next().await.context("results consumer ended")??;
+        d.ack(BasicAckOptions::default()).await?;
+        rtts.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    rtts.sort_by(f64::total_cmp);
+    worker.abort();
+    for q in [&tasks_q, &results_q] {
+        setup
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    warren_shared::amqp::close(&wconn, "done").await;
+    warren_shared::amqp::close(&pconn, "done").await;
+    Ok(Ceiling {
+        tasks_per_s,
+        rtt_us_p50: percentile(&rtts, 0.5),
+        rtt_us_p99: percentile(&rtts, 0.99),
+    })
+}
+
+/// A scheduler and a worker in child processes, on a fresh namespace.
+struct Deployment {
+    amqp: AmqpConfig,
+    dir: tempfile::TempDir,
+    scheduler: Child,
+    worker: Child,
+}
+
+impl Deployment {
+    fn start(addr: &str, concurrency: u16) -> anyhow::Result<Deployment> {
+        let ns = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let dir = tempfile::Builder::new().prefix("warren-bench-").tempdir()?;
+        let exe = std::env::current_exe()?;
+        let spawn = |mode: &str| -> anyhow::Result<Child> {
+            let log = std::fs::File::create(dir.path().join(format!("{mode}.log")))?;
+            Ok(Command::new(&exe)
+                .args(["--amqp-addr", addr, mode, "--namespace", &ns])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(["--concurrency", &concurrency.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log))
+                .spawn()?)
+        };
+        let scheduler = spawn("scheduler")?;
+        let worker = spawn("worker")?;
+        Ok(Deployment {
+            amqp: AmqpConfig::new(addr, ns),
+            dir,
+            scheduler,
+            worker,
+        })
+    }
+
+    /// The scheduler's peak resident memory so far, in MB.
+    fn scheduler_peak_rss_mb(&self) -> Option<f64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.scheduler.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
+    /// Stops both (SIGTERM), returns the scheduler's counters, deletes the
+    /// namespace.
+    async fn stop(mut self) -> anyhow::Result<serde_json::Map<String, Value>> {
+        for c in [&mut self.worker, &mut self.scheduler] {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+        let metrics = std::fs::read_to_string(self.dir.path().join("metrics.json"))
+            .context("the scheduler wrote no metrics")?;
+        let conn = self.amqp.connect("bench cleanup").await?;
+        let ch = conn.create_channel().await?;
+        Topology::new(self.amqp.namespace.clone())
+            .delete(&ch, &["default".to_owned()])
+            .await?;
+        warren_shared::amqp::close(&conn, "done").await;
+        match serde_json::from_str(&metrics)? {
+            Value::Object(m) => Ok(m),
+            _ => bail!("metrics are not an object"),
+        }
+    }
+}
+
+fn task(id: String, deps: Vec<String>) -> Value {
+    json!({"id": id, "type": "noop", "depends_on": deps})
+}
+
+/// Broker messages per task: everything the scheduler took from or put on
+/// the broker, over the tasks run. (Workers' messages are the task deliveries
+/// and the results, both counted here from the scheduler's side.)
+fn messages_per_task(m: &serde_json::Map<String, Value>, tasks: usize) -> f64 {
+    let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0) as f64;
+    (n("messages_received") + n("messages_published")) / tasks as f64
+}
+
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    /// Warren's figure over the ceiling's, oriented so that 1.0 is "as fast
+    /// as the broker allows" (higher is better for rates, lower for times).
+    ratio: Option<f64>,
+    target: &'static str,
+}
+
+async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
+    println!(
+        "measuring the broker ceiling ({} tasks) ...",
+        o.ceiling_tasks
+    );
+    let c = ceiling(&addr, o.ceiling_tasks).await?;
+    let mut figures = vec![
+        Figure {
+            name: "ceiling: tasks/s (many in flight)".into(),
+            value: c.tasks_per_s,
+            unit: "tasks/s",
+            ratio: None,
+            target: "",
+        },
+        Figure {
+            name: "ceiling: round trip p50".into(),
+            value: c.rtt_us_p50,
+            unit: "µs",
+            ratio: None,
+            target: "",
+        },
+        Figure {
+            name: "ceiling: round trip p99".into(),
+            value: c.rtt_us_p99,
+            unit: "µs",
+            ratio: None,
+            target: "",
+        },
+    ];
+    for s in scenarios {
+        println!("running {s} ...");
+        let d = Deployment::start(&addr, o.concurrency)?;
+        let client = Client::connect(&d.amqp).await?;
+        let timeout = Duration::from_secs(1800);
+        match *s {
+            "fanout" => {
+                let n = o.fanout;
+                let mut tasks = vec![task("root".into(), vec![])];
+                tasks.extend((0..n).map(|i| task(format!("t{i}"), vec!["root".into()])));
+                tasks.push(task(
+                    "join".into(),
+                    (0..n).map(|i| format!("t{i}")).collect(),
+                ));
+                let started = Instant::now();
+                let r = client
+                    .submit_and_wait(json!({"tasks": tasks}), timeout)
+                    .await?;
+                let secs = started.elapsed().as_secs_f64();
+                ensure_ok(&r)?;
+                let rate = (n + 2) as f64 / secs;
+                client.close().await;
+                let m = d.stop().await?;
+                let batches = m
+                    .get("batches_committed")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                    .max(1);
+                figures.push(Figure {
+                    name: "fan-out: tasks per scheduler transaction".into(),
+                    value: (n + 2) as f64 / batches as f64,
+                    unit: "tasks",
+                    ratio: None,
+                    target: "",
+                });
+                figures.push(Figure {
+                    name: format!("fan-out 1 -> {n} -> 1: tasks/s"),
+                    value: rate,
+                    unit: "tasks/s",
+                    ratio: Some(rate / c.tasks_per_s),
+                    target: ">= 0.7x ceiling",
+                });
+                figures.push(Figure {
+                    name: "fan-out: broker messages per task".into(),
+                    value: messages_per_task(&m, n + 2),
+                    unit: "msgs",
+                    ratio: None,
+                    target: "<= 2.05",
+                });
+            }
+            "chain" => {
+                let n = o.chain;
+                let tasks: Vec<Value> = (0..n)
+                    .map(|i| {
+                        task(
+                            format!("c{i}"),
+                            if i == 0 {
+                                vec![]
+                            } else {
+                                vec![format!("c{}", i - 1)]
+                            },
+                        )
+                    })
+                    .collect();
+                let r = client
+                    .submit_and_wait(json!({"tasks": tasks}), timeout)
+                    .await?;
+                ensure_ok(&r)?;
+                let starts: Vec<_> = (0..n)
+                    .map(|i| r.tasks[&format!("c{i}")].started_at.context("a start time"))
+                    .collect::<anyhow::Result<_>>()?;
+                let mut hops: Vec<f64> = starts
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).num_microseconds().unwrap_or(i64::MAX) as f64)
+                    .collect();
+                hops.sort_by(f64::total_cmp);
+                client.close().await;
+                d.stop().await?;
+                let (p50, p99) = (percentile(&hops, 0.5), percentile(&hops, 0.99));
+                figures.push(Figure {
+                    name: format!("chain of {n}: µs per hop p50"),
+                    value: p50,
+                    unit: "µs",
+                    ratio: Some(p50 / c.rtt_us_p50),
+                    target: "<= 1.5x ceiling RTT",
+                });
+                figures.push(Figure {
+                    name: format!("chain of {n}: µs per hop p99"),
+                    value: p99,
+                    unit: "µs",
+                    ratio: None,
+                    target: "<= 5000 µs",
+                });
+            }
+            "diamonds" => {
+                let n = o.diamonds;
+                let client = Arc::new(client);
+                let started = Instant::now();
+                let mut waits = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let c2 = client.clone();
+                    let req = json!({"tasks": [
+                        task("a".into(), vec![]), task("b".into(), vec!["a".into()]),
+                        task("c".into(), vec!["a".into()]), task("d".into(), vec!["b".into(), "c".into()])
+                    ]});
+                    waits.push(tokio::spawn(async move {
+                        let t = Instant::now();
+                        let r = c2.submit_and_wait(req, timeout).await;
+                        (r, t.elapsed())
+                    }));
+                }
+                let mut latencies = Vec::with_capacity(n);
+                for w in waits {
+                    let (r, lat) = w.await?;
+                    ensure_ok(&r?)?;
+                    latencies.push(lat.as_secs_f64() * 1e3);
+                }
+                let secs = started.elapsed().as_secs_f64();
+                latencies.sort_by(f64::total_cmp);
+                if let Ok(c) = Arc::try_unwrap(client) {
+                    c.close().await;
+                }
+                let m = d.stop().await?;
+                let rate = (4 * n) as f64 / secs;
+                figures.push(Figure {
+                    name: format!("{n} diamonds: tasks/s"),
+                    value: rate,
+                    unit: "tasks/s",
+                    ratio: Some(rate / c.tasks_per_s),
+                    target: ">= 0.7x ceiling",
+                });
+                figures.push(Figure {
+                    name: "diamonds: workflow latency p50".into(),
+                    value: percentile(&latencies, 0.5),
+                    unit: "ms",
+                    ratio: None,
+                    target: "",
+                });
+                figures.push(Figure {
+                    name: "diamonds: workflow latency p99".into(),
+                    value: percentile(&latencies, 0.99),
+                    unit: "ms",
+                    ratio: None,
+                    target: "",
+                });
+                figures.push(Figure {
+                    name: "diamonds: broker messages per task".into(),
+                    value: messages_per_task(&m, 4 * n),
+                    unit: "msgs",
+                    ratio: None,
+                    target: "",
+                });
+            }
+            "bigdag" => {
+                let n = o.bigdag;
+                let width = 1000.min(n);
+                let mut tasks = Vec::with_capacity(n);
+                for i in 0..n {
+                    let layer = i / width;
+                    let deps = if layer == 0 {
+                        vec![]
+                    } else {
+                        let prev = (layer - 1) * width;
+                        let mut d: Vec<usize> = (0..fastrand::usize(1..=3))
+                            .map(|_| prev + fastrand::usize(0..width))
+                            .collect();
+                        d.sort_unstable();
+                        d.dedup();
+                        d.into_iter().map(|j| format!("t{j}")).collect()
+                    };
+                    tasks.push(task(format!("t{i}"), deps));
+                }
+                let published = chrono::Utc::now();
+                let r = client
+                    .submit_and_wait(json!({"tasks": tasks}), timeout)
+                    .await?;
+                ensure_ok(&r)?;
+                let first = r
+                    .tasks
+                    .values()
+                    .filter_map(|t| t.started_at)
+                    .min()
+                    .context("no task started")?;
+                let to_first_ms =
+                    (first - published).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e3;
+                let rss = d.scheduler_peak_rss_mb().unwrap_or(f64::NAN);
+                client.close().await;
+                d.stop().await?;
+                figures.push(Figure {
+                    name: format!("{n}-task DAG: publish to first dispatch"),
+                    value: to_first_ms,
+                    unit: "ms",
+                    ratio: None,
+                    target: "<= 1000 ms",
+                });
+                figures.push(Figure {
+                    name: format!("{n}-task DAG: scheduler peak RSS"),
+                    value: rss,
+                    unit: "MB",
+                    ratio: None,
+                    target: "<= 300 MB",
+                });
+            }
+            other => bail!("unknown scenario {other}"),
+        }
+    }
+    print_and_save(&figures, &o.json)
+}
+
+fn ensure_ok(r: &warren_shared::wire::WorkflowReport) -> anyhow::Result<()> {
+    if r.status != WorkflowStatus::Succeeded {
+        bail!(
+            "workflow {} ended {}: {:?} {:?}",
+            r.workflow_id,
+            r.status.as_str(),
+            r.error,
+            r.errors
+        );
+    }
+    Ok(())
+}
+
+fn print_and_save(figures: &[Figure], path: &PathBuf) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "{:<44} {:>12} {:<8} {:>9}  target",
+        "figure", "value", "unit", "vs ceil"
+    );
+    for f in figures {
+        let ratio = f.ratio.map_or(String::new(), |r| format!("{r:.2}x"));
+        println!(
+            "{:<44} {:>12.1} {:<8} {:>9}  {}",
+            f.name, f.value, f.unit, ratio, f.target
+        );
+    }
+    let json: Vec<Value> = figures
+        .iter()
+        .map(|f| json!({"name": f.name, "value": f.value, "unit": f.unit, "ratio_to_ceiling": f.ratio, "target": f.target}))
+        .collect();
+    let doc = json!({
+        "when": chrono::Utc::now().to_rfc3339(),
+        "commit": std::env::var("WARREN_COMMIT").ok(),
+        "figures": json,
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}
