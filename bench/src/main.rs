@@ -361,6 +361,27 @@ impl Deployment {
         })
     }
 
+    /// CPU seconds (user + system) used so far by the scheduler and by the
+    /// worker: where a run's time goes besides the broker.
+    fn cpu_secs(&self) -> (f64, f64) {
+        let read = |pid: u32| -> f64 {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return f64::NAN;
+            };
+            // Fields after the parenthesised command name; utime and stime
+            // are the 14th and 15th fields overall, in clock ticks (100/s).
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| {
+                f.get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            (ticks(11) + ticks(12)) / 100.0
+        };
+        (read(self.scheduler.id()), read(self.worker.id()))
+    }
+
     /// The scheduler's peak resident memory so far, in MB.
     fn scheduler_peak_rss_mb(&self) -> Option<f64> {
         let status =
@@ -466,6 +487,7 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
                 let secs = started.elapsed().as_secs_f64();
                 ensure_ok(&r)?;
                 let rate = (n + 2) as f64 / secs;
+                let (sched_cpu, worker_cpu) = d.cpu_secs();
                 client.close().await;
                 let m = d.stop().await?;
                 let batches = m
@@ -486,6 +508,21 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
                     unit: "tasks/s",
                     ratio: Some(rate / c.tasks_per_s),
                     target: ">= 0.7x ceiling",
+                });
+                let per_1000 = |cpu: f64| cpu * 1e3 * 1000.0 / (n + 2) as f64;
+                figures.push(Figure {
+                    name: "fan-out: scheduler CPU per 1000 tasks".into(),
+                    value: per_1000(sched_cpu),
+                    unit: "ms",
+                    ratio: None,
+                    target: "",
+                });
+                figures.push(Figure {
+                    name: "fan-out: worker CPU per 1000 tasks".into(),
+                    value: per_1000(worker_cpu),
+                    unit: "ms",
+                    ratio: None,
+                    target: "",
                 });
                 figures.push(Figure {
                     name: "fan-out: broker messages per task".into(),
