@@ -8,6 +8,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use tokio_util::sync::CancellationToken;
 use warren_producer::Client;
 use warren_scheduler::{Scheduler, SchedulerConfig};
+use warren_shared::cli::BrokerArgs;
 use warren_shared::{
     AmqpConfig, Topology,
     wire::{WorkflowReport, WorkflowStatus},
@@ -17,15 +18,8 @@ use warren_worker::{Registry, Worker, WorkerConfig};
 #[derive(Parser, Debug)]
 #[command(version, about = "Submit and inspect Warren workflows")]
 struct Cli {
-    /// Broker address (amqp://user:pass@host:port/vhost).
-    #[arg(long, global = true, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
-    amqp_addr: String,
-    /// Prefix of every exchange and queue name.
-    #[arg(long, global = true, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
-    namespace: String,
-    /// PEM file of certificates to trust for amqps:// besides the system's.
-    #[arg(long, global = true, env = "WARREN_TLS_CA_FILE")]
-    tls_ca_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,8 +95,7 @@ fn read_request(file: &PathBuf) -> anyhow::Result<Value> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let amqp = AmqpConfig::new(cli.amqp_addr, cli.namespace)
-        .with_tls_ca_file(cli.tls_ca_file.as_deref())?;
+    let amqp = cli.broker.config()?;
     match cli.command {
         Command::Submit {
             file,

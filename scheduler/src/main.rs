@@ -3,22 +3,15 @@
 use clap::Parser;
 use std::path::PathBuf;
 use warren_scheduler::{Scheduler, SchedulerConfig, validate::Limits};
-use warren_shared::AmqpConfig;
+use warren_shared::cli::BrokerArgs;
 
 /// Warren's scheduler: validates workflow requests, keeps their state in a
 /// SQLite store and dispatches ready tasks to RabbitMQ.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Broker address (amqp://user:pass@host:port/vhost).
-    #[arg(long, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
-    amqp_addr: String,
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
-    namespace: String,
-    /// PEM file of certificates to trust for amqps:// besides the system's.
-    #[arg(long, env = "WARREN_TLS_CA_FILE")]
-    tls_ca_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// SQLite file holding the scheduler's state.
     #[arg(long, env = "WARREN_STORE", default_value = "warren.db")]
     store: PathBuf,
@@ -49,8 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = SchedulerConfig {
-        amqp: AmqpConfig::new(args.amqp_addr, args.namespace)
-            .with_tls_ca_file(args.tls_ca_file.as_deref())?,
+        amqp: args.broker.config()?,
         store_path: args.store,
         limits: Limits {
             max_body_bytes: args.max_body_bytes,

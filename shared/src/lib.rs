@@ -9,10 +9,13 @@
 //! - `amqp`: connecting (with the password kept out of every message),
 //!   confirmed publishing, dead-lettering.
 //! - `backoff`: capped exponential backoff with jitter for reconnects.
+//! - `cli` (feature `cli`): the broker flags every binary takes.
 //! - `shutdown`: ctrl-c and SIGTERM as a `CancellationToken`.
 
 pub mod amqp;
 pub mod backoff;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod error;
 pub mod shutdown;
 pub mod topology;

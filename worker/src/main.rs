@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::time::Duration;
-use warren_shared::AmqpConfig;
+use warren_shared::cli::BrokerArgs;
 use warren_worker::{Registry, Worker, WorkerConfig};
 
 /// A Warren worker pool running the built-in handlers (echo, sleep, fail).
@@ -10,15 +10,8 @@ use warren_worker::{Registry, Worker, WorkerConfig};
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Broker address (amqp://user:pass@host:port/vhost).
-    #[arg(long, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
-    amqp_addr: String,
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "WARREN_NAMESPACE", default_value = warren_shared::amqp::DEFAULT_NAMESPACE)]
-    namespace: String,
-    /// PEM file of certificates to trust for amqps:// besides the system's.
-    #[arg(long, env = "WARREN_TLS_CA_FILE")]
-    tls_ca_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Task queue to consume; repeat for several.
     #[arg(
         long = "queue",
@@ -53,8 +46,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "worker".into());
     let config = WorkerConfig {
-        amqp: AmqpConfig::new(args.amqp_addr, args.namespace)
-            .with_tls_ca_file(args.tls_ca_file.as_deref())?,
+        amqp: args.broker.config()?,
         queues: args.queues,
         concurrency: args.concurrency,
         worker_id: args

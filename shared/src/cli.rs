@@ -1,0 +1,27 @@
+//! The broker flags every Warren binary takes, parsed once (feature `cli`;
+//! the libraries themselves never read flags or the environment).
+
+use crate::amqp::{AmqpConfig, DEFAULT_AMQP_ADDR, DEFAULT_NAMESPACE};
+use std::path::PathBuf;
+
+/// `--amqp-addr`, `--namespace`, `--tls-ca-file` and their variables.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BrokerArgs {
+    /// Broker address (amqp://user:pass@host:port/vhost, or amqps://).
+    #[arg(long, global = true, env = "AMQP_ADDR", default_value = DEFAULT_AMQP_ADDR, hide_env_values = true)]
+    pub amqp_addr: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, global = true, env = "WARREN_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// PEM file of certificates to trust for amqps:// besides the system's.
+    #[arg(long, global = true, env = "WARREN_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    /// The typed configuration, with the TLS roots file read in.
+    pub fn config(&self) -> std::io::Result<AmqpConfig> {
+        AmqpConfig::new(self.amqp_addr.clone(), self.namespace.clone())
+            .with_tls_ca_file(self.tls_ca_file.as_deref())
+    }
+}
