@@ -417,9 +417,17 @@ impl Engine {
             replies.push(to);
         }
         let wf = build(id.clone(), v, now, replies, |_| TaskRt::pending());
+        // The accepted event names no tasks: building (and dropping) a
+        // report of every task would cost O(tasks) for nothing.
         let event = WorkflowReport {
+            workflow_id: id.to_string(),
+            name: wf.name.clone(),
+            status: WorkflowStatus::Running,
             tasks: BTreeMap::new(),
-            ..wf.report(WorkflowStatus::Running, None)
+            errors: Vec::new(),
+            error: None,
+            created_at: Some(now),
+            finished_at: None,
         };
         self.emit_event(&id, WorkflowStatus::Running, to_json(&event));
         let roots: Vec<u32> = (0..wf.tasks.len() as u32)

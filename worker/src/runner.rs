@@ -8,7 +8,7 @@
 
 use crate::handler::{HandlerError, Registry, TaskContext};
 use chrono::Utc;
-use futures_lite::StreamExt;
+use futures_lite::{FutureExt, StreamExt};
 use lapin::{
     Channel, Connection,
     message::Delivery,
@@ -21,10 +21,7 @@ use lapin::{
 use serde_json::Value;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
-use tokio_util::{
-    sync::CancellationToken,
-    task::{AbortOnDropHandle, TaskTracker},
-};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warren_shared::{
     AmqpConfig, Topology, amqp,
     backoff::Backoff,
@@ -472,30 +469,25 @@ async fn run_task(shared: &Shared, queue: &str, d: &Delivery) {
                 kind: msg.kind.clone(),
                 input: msg.input,
             };
-            // Its own task, so that a panic is caught as a JoinError.
-            let mut run = AbortOnDropHandle::new(tokio::spawn(handler(ctx)));
-            let joined = match msg.timeout_ms {
-                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), &mut run).await {
-                    Ok(j) => j,
-                    Err(_) => {
-                        run.abort();
-                        Ok(Err(HandlerError::retryable(format!(
-                            "timed out after {ms} ms"
-                        ))))
-                    }
+            // A panic in the handler becomes a failed result, not a dead
+            // worker (this already runs in a task of its own).
+            let run = std::panic::AssertUnwindSafe(handler(ctx)).catch_unwind();
+            let caught = match msg.timeout_ms {
+                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), run).await {
+                    Ok(c) => c,
+                    // Dropping the handler's future cancels it.
+                    Err(_) => Ok(Err(HandlerError::retryable(format!(
+                        "timed out after {ms} ms"
+                    )))),
                 },
                 None => run.await,
             };
-            joined.unwrap_or_else(|e| {
-                let what = if e.is_panic() {
-                    let p = e.into_panic();
-                    p.downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic".into())
-                } else {
-                    "cancelled".into()
-                };
+            caught.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into());
                 Err(HandlerError::retryable(format!("handler panicked: {what}")))
             })
         }
