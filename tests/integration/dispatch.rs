@@ -139,12 +139,7 @@ async fn competing_workers_share_a_queue_and_lose_nothing() {
 async fn undecodable_results_and_tasks_are_dead_lettered_with_a_reason() {
     let mut env = Env::new().await;
     let s = env.scheduler(env.scheduler_config());
-    env.worker(
-        warren_worker::Registry::with_builtins(),
-        &["default"],
-        2,
-        "w",
-    );
+    env.builtin_worker("w");
     let conn = warren_shared::amqp::connect(&env.amqp.addr, "test")
         .await
         .unwrap();

@@ -103,12 +103,7 @@ async fn a_hung_worker_is_caught_by_the_lease_and_its_late_result_ignored() {
         "hang/a/1"
     );
     // A healthy worker joins; it gets attempt 2 once the lease of 1 ends.
-    env.worker(
-        warren_worker::Registry::with_builtins(),
-        &["default"],
-        2,
-        "healthy",
-    );
+    env.builtin_worker("healthy");
     let report = waiter.await.unwrap().unwrap();
     assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
     assert_eq!(report.tasks["a"].attempts, 2);

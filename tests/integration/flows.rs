@@ -73,12 +73,7 @@ async fn diamond_fans_out_and_joins() {
 async fn retry_then_success() {
     let mut env = Env::new().await;
     let s = env.scheduler(env.scheduler_config());
-    env.worker(
-        warren_worker::Registry::with_builtins(),
-        &["default"],
-        2,
-        "w",
-    );
+    env.builtin_worker("w");
     let report = env
         .client
         .submit_and_wait(
@@ -112,12 +107,7 @@ async fn retry_then_success() {
 async fn exhausted_retries_fail_the_workflow_and_skip_dependents() {
     let mut env = Env::new().await;
     let _s = env.scheduler(env.scheduler_config());
-    env.worker(
-        warren_worker::Registry::with_builtins(),
-        &["default"],
-        4,
-        "w",
-    );
+    env.builtin_worker("w");
     let report = env
         .client
         .submit_and_wait(

@@ -122,6 +122,11 @@ impl Env {
         }
     }
 
+    /// Starts a worker with the built-in handlers on `default`.
+    pub fn builtin_worker(&mut self, id: &str) {
+        self.worker(Registry::with_builtins(), &["default"], 4, id);
+    }
+
     /// Starts a worker on `queues`; it runs until the test ends.
     pub fn worker(&mut self, registry: Registry, queues: &[&str], concurrency: u16, id: &str) {
         let (_, join) = self.stoppable_worker(registry, queues, concurrency, id, |_| {});

@@ -66,12 +66,7 @@ async fn the_whole_system_runs_over_amqps() {
     let (port, ca) = tls_endpoint().await;
     let mut env = Env::over(amqps(port), Some(ca)).await;
     let _s = env.scheduler(env.scheduler_config());
-    env.worker(
-        warren_worker::Registry::with_builtins(),
-        &["default"],
-        2,
-        "tls-worker",
-    );
+    env.builtin_worker("tls-worker");
     let report = env
         .client
         .submit_and_wait(

@@ -20,12 +20,7 @@ async fn each_validation_error_is_answered_and_recorded() {
         max_input_depth: 16,
     };
     let s = env.scheduler(config);
-    env.worker(
-        warren_worker::Registry::with_builtins(),
-        &["default"],
-        2,
-        "w",
-    );
+    env.builtin_worker("w");
     let mut rejections = Events::bind(&env.amqp, "workflow.*.rejected").await;
     let echo = |id: &str| json!({"id": id, "type": "echo"});
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
@@ -134,12 +129,7 @@ async fn status_of_an_unknown_workflow_is_not_found() {
 async fn hostile_requests_are_refused_within_the_default_limits() {
     let mut env = Env::new().await;
     let _s = env.scheduler(env.scheduler_config());
-    env.worker(
-        warren_worker::Registry::with_builtins(),
-        &["default"],
-        2,
-        "w",
-    );
+    env.builtin_worker("w");
     let tasks = |n: usize| {
         let mut body = String::with_capacity(n * 32 + 16);
         body.push_str("{\"tasks\": [");
