@@ -35,11 +35,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    warren_shared::cli::init_logging("info");
     let args = Args::parse();
     let config = SchedulerConfig {
         amqp: args.broker.config()?,

@@ -1,5 +1,6 @@
-//! The broker flags every Warren binary takes, parsed once (feature `cli`;
-//! the libraries themselves never read flags or the environment).
+//! What every Warren binary does the same way: the broker flags and the
+//! log setup (feature `cli`; the libraries themselves never read flags or
+//! the environment).
 
 use crate::amqp::{AmqpConfig, DEFAULT_AMQP_ADDR, DEFAULT_NAMESPACE};
 use std::path::PathBuf;
@@ -24,4 +25,16 @@ impl BrokerArgs {
         AmqpConfig::new(self.amqp_addr.clone(), self.namespace.clone())
             .with_tls_ca_file(self.tls_ca_file.as_deref())
     }
+}
+
+/// Logs to stderr at `RUST_LOG`, or at `default` (e.g. `"info"`) when it is
+/// unset or invalid.
+pub fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -120,11 +120,7 @@ fn main() -> ExitCode {
 }
 
 fn child_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    warren_shared::cli::init_logging("info");
 }
 
 async fn child_scheduler(args: ChildArgs) -> anyhow::Result<()> {

@@ -36,11 +36,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    warren_shared::cli::init_logging("info");
     let args = Args::parse();
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
