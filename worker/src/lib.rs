@@ -6,6 +6,7 @@
 //! - `builtin`: `echo`, `sleep` and `fail`, for demos and tests.
 //! - `runner`: [`Worker`], the consume/execute/publish/ack loop, and
 //!   graceful shutdown.
+//! - `settle`: coalesces a channel's acks into `multiple` acks.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), warren_worker::WorkerError> {
@@ -24,6 +25,7 @@
 pub mod builtin;
 pub mod handler;
 pub mod runner;
+mod settle;
 
 pub use handler::{HandlerError, Registry, TaskContext};
 pub use runner::{Worker, WorkerConfig, WorkerError};

@@ -6,7 +6,10 @@
 //! anywhere before the ack, the broker redelivers the task: delivery is at
 //! least once, and the scheduler ignores a second result for an attempt.
 
-use crate::handler::{HandlerError, Registry, TaskContext};
+use crate::{
+    handler::{HandlerError, Registry, TaskContext},
+    settle::{Settle, Settler},
+};
 use chrono::Utc;
 use futures_lite::{FutureExt, StreamExt};
 use lapin::{
@@ -96,6 +99,9 @@ enum Source {
 
 /// What each in-flight task needs to publish its result.
 struct Shared {
+    /// Coalesces the acks of the tasks channel (suspects, one at a time on
+    /// their own channel, are acked directly).
+    settler: Settler,
     registry: Arc<Registry>,
     publish: Channel,
     topology: Topology,
@@ -225,7 +231,9 @@ impl Worker {
             topology.declare_task_queue(&setup, q).await?;
             topology.declare_suspect_queue(&setup, q).await?;
         }
+        let (settler, settled) = Settler::spawn();
         let shared = Arc::new(Shared {
+            settler,
             registry: self.registry.clone(),
             publish: amqp::confirm_channel(publish_conn).await?,
             topology: topology.clone(),
@@ -313,12 +321,25 @@ impl Worker {
             // on it, and the broker is redelivering those tasks already.
             shared.abandon.cancel();
             tracker.wait().await;
-            return outcome;
+        } else {
+            self.drain(&tags, &tracker, &shared.abandon).await;
         }
+        // Every task is done: let the settler send the acks it still holds.
+        drop(shared);
+        let _ = settled.await;
+        outcome
+    }
 
-        // Stop taking work, let what runs finish within the grace period.
+    /// Stops taking work and lets what runs finish within the grace period.
+    async fn drain(
+        &self,
+        consumers: &[(Channel, String)],
+        tracker: &TaskTracker,
+        abandon: &CancellationToken,
+    ) {
+        let cfg = &self.config;
         tracing::debug!(worker = %cfg.worker_id, "Cancelling consumers");
-        for (ch, tag) in &tags {
+        for (ch, tag) in consumers {
             let _ = ch
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
@@ -336,10 +357,9 @@ impl Worker {
                 abandoned = tracker.len(),
                 "Grace period over; unfinished tasks return to their queue"
             );
-            shared.abandon.cancel();
+            abandon.cancel();
             tracker.wait().await;
         }
-        outcome
     }
 }
 
@@ -399,7 +419,7 @@ async fn execute(shared: Arc<Shared>, queue: String, source: Source, d: Delivery
         if d.redelivered
             && let Ok(msg) = serde_json::from_slice::<TaskMessage>(&d.data)
         {
-            return suspect(&shared, &queue, &d, msg).await;
+            return suspect(&shared, &queue, source, &d, msg).await;
         }
         // Ordinary tasks run side by side; a suspect waits until it can
         // run alone (and ordinary tasks wait while it runs).
@@ -407,7 +427,7 @@ async fn execute(shared: Arc<Shared>, queue: String, source: Source, d: Delivery
             Source::Tasks => Turn::Shared(shared.exclusive.read().await),
             Source::Suspect => Turn::Alone(shared.exclusive.write().await),
         };
-        run_task(&shared, &queue, &d).await;
+        run_task(&shared, &queue, source, &d).await;
     };
     tokio::select! {
         () = work => {}
@@ -423,7 +443,7 @@ enum Turn<'a> {
     Alone(tokio::sync::RwLockWriteGuard<'a, ()>),
 }
 
-async fn run_task(shared: &Shared, queue: &str, d: &Delivery) {
+async fn run_task(shared: &Shared, queue: &str, source: Source, d: &Delivery) {
     let started_at = Utc::now();
     let msg: TaskMessage = match serde_json::from_slice(&d.data) {
         Ok(m) => m,
@@ -446,9 +466,9 @@ async fn run_task(shared: &Shared, queue: &str, d: &Delivery) {
                         started_at: Some(started_at),
                         finished_at: Some(Utc::now()),
                     };
-                    finish(shared, d, &result).await;
+                    finish(shared, source, d, &result).await;
                 }
-                None => dead_letter(shared, queue, d, &reason).await,
+                None => dead_letter(shared, queue, source, d, &reason).await,
             }
             return;
         }
@@ -517,7 +537,7 @@ async fn run_task(shared: &Shared, queue: &str, d: &Delivery) {
         started_at: Some(started_at),
         finished_at: Some(Utc::now()),
     };
-    finish(shared, d, &result).await;
+    finish(shared, source, d, &result).await;
 }
 
 /// A redelivered task: its last run ended without an ack (its worker
@@ -529,7 +549,7 @@ async fn run_task(shared: &Shared, queue: &str, d: &Delivery) {
 /// own crashes raise its count; past `max_deliveries` the worker answers
 /// with a failed result instead, so a task that crashes every worker that
 /// runs it fails rather than being redelivered forever.
-async fn suspect(shared: &Shared, queue: &str, d: &Delivery, msg: TaskMessage) {
+async fn suspect(shared: &Shared, queue: &str, source: Source, d: &Delivery, msg: TaskMessage) {
     let seen = amqp::header_int(&d.properties, HEADER_DELIVERIES)
         .unwrap_or(1)
         .max(1);
@@ -553,7 +573,7 @@ async fn suspect(shared: &Shared, queue: &str, d: &Delivery, msg: TaskMessage) {
             started_at: Some(now),
             finished_at: Some(now),
         };
-        finish(shared, d, &result).await;
+        finish(shared, source, d, &result).await;
         return;
     }
     tracing::warn!(workflow = %msg.workflow_id, task = %msg.task_id, deliveries, "Task redelivered; it will run alone");
@@ -567,19 +587,39 @@ async fn suspect(shared: &Shared, queue: &str, d: &Delivery, msg: TaskMessage) {
     }
     .await;
     match sent {
-        Ok(()) => {
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        }
+        Ok(()) => ack(shared, source, d).await,
         Err(e) => {
             tracing::error!(error = %e, "Could not move a redelivered task; leaving it to the broker");
-            let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
+            requeue(shared, source, d).await;
         }
+    }
+}
+
+/// Acks a task whose outcome is safely on the broker.
+async fn ack(shared: &Shared, source: Source, d: &Delivery) {
+    match source {
+        Source::Tasks => shared
+            .settler
+            .send(Settle::Ack(d.acker.clone(), d.delivery_tag)),
+        Source::Suspect => {
+            if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "Ack failed; the task will be redelivered");
+            }
+        }
+    }
+}
+
+/// Returns a task to its queue.
+async fn requeue(shared: &Shared, source: Source, d: &Delivery) {
+    let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
+    if source == Source::Tasks {
+        shared.settler.send(Settle::Rejected(d.delivery_tag));
     }
 }
 
 /// Publishes the result, awaits its confirm, then acks the task. When the
 /// result cannot be confirmed the task is requeued, never acked.
-async fn finish(shared: &Shared, d: &Delivery, result: &TaskResult) {
+async fn finish(shared: &Shared, source: Source, d: &Delivery, result: &TaskResult) {
     let body = serde_json::to_vec(result).expect("wire types always serialise");
     let exchange = shared.topology.results();
     let props = amqp::json_properties()
@@ -597,19 +637,15 @@ async fn finish(shared: &Shared, d: &Delivery, result: &TaskResult) {
     }
     .await;
     match sent {
-        Ok(()) => {
-            if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Ack failed; the task will be redelivered");
-            }
-        }
+        Ok(()) => ack(shared, source, d).await,
         Err(e) => {
             tracing::error!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not confirmed; requeueing the task");
-            let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
+            requeue(shared, source, d).await;
         }
     }
 }
 
-async fn dead_letter(shared: &Shared, queue: &str, d: &Delivery, reason: &str) {
+async fn dead_letter(shared: &Shared, queue: &str, source: Source, d: &Delivery, reason: &str) {
     tracing::warn!(queue, %reason, "Dead-lettering a task message");
     let exchange = shared.topology.dead();
     let props = amqp::dead_letter_properties(d, &shared.topology.task_queue(queue), reason);
@@ -619,12 +655,10 @@ async fn dead_letter(shared: &Shared, queue: &str, d: &Delivery, reason: &str) {
     }
     .await;
     match sent {
-        Ok(()) => {
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        }
+        Ok(()) => ack(shared, source, d).await,
         Err(e) => {
             tracing::error!(error = %e, "Dead-lettering failed; requeueing");
-            let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
+            requeue(shared, source, d).await;
         }
     }
 }
