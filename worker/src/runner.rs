@@ -115,13 +115,8 @@ struct Shared {
     abandon: CancellationToken,
 }
 
-// Deliveries are the common case; boxing them to shrink the rare `Ended`
-// would allocate once per task.
-#[allow(clippy::large_enum_variant)]
-enum Event {
-    Delivery(String, Source, Delivery),
-    Ended { queue: String, reason: String },
-}
+/// A consumer that ended on its own: the queue and why.
+type Ended = (String, String);
 
 impl Worker {
     pub fn new(config: WorkerConfig, registry: Registry) -> Worker {
@@ -261,7 +256,11 @@ impl Worker {
             .basic_qos(1, BasicQosOptions { global: true })
             .await
             .map_err(warren_shared::Error::amqp("basic.qos"))?;
-        let (tx, mut rx) = mpsc::channel::<Event>(cfg.concurrency as usize * 2 + 4);
+        // Each consumer spawns its deliveries' tasks itself, until `stop`.
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let mut forwards = tokio::task::JoinSet::new();
+        let (ended_tx, mut ended) = mpsc::channel::<Ended>(cfg.queues.len() * 2);
         let mut tags = Vec::new();
         for q in &cfg.queues {
             for (ch, source, name) in [
@@ -279,10 +278,18 @@ impl Worker {
                     .await
                     .map_err(warren_shared::Error::amqp("basic.consume"))?;
                 tags.push((ch.clone(), tag));
-                tokio::spawn(forward(q.clone(), source, consumer, tx.clone()));
+                forwards.spawn(forward(Consumer {
+                    queue: q.clone(),
+                    source,
+                    consumer,
+                    shared: shared.clone(),
+                    tracker: tracker.clone(),
+                    stop: stop.clone(),
+                    ended: ended_tx.clone(),
+                }));
             }
         }
-        drop(tx);
+        drop(ended_tx);
         *connected = true;
         if failures > 0 {
             tracing::info!(attempts = failures, "Reconnected to the broker");
@@ -296,25 +303,20 @@ impl Worker {
             "Worker consuming"
         );
 
-        let tracker = TaskTracker::new();
-        let outcome = loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break Ok(()),
-                ev = rx.recv() => match ev {
-                    Some(Event::Delivery(queue, source, d)) => {
-                        tracker.spawn(execute(shared.clone(), queue, source, d));
-                    }
-                    Some(Event::Ended { queue, reason }) => {
-                        break Err(WorkerError::ConsumerEnded { queue, reason });
-                    }
-                    None => break Err(WorkerError::ConsumerEnded {
-                        queue: cfg.queues.join(","),
-                        reason: "all consumers stopped".into(),
-                    }),
-                },
+        let outcome = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Ok(()),
+            e = ended.recv() => {
+                let (queue, reason) = e.unwrap_or_else(|| {
+                    (cfg.queues.join(","), "all consumers stopped".into())
+                });
+                Err(WorkerError::ConsumerEnded { queue, reason })
             }
         };
+        // No task starts after this: deliveries not yet taken stay unacked
+        // and return to their queue.
+        stop.cancel();
+        while forwards.join_next().await.is_some() {}
         tracker.close();
         if outcome.is_err() {
             // The session is gone: no result of a running task can be acked
@@ -379,28 +381,35 @@ impl WorkerError {
     }
 }
 
-async fn forward(
+/// One queue's consumer and what its deliveries' tasks need.
+struct Consumer {
     queue: String,
     source: Source,
-    mut consumer: lapin::Consumer,
-    tx: mpsc::Sender<Event>,
-) {
+    consumer: lapin::Consumer,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    ended: mpsc::Sender<Ended>,
+}
+
+/// Starts a task for each delivery until `stop`; reports a consumer that
+/// ends on its own.
+async fn forward(mut c: Consumer) {
     let reason = loop {
-        match consumer.next().await {
-            Some(Ok(d)) => {
-                if tx
-                    .send(Event::Delivery(queue.clone(), source, d))
-                    .await
-                    .is_err()
-                {
-                    return;
+        tokio::select! {
+            biased;
+            () = c.stop.cancelled() => return,
+            next = c.consumer.next() => match next {
+                Some(Ok(d)) => {
+                    c.tracker
+                        .spawn(execute(c.shared.clone(), c.queue.clone(), c.source, d));
                 }
-            }
-            Some(Err(e)) => break e.to_string(),
-            None => break "the broker cancelled the consumer or closed the channel".to_owned(),
+                Some(Err(e)) => break e.to_string(),
+                None => break "the broker cancelled the consumer or closed the channel".to_owned(),
+            },
         }
     };
-    let _ = tx.send(Event::Ended { queue, reason }).await;
+    let _ = c.ended.send((c.queue, reason)).await;
 }
 
 /// The ids of a task body that did not decode as a whole.
