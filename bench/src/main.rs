@@ -88,8 +88,13 @@ struct Opts {
     /// Tasks in the big DAG (at most the scheduler's task limit, 100,000).
     #[arg(long, default_value_t = 100_000)]
     bigdag: usize,
-    /// Worker concurrency (= prefetch).
-    #[arg(long, default_value_t = 64)]
+    /// Rounds to run (ceiling and scenarios each time); each figure is
+    /// reported as its median over the rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Worker concurrency (= prefetch); the default is the ceiling
+    /// worker's prefetch, so both pipelines may hold as much in flight.
+    #[arg(long, default_value_t = 256)]
     concurrency: u16,
 }
 
@@ -106,7 +111,15 @@ struct Child_ {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // The scheduler runs its loop on one thread, as its binary does.
+    let rt = if matches!(cli.command, Cmd::Scheduler(_)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
+    .expect("tokio runtime");
     let addr = cli.amqp_addr.clone();
     let r = rt.block_on(async move {
         match cli.command {
@@ -178,6 +191,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// The broker's ceiling.
 struct Ceiling {
     tasks_per_s: f64,
+    /// CPU per 1,000 tasks of the throughput run: this program (producer and
+    /// worker together) and the broker.
+    client_cpu_ms: f64,
+    broker_cpu_ms: f64,
     rtt_us_p50: f64,
     rtt_us_p99: f64,
 }
@@ -254,6 +271,7 @@ async fn ceiling(addr: &str, n: usize) -> anyhow::Result<Ceiling> {
     let body = [0u8; 64];
 
     // Throughput: many in flight.
+    let (client_cpu, broker_cpu) = (cpu_secs(std::process::id()), BrokerCpu::start());
     let started = Instant::now();
     let producer = {
         let (publish, tasks_q, props) = (publish.clone(), tasks_q.clone(), persistent.clone());
@@ -289,6 +307,8 @@ async fn ceiling(addr: &str, n: usize) -> anyhow::Result<Ceiling> {
         }
     }
     let elapsed = started.elapsed();
+    let client_cpu_ms = (cpu_secs(std::process::id()) - client_cpu) * 1e6 / n as f64;
+    let broker_cpu_ms = broker_cpu.per_1000(n);
     producer.await??;
     let tasks_per_s = n as f64 / elapsed.as_secs_f64();
 
@@ -321,6 +341,8 @@ async fn ceiling(addr: &str, n: usize) -> anyhow::Result<Ceiling> {
     warren_shared::amqp::close(&pconn, "done").await;
     Ok(Ceiling {
         tasks_per_s,
+        client_cpu_ms,
+        broker_cpu_ms,
         rtt_us_p50: percentile(&rtts, 0.5),
         rtt_us_p99: percentile(&rtts, 0.99),
     })
@@ -361,25 +383,9 @@ impl Deployment {
         })
     }
 
-    /// CPU seconds (user + system) used so far by the scheduler and by the
-    /// worker: where a run's time goes besides the broker.
+    /// CPU seconds used so far by the scheduler and by the worker.
     fn cpu_secs(&self) -> (f64, f64) {
-        let read = |pid: u32| -> f64 {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return f64::NAN;
-            };
-            // Fields after the parenthesised command name; utime and stime
-            // are the 14th and 15th fields overall, in clock ticks (100/s).
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = |i: usize| {
-                f.get(i)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(f64::NAN)
-            };
-            (ticks(11) + ticks(12)) / 100.0
-        };
-        (read(self.scheduler.id()), read(self.worker.id()))
+        (cpu_secs(self.scheduler.id()), cpu_secs(self.worker.id()))
     }
 
     /// The scheduler's peak resident memory so far, in MB.
@@ -415,6 +421,51 @@ impl Deployment {
     }
 }
 
+/// CPU seconds (user + system) a process has used so far; NaN when it
+/// cannot be read.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100/s).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The local RabbitMQ's Erlang VM, when the broker runs on this machine:
+/// its CPU is where most of every run's time goes.
+fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == "beam.smp").then_some(pid)
+    })
+}
+
+/// CPU used by the broker between two readings, per 1,000 tasks.
+struct BrokerCpu(Option<(u32, f64)>);
+
+impl BrokerCpu {
+    fn start() -> BrokerCpu {
+        BrokerCpu(broker_pid().map(|p| (p, cpu_secs(p))))
+    }
+
+    /// Milliseconds of broker CPU per 1,000 tasks since `start`; NaN when
+    /// the broker is not a local process.
+    fn per_1000(&self, tasks: usize) -> f64 {
+        self.0.map_or(f64::NAN, |(pid, t0)| {
+            (cpu_secs(pid) - t0) * 1e6 / tasks as f64
+        })
+    }
+}
+
 fn task(id: String, deps: Vec<String>) -> Value {
     json!({"id": id, "type": "noop", "depends_on": deps})
 }
@@ -437,7 +488,86 @@ struct Figure {
     target: &'static str,
 }
 
+impl Figure {
+    /// A figure shown for understanding, with no ratio and no target.
+    fn info(name: impl Into<String>, value: f64, unit: &'static str) -> Figure {
+        Figure {
+            name: name.into(),
+            value,
+            unit,
+            ratio: None,
+            target: "",
+        }
+    }
+}
+
+/// Where a scenario's CPU went, per 1,000 tasks: the scheduler, the worker
+/// and the broker. On a machine whose cores are all busy, throughput is
+/// bounded by the sum, so this is the profile to compare with the
+/// ceiling's.
+fn cpu_figures(
+    figures: &mut Vec<Figure>,
+    scenario: &str,
+    d: &Deployment,
+    broker: &BrokerCpu,
+    tasks: usize,
+) {
+    let (sched, worker) = d.cpu_secs();
+    let per_1000 = |cpu: f64| cpu * 1e6 / tasks as f64;
+    figures.push(Figure::info(
+        format!("{scenario}: scheduler CPU per 1000 tasks"),
+        per_1000(sched),
+        "ms",
+    ));
+    figures.push(Figure::info(
+        format!("{scenario}: worker CPU per 1000 tasks"),
+        per_1000(worker),
+        "ms",
+    ));
+    figures.push(Figure::info(
+        format!("{scenario}: broker CPU per 1000 tasks"),
+        broker.per_1000(tasks),
+        "ms",
+    ));
+}
+
+/// Runs `o.rounds` rounds, each measuring the ceiling and then every
+/// scenario, and reports each figure's median over the rounds (a ratio is
+/// taken within its round, against that round's ceiling).
 async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
+    let mut rounds = Vec::new();
+    for r in 1..=o.rounds.max(1) {
+        if o.rounds > 1 {
+            println!("round {r} of {}", o.rounds);
+        }
+        rounds.push(run_round(&addr, &o, scenarios).await?);
+    }
+    let values: Vec<Vec<f64>> = (0..rounds[0].len())
+        .map(|i| rounds.iter().map(|r| r[i].value).collect())
+        .collect();
+    let mut figures = rounds.swap_remove(0);
+    for (i, f) in figures.iter_mut().enumerate() {
+        f.value = median(rounds.iter().map(|r| r[i].value).chain([f.value]));
+        f.ratio = f
+            .ratio
+            .map(|first| median(rounds.iter().filter_map(|r| r[i].ratio).chain([first])));
+    }
+    print_and_save(&figures, &values, &o.json)
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+async fn run_round(addr: &str, o: &Opts, scenarios: &[&str]) -> anyhow::Result<Vec<Figure>> {
+    let addr = addr.to_owned();
     println!(
         "measuring the broker ceiling ({} tasks) ...",
         o.ceiling_tasks
@@ -465,6 +595,16 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
             ratio: None,
             target: "",
         },
+        Figure::info(
+            "ceiling: client CPU per 1000 tasks",
+            c.client_cpu_ms,
+            "ms",
+        ),
+        Figure::info(
+            "ceiling: broker CPU per 1000 tasks",
+            c.broker_cpu_ms,
+            "ms",
+        ),
     ];
     for s in scenarios {
         println!("running {s} ...");
@@ -480,14 +620,15 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
                     "join".into(),
                     (0..n).map(|i| format!("t{i}")).collect(),
                 ));
-                let started = Instant::now();
+                let (started, broker) = (Instant::now(), BrokerCpu::start());
                 let r = client
                     .submit_and_wait(json!({"tasks": tasks}), timeout)
                     .await?;
                 let secs = started.elapsed().as_secs_f64();
                 ensure_ok(&r)?;
                 let rate = (n + 2) as f64 / secs;
-                let (sched_cpu, worker_cpu) = d.cpu_secs();
+                let mut cpu = Vec::new();
+                cpu_figures(&mut cpu, "fan-out", &d, &broker, n + 2);
                 client.close().await;
                 let m = d.stop().await?;
                 let batches = m
@@ -509,21 +650,7 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
                     ratio: Some(rate / c.tasks_per_s),
                     target: ">= 0.7x ceiling",
                 });
-                let per_1000 = |cpu: f64| cpu * 1e3 * 1000.0 / (n + 2) as f64;
-                figures.push(Figure {
-                    name: "fan-out: scheduler CPU per 1000 tasks".into(),
-                    value: per_1000(sched_cpu),
-                    unit: "ms",
-                    ratio: None,
-                    target: "",
-                });
-                figures.push(Figure {
-                    name: "fan-out: worker CPU per 1000 tasks".into(),
-                    value: per_1000(worker_cpu),
-                    unit: "ms",
-                    ratio: None,
-                    target: "",
-                });
+                figures.extend(cpu);
                 figures.push(Figure {
                     name: "fan-out: broker messages per task".into(),
                     value: messages_per_task(&m, n + 2),
@@ -579,7 +706,7 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
             "diamonds" => {
                 let n = o.diamonds;
                 let client = Arc::new(client);
-                let started = Instant::now();
+                let (started, broker) = (Instant::now(), BrokerCpu::start());
                 let mut waits = Vec::with_capacity(n);
                 for _ in 0..n {
                     let c2 = client.clone();
@@ -600,6 +727,8 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
                     latencies.push(lat.as_secs_f64() * 1e3);
                 }
                 let secs = started.elapsed().as_secs_f64();
+                let mut cpu = Vec::new();
+                cpu_figures(&mut cpu, "diamonds", &d, &broker, 4 * n);
                 latencies.sort_by(f64::total_cmp);
                 if let Ok(c) = Arc::try_unwrap(client) {
                     c.close().await;
@@ -627,6 +756,7 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
                     ratio: None,
                     target: "",
                 });
+                figures.extend(cpu);
                 figures.push(Figure {
                     name: "diamonds: broker messages per task".into(),
                     value: messages_per_task(&m, 4 * n),
@@ -688,7 +818,7 @@ async fn run(addr: String, o: Opts, scenarios: &[&str]) -> anyhow::Result<()> {
             other => bail!("unknown scenario {other}"),
         }
     }
-    print_and_save(&figures, &o.json)
+    Ok(figures)
 }
 
 fn ensure_ok(r: &warren_shared::wire::WorkflowReport) -> anyhow::Result<()> {
@@ -704,7 +834,7 @@ fn ensure_ok(r: &warren_shared::wire::WorkflowReport) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_and_save(figures: &[Figure], path: &PathBuf) -> anyhow::Result<()> {
+fn print_and_save(figures: &[Figure], rounds: &[Vec<f64>], path: &PathBuf) -> anyhow::Result<()> {
     println!();
     println!(
         "{:<44} {:>12} {:<8} {:>9}  target",
@@ -719,7 +849,8 @@ fn print_and_save(figures: &[Figure], path: &PathBuf) -> anyhow::Result<()> {
     }
     let json: Vec<Value> = figures
         .iter()
-        .map(|f| json!({"name": f.name, "value": f.value, "unit": f.unit, "ratio_to_ceiling": f.ratio, "target": f.target}))
+        .zip(rounds)
+        .map(|(f, r)| json!({"name": f.name, "value": f.value, "unit": f.unit, "ratio_to_ceiling": f.ratio, "target": f.target, "rounds": r}))
         .collect();
     let doc = json!({
         "when": chrono::Utc::now().to_rfc3339(),
