@@ -6,6 +6,7 @@ mod dispatch;
 mod faults;
 mod flows;
 mod idempotency;
+mod polyglot;
 mod support;
 mod tls;
 mod validation;

@@ -230,6 +230,18 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Like [`wait_until`], for a condition that must be awaited.
+pub async fn wait_until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A shared log of `workflow/task/attempt@worker` lines written by handlers.
 #[derive(Clone, Default)]
 pub struct Log(Arc<Mutex<Vec<String>>>);

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Checks what Warren puts on the wire against docs/protocol.md and
+docs/schema/*.json, as a client that never read Rust would see it.
+
+Run by the integration test `polyglot::wire_matches_the_schemas` against a
+scheduler and a Rust worker (queue `default`, built-in handlers) in the
+namespace WARREN_NAMESPACE. This script is a producer, an observer of the
+events exchange, and a worker of its own queue `wirecheck`; it also binds
+spare queues to the tasks and results exchanges to see copies of the
+messages exchanged with the Rust worker.
+
+Every body is validated against its schema made strict: an object the
+schema describes may carry no field the schema does not name, so a field
+added on the wire but not to the documentation fails this check. Exits 0
+when everything matches; otherwise prints each mismatch and exits 1.
+"""
+import copy
+import datetime
+import json
+import os
+import pathlib
+import sys
+import uuid
+
+import jsonschema
+import pika
+
+URL = os.environ.get("AMQP_ADDR", "amqp://127.0.0.1:5672/%2f")
+NS = os.environ["WARREN_NAMESPACE"]
+SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "schema"
+TIMEOUT = 30
+problems = []
+
+
+def strict(schema):
+    """The schema with additionalProperties: false wherever it lists
+    properties and says nothing of others."""
+    s = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(s)
+    return s
+
+
+formats = jsonschema.FormatChecker()
+
+
+@formats.checks("date-time", raises=ValueError)
+def _rfc3339(value):
+    if not isinstance(value, str) or "T" not in value:
+        raise ValueError(f"not an RFC 3339 date-time: {value!r}")
+    datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return True
+
+
+validators = {}
+for path in sorted(SCHEMAS.glob("*.json")):
+    schema = json.loads(path.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validators[path.stem] = jsonschema.Draft202012Validator(strict(schema), format_checker=formats)
+seen = {name: 0 for name in validators}
+
+
+def check(kind, body, where):
+    try:
+        doc = json.loads(body) if isinstance(body, (bytes, str)) else body
+    except ValueError as e:
+        problems.append(f"{where}: body is not JSON: {e}")
+        return None
+    for err in validators[kind].iter_errors(doc):
+        path = "/".join(map(str, err.absolute_path)) or "(root)"
+        problems.append(f"{where}: {kind} schema: at {path}: {err.message}")
+    seen[kind] += 1
+    return doc
+
+
+def check_props(props, kind, where, message_id=None, priority=None):
+    expect = {"content_type": "application/json", "delivery_mode": 2, "type": kind}
+    for field, want in expect.items():
+        got = getattr(props, field)
+        if got != want:
+            problems.append(f"{where}: property {field} is {got!r}, protocol says {want!r}")
+    version = (props.headers or {}).get("warren-protocol")
+    if version != 1:
+        problems.append(f"{where}: header warren-protocol is {version!r}, protocol says 1")
+    if message_id is not None and props.message_id != message_id:
+        problems.append(f"{where}: message_id is {props.message_id!r}, protocol says {message_id!r}")
+    if priority is not None and props.priority != priority:
+        problems.append(f"{where}: priority is {props.priority!r}, protocol says {priority!r}")
+
+
+def main():
+    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    # What this client declares, as the protocol says a client may.
+    own = f"{NS}.tasks.wirecheck"
+    ch.exchange_declare(f"{NS}.tasks", "direct", durable=True)
+    ch.queue_declare(own, durable=True, arguments={"x-max-priority": 10})
+    ch.queue_bind(own, f"{NS}.tasks", routing_key="wirecheck")
+    # Copies of what the scheduler and the Rust worker exchange, and events.
+    spy = {}
+    for name, exchange, key in [
+        ("tasks", f"{NS}.tasks", "default"),
+        ("results", f"{NS}.results", ""),
+        ("events", f"{NS}.events", "workflow.#"),
+    ]:
+        q = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(q, exchange, routing_key=key)
+        spy[name] = q
+    replies = ch.queue_declare("", exclusive=True).method.queue
+
+    def publish_request(body, corr):
+        ch.basic_publish(
+            f"{NS}.workflows", "", json.dumps(body).encode(),
+            pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                 reply_to=replies, correlation_id=corr),
+            mandatory=True,
+        )
+
+    def next_message(queue, what):
+        for method, props, body in ch.consume(queue, inactivity_timeout=TIMEOUT):
+            ch.cancel()
+            if method is None:
+                raise SystemExit(f"wire_check: no {what} within {TIMEOUT} s")
+            ch.basic_ack(method.delivery_tag)
+            return method, props, body
+        raise SystemExit(f"wire_check: consumer of {what} ended")
+
+    wf = "wire-" + uuid.uuid4().hex[:8]
+    request = {
+        "id": wf, "name": "wire check", "priority": 3, "input": {"n": 7},
+        "tasks": [
+            {"id": "a", "type": "echo", "input": {"n": "${workflow.input.n}"}},
+            {"id": "b", "type": "py.check", "queue": "wirecheck", "depends_on": ["a"],
+             "input": {"from_a": "${a.output.n}"}, "timeout_ms": 60000,
+             "retry": {"max_attempts": 2, "backoff_ms": 10, "max_backoff_ms": 100}},
+            {"id": "c", "type": "echo", "depends_on": ["b"], "input": "${b.output}"},
+        ],
+    }
+    check("workflow-request", request, "our request")
+    publish_request(request, "run")
+
+    # Task b reaches this worker: a task message as any worker sees it.
+    _, props, body = next_message(own, "task message for b")
+    task = check("task-message", body, "task message b")
+    check_props(props, "warren.task", "task message b", f"{wf}/b/1", 3)
+    if task and (task.get("input") != {"from_a": 7} or task.get("max_attempts") != 2):
+        problems.append(f"task message b: input or max_attempts not as requested: {task}")
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    result = {"workflow_id": wf, "task_id": "b", "attempt": 1, "status": "succeeded",
+              "output": {"checked": True}, "worker": "wire-check",
+              "started_at": now, "finished_at": now}
+    check("task-result", result, "our result")
+    ch.basic_publish(f"{NS}.results", "", json.dumps(result).encode(),
+                     pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                          type="warren.result", message_id=f"{wf}/b/1",
+                                          headers={"warren-protocol": 1}),
+                     mandatory=True)
+
+    # The outcome, RPC style.
+    _, props, body = next_message(replies, "outcome")
+    report = check("workflow-report", body, "outcome")
+    check_props(props, "warren.report", "outcome")
+    if props.correlation_id != "run":
+        problems.append(f"outcome: correlation_id {props.correlation_id!r}, sent 'run'")
+    if report and report.get("status") != "succeeded":
+        problems.append(f"outcome: workflow did not succeed: {report}")
+
+    # A status request, and its answer.
+    status = {"control": "status", "workflow_id": wf}
+    check("control-request", status, "our status request")
+    publish_request(status, "status")
+    _, props, body = next_message(replies, "status reply")
+    check("workflow-report", body, "status reply")
+    check_props(props, "warren.report", "status reply")
+
+    # A rejected request: every problem, each with its documented code.
+    bad = {"id": wf + "-bad", "tasks": [
+        {"id": "x", "type": "echo", "depends_on": ["y"]},
+        {"id": "y", "type": "echo", "depends_on": ["x", "ghost"]},
+    ]}
+    publish_request(bad, "bad")
+    _, props, body = next_message(replies, "rejection")
+    rejected = check("workflow-report", body, "rejection")
+    check_props(props, "warren.report", "rejection")
+    codes = sorted(e.get("code") for e in (rejected or {}).get("errors", []))
+    if codes != ["cycle", "unknown_dependency"]:
+        problems.append(f"rejection: codes {codes}, expected cycle and unknown_dependency")
+    documented = (SCHEMAS.parent / "protocol.md").read_text()
+    for code in codes:
+        if f"`{code}`" not in documented:
+            problems.append(f"rejection: code {code} is not in docs/protocol.md")
+
+    # Copies of the Rust side: task messages a and c, results a, b and c.
+    for i in range(2):
+        _, props, body = next_message(spy["tasks"], "task message copy")
+        t = check("task-message", body, f"task message copy {i}")
+        if t:
+            check_props(props, "warren.task", f"task message {t.get('task_id')}",
+                        f"{wf}/{t.get('task_id')}/1", 3)
+    for i in range(3):
+        _, props, body = next_message(spy["results"], "result copy")
+        r = check("task-result", body, f"result copy {i}")
+        if r:
+            check_props(props, "warren.result", f"result {r.get('task_id')}",
+                        f"{wf}/{r.get('task_id')}/1")
+    # Events: running and succeeded for the workflow, rejected for the bad one.
+    keys = set()
+    for i in range(3):
+        method, props, body = next_message(spy["events"], "event")
+        e = check("workflow-report", body, f"event {method.routing_key}")
+        check_props(props, "warren.report", f"event {method.routing_key}")
+        if e and method.routing_key != f"workflow.{e.get('workflow_id')}.{e.get('status')}":
+            problems.append(f"event: routing key {method.routing_key} does not match its body")
+        keys.add(method.routing_key)
+    want = {f"workflow.{wf}.running", f"workflow.{wf}.succeeded", f"workflow.{wf}-bad.rejected"}
+    if keys != want:
+        problems.append(f"events: got {sorted(keys)}, expected {sorted(want)}")
+
+    ch.queue_delete(own)
+    conn.close()
+    for p in problems:
+        print(p, file=sys.stderr)
+    counts = ", ".join(f"{n} {k}" for k, n in seen.items())
+    print(f"wire_check: {counts} checked; {len(problems)} mismatches")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
