@@ -595,16 +595,8 @@ async fn run_round(addr: &str, o: &Opts, scenarios: &[&str]) -> anyhow::Result<V
             ratio: None,
             target: "",
         },
-        Figure::info(
-            "ceiling: client CPU per 1000 tasks",
-            c.client_cpu_ms,
-            "ms",
-        ),
-        Figure::info(
-            "ceiling: broker CPU per 1000 tasks",
-            c.broker_cpu_ms,
-            "ms",
-        ),
+        Figure::info("ceiling: client CPU per 1000 tasks", c.client_cpu_ms, "ms"),
+        Figure::info("ceiling: broker CPU per 1000 tasks", c.broker_cpu_ms, "ms"),
     ];
     for s in scenarios {
         println!("running {s} ...");
