@@ -13,6 +13,8 @@ task. A crash before the ack makes the broker redeliver the task (at least
 once); the scheduler ignores a second result for the same attempt. It does
 not count redeliveries (see "Poison tasks" in the protocol): a task that
 crashes this worker every time is redelivered until an operator removes it.
+Nor does it listen to {ns}.control: a task of a cancelled workflow runs to
+its end here, and the scheduler ignores its result.
 """
 import datetime
 import json

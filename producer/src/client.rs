@@ -14,7 +14,7 @@
 use futures_lite::StreamExt;
 use lapin::{
     Channel, Connection,
-    options::{BasicConsumeOptions, QueueDeclareOptions},
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
 use serde_json::Value;
@@ -23,12 +23,12 @@ use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use warren_shared::{
     AmqpConfig, Topology, amqp,
     backoff::Backoff,
-    wire::{ControlKind, ControlRequest, WorkflowReport},
+    wire::{ControlKind, ControlRequest, TYPE_PROGRESS, WorkflowProgress, WorkflowReport},
 };
 
 /// How long [`Client::submit`] keeps trying to get a request confirmed.
@@ -59,6 +59,8 @@ pub enum ClientError {
 }
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<WorkflowReport>>>>;
+/// Progress events wanted, by workflow id.
+type Watchers = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<WorkflowProgress>>>>;
 
 /// One connection with its channels and reply queue.
 struct Session {
@@ -75,6 +77,7 @@ pub struct Client {
     topology: Topology,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     waiters: Waiters,
+    watchers: Watchers,
 }
 
 impl std::fmt::Debug for Client {
@@ -95,6 +98,7 @@ impl Client {
             topology: Topology::new(config.namespace.clone()),
             session: tokio::sync::Mutex::new(None),
             waiters: Arc::default(),
+            watchers: Arc::default(),
         };
         client.session().await?;
         Ok(client)
@@ -172,9 +176,19 @@ impl Client {
             .await
             .map_err(warren_shared::Error::amqp("basic.consume"))?;
         let dead = CancellationToken::new();
-        let (routes, on_death) = (self.waiters.clone(), dead.clone());
+        let (routes, watchers, on_death) =
+            (self.waiters.clone(), self.watchers.clone(), dead.clone());
         tokio::spawn(async move {
             while let Some(Ok(d)) = consumer.next().await {
+                if d.properties.kind().as_ref().map(|k| k.as_str()) == Some(TYPE_PROGRESS) {
+                    // Bound by a watching submit: `workflow.{id}.progress`.
+                    if let Ok(p) = serde_json::from_slice::<WorkflowProgress>(&d.data)
+                        && let Some(tx) = watchers.lock().expect("not poisoned").get(&p.workflow_id)
+                    {
+                        let _ = tx.send(p);
+                    }
+                    continue;
+                }
                 let Some(corr) = d.properties.correlation_id().as_ref() else {
                     continue;
                 };
@@ -235,6 +249,20 @@ impl Client {
         amqp::confirmed(confirm, &exchange, "").await
     }
 
+    /// Binds the session's reply queue to the workflow's progress events.
+    async fn watch_on(&self, s: &Session, id: &str) -> Result<(), warren_shared::Error> {
+        s.publish
+            .queue_bind(
+                s.reply_queue.as_str().into(),
+                self.topology.events().as_str().into(),
+                format!("workflow.{id}.progress").as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(warren_shared::Error::amqp("queue.bind"))
+    }
+
     /// Waits out a backoff delay, or fails if it would pass `deadline`.
     async fn pause(
         backoff: &mut Backoff,
@@ -290,7 +318,35 @@ impl Client {
     ) -> Result<WorkflowReport, ClientError> {
         let id = Self::ensure_id(&mut request)?;
         let body = serde_json::to_vec(&request).expect("a Value always serialises");
-        self.ask(&id, &body, timeout).await
+        self.ask(&id, &body, timeout, false).await
+    }
+
+    /// Like [`Client::submit_and_wait`], calling `on_progress` with each of
+    /// the workflow's progress events meanwhile (the scheduler publishes
+    /// one about every second while the workflow runs and changes).
+    pub async fn submit_and_watch(
+        &self,
+        mut request: Value,
+        timeout: Duration,
+        mut on_progress: impl FnMut(&WorkflowProgress),
+    ) -> Result<WorkflowReport, ClientError> {
+        let id = Self::ensure_id(&mut request)?;
+        let body = serde_json::to_vec(&request).expect("a Value always serialises");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.watchers
+            .lock()
+            .expect("not poisoned")
+            .insert(id.clone(), tx);
+        let ask = self.ask(&id, &body, timeout, true);
+        tokio::pin!(ask);
+        let outcome = loop {
+            tokio::select! {
+                r = &mut ask => break r,
+                Some(p) = rx.recv() => on_progress(&p),
+            }
+        };
+        self.watchers.lock().expect("not poisoned").remove(&id);
+        outcome
     }
 
     /// Publishes a request body as it is (nothing is checked here) and
@@ -304,7 +360,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<WorkflowReport, ClientError> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.ask(&id, body, timeout).await
+        self.ask(&id, body, timeout, false).await
     }
 
     /// Asks the scheduler for a workflow's current report.
@@ -314,16 +370,31 @@ impl Client {
             workflow_id: id.to_owned(),
         })
         .expect("wire types always serialise");
-        self.ask(id, &body, timeout).await
+        self.ask(id, &body, timeout, false).await
+    }
+
+    /// Cancels a running workflow and returns its report: status
+    /// `cancelled` when it was running, else what it already was (an
+    /// ended workflow stays as it ended; an unknown id is `not_found`).
+    /// Cancelling twice is harmless.
+    pub async fn cancel(&self, id: &str, timeout: Duration) -> Result<WorkflowReport, ClientError> {
+        let body = serde_json::to_vec(&ControlRequest {
+            control: ControlKind::Cancel,
+            workflow_id: id.to_owned(),
+        })
+        .expect("wire types always serialise");
+        self.ask(id, &body, timeout, false).await
     }
 
     /// Sends `body` with a reply address and waits for the answer, sending
-    /// it again from a new connection if the old one dies meanwhile.
+    /// it again from a new connection if the old one dies meanwhile. With
+    /// `watch`, the reply queue also receives the workflow's progress events.
     async fn ask(
         &self,
         id: &str,
         body: &[u8],
         timeout: Duration,
+        watch: bool,
     ) -> Result<WorkflowReport, ClientError> {
         let started = Instant::now();
         let deadline = started + timeout;
@@ -343,7 +414,13 @@ impl Client {
                 .expect("not poisoned")
                 .insert(corr.clone(), tx);
             let forget = || self.waiters.lock().expect("not poisoned").remove(&corr);
-            if let Err(e) = self.publish_on(&s, body, id, Some(&corr)).await {
+            let sent = async {
+                if watch {
+                    self.watch_on(&s, id).await?;
+                }
+                self.publish_on(&s, body, id, Some(&corr)).await
+            };
+            if let Err(e) = sent.await {
                 forget();
                 self.retire(&s);
                 if matches!(e, warren_shared::Error::Unroutable { .. }) {

@@ -35,7 +35,10 @@ use tokio_util::sync::CancellationToken;
 use warren_shared::{
     Topology, amqp,
     backoff::Backoff,
-    wire::{ControlKind, ControlRequest, TYPE_REPORT, TYPE_TASK, TaskResult, WorkflowReport},
+    wire::{
+        ControlKind, ControlRequest, TYPE_CONTROL, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK,
+        TaskResult, WorkflowReport,
+    },
 };
 
 /// How long deletions of published outbox rows wait for a batch to ride
@@ -81,6 +84,10 @@ enum Request {
         id: String,
         reply: ReplyTo,
     },
+    Cancel {
+        id: String,
+        reply: ReplyTo,
+    },
     Invalid {
         reason: String,
         body: Vec<u8>,
@@ -95,7 +102,7 @@ impl Request {
             Request::Submit {
                 verdict: Err(r), ..
             } => Some(&r.id),
-            Request::Status { id, .. } => Some(id),
+            Request::Status { id, .. } | Request::Cancel { id, .. } => Some(id),
             Request::Invalid { .. } => None,
         }
     }
@@ -321,7 +328,11 @@ impl Scheduler {
 
         let mut batch: Vec<Inbound> = Vec::with_capacity(cfg.max_batch);
         let outcome = loop {
-            let wait_due = engine.next_due_ms().map(|due| {
+            let due = match (engine.next_due_ms(), engine.next_progress_ms()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait_due = due.map(|due| {
                 Duration::from_millis((due - Utc::now().timestamp_millis()).max(0) as u64)
             });
             // Deletions of published outbox rows ride along with the next
@@ -438,6 +449,7 @@ impl Scheduler {
         }
         engine.fire_due(now.timestamp_millis());
         engine.dispatch(now);
+        engine.emit_progress(now);
 
         let (ops, msgs) = engine.take_batch();
         if !ops.is_empty() {
@@ -455,8 +467,10 @@ impl Scheduler {
                     .map_err(warren_shared::Error::amqp("basic.ack"))?;
             }
         }
-        for (seq, _) in &msgs {
-            engine.push_op(Op::OutboxDone(*seq));
+        for (seq, m) in &msgs {
+            if m.kind != OutKind::Progress {
+                engine.push_op(Op::OutboxDone(*seq));
+            }
         }
         Ok(())
     }
@@ -472,6 +486,10 @@ impl Scheduler {
             return match (serde_json::from_slice::<ControlRequest>(&body), reply) {
                 (Ok(c), Some(reply)) => match c.control {
                     ControlKind::Status => Request::Status {
+                        id: c.workflow_id,
+                        reply,
+                    },
+                    ControlKind::Cancel => Request::Cancel {
                         id: c.workflow_id,
                         reply,
                     },
@@ -560,6 +578,23 @@ impl Scheduler {
                     }
                 }
             }
+            Request::Cancel { id, reply } => match engine.cancel(&id, now) {
+                Some(report) => {
+                    tracing::info!(workflow = %id, "Workflow cancelled");
+                    // Later requests in this batch see it as ended.
+                    let json = serde_json::to_string(&report).ok();
+                    known.insert(
+                        id,
+                        Known {
+                            status: "cancelled".into(),
+                            report: json,
+                        },
+                    );
+                    engine.reply_report(&reply, &report);
+                }
+                // Not running (ended, or unknown): answer with what is known.
+                None => self.apply_request(engine, Request::Status { id, reply }, known, now),
+            },
             Request::Status { id, reply } => {
                 if let Some(report) = engine.report(&id) {
                     engine.reply_report(&reply, &report);
@@ -682,6 +717,8 @@ impl Publisher {
         match m.kind {
             OutKind::Task => p.with_type(TYPE_TASK.into()),
             OutKind::Reply | OutKind::Event => p.with_type(TYPE_REPORT.into()),
+            OutKind::Progress => p.with_type(TYPE_PROGRESS.into()),
+            OutKind::Control => p.with_type(TYPE_CONTROL.into()),
             OutKind::Dead => p,
         }
     }
@@ -729,7 +766,11 @@ impl Publisher {
                 &self.channel,
                 &m.exchange,
                 &m.routing_key,
-                m.kind != OutKind::Event,
+                // Events and notices have no queue unless someone listens.
+                !matches!(
+                    m.kind,
+                    OutKind::Event | OutKind::Progress | OutKind::Control
+                ),
                 &m.body,
                 Self::properties(m),
             )
@@ -749,7 +790,9 @@ impl Publisher {
                         "Reply queue no longer exists; the outcome is still on the events exchange"
                     ),
                     OutKind::Task => returned.push(m.clone()),
-                    OutKind::Event | OutKind::Dead => tracing::error!(
+                    // Not mandatory: never returned.
+                    OutKind::Event | OutKind::Progress | OutKind::Control => {}
+                    OutKind::Dead => tracing::error!(
                         exchange = %m.exchange,
                         "Message returned unroutable; is the dead-letter queue deleted?"
                     ),

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub workflows_duplicate: AtomicU64,
     pub workflows_succeeded: AtomicU64,
     pub workflows_failed: AtomicU64,
+    pub workflows_cancelled: AtomicU64,
     pub tasks_dispatched: AtomicU64,
     pub tasks_retried: AtomicU64,
     /// Attempts failed because no result came within timeout plus grace.
@@ -43,6 +44,10 @@ impl Metrics {
                 Metrics::get(&self.workflows_succeeded),
             ),
             ("workflows_failed", Metrics::get(&self.workflows_failed)),
+            (
+                "workflows_cancelled",
+                Metrics::get(&self.workflows_cancelled),
+            ),
             ("tasks_dispatched", Metrics::get(&self.tasks_dispatched)),
             ("tasks_retried", Metrics::get(&self.tasks_retried)),
             ("leases_expired", Metrics::get(&self.leases_expired)),

@@ -21,14 +21,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::{
     cmp::{Ordering, Reverse},
-    collections::{BTreeMap, BinaryHeap, HashMap},
+    collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
     sync::Arc,
 };
 use warren_shared::{
     Topology,
     wire::{
-        ResultStatus, RetryPolicy, TaskError, TaskMessage, TaskReport, TaskResult, TaskSpec,
-        TaskState, WorkflowReport, WorkflowStatus,
+        ControlNotice, NoticeKind, ResultStatus, RetryPolicy, TaskError, TaskMessage, TaskReport,
+        TaskResult, TaskSpec, TaskState, WorkflowProgress, WorkflowReport, WorkflowStatus,
     },
 };
 
@@ -87,6 +87,8 @@ struct Workflow {
     unfinished: u32,
     /// Set when a task failed for good: the workflow's one-line error.
     failure: Option<String>,
+    /// Set by a cancel request.
+    cancelled: bool,
     replies: Vec<ReplyTo>,
 }
 
@@ -102,6 +104,7 @@ impl Workflow {
                     TaskReport {
                         state: t.state,
                         attempts: t.attempt,
+                        depends_on: spec.depends_on.clone(),
                         output: t.output.clone(),
                         error: t.error.clone(),
                         worker: t.worker.clone(),
@@ -191,7 +194,15 @@ pub struct Engine {
     ops: Vec<Op>,
     outbox: Vec<(u64, Arc<OutMsg>)>,
     metrics: Arc<Metrics>,
+    /// Running workflows whose tasks changed since their last progress
+    /// event.
+    progress_dirty: HashSet<Arc<str>>,
+    /// Progress is announced at most once per interval (ms since epoch).
+    next_progress_ms: i64,
 }
+
+/// How often a running workflow that changed announces its progress.
+pub const PROGRESS_INTERVAL_MS: i64 = 1_000;
 
 /// Backoff before attempt `attempt + 1`: doubling from `backoff_ms`, capped,
 /// with "equal jitter" (half fixed, half random) so that a burst of failures
@@ -227,6 +238,8 @@ impl Engine {
             ops: Vec::new(),
             outbox: Vec::new(),
             metrics,
+            progress_dirty: HashSet::new(),
+            next_progress_ms: 0,
         }
     }
 
@@ -563,6 +576,118 @@ impl Engine {
         Ok(())
     }
 
+    /// Cancels a running workflow: every task not yet final becomes
+    /// `cancelled`, workers are told on `{ns}.control` to stop the ones
+    /// running, and the workflow ends `cancelled` now (a later result is
+    /// ignored). Returns the final report, or `None` when the workflow is
+    /// not running here.
+    pub fn cancel(&mut self, id: &str, now: DateTime<Utc>) -> Option<WorkflowReport> {
+        let wf = self.workflows.get_mut(id)?;
+        let id = wf.id.clone();
+        let mut stopped = 0;
+        for j in 0..wf.tasks.len() {
+            let t = &mut wf.tasks[j];
+            match t.state {
+                TaskState::Running => {
+                    stopped += 1;
+                    t.finished_at = Some(now);
+                    if let Some(q) = self.queues.get_mut(&wf.specs[j].queue) {
+                        q.in_flight = q.in_flight.saturating_sub(1);
+                    }
+                }
+                TaskState::Pending | TaskState::Ready | TaskState::Retrying => {}
+                _ => continue,
+            }
+            t.state = TaskState::Cancelled;
+            t.due_at_ms = None;
+            let row = wf.row(j as u32);
+            self.ops.push(Op::Task(row));
+        }
+        wf.running = 0;
+        wf.unfinished = 0;
+        wf.cancelled = true;
+        // Queued ready items, retries and leases of these tasks find them
+        // no longer ready, retrying or running, and are dropped.
+        if stopped > 0 {
+            let notice = ControlNotice {
+                control: NoticeKind::Cancel,
+                workflow_id: id.to_string(),
+            };
+            self.emit(OutMsg {
+                kind: OutKind::Control,
+                exchange: self.topology.control(),
+                routing_key: String::new(),
+                message_id: None,
+                correlation_id: None,
+                priority: None,
+                headers: Vec::new(),
+                body: to_json(&notice),
+            });
+        }
+        let report = self.workflows[&id].report(WorkflowStatus::Cancelled, Some(now));
+        self.maybe_finish(&id, now);
+        Some(report)
+    }
+
+    /// Publishes a progress event for each running workflow that changed,
+    /// if a progress interval has passed since it started. Not stored:
+    /// a lost one is replaced by the next.
+    pub fn emit_progress(&mut self, now: DateTime<Utc>) {
+        if self.progress_dirty.is_empty() || now.timestamp_millis() < self.next_progress_ms {
+            return;
+        }
+        self.next_progress_ms = now.timestamp_millis() + PROGRESS_INTERVAL_MS;
+        let due: Vec<Arc<str>> = self
+            .progress_dirty
+            .iter()
+            .filter(|id| {
+                self.workflows.get(*id).is_some_and(|w| {
+                    (now - w.created_at).num_milliseconds() >= PROGRESS_INTERVAL_MS
+                })
+            })
+            .cloned()
+            .collect();
+        for id in due {
+            self.progress_dirty.remove(&id);
+            let Some(wf) = self.workflows.get(&id) else {
+                continue;
+            };
+            let mut tasks = BTreeMap::new();
+            for t in &wf.tasks {
+                *tasks.entry(t.state).or_insert(0u32) += 1;
+            }
+            let progress = WorkflowProgress {
+                workflow_id: id.to_string(),
+                name: wf.name.clone(),
+                status: WorkflowStatus::Running,
+                total: wf.tasks.len() as u32,
+                tasks,
+                created_at: Some(wf.created_at),
+            };
+            let seq = self.next_outbox;
+            self.next_outbox += 1;
+            self.outbox.push((
+                seq,
+                Arc::new(OutMsg {
+                    kind: OutKind::Progress,
+                    exchange: self.topology.events(),
+                    routing_key: format!("workflow.{id}.progress"),
+                    message_id: None,
+                    correlation_id: None,
+                    priority: None,
+                    headers: Vec::new(),
+                    body: to_json(&progress),
+                }),
+            ));
+        }
+    }
+
+    /// When the next progress events are due (ms since the epoch), if any
+    /// workflow has changed since its last one.
+    pub fn next_progress_ms(&self) -> Option<i64> {
+        (!self.progress_dirty.is_empty()).then_some(self.next_progress_ms)
+    }
+
     fn make_ready(&mut self, id: &Arc<str>, task: u32) {
         let Some(wf) = self.workflows.get_mut(id) else {
             return;
@@ -602,6 +727,7 @@ impl Engine {
         }
         Metrics::add(&self.metrics.results_committed, 1);
         let id = wf.id.clone();
+        self.progress_dirty.insert(id.clone());
         wf.running -= 1;
         if let Some(q) = self.queues.get_mut(&wf.specs[i].queue) {
             q.in_flight = q.in_flight.saturating_sub(1);
@@ -710,7 +836,10 @@ impl Engine {
             return;
         }
         let wf = self.workflows.remove(id).expect("present above");
-        let status = if wf.failure.is_some() {
+        let status = if wf.cancelled {
+            Metrics::add(&self.metrics.workflows_cancelled, 1);
+            WorkflowStatus::Cancelled
+        } else if wf.failure.is_some() {
             Metrics::add(&self.metrics.workflows_failed, 1);
             WorkflowStatus::Failed
         } else {
@@ -718,6 +847,7 @@ impl Engine {
             WorkflowStatus::Succeeded
         };
         let report = wf.report(status, Some(now));
+        self.progress_dirty.remove(&wf.id);
         let body = to_json(&report);
         tracing::info!(workflow = %wf.id, status = status.as_str(), "Workflow finished");
         self.ops.push(Op::FinishWorkflow {
@@ -866,6 +996,7 @@ impl Engine {
         };
         t.state = TaskState::Running;
         wf.running += 1;
+        self.progress_dirty.insert(id.clone());
         let msg = TaskMessage {
             workflow_id: id.to_string(),
             task_id: spec.id.clone(),
@@ -952,6 +1083,7 @@ fn build(
         running: 0,
         unfinished: n as u32,
         failure: None,
+        cancelled: false,
         replies,
     }
 }
@@ -1053,6 +1185,98 @@ mod tests {
         assert_eq!(report.status, WorkflowStatus::Succeeded);
         assert_eq!(report.tasks["j"].output, Some(json!("done")));
         assert!(!e.is_active("d"));
+    }
+
+    #[test]
+    fn cancel_stops_every_unfinished_task_and_frees_the_window() {
+        let metrics = Arc::new(Metrics::default());
+        let mut e = Engine::new(Topology::new("t"), 2, 1_000, 1, 1, metrics.clone());
+        submit(
+            &mut e,
+            json!({"id": "x", "tasks": [
+                {"id": "a", "type": "echo"},
+                {"id": "b", "type": "echo", "depends_on": ["a"]},
+                {"id": "c", "type": "echo", "depends_on": ["a"]},
+                {"id": "d", "type": "echo", "depends_on": ["b", "c"]}
+            ]}),
+        );
+        let a = dispatched(&mut e);
+        e.on_result(result(&a[0], true, false, json!(1)), Utc::now());
+        let bc = dispatched(&mut e);
+        assert_eq!(bc.len(), 2, "the window of 2 is full");
+
+        let report = e.cancel("x", Utc::now()).expect("running");
+        assert_eq!(report.status, WorkflowStatus::Cancelled);
+        let states: Vec<TaskState> = report.tasks.values().map(|t| t.state).collect();
+        use TaskState::{Cancelled, Succeeded};
+        assert_eq!(states, vec![Succeeded, Cancelled, Cancelled, Cancelled]);
+        let (_, out) = e.take_batch();
+        let notice = out
+            .iter()
+            .find(|(_, m)| m.kind == OutKind::Control)
+            .expect("workers are told");
+        assert_eq!(notice.1.exchange, "t.control");
+        let notice: ControlNotice = serde_json::from_slice(&notice.1.body).unwrap();
+        assert_eq!(notice.workflow_id, "x");
+        assert!(
+            out.iter()
+                .any(|(_, m)| m.kind == OutKind::Event && m.routing_key == "workflow.x.cancelled")
+        );
+        assert!(!e.is_active("x"));
+        assert!(e.cancel("x", Utc::now()).is_none(), "only once");
+
+        // A late result changes nothing; the window is free again.
+        e.on_result(result(&bc[0], true, false, json!(2)), Utc::now());
+        assert_eq!(Metrics::get(&metrics.results_ignored), 1);
+        submit(
+            &mut e,
+            json!({"id": "y", "tasks": [{"id": "p", "type": "echo"}, {"id": "q", "type": "echo"}]}),
+        );
+        assert_eq!(dispatched(&mut e).len(), 2);
+    }
+
+    #[test]
+    fn progress_is_announced_once_per_interval_for_changed_workflows() {
+        let mut e = engine(10);
+        submit(
+            &mut e,
+            json!({"id": "p", "tasks": [
+                {"id": "a", "type": "echo"}, {"id": "b", "type": "echo"},
+                {"id": "c", "type": "echo", "depends_on": ["a", "b"]}
+            ]}),
+        );
+        let ab = dispatched(&mut e);
+        e.on_result(result(&ab[0], true, false, json!(1)), Utc::now());
+        let progress = |e: &mut Engine, at| -> Vec<WorkflowProgress> {
+            e.emit_progress(at);
+            let (_, out) = e.take_batch();
+            out.iter()
+                .filter(|(_, m)| m.kind == OutKind::Progress)
+                .map(|(_, m)| serde_json::from_slice(&m.body).unwrap())
+                .collect()
+        };
+        assert!(
+            progress(&mut e, Utc::now()).is_empty(),
+            "a workflow younger than the interval has none"
+        );
+        let later = Utc::now() + chrono::Duration::milliseconds(2 * PROGRESS_INTERVAL_MS);
+        let p = progress(&mut e, later);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].total, 3);
+        let counts: Vec<(TaskState, u32)> = p[0].tasks.clone().into_iter().collect();
+        assert_eq!(
+            counts,
+            vec![
+                (TaskState::Pending, 1),
+                (TaskState::Running, 1),
+                (TaskState::Succeeded, 1)
+            ]
+        );
+        e.on_result(result(&ab[1], true, false, json!(2)), Utc::now());
+        assert!(progress(&mut e, later).is_empty(), "once per interval");
+        let even_later = later + chrono::Duration::milliseconds(PROGRESS_INTERVAL_MS);
+        assert_eq!(progress(&mut e, even_later).len(), 1);
+        assert!(progress(&mut e, even_later).is_empty(), "nothing changed");
     }
 
     #[test]

@@ -112,6 +112,11 @@ pub enum OutKind {
     Event,
     /// A message dead-lettered to `{ns}.dead`.
     Dead,
+    /// A notice to every worker on `{ns}.control`.
+    Control,
+    /// A progress event on `{ns}.events`: never stored (a lost one is
+    /// replaced by the next), published with the batch.
+    Progress,
 }
 
 impl OutKind {
@@ -121,6 +126,8 @@ impl OutKind {
             OutKind::Reply => "reply",
             OutKind::Event => "event",
             OutKind::Dead => "dead",
+            OutKind::Control => "control",
+            OutKind::Progress => "progress",
         }
     }
     fn parse(s: &str) -> Option<OutKind> {
@@ -129,6 +136,7 @@ impl OutKind {
             "reply" => OutKind::Reply,
             "event" => OutKind::Event,
             "dead" => OutKind::Dead,
+            "control" => OutKind::Control,
             _ => return None,
         })
     }

@@ -70,6 +70,12 @@ impl Topology {
         format!("{}.events", self.namespace)
     }
 
+    /// Fanout exchange of notices to every worker (cancellations); each
+    /// worker binds an exclusive queue of its own.
+    pub fn control(&self) -> String {
+        format!("{}.control", self.namespace)
+    }
+
     /// Fanout exchange and durable queue of messages that cannot be processed.
     pub fn dead(&self) -> String {
         format!("{}.dead", self.namespace)
@@ -86,6 +92,7 @@ impl Topology {
             (self.tasks_exchange(), ExchangeKind::Direct),
             (self.results(), ExchangeKind::Direct),
             (self.events(), ExchangeKind::Topic),
+            (self.control(), ExchangeKind::Fanout),
             (self.dead(), ExchangeKind::Fanout),
         ] {
             ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
@@ -156,6 +163,7 @@ impl Topology {
             self.tasks_exchange(),
             self.results(),
             self.events(),
+            self.control(),
             self.dead(),
         ] {
             ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())

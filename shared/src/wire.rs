@@ -31,6 +31,10 @@ pub const TYPE_TASK: &str = "warren.task";
 pub const TYPE_RESULT: &str = "warren.result";
 /// AMQP `type` property of workflow reports (outcomes, status replies, events).
 pub const TYPE_REPORT: &str = "warren.report";
+/// AMQP `type` property of progress events.
+pub const TYPE_PROGRESS: &str = "warren.progress";
+/// AMQP `type` property of notices to workers on `{ns}.control`.
+pub const TYPE_CONTROL: &str = "warren.control";
 
 /// A workflow request, published by a producer to `{ns}.workflows`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -136,6 +140,24 @@ pub struct ControlRequest {
 pub enum ControlKind {
     /// Reply (to `reply_to`) with the workflow's current report.
     Status,
+    /// Cancel the workflow, then reply with its report.
+    Cancel,
+}
+
+/// A notice the scheduler broadcasts to every worker on `{ns}.control`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlNotice {
+    /// `cancel`: stop running this workflow's tasks, and do not start any.
+    pub control: NoticeKind,
+    pub workflow_id: String,
+}
+
+/// What a [`ControlNotice`] tells workers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NoticeKind {
+    Cancel,
 }
 
 /// A task message, published by the scheduler to `{ns}.tasks` with the
@@ -210,6 +232,8 @@ pub enum WorkflowStatus {
     Failed,
     /// Refused at submission; `errors` says why.
     Rejected,
+    /// Stopped by a cancel request.
+    Cancelled,
     /// Only in a status reply: the scheduler has no workflow with that id.
     NotFound,
 }
@@ -227,13 +251,14 @@ impl WorkflowStatus {
             WorkflowStatus::Succeeded => "succeeded",
             WorkflowStatus::Failed => "failed",
             WorkflowStatus::Rejected => "rejected",
+            WorkflowStatus::Cancelled => "cancelled",
             WorkflowStatus::NotFound => "not_found",
         }
     }
 }
 
 /// A task's state, as reported.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TaskState {
@@ -250,6 +275,9 @@ pub enum TaskState {
     Failed,
     /// Not run because the workflow failed first.
     Skipped,
+    /// Not run, or stopped while running, because the workflow was
+    /// cancelled.
+    Cancelled,
 }
 
 impl TaskState {
@@ -257,7 +285,7 @@ impl TaskState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::Skipped
+            TaskState::Succeeded | TaskState::Failed | TaskState::Skipped | TaskState::Cancelled
         )
     }
 
@@ -271,6 +299,7 @@ impl TaskState {
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Skipped => "skipped",
+            TaskState::Cancelled => "cancelled",
         }
     }
 
@@ -284,6 +313,7 @@ impl TaskState {
             "succeeded" => TaskState::Succeeded,
             "failed" => TaskState::Failed,
             "skipped" => TaskState::Skipped,
+            "cancelled" => TaskState::Cancelled,
             _ => return None,
         })
     }
@@ -307,6 +337,10 @@ pub struct TaskReport {
     pub state: TaskState,
     /// Attempts started so far.
     pub attempts: u32,
+    /// The task's dependencies, as requested (absent when none): enough to
+    /// draw the DAG from a report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,6 +374,23 @@ pub struct WorkflowReport {
     pub created_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A running workflow's counts of tasks by state, published now and then on
+/// `{ns}.events` with routing key `workflow.{id}.progress`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkflowProgress {
+    pub workflow_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Always `running`: a workflow that ends gets its final report instead.
+    pub status: WorkflowStatus,
+    /// Tasks in the workflow.
+    pub total: u32,
+    /// Tasks by state; states with no task are left out.
+    pub tasks: BTreeMap<TaskState, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl WorkflowReport {
@@ -390,6 +441,7 @@ mod tests {
         r.tasks.insert(
             "a".into(),
             TaskReport {
+                depends_on: vec!["z".into()],
                 state: TaskState::Retrying,
                 attempts: 2,
                 output: None,

@@ -2,6 +2,7 @@
 //! against the real RabbitMQ at `AMQP_ADDR` (default the local broker).
 
 mod cli;
+mod control;
 mod dispatch;
 mod faults;
 mod flows;

@@ -113,6 +113,7 @@ def main():
         ("tasks", f"{NS}.tasks", "default"),
         ("results", f"{NS}.results", ""),
         ("events", f"{NS}.events", "workflow.#"),
+        ("control", f"{NS}.control", ""),
     ]:
         q = ch.queue_declare("", exclusive=True).method.queue
         ch.queue_bind(q, exchange, routing_key=key)
@@ -214,21 +215,68 @@ def main():
         if r:
             check_props(props, "warren.result", f"result {r.get('task_id')}",
                         f"{wf}/{r.get('task_id')}/1")
-    # Events: running and succeeded for the workflow, rejected for the bad one.
+    # A workflow held running on this worker: its progress event, then a
+    # cancel, its reply, the notice to workers and the cancelled event.
+    held = wf + "-held"
+    publish_request({"id": held, "tasks": [
+        {"id": "hold", "type": "py.hold", "queue": "wirecheck"},
+        {"id": "next", "type": "echo", "depends_on": ["hold"]},
+    ]}, "held")
+    _, props, body = next_message(own, "task message for hold")
+    check("task-message", body, "task message hold")
     keys = set()
-    for i in range(3):
+
+    def take_event():
+        """Checks the next event; returns the body of a progress event."""
         method, props, body = next_message(spy["events"], "event")
-        e = check("workflow-report", body, f"event {method.routing_key}")
-        check_props(props, "warren.report", f"event {method.routing_key}")
-        if e and method.routing_key != f"workflow.{e.get('workflow_id')}.{e.get('status')}":
-            problems.append(f"event: routing key {method.routing_key} does not match its body")
-        keys.add(method.routing_key)
-    want = {f"workflow.{wf}.running", f"workflow.{wf}.succeeded", f"workflow.{wf}-bad.rejected"}
+        key = method.routing_key
+        if props.type == "warren.progress":
+            p = check("workflow-progress", body, f"event {key}")
+            check_props(props, "warren.progress", f"event {key}")
+            if p and key != f"workflow.{p.get('workflow_id')}.progress":
+                problems.append(f"event: routing key {key} does not match its body")
+            return p or {}
+        e = check("workflow-report", body, f"event {key}")
+        check_props(props, "warren.report", f"event {key}")
+        if e and key != f"workflow.{e.get('workflow_id')}.{e.get('status')}":
+            problems.append(f"event: routing key {key} does not match its body")
+        keys.add(key)
+        return None
+
+    progress = None
+    while progress is None:  # progress comes about a second after dispatch
+        progress = take_event()
+    if progress.get("workflow_id") != held or progress.get("tasks") != {"running": 1, "pending": 1}:
+        problems.append(f"progress: unexpected {progress}")
+    cancel = {"control": "cancel", "workflow_id": held}
+    check("control-request", cancel, "our cancel request")
+    publish_request(cancel, "cancel")
+    _, props, body = next_message(replies, "cancel reply")
+    cancelled = check("workflow-report", body, "cancel reply")
+    check_props(props, "warren.report", "cancel reply")
+    states = {k: v.get("state") for k, v in (cancelled or {}).get("tasks", {}).items()}
+    if (cancelled or {}).get("status") != "cancelled" or states != {"hold": "cancelled", "next": "cancelled"}:
+        problems.append(f"cancel reply: {cancelled}")
+    if (cancelled or {}).get("tasks", {}).get("next", {}).get("depends_on") != ["hold"]:
+        problems.append(f"cancel reply: depends_on missing: {cancelled}")
+    _, props, body = next_message(spy["control"], "control notice")
+    notice = check("control-notice", body, "control notice")
+    check_props(props, "warren.control", "control notice")
+    if notice != {"control": "cancel", "workflow_id": held}:
+        problems.append(f"control notice: {notice}")
+    # The rest of the events: every kind the protocol names, keyed right.
+    want = {f"workflow.{wf}.running", f"workflow.{wf}.succeeded", f"workflow.{wf}-bad.rejected",
+            f"workflow.{held}.running", f"workflow.{held}.cancelled"}
+    while not want <= keys:
+        take_event()
     if keys != want:
         problems.append(f"events: got {sorted(keys)}, expected {sorted(want)}")
 
     ch.queue_delete(own)
     conn.close()
+    for kind, n in seen.items():
+        if n == 0:
+            problems.append(f"docs/schema/{kind}.json: no message of this kind was checked")
     for p in problems:
         print(p, file=sys.stderr)
     counts = ", ".join(f"{n} {k}" for k, n in seen.items())

@@ -6,6 +6,8 @@
 //! - `builtin`: `echo`, `sleep` and `fail`, for demos and tests.
 //! - `runner`: [`Worker`], the consume/execute/publish/ack loop, and
 //!   graceful shutdown.
+//! - `cancel`: cancelled workflows heard on `{ns}.control`; their tasks
+//!   stop.
 //! - `settle`: coalesces a channel's acks into `multiple` acks.
 //!
 //! ```no_run
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod builtin;
+mod cancel;
 pub mod handler;
 pub mod runner;
 mod settle;

@@ -7,6 +7,7 @@
 //! least once, and the scheduler ignores a second result for an attempt.
 
 use crate::{
+    cancel::{self, Cancels},
     handler::{HandlerError, Registry, TaskContext},
     settle::{Settle, Settler},
 };
@@ -85,6 +86,8 @@ pub enum WorkerError {
 pub struct Worker {
     config: WorkerConfig,
     registry: Arc<Registry>,
+    /// Kept across sessions: a cancel heard before a reconnect still holds.
+    cancels: Arc<Cancels>,
 }
 
 /// Which queue of a pool a delivery came from.
@@ -102,6 +105,7 @@ struct Shared {
     /// Coalesces the acks of the tasks channel (suspects, one at a time on
     /// their own channel, are acked directly).
     settler: Settler,
+    cancels: Arc<Cancels>,
     registry: Arc<Registry>,
     publish: Channel,
     topology: Topology,
@@ -123,6 +127,7 @@ impl Worker {
         Worker {
             config,
             registry: Arc::new(registry),
+            cancels: Arc::default(),
         }
     }
 
@@ -226,9 +231,11 @@ impl Worker {
             topology.declare_task_queue(&setup, q).await?;
             topology.declare_suspect_queue(&setup, q).await?;
         }
+        cancel::listen(consume_conn, &topology, self.cancels.clone()).await?;
         let (settler, settled) = Settler::spawn();
         let shared = Arc::new(Shared {
             settler,
+            cancels: self.cancels.clone(),
             registry: self.registry.clone(),
             publish: amqp::confirm_channel(publish_conn).await?,
             topology: topology.clone(),
@@ -482,6 +489,11 @@ async fn run_task(shared: &Shared, queue: &str, source: Source, d: &Delivery) {
             return;
         }
     };
+    let Some(entered) = shared.cancels.enter(&msg.workflow_id) else {
+        tracing::info!(workflow = %msg.workflow_id, task = %msg.task_id, "Task of a cancelled workflow dropped");
+        ack(shared, source, d).await;
+        return;
+    };
     let outcome = match shared.registry.get(&msg.kind) {
         None => Err(HandlerError::fatal(format!(
             "no handler for task type `{}` on worker {} (it handles: {})",
@@ -501,15 +513,26 @@ async fn run_task(shared: &Shared, queue: &str, source: Source, d: &Delivery) {
             // A panic in the handler becomes a failed result, not a dead
             // worker (this already runs in a task of its own).
             let run = std::panic::AssertUnwindSafe(handler(ctx)).catch_unwind();
-            let caught = match msg.timeout_ms {
-                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), run).await {
-                    Ok(c) => c,
-                    // Dropping the handler's future cancels it.
-                    Err(_) => Ok(Err(HandlerError::retryable(format!(
-                        "timed out after {ms} ms"
-                    )))),
-                },
-                None => run.await,
+            let timed = async {
+                match msg.timeout_ms {
+                    Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), run).await {
+                        Ok(c) => c,
+                        // Dropping the handler's future cancels it.
+                        Err(_) => Ok(Err(HandlerError::retryable(format!(
+                            "timed out after {ms} ms"
+                        )))),
+                    },
+                    None => run.await,
+                }
+            };
+            let caught = tokio::select! {
+                c = timed => c,
+                () = entered.token.cancelled() => {
+                    // The workflow has ended: no result is wanted.
+                    tracing::info!(workflow = %msg.workflow_id, task = %msg.task_id, "Task stopped: its workflow was cancelled");
+                    ack(shared, source, d).await;
+                    return;
+                }
             };
             caught.unwrap_or_else(|panic| {
                 let what = panic
