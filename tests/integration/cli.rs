@@ -79,6 +79,172 @@ fn warren(ns: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Starts a binary on `ns` with its store and log (`{bin}.log`) in `dir`.
+fn start(bin: &str, addr: &str, ns: &str, dir: &Path) -> Proc {
+    let log = std::fs::File::create(dir.join(format!("{bin}.log"))).unwrap();
+    Proc(
+        Command::new(&binaries()[bin])
+            .env("AMQP_ADDR", addr)
+            .env("WARREN_NAMESPACE", ns)
+            .env("WARREN_STORE", dir.join("w.db"))
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Deletes what a test's binaries declared on `ns`.
+fn delete_namespace(ns: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = warren_shared::amqp::connect(&amqp_addr(), "cleanup")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        Topology::new(ns.to_owned())
+            .delete(&ch, &["default".to_owned()])
+            .await
+            .unwrap();
+        warren_shared::amqp::close(&conn, "done").await;
+    });
+}
+
+#[test]
+fn operator_commands_yaml_progress_status_cancel_graph() {
+    let ns = format!("wt-ops-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut scheduler = start("warren-scheduler", &amqp_addr(), &ns, dir.path());
+    let mut worker = start("warren-worker", &amqp_addr(), &ns, dir.path());
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+
+    // YAML, watched: progress lines on stderr (not a terminal here).
+    let steps = file(
+        "steps.yaml",
+        "id: steps\ntasks:\n  - {id: a, type: sleep, input: {ms: 700}}\n  - {id: b, type: sleep, depends_on: [a], input: {ms: 700}}\n  - {id: c, type: sleep, depends_on: [b], input: {ms: 700}}\n",
+    );
+    let (code, out, err) = warren(&ns, &["submit", "--wait", &steps]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["status"], "succeeded");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with('[') && l.contains("/3 done, ")),
+        "a progress line: {err}"
+    );
+
+    let (code, out, _) = warren(&ns, &["status", "steps"]);
+    assert_eq!(code, 0);
+    let header = out.lines().nth(1).unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["TASK", "STATE", "ATTEMPTS", "DURATION", "WORKER"]
+    );
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("a "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..3], ["a", "succeeded", "1"]);
+    assert!(
+        row[3].ends_with("ms") && row[3].trim_end_matches("ms").parse::<u32>().unwrap() >= 700,
+        "{row:?}"
+    );
+
+    // Errors a user meets: where the file is wrong, every rejection on its
+    // own line, an unreachable broker named without its password.
+    let broken = file("broken.yaml", "tasks:\n  - {id: a, type: echo\n");
+    let (code, _, err) = warren(&ns, &["submit", &broken]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("is not valid YAML") && err.contains("line 2"),
+        "{err}"
+    );
+    let bad = file(
+        "bad.json",
+        r#"{"tasks": [{"id": "a", "type": "echo", "depends_on": ["a", "nope"]}]}"#,
+    );
+    let (code, _, err) = warren(&ns, &["submit", "--wait", &bad]);
+    assert_eq!(code, 1);
+    assert!(
+        err.lines()
+            .any(|l| l.trim_start().starts_with("self_dependency: ")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.trim_start().starts_with("unknown_dependency: ")),
+        "{err}"
+    );
+    let out = Command::new(&binaries()["warren"])
+        .args(["status", "x"])
+        .env("AMQP_ADDR", "amqp://guest:hunter2@127.0.0.1:1/%2f")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1") && !err.contains("hunter2"),
+        "{err}"
+    );
+
+    // Cancel a running workflow; then draw it.
+    let long = file(
+        "long.json",
+        r#"{"id": "long", "tasks": [{"id": "first", "type": "echo"},
+            {"id": "slow", "type": "sleep", "depends_on": ["first"], "input": {"ms": 60000}},
+            {"id": "last", "type": "echo", "depends_on": ["slow"]}]}"#,
+    );
+    let (code, _, err) = warren(&ns, &["submit", &long]);
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + DEADLINE;
+    while !warren(&ns, &["status", "long"])
+        .1
+        .lines()
+        .any(|l| l.starts_with("slow ") && l.contains(" running "))
+    {
+        assert!(Instant::now() < deadline, "slow never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, out, err) = warren(&ns, &["cancel", "long"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("workflow long: cancelled\n"), "{out}");
+    let (code, _, err) = warren(&ns, &["cancel", "steps"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("had already ended (succeeded)"), "{err}");
+
+    let (code, out, _) = warren(&ns, &["graph", "--format", "mermaid", "long"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("flowchart LR\n"), "{out}");
+    assert!(
+        out.contains("[\"first<br/>succeeded\"]:::succeeded"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[\"slow<br/>cancelled\"]:::cancelled"),
+        "{out}"
+    );
+    assert_eq!(out.matches(" --> ").count(), 2, "{out}");
+    let (code, out, _) = warren(&ns, &["graph", &steps]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("digraph \"steps\" {"), "{out}");
+    assert!(
+        out.contains("\"a\" -> \"b\";") && out.contains("\"b\" -> \"c\";"),
+        "{out}"
+    );
+    assert!(out.contains("label=\"c\\npending\""), "{out}");
+
+    assert!(terminate(&mut worker).success());
+    assert!(terminate(&mut scheduler).success());
+    delete_namespace(&ns);
+}
+
 fn terminate(p: &mut Proc) -> std::process::ExitStatus {
     let pid = p.0.id().to_string();
     assert!(
@@ -110,22 +276,8 @@ fn binaries_submit_wait_status_and_stop_on_sigterm() {
         addr
     };
     let log_path = |bin: &str| dir.path().join(format!("{bin}.log"));
-    let spawn = |bin: &str| {
-        let log = std::fs::File::create(log_path(bin)).unwrap();
-        Proc(
-            Command::new(&binaries()[bin])
-                .env("AMQP_ADDR", &addr)
-                .env("WARREN_NAMESPACE", &ns)
-                .env("WARREN_STORE", dir.path().join("w.db"))
-                .env("RUST_LOG", "debug")
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let mut scheduler = spawn("warren-scheduler");
-    let mut worker = spawn("warren-worker");
+    let mut scheduler = start("warren-scheduler", &addr, &ns, dir.path());
+    let mut worker = start("warren-worker", &addr, &ns, dir.path());
 
     let (code, out, err) = warren(&ns, &["submit", "order.json"]);
     assert_eq!(code, 0, "{err}");
@@ -192,15 +344,5 @@ fn binaries_submit_wait_status_and_stop_on_sigterm() {
         );
     }
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let conn = warren_shared::amqp::connect(&amqp_addr(), "cleanup")
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        Topology::new(ns.clone())
-            .delete(&ch, &["default".to_owned()])
-            .await
-            .unwrap();
-    });
+    delete_namespace(&ns);
 }
