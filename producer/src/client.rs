@@ -12,11 +12,7 @@
 //! answers it with the same outcome.
 
 use futures_lite::StreamExt;
-use lapin::{
-    Channel, Connection,
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::{Channel, Connection, options::QueueBindOptions, types::FieldTable};
 use serde_json::Value;
 use std::{
     collections::HashMap,
@@ -146,35 +142,7 @@ impl Client {
             .map_err(warren_shared::Error::amqp("channel.open"))?;
         self.topology.declare(&setup).await?;
         let publish = amqp::confirm_channel(conn).await?;
-        let replies = conn
-            .create_channel()
-            .await
-            .map_err(warren_shared::Error::amqp("channel.open"))?;
-        let queue = replies
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(warren_shared::Error::amqp("queue.declare"))?;
-        let reply_queue = queue.name().as_str().to_owned();
-        let mut consumer = replies
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(warren_shared::Error::amqp("basic.consume"))?;
+        let (_replies, reply_queue, mut consumer) = amqp::private_queue(conn, &[]).await?;
         let dead = CancellationToken::new();
         let (routes, watchers, on_death) =
             (self.waiters.clone(), self.watchers.clone(), dead.clone());

@@ -8,9 +8,13 @@ use crate::{
     },
 };
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
+    PublisherConfirm,
     message::Delivery,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    options::{
+        BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
     tcp::OwnedTLSConfig,
     types::{AMQPValue, FieldTable, LongString},
 };
@@ -164,6 +168,55 @@ pub async fn confirm_channel(conn: &Connection) -> Result<Channel, Error> {
         .await
         .map_err(Error::amqp("confirm.select"))?;
     Ok(ch)
+}
+
+/// A private queue: server-named, exclusive to `conn` (it goes with the
+/// connection), bound to each `(exchange, routing key)` of `bindings`, and
+/// consumed without acks on a channel of its own. For replies, events and
+/// notices, where a message lost with the connection is asked for again or
+/// replaced.
+pub async fn private_queue(
+    conn: &Connection,
+    bindings: &[(&str, &str)],
+) -> Result<(Channel, String, Consumer), Error> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(Error::amqp("channel.open"))?;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = ch
+        .queue_declare("".into(), exclusive, FieldTable::default())
+        .await
+        .map_err(Error::amqp("queue.declare"))?;
+    for (exchange, key) in bindings {
+        ch.queue_bind(
+            queue.name().clone(),
+            (*exchange).into(),
+            (*key).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp("queue.bind"))?;
+    }
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let consumer = ch
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp("basic.consume"))?;
+    Ok((ch, queue.name().as_str().to_owned(), consumer))
 }
 
 /// Properties every Warren message carries: JSON, persistent, versioned.

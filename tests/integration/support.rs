@@ -373,35 +373,11 @@ pub struct Events {
 
 impl Events {
     pub async fn bind(amqp: &AmqpConfig, pattern: &str) -> Events {
-        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
         let conn = warren_shared::amqp::connect(&amqp.addr, "test observer")
             .await
             .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        let q = ch
-            .queue_declare("".into(), exclusive, Default::default())
-            .await
-            .unwrap();
         let events = Topology::new(amqp.namespace.clone()).events();
-        ch.queue_bind(
-            q.name().clone(),
-            events.as_str().into(),
-            pattern.into(),
-            QueueBindOptions::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let consumer = ch
-            .basic_consume(q.name().clone(), "".into(), no_ack, Default::default())
+        let (_, _, consumer) = warren_shared::amqp::private_queue(&conn, &[(&events, pattern)])
             .await
             .unwrap();
         Events { conn, consumer }

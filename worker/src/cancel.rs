@@ -6,11 +6,7 @@
 //! and ignores late results, so neither publishes a result.
 
 use futures_lite::StreamExt;
-use lapin::{
-    Connection,
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::Connection;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -103,43 +99,8 @@ pub(crate) async fn listen(
     topology: &Topology,
     cancels: Arc<Cancels>,
 ) -> Result<(), warren_shared::Error> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(warren_shared::Error::amqp("channel.open"))?;
-    let queue = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(warren_shared::Error::amqp("queue.declare"))?;
-    ch.queue_bind(
-        queue.name().clone(),
-        topology.control().as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .map_err(warren_shared::Error::amqp("queue.bind"))?;
-    let mut notices = ch
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(warren_shared::Error::amqp("basic.consume"))?;
+    let control = topology.control();
+    let (_, _, mut notices) = warren_shared::amqp::private_queue(conn, &[(&control, "")]).await?;
     tokio::spawn(async move {
         while let Some(Ok(d)) = notices.next().await {
             match serde_json::from_slice::<ControlNotice>(&d.data) {
