@@ -28,15 +28,30 @@ impl BrokerArgs {
 }
 
 /// Logs to stderr at `RUST_LOG`, or at `default` (e.g. `"info"`) when it is
-/// unset or invalid.
+/// unset or invalid. `WARREN_LOG_FORMAT=json` writes one JSON object per
+/// line (timestamp, level, target, message and every field, such as
+/// `workflow` and `task`) for log shippers; anything else, or nothing,
+/// writes text. An unknown format is reported, not ignored.
 pub fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default.into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person: none in log files and pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let format = std::env::var("WARREN_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.as_str() {
+        "json" => builder.json().flatten_event(true).init(),
+        other => {
+            // Colours only for a person: none in log files and pipes.
+            builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            if !matches!(other, "" | "text") {
+                tracing::warn!(
+                    format = other,
+                    "WARREN_LOG_FORMAT must be `text` or `json`; logging text"
+                );
+            }
+        }
+    }
 }

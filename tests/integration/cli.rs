@@ -79,11 +79,13 @@ fn warren(ns: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Starts a binary on `ns` with its store and log (`{bin}.log`) in `dir`.
-fn start(bin: &str, addr: &str, ns: &str, dir: &Path) -> Proc {
+/// Starts a binary on `ns` with its store and log (`{bin}.log`) in `dir`,
+/// logging text or (`json`) JSON lines.
+fn start(bin: &str, addr: &str, ns: &str, dir: &Path, json: bool) -> Proc {
     let log = std::fs::File::create(dir.join(format!("{bin}.log"))).unwrap();
     Proc(
         Command::new(&binaries()[bin])
+            .env("WARREN_LOG_FORMAT", if json { "json" } else { "text" })
             .env("AMQP_ADDR", addr)
             .env("WARREN_NAMESPACE", ns)
             .env("WARREN_STORE", dir.join("w.db"))
@@ -115,8 +117,8 @@ fn delete_namespace(ns: &str) {
 fn operator_commands_yaml_progress_status_cancel_graph() {
     let ns = format!("wt-ops-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let dir = tempfile::tempdir().unwrap();
-    let mut scheduler = start("warren-scheduler", &amqp_addr(), &ns, dir.path());
-    let mut worker = start("warren-worker", &amqp_addr(), &ns, dir.path());
+    let mut scheduler = start("warren-scheduler", &amqp_addr(), &ns, dir.path(), false);
+    let mut worker = start("warren-worker", &amqp_addr(), &ns, dir.path(), true);
     let file = |name: &str, text: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -242,6 +244,23 @@ fn operator_commands_yaml_progress_status_cancel_graph() {
 
     assert!(terminate(&mut worker).success());
     assert!(terminate(&mut scheduler).success());
+    // The worker logged JSON lines, with the ids as fields.
+    let logs = std::fs::read_to_string(dir.path().join("warren-worker.log")).unwrap();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["workflow"] == "long" && l["task"] == "slow" && l["message"].is_string()),
+        "{logs}"
+    );
     delete_namespace(&ns);
 }
 
@@ -276,8 +295,8 @@ fn binaries_submit_wait_status_and_stop_on_sigterm() {
         addr
     };
     let log_path = |bin: &str| dir.path().join(format!("{bin}.log"));
-    let mut scheduler = start("warren-scheduler", &addr, &ns, dir.path());
-    let mut worker = start("warren-worker", &addr, &ns, dir.path());
+    let mut scheduler = start("warren-scheduler", &addr, &ns, dir.path(), false);
+    let mut worker = start("warren-worker", &addr, &ns, dir.path(), false);
 
     let (code, out, err) = warren(&ns, &["submit", "order.json"]);
     assert_eq!(code, 0, "{err}");
