@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use warren_shared::{
     AmqpConfig, Topology, amqp,
     backoff::Backoff,
-    wire::{ControlKind, ControlRequest, TYPE_PROGRESS, WorkflowProgress, WorkflowReport},
+    wire::{
+        ControlKind, ControlRequest, TYPE_PROGRESS, WorkersReport, WorkflowProgress, WorkflowReport,
+    },
 };
 
 /// How long [`Client::submit`] keeps trying to get a request confirmed.
@@ -38,6 +40,8 @@ pub enum ClientError {
     Broker(#[from] warren_shared::Error),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("the scheduler's reply does not decode: {0}")]
+    InvalidReply(String),
     #[error(
         "no answer for workflow {workflow} within {after:?}; is a scheduler running on namespace `{namespace}`?"
     )]
@@ -54,7 +58,8 @@ pub enum ClientError {
     },
 }
 
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<WorkflowReport>>>>;
+/// Reply bodies awaited, by correlation id.
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 /// Progress events wanted, by workflow id.
 type Watchers = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<WorkflowProgress>>>>;
 
@@ -163,12 +168,7 @@ impl Client {
                 let Some(tx) = routes.lock().expect("not poisoned").remove(corr.as_str()) else {
                     continue; // a reply nobody waits for any more
                 };
-                match serde_json::from_slice::<WorkflowReport>(&d.data) {
-                    Ok(report) => {
-                        let _ = tx.send(report);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "Undecodable reply ignored"),
-                }
+                let _ = tx.send(d.data);
             }
             on_death.cancel();
         });
@@ -354,16 +354,27 @@ impl Client {
         self.ask(id, &body, timeout, false).await
     }
 
+    /// The scheduler's worker registry: every worker heard from in
+    /// heartbeats, with its state (`running`, `stopping` or `lost`).
+    pub async fn workers(&self, timeout: Duration) -> Result<WorkersReport, ClientError> {
+        let body = serde_json::to_vec(&ControlRequest {
+            control: ControlKind::Workers,
+            workflow_id: String::new(),
+        })
+        .expect("wire types always serialise");
+        self.ask("workers", &body, timeout, false).await
+    }
+
     /// Sends `body` with a reply address and waits for the answer, sending
     /// it again from a new connection if the old one dies meanwhile. With
     /// `watch`, the reply queue also receives the workflow's progress events.
-    async fn ask(
+    async fn ask<T: serde::de::DeserializeOwned>(
         &self,
         id: &str,
         body: &[u8],
         timeout: Duration,
         watch: bool,
-    ) -> Result<WorkflowReport, ClientError> {
+    ) -> Result<T, ClientError> {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut backoff = Backoff::reconnect();
@@ -399,8 +410,9 @@ impl Client {
             }
             tokio::select! {
                 reply = rx => {
-                    if let Ok(report) = reply {
-                        return Ok(report);
+                    if let Ok(body) = reply {
+                        return serde_json::from_slice(&body)
+                            .map_err(|e| ClientError::InvalidReply(e.to_string()));
                     }
                     // The sender was dropped without an answer: ask again.
                 }

@@ -18,7 +18,9 @@ use warren_scheduler::{Scheduler, SchedulerConfig};
 use warren_shared::cli::BrokerArgs;
 use warren_shared::{
     AmqpConfig, Topology,
-    wire::{TaskReport, TaskState, WorkflowProgress, WorkflowReport, WorkflowStatus},
+    wire::{
+        TaskReport, TaskState, WorkersReport, WorkflowProgress, WorkflowReport, WorkflowStatus,
+    },
 };
 use warren_worker::{Registry, Worker, WorkerConfig};
 
@@ -73,6 +75,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
         /// Seconds to wait for the scheduler's answer (for an id).
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// List the workers the scheduler hears from: id, state (running,
+    /// stopping, lost), host, queues, concurrency, tasks in flight,
+    /// version, last heartbeat.
+    Workers {
+        /// Print the registry as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the scheduler's answer.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
@@ -224,7 +237,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", graph(&report, format));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Workers { json, timeout } => {
+            let client = Client::connect(&amqp).await?;
+            let report = client.workers(Duration::from_secs(timeout)).await?;
+            client.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_workers(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dev { file, timeout } => dev(amqp, file, Duration::from_secs(timeout)).await,
+    }
+}
+
+fn print_workers(report: &WorkersReport) {
+    if report.workers.is_empty() {
+        println!("no workers heard from");
+        return;
+    }
+    let rows: Vec<[String; 8]> = report
+        .workers
+        .iter()
+        .map(|w| {
+            let h = &w.heartbeat;
+            let ago = (chrono::Utc::now() - w.last_seen).num_milliseconds().max(0);
+            [
+                h.worker_id.clone(),
+                h.state.as_str().to_owned(),
+                h.host.clone(),
+                h.queues.join(","),
+                h.concurrency.to_string(),
+                h.in_flight.to_string(),
+                h.version.clone(),
+                format!("{:.1}s ago", ago as f64 / 1e3),
+            ]
+        })
+        .collect();
+    let header = [
+        "WORKER",
+        "STATE",
+        "HOST",
+        "QUEUES",
+        "CONCURRENCY",
+        "IN FLIGHT",
+        "VERSION",
+        "LAST SEEN",
+    ];
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
     }
 }
 

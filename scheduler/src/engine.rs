@@ -12,6 +12,7 @@
 use crate::{
     config::SchedulerConfig,
     metrics::Metrics,
+    registry::{self, SharedRegistry},
     state::{Engine, ReplyTo},
     store::{Known, Op, OutKind, OutMsg, Store, StoreError},
     validate::{self, Rejected},
@@ -37,7 +38,7 @@ use warren_shared::{
     backoff::Backoff,
     wire::{
         ControlKind, ControlRequest, TYPE_CONTROL, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK,
-        TaskResult, WorkflowReport,
+        TYPE_WORKERS, TaskResult, WorkflowReport,
     },
 };
 
@@ -62,6 +63,7 @@ pub enum SchedulerError {
 pub struct Scheduler {
     config: SchedulerConfig,
     metrics: Arc<Metrics>,
+    workers: SharedRegistry,
 }
 
 // Deliveries are the common case; boxing them to shrink the rare `Ended`
@@ -88,6 +90,9 @@ enum Request {
         id: String,
         reply: ReplyTo,
     },
+    Workers {
+        reply: ReplyTo,
+    },
     Invalid {
         reason: String,
         body: Vec<u8>,
@@ -103,7 +108,7 @@ impl Request {
                 verdict: Err(r), ..
             } => Some(&r.id),
             Request::Status { id, .. } | Request::Cancel { id, .. } => Some(id),
-            Request::Invalid { .. } => None,
+            Request::Invalid { .. } | Request::Workers { .. } => None,
         }
     }
 }
@@ -151,12 +156,18 @@ impl Scheduler {
         Scheduler {
             config,
             metrics: Arc::new(Metrics::default()),
+            workers: SharedRegistry::default(),
         }
     }
 
     /// The scheduler's counters; live while it runs.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The workers heard from in heartbeats.
+    pub fn workers(&self) -> SharedRegistry {
+        self.workers.clone()
     }
 
     /// Runs until `shutdown` is cancelled (returns `Ok`) or a fault that
@@ -269,6 +280,7 @@ impl Scheduler {
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
         topology.declare(&setup).await?;
+        registry::listen(consume_conn, &topology, self.workers.clone()).await?;
         let mut publisher = Publisher {
             channel: amqp::confirm_channel(publish_conn).await?,
             setup,
@@ -493,6 +505,7 @@ impl Scheduler {
                         id: c.workflow_id,
                         reply,
                     },
+                    ControlKind::Workers => Request::Workers { reply },
                 },
                 (Ok(_), None) => Request::Invalid {
                     reason: "control request without reply_to: there is nowhere to answer".into(),
@@ -595,6 +608,10 @@ impl Scheduler {
                 // Not running (ended, or unknown): answer with what is known.
                 None => self.apply_request(engine, Request::Status { id, reply }, known, now),
             },
+            Request::Workers { reply } => {
+                let report = self.workers.lock().expect("not poisoned").report(now);
+                engine.reply_workers(&reply, &report);
+            }
             Request::Status { id, reply } => {
                 if let Some(report) = engine.report(&id) {
                     engine.reply_report(&reply, &report);
@@ -717,6 +734,7 @@ impl Publisher {
         match m.kind {
             OutKind::Task => p.with_type(TYPE_TASK.into()),
             OutKind::Reply | OutKind::Event => p.with_type(TYPE_REPORT.into()),
+            OutKind::WorkersReply => p.with_type(TYPE_WORKERS.into()),
             OutKind::Progress => p.with_type(TYPE_PROGRESS.into()),
             OutKind::Control => p.with_type(TYPE_CONTROL.into()),
             OutKind::Dead => p,
@@ -785,7 +803,7 @@ impl Publisher {
             {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {}
                 Confirmation::Ack(Some(_)) => match m.kind {
-                    OutKind::Reply => tracing::warn!(
+                    OutKind::Reply | OutKind::WorkersReply => tracing::warn!(
                         reply_to = %m.routing_key,
                         "Reply queue no longer exists; the outcome is still on the events exchange"
                     ),

@@ -10,10 +10,12 @@
 //! - `store`: the SQLite store on its own thread, with the outbox.
 //! - `engine`: the loop that batches deliveries, commits, publishes, acks.
 //! - `metrics`: counters.
+//! - `registry`: the workers heard from in heartbeats.
 
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod registry;
 pub mod state;
 pub mod store;
 pub mod template;
@@ -22,3 +24,4 @@ pub mod validate;
 pub use config::SchedulerConfig;
 pub use engine::{Scheduler, SchedulerError};
 pub use metrics::Metrics;
+pub use registry::{SharedRegistry, WorkerRegistry};

@@ -28,7 +28,8 @@ use warren_shared::{
     Topology,
     wire::{
         ControlNotice, NoticeKind, ResultStatus, RetryPolicy, TaskError, TaskMessage, TaskReport,
-        TaskResult, TaskSpec, TaskState, WorkflowProgress, WorkflowReport, WorkflowStatus,
+        TaskResult, TaskSpec, TaskState, WorkersReport, WorkflowProgress, WorkflowReport,
+        WorkflowStatus,
     },
 };
 
@@ -275,6 +276,20 @@ impl Engine {
         let msg = Arc::new(msg);
         self.ops.push(Op::Outbox(seq, msg.clone()));
         self.outbox.push((seq, msg));
+    }
+
+    /// Answers a `workers` control request with the registry's report.
+    pub fn reply_workers(&mut self, to: &ReplyTo, report: &WorkersReport) {
+        self.emit(OutMsg {
+            kind: OutKind::WorkersReply,
+            exchange: String::new(),
+            routing_key: to.queue.clone(),
+            message_id: None,
+            correlation_id: to.correlation_id.clone(),
+            priority: None,
+            headers: Vec::new(),
+            body: to_json(report),
+        });
     }
 
     fn emit_reply(&mut self, to: &ReplyTo, body: Vec<u8>) {

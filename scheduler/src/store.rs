@@ -108,6 +108,8 @@ pub enum OutKind {
     Task,
     /// A report to a producer's `reply_to` queue.
     Reply,
+    /// The worker registry, to a producer's `reply_to` queue.
+    WorkersReply,
     /// A state change on `{ns}.events`.
     Event,
     /// A message dead-lettered to `{ns}.dead`.
@@ -124,6 +126,7 @@ impl OutKind {
         match self {
             OutKind::Task => "task",
             OutKind::Reply => "reply",
+            OutKind::WorkersReply => "workers_reply",
             OutKind::Event => "event",
             OutKind::Dead => "dead",
             OutKind::Control => "control",
@@ -134,6 +137,7 @@ impl OutKind {
         Some(match s {
             "task" => OutKind::Task,
             "reply" => OutKind::Reply,
+            "workers_reply" => OutKind::WorkersReply,
             "event" => OutKind::Event,
             "dead" => OutKind::Dead,
             "control" => OutKind::Control,

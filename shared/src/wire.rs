@@ -35,6 +35,10 @@ pub const TYPE_REPORT: &str = "warren.report";
 pub const TYPE_PROGRESS: &str = "warren.progress";
 /// AMQP `type` property of notices to workers on `{ns}.control`.
 pub const TYPE_CONTROL: &str = "warren.control";
+/// AMQP `type` property of worker heartbeats.
+pub const TYPE_HEARTBEAT: &str = "warren.heartbeat";
+/// AMQP `type` property of the answer to a `workers` control request.
+pub const TYPE_WORKERS: &str = "warren.workers";
 
 /// A workflow request, published by a producer to `{ns}.workflows`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -131,7 +135,75 @@ impl Default for RetryPolicy {
 #[serde(deny_unknown_fields)]
 pub struct ControlRequest {
     pub control: ControlKind,
+    /// Required by `status` and `cancel`.
+    #[serde(default)]
     pub workflow_id: String,
+}
+
+/// What a worker announces about itself, every `interval_ms`, on
+/// `{ns}.events` with routing key `worker.{worker_id}.heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerHeartbeat {
+    pub worker_id: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub pid: u32,
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+    /// Tasks running at the moment.
+    pub in_flight: u32,
+    /// The worker's software and version, e.g. `warren-worker 0.1.0`.
+    #[serde(default)]
+    pub version: String,
+    /// Milliseconds until the next heartbeat; the scheduler marks the
+    /// worker lost after three intervals without one.
+    pub interval_ms: u64,
+    /// `running`, or `stopping` in the last heartbeat of a worker that shuts
+    /// down.
+    pub state: WorkerState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// A worker's state, as announced or as the scheduler sees it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkerState {
+    Running,
+    /// Announced: shutting down (its last heartbeat).
+    Stopping,
+    /// Seen by the scheduler: no heartbeat for three intervals.
+    Lost,
+}
+
+impl WorkerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Running => "running",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Lost => "lost",
+        }
+    }
+}
+
+/// The scheduler's worker registry: the answer to a `workers` control
+/// request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkersReport {
+    pub workers: Vec<WorkerEntry>,
+}
+
+/// One worker in a [`WorkersReport`]: its last heartbeat, and its state as
+/// the scheduler sees it now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerEntry {
+    #[serde(flatten)]
+    pub heartbeat: WorkerHeartbeat,
+    /// When the scheduler received the last heartbeat.
+    pub last_seen: DateTime<Utc>,
 }
 
 /// What a control request asks for.
@@ -142,6 +214,9 @@ pub enum ControlKind {
     Status,
     /// Cancel the workflow, then reply with its report.
     Cancel,
+    /// Reply with the worker registry ([`WorkersReport`]); `workflow_id`
+    /// is not needed.
+    Workers,
 }
 
 /// A notice the scheduler broadcasts to every worker on `{ns}.control`.

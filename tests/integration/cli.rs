@@ -79,13 +79,17 @@ fn warren(ns: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Starts a binary on `ns` with its store and log (`{bin}.log`) in `dir`,
-/// logging text or (`json`) JSON lines.
-fn start(bin: &str, addr: &str, ns: &str, dir: &Path, json: bool) -> Proc {
-    let log = std::fs::File::create(dir.join(format!("{bin}.log"))).unwrap();
+/// Starts a binary on `ns` with its store and log (`{bin}.log`, or
+/// `{WARREN_WORKER_ID}.log`) in `dir`, with `env` added.
+fn start(bin: &str, addr: &str, ns: &str, dir: &Path, env: &[(&str, &str)]) -> Proc {
+    let name = env
+        .iter()
+        .find(|(k, _)| *k == "WARREN_WORKER_ID")
+        .map_or(bin, |(_, v)| v);
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     Proc(
         Command::new(&binaries()[bin])
-            .env("WARREN_LOG_FORMAT", if json { "json" } else { "text" })
+            .envs(env.iter().copied())
             .env("AMQP_ADDR", addr)
             .env("WARREN_NAMESPACE", ns)
             .env("WARREN_STORE", dir.join("w.db"))
@@ -114,11 +118,17 @@ fn delete_namespace(ns: &str) {
 }
 
 #[test]
-fn operator_commands_yaml_progress_status_cancel_graph() {
+fn operator_commands_yaml_progress_status_cancel_graph_workers() {
     let ns = format!("wt-ops-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let dir = tempfile::tempdir().unwrap();
-    let mut scheduler = start("warren-scheduler", &amqp_addr(), &ns, dir.path(), false);
-    let mut worker = start("warren-worker", &amqp_addr(), &ns, dir.path(), true);
+    let mut scheduler = start("warren-scheduler", &amqp_addr(), &ns, dir.path(), &[]);
+    let worker_env = [
+        ("WARREN_LOG_FORMAT", "json"),
+        ("WARREN_WORKER_ID", "steady"),
+        ("WARREN_CONCURRENCY", "3"),
+        ("WARREN_HEARTBEAT_MS", "200"),
+    ];
+    let mut worker = start("warren-worker", &amqp_addr(), &ns, dir.path(), &worker_env);
     let file = |name: &str, text: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -242,10 +252,66 @@ fn operator_commands_yaml_progress_status_cancel_graph() {
     );
     assert!(out.contains("label=\"c\\npending\""), "{out}");
 
+    // The worker registry: a worker killed outright is lost after three
+    // missed heartbeats; one stopped with SIGTERM says it is stopping.
+    let mut doomed = start(
+        "warren-worker",
+        &amqp_addr(),
+        &ns,
+        dir.path(),
+        &[
+            ("WARREN_WORKER_ID", "doomed"),
+            ("WARREN_HEARTBEAT_MS", "200"),
+        ],
+    );
+    let state_of = |id: &str| -> Option<String> {
+        let (_, out, _) = warren(&ns, &["workers"]);
+        out.lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+    };
+    let wait_state = |id: &str, want: &str| {
+        let deadline = Instant::now() + DEADLINE;
+        while state_of(id).as_deref() != Some(want) {
+            assert!(Instant::now() < deadline, "{id} never became {want}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_state("doomed", "running");
+    let (code, out, _) = warren(&ns, &["workers", "--json"]);
+    assert_eq!(code, 0);
+    let registry: Value = serde_json::from_str(&out).unwrap();
+    let steady = registry["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker_id"] == "steady")
+        .expect("the steady worker is listed");
+    assert_eq!(steady["queues"], serde_json::json!(["default"]));
+    assert_eq!(steady["concurrency"], 3);
+    assert!(
+        steady["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("warren-worker ")
+    );
+    assert!(steady["last_seen"].is_string() && steady["host"].is_string());
+    let pid = doomed.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    doomed.0.wait().unwrap();
+    wait_state("doomed", "lost");
+
     assert!(terminate(&mut worker).success());
+    wait_state("steady", "stopping");
     assert!(terminate(&mut scheduler).success());
     // The worker logged JSON lines, with the ids as fields.
-    let logs = std::fs::read_to_string(dir.path().join("warren-worker.log")).unwrap();
+    let logs = std::fs::read_to_string(dir.path().join("steady.log")).unwrap();
     let lines: Vec<Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -295,8 +361,8 @@ fn binaries_submit_wait_status_and_stop_on_sigterm() {
         addr
     };
     let log_path = |bin: &str| dir.path().join(format!("{bin}.log"));
-    let mut scheduler = start("warren-scheduler", &addr, &ns, dir.path(), false);
-    let mut worker = start("warren-worker", &addr, &ns, dir.path(), false);
+    let mut scheduler = start("warren-scheduler", &addr, &ns, dir.path(), &[]);
+    let mut worker = start("warren-worker", &addr, &ns, dir.path(), &[]);
 
     let (code, out, err) = warren(&ns, &["submit", "order.json"]);
     assert_eq!(code, 0, "{err}");

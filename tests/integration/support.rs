@@ -161,6 +161,8 @@ impl Env {
             concurrency,
             worker_id: id.to_owned(),
             shutdown_grace: Duration::from_secs(5),
+            // Tests look at the worker registry: heard from within 0.25 s.
+            heartbeat_interval: Duration::from_millis(250),
             ..WorkerConfig::default()
         };
         tweak(&mut config);

@@ -114,6 +114,7 @@ def main():
         ("results", f"{NS}.results", ""),
         ("events", f"{NS}.events", "workflow.#"),
         ("control", f"{NS}.control", ""),
+        ("heartbeats", f"{NS}.events", "worker.*.heartbeat"),
     ]:
         q = ch.queue_declare("", exclusive=True).method.queue
         ch.queue_bind(q, exchange, routing_key=key)
@@ -136,6 +137,16 @@ def main():
             ch.basic_ack(method.delivery_tag)
             return method, props, body
         raise SystemExit(f"wire_check: consumer of {what} ended")
+
+    def next_reply(corr, what):
+        """The reply to request `corr`; other replies (outcomes of earlier
+        submissions) are checked as reports on the way."""
+        while True:
+            method, props, body = next_message(replies, what)
+            if props.correlation_id == corr:
+                return method, props, body
+            check("workflow-report", body, f"reply to {props.correlation_id}")
+            check_props(props, "warren.report", f"reply to {props.correlation_id}")
 
     wf = "wire-" + uuid.uuid4().hex[:8]
     request = {
@@ -169,7 +180,7 @@ def main():
                      mandatory=True)
 
     # The outcome, RPC style.
-    _, props, body = next_message(replies, "outcome")
+    _, props, body = next_reply("run", "outcome")
     report = check("workflow-report", body, "outcome")
     check_props(props, "warren.report", "outcome")
     if props.correlation_id != "run":
@@ -181,7 +192,7 @@ def main():
     status = {"control": "status", "workflow_id": wf}
     check("control-request", status, "our status request")
     publish_request(status, "status")
-    _, props, body = next_message(replies, "status reply")
+    _, props, body = next_reply("status", "status reply")
     check("workflow-report", body, "status reply")
     check_props(props, "warren.report", "status reply")
 
@@ -191,7 +202,7 @@ def main():
         {"id": "y", "type": "echo", "depends_on": ["x", "ghost"]},
     ]}
     publish_request(bad, "bad")
-    _, props, body = next_message(replies, "rejection")
+    _, props, body = next_reply("bad", "rejection")
     rejected = check("workflow-report", body, "rejection")
     check_props(props, "warren.report", "rejection")
     codes = sorted(e.get("code") for e in (rejected or {}).get("errors", []))
@@ -251,7 +262,7 @@ def main():
     cancel = {"control": "cancel", "workflow_id": held}
     check("control-request", cancel, "our cancel request")
     publish_request(cancel, "cancel")
-    _, props, body = next_message(replies, "cancel reply")
+    _, props, body = next_reply("cancel", "cancel reply")
     cancelled = check("workflow-report", body, "cancel reply")
     check_props(props, "warren.report", "cancel reply")
     states = {k: v.get("state") for k, v in (cancelled or {}).get("tasks", {}).items()}
@@ -271,6 +282,22 @@ def main():
         take_event()
     if keys != want:
         problems.append(f"events: got {sorted(keys)}, expected {sorted(want)}")
+
+    # A worker's heartbeat, and the scheduler's registry of workers.
+    method, props, body = next_message(spy["heartbeats"], "heartbeat")
+    beat = check("worker-heartbeat", body, "heartbeat")
+    check_props(props, "warren.heartbeat", "heartbeat")
+    if beat and method.routing_key != f"worker.{beat.get('worker_id')}.heartbeat":
+        problems.append(f"heartbeat: routing key {method.routing_key} does not match its body")
+    workers_request = {"control": "workers"}
+    check("control-request", workers_request, "our workers request")
+    publish_request(workers_request, "workers")
+    _, props, body = next_reply("workers", "workers reply")
+    registry = check("workers-report", body, "workers reply")
+    check_props(props, "warren.workers", "workers reply")
+    listed = {w.get("worker_id"): w.get("state") for w in (registry or {}).get("workers", [])}
+    if listed.get("rust-1") != "running":
+        problems.append(f"workers reply: rust-1 not running in {listed}")
 
     ch.queue_delete(own)
     conn.close()

@@ -32,15 +32,17 @@ struct Args {
     /// Seconds in-flight tasks may run on after SIGTERM.
     #[arg(long, env = "WARREN_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Milliseconds between heartbeats to the scheduler's worker registry
+    /// (at least 100).
+    #[arg(long, env = "WARREN_HEARTBEAT_MS", default_value_t = 5000)]
+    heartbeat_ms: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     warren_shared::cli::init_logging("info");
     let args = Args::parse();
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "worker".into());
+    let host = warren_worker::runner::host_name();
     let config = WorkerConfig {
         amqp: args.broker.config()?,
         queues: args.queues,
@@ -50,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         max_deliveries: args.max_deliveries,
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(100)),
     };
     let shutdown = warren_shared::shutdown::on_signal();
     Worker::new(config, Registry::with_builtins())

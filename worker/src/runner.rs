@@ -30,8 +30,8 @@ use warren_shared::{
     AmqpConfig, Topology, amqp,
     backoff::Backoff,
     wire::{
-        DEFAULT_QUEUE, HEADER_DELIVERIES, ResultStatus, TYPE_RESULT, TaskError, TaskMessage,
-        TaskResult,
+        DEFAULT_QUEUE, HEADER_DELIVERIES, ResultStatus, TYPE_HEARTBEAT, TYPE_RESULT, TaskError,
+        TaskMessage, TaskResult, WorkerHeartbeat, WorkerState,
     },
 };
 
@@ -54,6 +54,9 @@ pub struct WorkerConfig {
     /// redelivery means the task's last run ended without an ack: its worker
     /// crashed, hung, lost its connection or was stopped mid-task.
     pub max_deliveries: u32,
+    /// How often the worker announces itself to the scheduler's registry
+    /// (default 5 s); it counts as lost after three intervals of silence.
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -65,6 +68,7 @@ impl Default for WorkerConfig {
             worker_id: format!("worker-{}", std::process::id()),
             shutdown_grace: Duration::from_secs(30),
             max_deliveries: 5,
+            heartbeat_interval: Duration::from_secs(5),
         }
     }
 }
@@ -85,6 +89,7 @@ pub enum WorkerError {
 #[derive(Debug)]
 pub struct Worker {
     config: WorkerConfig,
+    started_at: chrono::DateTime<Utc>,
     registry: Arc<Registry>,
     /// Kept across sessions: a cancel heard before a reconnect still holds.
     cancels: Arc<Cancels>,
@@ -126,6 +131,7 @@ impl Worker {
     pub fn new(config: WorkerConfig, registry: Registry) -> Worker {
         Worker {
             config,
+            started_at: Utc::now(),
             registry: Arc::new(registry),
             cancels: Arc::default(),
         }
@@ -310,6 +316,13 @@ impl Worker {
             "Worker consuming"
         );
 
+        let beat = self.heartbeat(tracker.clone());
+        tokio::spawn(heartbeats(
+            shared.publish.clone(),
+            topology.clone(),
+            beat.clone(),
+            stop.clone(),
+        ));
         let outcome = tokio::select! {
             biased;
             () = shutdown.cancelled() => Ok(()),
@@ -332,6 +345,10 @@ impl Worker {
             tracker.wait().await;
         } else {
             self.drain(&tags, &tracker, &shared.abandon).await;
+            // The last heartbeat: the registry shows it stopping, not lost.
+            let mut last = beat.snapshot();
+            last.state = WorkerState::Stopping;
+            publish_heartbeat(&shared.publish, &topology, &last).await;
         }
         // Every task is done: let the settler send the acks it still holds.
         drop(shared);
@@ -624,6 +641,77 @@ async fn suspect(shared: &Shared, queue: &str, source: Source, d: &Delivery, msg
             tracing::error!(error = %e, "Could not move a redelivered task; leaving it to the broker");
             requeue(shared, source, d).await;
         }
+    }
+}
+
+/// What a heartbeat says, with the in-flight count read when it is sent.
+#[derive(Clone)]
+struct Beat {
+    template: WorkerHeartbeat,
+    tracker: TaskTracker,
+}
+
+impl Beat {
+    fn snapshot(&self) -> WorkerHeartbeat {
+        WorkerHeartbeat {
+            in_flight: self.tracker.len() as u32,
+            sent_at: Utc::now(),
+            ..self.template.clone()
+        }
+    }
+}
+
+impl Worker {
+    fn heartbeat(&self, tracker: TaskTracker) -> Beat {
+        let cfg = &self.config;
+        Beat {
+            template: WorkerHeartbeat {
+                worker_id: cfg.worker_id.clone(),
+                host: host_name(),
+                pid: std::process::id(),
+                queues: cfg.queues.clone(),
+                concurrency: u32::from(cfg.concurrency),
+                in_flight: 0,
+                version: concat!("warren-worker ", env!("CARGO_PKG_VERSION")).into(),
+                interval_ms: cfg.heartbeat_interval.as_millis() as u64,
+                state: WorkerState::Running,
+                started_at: Some(self.started_at),
+                sent_at: Utc::now(),
+            },
+            tracker,
+        }
+    }
+}
+
+/// This machine's name (from `/etc/hostname`), or `unknown`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Announces the worker every interval until `stop`.
+async fn heartbeats(ch: Channel, topology: Topology, beat: Beat, stop: CancellationToken) {
+    let interval = Duration::from_millis(beat.template.interval_ms.max(1));
+    loop {
+        publish_heartbeat(&ch, &topology, &beat.snapshot()).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Publishes one heartbeat (not awaited: a lost one is replaced by the
+/// next).
+async fn publish_heartbeat(ch: &Channel, topology: &Topology, h: &WorkerHeartbeat) {
+    let body = serde_json::to_vec(h).expect("wire types always serialise");
+    let key = format!("worker.{}.heartbeat", h.worker_id);
+    let props = amqp::json_properties().with_type(TYPE_HEARTBEAT.into());
+    if let Err(e) = amqp::publish(ch, &topology.events(), &key, false, &body, props).await {
+        tracing::debug!(error = %e, "Heartbeat not sent");
     }
 }
 
