@@ -28,6 +28,10 @@ pub struct SchedulerConfig {
     pub results_prefetch: u16,
     /// Most deliveries handled in one transaction (default 2000).
     pub max_batch: usize,
+    /// Where to serve `/healthz`, `/metrics`, `/api/...` and the web page;
+    /// `None` (the default) serves nothing. Port 0 picks a free port (see
+    /// [`crate::Scheduler::http_addr`]).
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for SchedulerConfig {
@@ -41,6 +45,7 @@ impl Default for SchedulerConfig {
             requests_prefetch: 64,
             results_prefetch: 2000,
             max_batch: 2000,
+            http_addr: None,
         }
     }
 }

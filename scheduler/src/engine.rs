@@ -11,6 +11,7 @@
 
 use crate::{
     config::SchedulerConfig,
+    http,
     metrics::Metrics,
     registry::{self, SharedRegistry},
     state::{Engine, ReplyTo},
@@ -28,7 +29,7 @@ use lapin::{
 use serde::Deserialize;
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 use tokio::sync::mpsc;
@@ -56,6 +57,12 @@ pub enum SchedulerError {
     Store(#[from] StoreError),
     #[error("the consumer of `{queue}` ended: {reason}")]
     ConsumerEnded { queue: String, reason: String },
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A scheduler, ready to [`run`](Scheduler::run).
@@ -64,6 +71,8 @@ pub struct Scheduler {
     config: SchedulerConfig,
     metrics: Arc<Metrics>,
     workers: SharedRegistry,
+    /// The HTTP endpoint's address once it listens.
+    http_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 // Deliveries are the common case; boxing them to shrink the rare `Ended`
@@ -146,7 +155,7 @@ impl SchedulerError {
                     | warren_shared::Error::PublishNacked { .. }
             ),
             SchedulerError::ConsumerEnded { .. } => true,
-            SchedulerError::Store(_) => false,
+            SchedulerError::Store(_) | SchedulerError::Http { .. } => false,
         }
     }
 }
@@ -157,6 +166,7 @@ impl Scheduler {
             config,
             metrics: Arc::new(Metrics::default()),
             workers: SharedRegistry::default(),
+            http_addr: Arc::default(),
         }
     }
 
@@ -170,6 +180,12 @@ impl Scheduler {
         self.workers.clone()
     }
 
+    /// Where the HTTP endpoint listens, once it does (filled by
+    /// [`Scheduler::run`] when `http_addr` is configured).
+    pub fn http_addr(&self) -> Arc<std::sync::OnceLock<std::net::SocketAddr>> {
+        self.http_addr.clone()
+    }
+
     /// Runs until `shutdown` is cancelled (returns `Ok`) or a fault that
     /// reconnecting cannot cure stops it (a store failure, a topology
     /// conflict). A lost broker connection is retried with capped
@@ -179,11 +195,39 @@ impl Scheduler {
     /// are published again).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
         let store = Store::open(&self.config.store_path)?;
+        let (queries_tx, mut queries) = mpsc::channel(64);
+        let http_stop = shutdown.child_token();
+        let http = match self.config.http_addr {
+            Some(addr) => {
+                let (bound, join) = http::serve(
+                    addr,
+                    self.metrics.clone(),
+                    self.workers.clone(),
+                    store.clone(),
+                    queries_tx,
+                    http_stop.clone(),
+                )
+                .await
+                .map_err(|e| SchedulerError::Http {
+                    addr: addr.to_string(),
+                    source: e,
+                })?;
+                let _ = self.http_addr.set(bound);
+                Some(join)
+            }
+            None => None,
+        };
         let mut backoff = Backoff::reconnect();
         let outcome = loop {
             let mut connected = false;
             let error = match self
-                .session(&store, &shutdown, &mut connected, backoff.failures())
+                .session(
+                    &store,
+                    &shutdown,
+                    &mut queries,
+                    &mut connected,
+                    backoff.failures(),
+                )
                 .await
             {
                 Ok(()) => break Ok(()),
@@ -205,6 +249,10 @@ impl Scheduler {
                 () = tokio::time::sleep(delay) => {}
             }
         };
+        http_stop.cancel();
+        if let Some(join) = http {
+            let _ = join.await;
+        }
         // Release the store's lock before returning, so that a successor in
         // this process can open it at once.
         store.close().await;
@@ -216,6 +264,7 @@ impl Scheduler {
         &self,
         store: &Store,
         shutdown: &CancellationToken,
+        queries: &mut mpsc::Receiver<http::Query>,
         connected: &mut bool,
         failures: u32,
     ) -> Result<(), SchedulerError> {
@@ -245,6 +294,7 @@ impl Scheduler {
             .run_on(
                 store,
                 shutdown,
+                queries,
                 &consume_conn,
                 &publish_conn,
                 connected,
@@ -261,6 +311,7 @@ impl Scheduler {
         &self,
         store: &Store,
         shutdown: &CancellationToken,
+        queries: &mut mpsc::Receiver<http::Query>,
         consume_conn: &Connection,
         publish_conn: &Connection,
         connected: &mut bool,
@@ -339,7 +390,9 @@ impl Scheduler {
         );
 
         let mut batch: Vec<Inbound> = Vec::with_capacity(cfg.max_batch);
+        self.metrics.broker_connected.store(1, Ordering::Relaxed);
         let outcome = loop {
+            self.gauges(&engine);
             let due = match (engine.next_due_ms(), engine.next_progress_ms()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -354,6 +407,14 @@ impl Scheduler {
                 biased;
                 () = shutdown.cancelled() => break Ok(()),
                 msg = rx.recv() => msg,
+                Some(q) = queries.recv() => {
+                    match q {
+                        http::Query::Report { id, answer } => {
+                            let _ = answer.send(engine.report(&id));
+                        }
+                    }
+                    continue;
+                }
                 () = sleep_opt(wait_due) => None,
                 () = sleep_opt(flush_in) => {
                     let (ops, _) = engine.take_batch();
@@ -382,6 +443,7 @@ impl Scheduler {
                 break Err(e);
             }
         };
+        self.metrics.broker_connected.store(0, Ordering::Relaxed);
         if outcome.is_ok() && engine.has_ops() {
             let (ops, _) = engine.take_batch();
             store.call(move |db| db.commit(&ops)).await??;
@@ -390,6 +452,14 @@ impl Scheduler {
             tracing::info!("Scheduler stopped");
         }
         outcome
+    }
+
+    /// Publishes the engine's gauges to the metrics.
+    fn gauges(&self, engine: &Engine) {
+        self.metrics
+            .workflows_running
+            .store(engine.active_workflows() as u64, Ordering::Relaxed);
+        *self.metrics.in_flight.lock().expect("not poisoned") = engine.in_flight_by_queue();
     }
 
     async fn step(

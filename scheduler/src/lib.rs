@@ -9,11 +9,13 @@
 //! - `state`: the I/O-free state machine ([`state::Engine`]).
 //! - `store`: the SQLite store on its own thread, with the outbox.
 //! - `engine`: the loop that batches deliveries, commits, publishes, acks.
-//! - `metrics`: counters.
+//! - `metrics`: counters, gauges and histograms.
+//! - `http`: `/healthz`, `/metrics`, `/api/...` and the web page.
 //! - `registry`: the workers heard from in heartbeats.
 
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod metrics;
 pub mod registry;
 pub mod state;

@@ -31,6 +31,10 @@ struct Args {
     /// Deepest nesting of any input.
     #[arg(long, env = "WARREN_MAX_INPUT_DEPTH", default_value_t = Limits::default().max_input_depth)]
     max_input_depth: usize,
+    /// Address of the HTTP endpoint (/healthz, /metrics, /api/..., the web
+    /// page), e.g. 127.0.0.1:8080; none by default.
+    #[arg(long, env = "WARREN_HTTP_ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 // One thread: the scheduler's loop is sequential by design (SQLite has its
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         },
         dispatch_window: args.dispatch_window,
         lease_grace: std::time::Duration::from_millis(args.lease_grace_ms),
+        http_addr: args.http_addr,
         ..SchedulerConfig::default()
     };
     tracing::info!(amqp = ?config.amqp, store = %config.store_path.display(), "Starting scheduler");

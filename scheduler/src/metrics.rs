@@ -1,7 +1,13 @@
 //! Counters of what the scheduler did, shared with whoever holds a
 //! [`Metrics`] handle (tests today; the `/metrics` endpoint later).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 /// Monotonic counters; read them with [`Metrics::get`].
 #[derive(Debug, Default)]
@@ -13,6 +19,10 @@ pub struct Metrics {
     pub workflows_failed: AtomicU64,
     pub workflows_cancelled: AtomicU64,
     pub tasks_dispatched: AtomicU64,
+    /// Tasks that ended succeeded.
+    pub tasks_succeeded: AtomicU64,
+    /// Tasks that failed for good (attempts exhausted or not retryable).
+    pub tasks_failed: AtomicU64,
     pub tasks_retried: AtomicU64,
     /// Attempts failed because no result came within timeout plus grace.
     pub leases_expired: AtomicU64,
@@ -27,6 +37,61 @@ pub struct Metrics {
     pub messages_received: AtomicU64,
     /// Messages published (tasks, replies, events, dead letters).
     pub messages_published: AtomicU64,
+    /// Gauge: workflows running now.
+    pub workflows_running: AtomicU64,
+    /// Gauge: tasks dispatched and not yet answered, by task queue.
+    pub in_flight: Mutex<BTreeMap<String, u64>>,
+    /// Gauge: 1 while a broker session is up.
+    pub broker_connected: AtomicU64,
+    /// From a task becoming ready to its dispatch (seconds).
+    pub dispatch_latency: Histogram,
+    /// An attempt's run time as its worker reports it (seconds).
+    pub task_duration: Histogram,
+}
+
+/// Upper bounds (seconds) of the histogram buckets: from a millisecond to
+/// ten minutes.
+pub const BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 600.0,
+];
+
+/// A Prometheus-style histogram: cumulative counts per bucket, sum, count.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at most each bound of [`BUCKETS`] (not cumulative here).
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        let seconds = seconds.max(0.0);
+        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (bound, cumulative count) per bucket, then the sum and the count.
+    pub fn read(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut total = 0;
+        let buckets = BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&b, c)| {
+                total += c.load(Ordering::Relaxed);
+                (b, total)
+            })
+            .collect();
+        (
+            buckets,
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.count.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Metrics {
@@ -49,6 +114,8 @@ impl Metrics {
                 Metrics::get(&self.workflows_cancelled),
             ),
             ("tasks_dispatched", Metrics::get(&self.tasks_dispatched)),
+            ("tasks_succeeded", Metrics::get(&self.tasks_succeeded)),
+            ("tasks_failed", Metrics::get(&self.tasks_failed)),
             ("tasks_retried", Metrics::get(&self.tasks_retried)),
             ("leases_expired", Metrics::get(&self.leases_expired)),
             ("results_committed", Metrics::get(&self.results_committed)),

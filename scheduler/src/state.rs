@@ -151,6 +151,8 @@ struct ReadyItem {
     seq: u64,
     workflow: Arc<str>,
     task: u32,
+    /// When it became ready (ms since the epoch), for the dispatch latency.
+    ready_at_ms: i64,
 }
 
 impl Ord for ReadyItem {
@@ -718,6 +720,7 @@ impl Engine {
                 seq: self.seq,
                 workflow: id.clone(),
                 task,
+                ready_at_ms: Utc::now().timestamp_millis(),
             });
     }
 
@@ -748,6 +751,11 @@ impl Engine {
             q.in_flight = q.in_flight.saturating_sub(1);
         }
         t.worker = Some(r.worker).filter(|w| !w.is_empty());
+        if let (Some(start), Some(end)) = (r.started_at, r.finished_at) {
+            self.metrics
+                .task_duration
+                .observe((end - start).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
         t.started_at = r.started_at.or(t.started_at);
         t.finished_at = Some(r.finished_at.unwrap_or(now));
         let status = match r.status {
@@ -763,6 +771,7 @@ impl Engine {
         let i = i as u32;
         match r.status {
             ResultStatus::Succeeded => {
+                Metrics::add(&self.metrics.tasks_succeeded, 1);
                 t.state = TaskState::Succeeded;
                 t.output = Some(r.output.unwrap_or(Value::Null));
                 t.error = None;
@@ -816,6 +825,7 @@ impl Engine {
                 .push(Reverse((due, self.seq, id.clone(), i, attempt)));
             return;
         }
+        Metrics::add(&self.metrics.tasks_failed, 1);
         t.state = TaskState::Failed;
         t.due_at_ms = None;
         wf.unfinished -= 1;
@@ -964,17 +974,24 @@ impl Engine {
                 let Some(item) = q.ready.pop() else {
                     break;
                 };
-                self.dispatch_one(&item.workflow, item.task, now);
+                let waited_ms = now.timestamp_millis() - item.ready_at_ms;
+                if self.dispatch_one(&item.workflow, item.task, now) {
+                    self.metrics
+                        .dispatch_latency
+                        .observe(waited_ms as f64 / 1e3);
+                }
             }
         }
     }
 
-    fn dispatch_one(&mut self, id: &Arc<str>, i: u32, now: DateTime<Utc>) {
+    /// Dispatches a ready task; false when it is no longer ready (skipped
+    /// or cancelled since) or its input could not be resolved.
+    fn dispatch_one(&mut self, id: &Arc<str>, i: u32, now: DateTime<Utc>) -> bool {
         let Some(wf) = self.workflows.get_mut(id) else {
-            return;
+            return false;
         };
         if wf.tasks[i as usize].state != TaskState::Ready {
-            return; // skipped since it became ready
+            return false; // skipped since it became ready
         }
         let spec = &wf.specs[i as usize];
         let input = if wf.templated[i as usize] {
@@ -1006,7 +1023,7 @@ impl Engine {
                 };
                 self.fail_attempt(id, i, error, now);
                 self.maybe_finish(id, now);
-                return;
+                return false;
             }
         };
         t.state = TaskState::Running;
@@ -1049,6 +1066,15 @@ impl Engine {
             headers: Vec::new(),
             body: to_json(&msg),
         });
+        true
+    }
+
+    /// Tasks dispatched and not yet answered, by queue.
+    pub fn in_flight_by_queue(&self) -> BTreeMap<String, u64> {
+        self.queues
+            .iter()
+            .map(|(name, q)| (name.clone(), q.in_flight as u64))
+            .collect()
     }
 }
 

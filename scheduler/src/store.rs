@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS workflows (
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, seq);
+CREATE INDEX IF NOT EXISTS workflows_by_seq ON workflows (seq);
 CREATE TABLE IF NOT EXISTS tasks (
     workflow_id TEXT NOT NULL,
     task_id     TEXT NOT NULL,
@@ -232,6 +233,19 @@ pub struct Recovered {
     pub outbox: Vec<(u64, Arc<OutMsg>)>,
     pub next_outbox_seq: u64,
     pub next_workflow_seq: u64,
+}
+
+/// One line of the workflow list (`/api/workflows`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkflowSummary {
+    pub workflow_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub status: String,
+    pub priority: i64,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 /// A workflow known to the store, as looked up by id.
@@ -682,6 +696,40 @@ impl Db {
                 .map_err(StoreError::from)
             })
             .collect()
+    }
+
+    /// Workflows, newest first, optionally of one status only.
+    pub fn list_workflows(
+        &mut self,
+        status: Option<&str>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<WorkflowSummary>, StoreError> {
+        // Two statements, so that each uses its index.
+        let mut stmt = self.conn.prepare_cached(if status.is_some() {
+            "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+             WHERE status = ?1 ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+        } else {
+            "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+             WHERE ?1 IS NULL ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+        })?;
+        let rows = stmt.query_map(rusqlite::params![status, limit, offset], |r| {
+            Ok(WorkflowSummary {
+                workflow_id: r.get(0)?,
+                name: r.get(1)?,
+                status: r.get(2)?,
+                priority: r.get(3)?,
+                created_at: r.get(4)?,
+                finished_at: r.get(5)?,
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    /// A trivial read: the store answers.
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// Committed results per (task, attempt) of a workflow: the evidence

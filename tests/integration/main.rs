@@ -6,6 +6,7 @@ mod control;
 mod dispatch;
 mod faults;
 mod flows;
+mod http;
 mod idempotency;
 mod polyglot;
 mod support;

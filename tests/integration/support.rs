@@ -38,6 +38,8 @@ pub struct Env {
 /// A scheduler started by [`Env::scheduler`].
 pub struct RunningScheduler {
     pub metrics: Arc<Metrics>,
+    /// The HTTP endpoint's address, once it listens (when configured).
+    pub http: Arc<OnceLock<std::net::SocketAddr>>,
     stop: CancellationToken,
     join: JoinHandle<Result<(), warren_scheduler::SchedulerError>>,
 }
@@ -106,10 +108,12 @@ impl Env {
     pub fn scheduler(&mut self, config: SchedulerConfig) -> RunningScheduler {
         let s = Scheduler::new(config);
         let metrics = s.metrics();
+        let http = s.http_addr();
         let stop = self.root.child_token();
         let join = tokio::spawn(s.run(stop.clone()));
         RunningScheduler {
             metrics,
+            http,
             stop,
             join,
         }
@@ -230,6 +234,35 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// `GET path` on `addr` over plain HTTP/1.1: (status, content type, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers and body");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        !header("transfer-encoding").contains("chunked"),
+        "this helper reads whole bodies only"
+    );
+    (status, header("content-type"), body.to_owned())
 }
 
 /// Like [`wait_until`], for a condition that must be awaited.

@@ -1,0 +1,334 @@
+//! The scheduler's HTTP endpoint (off unless `http_addr` is set):
+//!
+//! - `GET /healthz`: 200 when the broker session is up and the store
+//!   answers, else 503; JSON `{"broker": bool, "store": bool}`.
+//! - `GET /metrics`: Prometheus text format.
+//! - `GET /api/workflows?status=S&limit=N&offset=K`: recent workflows,
+//!   newest first (limit 1..=500, default 50).
+//! - `GET /api/workflows/{id}`: a workflow's report (running workflows
+//!   from the scheduler's memory, ended ones from the store).
+//! - `GET /api/workers`: the worker registry.
+//! - `GET /` and `GET /workflows/{id}`: the web page (see `page.html`).
+
+use crate::{
+    metrics::{Histogram, Metrics},
+    registry::SharedRegistry,
+    store::{Store, WorkflowSummary},
+};
+use axum::{
+    Json, Router,
+    extract::{self, Path, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use std::{fmt::Write, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use warren_shared::wire::WorkflowReport;
+
+/// How long a request waits for the scheduler's loop or the store.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// A question for the scheduler's loop, which alone holds running
+/// workflows.
+pub enum Query {
+    /// The report of a running workflow; `None` when it is not running.
+    Report {
+        id: String,
+        answer: oneshot::Sender<Option<WorkflowReport>>,
+    },
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    workers: SharedRegistry,
+    store: Store,
+    queries: mpsc::Sender<Query>,
+}
+
+/// Serves until `shutdown`. Returns the bound address once listening.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    workers: SharedRegistry,
+    store: Store,
+    queries: mpsc::Sender<Query>,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let state = AppState {
+        metrics,
+        workers,
+        store,
+        queries,
+    };
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/workflows/{id}", get(page))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .route("/api/workflows", get(list))
+        .route("/api/workflows/{id}", get(workflow))
+        .route("/api/workers", get(list_workers))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "HTTP endpoint listening");
+    let join = tokio::spawn(async move {
+        let stop = async move { shutdown.cancelled().await };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP endpoint stopped");
+        }
+    });
+    Ok((bound, join))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({"error": message.into()}))).into_response()
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let broker = Metrics::get(&s.metrics.broker_connected) == 1;
+    let store = matches!(
+        tokio::time::timeout(ANSWER_WITHIN, s.store.call(|db| db.ping())).await,
+        Ok(Ok(Ok(())))
+    );
+    let status = if broker && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"broker": broker, "store": store})),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+#[derive(serde::Serialize)]
+struct ListPage {
+    workflows: Vec<WorkflowSummary>,
+    limit: u32,
+    offset: u32,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    extract::Query(p): extract::Query<ListParams>,
+) -> Response {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "limit must be 1 to 500");
+    }
+    let offset = p.offset.unwrap_or(0);
+    let status = p.status.filter(|s| !s.is_empty());
+    let found = s
+        .store
+        .call(move |db| db.list_workflows(status.as_deref(), limit, offset))
+        .await;
+    match found {
+        Ok(Ok(workflows)) => Json(ListPage {
+            workflows,
+            limit,
+            offset,
+        })
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let (answer, answered) = oneshot::channel();
+    let running = async {
+        s.queries
+            .send(Query::Report {
+                id: id.clone(),
+                answer,
+            })
+            .await
+            .ok()?;
+        answered.await.ok()?
+    };
+    match tokio::time::timeout(ANSWER_WITHIN, running).await {
+        Ok(Some(report)) => return Json(report).into_response(),
+        Ok(None) => {}
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the scheduler is not answering (no broker session?)",
+            );
+        }
+    }
+    let key = id.clone();
+    match s.store.call(move |db| db.lookup(&[key])).await {
+        Ok(Ok(mut found)) => match found.pop().flatten() {
+            Some(known) => match known.report {
+                Some(report) => {
+                    ([(header::CONTENT_TYPE, "application/json")], report).into_response()
+                }
+                // Recorded as running, but not in memory: between a restart
+                // and its recovery.
+                None => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
+            },
+            None => error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
+        },
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn list_workers(State(s): State<AppState>) -> Response {
+    let report = s
+        .workers
+        .lock()
+        .expect("not poisoned")
+        .report(chrono::Utc::now());
+    Json(report).into_response()
+}
+
+async fn prometheus(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&s.metrics),
+    )
+        .into_response()
+}
+
+/// The metrics in Prometheus' text format.
+pub fn render(m: &Metrics) -> String {
+    let mut out = String::new();
+    let g = Metrics::get;
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "warren_workflows_total",
+        "counter",
+        "Workflows by what happened to them.",
+    );
+    for (state, c) in [
+        ("accepted", &m.workflows_accepted),
+        ("rejected", &m.workflows_rejected),
+        ("duplicate", &m.workflows_duplicate),
+        ("succeeded", &m.workflows_succeeded),
+        ("failed", &m.workflows_failed),
+        ("cancelled", &m.workflows_cancelled),
+    ] {
+        let _ = writeln!(out, "warren_workflows_total{{state=\"{state}\"}} {}", g(c));
+    }
+    family(
+        &mut out,
+        "warren_workflows_running",
+        "gauge",
+        "Workflows running now.",
+    );
+    let _ = writeln!(out, "warren_workflows_running {}", g(&m.workflows_running));
+    family(
+        &mut out,
+        "warren_tasks_total",
+        "counter",
+        "Task events: dispatched attempts, final successes and failures, retries, dead letters.",
+    );
+    for (event, c) in [
+        ("dispatched", &m.tasks_dispatched),
+        ("succeeded", &m.tasks_succeeded),
+        ("failed", &m.tasks_failed),
+        ("retried", &m.tasks_retried),
+        ("lease_expired", &m.leases_expired),
+        ("dead_lettered", &m.dead_lettered),
+    ] {
+        let _ = writeln!(out, "warren_tasks_total{{event=\"{event}\"}} {}", g(c));
+    }
+    family(
+        &mut out,
+        "warren_in_flight_tasks",
+        "gauge",
+        "Tasks dispatched and not yet answered, by task queue.",
+    );
+    for (queue, n) in m.in_flight.lock().expect("not poisoned").iter() {
+        let _ = writeln!(out, "warren_in_flight_tasks{{queue=\"{queue}\"}} {n}");
+    }
+    for (name, c, help) in [
+        (
+            "warren_results_total",
+            &m.results_committed,
+            "Results committed.",
+        ),
+        (
+            "warren_results_ignored_total",
+            &m.results_ignored,
+            "Results ignored: duplicates, late, or for ended workflows.",
+        ),
+        (
+            "warren_batches_committed_total",
+            &m.batches_committed,
+            "Store transactions.",
+        ),
+        (
+            "warren_reconnects_total",
+            &m.reconnects,
+            "Broker sessions lost and retried.",
+        ),
+        (
+            "warren_messages_received_total",
+            &m.messages_received,
+            "Messages taken from the requests and results queues.",
+        ),
+        (
+            "warren_messages_published_total",
+            &m.messages_published,
+            "Messages published.",
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", g(c));
+    }
+    family(
+        &mut out,
+        "warren_broker_connected",
+        "gauge",
+        "1 while the scheduler has a broker session.",
+    );
+    let _ = writeln!(out, "warren_broker_connected {}", g(&m.broker_connected));
+    histogram(
+        &mut out,
+        "warren_dispatch_latency_seconds",
+        "From a task becoming ready to its dispatch.",
+        &m.dispatch_latency,
+    );
+    histogram(
+        &mut out,
+        "warren_task_duration_seconds",
+        "An attempt's run time, as its worker reports it.",
+        &m.task_duration,
+    );
+    out
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let (buckets, sum, count) = h.read();
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
+}

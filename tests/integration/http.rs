@@ -1,0 +1,172 @@
+//! The scheduler's HTTP endpoint: health, Prometheus metrics, the status
+//! API and the web page.
+
+use crate::support::{DEADLINE, Env, Log, add_gated, http_get, wait_until};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use warren_scheduler::Metrics;
+use warren_shared::wire::WorkflowStatus;
+use warren_worker::Registry;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_api_and_page() {
+    let mut env = Env::new().await;
+    let mut config = env.scheduler_config();
+    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    let scheduler = env.scheduler(config);
+    let gate = Arc::new(Semaphore::new(0));
+    let mut registry = Registry::with_builtins();
+    add_gated(&mut registry, "gated", &Log::default(), "w1", Some(&gate));
+    env.worker(registry, &["default"], 4, "w1");
+    wait_until("the endpoint listens", || scheduler.http.get().is_some()).await;
+    let addr = *scheduler.http.get().unwrap();
+    wait_until("a broker session", || {
+        Metrics::get(&scheduler.metrics.broker_connected) == 1
+    })
+    .await;
+
+    let (code, _, body) = http_get(addr, "/healthz").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"broker": true, "store": true})
+    );
+
+    // One succeeded, one failed, one running (held at its gate).
+    let ok = env
+        .client
+        .submit_and_wait(
+            json!({"id": "h-ok", "tasks": [{"id": "a", "type": "echo"}]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status, WorkflowStatus::Succeeded);
+    let failed = env
+        .client
+        .submit_and_wait(
+            json!({"id": "h-failed", "tasks": [{"id": "f", "type": "fail"}]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status, WorkflowStatus::Failed);
+    env.client
+        .submit(json!({"id": "h-running", "name": "held", "tasks": [
+            {"id": "g", "type": "gated"},
+            {"id": "after", "type": "echo", "depends_on": ["g"]}
+        ]}))
+        .await
+        .unwrap();
+    wait_until("h-running dispatched", || {
+        Metrics::get(&scheduler.metrics.tasks_dispatched) == 3
+    })
+    .await;
+
+    let list = |path: &'static str| async move {
+        let (code, ty, body) = http_get(addr, path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert!(ty.starts_with("application/json"), "{ty}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        page["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["workflow_id"].as_str().unwrap().to_owned(),
+                    w["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(
+        list("/api/workflows").await,
+        vec![
+            s("h-running", "running"),
+            s("h-failed", "failed"),
+            s("h-ok", "succeeded")
+        ],
+        "newest first"
+    );
+    assert_eq!(
+        list("/api/workflows?status=failed").await,
+        vec![s("h-failed", "failed")]
+    );
+    assert_eq!(
+        list("/api/workflows?limit=1&offset=1").await,
+        vec![s("h-failed", "failed")]
+    );
+    let (code, _, body) = http_get(addr, "/api/workflows?limit=0").await;
+    assert_eq!(code, 400, "{body}");
+
+    // A running workflow comes from the scheduler's memory, an ended one
+    // from the store.
+    let (code, _, body) = http_get(addr, "/api/workflows/h-running").await;
+    assert_eq!(code, 200);
+    let running: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(running["status"], "running");
+    assert_eq!(running["name"], "held");
+    assert_eq!(running["tasks"]["g"]["state"], "running");
+    assert_eq!(running["tasks"]["after"]["state"], "pending");
+    assert_eq!(running["tasks"]["after"]["depends_on"], json!(["g"]));
+    let (code, _, body) = http_get(addr, "/api/workflows/h-failed").await;
+    assert_eq!(code, 200);
+    let ended: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ended["status"], "failed");
+    assert!(ended["error"].as_str().unwrap().contains("task `f` failed"));
+    let (code, _, _) = http_get(addr, "/api/workflows/nope").await;
+    assert_eq!(code, 404);
+
+    let (code, _, body) = http_get(addr, "/api/workers").await;
+    assert_eq!(code, 200);
+    let workers: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        workers["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["worker_id"] == "w1" && w["state"] == "running"),
+        "{workers}"
+    );
+
+    // Prometheus text: every sample line is `name{labels} number`.
+    let (code, ty, text) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(ty.starts_with("text/plain"), "{ty}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = line.rsplit_once(' ').unwrap();
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad sample: {line}"));
+    }
+    for sample in [
+        "warren_workflows_total{state=\"succeeded\"} 1",
+        "warren_workflows_total{state=\"failed\"} 1",
+        "warren_workflows_running 1",
+        "warren_tasks_total{event=\"dispatched\"} 3",
+        "warren_tasks_total{event=\"succeeded\"} 1",
+        "warren_tasks_total{event=\"failed\"} 1",
+        "warren_in_flight_tasks{queue=\"default\"} 1",
+        "warren_task_duration_seconds_count 2",
+        "warren_dispatch_latency_seconds_count 3",
+        "warren_dispatch_latency_seconds_bucket{le=\"+Inf\"} 3",
+        "warren_broker_connected 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == sample),
+            "missing `{sample}` in:\n{text}"
+        );
+    }
+
+    let (code, ty, page) = http_get(addr, "/workflows/h-running").await;
+    assert_eq!(code, 200);
+    assert!(ty.starts_with("text/html"), "{ty}");
+    assert!(page.contains("<title>Warren</title>"));
+
+    gate.add_permits(1);
+    scheduler.stop().await;
+    env.finish().await;
+}
