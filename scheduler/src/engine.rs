@@ -295,8 +295,7 @@ impl Scheduler {
                 store,
                 shutdown,
                 queries,
-                &consume_conn,
-                &publish_conn,
+                (&consume_conn, &publish_conn),
                 connected,
                 failures,
             )
@@ -312,8 +311,7 @@ impl Scheduler {
         store: &Store,
         shutdown: &CancellationToken,
         queries: &mut mpsc::Receiver<http::Query>,
-        consume_conn: &Connection,
-        publish_conn: &Connection,
+        (consume_conn, publish_conn): (&Connection, &Connection),
         connected: &mut bool,
         failures: u32,
     ) -> Result<(), SchedulerError> {
