@@ -160,10 +160,15 @@ async fn the_page_draws_a_running_workflows_dag_with_task_states() {
         dom.contains("id=\"summary\" data-status=\"succeeded\""),
         "{dom}"
     );
-    // And the list page links to it.
+    // And the list page links to it, beside the workers.
     let list = rendered(addr, "/").await;
     assert!(
         list.contains("data-workflow=\"page-1\" data-status=\"succeeded\""),
+        "{list}"
+    );
+    // With the worker registry.
+    assert!(
+        list.contains("data-worker=\"w\" data-state=\"running\""),
         "{list}"
     );
     scheduler.stop().await;
