@@ -9,10 +9,14 @@ COPY scheduler/Cargo.toml scheduler/
 COPY worker/Cargo.toml worker/
 COPY producer/Cargo.toml producer/
 COPY tests/Cargo.toml tests/
-RUN for c in shared scheduler worker producer; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
- && mkdir -p tests/integration && touch tests/lib.rs && echo 'fn main() {}' > tests/integration/main.rs \
- && cargo build --release --workspace --bins \
- && rm -rf shared/src scheduler/src worker/src producer/src
+COPY bench/Cargo.toml bench/
+# Stub sources with the manifests' targets, so that this layer builds (and
+# caches) every dependency of the three binaries and nothing of Warren's.
+RUN for c in shared scheduler worker producer bench; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
+ && mkdir -p tests/integration tests/chaos && touch tests/lib.rs \
+ && echo 'fn main() {}' > tests/integration/main.rs && echo 'fn main() {}' > tests/chaos/main.rs \
+ && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-producer \
+ && rm -rf shared/src scheduler/src worker/src producer/src bench/src tests
 COPY . .
 RUN touch shared/src/lib.rs scheduler/src/lib.rs worker/src/lib.rs producer/src/lib.rs \
  && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-producer
