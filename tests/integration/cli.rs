@@ -127,6 +127,7 @@ fn operator_commands_yaml_progress_status_cancel_graph_workers() {
         ("WARREN_WORKER_ID", "steady"),
         ("WARREN_CONCURRENCY", "3"),
         ("WARREN_HEARTBEAT_MS", "200"),
+        ("WARREN_SHELL_ALLOW", "echo,python3"),
     ];
     let mut worker = start("warren-worker", &amqp_addr(), &ns, dir.path(), &worker_env);
     let file = |name: &str, text: &str| {
@@ -149,6 +150,17 @@ fn operator_commands_yaml_progress_status_cancel_graph_workers() {
             .any(|l| l.starts_with('[') && l.contains("/3 done, ")),
         "a progress line: {err}"
     );
+
+    // The worker binary enables `shell` from its allow-list: the ETL example.
+    let mut etl: Value =
+        serde_json::from_str(&std::fs::read_to_string(examples().join("etl.json")).unwrap())
+            .unwrap();
+    let target = dir.path().join("etl-out.json");
+    etl["input"]["target"] = Value::from(target.to_str().unwrap());
+    let etl = file("etl.json", &etl.to_string());
+    let (code, _, err) = warren(&ns, &["submit", "--wait", &etl]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read_to_string(&target).unwrap().contains("Lima"));
 
     let (code, out, _) = warren(&ns, &["status", "steps"]);
     assert_eq!(code, 0);

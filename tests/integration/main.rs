@@ -9,6 +9,7 @@ mod faults;
 mod flows;
 mod http;
 mod idempotency;
+mod kinds;
 mod polyglot;
 mod support;
 mod tls;

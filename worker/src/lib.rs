@@ -4,6 +4,7 @@
 //! Layout:
 //! - `handler`: [`Registry`], [`TaskContext`], [`HandlerError`].
 //! - `builtin`: `echo`, `sleep` and `fail`, for demos and tests.
+//! - `kinds`: `shell` and `http`, for real work, each behind an allow-list.
 //! - `runner`: [`Worker`], the consume/execute/publish/ack loop, and
 //!   graceful shutdown.
 //! - `cancel`: cancelled workflows heard on `{ns}.control`; their tasks
@@ -27,6 +28,7 @@
 pub mod builtin;
 mod cancel;
 pub mod handler;
+pub mod kinds;
 pub mod runner;
 mod settle;
 

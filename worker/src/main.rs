@@ -36,6 +36,14 @@ struct Args {
     /// (at least 100).
     #[arg(long, env = "WARREN_HEARTBEAT_MS", default_value_t = 5000)]
     heartbeat_ms: u64,
+    /// Enables the `shell` task kind for exactly these commands
+    /// (comma-separated names or absolute paths); off when empty.
+    #[arg(long, env = "WARREN_SHELL_ALLOW", value_delimiter = ',')]
+    shell_allow: Vec<String>,
+    /// Enables the `http` task kind for exactly these hosts (`host` or
+    /// `host:port`, comma-separated); off when empty.
+    #[arg(long, env = "WARREN_HTTP_ALLOW_HOSTS", value_delimiter = ',')]
+    http_allow_hosts: Vec<String>,
 }
 
 #[tokio::main]
@@ -55,8 +63,25 @@ async fn main() -> anyhow::Result<()> {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(100)),
     };
     let shutdown = warren_shared::shutdown::on_signal();
-    Worker::new(config, Registry::with_builtins())
-        .run(shutdown)
-        .await?;
+    let mut registry = Registry::with_builtins();
+    let shell: Vec<String> = args
+        .shell_allow
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .collect();
+    if !shell.is_empty() {
+        tracing::info!(commands = ?shell, "Task kind `shell` enabled");
+        warren_worker::kinds::register_shell(&mut registry, shell);
+    }
+    let hosts: Vec<String> = args
+        .http_allow_hosts
+        .into_iter()
+        .filter(|h| !h.is_empty())
+        .collect();
+    if !hosts.is_empty() {
+        tracing::info!(hosts = ?hosts, "Task kind `http` enabled");
+        warren_worker::kinds::register_http(&mut registry, hosts);
+    }
+    Worker::new(config, registry).run(shutdown).await?;
     Ok(())
 }
