@@ -3,7 +3,7 @@
 //! test reads the DAG it rendered. With `WARREN_SCREENSHOT=path.png` it
 //! also saves a screenshot (the one in docs/ was made this way).
 
-use crate::support::{DEADLINE, Env, Log, add_gated, wait_until};
+use crate::support::{DEADLINE, Env, Log, add_gated, wait_until, wait_until_async};
 use serde_json::json;
 use std::{net::SocketAddr, process::Command, sync::Arc};
 use tokio::sync::Semaphore;
@@ -160,7 +160,13 @@ async fn the_page_draws_a_running_workflows_dag_with_task_states() {
         dom.contains("id=\"summary\" data-status=\"succeeded\""),
         "{dom}"
     );
-    // And the list page links to it, beside the workers.
+    // And the list page links to it, beside the workers (once the
+    // worker's heartbeat has reached the scheduler).
+    wait_until_async("the worker is registered", || async {
+        let r = env.client.workers(DEADLINE).await.unwrap();
+        r.workers.iter().any(|w| w.heartbeat.worker_id == "w")
+    })
+    .await;
     let list = rendered(addr, "/").await;
     assert!(
         list.contains("data-workflow=\"page-1\" data-status=\"succeeded\""),

@@ -1,7 +1,7 @@
 //! The scheduler's HTTP endpoint: health, Prometheus metrics, the status
 //! API and the web page.
 
-use crate::support::{DEADLINE, Env, Log, add_gated, http_get, wait_until};
+use crate::support::{DEADLINE, Env, Log, add_gated, http_get, wait_until, wait_until_async};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -120,17 +120,18 @@ async fn health_metrics_api_and_page() {
     let (code, _, _) = http_get(addr, "/api/workflows/nope").await;
     assert_eq!(code, 404);
 
-    let (code, _, body) = http_get(addr, "/api/workers").await;
-    assert_eq!(code, 200);
-    let workers: Value = serde_json::from_str(&body).unwrap();
-    assert!(
+    // The worker is listed once a heartbeat of it reached the scheduler.
+    wait_until_async("w1 in /api/workers", || async {
+        let (code, _, body) = http_get(addr, "/api/workers").await;
+        assert_eq!(code, 200);
+        let workers: Value = serde_json::from_str(&body).unwrap();
         workers["workers"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|w| w["worker_id"] == "w1" && w["state"] == "running"),
-        "{workers}"
-    );
+            .any(|w| w["worker_id"] == "w1" && w["state"] == "running")
+    })
+    .await;
 
     // Prometheus text: every sample line is `name{labels} number`.
     let (code, ty, text) = http_get(addr, "/metrics").await;

@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import sys
+import time
 import uuid
 
 import jsonschema
@@ -291,13 +292,19 @@ def main():
         problems.append(f"heartbeat: routing key {method.routing_key} does not match its body")
     workers_request = {"control": "workers"}
     check("control-request", workers_request, "our workers request")
-    publish_request(workers_request, "workers")
-    _, props, body = next_reply("workers", "workers reply")
-    registry = check("workers-report", body, "workers reply")
-    check_props(props, "warren.workers", "workers reply")
-    listed = {w.get("worker_id"): w.get("state") for w in (registry or {}).get("workers", [])}
-    if listed.get("rust-1") != "running":
-        problems.append(f"workers reply: rust-1 not running in {listed}")
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the registry lists a worker once a heartbeat reached it
+        publish_request(workers_request, "workers")
+        _, props, body = next_reply("workers", "workers reply")
+        registry = check("workers-report", body, "workers reply")
+        check_props(props, "warren.workers", "workers reply")
+        listed = {w.get("worker_id"): w.get("state") for w in (registry or {}).get("workers", [])}
+        if listed.get("rust-1") == "running":
+            break
+        if time.monotonic() > deadline:
+            problems.append(f"workers reply: rust-1 not running in {listed}")
+            break
+        time.sleep(0.1)
 
     ch.queue_delete(own)
     conn.close()
