@@ -32,6 +32,8 @@ pub struct SchedulerConfig {
     /// `None` (the default) serves nothing. Port 0 picks a free port (see
     /// [`crate::Scheduler::http_addr`]).
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Which of a workflow's ready tasks goes first (default: critical path).
+    pub dispatch_order: crate::state::DispatchOrder,
 }
 
 impl Default for SchedulerConfig {
@@ -46,6 +48,7 @@ impl Default for SchedulerConfig {
             results_prefetch: 2000,
             max_batch: 2000,
             http_addr: None,
+            dispatch_order: crate::state::DispatchOrder::CriticalPath,
         }
     }
 }

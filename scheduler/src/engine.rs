@@ -345,6 +345,7 @@ impl Scheduler {
             recovered.next_workflow_seq,
             self.metrics.clone(),
         );
+        engine.set_dispatch_order(cfg.dispatch_order);
         for wf in recovered.running {
             engine.restore(wf)?;
         }

@@ -35,6 +35,16 @@ struct Args {
     /// page), e.g. 127.0.0.1:8080; none by default.
     #[arg(long, env = "WARREN_HTTP_ADDR")]
     http_addr: Option<std::net::SocketAddr>,
+    /// Which of a workflow's ready tasks goes first: `critical-path`
+    /// (longest remaining path, weighted by duration hints) or `fifo`.
+    #[arg(long, env = "WARREN_DISPATCH_ORDER", value_enum, default_value_t = Order::CriticalPath)]
+    dispatch_order: Order,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Order {
+    CriticalPath,
+    Fifo,
 }
 
 // One thread: the scheduler's loop is sequential by design (SQLite has its
@@ -56,6 +66,10 @@ async fn main() -> anyhow::Result<()> {
         dispatch_window: args.dispatch_window,
         lease_grace: std::time::Duration::from_millis(args.lease_grace_ms),
         http_addr: args.http_addr,
+        dispatch_order: match args.dispatch_order {
+            Order::CriticalPath => warren_scheduler::state::DispatchOrder::CriticalPath,
+            Order::Fifo => warren_scheduler::state::DispatchOrder::Fifo,
+        },
         ..SchedulerConfig::default()
     };
     tracing::info!(amqp = ?config.amqp, store = %config.store_path.display(), "Starting scheduler");

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::{
     cmp::{Ordering, Reverse},
-    collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
+    collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 use warren_shared::{
@@ -79,6 +79,9 @@ struct Workflow {
     index: HashMap<String, u32>,
     templated: Vec<bool>,
     dependents: Vec<Vec<u32>>,
+    /// Each task's remaining critical path: its weight (duration hint, or
+    /// 1) plus the heaviest path through its dependents to the end.
+    rank: Vec<u64>,
     /// Dependencies of each task that have not succeeded yet.
     waiting: Vec<u32>,
     tasks: Vec<TaskRt>,
@@ -144,22 +147,33 @@ impl Workflow {
     }
 }
 
+/// Which of a workflow's ready tasks goes first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DispatchOrder {
+    /// The task with the longest remaining path to the workflow's end
+    /// (weighted by duration hints) first, then the oldest.
+    #[default]
+    CriticalPath,
+    /// The oldest first: in the order tasks became ready.
+    Fifo,
+}
+
 /// A ready task waiting for a dispatch slot in its queue.
 #[derive(Debug, PartialEq, Eq)]
 struct ReadyItem {
-    priority: u8,
+    /// Remaining critical path (0 in FIFO order).
+    rank: u64,
     seq: u64,
-    workflow: Arc<str>,
     task: u32,
     /// When it became ready (ms since the epoch), for the dispatch latency.
     ready_at_ms: i64,
 }
 
 impl Ord for ReadyItem {
-    /// Highest priority first, then oldest.
+    /// Longest remaining path first, then oldest.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .cmp(&other.priority)
+        self.rank
+            .cmp(&other.rank)
             .then_with(|| other.seq.cmp(&self.seq))
     }
 }
@@ -170,10 +184,61 @@ impl PartialOrd for ReadyItem {
     }
 }
 
+/// One task queue: its ready tasks and its in-flight count.
+///
+/// Ready tasks are kept by priority, highest first. At one priority,
+/// workflows take turns (fair share: a 10-task workflow submitted after a
+/// 100,000-task one gets every other slot, not the slots left after it),
+/// and each workflow's own tasks go in [`DispatchOrder`].
 #[derive(Debug, Default)]
 struct QueueState {
-    ready: BinaryHeap<ReadyItem>,
+    levels: BTreeMap<u8, Level>,
     in_flight: usize,
+}
+
+/// The ready tasks of one priority in one queue.
+#[derive(Debug, Default)]
+struct Level {
+    /// Workflows with ready tasks, in turn order.
+    turns: VecDeque<Arc<str>>,
+    ready: HashMap<Arc<str>, BinaryHeap<ReadyItem>>,
+}
+
+impl QueueState {
+    fn push(&mut self, priority: u8, workflow: &Arc<str>, item: ReadyItem) {
+        let level = self.levels.entry(priority).or_default();
+        match level.ready.get_mut(workflow) {
+            Some(heap) => heap.push(item),
+            None => {
+                level.turns.push_back(workflow.clone());
+                level
+                    .ready
+                    .insert(workflow.clone(), BinaryHeap::from([item]));
+            }
+        }
+    }
+
+    /// The next task to dispatch: the best of the workflow whose turn it
+    /// is at the highest priority with ready tasks.
+    fn pop(&mut self) -> Option<(Arc<str>, ReadyItem)> {
+        let (&priority, level) = self.levels.iter_mut().next_back()?;
+        let workflow = level.turns.pop_front().expect("a level holds turns");
+        let heap = level.ready.get_mut(&workflow).expect("a turn has tasks");
+        let item = heap.pop().expect("heaps are never left empty");
+        if heap.is_empty() {
+            level.ready.remove(&workflow);
+        } else {
+            level.turns.push_back(workflow.clone());
+        }
+        if level.turns.is_empty() {
+            self.levels.remove(&priority);
+        }
+        Some((workflow, item))
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.levels.is_empty()
+    }
 }
 
 /// A retry waiting for its due time: (due ms, order, workflow, task, attempt).
@@ -197,6 +262,8 @@ pub struct Engine {
     ops: Vec<Op>,
     outbox: Vec<(u64, Arc<OutMsg>)>,
     metrics: Arc<Metrics>,
+    /// Which of a workflow's ready tasks goes first.
+    order: DispatchOrder,
     /// Running workflows whose tasks changed since their last progress
     /// event.
     progress_dirty: HashSet<Arc<str>>,
@@ -241,6 +308,7 @@ impl Engine {
             ops: Vec::new(),
             outbox: Vec::new(),
             metrics,
+            order: DispatchOrder::default(),
             progress_dirty: HashSet::new(),
             next_progress_ms: 0,
         }
@@ -248,6 +316,11 @@ impl Engine {
 
     /// Hands over the current batch: store ops and the messages to publish
     /// once they are committed.
+    /// Sets the order of a workflow's ready tasks (default critical path).
+    pub fn set_dispatch_order(&mut self, order: DispatchOrder) {
+        self.order = order;
+    }
+
     pub fn take_batch(&mut self) -> (Vec<Op>, Vec<(u64, Arc<OutMsg>)>) {
         (
             std::mem::take(&mut self.ops),
@@ -711,17 +784,23 @@ impl Engine {
         };
         wf.tasks[task as usize].state = TaskState::Ready;
         self.seq += 1;
+        let rank = match self.order {
+            DispatchOrder::CriticalPath => wf.rank[task as usize],
+            DispatchOrder::Fifo => 0,
+        };
         self.queues
             .entry(wf.specs[task as usize].queue.clone())
             .or_default()
-            .ready
-            .push(ReadyItem {
-                priority: wf.priority,
-                seq: self.seq,
-                workflow: id.clone(),
-                task,
-                ready_at_ms: Utc::now().timestamp_millis(),
-            });
+            .push(
+                wf.priority,
+                id,
+                ReadyItem {
+                    rank,
+                    seq: self.seq,
+                    task,
+                    ready_at_ms: Utc::now().timestamp_millis(),
+                },
+            );
     }
 
     /// Applies a task result. Results for an attempt that is not running
@@ -962,7 +1041,7 @@ impl Engine {
         let queues: Vec<String> = self
             .queues
             .iter()
-            .filter(|(_, q)| !q.ready.is_empty() && q.in_flight < self.window)
+            .filter(|(_, q)| q.has_ready() && q.in_flight < self.window)
             .map(|(name, _)| name.clone())
             .collect();
         for name in queues {
@@ -971,11 +1050,11 @@ impl Engine {
                 if q.in_flight >= self.window {
                     break;
                 }
-                let Some(item) = q.ready.pop() else {
+                let Some((workflow, item)) = q.pop() else {
                     break;
                 };
                 let waited_ms = now.timestamp_millis() - item.ready_at_ms;
-                if self.dispatch_one(&item.workflow, item.task, now) {
+                if self.dispatch_one(&workflow, item.task, now) {
                     self.metrics
                         .dispatch_latency
                         .observe(waited_ms as f64 / 1e3);
@@ -1104,8 +1183,10 @@ fn build(
             dependents[d as usize].push(i as u32);
         }
     }
+    let rank = critical_path_ranks(&v.tasks, &dependents, &v.deps);
     Workflow {
         id,
+        rank,
         name: v.name,
         priority: v.priority,
         input: v.input,
@@ -1127,6 +1208,31 @@ fn build(
         cancelled: false,
         replies,
     }
+}
+
+/// Remaining critical path of each task (see [`Workflow::rank`]), in
+/// O(tasks + edges): tasks are settled once all their dependents are.
+fn critical_path_ranks(specs: &[TaskSpec], dependents: &[Vec<u32>], deps: &[Vec<u32>]) -> Vec<u64> {
+    let n = specs.len();
+    let weight = |i: usize| specs[i].duration_hint_ms.unwrap_or(1).max(1);
+    let mut rank = vec![0u64; n];
+    let mut left: Vec<usize> = dependents.iter().map(Vec::len).collect();
+    let mut settled: Vec<usize> = (0..n).filter(|&i| left[i] == 0).collect();
+    while let Some(i) = settled.pop() {
+        let heaviest = dependents[i]
+            .iter()
+            .map(|&d| rank[d as usize])
+            .max()
+            .unwrap_or(0);
+        rank[i] = weight(i).saturating_add(heaviest);
+        for &p in &deps[i] {
+            left[p as usize] -= 1;
+            if left[p as usize] == 0 {
+                settled.push(p as usize);
+            }
+        }
+    }
+    rank
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -1401,6 +1507,88 @@ mod tests {
         assert_eq!(
             next[0].workflow_id, "high",
             "priority 9 overtakes the earlier backlog"
+        );
+    }
+
+    #[test]
+    fn workflows_of_one_priority_take_turns() {
+        let mut e = engine(4);
+        let big: Vec<Value> = (0..100)
+            .map(|i| json!({"id": format!("b{i}"), "type": "echo"}))
+            .collect();
+        submit(&mut e, json!({"id": "big", "tasks": big}));
+        submit(
+            &mut e,
+            json!({"id": "small", "tasks": [
+                {"id": "s0", "type": "echo"}, {"id": "s1", "type": "echo"}
+            ]}),
+        );
+        let order: Vec<String> = dispatched(&mut e)
+            .into_iter()
+            .map(|m| m.workflow_id)
+            .collect();
+        assert_eq!(
+            order,
+            ["big", "small", "big", "small"],
+            "the later, smaller workflow is not starved"
+        );
+    }
+
+    /// A skewed DAG: five leaves listed first (so they become ready
+    /// first), and a chain of three behind `root`.
+    fn skewed(e: &mut Engine) {
+        let mut tasks: Vec<Value> = (0..5)
+            .map(|i| json!({"id": format!("leaf{i}"), "type": "echo"}))
+            .collect();
+        tasks.extend([
+            json!({"id": "root", "type": "echo"}),
+            json!({"id": "c1", "type": "echo", "depends_on": ["root"]}),
+            json!({"id": "c2", "type": "echo", "depends_on": ["c1"]}),
+            json!({"id": "c3", "type": "echo", "depends_on": ["c2"]}),
+        ]);
+        submit(e, json!({"id": "skew", "tasks": tasks}));
+    }
+
+    #[test]
+    fn critical_path_first_and_fifo_for_comparison() {
+        let mut e = engine(1);
+        skewed(&mut e);
+        let first = dispatched(&mut e);
+        assert_eq!(first[0].task_id, "root", "root heads the longest path");
+
+        let mut fifo = engine(1);
+        fifo.set_dispatch_order(DispatchOrder::Fifo);
+        skewed(&mut fifo);
+        assert_eq!(dispatched(&mut fifo)[0].task_id, "leaf0", "first ready");
+        // With hints, weight beats length: one 100 s task outranks a chain
+        // of three unhinted ones.
+        let mut e = engine(1);
+        submit(
+            &mut e,
+            json!({"id": "hints", "tasks": [
+                {"id": "a1", "type": "echo"},
+                {"id": "a2", "type": "echo", "depends_on": ["a1"]},
+                {"id": "a3", "type": "echo", "depends_on": ["a2"]},
+                {"id": "slow", "type": "echo", "duration_hint_ms": 100000}
+            ]}),
+        );
+        assert_eq!(dispatched(&mut e)[0].task_id, "slow");
+    }
+
+    #[test]
+    fn critical_path_ranks_weigh_the_heaviest_way_to_the_end() {
+        let specs: Vec<TaskSpec> = serde_json::from_value(json!([
+            {"id": "a", "type": "t"},
+            {"id": "b", "type": "t", "depends_on": ["a"], "duration_hint_ms": 10},
+            {"id": "c", "type": "t", "depends_on": ["a"]},
+            {"id": "d", "type": "t", "depends_on": ["b", "c"], "duration_hint_ms": 5}
+        ]))
+        .unwrap();
+        let deps = vec![vec![], vec![0], vec![0], vec![1, 2]];
+        let dependents = vec![vec![1, 2], vec![3], vec![3], vec![]];
+        assert_eq!(
+            critical_path_ranks(&specs, &dependents, &deps),
+            vec![16, 15, 6, 5]
         );
     }
 

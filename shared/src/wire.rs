@@ -86,6 +86,10 @@ pub struct TaskSpec {
     /// Time the handler may take for one attempt, enforced by the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// How long the task is expected to run: weights the critical path
+    /// that orders dispatch (a task without a hint weighs 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_hint_ms: Option<u64>,
 }
 
 /// Name of the task queue a task goes to when its request names none.
