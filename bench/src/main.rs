@@ -60,6 +60,12 @@ enum Cmd {
     Chain(Opts),
     Diamonds(Opts),
     Bigdag(Opts),
+    /// A 10-task workflow after a 100,000-task one of the same priority.
+    Fairshare(Opts),
+    /// A priority-9 chain, idle and behind 50,000 priority-0 tasks.
+    Priority(Opts),
+    /// A skewed DAG on 4 slots, critical path first and FIFO.
+    Critical(Opts),
     /// (internal) Run a scheduler.
     #[command(hide = true)]
     Scheduler(Child_),
@@ -92,6 +98,15 @@ struct Opts {
     /// reported as its median over the rounds.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Tasks of the huge workflow in the fair-share scenario.
+    #[arg(long, default_value_t = 100_000)]
+    fairshare_big: usize,
+    /// Priority-0 tasks waiting in the priority scenario.
+    #[arg(long, default_value_t = 50_000)]
+    priority_backlog: usize,
+    /// The dispatch window in the priority scenario.
+    #[arg(long, default_value_t = 200)]
+    priority_window: usize,
     /// Worker concurrency (= prefetch); the default is the ceiling
     /// worker's prefetch, so both pipelines may hold as much in flight.
     #[arg(long, default_value_t = 256)]
@@ -107,6 +122,12 @@ struct Child_ {
     dir: PathBuf,
     #[arg(long, default_value_t = 64)]
     concurrency: u16,
+    /// Dispatch a workflow's ready tasks oldest first (for comparison).
+    #[arg(long)]
+    fifo: bool,
+    /// The scheduler's dispatch window per queue.
+    #[arg(long, default_value_t = 200)]
+    window: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -125,7 +146,21 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Scheduler(c) => child_scheduler(addr, c).await,
             Cmd::Worker(c) => child_worker(addr, c).await,
-            Cmd::All(o) => run(addr, o, &["fanout", "chain", "diamonds", "bigdag"]).await,
+            Cmd::All(o) => {
+                let all = [
+                    "fanout",
+                    "chain",
+                    "diamonds",
+                    "bigdag",
+                    "fairshare",
+                    "priority",
+                    "critical",
+                ];
+                run(addr, o, &all).await
+            }
+            Cmd::Fairshare(o) => run(addr, o, &["fairshare"]).await,
+            Cmd::Priority(o) => run(addr, o, &["priority"]).await,
+            Cmd::Critical(o) => run(addr, o, &["critical"]).await,
             Cmd::Ceiling(o) => run(addr, o, &[]).await,
             Cmd::Fanout(o) => run(addr, o, &["fanout"]).await,
             Cmd::Chain(o) => run(addr, o, &["chain"]).await,
@@ -146,6 +181,12 @@ async fn child_scheduler(addr: String, c: Child_) -> anyhow::Result<()> {
     let config = warren_scheduler::SchedulerConfig {
         amqp: AmqpConfig::new(addr, c.namespace),
         store_path: c.dir.join("warren.db"),
+        dispatch_window: c.window,
+        dispatch_order: if c.fifo {
+            warren_scheduler::state::DispatchOrder::Fifo
+        } else {
+            warren_scheduler::state::DispatchOrder::CriticalPath
+        },
         ..Default::default()
     };
     let shutdown = warren_shared::shutdown::on_signal();
@@ -165,7 +206,8 @@ async fn child_scheduler(addr: String, c: Child_) -> anyhow::Result<()> {
 }
 
 async fn child_worker(addr: String, c: Child_) -> anyhow::Result<()> {
-    let mut registry = warren_worker::Registry::new();
+    // `noop`, and the built-ins (`sleep` for the scheduling scenarios).
+    let mut registry = warren_worker::Registry::with_builtins();
     registry.register("noop", |_ctx| async move { Ok(Value::Null) });
     let config = warren_worker::WorkerConfig {
         amqp: AmqpConfig::new(addr, c.namespace),
@@ -358,6 +400,16 @@ struct Deployment {
 
 impl Deployment {
     fn start(addr: &str, concurrency: u16) -> anyhow::Result<Deployment> {
+        Deployment::start_with(addr, concurrency, false, 200)
+    }
+
+    /// With the dispatch order and window given.
+    fn start_with(
+        addr: &str,
+        concurrency: u16,
+        fifo: bool,
+        window: usize,
+    ) -> anyhow::Result<Deployment> {
         let ns = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let dir = tempfile::Builder::new().prefix("warren-bench-").tempdir()?;
         let exe = std::env::current_exe()?;
@@ -368,6 +420,8 @@ impl Deployment {
                 .arg("--dir")
                 .arg(dir.path())
                 .args(["--concurrency", &concurrency.to_string()])
+                .args(fifo.then_some("--fifo"))
+                .args(["--window", &window.to_string()])
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))
@@ -600,6 +654,10 @@ async fn run_round(addr: &str, o: &Opts, scenarios: &[&str]) -> anyhow::Result<V
     ];
     for s in scenarios {
         println!("running {s} ...");
+        if let Some(f) = policy(&addr, &o, s).await? {
+            figures.extend(f);
+            continue;
+        }
         let d = Deployment::start(&addr, o.concurrency)?;
         let client = Client::connect(&d.amqp).await?;
         let timeout = Duration::from_secs(1800);
@@ -811,6 +869,196 @@ async fn run_round(addr: &str, o: &Opts, scenarios: &[&str]) -> anyhow::Result<V
         }
     }
     Ok(figures)
+}
+
+/// Waits until some task of `id` has been dispatched.
+async fn started(client: &Client, id: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let r = client.status(id, Duration::from_secs(30)).await?;
+        if r.tasks.values().any(|t| t.attempts > 0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{id} did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The scheduling-policy scenarios; `None` for any other name.
+async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<Vec<Figure>>> {
+    let timeout = Duration::from_secs(1800);
+    let independent = |prefix: &str, n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| task(format!("{prefix}{i}"), vec![]))
+            .collect()
+    };
+    let chain = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                let deps = if i == 0 {
+                    vec![]
+                } else {
+                    vec![format!("c{}", i - 1)]
+                };
+                task(format!("c{i}"), deps)
+            })
+            .collect()
+    };
+    let mut figures = Vec::new();
+    match scenario {
+        "fairshare" => {
+            // A 10-task workflow submitted after a huge one of the same
+            // priority: its latency, beside the huge one's whole run.
+            let d = Deployment::start(addr, o.concurrency)?;
+            let client = Client::connect(&d.amqp).await?;
+            let big = o.fairshare_big;
+            let t0 = Instant::now();
+            client
+                .submit(json!({"id": "big", "tasks": independent("b", big)}))
+                .await?;
+            started(&client, "big").await?;
+            let t = Instant::now();
+            let small = client
+                .submit_and_wait(
+                    json!({"id": "small", "tasks": independent("s", 10)}),
+                    timeout,
+                )
+                .await?;
+            ensure_ok(&small)?;
+            let small_ms = t.elapsed().as_secs_f64() * 1e3;
+            let whole = client
+                .submit_and_wait(
+                    json!({"id": "big", "tasks": independent("b", big)}),
+                    timeout,
+                )
+                .await?;
+            ensure_ok(&whole)?;
+            let big_ms = t0.elapsed().as_secs_f64() * 1e3;
+            client.close().await;
+            d.stop().await?;
+            figures.push(Figure::info(
+                format!("fair share: {big}-task workflow, whole run"),
+                big_ms,
+                "ms",
+            ));
+            figures.push(Figure {
+                name: "fair share: 10-task workflow after it, latency".into(),
+                value: small_ms,
+                unit: "ms",
+                ratio: None,
+                target: "<= 1000 ms (stated bound)",
+            });
+        }
+        "priority" => {
+            // A priority-9 chain of 10, unloaded and then behind a backlog
+            // of priority-0 tasks.
+            let d = Deployment::start_with(addr, o.concurrency, false, o.priority_window)?;
+            let client = Client::connect(&d.amqp).await?;
+            let t = Instant::now();
+            let r = client
+                .submit_and_wait(
+                    json!({"id": "p9-idle", "priority": 9, "tasks": chain(10)}),
+                    timeout,
+                )
+                .await?;
+            ensure_ok(&r)?;
+            let idle_ms = t.elapsed().as_secs_f64() * 1e3;
+            let backlog = o.priority_backlog;
+            client
+                .submit(json!({"id": "backlog", "priority": 0, "tasks": independent("b", backlog)}))
+                .await?;
+            started(&client, "backlog").await?;
+            let t = Instant::now();
+            let r = client
+                .submit_and_wait(
+                    json!({"id": "p9-loaded", "priority": 9, "tasks": chain(10)}),
+                    timeout,
+                )
+                .await?;
+            ensure_ok(&r)?;
+            let loaded_ms = t.elapsed().as_secs_f64() * 1e3;
+            let backlog_left = client
+                .status("backlog", Duration::from_secs(30))
+                .await?
+                .tasks
+                .values()
+                .filter(|t| !t.state.is_final())
+                .count();
+            client.close().await;
+            d.stop().await?;
+            figures.push(Figure::info(
+                "priority: chain of 10 at priority 9, idle",
+                idle_ms,
+                "ms",
+            ));
+            figures.push(Figure {
+                name: format!("priority: same, behind {backlog} priority-0"),
+                value: loaded_ms,
+                unit: "ms",
+                ratio: None,
+                target: "<= 2x idle + 10 task durations",
+            });
+            figures.push(Figure::info(
+                "priority: backlog tasks still unfinished then",
+                backlog_left as f64,
+                "tasks",
+            ));
+        }
+        "critical" => {
+            // A skewed DAG on 4 worker slots: 40 independent 100 ms tasks
+            // listed first, and a chain of 10 such tasks. Lower bound:
+            // max(critical path, work / slots).
+            let (slots, ms, leaves, links) = (4u16, 100u64, 40usize, 10usize);
+            let sleep = |id: String, deps: Vec<String>| json!({"id": id, "type": "sleep", "depends_on": deps, "input": {"ms": ms}});
+            let mut tasks: Vec<Value> = (0..leaves)
+                .map(|i| sleep(format!("leaf{i}"), vec![]))
+                .collect();
+            tasks.extend((0..links).map(|i| {
+                sleep(
+                    format!("c{i}"),
+                    if i == 0 {
+                        vec![]
+                    } else {
+                        vec![format!("c{}", i - 1)]
+                    },
+                )
+            }));
+            let bound_ms = ((links as u64 * ms) as f64)
+                .max(((leaves + links) as u64 * ms) as f64 / f64::from(slots));
+            for fifo in [false, true] {
+                // The window matches the pool: beyond it, tasks wait in the
+                // scheduler in policy order; inside it, in the queue, FIFO.
+                let d = Deployment::start_with(addr, slots, fifo, usize::from(slots))?;
+                let client = Client::connect(&d.amqp).await?;
+                let t = Instant::now();
+                let r = client
+                    .submit_and_wait(json!({"id": "skewed", "tasks": tasks.clone()}), timeout)
+                    .await?;
+                ensure_ok(&r)?;
+                let makespan = t.elapsed().as_secs_f64() * 1e3;
+                client.close().await;
+                d.stop().await?;
+                figures.push(Figure {
+                    name: format!(
+                        "skewed DAG makespan, {} (bound {bound_ms:.0} ms)",
+                        if fifo { "fifo" } else { "critical path" }
+                    ),
+                    value: makespan,
+                    unit: "ms",
+                    ratio: Some(makespan / bound_ms),
+                    target: if fifo {
+                        "for comparison"
+                    } else {
+                        "<= 1.1x bound"
+                    },
+                });
+            }
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(figures))
 }
 
 fn ensure_ok(r: &warren_shared::wire::WorkflowReport) -> anyhow::Result<()> {
