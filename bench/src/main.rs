@@ -654,7 +654,7 @@ async fn run_round(addr: &str, o: &Opts, scenarios: &[&str]) -> anyhow::Result<V
     ];
     for s in scenarios {
         println!("running {s} ...");
-        if let Some(f) = policy(&addr, &o, s).await? {
+        if let Some(f) = policy(&addr, o, s).await? {
             figures.extend(f);
             continue;
         }
