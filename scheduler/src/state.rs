@@ -355,21 +355,17 @@ impl Engine {
 
     /// Answers a `workers` control request with the registry's report.
     pub fn reply_workers(&mut self, to: &ReplyTo, report: &WorkersReport) {
-        self.emit(OutMsg {
-            kind: OutKind::WorkersReply,
-            exchange: String::new(),
-            routing_key: to.queue.clone(),
-            message_id: None,
-            correlation_id: to.correlation_id.clone(),
-            priority: None,
-            headers: Vec::new(),
-            body: to_json(report),
-        });
+        self.emit_to(OutKind::WorkersReply, to, to_json(report));
     }
 
     fn emit_reply(&mut self, to: &ReplyTo, body: Vec<u8>) {
+        self.emit_to(OutKind::Reply, to, body);
+    }
+
+    /// A message to a producer's `reply_to` queue.
+    fn emit_to(&mut self, kind: OutKind, to: &ReplyTo, body: Vec<u8>) {
         self.emit(OutMsg {
-            kind: OutKind::Reply,
+            kind,
             exchange: String::new(),
             routing_key: to.queue.clone(),
             message_id: None,

@@ -3,13 +3,11 @@
 //! test reads the DAG it rendered. With `WARREN_SCREENSHOT=path.png` it
 //! also saves a screenshot (the one in docs/ was made this way).
 
-use crate::support::{DEADLINE, Env, Log, add_gated, wait_until, wait_until_async};
+use crate::support::{DEADLINE, Env, wait_until, wait_until_async};
 use serde_json::json;
-use std::{net::SocketAddr, process::Command, sync::Arc};
-use tokio::sync::Semaphore;
+use std::{net::SocketAddr, process::Command};
 use warren_scheduler::Metrics;
 use warren_shared::wire::WorkflowStatus;
-use warren_worker::Registry;
 
 /// Chromium's flags for a closed network and a throwaway profile.
 fn chromium(profile: &std::path::Path) -> Command {
@@ -73,15 +71,7 @@ fn node_states(dom: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_draws_a_running_workflows_dag_with_task_states() {
     let mut env = Env::new().await;
-    let mut config = env.scheduler_config();
-    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
-    let scheduler = env.scheduler(config);
-    let gate = Arc::new(Semaphore::new(0));
-    let mut registry = Registry::with_builtins();
-    add_gated(&mut registry, "gated", &Log::default(), "w", Some(&gate));
-    env.worker(registry, &["default"], 4, "w");
-    wait_until("the endpoint listens", || scheduler.http.get().is_some()).await;
-    let addr = *scheduler.http.get().unwrap();
+    let (scheduler, gate, addr) = env.with_http("w").await;
 
     let client = env.client.clone();
     let outcome = tokio::spawn(async move {

@@ -1,26 +1,15 @@
 //! The scheduler's HTTP endpoint: health, Prometheus metrics, the status
 //! API and the web page.
 
-use crate::support::{DEADLINE, Env, Log, add_gated, http_get, wait_until, wait_until_async};
+use crate::support::{DEADLINE, Env, http_get, wait_until, wait_until_async};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
 use warren_scheduler::Metrics;
 use warren_shared::wire::WorkflowStatus;
-use warren_worker::Registry;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_api_and_page() {
     let mut env = Env::new().await;
-    let mut config = env.scheduler_config();
-    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
-    let scheduler = env.scheduler(config);
-    let gate = Arc::new(Semaphore::new(0));
-    let mut registry = Registry::with_builtins();
-    add_gated(&mut registry, "gated", &Log::default(), "w1", Some(&gate));
-    env.worker(registry, &["default"], 4, "w1");
-    wait_until("the endpoint listens", || scheduler.http.get().is_some()).await;
-    let addr = *scheduler.http.get().unwrap();
+    let (scheduler, gate, addr) = env.with_http("w1").await;
     wait_until("a broker session", || {
         Metrics::get(&scheduler.metrics.broker_connected) == 1
     })

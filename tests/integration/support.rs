@@ -119,6 +119,25 @@ impl Env {
         }
     }
 
+    /// A scheduler serving HTTP on a free port, and a worker `worker` on
+    /// `default` with the built-ins and `gated` (held until the returned
+    /// semaphore gives permits). Returns once the endpoint listens.
+    pub async fn with_http(
+        &mut self,
+        worker: &str,
+    ) -> (RunningScheduler, Arc<Semaphore>, std::net::SocketAddr) {
+        let mut config = self.scheduler_config();
+        config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+        let scheduler = self.scheduler(config);
+        let gate = Arc::new(Semaphore::new(0));
+        let mut registry = Registry::with_builtins();
+        add_gated(&mut registry, "gated", &Log::default(), worker, Some(&gate));
+        self.worker(registry, &["default"], 4, worker);
+        wait_until("the endpoint listens", || scheduler.http.get().is_some()).await;
+        let addr = *scheduler.http.get().unwrap();
+        (scheduler, gate, addr)
+    }
+
     /// Makes [`Env::finish`] delete this task queue too.
     pub fn track_queue(&mut self, queue: &str) {
         if !self.queues.iter().any(|x| x == queue) {
