@@ -87,6 +87,8 @@ struct Workflow {
     tasks: Vec<TaskRt>,
     /// Tasks dispatched whose result has not arrived.
     running: u32,
+    /// Most tasks running at once (`max_concurrency`; `u32::MAX` if none).
+    max_running: u32,
     /// Tasks not in a final state.
     unfinished: u32,
     /// Set when a task failed for good: the workflow's one-line error.
@@ -219,10 +221,20 @@ impl QueueState {
     }
 
     /// The next task to dispatch: the best of the workflow whose turn it
-    /// is at the highest priority with ready tasks.
-    fn pop(&mut self) -> Option<(Arc<str>, ReadyItem)> {
-        let (&priority, level) = self.levels.iter_mut().next_back()?;
-        let workflow = level.turns.pop_front().expect("a level holds turns");
+    /// is at the highest priority with ready tasks, skipping workflows
+    /// that `full` says are at their concurrency limit (they keep their
+    /// place in the turns).
+    fn pop(&mut self, full: impl Fn(&Arc<str>) -> bool) -> Option<(Arc<str>, ReadyItem)> {
+        let mut found = None;
+        for (&priority, level) in self.levels.iter_mut().rev() {
+            if let Some(at) = level.turns.iter().position(|w| !full(w)) {
+                found = Some((priority, at));
+                break;
+            }
+        }
+        let (priority, at) = found?;
+        let level = self.levels.get_mut(&priority).expect("found above");
+        let workflow = level.turns.remove(at).expect("found above");
         let heap = level.ready.get_mut(&workflow).expect("a turn has tasks");
         let item = heap.pop().expect("heaps are never left empty");
         if heap.is_empty() {
@@ -1046,7 +1058,13 @@ impl Engine {
                 if q.in_flight >= self.window {
                     break;
                 }
-                let Some((workflow, item)) = q.pop() else {
+                let workflows = &self.workflows;
+                let full = |w: &Arc<str>| {
+                    workflows
+                        .get(w)
+                        .is_some_and(|wf| wf.running >= wf.max_running)
+                };
+                let Some((workflow, item)) = q.pop(full) else {
                     break;
                 };
                 let waited_ms = now.timestamp_millis() - item.ready_at_ms;
@@ -1199,6 +1217,7 @@ fn build(
         templated: v.templated,
         dependents,
         running: 0,
+        max_running: v.max_concurrency,
         unfinished: n as u32,
         failure: None,
         cancelled: false,
@@ -1528,6 +1547,33 @@ mod tests {
             ["big", "small", "big", "small"],
             "the later, smaller workflow is not starved"
         );
+    }
+
+    #[test]
+    fn max_concurrency_caps_a_workflow_and_not_its_neighbours() {
+        let mut e = engine(10);
+        let tasks: Vec<Value> = (0..6)
+            .map(|i| json!({"id": format!("t{i}"), "type": "echo"}))
+            .collect();
+        submit(
+            &mut e,
+            json!({"id": "capped", "max_concurrency": 2, "tasks": tasks}),
+        );
+        submit(
+            &mut e,
+            json!({"id": "free", "tasks": [{"id": "a", "type": "echo"}, {"id": "b", "type": "echo"}]}),
+        );
+        let first = dispatched(&mut e);
+        let of = |ms: &[TaskMessage], w: &str| ms.iter().filter(|m| m.workflow_id == w).count();
+        assert_eq!(of(&first, "capped"), 2, "never more than 2 at once");
+        assert_eq!(of(&first, "free"), 2, "the other workflow is not held up");
+        assert!(dispatched(&mut e).is_empty());
+        let capped: Vec<&TaskMessage> =
+            first.iter().filter(|m| m.workflow_id == "capped").collect();
+        e.on_result(result(capped[0], true, false, json!(1)), Utc::now());
+        let next = dispatched(&mut e);
+        assert_eq!(next.len(), 1, "one slot freed, one task");
+        assert_eq!(next[0].workflow_id, "capped");
     }
 
     /// A skewed DAG: five leaves listed first (so they become ready

@@ -44,6 +44,8 @@ pub struct ValidWorkflow {
     pub name: Option<String>,
     pub priority: u8,
     pub input: Value,
+    /// Most tasks running at once (`u32::MAX` when unlimited).
+    pub max_concurrency: u32,
     pub tasks: Vec<TaskSpec>,
     /// For each task, the indexes of the tasks it depends on.
     pub deps: Vec<Vec<u32>>,
@@ -198,6 +200,13 @@ fn check(
             "priority_out_of_range",
             None,
             format!("priority {} is out of range 0..=9", request.priority),
+        ));
+    }
+    if request.max_concurrency == Some(0) {
+        errors.push(problem(
+            "invalid_max_concurrency",
+            None,
+            "max_concurrency must be at least 1",
         ));
     }
     if depth(&request.input) > limits.max_input_depth {
@@ -388,6 +397,7 @@ fn check(
         name: request.name,
         priority: request.priority as u8,
         input: request.input,
+        max_concurrency: request.max_concurrency.unwrap_or(u32::MAX),
         tasks: request.tasks,
         deps,
         templated,
@@ -513,7 +523,7 @@ mod tests {
     #[test]
     fn reports_every_problem_at_once() {
         check(
-            json!({"priority": 12, "tasks": [
+            json!({"priority": 12, "max_concurrency": 0, "tasks": [
                 {"id": "a", "type": "echo"},
                 {"id": "a", "type": "echo"},
                 {"id": "b", "type": "echo", "depends_on": ["ghost", "b"]},
@@ -521,6 +531,7 @@ mod tests {
             ]}),
             &[
                 ("priority_out_of_range", "12"),
+                ("invalid_max_concurrency", "at least 1"),
                 ("duplicate_task_id", "`a`"),
                 ("unknown_dependency", "`ghost`"),
                 ("self_dependency", "`b`"),

@@ -58,6 +58,9 @@ pub struct WorkflowRequest {
     /// Input available to templates as `${workflow.input...}`.
     #[serde(default)]
     pub input: Value,
+    /// Most of this workflow's tasks running at once; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// The DAG.
     pub tasks: Vec<TaskSpec>,
 }

@@ -201,3 +201,56 @@ async fn progress_events_count_tasks_by_state_while_a_workflow_runs() {
     scheduler.stop().await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_holds_across_a_scheduler_restart() {
+    let mut env = Env::new().await;
+    let first = env.scheduler(env.scheduler_config());
+    // `held` counts the tasks running at once and waits for the gate.
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gate = Arc::new(Semaphore::new(0));
+    let mut registry = Registry::with_builtins();
+    {
+        let (now, most, gate) = (now.clone(), most.clone(), gate.clone());
+        registry.register("held", move |_ctx| {
+            let (now, most, gate) = (now.clone(), most.clone(), gate.clone());
+            async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(running, Ordering::SeqCst);
+                gate.acquire().await.expect("gate open").forget();
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(json!(null))
+            }
+        });
+    }
+    env.worker(registry, &["default"], 10, "w");
+    let tasks: Vec<_> = (0..6)
+        .map(|i| json!({"id": format!("t{i}"), "type": "held"}))
+        .collect();
+    let client = env.client.clone();
+    let outcome = tokio::spawn(async move {
+        client
+            .submit_and_wait(
+                json!({"id": "capped", "max_concurrency": 2, "tasks": tasks}),
+                DEADLINE,
+            )
+            .await
+    });
+    wait_until("two tasks running", || now.load(Ordering::SeqCst) == 2).await;
+    // A new scheduler on the same store rebuilds the running count.
+    first.stop().await;
+    let second = env.scheduler(env.scheduler_config());
+    for done in 1..=6 {
+        gate.add_permits(1);
+        wait_until("the next task", || {
+            Metrics::get(&second.metrics.results_committed) == done
+        })
+        .await;
+        assert!(most.load(Ordering::SeqCst) <= 2, "limit exceeded");
+    }
+    let report = outcome.await.unwrap().unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded);
+    assert_eq!(most.load(Ordering::SeqCst), 2, "the limit was used");
+    second.stop().await;
+    env.finish().await;
+}
