@@ -95,6 +95,9 @@ struct Workflow {
     failure: Option<String>,
     /// Set by a cancel request.
     cancelled: bool,
+    /// In `Engine::progress_dirty`: marks it once per interval, not once
+    /// per task (no hashing of the id on every result).
+    progress_marked: bool,
     replies: Vec<ReplyTo>,
 }
 
@@ -747,9 +750,10 @@ impl Engine {
             .collect();
         for id in due {
             self.progress_dirty.remove(&id);
-            let Some(wf) = self.workflows.get(&id) else {
+            let Some(wf) = self.workflows.get_mut(&id) else {
                 continue;
             };
+            wf.progress_marked = false;
             let mut tasks = BTreeMap::new();
             for t in &wf.tasks {
                 *tasks.entry(t.state).or_insert(0u32) += 1;
@@ -832,7 +836,10 @@ impl Engine {
         }
         Metrics::add(&self.metrics.results_committed, 1);
         let id = wf.id.clone();
-        self.progress_dirty.insert(id.clone());
+        if !wf.progress_marked {
+            wf.progress_marked = true;
+            self.progress_dirty.insert(id.clone());
+        }
         wf.running -= 1;
         if let Some(q) = self.queues.get_mut(&wf.specs[i].queue) {
             q.in_flight = q.in_flight.saturating_sub(1);
@@ -1121,7 +1128,10 @@ impl Engine {
         };
         t.state = TaskState::Running;
         wf.running += 1;
-        self.progress_dirty.insert(id.clone());
+        if !wf.progress_marked {
+            wf.progress_marked = true;
+            self.progress_dirty.insert(id.clone());
+        }
         let msg = TaskMessage {
             workflow_id: id.to_string(),
             task_id: spec.id.clone(),
@@ -1221,6 +1231,7 @@ fn build(
         unfinished: n as u32,
         failure: None,
         cancelled: false,
+        progress_marked: false,
         replies,
     }
 }
