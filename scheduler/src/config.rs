@@ -34,6 +34,9 @@ pub struct SchedulerConfig {
     pub http_addr: Option<std::net::SocketAddr>,
     /// Which of a workflow's ready tasks goes first (default: critical path).
     pub dispatch_order: crate::state::DispatchOrder,
+    /// Most tasks of a type (`kind`) running at once across all workers,
+    /// as `(type, limit)` pairs; types not listed have no limit.
+    pub type_limits: Vec<(String, u32)>,
 }
 
 impl Default for SchedulerConfig {
@@ -49,6 +52,7 @@ impl Default for SchedulerConfig {
             max_batch: 2000,
             http_addr: None,
             dispatch_order: crate::state::DispatchOrder::CriticalPath,
+            type_limits: Vec::new(),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     http,
     metrics::Metrics,
     registry::{self, SharedRegistry},
-    state::{Engine, ReplyTo},
+    state::{Engine, ReplyTo, TypeLimits},
     store::{Known, Op, OutKind, OutMsg, Store, StoreError},
     validate::{self, Rejected},
 };
@@ -346,6 +346,7 @@ impl Scheduler {
             self.metrics.clone(),
         );
         engine.set_dispatch_order(cfg.dispatch_order);
+        engine.set_type_limits(TypeLimits::new(cfg.type_limits.iter().cloned()));
         for wf in recovered.running {
             engine.restore(wf)?;
         }
@@ -459,6 +460,7 @@ impl Scheduler {
             .workflows_running
             .store(engine.active_workflows() as u64, Ordering::Relaxed);
         *self.metrics.in_flight.lock().expect("not poisoned") = engine.in_flight_by_queue();
+        *self.metrics.types.lock().expect("not poisoned") = engine.type_usage();
     }
 
     async fn step(

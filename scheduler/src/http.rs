@@ -13,6 +13,7 @@
 use crate::{
     metrics::{Histogram, Metrics},
     registry::SharedRegistry,
+    state::TypeUsage,
     store::{Store, WorkflowSummary},
 };
 use axum::{
@@ -263,7 +264,37 @@ pub fn render(m: &Metrics) -> String {
         "Tasks dispatched and not yet answered, by task queue.",
     );
     for (queue, n) in m.in_flight.lock().expect("not poisoned").iter() {
-        let _ = writeln!(out, "warren_in_flight_tasks{{queue=\"{queue}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "warren_in_flight_tasks{{queue=\"{}\"}} {n}",
+            label(queue)
+        );
+    }
+    let types = m.types.lock().expect("not poisoned").clone();
+    for (name, help, value) in [
+        (
+            "warren_type_running_tasks",
+            "Tasks of a limited type (WARREN_TYPE_LIMITS) running now.",
+            (|u: &TypeUsage| u.running) as fn(&TypeUsage) -> u64,
+        ),
+        (
+            "warren_type_limit",
+            "The most tasks of the type allowed to run at once.",
+            |u| u.limit,
+        ),
+        (
+            "warren_type_waiting_tasks",
+            "Ready tasks of the type held back by its limit.",
+            |u| u.waiting,
+        ),
+    ] {
+        if types.is_empty() {
+            break;
+        }
+        family(&mut out, name, "gauge", help);
+        for u in &types {
+            let _ = writeln!(out, "{name}{{type=\"{}\"}} {}", label(&u.kind), value(u));
+        }
     }
     for (name, c, help) in [
         (
@@ -320,6 +351,14 @@ pub fn render(m: &Metrics) -> String {
         &m.task_duration,
     );
     out
+}
+
+/// A label value as the exposition format writes it: `\`, `"` and line
+/// feeds escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {

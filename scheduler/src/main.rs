@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
-use warren_scheduler::{Scheduler, SchedulerConfig, validate::Limits};
+use warren_scheduler::{Scheduler, SchedulerConfig, state::TypeLimits, validate::Limits};
 use warren_shared::cli::BrokerArgs;
 
 /// Warren's scheduler: validates workflow requests, keeps their state in a
@@ -39,6 +39,10 @@ struct Args {
     /// (longest remaining path, weighted by duration hints) or `fifo`.
     #[arg(long, env = "WARREN_DISPATCH_ORDER", value_enum, default_value_t = Order::CriticalPath)]
     dispatch_order: Order,
+    /// Most tasks of a type running at once across all workers, e.g.
+    /// `payments.charge=5,email.send=20`; other types have no limit.
+    #[arg(long, env = "WARREN_TYPE_LIMITS", default_value = "")]
+    type_limits: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -70,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
             Order::CriticalPath => warren_scheduler::state::DispatchOrder::CriticalPath,
             Order::Fifo => warren_scheduler::state::DispatchOrder::Fifo,
         },
+        type_limits: TypeLimits::parse(&args.type_limits)?,
         ..SchedulerConfig::default()
     };
     tracing::info!(amqp = ?config.amqp, store = %config.store_path.display(), "Starting scheduler");

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub workflows_running: AtomicU64,
     /// Gauge: tasks dispatched and not yet answered, by task queue.
     pub in_flight: Mutex<BTreeMap<String, u64>>,
+    /// Gauges: running, limit and waiting tasks of each limited task type.
+    pub types: Mutex<Vec<crate::state::TypeUsage>>,
     /// Gauge: 1 while a broker session is up.
     pub broker_connected: AtomicU64,
     /// From a task becoming ready to its dispatch (seconds).

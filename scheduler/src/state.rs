@@ -172,6 +172,11 @@ struct ReadyItem {
     task: u32,
     /// When it became ready (ms since the epoch), for the dispatch latency.
     ready_at_ms: i64,
+    /// Its task type's limit, if the type has one.
+    limit: Option<u16>,
+    /// Taken from its type's parked tasks and counted in
+    /// [`TypeSlot::released`] until it is popped again.
+    released: bool,
 }
 
 impl Ord for ReadyItem {
@@ -256,6 +261,137 @@ impl QueueState {
     }
 }
 
+/// Concurrency limits per task type (`kind`), across all workers.
+///
+/// A ready task whose type is at its limit when its turn comes is parked
+/// in its type's heap (best first), and does not hold up the tasks behind
+/// it in its queue. Each time a task of the type ends, the best parked one
+/// goes back into its queue and takes its turn again. No step scans the
+/// parked tasks: parking and releasing are O(log n).
+#[derive(Debug, Default)]
+pub struct TypeLimits {
+    by_kind: HashMap<String, u16>,
+    slots: Vec<TypeSlot>,
+}
+
+#[derive(Debug)]
+struct TypeSlot {
+    kind: String,
+    max: u32,
+    /// Tasks of the type dispatched and not yet answered.
+    running: u32,
+    /// Parked tasks put back into their queue and not yet popped: a
+    /// release reserves a place under `max` so that one free place does
+    /// not release many tasks.
+    released: u32,
+    parked: BinaryHeap<Parked>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Parked {
+    priority: u8,
+    workflow: Arc<str>,
+    item: ReadyItem,
+}
+
+impl Ord for Parked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| self.item.cmp(&other.item))
+    }
+}
+
+impl PartialOrd for Parked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A limit that cannot be parsed from `WARREN_TYPE_LIMITS`.
+#[derive(Debug, thiserror::Error)]
+#[error("task type limit `{entry}`: {why} (expected `type=N[,type=N...]` with N >= 1)")]
+pub struct TypeLimitError {
+    entry: String,
+    why: &'static str,
+}
+
+impl TypeLimits {
+    /// Limits from `(type, most running)` pairs.
+    pub fn new(limits: impl IntoIterator<Item = (String, u32)>) -> TypeLimits {
+        let mut out = TypeLimits::default();
+        for (kind, max) in limits {
+            match out.by_kind.get(&kind) {
+                Some(&s) => out.slots[s as usize].max = max,
+                None => {
+                    out.by_kind.insert(kind.clone(), out.slots.len() as u16);
+                    out.slots.push(TypeSlot {
+                        kind,
+                        max,
+                        running: 0,
+                        released: 0,
+                        parked: BinaryHeap::new(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Parses `payments.charge=5,email.send=20` (spaces allowed) into
+    /// `(type, most running)` pairs.
+    pub fn parse(spec: &str) -> Result<Vec<(String, u32)>, TypeLimitError> {
+        let mut pairs = Vec::new();
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let err = |why| TypeLimitError {
+                entry: entry.to_owned(),
+                why,
+            };
+            let (kind, n) = entry.split_once('=').ok_or_else(|| err("no `=`"))?;
+            let kind = kind.trim();
+            if kind.is_empty() {
+                return Err(err("empty task type"));
+            }
+            let n: u32 = n.trim().parse().map_err(|_| err("not a number"))?;
+            if n == 0 {
+                return Err(err("a limit of 0 would never run the type"));
+            }
+            pairs.push((kind.to_owned(), n));
+        }
+        if pairs.len() > u16::MAX as usize {
+            return Err(TypeLimitError {
+                entry: format!("{} entries", pairs.len()),
+                why: "too many task types",
+            });
+        }
+        Ok(pairs)
+    }
+
+    fn slot_of(&self, kind: &str) -> Option<u16> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.by_kind.get(kind).copied()
+    }
+
+    /// A task of the slot's type ended (result, lease expiry, cancel).
+    fn ended(&mut self, slot: Option<u16>) {
+        if let Some(s) = slot {
+            let s = &mut self.slots[s as usize];
+            s.running = s.running.saturating_sub(1);
+        }
+    }
+}
+
+/// The running count, limit and parked tasks of a limited task type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeUsage {
+    pub kind: String,
+    pub running: u64,
+    pub limit: u64,
+    pub waiting: u64,
+}
+
 /// A retry waiting for its due time: (due ms, order, workflow, task, attempt).
 type DueRetry = Reverse<(i64, u64, Arc<str>, u32, u32)>;
 
@@ -284,6 +420,7 @@ pub struct Engine {
     progress_dirty: HashSet<Arc<str>>,
     /// Progress is announced at most once per interval (ms since epoch).
     next_progress_ms: i64,
+    limits: TypeLimits,
 }
 
 /// How often a running workflow that changed announces its progress.
@@ -326,7 +463,28 @@ impl Engine {
             order: DispatchOrder::default(),
             progress_dirty: HashSet::new(),
             next_progress_ms: 0,
+            limits: TypeLimits::default(),
         }
+    }
+
+    /// Sets the concurrency limits per task type. Call before restoring
+    /// workflows, so that their running tasks are counted.
+    pub fn set_type_limits(&mut self, limits: TypeLimits) {
+        self.limits = limits;
+    }
+
+    /// Running and parked tasks of each limited type.
+    pub fn type_usage(&self) -> Vec<TypeUsage> {
+        self.limits
+            .slots
+            .iter()
+            .map(|s| TypeUsage {
+                kind: s.kind.clone(),
+                running: s.running as u64,
+                limit: s.max as u64,
+                waiting: s.parked.len() as u64,
+            })
+            .collect()
     }
 
     /// Hands over the current batch: store ops and the messages to publish
@@ -627,6 +785,9 @@ impl Engine {
             match wf.tasks[i as usize].state {
                 TaskState::Running => {
                     wf.running += 1;
+                    if let Some(slot) = self.limits.slot_of(&wf.specs[i as usize].kind) {
+                        self.limits.slots[slot as usize].running += 1;
+                    }
                     self.queues
                         .entry(wf.specs[i as usize].queue.clone())
                         .or_default()
@@ -692,6 +853,7 @@ impl Engine {
                 TaskState::Running => {
                     stopped += 1;
                     t.finished_at = Some(now);
+                    self.limits.ended(self.limits.slot_of(&wf.specs[j].kind));
                     if let Some(q) = self.queues.get_mut(&wf.specs[j].queue) {
                         q.in_flight = q.in_flight.saturating_sub(1);
                     }
@@ -811,6 +973,8 @@ impl Engine {
                     seq: self.seq,
                     task,
                     ready_at_ms: Utc::now().timestamp_millis(),
+                    limit: self.limits.slot_of(&wf.specs[task as usize].kind),
+                    released: false,
                 },
             );
     }
@@ -841,6 +1005,7 @@ impl Engine {
             self.progress_dirty.insert(id.clone());
         }
         wf.running -= 1;
+        self.limits.ended(self.limits.slot_of(&wf.specs[i].kind));
         if let Some(q) = self.queues.get_mut(&wf.specs[i].queue) {
             q.in_flight = q.in_flight.saturating_sub(1);
         }
@@ -1034,6 +1199,8 @@ impl Engine {
             let timeout = wf.specs[task as usize].timeout_ms.unwrap_or(0);
             tracing::warn!(workflow = %id, task = %wf.specs[task as usize].id, attempt, "Lease expired: no result within the task's timeout plus grace");
             wf.running -= 1;
+            self.limits
+                .ended(self.limits.slot_of(&wf.specs[task as usize].kind));
             if let Some(q) = self.queues.get_mut(&wf.specs[task as usize].queue) {
                 q.in_flight = q.in_flight.saturating_sub(1);
             }
@@ -1053,6 +1220,16 @@ impl Engine {
     /// Releases ready tasks into their queues, best first, while each
     /// queue's in-flight count is under the window.
     pub fn dispatch(&mut self, now: DateTime<Utc>) {
+        self.release_parked();
+        self.dispatch_queues(now);
+        // A released task that did not dispatch after all (its input
+        // template failed) leaves a place that the next parked one takes.
+        while self.release_parked() {
+            self.dispatch_queues(now);
+        }
+    }
+
+    fn dispatch_queues(&mut self, now: DateTime<Utc>) {
         let queues: Vec<String> = self
             .queues
             .iter()
@@ -1071,17 +1248,64 @@ impl Engine {
                         .get(w)
                         .is_some_and(|wf| wf.running >= wf.max_running)
                 };
-                let Some((workflow, item)) = q.pop(full) else {
+                let Some((workflow, mut item)) = q.pop(full) else {
                     break;
                 };
+                if let Some(s) = item.limit {
+                    let slot = &mut self.limits.slots[s as usize];
+                    if item.released {
+                        item.released = false;
+                        slot.released -= 1;
+                    }
+                    if slot.running >= slot.max {
+                        let priority = self.workflows.get(&workflow).map_or(0, |wf| wf.priority);
+                        slot.parked.push(Parked {
+                            priority,
+                            workflow,
+                            item,
+                        });
+                        continue;
+                    }
+                }
                 let waited_ms = now.timestamp_millis() - item.ready_at_ms;
                 if self.dispatch_one(&workflow, item.task, now) {
+                    if let Some(s) = item.limit {
+                        self.limits.slots[s as usize].running += 1;
+                    }
                     self.metrics
                         .dispatch_latency
                         .observe(waited_ms as f64 / 1e3);
                 }
             }
         }
+    }
+
+    /// Puts parked tasks back into their queues while their type has free
+    /// places; parked tasks no longer ready (cancelled, ended) are dropped.
+    /// True when one was put back.
+    fn release_parked(&mut self) -> bool {
+        let mut any = false;
+        for slot in &mut self.limits.slots {
+            while slot.running + slot.released < slot.max {
+                let Some(mut p) = slot.parked.pop() else {
+                    break;
+                };
+                let Some(wf) = self.workflows.get(&p.workflow) else {
+                    continue;
+                };
+                if wf.tasks[p.item.task as usize].state != TaskState::Ready {
+                    continue;
+                }
+                p.item.released = true;
+                slot.released += 1;
+                self.queues
+                    .entry(wf.specs[p.item.task as usize].queue.clone())
+                    .or_default()
+                    .push(p.priority, &p.workflow, p.item);
+                any = true;
+            }
+        }
+        any
     }
 
     /// Dispatches a ready task; false when it is no longer ready (skipped
@@ -1585,6 +1809,128 @@ mod tests {
         let next = dispatched(&mut e);
         assert_eq!(next.len(), 1, "one slot freed, one task");
         assert_eq!(next[0].workflow_id, "capped");
+    }
+
+    fn limited(window: usize, limits: &[(&str, u32)]) -> Engine {
+        let mut e = engine(window);
+        e.set_type_limits(TypeLimits::new(
+            limits.iter().map(|(k, n)| (k.to_string(), *n)),
+        ));
+        e
+    }
+
+    #[test]
+    fn a_type_limit_holds_across_workflows_and_holds_up_no_other_type() {
+        let mut e = limited(100, &[("charge", 2)]);
+        let mut tasks: Vec<Value> = (0..4)
+            .map(|i| json!({"id": format!("c{i}"), "type": "charge"}))
+            .collect();
+        tasks.extend((0..2).map(|i| json!({"id": format!("m{i}"), "type": "mail"})));
+        submit(&mut e, json!({"id": "w1", "tasks": tasks}));
+        submit(
+            &mut e,
+            json!({"id": "w2", "priority": 5, "tasks": [
+                {"id": "c0", "type": "charge"}, {"id": "c1", "type": "charge"}
+            ]}),
+        );
+        let first = dispatched(&mut e);
+        let of = |ms: &[TaskMessage], kind: &str| ms.iter().filter(|m| m.kind == kind).count();
+        assert_eq!(of(&first, "charge"), 2, "at most 2 charges at once");
+        assert_eq!(of(&first, "mail"), 2, "mail is not held up behind charges");
+        assert!(
+            first
+                .iter()
+                .filter(|m| m.kind == "charge")
+                .all(|m| m.workflow_id == "w2"),
+            "the higher priority takes the limited places"
+        );
+        assert_eq!(
+            e.type_usage(),
+            vec![TypeUsage {
+                kind: "charge".into(),
+                running: 2,
+                limit: 2,
+                waiting: 4
+            }]
+        );
+        assert!(dispatched(&mut e).is_empty());
+        let charge = first.iter().find(|m| m.kind == "charge").unwrap();
+        e.on_result(result(charge, true, false, json!(1)), Utc::now());
+        let next = dispatched(&mut e);
+        assert_eq!(next.len(), 1, "one place freed, one charge");
+        assert_eq!(next[0].kind, "charge");
+    }
+
+    /// Random DAGs of limited and unlimited types, answered in random
+    /// order (some cancelled): the limits are never exceeded, and every
+    /// workflow ends (nothing parked is forgotten).
+    #[test]
+    fn type_limits_are_never_exceeded_and_nothing_stalls() {
+        for seed in 0..20 {
+            fastrand::seed(seed);
+            let limits = [("a", 1u32), ("b", 3)];
+            let mut e = limited(1 + fastrand::usize(..8), &limits);
+            for w in 0..6 {
+                let n = 5 + fastrand::usize(..20);
+                let tasks: Vec<Value> = (0..n)
+                    .map(|i| {
+                        let deps: Vec<String> = (0..i)
+                            .filter(|_| fastrand::u8(..10) == 0)
+                            .map(|d| format!("t{d}"))
+                            .collect();
+                        let kind = ["a", "b", "c"][fastrand::usize(..3)];
+                        let queue = ["q1", "q2"][fastrand::usize(..2)];
+                        json!({
+                            "id": format!("t{i}"),
+                            "type": kind,
+                            "queue": queue,
+                            "depends_on": deps,
+                        })
+                    })
+                    .collect();
+                submit(
+                    &mut e,
+                    json!({"id": format!("w{w}"), "priority": fastrand::u8(..3), "tasks": tasks}),
+                );
+            }
+            let mut running: Vec<TaskMessage> = Vec::new();
+            for _ in 0..10_000 {
+                running.extend(dispatched(&mut e));
+                for (kind, max) in limits {
+                    let now = running.iter().filter(|m| m.kind == kind).count();
+                    assert!(
+                        now <= max as usize,
+                        "seed {seed}: {now} of `{kind}` running"
+                    );
+                }
+                if running.is_empty() {
+                    break;
+                }
+                let m = running.swap_remove(fastrand::usize(..running.len()));
+                if fastrand::u8(..50) == 0 {
+                    let wf = m.workflow_id.clone();
+                    e.cancel(&wf, Utc::now());
+                    running.retain(|r| r.workflow_id != wf);
+                } else {
+                    e.on_result(result(&m, true, false, json!(1)), Utc::now());
+                }
+            }
+            assert_eq!(e.active_workflows(), 0, "seed {seed}: a workflow stalled");
+            assert!(e.type_usage().iter().all(|u| u.running == 0));
+        }
+    }
+
+    #[test]
+    fn type_limits_parse() {
+        assert_eq!(
+            TypeLimits::parse(" payments.charge=5, mail = 20,").unwrap(),
+            vec![("payments.charge".into(), 5), ("mail".into(), 20)]
+        );
+        assert!(TypeLimits::parse("").unwrap().is_empty());
+        for bad in ["charge", "charge=0", "=3", "charge=x"] {
+            let e = TypeLimits::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad.trim()), "{bad}: {e}");
+        }
     }
 
     /// A skewed DAG: five leaves listed first (so they become ready

@@ -7,7 +7,7 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 use tokio::sync::Semaphore;
-use warren_scheduler::Metrics;
+use warren_scheduler::{Metrics, SchedulerConfig};
 use warren_shared::wire::{TaskState, WorkflowStatus};
 use warren_worker::Registry;
 
@@ -250,6 +250,81 @@ async fn max_concurrency_holds_across_a_scheduler_restart() {
     }
     let report = outcome.await.unwrap().unwrap();
     assert_eq!(report.status, WorkflowStatus::Succeeded);
+    assert_eq!(most.load(Ordering::SeqCst), 2, "the limit was used");
+    second.stop().await;
+    env.finish().await;
+}
+
+/// `charge` is limited to 2 running at once across two workflows; `mail`
+/// tasks in the same queue run meanwhile; the limit survives a scheduler
+/// restart (the running count is rebuilt from the store).
+#[tokio::test]
+async fn a_type_limit_holds_across_workflows_and_a_scheduler_restart() {
+    let mut env = Env::new().await;
+    let config = SchedulerConfig {
+        type_limits: vec![("charge".into(), 2)],
+        ..env.scheduler_config()
+    };
+    let first = env.scheduler(config.clone());
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gate = Arc::new(Semaphore::new(0));
+    let mails = Arc::new(AtomicUsize::new(0));
+    let mut registry = Registry::with_builtins();
+    {
+        let (now, most, gate) = (now.clone(), most.clone(), gate.clone());
+        registry.register("charge", move |_ctx| {
+            let (now, most, gate) = (now.clone(), most.clone(), gate.clone());
+            async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(running, Ordering::SeqCst);
+                gate.acquire().await.expect("gate open").forget();
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(json!(null))
+            }
+        });
+        let mails = mails.clone();
+        registry.register("mail", move |_ctx| {
+            let mails = mails.clone();
+            async move {
+                mails.fetch_add(1, Ordering::SeqCst);
+                Ok(json!(null))
+            }
+        });
+    }
+    env.worker(registry, &["default"], 20, "w");
+    let mut outcomes = Vec::new();
+    for w in ["shop-a", "shop-b"] {
+        let mut tasks: Vec<_> = (0..3)
+            .map(|i| json!({"id": format!("charge{i}"), "type": "charge"}))
+            .collect();
+        tasks.extend((0..3).map(|i| json!({"id": format!("mail{i}"), "type": "mail"})));
+        let client = env.client.clone();
+        outcomes.push(tokio::spawn(async move {
+            client
+                .submit_and_wait(json!({"id": w, "tasks": tasks}), DEADLINE)
+                .await
+        }));
+    }
+    wait_until("two charges running and every mail sent", || {
+        now.load(Ordering::SeqCst) == 2 && Metrics::get(&first.metrics.tasks_succeeded) == 6
+    })
+    .await;
+    assert_eq!(mails.load(Ordering::SeqCst), 6);
+    first.stop().await;
+    let second = env.scheduler(config);
+    for done in 1..=6 {
+        gate.add_permits(1);
+        wait_until("the next charge", || {
+            Metrics::get(&second.metrics.tasks_succeeded) == done
+                && now.load(Ordering::SeqCst) == (6 - done as usize).min(2)
+        })
+        .await;
+        assert!(most.load(Ordering::SeqCst) <= 2, "limit exceeded");
+    }
+    for outcome in outcomes {
+        let report = outcome.await.unwrap().unwrap();
+        assert_eq!(report.status, WorkflowStatus::Succeeded);
+    }
     assert_eq!(most.load(Ordering::SeqCst), 2, "the limit was used");
     second.stop().await;
     env.finish().await;

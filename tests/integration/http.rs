@@ -144,6 +144,9 @@ async fn health_metrics_api_and_page() {
         "warren_dispatch_latency_seconds_count 3",
         "warren_dispatch_latency_seconds_bucket{le=\"+Inf\"} 3",
         "warren_broker_connected 1",
+        "warren_type_running_tasks{type=\"gated\"} 1",
+        "warren_type_limit{type=\"gated\"} 10",
+        "warren_type_waiting_tasks{type=\"gated\"} 0",
     ] {
         assert!(
             text.lines().any(|l| l == sample),

@@ -121,13 +121,15 @@ impl Env {
 
     /// A scheduler serving HTTP on a free port, and a worker `worker` on
     /// `default` with the built-ins and `gated` (held until the returned
-    /// semaphore gives permits). Returns once the endpoint listens.
+    /// semaphore gives permits; its type is limited to 10 running, for the
+    /// limit's gauges). Returns once the endpoint listens.
     pub async fn with_http(
         &mut self,
         worker: &str,
     ) -> (RunningScheduler, Arc<Semaphore>, std::net::SocketAddr) {
         let mut config = self.scheduler_config();
         config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+        config.type_limits = vec![("gated".into(), 10)];
         let scheduler = self.scheduler(config);
         let gate = Arc::new(Semaphore::new(0));
         let mut registry = Registry::with_builtins();
