@@ -292,3 +292,59 @@ async fn worker_shutdown_finishes_in_flight_work_and_requeues_the_rest() {
     );
     env.finish().await;
 }
+
+/// Weighted pools: two workers of 1 and 3 slots on one queue. Neither ever
+/// runs more than its slots, and the larger runs most of the work (its
+/// share follows its capacity; 3/4 when tasks take equally long).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_more_slots_gets_more_work_and_never_more_than_its_slots() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut env = Env::new().await;
+    let _s = env.scheduler(env.scheduler_config());
+    let mut peaks = Vec::new();
+    for (id, slots) in [("small", 1u16), ("large", 3)] {
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut registry = Registry::with_builtins();
+        {
+            let (now, most) = (now.clone(), most.clone());
+            registry.register("work", move |_ctx| {
+                let (now, most) = (now.clone(), most.clone());
+                async move {
+                    most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok(json!(null))
+                }
+            });
+        }
+        env.worker(registry, &["default"], slots, id);
+        peaks.push((slots, most));
+    }
+    let tasks: Vec<_> = (0..60)
+        .map(|i| json!({"id": format!("t{i}"), "type": "work"}))
+        .collect();
+    let report = env
+        .client
+        .submit_and_wait(json!({"id": "pools", "tasks": tasks}), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded);
+    for (slots, most) in &peaks {
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            usize::from(*slots),
+            "slots used, never exceeded"
+        );
+    }
+    let ran = |w: &str| {
+        report
+            .tasks
+            .values()
+            .filter(|t| t.worker.as_deref() == Some(w))
+            .count()
+    };
+    let (small, large) = (ran("small"), ran("large"));
+    assert_eq!(small + large, 60);
+    assert!(large >= 2 * small, "large ran {large}, small {small}");
+    env.finish().await;
+}
