@@ -198,7 +198,7 @@ fn main() -> std::process::ExitCode {
 async fn child_scheduler(addr: String, c: Child_) -> anyhow::Result<()> {
     let config = warren_scheduler::SchedulerConfig {
         amqp: AmqpConfig::new(addr, c.namespace),
-        store_path: c.dir.join("warren.db"),
+        store: c.dir.join("warren.db").into(),
         dispatch_window: c.window,
         type_limits: warren_scheduler::state::TypeLimits::parse(&c.type_limits)?,
         dispatch_order: if c.fifo {

@@ -594,7 +594,7 @@ async fn dev(mut amqp: AmqpConfig, file: PathBuf, timeout: Duration) -> anyhow::
     let stop = CancellationToken::new();
     let scheduler = Scheduler::new(SchedulerConfig {
         amqp: amqp.clone(),
-        store_path,
+        store: store_path.into(),
         ..SchedulerConfig::default()
     });
     let scheduler = tokio::spawn(scheduler.run(stop.clone()));

@@ -1,7 +1,7 @@
 //! The scheduler's typed settings. Binaries fill them from flags and env;
 //! the library never reads the environment.
 
-use crate::validate::Limits;
+use crate::{store::StoreLocation, validate::Limits};
 use std::path::PathBuf;
 use warren_shared::AmqpConfig;
 
@@ -10,8 +10,9 @@ use warren_shared::AmqpConfig;
 pub struct SchedulerConfig {
     /// Broker address and namespace.
     pub amqp: AmqpConfig,
-    /// SQLite file of the state store (default `warren.db`).
-    pub store_path: PathBuf,
+    /// The state store: a SQLite file (default `warren.db`) or a
+    /// PostgreSQL database.
+    pub store: StoreLocation,
     /// Request size limits.
     pub limits: Limits,
     /// Most tasks of one queue dispatched and not yet answered (default 200).
@@ -43,7 +44,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             amqp: AmqpConfig::default(),
-            store_path: PathBuf::from("warren.db"),
+            store: StoreLocation::Sqlite(PathBuf::from("warren.db")),
             limits: Limits::default(),
             dispatch_window: 200,
             lease_grace: std::time::Duration::from_secs(30),

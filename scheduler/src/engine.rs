@@ -194,7 +194,11 @@ impl Scheduler {
     /// trusted (unacked deliveries come back, unconfirmed outbox messages
     /// are published again).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-        let store = Store::open(&self.config.store_path)?;
+        let Some(store) =
+            Store::open(&self.config.store, &self.config.amqp.namespace, &shutdown).await?
+        else {
+            return Ok(()); // stopped while standing by
+        };
         let (queries_tx, mut queries) = mpsc::channel(64);
         let http_stop = shutdown.child_token();
         let http = match self.config.http_addr {
@@ -317,9 +321,9 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let cfg = &self.config;
         let topology = Topology::new(cfg.amqp.namespace.clone());
-        let recovered = store.call(|db| db.recover()).await??;
+        let recovered = store.recover().await?;
         tracing::info!(
-            store = %cfg.store_path.display(),
+            store = %cfg.store,
             running = recovered.running.len(),
             outbox = recovered.outbox.len(),
             "State store opened"
@@ -418,7 +422,7 @@ impl Scheduler {
                 () = sleep_opt(wait_due) => None,
                 () = sleep_opt(flush_in) => {
                     let (ops, _) = engine.take_batch();
-                    store.call(move |db| db.commit_relaxed(&ops)).await??;
+                    store.commit_relaxed(ops).await?;
                     continue;
                 }
             };
@@ -446,7 +450,7 @@ impl Scheduler {
         self.metrics.broker_connected.store(0, Ordering::Relaxed);
         if outcome.is_ok() && engine.has_ops() {
             let (ops, _) = engine.take_batch();
-            store.call(move |db| db.commit(&ops)).await??;
+            store.commit(ops).await?;
         }
         if outcome.is_ok() {
             tracing::info!("Scheduler stopped");
@@ -505,13 +509,13 @@ impl Scheduler {
             .collect();
         let mut known: HashMap<String, Known> = HashMap::new();
         if !lookup.is_empty() {
-            let found = store
-                .call(move |db| {
-                    db.lookup(&lookup)
-                        .map(|k| lookup.into_iter().zip(k).collect::<Vec<_>>())
-                })
-                .await??;
-            known.extend(found.into_iter().filter_map(|(id, k)| Some((id, k?))));
+            let found = store.lookup(lookup.clone()).await?;
+            known.extend(
+                lookup
+                    .into_iter()
+                    .zip(found)
+                    .filter_map(|(id, k)| Some((id, k?))),
+            );
         }
 
         for item in items {
@@ -536,7 +540,7 @@ impl Scheduler {
 
         let (ops, msgs) = engine.take_batch();
         if !ops.is_empty() {
-            store.call(move |db| db.commit(&ops)).await??;
+            store.commit(ops).await?;
             Metrics::add(&self.metrics.batches_committed, 1);
         }
         publisher.publish_all(&msgs, &self.metrics).await?;

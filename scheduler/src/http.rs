@@ -14,7 +14,7 @@ use crate::{
     metrics::{Histogram, Metrics},
     registry::SharedRegistry,
     state::TypeUsage,
-    store::{Store, WorkflowSummary},
+    store::{Store, StoreError, WorkflowSummary},
 };
 use axum::{
     Json, Router,
@@ -99,8 +99,8 @@ async fn page() -> Html<&'static str> {
 async fn healthz(State(s): State<AppState>) -> Response {
     let broker = Metrics::get(&s.metrics.broker_connected) == 1;
     let store = matches!(
-        tokio::time::timeout(ANSWER_WITHIN, s.store.call(|db| db.ping())).await,
-        Ok(Ok(Ok(())))
+        tokio::time::timeout(ANSWER_WITHIN, s.store.ping()).await,
+        Ok(Ok(()))
     );
     let status = if broker && store {
         StatusCode::OK
@@ -138,19 +138,15 @@ async fn list(
     }
     let offset = p.offset.unwrap_or(0);
     let status = p.status.filter(|s| !s.is_empty());
-    let found = s
-        .store
-        .call(move |db| db.list_workflows(status.as_deref(), limit, offset))
-        .await;
+    let found = s.store.list_workflows(status, limit, offset).await;
     match found {
-        Ok(Ok(workflows)) => Json(ListPage {
+        Ok(workflows) => Json(ListPage {
             workflows,
             limit,
             offset,
         })
         .into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_error(e),
     }
 }
 
@@ -177,8 +173,8 @@ async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response
         }
     }
     let key = id.clone();
-    match s.store.call(move |db| db.lookup(&[key])).await {
-        Ok(Ok(mut found)) => match found.pop().flatten() {
+    match s.store.lookup(vec![key]).await {
+        Ok(mut found) => match found.pop().flatten() {
             Some(known) => match known.report {
                 Some(report) => {
                     ([(header::CONTENT_TYPE, "application/json")], report).into_response()
@@ -189,9 +185,17 @@ async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response
             },
             None => error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
         },
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => store_error(e),
     }
+}
+
+/// 503 when the store is closed (the scheduler is stopping), else 500.
+fn store_error(e: StoreError) -> Response {
+    let code = match e {
+        StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(code, e.to_string())
 }
 
 async fn list_workers(State(s): State<AppState>) -> Response {

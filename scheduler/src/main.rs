@@ -1,8 +1,9 @@
 //! `warren-scheduler`: runs the scheduler with settings from flags and env.
 
 use clap::Parser;
-use std::path::PathBuf;
-use warren_scheduler::{Scheduler, SchedulerConfig, state::TypeLimits, validate::Limits};
+use warren_scheduler::{
+    Scheduler, SchedulerConfig, state::TypeLimits, store::StoreLocation, validate::Limits,
+};
 use warren_shared::cli::BrokerArgs;
 
 /// Warren's scheduler: validates workflow requests, keeps their state in a
@@ -12,9 +13,16 @@ use warren_shared::cli::BrokerArgs;
 struct Args {
     #[command(flatten)]
     broker: BrokerArgs,
-    /// SQLite file holding the scheduler's state.
-    #[arg(long, env = "WARREN_STORE", default_value = "warren.db")]
-    store: PathBuf,
+    /// The scheduler's state: a SQLite file, or a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/db`), where several schedulers
+    /// may share one database (one active, the others standing by).
+    #[arg(
+        long,
+        env = "WARREN_STORE",
+        default_value = "warren.db",
+        hide_env_values = true
+    )]
+    store: String,
     /// Most tasks per queue dispatched and not yet answered.
     #[arg(long, env = "WARREN_DISPATCH_WINDOW", default_value_t = 200)]
     dispatch_window: usize,
@@ -61,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = SchedulerConfig {
         amqp: args.broker.config()?,
-        store_path: args.store,
+        store: StoreLocation::parse(&args.store),
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_tasks: args.max_tasks,
@@ -77,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         type_limits: TypeLimits::parse(&args.type_limits)?,
         ..SchedulerConfig::default()
     };
-    tracing::info!(amqp = ?config.amqp, store = %config.store_path.display(), "Starting scheduler");
+    tracing::info!(amqp = ?config.amqp, store = %config.store, "Starting scheduler");
     let shutdown = warren_shared::shutdown::on_signal();
     Scheduler::new(config).run(shutdown).await?;
     Ok(())

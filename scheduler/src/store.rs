@@ -1,14 +1,21 @@
-//! The durable state store: one SQLite file in WAL mode with full sync.
+//! The durable state store: a SQLite file in WAL mode with full sync (the
+//! default), or a PostgreSQL database ([`postgres`]).
 //!
-//! SQLite calls block, so the connection lives on its own thread and the
-//! async side sends it closures ([`Store::call`]). The engine hands over one
-//! batch of [`Op`]s per transaction: every state change of a batch, and the
-//! outbox messages they cause, commit together or not at all.
+//! SQLite calls block, so its connection lives on its own thread and the
+//! async side sends it closures. The engine hands over one batch of
+//! [`Op`]s per transaction: every state change of a batch, and the outbox
+//! messages they cause, commit together or not at all.
+
+pub mod postgres;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use warren_shared::wire::{TaskError, TaskState};
 
 /// Version of the schema below, kept in `meta`.
@@ -83,9 +90,17 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error(
-        "state store holds schema version {found}; this scheduler knows version {SCHEMA_VERSION}"
+        "state store holds schema version {found}; this scheduler knows versions up to {known}: run a newer scheduler"
     )]
-    SchemaVersion { found: i64 },
+    SchemaVersion { found: i64, known: i64 },
+    #[error("state store (PostgreSQL): {0}")]
+    Postgres(String),
+    #[error("state store address: {0}")]
+    Url(String),
+    #[error(
+        "another scheduler has taken over this store (this one lost its leader lock); stopping"
+    )]
+    Fenced,
     #[error("state store {path}: {source}")]
     Io {
         path: String,
@@ -123,7 +138,7 @@ pub enum OutKind {
 }
 
 impl OutKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OutKind::Task => "task",
             OutKind::Reply => "reply",
@@ -272,21 +287,170 @@ enum Msg {
     Close(oneshot::Sender<()>),
 }
 
-/// Handle to the store thread.
+/// Where the state lives: `WARREN_STORE` is a SQLite file path, or a
+/// `postgres://` / `postgresql://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl StoreLocation {
+    pub fn parse(s: &str) -> StoreLocation {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            StoreLocation::Postgres(s.to_owned())
+        } else {
+            StoreLocation::Sqlite(PathBuf::from(s))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(p) => write!(f, "{}", p.display()),
+            StoreLocation::Postgres(url) => f.write_str(&warren_shared::redact_addr(url)),
+        }
+    }
+}
+
+impl From<PathBuf> for StoreLocation {
+    fn from(p: PathBuf) -> StoreLocation {
+        StoreLocation::Sqlite(p)
+    }
+}
+
+/// The open store, of either kind.
 #[derive(Clone)]
-pub struct Store {
-    tx: std::sync::mpsc::Sender<Msg>,
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(Arc<postgres::PgStore>),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
+        match self {
+            Store::Sqlite(_) => f.write_str("Store(sqlite)"),
+            Store::Postgres(p) => write!(f, "Store({})", p.describe),
+        }
     }
 }
 
 impl Store {
+    /// Opens the store. A SQLite file is locked for this process (a second
+    /// scheduler on it is refused); on PostgreSQL this waits until this
+    /// scheduler is the active one of its namespace, or returns `None` when
+    /// `shutdown` comes first.
+    pub async fn open(
+        location: &StoreLocation,
+        namespace: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Store>, StoreError> {
+        Ok(match location {
+            StoreLocation::Sqlite(path) => Some(Store::Sqlite(SqliteStore::open(path)?)),
+            StoreLocation::Postgres(url) => postgres::PgStore::open(url, namespace, shutdown)
+                .await?
+                .map(|p| Store::Postgres(Arc::new(p))),
+        })
+    }
+
+    /// Closes the store: releases the SQLite lock, or the PostgreSQL
+    /// leader lock (a standby takes over at once).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Commits one batch in one transaction, durably.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.call(move |db| db.commit(&ops)).await?,
+            Store::Postgres(p) => p.commit(&ops, false).await,
+        }
+    }
+
+    /// Commits ops whose loss in a crash is harmless (deletions of
+    /// published outbox rows) without waiting for the disk.
+    pub async fn commit_relaxed(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.call(move |db| db.commit_relaxed(&ops)).await?,
+            Store::Postgres(p) => p.commit(&ops, true).await,
+        }
+    }
+
+    /// Loads what a restarted scheduler resumes from.
+    pub async fn recover(&self) -> Result<Recovered, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.call(|db| db.recover()).await?,
+            Store::Postgres(p) => p.recover().await,
+        }
+    }
+
+    /// Looks up workflows by id.
+    pub async fn lookup(&self, ids: Vec<String>) -> Result<Vec<Option<Known>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.call(move |db| db.lookup(&ids)).await?,
+            Store::Postgres(p) => p.lookup(&ids).await,
+        }
+    }
+
+    /// Workflows, newest first, optionally of one status only.
+    pub async fn list_workflows(
+        &self,
+        status: Option<String>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<WorkflowSummary>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.call(move |db| db.list_workflows(status.as_deref(), limit, offset))
+                    .await?
+            }
+            Store::Postgres(p) => p.list_workflows(status.as_deref(), limit, offset).await,
+        }
+    }
+
+    /// A trivial read: the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.call(|db| db.ping()).await?,
+            Store::Postgres(p) => p.ping().await,
+        }
+    }
+
+    /// Committed results per (task, attempt) of a workflow: the evidence
+    /// that no result was committed twice.
+    pub async fn results_of(
+        &self,
+        workflow_id: String,
+    ) -> Result<Vec<(String, u32, String)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.call(move |db| db.results_of(&workflow_id)).await?,
+            Store::Postgres(p) => p.results_of(&workflow_id).await,
+        }
+    }
+
+    /// Messages still in the outbox (published ones are deleted).
+    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.call(|db| db.outbox_len()).await?,
+            Store::Postgres(p) => p.outbox_len().await,
+        }
+    }
+}
+
+/// Handle to the SQLite store thread.
+#[derive(Clone)]
+pub struct SqliteStore {
+    tx: std::sync::mpsc::Sender<Msg>,
+}
+
+impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and starts its thread.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let db = Db::open(path)?;
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         std::thread::Builder::new()
@@ -308,7 +472,7 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(Store { tx })
+        Ok(SqliteStore { tx })
     }
 
     /// Closes the database and releases its lock once queued calls are
@@ -335,7 +499,7 @@ impl Store {
     }
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
@@ -392,7 +556,12 @@ impl Db {
                 )?;
             }
             Some(Ok(SCHEMA_VERSION)) => {}
-            Some(Ok(found)) => return Err(StoreError::SchemaVersion { found }),
+            Some(Ok(found)) => {
+                return Err(StoreError::SchemaVersion {
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
             Some(Err(e)) => return Err(StoreError::Corrupt(format!("schema_version: {e}"))),
         }
         Ok(Db { conn, _lock: lock })

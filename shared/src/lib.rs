@@ -24,3 +24,12 @@ pub mod wire;
 pub use amqp::{AmqpConfig, redact_addr};
 pub use error::Error;
 pub use topology::Topology;
+
+/// This machine's name (from `/etc/hostname`), or `unknown`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -127,7 +127,7 @@ async fn child_scheduler(args: ChildArgs) -> anyhow::Result<()> {
     child_logging();
     let config = warren_scheduler::SchedulerConfig {
         amqp: AmqpConfig::new(args.amqp_addr, args.namespace),
-        store_path: args.dir.join("warren.db"),
+        store: args.dir.join("warren.db").into(),
         ..Default::default()
     };
     let shutdown = warren_shared::shutdown::on_signal();

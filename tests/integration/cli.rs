@@ -2,7 +2,9 @@
 //! `warren-scheduler` + `warren-worker` driven by `warren submit/status`,
 //! configured through the environment and stopped with SIGTERM.
 
-use crate::support::{DEADLINE, Proc, amqp_addr, binaries};
+use crate::support::{
+    DEADLINE, Proc, amqp_addr, binaries, drop_store_schema, store_env, test_store,
+};
 use serde_json::Value;
 use std::{
     path::Path,
@@ -92,7 +94,7 @@ fn start(bin: &str, addr: &str, ns: &str, dir: &Path, env: &[(&str, &str)]) -> P
             .envs(env.iter().copied())
             .env("AMQP_ADDR", addr)
             .env("WARREN_NAMESPACE", ns)
-            .env("WARREN_STORE", dir.join("w.db"))
+            .env("WARREN_STORE", store_env(&test_store(&dir.join("w.db"))))
             .env("RUST_LOG", "debug")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -114,6 +116,7 @@ fn delete_namespace(ns: &str) {
             .await
             .unwrap();
         warren_shared::amqp::close(&conn, "done").await;
+        drop_store_schema(&test_store(Path::new("unused")), ns).await;
     });
 }
 

@@ -48,7 +48,7 @@ async fn forced_disconnects_lose_nothing() {
     assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
     assert_eq!(report.tasks["c"].output, Some(json!(1)));
     assert!(Metrics::get(&s.metrics.reconnects) >= 1);
-    let results = committed_results(&env.store_path, "cut");
+    let results = committed_results(&env, "cut").await;
     assert_eq!(
         results.len(),
         3,
@@ -129,7 +129,7 @@ async fn a_hung_worker_is_caught_by_the_lease_and_its_late_result_ignored() {
     let after = env.client.status("hang", DEADLINE).await.unwrap();
     assert_eq!(after.tasks["a"].output, Some(json!("done")));
     assert_eq!(
-        committed_results(&env.store_path, "hang"),
+        committed_results(&env, "hang").await,
         vec![("a".to_string(), 2, "succeeded".to_string())],
         "attempt 1 never committed a result"
     );

@@ -90,7 +90,7 @@ async fn retry_then_success() {
     assert_eq!(report.tasks["f"].attempts, 3);
     assert_eq!(report.tasks["after"].output, Some(json!(3)));
     assert_eq!(warren_scheduler::Metrics::get(&s.metrics.tasks_retried), 2);
-    let results = crate::support::committed_results(&env.store_path, "flaky");
+    let results = crate::support::committed_results(&env, "flaky").await;
     assert_eq!(
         results,
         vec![

@@ -6,7 +6,7 @@ use lapin::options::BasicPublishOptions;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use warren_scheduler::Metrics;
+use warren_scheduler::{Metrics, store::StoreLocation};
 use warren_shared::wire::{ResultStatus, TaskError, TaskResult, TaskState, WorkflowStatus};
 use warren_worker::Registry;
 
@@ -121,7 +121,7 @@ async fn duplicated_result_message_changes_nothing() {
     assert_eq!(report.tasks["a"].output, Some(json!({"v": "original"})));
     assert_eq!(report.tasks["b"].output, Some(json!("original")));
     assert_eq!(
-        committed_results(&env.store_path, "dres"),
+        committed_results(&env, "dres").await,
         vec![
             ("a".to_string(), 1, "succeeded".to_string()),
             ("b".to_string(), 1, "succeeded".to_string())
@@ -154,26 +154,45 @@ async fn a_new_scheduler_on_the_same_store_completes_the_workflow() {
         }
     });
     wait_until("b to be running", || log.contains("restart/b/1")).await;
-    // A second scheduler on the same store would dispatch everything twice.
-    let intruder = env.scheduler(env.scheduler_config()).failure().await;
-    assert!(
-        intruder.to_string().contains("in use by another scheduler"),
-        "{intruder}"
-    );
+    // A second scheduler on the same store would dispatch everything twice:
+    // on SQLite it is refused; on PostgreSQL it stands by.
+    let standby = match env.store {
+        StoreLocation::Sqlite(_) => {
+            let intruder = env.scheduler(env.scheduler_config()).failure().await;
+            assert!(
+                intruder.to_string().contains("in use by another scheduler"),
+                "{intruder}"
+            );
+            None
+        }
+        StoreLocation::Postgres(_) => Some(env.scheduler(env.scheduler_config())),
+    };
     let deadline = std::time::Instant::now() + DEADLINE;
     while env.client.status("restart", DEADLINE).await.unwrap().tasks["d"].state
         != TaskState::Succeeded
     {
         assert!(std::time::Instant::now() < deadline, "d did not finish");
     }
+    if let Some(s) = &standby {
+        assert_eq!(
+            Metrics::get(&s.metrics.messages_received),
+            0,
+            "a standby takes nothing"
+        );
+        assert_eq!(Metrics::get(&s.metrics.broker_connected), 0);
+    }
     first.stop().await;
-    // b finishes while no scheduler runs: its result waits in the queue.
+    // b finishes while no scheduler runs (or only the standby, which takes
+    // over now): its result waits in the queue.
     gate.add_permits(1);
-    let second = env.scheduler(env.scheduler_config());
+    let second = match standby {
+        Some(s) => s,
+        None => env.scheduler(env.scheduler_config()),
+    };
     let report = waiter.await.unwrap().unwrap();
     assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
     assert_eq!(report.tasks["c"].output, Some(json!(1)));
-    let results = committed_results(&env.store_path, "restart");
+    let results = committed_results(&env, "restart").await;
     assert_eq!(results.len(), 4, "one result per task: {results:?}");
     assert!(
         results

@@ -11,7 +11,7 @@ use std::{
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use warren_producer::Client;
-use warren_scheduler::{Metrics, Scheduler, SchedulerConfig};
+use warren_scheduler::{Metrics, Scheduler, SchedulerConfig, store::StoreLocation};
 use warren_shared::{AmqpConfig, Topology};
 use warren_worker::{Registry, Worker, WorkerConfig};
 
@@ -26,7 +26,10 @@ pub fn amqp_addr() -> String {
 pub struct Env {
     pub amqp: AmqpConfig,
     pub client: Arc<Client>,
-    pub store_path: PathBuf,
+    /// SQLite in the test's directory, or PostgreSQL when
+    /// `WARREN_TEST_STORE` is a `postgres://` URL (the namespace's own
+    /// schema, dropped at the end).
+    pub store: StoreLocation,
     _dir: tempfile::TempDir,
     root: CancellationToken,
     joins: Vec<(String, JoinHandle<()>)>,
@@ -85,7 +88,7 @@ impl Env {
         let client = Arc::new(Client::connect(&amqp).await.expect("connect to RabbitMQ"));
         let dir = tempfile::tempdir().unwrap();
         Env {
-            store_path: dir.path().join("warren.db"),
+            store: test_store(&dir.path().join("warren.db")),
             amqp,
             client,
             _dir: dir,
@@ -100,7 +103,7 @@ impl Env {
     pub fn scheduler_config(&self) -> SchedulerConfig {
         SchedulerConfig {
             amqp: self.amqp.clone(),
-            store_path: self.store_path.clone(),
+            store: self.store.clone(),
             ..SchedulerConfig::default()
         }
     }
@@ -206,6 +209,7 @@ impl Env {
                 .expect("no panic");
         }
         delete_namespace(&self.amqp, &self.queues).await;
+        drop_store_schema(&self.store, &self.amqp.namespace).await;
         self.cleaned = true;
         eprintln!(
             "env {} ran {:?}",
@@ -222,13 +226,14 @@ impl Drop for Env {
         }
         // A failed test: clean up from a thread with its own runtime.
         self.root.cancel();
-        let (amqp, queues) = (self.amqp.clone(), self.queues.clone());
+        let (amqp, queues, store) = (self.amqp.clone(), self.queues.clone(), self.store.clone());
         let _ = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
                 rt.block_on(delete_namespace(&amqp, &queues));
+                rt.block_on(drop_store_schema(&store, &amqp.namespace));
             }
         })
         .join();
@@ -348,11 +353,72 @@ pub fn add_gated(
 
 /// Committed results of a workflow, read from the store file:
 /// (task, attempt, status).
-pub fn committed_results(store: &std::path::Path, workflow: &str) -> Vec<(String, u32, String)> {
-    let conn = rusqlite::Connection::open(store).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT task_id, attempt, status FROM results WHERE workflow_id = ?1 ORDER BY task_id, attempt")
-        .unwrap();
+/// The test's store: PostgreSQL when `WARREN_TEST_STORE` is a
+/// `postgres://` URL, else SQLite at `sqlite`.
+pub fn test_store(sqlite: &std::path::Path) -> StoreLocation {
+    match std::env::var("WARREN_TEST_STORE") {
+        Ok(url) if url.starts_with("postgres") => StoreLocation::Postgres(url),
+        _ => StoreLocation::Sqlite(sqlite.to_owned()),
+    }
+}
+
+/// `WARREN_STORE` for a binary: the test store's URL or path.
+pub fn store_env(store: &StoreLocation) -> std::ffi::OsString {
+    match store {
+        StoreLocation::Postgres(url) => url.into(),
+        StoreLocation::Sqlite(p) => p.as_os_str().to_owned(),
+    }
+}
+
+/// Drops the namespace's PostgreSQL schema (nothing for SQLite: its file
+/// goes with the test's directory).
+pub async fn drop_store_schema(store: &StoreLocation, namespace: &str) {
+    let StoreLocation::Postgres(url) = store else {
+        return;
+    };
+    let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+        eprintln!("cannot reach {url} to drop the test's schema");
+        return;
+    };
+    let conn = tokio::spawn(conn);
+    let schema = warren_scheduler::store::postgres::schema_of(namespace);
+    if let Err(e) = client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+    {
+        eprintln!("dropping schema {schema}: {e}");
+    }
+    drop(client);
+    let _ = conn.await;
+}
+
+/// Committed results (task, attempt, status) of a workflow, read from the
+/// test's store behind the scheduler's back.
+pub async fn committed_results(env: &Env, workflow: &str) -> Vec<(String, u32, String)> {
+    let sql = "SELECT task_id, attempt, status FROM results WHERE workflow_id = $1 ORDER BY task_id, attempt";
+    let path = match &env.store {
+        StoreLocation::Sqlite(path) => path,
+        StoreLocation::Postgres(url) => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let schema = warren_scheduler::store::postgres::schema_of(&env.amqp.namespace);
+            client
+                .batch_execute(&format!("SET search_path = {schema}"))
+                .await
+                .unwrap();
+            return client
+                .query(sql, &[&workflow])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get(0), r.get::<_, i32>(1) as u32, r.get(2)))
+                .collect();
+        }
+    };
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn.prepare(&sql.replace("$1", "?1")).unwrap();
     stmt.query_map([workflow], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()

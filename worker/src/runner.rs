@@ -683,14 +683,7 @@ impl Worker {
     }
 }
 
-/// This machine's name (from `/etc/hostname`), or `unknown`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
+pub use warren_shared::host_name;
 
 /// Announces the worker every interval until `stop`.
 async fn heartbeats(ch: Channel, topology: Topology, beat: Beat, stop: CancellationToken) {

@@ -1,0 +1,1094 @@
+//! The PostgreSQL state store (`WARREN_STORE=postgres://...`).
+//!
+//! Same tables and the same batches as SQLite: one transaction per batch,
+//! with each kind of op sent as one statement over arrays (`unnest`), so a
+//! batch of thousands of ops costs about ten round trips, not thousands.
+//! The tables live in a schema of their own per Warren namespace, created
+//! and migrated at startup (`warren_migrations` records the versions).
+//!
+//! Several schedulers may point at one database. One of them is active: it
+//! holds a session advisory lock for the namespace and an epoch in the
+//! `leader` row; the others wait for the lock (standby). Every batch checks
+//! the epoch inside its transaction, so a scheduler that lost its lock
+//! (its connection dropped, another took over) can commit nothing more:
+//! its batch fails and it stops.
+
+use super::{
+    Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, StoreError, TaskRow, WorkflowSummary,
+};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+use tokio_postgres::{NoTls, types::ToSql};
+use tokio_util::sync::CancellationToken;
+use warren_shared::wire::{TaskError, TaskState};
+
+/// The schema's migrations, in order; version N is `MIGRATIONS[N - 1]`.
+/// Never edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE workflows (
+    id          TEXT PRIMARY KEY,
+    seq         BIGINT NOT NULL,
+    name        TEXT,
+    priority    SMALLINT NOT NULL,
+    status      TEXT NOT NULL,
+    definition  BYTEA,
+    report      TEXT,
+    created_at  TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ
+);
+CREATE INDEX workflows_by_status ON workflows (status, seq);
+CREATE INDEX workflows_by_seq ON workflows (seq);
+CREATE TABLE tasks (
+    workflow_id TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    due_at_ms   BIGINT,
+    output      TEXT,
+    error       TEXT,
+    worker      TEXT,
+    started_at  TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    PRIMARY KEY (workflow_id, task_id)
+);
+CREATE TABLE results (
+    workflow_id  TEXT NOT NULL,
+    task_id      TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (workflow_id, task_id, attempt)
+);
+CREATE TABLE outbox (
+    seq            BIGINT PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    exchange       TEXT NOT NULL,
+    routing_key    TEXT NOT NULL,
+    message_id     TEXT,
+    correlation_id TEXT,
+    priority       SMALLINT,
+    headers        TEXT,
+    body           BYTEA NOT NULL
+);
+CREATE TABLE replies (
+    workflow_id    TEXT NOT NULL,
+    reply_to       TEXT NOT NULL,
+    correlation_id TEXT
+);
+CREATE INDEX replies_by_workflow ON replies (workflow_id);
+CREATE TABLE leader (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch  BIGINT NOT NULL,
+    holder TEXT NOT NULL,
+    since  TIMESTAMPTZ NOT NULL
+);
+"];
+
+/// How often a standby scheduler tries to become the active one.
+const STANDBY_POLL: Duration = Duration::from_millis(500);
+
+pub struct PgStore {
+    pool: Pool,
+    /// The epoch this scheduler became active with.
+    epoch: i64,
+    /// Cleared when the connection holding the leader lock ends.
+    leading: Arc<AtomicBool>,
+    /// Holds the advisory lock for as long as it is open.
+    lock_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    pub(super) describe: String,
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Postgres(e.to_string())
+}
+
+/// The schema of a Warren namespace: lower case, `[a-z0-9_]`, others `_`.
+pub fn schema_of(namespace: &str) -> String {
+    let s: String = namespace
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("warren_{s}")
+}
+
+/// PostgreSQL text cannot hold NUL; strings from the wire (worker names,
+/// AMQP reply addresses) could. They are stored with U+FFFD instead.
+fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn opt_text(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(|s| text(s).into_owned())
+}
+
+impl PgStore {
+    /// Connects, creates and migrates the namespace's schema, then waits
+    /// until this scheduler is the active one (or `shutdown`: `None`).
+    pub async fn open(
+        url: &str,
+        namespace: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<PgStore>, StoreError> {
+        let schema = schema_of(namespace);
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+        let describe = describe(&config, &schema);
+        config.application_name("warren-scheduler");
+        config.options(format!("-c search_path={schema}"));
+        config.connect_timeout(Duration::from_secs(10));
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(4)
+            .build()
+            .map_err(|e| StoreError::Postgres(e.to_string()))?;
+        let mut client = get(&pool).await?;
+        migrate(&mut client, &schema).await?;
+        drop(client);
+
+        // Leadership: a session advisory lock on its own connection.
+        let (lock_client, conn) = config.connect(NoTls).await.map_err(pg)?;
+        let leading = Arc::new(AtomicBool::new(false));
+        {
+            let leading = leading.clone();
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::error!(error = %e, "Lost the store connection that holds the leader lock");
+                }
+                leading.store(false, Ordering::SeqCst);
+            });
+        }
+        let key = format!("warren:{schema}");
+        let mut waited = false;
+        loop {
+            let got: bool = lock_client
+                .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
+                .await
+                .map_err(pg)?
+                .get(0);
+            if got {
+                break;
+            }
+            if !waited {
+                tracing::info!(store = %describe, "Another scheduler is active on this store; standing by");
+                waited = true;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                () = tokio::time::sleep(STANDBY_POLL) => {}
+            }
+        }
+        leading.store(true, Ordering::SeqCst);
+        let holder = format!("{}:{}", warren_shared::host_name(), std::process::id());
+        let epoch: i64 = lock_client
+            .query_one(
+                "INSERT INTO leader (id, epoch, holder, since) VALUES (1, 1, $1, now())
+                 ON CONFLICT (id) DO UPDATE SET epoch = leader.epoch + 1, holder = $1, since = now()
+                 RETURNING epoch",
+                &[&holder],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if waited {
+            tracing::info!(store = %describe, epoch, "This scheduler is now the active one");
+        }
+        Ok(Some(PgStore {
+            pool,
+            epoch,
+            leading,
+            lock_conn: tokio::sync::Mutex::new(Some(lock_client)),
+            describe,
+        }))
+    }
+
+    /// Releases the leader lock (a standby takes over at once) and the pool.
+    pub async fn close(&self) {
+        if let Some(c) = self.lock_conn.lock().await.take() {
+            let _ = c.execute("SELECT pg_advisory_unlock_all()", &[]).await;
+        }
+        self.pool.close();
+    }
+
+    pub async fn commit(&self, ops: &[Op], relaxed: bool) -> Result<(), StoreError> {
+        if !self.leading.load(Ordering::SeqCst) {
+            return Err(StoreError::Fenced);
+        }
+        let mut client = get(&self.pool).await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        if relaxed {
+            // Deletions of published outbox rows: losing them in a crash
+            // only publishes a message twice.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(pg)?;
+        }
+        let fenced = tx
+            .execute(
+                "UPDATE leader SET epoch = epoch WHERE id = 1 AND epoch = $1",
+                &[&self.epoch],
+            )
+            .await
+            .map_err(pg)?;
+        if fenced != 1 {
+            return Err(StoreError::Fenced);
+        }
+        let b = Batch::of(ops)?;
+        b.write(&tx).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
+    pub async fn recover(&self) -> Result<Recovered, StoreError> {
+        let client = get(&self.pool).await?;
+        let mut out = Recovered::default();
+        for r in client
+            .query(
+                "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body
+                 FROM outbox ORDER BY seq",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+        {
+            let kind: String = r.get(1);
+            let kind = OutKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox kind `{kind}`")))?;
+            let headers: Option<String> = r.get(7);
+            let headers = match headers {
+                Some(h) => serde_json::from_str(&h)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox headers: {e}")))?,
+                None => Vec::new(),
+            };
+            let priority: Option<i16> = r.get(6);
+            out.outbox.push((
+                r.get::<_, i64>(0) as u64,
+                Arc::new(OutMsg {
+                    kind,
+                    exchange: r.get(2),
+                    routing_key: r.get(3),
+                    message_id: r.get(4),
+                    correlation_id: r.get(5),
+                    priority: priority.map(|p| p.clamp(0, 255) as u8),
+                    headers,
+                    body: r.get(8),
+                }),
+            ));
+        }
+        let next = |sql: &'static str| {
+            let client = &client;
+            async move {
+                let row = client.query_one(sql, &[]).await.map_err(pg)?;
+                Ok::<u64, StoreError>(row.get::<_, i64>(0) as u64)
+            }
+        };
+        out.next_outbox_seq = next("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").await?;
+        out.next_workflow_seq = next("SELECT COALESCE(MAX(seq), 0) + 1 FROM workflows").await?;
+
+        let wfs = client
+            .query(
+                "SELECT id, seq, definition, created_at FROM workflows WHERE status = 'running' ORDER BY seq",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        let mut tasks: HashMap<String, Vec<TaskRow>> = HashMap::new();
+        for r in client
+            .query(
+                "SELECT t.workflow_id, t.task_id, t.state, t.attempt, t.due_at_ms, t.output, t.error,
+                        t.worker, t.started_at, t.finished_at
+                 FROM tasks t JOIN workflows w ON w.id = t.workflow_id WHERE w.status = 'running'",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+        {
+            let wf: String = r.get(0);
+            let state: String = r.get(2);
+            let state = TaskState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
+            let error: Option<String> = r.get(6);
+            let error = error
+                .map(|e| serde_json::from_str::<TaskError>(&e))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("task error: {e}")))?;
+            let attempt: i32 = r.get(3);
+            tasks.entry(wf.clone()).or_default().push(TaskRow {
+                workflow_id: Arc::from(wf.as_str()),
+                task_id: r.get(1),
+                state,
+                attempt: attempt.max(0) as u32,
+                due_at_ms: r.get(4),
+                output: r.get(5),
+                error,
+                worker: r.get(7),
+                started_at: r.get(8),
+                finished_at: r.get(9),
+            });
+        }
+        let mut replies: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+        for r in client
+            .query(
+                "SELECT r.workflow_id, r.reply_to, r.correlation_id
+                 FROM replies r JOIN workflows w ON w.id = r.workflow_id WHERE w.status = 'running'",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+        {
+            replies
+                .entry(r.get(0))
+                .or_default()
+                .push((r.get(1), r.get(2)));
+        }
+        for r in wfs {
+            let id: String = r.get(0);
+            let definition: Option<Vec<u8>> = r.get(2);
+            out.running.push(RunningWorkflow {
+                seq: r.get::<_, i64>(1) as u64,
+                definition: definition.ok_or_else(|| {
+                    StoreError::Corrupt(format!("running workflow {id} has no definition"))
+                })?,
+                created_at: r.get(3),
+                tasks: tasks.remove(&id).unwrap_or_default(),
+                replies: replies.remove(&id).unwrap_or_default(),
+                id,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn lookup(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
+        let client = get(&self.pool).await?;
+        let rows = client
+            .query(
+                "SELECT id, status, report FROM workflows WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?;
+        let mut found: HashMap<String, Known> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Known {
+                        status: r.get(1),
+                        report: r.get(2),
+                    },
+                )
+            })
+            .collect();
+        Ok(ids.iter().map(|id| found.remove(id)).collect())
+    }
+
+    pub async fn list_workflows(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<WorkflowSummary>, StoreError> {
+        let client = get(&self.pool).await?;
+        let (limit, offset) = (i64::from(limit), i64::from(offset));
+        let rows =
+            match status {
+                Some(s) => client
+                    .query(
+                        "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+                     WHERE status = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3",
+                        &[&s, &limit, &offset],
+                    )
+                    .await,
+                None => client
+                    .query(
+                        "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+                     ORDER BY seq DESC LIMIT $1 OFFSET $2",
+                        &[&limit, &offset],
+                    )
+                    .await,
+            }
+            .map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| WorkflowSummary {
+                workflow_id: r.get(0),
+                name: r.get(1),
+                status: r.get(2),
+                priority: i64::from(r.get::<_, i16>(3)),
+                created_at: super::ts(&r.get::<_, DateTime<Utc>>(4)),
+                finished_at: r.get::<_, Option<DateTime<Utc>>>(5).as_ref().map(super::ts),
+            })
+            .collect())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        get(&self.pool)
+            .await?
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    pub async fn results_of(
+        &self,
+        workflow_id: &str,
+    ) -> Result<Vec<(String, u32, String)>, StoreError> {
+        let rows = get(&self.pool)
+            .await?
+            .query(
+                "SELECT task_id, attempt, status FROM results WHERE workflow_id = $1 ORDER BY task_id, attempt",
+                &[&workflow_id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get::<_, i32>(1) as u32, r.get(2)))
+            .collect())
+    }
+
+    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        let row = get(&self.pool)
+            .await?
+            .query_one("SELECT COUNT(*) FROM outbox", &[])
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+}
+
+/// `postgres://user@host:port/db (schema s)`, without the password.
+fn describe(c: &tokio_postgres::Config, schema: &str) -> String {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{} (schema {schema})",
+        c.get_user().unwrap_or(""),
+        c.get_dbname().unwrap_or("")
+    )
+}
+
+async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Postgres(e.to_string()))
+}
+
+/// Creates the schema and applies the migrations it lacks, one scheduler
+/// at a time (a transaction-scoped advisory lock).
+async fn migrate(client: &mut deadpool_postgres::Object, schema: &str) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(pg)?;
+    tx.query_one(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("warren-migrate:{schema}")],
+    )
+    .await
+    .map_err(pg)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.warren_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(pg)?;
+    let current: i32 = tx
+        .query_one(
+            &format!("SELECT COALESCE(MAX(version), 0) FROM {schema}.warren_migrations"),
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let known = MIGRATIONS.len() as i32;
+    if current > known {
+        tx.rollback().await.map_err(pg)?;
+        return Err(StoreError::SchemaVersion {
+            found: i64::from(current),
+            known: i64::from(known),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(&format!("SET LOCAL search_path = {schema}; {sql}"))
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            &format!("INSERT INTO {schema}.warren_migrations (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await
+        .map_err(pg)?;
+        tracing::info!(schema, version, "Store schema migrated");
+    }
+    tx.commit().await.map_err(pg)?;
+    Ok(())
+}
+
+/// One batch's ops as columns, one statement per kind. Task rows are full
+/// snapshots, so only the last one of a task in a batch is written.
+#[derive(Default)]
+struct Batch {
+    wf_id: Vec<String>,
+    wf_seq: Vec<i64>,
+    wf_name: Vec<Option<String>>,
+    wf_priority: Vec<i16>,
+    wf_status: Vec<&'static str>,
+    wf_definition: Vec<Option<Vec<u8>>>,
+    wf_report: Vec<Option<String>>,
+    wf_created: Vec<DateTime<Utc>>,
+    wf_finished: Vec<Option<DateTime<Utc>>>,
+
+    fin_id: Vec<String>,
+    fin_status: Vec<&'static str>,
+    fin_report: Vec<String>,
+    fin_at: Vec<DateTime<Utc>>,
+
+    tasks: Vec<TaskRow>,
+
+    res_wf: Vec<String>,
+    res_task: Vec<String>,
+    res_attempt: Vec<i32>,
+    res_status: Vec<&'static str>,
+
+    out_seq: Vec<i64>,
+    out_kind: Vec<&'static str>,
+    out_exchange: Vec<String>,
+    out_key: Vec<String>,
+    out_message_id: Vec<Option<String>>,
+    out_correlation: Vec<Option<String>>,
+    out_priority: Vec<Option<i16>>,
+    out_headers: Vec<Option<String>>,
+    out_body: Vec<Vec<u8>>,
+
+    done: Vec<i64>,
+
+    rep_wf: Vec<String>,
+    rep_to: Vec<String>,
+    rep_corr: Vec<Option<String>>,
+
+    drop_replies: Vec<String>,
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl Batch {
+    fn of(ops: &[Op]) -> Result<Batch, StoreError> {
+        let mut b = Batch::default();
+        let mut task_at: HashMap<(&str, &str), usize> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::InsertWorkflow {
+                    id,
+                    seq,
+                    name,
+                    priority,
+                    status,
+                    definition,
+                    report,
+                    created_at,
+                } => {
+                    b.wf_id.push(id.to_string());
+                    b.wf_seq.push(*seq as i64);
+                    b.wf_name.push(opt_text(name));
+                    b.wf_priority.push(i16::from(*priority));
+                    b.wf_status.push(status);
+                    b.wf_definition
+                        .push(definition.as_deref().map(<[u8]>::to_vec));
+                    b.wf_finished.push(report.as_ref().map(|_| *created_at));
+                    b.wf_report.push(report.clone());
+                    b.wf_created.push(*created_at);
+                }
+                Op::FinishWorkflow {
+                    id,
+                    status,
+                    report,
+                    finished_at,
+                } => {
+                    b.fin_id.push(id.to_string());
+                    b.fin_status.push(status);
+                    b.fin_report.push(report.clone());
+                    b.fin_at.push(*finished_at);
+                }
+                Op::Task(row) => match task_at.get(&(&*row.workflow_id, row.task_id.as_str())) {
+                    Some(&i) => b.tasks[i] = row.clone(),
+                    None => {
+                        task_at.insert((&row.workflow_id, &row.task_id), b.tasks.len());
+                        b.tasks.push(row.clone());
+                    }
+                },
+                Op::Result {
+                    workflow_id,
+                    task_id,
+                    attempt,
+                    status,
+                } => {
+                    b.res_wf.push(workflow_id.to_string());
+                    b.res_task.push(task_id.clone());
+                    b.res_attempt.push(*attempt as i32);
+                    b.res_status.push(status);
+                }
+                Op::Outbox(seq, m) => {
+                    b.out_seq.push(*seq as i64);
+                    b.out_kind.push(m.kind.as_str());
+                    b.out_exchange.push(m.exchange.clone());
+                    b.out_key.push(text(&m.routing_key).into_owned());
+                    b.out_message_id.push(opt_text(&m.message_id));
+                    b.out_correlation.push(opt_text(&m.correlation_id));
+                    b.out_priority.push(m.priority.map(i16::from));
+                    b.out_headers.push(if m.headers.is_empty() {
+                        None
+                    } else {
+                        Some(serde_json::to_string(&m.headers).map_err(json_err)?)
+                    });
+                    b.out_body.push(m.body.clone());
+                }
+                Op::OutboxDone(seq) => b.done.push(*seq as i64),
+                Op::AddReply {
+                    workflow_id,
+                    reply_to,
+                    correlation_id,
+                } => {
+                    b.rep_wf.push(workflow_id.to_string());
+                    b.rep_to.push(text(reply_to).into_owned());
+                    b.rep_corr.push(opt_text(correlation_id));
+                }
+                Op::DropReplies(id) => b.drop_replies.push(id.to_string()),
+            }
+        }
+        Ok(b)
+    }
+
+    /// Writes the batch: workflows, their ends, tasks, results, outbox,
+    /// replies (added before dropped: a workflow can gain a waiter and end
+    /// in one batch).
+    async fn write(self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        async fn run(
+            tx: &tokio_postgres::Transaction<'_>,
+            sql: &str,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<(), StoreError> {
+            tx.execute(sql, params).await.map_err(pg)?;
+            Ok(())
+        }
+        if !self.wf_id.is_empty() {
+            run(
+                tx,
+                "INSERT INTO workflows (id, seq, name, priority, status, definition, report, created_at, finished_at)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int2[], $5::text[], $6::bytea[],
+                                      $7::text[], $8::timestamptz[], $9::timestamptz[])",
+                &[
+                    &self.wf_id,
+                    &self.wf_seq,
+                    &self.wf_name,
+                    &self.wf_priority,
+                    &self.wf_status,
+                    &self.wf_definition,
+                    &self.wf_report,
+                    &self.wf_created,
+                    &self.wf_finished,
+                ],
+            )
+            .await?;
+        }
+        if !self.fin_id.is_empty() {
+            run(
+                tx,
+                "UPDATE workflows w SET status = f.status, report = f.report, finished_at = f.at
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS f(id, status, report, at)
+                 WHERE w.id = f.id",
+                &[&self.fin_id, &self.fin_status, &self.fin_report, &self.fin_at],
+            )
+            .await?;
+        }
+        if !self.tasks.is_empty() {
+            let n = self.tasks.len();
+            let (mut wf, mut id, mut state, mut attempt, mut due) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut output, mut error, mut worker, mut started, mut finished) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for t in self.tasks {
+                wf.push(t.workflow_id.to_string());
+                id.push(t.task_id);
+                state.push(t.state.as_str());
+                attempt.push(t.attempt as i32);
+                due.push(t.due_at_ms);
+                output.push(t.output);
+                error.push(
+                    t.error
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(json_err)?,
+                );
+                worker.push(opt_text(&t.worker));
+                started.push(t.started_at);
+                finished.push(t.finished_at);
+            }
+            run(
+                tx,
+                "INSERT INTO tasks (workflow_id, task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::text[],
+                                      $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+                 ON CONFLICT (workflow_id, task_id) DO UPDATE SET
+                   state = excluded.state, attempt = excluded.attempt, due_at_ms = excluded.due_at_ms,
+                   output = excluded.output, error = excluded.error, worker = excluded.worker,
+                   started_at = excluded.started_at, finished_at = excluded.finished_at",
+                &[
+                    &wf, &id, &state, &attempt, &due, &output, &error, &worker, &started, &finished,
+                ],
+            )
+            .await?;
+        }
+        if !self.res_wf.is_empty() {
+            run(
+                tx,
+                "INSERT INTO results (workflow_id, task_id, attempt, status)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[])",
+                &[
+                    &self.res_wf,
+                    &self.res_task,
+                    &self.res_attempt,
+                    &self.res_status,
+                ],
+            )
+            .await?;
+        }
+        if !self.out_seq.is_empty() {
+            run(
+                tx,
+                "INSERT INTO outbox (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body)
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::int2[], $8::text[], $9::bytea[])",
+                &[
+                    &self.out_seq,
+                    &self.out_kind,
+                    &self.out_exchange,
+                    &self.out_key,
+                    &self.out_message_id,
+                    &self.out_correlation,
+                    &self.out_priority,
+                    &self.out_headers,
+                    &self.out_body,
+                ],
+            )
+            .await?;
+        }
+        if !self.done.is_empty() {
+            run(tx, "DELETE FROM outbox WHERE seq = ANY($1)", &[&self.done]).await?;
+        }
+        if !self.rep_wf.is_empty() {
+            run(
+                tx,
+                "INSERT INTO replies (workflow_id, reply_to, correlation_id)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
+                &[&self.rep_wf, &self.rep_to, &self.rep_corr],
+            )
+            .await?;
+        }
+        if !self.drop_replies.is_empty() {
+            run(
+                tx,
+                "DELETE FROM replies WHERE workflow_id = ANY($1)",
+                &[&self.drop_replies],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// These need the PostgreSQL of `WARREN_TEST_STORE` (default: the local
+/// one, as CI starts it), the way the integration tests need RabbitMQ.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreLocation};
+
+    fn url() -> String {
+        std::env::var("WARREN_TEST_STORE")
+            .ok()
+            .filter(|u| u.starts_with("postgres"))
+            .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// A fresh namespace, its schema dropped when the test ends.
+    struct Ns(String);
+
+    impl Ns {
+        fn new() -> Ns {
+            Ns(format!(
+                "st-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ))
+        }
+
+        async fn open(&self) -> Store {
+            Store::open(
+                &StoreLocation::Postgres(url()),
+                &self.0,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+        }
+
+        async fn sql(&self, sql: &str) {
+            let (client, conn) = tokio_postgres::connect(&url(), NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("SET search_path = {}; {sql}", schema_of(&self.0)))
+                .await
+                .unwrap();
+        }
+    }
+
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let schema = schema_of(&self.0);
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok((c, conn)) = tokio_postgres::connect(&url(), NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = c
+                            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .await;
+                    }
+                });
+            })
+            .join()
+            .unwrap();
+        }
+    }
+
+    fn row(wf: &Arc<str>, task: &str, state: TaskState, attempt: u32) -> Op {
+        Op::Task(TaskRow {
+            workflow_id: wf.clone(),
+            task_id: task.into(),
+            state,
+            attempt,
+            due_at_ms: Some(5),
+            output: Some("{\"x\":1}".into()),
+            error: None,
+            worker: Some("w\0".into()),
+            started_at: Some(Utc::now()),
+            finished_at: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn batches_commit_recover_and_refuse_a_second_result() {
+        let ns = Ns::new();
+        let store = ns.open().await;
+        let wf: Arc<str> = Arc::from("wf-1");
+        let msg = Arc::new(OutMsg {
+            kind: OutKind::Task,
+            exchange: "ns.tasks".into(),
+            routing_key: "default".into(),
+            message_id: Some("wf-1/a/1".into()),
+            correlation_id: None,
+            priority: Some(3),
+            headers: vec![("k".into(), "v".into())],
+            body: b"{}".to_vec(),
+        });
+        store
+            .commit(vec![
+                Op::InsertWorkflow {
+                    id: wf.clone(),
+                    seq: 7,
+                    name: Some("n".into()),
+                    priority: 3,
+                    status: "running",
+                    definition: Some(Arc::from(&b"{\"tasks\":[]}"[..])),
+                    report: None,
+                    created_at: Utc::now(),
+                },
+                row(&wf, "a", TaskState::Running, 1),
+                // A later snapshot of the same task in the same batch wins.
+                row(&wf, "a", TaskState::Running, 2),
+                Op::Outbox(1, msg.clone()),
+                Op::Outbox(2, msg.clone()),
+                Op::AddReply {
+                    workflow_id: wf.clone(),
+                    reply_to: "q".into(),
+                    correlation_id: Some("c".into()),
+                },
+            ])
+            .await
+            .unwrap();
+        store
+            .commit(vec![
+                Op::OutboxDone(1),
+                row(&wf, "a", TaskState::Succeeded, 2),
+                Op::Result {
+                    workflow_id: wf.clone(),
+                    task_id: "a".into(),
+                    attempt: 2,
+                    status: "succeeded",
+                },
+            ])
+            .await
+            .unwrap();
+        let dup = vec![
+            row(&wf, "a", TaskState::Failed, 2),
+            Op::Result {
+                workflow_id: wf.clone(),
+                task_id: "a".into(),
+                attempt: 2,
+                status: "succeeded",
+            },
+        ];
+        assert!(
+            store.commit(dup).await.is_err(),
+            "a second result is refused"
+        );
+        let rec = store.recover().await.unwrap();
+        assert_eq!((rec.next_workflow_seq, rec.next_outbox_seq), (8, 3));
+        assert_eq!(rec.outbox.len(), 1);
+        assert_eq!(*rec.outbox[0].1, *msg);
+        let w = &rec.running[0];
+        assert_eq!(w.tasks.len(), 1);
+        let t = &w.tasks[0];
+        assert_eq!(
+            (t.state, t.attempt),
+            (TaskState::Succeeded, 2),
+            "the refused batch left nothing"
+        );
+        assert_eq!(t.worker.as_deref(), Some("w\u{FFFD}"));
+        assert_eq!(w.replies, vec![("q".to_string(), Some("c".to_string()))]);
+        assert_eq!(
+            store.results_of("wf-1".into()).await.unwrap(),
+            vec![("a".to_string(), 2, "succeeded".to_string())]
+        );
+        let found = store
+            .lookup(vec!["wf-1".into(), "nope".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            found[0].as_ref().map(|k| k.status.as_str()),
+            Some("running")
+        );
+        assert_eq!(found[1], None);
+        let listed = store
+            .list_workflows(Some("running".into()), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(listed[0].workflow_id, "wf-1");
+        store
+            .commit(vec![Op::FinishWorkflow {
+                id: wf.clone(),
+                status: "succeeded",
+                report: "{}".into(),
+                finished_at: Utc::now(),
+            }])
+            .await
+            .unwrap();
+        assert!(store.recover().await.unwrap().running.is_empty());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn one_scheduler_is_active_and_a_deposed_one_commits_nothing() {
+        let ns = Ns::new();
+        let first = ns.open().await;
+        let second = tokio::spawn({
+            let ns = ns.0.clone();
+            async move {
+                Store::open(
+                    &StoreLocation::Postgres(url()),
+                    &ns,
+                    &CancellationToken::new(),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+            }
+        });
+        // While the first holds the lock, the second waits: the first can
+        // commit, and the second has not opened.
+        first.commit(vec![Op::OutboxDone(1)]).await.unwrap();
+        assert!(!second.is_finished(), "a second active scheduler");
+        first.close().await;
+        let second = tokio::time::timeout(Duration::from_secs(30), second)
+            .await
+            .expect("the standby takes over")
+            .unwrap();
+        second.commit(vec![Op::OutboxDone(1)]).await.unwrap();
+        // Another scheduler taking over (the epoch moves on) fences this one.
+        ns.sql("UPDATE leader SET epoch = epoch + 1").await;
+        let e = second.commit(vec![Op::OutboxDone(1)]).await.unwrap_err();
+        assert!(matches!(e, StoreError::Fenced), "{e}");
+        second.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_schema_newer_than_this_scheduler_is_refused() {
+        let ns = Ns::new();
+        ns.open().await.close().await;
+        ns.sql("INSERT INTO warren_migrations (version) VALUES (99)")
+            .await;
+        let e = Store::open(
+            &StoreLocation::Postgres(url()),
+            &ns.0,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, StoreError::SchemaVersion { found: 99, .. }),
+            "{e}"
+        );
+    }
+}
