@@ -30,6 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 use warren_producer::Client;
+use warren_scheduler::store::{StoreLocation, postgres::schema_of};
 use warren_shared::{AmqpConfig, Topology};
 
 #[derive(Parser)]
@@ -78,6 +79,15 @@ struct RunArgs {
     /// Broker address.
     #[arg(long, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
     amqp_addr: String,
+    /// The schedulers' store: a `postgres://` URL (the run's namespace gets
+    /// its own schema, dropped when the run passes); SQLite in the run's
+    /// directory by default.
+    #[arg(long)]
+    store: Option<String>,
+    /// Scheduler processes (more than one needs PostgreSQL: one is active,
+    /// the others stand by). Scheduler kills pick one at random.
+    #[arg(long, default_value_t = 1)]
+    schedulers: usize,
 }
 
 #[derive(Args, Clone)]
@@ -90,6 +100,9 @@ struct ChildArgs {
     dir: PathBuf,
     #[arg(long, default_value = "w")]
     id: String,
+    /// The store's URL or path (schedulers only).
+    #[arg(long, default_value = "")]
+    store: String,
 }
 
 /// Workers per process run this many tasks at once.
@@ -127,7 +140,7 @@ async fn child_scheduler(args: ChildArgs) -> anyhow::Result<()> {
     child_logging();
     let config = warren_scheduler::SchedulerConfig {
         amqp: AmqpConfig::new(args.amqp_addr, args.namespace),
-        store: args.dir.join("warren.db").into(),
+        store: StoreLocation::parse(&args.store),
         ..Default::default()
     };
     let shutdown = warren_shared::shutdown::on_signal();
@@ -182,7 +195,7 @@ async fn child_worker(args: ChildArgs) -> anyhow::Result<()> {
 struct Fleet {
     exe: PathBuf,
     args: ChildArgs,
-    scheduler: Child,
+    schedulers: Vec<Child>,
     workers: Vec<Child>,
     spawned_workers: usize,
 }
@@ -200,6 +213,7 @@ impl Fleet {
             .arg("--dir")
             .arg(&self.args.dir)
             .args(["--id", id])
+            .args(["--store", &self.args.store])
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()?)
@@ -211,11 +225,19 @@ impl Fleet {
         self.spawn("worker", &id)
     }
 
-    fn kill_scheduler(&mut self) -> anyhow::Result<()> {
-        let _ = self.scheduler.kill();
-        let _ = self.scheduler.wait();
-        self.scheduler = self.spawn("scheduler", "scheduler")?;
-        Ok(())
+    fn spawn_scheduler(&self, i: usize) -> anyhow::Result<Child> {
+        self.spawn("scheduler", &format!("scheduler-{i}"))
+    }
+
+    /// Kills one scheduler at random (the active one or a standby) and
+    /// starts it again; returns the killed one's pid.
+    fn kill_scheduler(&mut self) -> anyhow::Result<u32> {
+        let i = fastrand::usize(0..self.schedulers.len());
+        let pid = self.schedulers[i].id();
+        let _ = self.schedulers[i].kill();
+        let _ = self.schedulers[i].wait();
+        self.schedulers[i] = self.spawn_scheduler(i)?;
+        Ok(pid)
     }
 
     fn kill_worker(&mut self) -> anyhow::Result<()> {
@@ -235,17 +257,19 @@ impl Fleet {
                 revived += 1;
             }
         }
-        if self.scheduler.try_wait()?.is_some() {
-            bail!(
-                "the scheduler exited by itself; see {}",
-                self.args.dir.join("scheduler.log").display()
-            );
+        for (i, s) in self.schedulers.iter_mut().enumerate() {
+            if s.try_wait()?.is_some() {
+                bail!(
+                    "scheduler {i} exited by itself; see {}",
+                    self.args.dir.join(format!("scheduler-{i}.log")).display()
+                );
+            }
         }
         Ok(revived)
     }
 
     fn stop(&mut self) {
-        for c in std::iter::once(&mut self.scheduler).chain(self.workers.iter_mut()) {
+        for c in self.schedulers.iter_mut().chain(self.workers.iter_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -333,19 +357,6 @@ fn diamond(i: usize) -> serde_json::Value {
     })
 }
 
-/// Final workflows in the store, by status.
-fn store_statuses(store: &Path) -> anyhow::Result<HashMap<String, String>> {
-    if !store.exists() {
-        return Ok(HashMap::new());
-    }
-    let conn =
-        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mut stmt = conn.prepare("SELECT id, status FROM workflows")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 async fn plant_dead_letters(amqp: &AmqpConfig) -> anyhow::Result<()> {
     let topology = Topology::new(amqp.namespace.clone());
     let conn = warren_shared::amqp::connect(&amqp.addr, "chaos planter").await?;
@@ -428,10 +439,21 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let ns = format!("chaos-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let dir = tempfile::Builder::new().prefix("warren-chaos-").tempdir()?;
     let amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
-    let store = dir.path().join("warren.db");
+    let location = match &args.store {
+        Some(url) => StoreLocation::parse(url),
+        None => StoreLocation::Sqlite(dir.path().join("warren.db")),
+    };
+    if args.schedulers > 1 && matches!(location, StoreLocation::Sqlite(_)) {
+        bail!(
+            "--schedulers {} needs --store postgres://...",
+            args.schedulers
+        );
+    }
+    let store = Reader::new(&location, &ns);
     println!(
-        "chaos: {} workflows, namespace {ns}, logs in {}",
+        "chaos: {} workflows, {} scheduler(s) on {location}, namespace {ns}, logs in {}",
         args.workflows,
+        args.schedulers,
         dir.path().display()
     );
     let child_args = ChildArgs {
@@ -439,16 +461,23 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         namespace: ns.clone(),
         dir: dir.path().to_owned(),
         id: String::new(),
+        store: match &location {
+            StoreLocation::Sqlite(p) => p.display().to_string(),
+            StoreLocation::Postgres(url) => url.clone(),
+        },
     };
     plant_dead_letters(&amqp).await?;
     let mut fleet = Fleet {
         exe: std::env::current_exe()?,
         args: child_args,
-        scheduler: Command::new("true").spawn()?,
+        schedulers: Vec::new(),
         workers: Vec::new(),
         spawned_workers: 0,
     };
-    fleet.scheduler = fleet.spawn("scheduler", "scheduler")?;
+    for i in 0..args.schedulers.max(1) {
+        let s = fleet.spawn_scheduler(i)?;
+        fleet.schedulers.push(s);
+    }
     for _ in 0..args.workers {
         let w = fleet.new_worker()?;
         fleet.workers.push(w);
@@ -465,6 +494,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     if passed {
         delete_namespace(&amqp).await?;
+        store.drop_schema().await?;
     } else {
         println!("logs kept in {}", dir.keep().display());
     }
@@ -475,7 +505,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
 async fn drive(
     args: &RunArgs,
     amqp: &AmqpConfig,
-    store: &Path,
+    store: &Reader,
     fleet: &mut Fleet,
     deadline: Instant,
 ) -> anyhow::Result<bool> {
@@ -495,6 +525,8 @@ async fn drive(
     fastrand::shuffle(&mut faults);
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut self_deaths = 0;
+    // Scheduler kills that hit the active one (PostgreSQL: from `leader`).
+    let mut active_kills = 0;
     // Workflows go in between the faults, so every fault meets work in flight.
     let chunks = faults.len() + 1;
     let per_chunk = args.workflows.div_ceil(chunks);
@@ -512,7 +544,12 @@ async fn drive(
             break;
         };
         match fault {
-            Fault::SchedulerKill => fleet.kill_scheduler()?,
+            Fault::SchedulerKill => {
+                let active = store.active_pid().await?;
+                if Some(fleet.kill_scheduler()?) == active {
+                    active_kills += 1;
+                }
+            }
             Fault::WorkerKill => fleet.kill_worker()?,
             Fault::BrokerRestart => {
                 broker_restarts += 1;
@@ -534,7 +571,7 @@ async fn drive(
     // Wait for every workflow to end, replacing workers the poison kills.
     let expected = args.workflows + 1;
     let statuses = loop {
-        let statuses = store_statuses(store)?;
+        let statuses = store.statuses().await?;
         let finished = statuses
             .values()
             .filter(|s| s.as_str() != "running")
@@ -557,7 +594,8 @@ async fn drive(
         depths = queue_depths(amqp).await?;
     }
 
-    let results = committed_results(store)?;
+    let results = store.committed_results().await?;
+    let poison_error = store.poison_error().await?;
     let effects = recorded_effects(&fleet.args.dir)?;
     report(
         args,
@@ -567,21 +605,9 @@ async fn drive(
         &results,
         &effects,
         &depths,
-        store,
+        poison_error,
+        active_kills,
     )
-}
-
-/// Committed results: (workflow, task) -> statuses of each committed attempt.
-fn committed_results(store: &Path) -> anyhow::Result<HashMap<(String, String), Vec<String>>> {
-    let conn =
-        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = conn.prepare("SELECT workflow_id, task_id, status FROM results")?;
-    let mut out: HashMap<(String, String), Vec<String>> = HashMap::new();
-    for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
-        let (wf, task, status): (String, String, String) = row?;
-        out.entry((wf, task)).or_default().push(status);
-    }
-    Ok(out)
 }
 
 /// Effects recorded by the workers: (workflow, task) -> times run.
@@ -617,7 +643,8 @@ fn report(
     results: &HashMap<(String, String), Vec<String>>,
     effects: &HashMap<(String, String), usize>,
     depths: &BTreeMap<String, u32>,
-    store: &Path,
+    poison_error: Option<String>,
+    active_kills: usize,
 ) -> anyhow::Result<bool> {
     let n = args.workflows;
     let tasks: Vec<(String, String)> = (0..n)
@@ -627,7 +654,6 @@ fn report(
     let succeeded = (0..n)
         .filter(|i| statuses.get(&format!("chaos-{i}")).map(String::as_str) == Some("succeeded"))
         .count();
-    let poison_error = poison_error(store)?;
     let poison_ok = statuses.get(POISON_ID).map(String::as_str) == Some("failed")
         && poison_error
             .as_deref()
@@ -678,6 +704,12 @@ fn report(
         println!(
             "{label:<34} {:>8}",
             injected.get(&fault).copied().unwrap_or(0)
+        );
+    }
+    if args.schedulers > 1 {
+        println!(
+            "{:<34} {:>8}",
+            "  of which the active scheduler", active_kills
         );
     }
     println!(
@@ -741,21 +773,150 @@ fn report(
     Ok(passed)
 }
 
-fn poison_error(store: &Path) -> anyhow::Result<Option<String>> {
-    let conn =
-        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let report: Option<String> = conn
-        .query_row(
-            "SELECT report FROM workflows WHERE id = ?1",
-            [POISON_ID],
-            |r| r.get(0),
-        )
-        .ok()
-        .flatten();
-    Ok(report.and_then(|r| {
-        let v: serde_json::Value = serde_json::from_str(&r).ok()?;
-        v["tasks"]["boom"]["error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-    }))
+/// Reads the schedulers' store behind their backs, for the invariants.
+enum Reader {
+    Sqlite(PathBuf),
+    Postgres { url: String, schema: String },
+}
+
+impl Reader {
+    fn new(location: &StoreLocation, namespace: &str) -> Reader {
+        match location {
+            StoreLocation::Sqlite(p) => Reader::Sqlite(p.clone()),
+            StoreLocation::Postgres(url) => Reader::Postgres {
+                url: url.clone(),
+                schema: schema_of(namespace),
+            },
+        }
+    }
+
+    /// Rows of `sql` (selecting text columns only), from either store.
+    async fn rows(&self, sql: &str, columns: usize) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+        match self {
+            Reader::Sqlite(path) => {
+                if !path.exists() {
+                    return Ok(Vec::new());
+                }
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )?;
+                conn.busy_timeout(Duration::from_secs(5))?;
+                let mut stmt = conn.prepare(sql)?;
+                let rows = stmt.query_map([], |r| {
+                    (0..columns)
+                        .map(|i| r.get::<_, Option<String>>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            }
+            Reader::Postgres { url, schema } => {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                let exists: bool = client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'workflows')",
+                        &[schema],
+                    )
+                    .await?
+                    .get(0);
+                if !exists {
+                    return Ok(Vec::new());
+                }
+                client
+                    .batch_execute(&format!("SET search_path = {schema}"))
+                    .await?;
+                Ok(client
+                    .query(sql, &[])
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        (0..columns)
+                            .map(|i| r.get::<_, Option<String>>(i))
+                            .collect()
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Workflows in the store, by status.
+    async fn statuses(&self) -> anyhow::Result<HashMap<String, String>> {
+        Ok(self
+            .rows("SELECT id, status FROM workflows", 2)
+            .await?
+            .into_iter()
+            .map(|mut r| {
+                (
+                    r[0].take().unwrap_or_default(),
+                    r[1].take().unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Committed results: (workflow, task) -> statuses of each committed attempt.
+    async fn committed_results(&self) -> anyhow::Result<HashMap<(String, String), Vec<String>>> {
+        let mut out: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for mut r in self
+            .rows("SELECT workflow_id, task_id, status FROM results", 3)
+            .await?
+        {
+            let key = (
+                r[0].take().unwrap_or_default(),
+                r[1].take().unwrap_or_default(),
+            );
+            out.entry(key)
+                .or_default()
+                .push(r[2].take().unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// The error of the poison workflow's task.
+    async fn poison_error(&self) -> anyhow::Result<Option<String>> {
+        let report = self
+            .rows(
+                &format!("SELECT report FROM workflows WHERE id = '{POISON_ID}'"),
+                1,
+            )
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|mut r| r[0].take());
+        Ok(report.and_then(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r).ok()?;
+            v["tasks"]["boom"]["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+        }))
+    }
+
+    /// The pid of the active scheduler (PostgreSQL's `leader` row), if any.
+    async fn active_pid(&self) -> anyhow::Result<Option<u32>> {
+        if matches!(self, Reader::Sqlite(_)) {
+            return Ok(None);
+        }
+        let holder = self
+            .rows("SELECT holder FROM leader", 1)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|mut r| r[0].take());
+        Ok(holder.and_then(|h| h.rsplit(':').next()?.parse().ok()))
+    }
+
+    /// Drops the run's PostgreSQL schema (the SQLite file goes with the
+    /// run's directory).
+    async fn drop_schema(&self) -> anyhow::Result<()> {
+        if let Reader::Postgres { url, schema } = self {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await?;
+        }
+        Ok(())
+    }
 }
