@@ -96,7 +96,7 @@ impl Client {
     pub async fn connect(config: &AmqpConfig) -> Result<Client, ClientError> {
         let client = Client {
             config: config.clone(),
-            topology: Topology::new(config.namespace.clone()),
+            topology: config.topology(),
             session: tokio::sync::Mutex::new(None),
             waiters: Arc::default(),
             watchers: Arc::default(),

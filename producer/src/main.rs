@@ -17,7 +17,7 @@ use warren_producer::Client;
 use warren_scheduler::{Scheduler, SchedulerConfig};
 use warren_shared::cli::BrokerArgs;
 use warren_shared::{
-    AmqpConfig, Topology,
+    AmqpConfig,
     wire::{
         TaskReport, TaskState, WorkersReport, WorkflowProgress, WorkflowReport, WorkflowStatus,
     },
@@ -644,7 +644,7 @@ async fn wait_failed(
 }
 
 async fn cleanup(amqp: &AmqpConfig, queues: &[String]) {
-    let topology = Topology::new(amqp.namespace.clone());
+    let topology = amqp.topology();
     let deleted = async {
         let conn = amqp.connect("warren dev cleanup").await?;
         let ch = conn

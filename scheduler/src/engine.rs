@@ -320,7 +320,7 @@ impl Scheduler {
         failures: u32,
     ) -> Result<(), SchedulerError> {
         let cfg = &self.config;
-        let topology = Topology::new(cfg.amqp.namespace.clone());
+        let topology = cfg.amqp.topology();
         let recovered = store.recover().await?;
         tracing::info!(
             store = %cfg.store,

@@ -35,6 +35,23 @@ pub struct AmqpConfig {
     /// PEM certificates to trust for `amqps://` besides the system's roots
     /// (a private CA, a self-signed broker). Default none.
     pub tls_ca_pem: Option<String>,
+    /// The kind of Warren's durable queues (default classic). Every
+    /// process of a namespace must use the same: a queue declared with
+    /// other arguments is a topology conflict.
+    pub queue_type: QueueType,
+}
+
+/// What Warren's durable queues are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum QueueType {
+    /// Classic queues; task queues are priority queues (`x-max-priority`).
+    #[default]
+    Classic,
+    /// Quorum queues (replicated on a cluster), with a delivery limit and
+    /// dead-lettering to `{ns}.dead`. RabbitMQ before 4.3 has no priorities
+    /// in them: only the scheduler's own order applies.
+    Quorum,
 }
 
 impl Default for AmqpConfig {
@@ -43,6 +60,7 @@ impl Default for AmqpConfig {
             addr: DEFAULT_AMQP_ADDR.to_owned(),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             tls_ca_pem: None,
+            queue_type: QueueType::Classic,
         }
     }
 }
@@ -54,7 +72,13 @@ impl AmqpConfig {
             addr: addr.into(),
             namespace: namespace.into(),
             tls_ca_pem: None,
+            queue_type: QueueType::Classic,
         }
+    }
+
+    /// The names of this namespace, declared as `queue_type` says.
+    pub fn topology(&self) -> crate::Topology {
+        crate::Topology::new(self.namespace.clone()).with_queue_type(self.queue_type)
     }
 
     /// Trusts the PEM certificates in `path` (when given) for `amqps://` too.
@@ -88,6 +112,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("addr", &redact_addr(&self.addr))
             .field("namespace", &self.namespace)
             .field("tls_ca", &self.tls_ca_pem.as_ref().map(|_| "custom"))
+            .field("queue_type", &self.queue_type)
             .finish()
     }
 }

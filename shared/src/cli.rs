@@ -2,7 +2,7 @@
 //! log setup (feature `cli`; the libraries themselves never read flags or
 //! the environment).
 
-use crate::amqp::{AmqpConfig, DEFAULT_AMQP_ADDR, DEFAULT_NAMESPACE};
+use crate::amqp::{AmqpConfig, DEFAULT_AMQP_ADDR, DEFAULT_NAMESPACE, QueueType};
 use std::path::PathBuf;
 
 /// `--amqp-addr`, `--namespace`, `--tls-ca-file` and their variables.
@@ -17,13 +17,20 @@ pub struct BrokerArgs {
     /// PEM file of certificates to trust for amqps:// besides the system's.
     #[arg(long, global = true, env = "WARREN_TLS_CA_FILE")]
     pub tls_ca_file: Option<PathBuf>,
+    /// Warren's durable queues: classic (priority task queues) or quorum
+    /// (replicated, with a delivery limit; no priorities before RabbitMQ
+    /// 4.3). Every process of a namespace must use the same.
+    #[arg(long, global = true, env = "WARREN_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
+    pub queue_type: QueueType,
 }
 
 impl BrokerArgs {
     /// The typed configuration, with the TLS roots file read in.
     pub fn config(&self) -> std::io::Result<AmqpConfig> {
-        AmqpConfig::new(self.amqp_addr.clone(), self.namespace.clone())
-            .with_tls_ca_file(self.tls_ca_file.as_deref())
+        let mut config = AmqpConfig::new(self.amqp_addr.clone(), self.namespace.clone())
+            .with_tls_ca_file(self.tls_ca_file.as_deref())?;
+        config.queue_type = self.queue_type;
+        Ok(config)
     }
 }
 

@@ -16,7 +16,8 @@ pub enum Error {
     /// Warren never deletes anything to "fix" this: an operator must decide.
     #[error(
         "{kind} `{name}` already exists with different settings ({detail}); \
-         delete it or choose another namespace (WARREN_NAMESPACE)"
+         every process of a namespace must use the same WARREN_QUEUE_TYPE; \
+         otherwise delete it or choose another namespace (WARREN_NAMESPACE)"
     )]
     TopologyConflict {
         kind: &'static str,

@@ -21,7 +21,7 @@ pub mod shutdown;
 pub mod topology;
 pub mod wire;
 
-pub use amqp::{AmqpConfig, redact_addr};
+pub use amqp::{AmqpConfig, QueueType, redact_addr};
 pub use error::Error;
 pub use topology::Topology;
 

@@ -5,7 +5,7 @@
 //! Declarations are idempotent; a name that exists with other settings is a
 //! [`Error::TopologyConflict`], never something Warren deletes.
 
-use crate::error::Error;
+use crate::{amqp::QueueType, error::Error};
 use lapin::{
     Channel, ExchangeKind,
     options::{
@@ -19,17 +19,66 @@ use lapin::{
 /// `x-max-priority` of task queues: AMQP priorities 0..=9 are used as is.
 pub const TASK_QUEUE_MAX_PRIORITY: u8 = 10;
 
+/// `x-delivery-limit` of quorum queues: a message redelivered this many
+/// times is dead-lettered by the broker. Above the workers' own limit (a
+/// task is failed after 5 deliveries), so that one acts first and the
+/// broker's only catches what it cannot.
+pub const QUORUM_DELIVERY_LIMIT: i64 = 20;
+
 /// The names of one Warren deployment on a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     namespace: String,
+    queue_type: QueueType,
 }
 
 impl Topology {
+    /// Classic queues; see [`Topology::with_queue_type`].
     pub fn new(namespace: impl Into<String>) -> Topology {
         Topology {
             namespace: namespace.into(),
+            queue_type: QueueType::Classic,
         }
+    }
+
+    /// Declares the durable queues as `queue_type`.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Topology {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// The arguments of a durable queue: quorum ones get the delivery limit
+    /// and dead-lettering (except the dead-letter queue itself); classic
+    /// task queues get priorities.
+    fn queue_args(&self, name: &str, priority: bool) -> FieldTable {
+        let mut args = FieldTable::default();
+        match self.queue_type {
+            QueueType::Classic => {
+                if priority {
+                    args.insert(
+                        "x-max-priority".into(),
+                        AMQPValue::ShortShortUInt(TASK_QUEUE_MAX_PRIORITY),
+                    );
+                }
+            }
+            QueueType::Quorum => {
+                args.insert(
+                    "x-queue-type".into(),
+                    AMQPValue::LongString("quorum".into()),
+                );
+                if name != self.dead() {
+                    args.insert(
+                        "x-delivery-limit".into(),
+                        AMQPValue::LongLongInt(QUORUM_DELIVERY_LIMIT),
+                    );
+                    args.insert(
+                        "x-dead-letter-exchange".into(),
+                        AMQPValue::LongString(self.dead().into()),
+                    );
+                }
+            }
+        }
+        args
     }
 
     pub fn namespace(&self) -> &str {
@@ -100,7 +149,7 @@ impl Topology {
                 .map_err(|e| conflict_or("exchange", &name, e, "exchange.declare"))?;
         }
         for name in [self.workflows(), self.results(), self.dead()] {
-            declare_queue(ch, &name, FieldTable::default()).await?;
+            declare_queue(ch, &name, self.queue_args(&name, false)).await?;
             ch.queue_bind(
                 name.as_str().into(),
                 name.as_str().into(),
@@ -117,12 +166,7 @@ impl Topology {
     /// Declares a worker pool's priority queue and binds it. Idempotent.
     pub async fn declare_task_queue(&self, ch: &Channel, queue: &str) -> Result<(), Error> {
         let name = self.task_queue(queue);
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-max-priority".into(),
-            AMQPValue::ShortShortUInt(TASK_QUEUE_MAX_PRIORITY),
-        );
-        declare_queue(ch, &name, args).await?;
+        declare_queue(ch, &name, self.queue_args(&name, true)).await?;
         ch.queue_bind(
             name.as_str().into(),
             self.tasks_exchange().as_str().into(),
@@ -136,12 +180,8 @@ impl Topology {
 
     /// Declares a pool's suspect queue (see [`Topology::suspect_queue`]).
     pub async fn declare_suspect_queue(&self, ch: &Channel, queue: &str) -> Result<(), Error> {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-max-priority".into(),
-            AMQPValue::ShortShortUInt(TASK_QUEUE_MAX_PRIORITY),
-        );
-        declare_queue(ch, &self.suspect_queue(queue), args).await
+        let name = self.suspect_queue(queue);
+        declare_queue(ch, &name, self.queue_args(&name, true)).await
     }
 
     /// Deletes everything of this namespace, including the named task

@@ -11,6 +11,7 @@ mod http;
 mod idempotency;
 mod kinds;
 mod polyglot;
+mod quorum;
 mod support;
 mod tls;
 mod validation;

@@ -73,8 +73,21 @@ impl Env {
         Env::over(amqp_addr(), None).await
     }
 
+    /// A world whose durable queues are quorum queues.
+    pub async fn quorum() -> Env {
+        Env::build(amqp_addr(), None, warren_shared::QueueType::Quorum).await
+    }
+
     /// A world reaching the broker at `addr`, trusting `tls_ca_pem`.
     pub async fn over(addr: String, tls_ca_pem: Option<String>) -> Env {
+        Env::build(addr, tls_ca_pem, warren_shared::QueueType::Classic).await
+    }
+
+    async fn build(
+        addr: String,
+        tls_ca_pem: Option<String>,
+        queue_type: warren_shared::QueueType,
+    ) -> Env {
         if std::env::var_os("RUST_LOG").is_some() {
             // Logs of the in-process scheduler and workers, on request.
             let _ = tracing_subscriber::fmt()
@@ -85,6 +98,7 @@ impl Env {
         let ns = format!("wt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut amqp = AmqpConfig::new(addr, ns);
         amqp.tls_ca_pem = tls_ca_pem;
+        amqp.queue_type = queue_type;
         let client = Arc::new(Client::connect(&amqp).await.expect("connect to RabbitMQ"));
         let dir = tempfile::tempdir().unwrap();
         Env {

@@ -27,7 +27,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warren_shared::{
-    AmqpConfig, Topology, amqp,
+    AmqpConfig, QueueType, Topology, amqp,
     backoff::Backoff,
     wire::{
         DEFAULT_QUEUE, HEADER_DELIVERIES, ResultStatus, TYPE_HEARTBEAT, TYPE_RESULT, TaskError,
@@ -227,7 +227,7 @@ impl Worker {
         failures: u32,
     ) -> Result<(), WorkerError> {
         let cfg = &self.config;
-        let topology = Topology::new(cfg.amqp.namespace.clone());
+        let topology = cfg.amqp.topology();
         let setup = publish_conn
             .create_channel()
             .await
@@ -255,9 +255,18 @@ impl Worker {
             .create_channel()
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
-        // Global: one limit shared by the consumers of every queue.
+        // Global: one limit shared by the consumers of every queue. Quorum
+        // queues have no global prefetch: each queue's consumer gets an
+        // equal share of the concurrency instead.
+        let (global, prefetch) = match cfg.amqp.queue_type {
+            QueueType::Classic => (true, cfg.concurrency),
+            QueueType::Quorum => (
+                false,
+                (cfg.concurrency / cfg.queues.len().max(1) as u16).max(1),
+            ),
+        };
         consume
-            .basic_qos(cfg.concurrency, BasicQosOptions { global: true })
+            .basic_qos(prefetch, BasicQosOptions { global })
             .await
             .map_err(warren_shared::Error::amqp("basic.qos"))?;
         // Suspects: one at a time per worker, on their own channel.
@@ -266,7 +275,7 @@ impl Worker {
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
         suspects
-            .basic_qos(1, BasicQosOptions { global: true })
+            .basic_qos(1, BasicQosOptions { global })
             .await
             .map_err(warren_shared::Error::amqp("basic.qos"))?;
         // Each consumer spawns its deliveries' tasks itself, until `stop`.
