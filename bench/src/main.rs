@@ -70,6 +70,9 @@ enum Cmd {
     Limits(Opts),
     /// Two workers of 8 and 24 slots sharing one queue.
     Pools(Opts),
+    /// Fan-out and chain on SQLite, PostgreSQL with 1 scheduler and with 2
+    /// (one standing by), and the takeover pause when the active one dies.
+    Stores(Opts),
     /// (internal) Run a scheduler.
     #[command(hide = true)]
     Scheduler(Child_),
@@ -115,6 +118,15 @@ struct Opts {
     /// pool's 4 slots; 5 measured the same, 8 lets FIFO order in).
     #[arg(long, default_value_t = 4)]
     critical_window: usize,
+    /// The PostgreSQL of the `stores` scenario (each run gets a schema of
+    /// its own, dropped afterwards).
+    #[arg(
+        long,
+        env = "WARREN_BENCH_PG",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pg_url: String,
     /// Worker concurrency (= prefetch); the default is the ceiling
     /// worker's prefetch, so both pipelines may hold as much in flight.
     #[arg(long, default_value_t = 256)]
@@ -142,6 +154,9 @@ struct Child_ {
     /// The worker's id.
     #[arg(long, default_value = "bench-worker")]
     worker_id: String,
+    /// The scheduler's store (default: SQLite in `dir`).
+    #[arg(long)]
+    store: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -171,6 +186,7 @@ fn main() -> std::process::ExitCode {
                     "critical",
                     "limits",
                     "pools",
+                    "stores",
                 ];
                 run(addr, o, &all).await
             }
@@ -179,6 +195,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Critical(o) => run(addr, o, &["critical"]).await,
             Cmd::Limits(o) => run(addr, o, &["limits"]).await,
             Cmd::Pools(o) => run(addr, o, &["pools"]).await,
+            Cmd::Stores(o) => run(addr, o, &["stores"]).await,
             Cmd::Ceiling(o) => run(addr, o, &[]).await,
             Cmd::Fanout(o) => run(addr, o, &["fanout"]).await,
             Cmd::Chain(o) => run(addr, o, &["chain"]).await,
@@ -198,7 +215,10 @@ fn main() -> std::process::ExitCode {
 async fn child_scheduler(addr: String, c: Child_) -> anyhow::Result<()> {
     let config = warren_scheduler::SchedulerConfig {
         amqp: AmqpConfig::new(addr, c.namespace),
-        store: c.dir.join("warren.db").into(),
+        store: match &c.store {
+            Some(url) => warren_scheduler::store::StoreLocation::parse(url),
+            None => c.dir.join("warren.db").into(),
+        },
         dispatch_window: c.window,
         type_limits: warren_scheduler::state::TypeLimits::parse(&c.type_limits)?,
         dispatch_order: if c.fifo {
@@ -218,7 +238,7 @@ async fn child_scheduler(addr: String, c: Child_) -> anyhow::Result<()> {
         .map(|(k, v)| (k.to_owned(), json!(v)))
         .collect();
     std::fs::write(
-        c.dir.join("metrics.json"),
+        c.dir.join(format!("metrics-{}.json", std::process::id())),
         Value::Object(counters).to_string(),
     )?;
     Ok(())
@@ -428,7 +448,11 @@ struct Deployment {
     amqp: AmqpConfig,
     dir: tempfile::TempDir,
     scheduler: Child,
+    /// Further schedulers on the same (PostgreSQL) store, standing by.
+    standbys: Vec<Child>,
     workers: Vec<Child>,
+    /// The PostgreSQL store whose schema `stop` drops.
+    store: Option<String>,
 }
 
 /// How a [`Deployment`] runs: its workers (id, concurrency) and the
@@ -438,6 +462,10 @@ struct Setup {
     fifo: bool,
     window: usize,
     type_limits: String,
+    /// A PostgreSQL URL for the store (default SQLite), and how many
+    /// schedulers share it.
+    store: Option<String>,
+    schedulers: usize,
 }
 
 impl Setup {
@@ -448,6 +476,8 @@ impl Setup {
             fifo: false,
             window: 200,
             type_limits: String::new(),
+            store: None,
+            schedulers: 1,
         }
     }
 }
@@ -482,7 +512,13 @@ impl Deployment {
         if setup.fifo {
             args.push("--fifo".to_owned());
         }
+        if let Some(url) = &setup.store {
+            args.extend(["--store".to_owned(), url.clone()]);
+        }
         let scheduler = spawn("scheduler", "scheduler", &args)?;
+        let standbys = (1..setup.schedulers)
+            .map(|i| spawn("scheduler", &format!("scheduler-{i}"), &args))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let workers = setup
             .workers
             .iter()
@@ -500,7 +536,9 @@ impl Deployment {
             amqp: AmqpConfig::new(addr, ns),
             dir,
             scheduler,
+            standbys,
             workers,
+            store: setup.store.clone(),
         })
     }
 
@@ -524,24 +562,52 @@ impl Deployment {
     /// Stops both (SIGTERM), returns the scheduler's counters, deletes the
     /// namespace.
     async fn stop(mut self) -> anyhow::Result<serde_json::Map<String, Value>> {
-        for c in self.workers.iter_mut().chain([&mut self.scheduler]) {
+        for c in self
+            .workers
+            .iter_mut()
+            .chain([&mut self.scheduler])
+            .chain(self.standbys.iter_mut())
+        {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
             let _ = c.wait();
         }
-        let metrics = std::fs::read_to_string(self.dir.path().join("metrics.json"))
-            .context("the scheduler wrote no metrics")?;
+        // Each scheduler writes its counters as it stops; they are summed.
+        let mut sum = serde_json::Map::new();
+        for entry in std::fs::read_dir(self.dir.path())? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !(name.starts_with("metrics-") && name.ends_with(".json")) {
+                continue;
+            }
+            let Value::Object(m) = serde_json::from_str(&std::fs::read_to_string(&path)?)? else {
+                bail!("metrics are not an object");
+            };
+            for (k, v) in m {
+                let total =
+                    sum.get(&k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap_or(0);
+                sum.insert(k, json!(total));
+            }
+        }
+        if sum.is_empty() {
+            bail!("no scheduler wrote its metrics");
+        }
+        if let Some(url) = &self.store {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            let schema = warren_scheduler::store::postgres::schema_of(&self.amqp.namespace);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await?;
+        }
         let conn = self.amqp.connect("bench cleanup").await?;
         let ch = conn.create_channel().await?;
         Topology::new(self.amqp.namespace.clone())
             .delete(&ch, &["default".to_owned()])
             .await?;
         warren_shared::amqp::close(&conn, "done").await;
-        match serde_json::from_str(&metrics)? {
-            Value::Object(m) => Ok(m),
-            _ => bail!("metrics are not an object"),
-        }
+        Ok(sum)
     }
 }
 
@@ -1277,9 +1343,129 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                 target: "",
             });
         }
+        "stores" => {
+            // The same fan-out and chain on each store; then, with two
+            // schedulers, the active one is killed in the middle of a
+            // chain of 10 ms tasks and the longest pause is measured.
+            let n = o.fanout;
+            let links = 300usize;
+            for (label, store, schedulers) in [
+                ("SQLite", None, 1usize),
+                ("PostgreSQL, 1 scheduler", Some(o.pg_url.clone()), 1),
+                ("PostgreSQL, 2 schedulers", Some(o.pg_url.clone()), 2),
+            ] {
+                let d = Deployment::start_with(
+                    addr,
+                    &Setup {
+                        store,
+                        schedulers,
+                        ..Setup::new(o.concurrency)
+                    },
+                )?;
+                let client = Client::connect(&d.amqp).await?;
+                let mut tasks = vec![task("root".into(), vec![])];
+                tasks.extend((0..n).map(|i| task(format!("t{i}"), vec!["root".into()])));
+                tasks.push(task(
+                    "join".into(),
+                    (0..n).map(|i| format!("t{i}")).collect(),
+                ));
+                let t = Instant::now();
+                let r = client
+                    .submit_and_wait(json!({"id": "fan", "tasks": tasks}), timeout)
+                    .await?;
+                ensure_ok(&r)?;
+                let rate = (n + 2) as f64 / t.elapsed().as_secs_f64();
+                let r = client
+                    .submit_and_wait(json!({"id": "chain", "tasks": chain(links)}), timeout)
+                    .await?;
+                ensure_ok(&r)?;
+                let mut hops = hop_gaps_us(&r, links)?;
+                hops.sort_by(f64::total_cmp);
+                figures.push(Figure::info(
+                    format!("store {label}: fan-out tasks/s"),
+                    rate,
+                    "tasks/s",
+                ));
+                figures.push(Figure::info(
+                    format!("store {label}: chain µs per hop p50"),
+                    percentile(&hops, 0.5),
+                    "µs",
+                ));
+                if schedulers > 1 {
+                    let sleepy: Vec<Value> = chain(links)
+                        .into_iter()
+                        .map(|mut t| {
+                            t["type"] = json!("sleep");
+                            t["input"] = json!({"ms": 10});
+                            t
+                        })
+                        .collect();
+                    let waiter = {
+                        let client = Client::connect(&d.amqp).await?;
+                        tokio::spawn(async move {
+                            let r = client
+                                .submit_and_wait(
+                                    json!({"id": "takeover", "tasks": sleepy}),
+                                    timeout,
+                                )
+                                .await;
+                            client.close().await;
+                            r
+                        })
+                    };
+                    // A third of the way in, kill -9 the active one.
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while client
+                        .status("takeover", Duration::from_secs(30))
+                        .await
+                        .map(|r| r.tasks.values().filter(|t| t.state.is_final()).count())
+                        .unwrap_or(0)
+                        < links / 3
+                    {
+                        if Instant::now() > deadline {
+                            bail!("the takeover chain did not start");
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    // The active one is in the leader row (`host:pid`).
+                    let (pg, conn) =
+                        tokio_postgres::connect(&o.pg_url, tokio_postgres::NoTls).await?;
+                    tokio::spawn(conn);
+                    let schema = warren_scheduler::store::postgres::schema_of(&d.amqp.namespace);
+                    let holder: String = pg
+                        .query_one(&format!("SELECT holder FROM {schema}.leader"), &[])
+                        .await?
+                        .get(0);
+                    let pid = holder.rsplit(':').next().unwrap_or_default().to_owned();
+                    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                    let r = waiter.await??;
+                    ensure_ok(&r)?;
+                    let gaps = hop_gaps_us(&r, links)?;
+                    let longest = gaps.iter().copied().fold(0.0, f64::max) / 1e3;
+                    figures.push(Figure::info(
+                        "store PostgreSQL, 2 schedulers: longest pause of a chain of 10 ms tasks when the active scheduler is killed",
+                        longest,
+                        "ms",
+                    ));
+                }
+                client.close().await;
+                d.stop().await?;
+            }
+        }
         _ => return Ok(None),
     }
     Ok(Some(figures))
+}
+
+/// Microseconds between the starts of consecutive links `c0..c{n-1}`.
+fn hop_gaps_us(r: &warren_shared::wire::WorkflowReport, n: usize) -> anyhow::Result<Vec<f64>> {
+    let starts: Vec<_> = (0..n)
+        .map(|i| r.tasks[&format!("c{i}")].started_at.context("a start time"))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_microseconds().unwrap_or(i64::MAX) as f64)
+        .collect())
 }
 
 fn ensure_ok(r: &warren_shared::wire::WorkflowReport) -> anyhow::Result<()> {

@@ -93,9 +93,6 @@ CREATE TABLE leader (
 );
 "];
 
-/// How often a standby scheduler tries to become the active one.
-const STANDBY_POLL: Duration = Duration::from_millis(500);
-
 pub struct PgStore {
     pool: Pool,
     /// The epoch this scheduler became active with.
@@ -185,23 +182,23 @@ impl PgStore {
             });
         }
         let key = format!("warren:{schema}");
-        let mut waited = false;
-        loop {
-            let got: bool = lock_client
-                .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
-                .await
-                .map_err(pg)?
-                .get(0);
-            if got {
-                break;
-            }
-            if !waited {
-                tracing::info!(store = %describe, "Another scheduler is active on this store; standing by");
-                waited = true;
-            }
+        let got: bool = lock_client
+            .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let waited = !got;
+        if waited {
+            tracing::info!(store = %describe, "Another scheduler is active on this store; standing by");
+            // Waits inside PostgreSQL: granted the moment the active
+            // scheduler's session ends. On shutdown the connection is
+            // dropped, which ends the wait.
+            let params: [&(dyn ToSql + Sync); 1] = [&key];
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(None),
-                () = tokio::time::sleep(STANDBY_POLL) => {}
+                r = lock_client.query_one("SELECT pg_advisory_lock(hashtext($1))", &params) => {
+                    r.map_err(pg)?;
+                }
             }
         }
         leading.store(true, Ordering::SeqCst);
@@ -249,18 +246,7 @@ impl PgStore {
                 .await
                 .map_err(pg)?;
         }
-        let fenced = tx
-            .execute(
-                "UPDATE leader SET epoch = epoch WHERE id = 1 AND epoch = $1",
-                &[&self.epoch],
-            )
-            .await
-            .map_err(pg)?;
-        if fenced != 1 {
-            return Err(StoreError::Fenced);
-        }
-        let b = Batch::of(ops)?;
-        b.write(&tx).await?;
+        Batch::of(ops)?.write(&tx, self.epoch).await?;
         tx.commit().await.map_err(pg)?;
         Ok(())
     }
@@ -696,25 +682,56 @@ impl Batch {
         Ok(b)
     }
 
-    /// Writes the batch: workflows, their ends, tasks, results, outbox,
-    /// replies (added before dropped: a workflow can gain a waiter and end
-    /// in one batch).
-    async fn write(self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
-        async fn run(
-            tx: &tokio_postgres::Transaction<'_>,
-            sql: &str,
-            params: &[&(dyn ToSql + Sync)],
-        ) -> Result<(), StoreError> {
-            tx.execute(sql, params).await.map_err(pg)?;
-            Ok(())
+    /// Writes the batch after checking the leader epoch: workflows, their
+    /// ends, tasks, results, outbox, replies (added before dropped: a
+    /// workflow can gain a waiter and end in one batch). The statements
+    /// are prepared once per connection and sent together (pipelined), so
+    /// the batch costs one round trip whatever its size.
+    async fn write(
+        self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        epoch: i64,
+    ) -> Result<(), StoreError> {
+        let n = self.tasks.len();
+        let mut t_wf = Vec::with_capacity(n);
+        let mut t_id = Vec::with_capacity(n);
+        let mut t_state = Vec::with_capacity(n);
+        let mut t_attempt = Vec::with_capacity(n);
+        let mut t_due = Vec::with_capacity(n);
+        let mut t_output = Vec::with_capacity(n);
+        let mut t_error = Vec::with_capacity(n);
+        let mut t_worker = Vec::with_capacity(n);
+        let mut t_started = Vec::with_capacity(n);
+        let mut t_finished = Vec::with_capacity(n);
+        for t in self.tasks {
+            t_wf.push(t.workflow_id.to_string());
+            t_id.push(t.task_id);
+            t_state.push(t.state.as_str());
+            t_attempt.push(t.attempt as i32);
+            t_due.push(t.due_at_ms);
+            t_output.push(t.output);
+            t_error.push(
+                t.error
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(json_err)?,
+            );
+            t_worker.push(opt_text(&t.worker));
+            t_started.push(t.started_at);
+            t_finished.push(t.finished_at);
         }
+        type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+        let mut stmts: Vec<(&'static str, Params<'_>)> = vec![(
+            "UPDATE leader SET epoch = epoch WHERE id = 1 AND epoch = $1",
+            vec![&epoch],
+        )];
         if !self.wf_id.is_empty() {
-            run(
-                tx,
+            stmts.push((
                 "INSERT INTO workflows (id, seq, name, priority, status, definition, report, created_at, finished_at)
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int2[], $5::text[], $6::bytea[],
                                       $7::text[], $8::timestamptz[], $9::timestamptz[])",
-                &[
+                vec![
                     &self.wf_id,
                     &self.wf_seq,
                     &self.wf_name,
@@ -725,55 +742,18 @@ impl Batch {
                     &self.wf_created,
                     &self.wf_finished,
                 ],
-            )
-            .await?;
+            ));
         }
         if !self.fin_id.is_empty() {
-            run(
-                tx,
+            stmts.push((
                 "UPDATE workflows w SET status = f.status, report = f.report, finished_at = f.at
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS f(id, status, report, at)
                  WHERE w.id = f.id",
-                &[&self.fin_id, &self.fin_status, &self.fin_report, &self.fin_at],
-            )
-            .await?;
+                vec![&self.fin_id, &self.fin_status, &self.fin_report, &self.fin_at],
+            ));
         }
-        if !self.tasks.is_empty() {
-            let n = self.tasks.len();
-            let (mut wf, mut id, mut state, mut attempt, mut due) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            let (mut output, mut error, mut worker, mut started, mut finished) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for t in self.tasks {
-                wf.push(t.workflow_id.to_string());
-                id.push(t.task_id);
-                state.push(t.state.as_str());
-                attempt.push(t.attempt as i32);
-                due.push(t.due_at_ms);
-                output.push(t.output);
-                error.push(
-                    t.error
-                        .as_ref()
-                        .map(serde_json::to_string)
-                        .transpose()
-                        .map_err(json_err)?,
-                );
-                worker.push(opt_text(&t.worker));
-                started.push(t.started_at);
-                finished.push(t.finished_at);
-            }
-            run(
-                tx,
+        if n > 0 {
+            stmts.push((
                 "INSERT INTO tasks (workflow_id, task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::text[],
                                       $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
@@ -781,33 +761,30 @@ impl Batch {
                    state = excluded.state, attempt = excluded.attempt, due_at_ms = excluded.due_at_ms,
                    output = excluded.output, error = excluded.error, worker = excluded.worker,
                    started_at = excluded.started_at, finished_at = excluded.finished_at",
-                &[
-                    &wf, &id, &state, &attempt, &due, &output, &error, &worker, &started, &finished,
+                vec![
+                    &t_wf, &t_id, &t_state, &t_attempt, &t_due, &t_output, &t_error, &t_worker,
+                    &t_started, &t_finished,
                 ],
-            )
-            .await?;
+            ));
         }
         if !self.res_wf.is_empty() {
-            run(
-                tx,
+            stmts.push((
                 "INSERT INTO results (workflow_id, task_id, attempt, status)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[])",
-                &[
+                vec![
                     &self.res_wf,
                     &self.res_task,
                     &self.res_attempt,
                     &self.res_status,
                 ],
-            )
-            .await?;
+            ));
         }
         if !self.out_seq.is_empty() {
-            run(
-                tx,
+            stmts.push((
                 "INSERT INTO outbox (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body)
                  SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                       $7::int2[], $8::text[], $9::bytea[])",
-                &[
+                vec![
                     &self.out_seq,
                     &self.out_kind,
                     &self.out_exchange,
@@ -818,28 +795,38 @@ impl Batch {
                     &self.out_headers,
                     &self.out_body,
                 ],
-            )
-            .await?;
+            ));
         }
         if !self.done.is_empty() {
-            run(tx, "DELETE FROM outbox WHERE seq = ANY($1)", &[&self.done]).await?;
+            stmts.push(("DELETE FROM outbox WHERE seq = ANY($1)", vec![&self.done]));
         }
         if !self.rep_wf.is_empty() {
-            run(
-                tx,
+            stmts.push((
                 "INSERT INTO replies (workflow_id, reply_to, correlation_id)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
-                &[&self.rep_wf, &self.rep_to, &self.rep_corr],
-            )
-            .await?;
+                vec![&self.rep_wf, &self.rep_to, &self.rep_corr],
+            ));
         }
         if !self.drop_replies.is_empty() {
-            run(
-                tx,
+            stmts.push((
                 "DELETE FROM replies WHERE workflow_id = ANY($1)",
-                &[&self.drop_replies],
-            )
-            .await?;
+                vec![&self.drop_replies],
+            ));
+        }
+        let mut prepared = Vec::with_capacity(stmts.len());
+        for (sql, _) in &stmts {
+            prepared.push(tx.prepare_cached(sql).await.map_err(pg)?);
+        }
+        let counts = futures_util::future::try_join_all(
+            prepared
+                .iter()
+                .zip(&stmts)
+                .map(|(stmt, (_, params))| tx.execute(stmt, params)),
+        )
+        .await
+        .map_err(pg)?;
+        if counts[0] != 1 {
+            return Err(StoreError::Fenced);
         }
         Ok(())
     }
