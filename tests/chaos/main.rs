@@ -85,7 +85,8 @@ struct RunArgs {
     #[arg(long)]
     store: Option<String>,
     /// Scheduler processes (more than one needs PostgreSQL: one is active,
-    /// the others stand by). Scheduler kills pick one at random.
+    /// the others stand by). Every other scheduler kill hits the active one,
+    /// the rest pick one at random.
     #[arg(long, default_value_t = 1)]
     schedulers: usize,
 }
@@ -229,10 +230,12 @@ impl Fleet {
         self.spawn("scheduler", &format!("scheduler-{i}"))
     }
 
-    /// Kills one scheduler at random (the active one or a standby) and
-    /// starts it again; returns the killed one's pid.
-    fn kill_scheduler(&mut self) -> anyhow::Result<u32> {
-        let i = fastrand::usize(0..self.schedulers.len());
+    /// Kills the scheduler with pid `target`, or one at random, and starts
+    /// it again; returns the killed one's pid.
+    fn kill_scheduler(&mut self, target: Option<u32>) -> anyhow::Result<u32> {
+        let i = target
+            .and_then(|pid| self.schedulers.iter().position(|c| c.id() == pid))
+            .unwrap_or_else(|| fastrand::usize(0..self.schedulers.len()));
         let pid = self.schedulers[i].id();
         let _ = self.schedulers[i].kill();
         let _ = self.schedulers[i].wait();
@@ -527,6 +530,7 @@ async fn drive(
     let mut self_deaths = 0;
     // Scheduler kills that hit the active one (PostgreSQL: from `leader`).
     let mut active_kills = 0;
+    let mut scheduler_kills = 0;
     // Workflows go in between the faults, so every fault meets work in flight.
     let chunks = faults.len() + 1;
     let per_chunk = args.workflows.div_ceil(chunks);
@@ -545,8 +549,12 @@ async fn drive(
         };
         match fault {
             Fault::SchedulerKill => {
+                // With standbys, every other kill is aimed at the active
+                // one (the others at any, standbys included).
                 let active = store.active_pid().await?;
-                if Some(fleet.kill_scheduler()?) == active {
+                scheduler_kills += 1;
+                let target = active.filter(|_| scheduler_kills % 2 == 1);
+                if Some(fleet.kill_scheduler(target)?) == active {
                     active_kills += 1;
                 }
             }
