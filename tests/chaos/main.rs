@@ -713,12 +713,12 @@ fn report(
             "{label:<34} {:>8}",
             injected.get(&fault).copied().unwrap_or(0)
         );
-    }
-    if args.schedulers > 1 {
-        println!(
-            "{:<34} {:>8}",
-            "  of which the active scheduler", active_kills
-        );
+        if fault == Fault::SchedulerKill && args.schedulers > 1 {
+            println!(
+                "{:<34} {:>8}",
+                "  of which the active scheduler", active_kills
+            );
+        }
     }
     println!(
         "{:<34} {:>8}",
