@@ -110,7 +110,7 @@ pub enum StoreError {
     #[error("state store thread has stopped")]
     Closed,
     #[error(
-        "state store {path} is in use by another scheduler (lock file {path}.lock); run one scheduler per store"
+        "state store {path} is in use by another scheduler (lock file {path}.lock); run one scheduler per SQLite file, or use PostgreSQL (WARREN_STORE=postgres://...) for several"
     )]
     Locked { path: String },
     #[error("state store holds an unreadable row: {0}")]

@@ -202,27 +202,34 @@ async fn progress_events_count_tasks_by_state_while_a_workflow_runs() {
     env.finish().await;
 }
 
+/// Registers `kind`: each task counts itself running (`now`, with the most
+/// at once in `most`) until the returned gate gives it a permit.
+fn held(
+    registry: &mut Registry,
+    kind: &str,
+) -> (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Semaphore>) {
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gate = Arc::new(Semaphore::new(0));
+    let (n, m, g) = (now.clone(), most.clone(), gate.clone());
+    registry.register(kind, move |_ctx| {
+        let (now, most, gate) = (n.clone(), m.clone(), g.clone());
+        async move {
+            let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(running, Ordering::SeqCst);
+            gate.acquire().await.expect("gate open").forget();
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok(json!(null))
+        }
+    });
+    (now, most, gate)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrency_holds_across_a_scheduler_restart() {
     let mut env = Env::new().await;
     let first = env.scheduler(env.scheduler_config());
-    // `held` counts the tasks running at once and waits for the gate.
-    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let gate = Arc::new(Semaphore::new(0));
     let mut registry = Registry::with_builtins();
-    {
-        let (now, most, gate) = (now.clone(), most.clone(), gate.clone());
-        registry.register("held", move |_ctx| {
-            let (now, most, gate) = (now.clone(), most.clone(), gate.clone());
-            async move {
-                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(running, Ordering::SeqCst);
-                gate.acquire().await.expect("gate open").forget();
-                now.fetch_sub(1, Ordering::SeqCst);
-                Ok(json!(null))
-            }
-        });
-    }
+    let (now, most, gate) = held(&mut registry, "held");
     env.worker(registry, &["default"], 10, "w");
     let tasks: Vec<_> = (0..6)
         .map(|i| json!({"id": format!("t{i}"), "type": "held"}))
@@ -266,22 +273,10 @@ async fn a_type_limit_holds_across_workflows_and_a_scheduler_restart() {
         ..env.scheduler_config()
     };
     let first = env.scheduler(config.clone());
-    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let gate = Arc::new(Semaphore::new(0));
     let mails = Arc::new(AtomicUsize::new(0));
     let mut registry = Registry::with_builtins();
+    let (now, most, gate) = held(&mut registry, "charge");
     {
-        let (now, most, gate) = (now.clone(), most.clone(), gate.clone());
-        registry.register("charge", move |_ctx| {
-            let (now, most, gate) = (now.clone(), most.clone(), gate.clone());
-            async move {
-                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(running, Ordering::SeqCst);
-                gate.acquire().await.expect("gate open").forget();
-                now.fetch_sub(1, Ordering::SeqCst);
-                Ok(json!(null))
-            }
-        });
         let mails = mails.clone();
         registry.register("mail", move |_ctx| {
             let mails = mails.clone();
