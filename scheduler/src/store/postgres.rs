@@ -108,20 +108,32 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
     StoreError::Postgres(e.to_string())
 }
 
-/// The schema of a Warren namespace: lower case, `[a-z0-9_]`, others `_`.
+/// The schema of a Warren namespace: `warren_` and the namespace when it is
+/// already lower-case `[a-z0-9_]` and short; otherwise its first 40
+/// characters in that form (others as `_`) and a hash of the exact name,
+/// so that `a-b`, `a_b` and `A_B` never share a schema (nor its lock).
 pub fn schema_of(namespace: &str) -> String {
-    let s: String = namespace
+    let plain: String = namespace
         .chars()
         .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_alphanumeric() || c == '_' {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
                 c
+            } else if c.is_ascii_alphabetic() {
+                c.to_ascii_lowercase()
             } else {
                 '_'
             }
         })
+        .take(40)
         .collect();
-    format!("warren_{s}")
+    if plain == namespace {
+        return format!("warren_{plain}");
+    }
+    // FNV-1a: stable across builds and platforms.
+    let hash = namespace.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("warren_{plain}_{hash:08x}")
 }
 
 /// PostgreSQL text cannot hold NUL; strings from the wire (worker names,
@@ -1058,6 +1070,27 @@ mod tests {
         let e = second.commit(vec![Op::OutboxDone(1)]).await.unwrap_err();
         assert!(matches!(e, StoreError::Fenced), "{e}");
         second.close().await;
+    }
+
+    #[test]
+    fn namespaces_never_share_a_schema() {
+        assert_eq!(schema_of("warren"), "warren_warren");
+        let names = [
+            "a-b",
+            "a_b",
+            "A_B",
+            "a.b",
+            &"x".repeat(100),
+            &"x".repeat(101),
+        ];
+        let schemas: std::collections::HashSet<String> =
+            names.iter().map(|n| schema_of(n)).collect();
+        assert_eq!(schemas.len(), names.len(), "{schemas:?}");
+        assert!(schemas.iter().all(|s| {
+            s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }));
     }
 
     #[tokio::test]
