@@ -181,8 +181,19 @@ impl PgStore {
         migrate(&mut client, &schema).await?;
         drop(client);
 
-        // Leadership: a session advisory lock on its own connection.
-        let (lock_client, conn) = config.connect(NoTls).await.map_err(pg)?;
+        // Leadership: a session advisory lock on its own connection. Its
+        // TCP keepalives are short on both ends: if the network between
+        // this scheduler and the database breaks, the server ends the
+        // session (releasing the lock to a standby) and this side sees the
+        // connection fail (and stops committing) within about 11 s, rather
+        // than the operating system's default of hours.
+        let mut lock_config = config.clone();
+        lock_config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3);
+        let (lock_client, conn) = lock_config.connect(NoTls).await.map_err(pg)?;
         let leading = Arc::new(AtomicBool::new(false));
         {
             let leading = leading.clone();
@@ -193,6 +204,12 @@ impl PgStore {
                 leading.store(false, Ordering::SeqCst);
             });
         }
+        lock_client
+            .batch_execute(
+                "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
+            )
+            .await
+            .map_err(pg)?;
         let key = format!("warren:{schema}");
         let got: bool = lock_client
             .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
