@@ -194,11 +194,9 @@ impl Scheduler {
     /// trusted (unacked deliveries come back, unconfirmed outbox messages
     /// are published again).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-        let Some(store) =
-            Store::open(&self.config.store, &self.config.amqp.namespace, &shutdown).await?
-        else {
-            return Ok(()); // stopped while standing by
-        };
+        // Readable at once (the HTTP endpoint of a standby serves the
+        // store's workflows); committing waits for `lead` below.
+        let store = Store::connect(&self.config.store, &self.config.amqp.namespace).await?;
         let (queries_tx, mut queries) = mpsc::channel(64);
         let http_stop = shutdown.child_token();
         let http = match self.config.http_addr {
@@ -221,8 +219,23 @@ impl Scheduler {
             }
             None => None,
         };
+        let led = match store.lead(&shutdown).await {
+            Ok(led) => led,
+            Err(e) => {
+                http_stop.cancel();
+                if let Some(join) = http {
+                    let _ = join.await;
+                }
+                store.close().await;
+                return Err(e.into());
+            }
+        };
+        self.metrics.active.store(u64::from(led), Ordering::Relaxed);
         let mut backoff = Backoff::reconnect();
         let outcome = loop {
+            if !led {
+                break Ok(()); // stopped while standing by
+            }
             let mut connected = false;
             let error = match self
                 .session(

@@ -102,14 +102,17 @@ async fn healthz(State(s): State<AppState>) -> Response {
         tokio::time::timeout(ANSWER_WITHIN, s.store.ping()).await,
         Ok(Ok(()))
     );
-    let status = if broker && store {
+    // A standby (another scheduler is active on its PostgreSQL store) is
+    // alive but not serving: 503, with `active: false`.
+    let active = s.store.is_active();
+    let status = if broker && store && active {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(serde_json::json!({"broker": broker, "store": store})),
+        Json(serde_json::json!({"broker": broker, "store": store, "active": active})),
     )
         .into_response()
 }
@@ -153,6 +156,9 @@ async fn list(
 async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let (answer, answered) = oneshot::channel();
     let running = async {
+        if !s.store.is_active() {
+            return None; // a standby's loop is not running: read the store
+        }
         s.queries
             .send(Query::Report {
                 id: id.clone(),
@@ -342,6 +348,13 @@ pub fn render(m: &Metrics) -> String {
         "1 while the scheduler has a broker session.",
     );
     let _ = writeln!(out, "warren_broker_connected {}", g(&m.broker_connected));
+    family(
+        &mut out,
+        "warren_scheduler_active",
+        "gauge",
+        "1 for the active scheduler of the store, 0 for a standby.",
+    );
+    let _ = writeln!(out, "warren_scheduler_active {}", g(&m.active));
     histogram(
         &mut out,
         "warren_dispatch_latency_seconds",

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub types: Mutex<Vec<crate::state::TypeUsage>>,
     /// Gauge: 1 while a broker session is up.
     pub broker_connected: AtomicU64,
+    /// Gauge: 1 once this scheduler is the active one of its store (0 for
+    /// a standby).
+    pub active: AtomicU64,
     /// From a task becoming ready to its dispatch (seconds).
     pub dispatch_latency: Histogram,
     /// An attempt's run time as its worker reports it (seconds).

@@ -347,12 +347,39 @@ impl Store {
         namespace: &str,
         shutdown: &CancellationToken,
     ) -> Result<Option<Store>, StoreError> {
+        let store = Store::connect(location, namespace).await?;
+        Ok(store.lead(shutdown).await?.then_some(store))
+    }
+
+    /// Opens the store for reading: SQLite locked for this process (a
+    /// second scheduler on the file is refused), PostgreSQL connected and
+    /// migrated. Commits wait for [`Store::lead`].
+    pub async fn connect(location: &StoreLocation, namespace: &str) -> Result<Store, StoreError> {
         Ok(match location {
-            StoreLocation::Sqlite(path) => Some(Store::Sqlite(SqliteStore::open(path)?)),
-            StoreLocation::Postgres(url) => postgres::PgStore::open(url, namespace, shutdown)
-                .await?
-                .map(|p| Store::Postgres(Arc::new(p))),
+            StoreLocation::Sqlite(path) => Store::Sqlite(SqliteStore::open(path)?),
+            StoreLocation::Postgres(url) => {
+                Store::Postgres(Arc::new(postgres::PgStore::connect(url, namespace).await?))
+            }
         })
+    }
+
+    /// Makes this scheduler the store's active one: at once on SQLite (its
+    /// lock is taken by [`Store::connect`]); on PostgreSQL, once no other
+    /// scheduler of the namespace holds the leader lock. False when
+    /// `shutdown` comes first.
+    pub async fn lead(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Postgres(p) => p.lead(shutdown).await,
+        }
+    }
+
+    /// True while this scheduler may commit (always, on SQLite).
+    pub fn is_active(&self) -> bool {
+        match self {
+            Store::Sqlite(_) => true,
+            Store::Postgres(p) => p.is_leading(),
+        }
     }
 
     /// Closes the store: releases the SQLite lock, or the PostgreSQL

@@ -19,7 +19,7 @@ async fn health_metrics_api_and_page() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"broker": true, "store": true})
+        json!({"broker": true, "store": true, "active": true})
     );
 
     // One succeeded, one failed, one running (held at its gate).
@@ -144,6 +144,7 @@ async fn health_metrics_api_and_page() {
         "warren_dispatch_latency_seconds_count 3",
         "warren_dispatch_latency_seconds_bucket{le=\"+Inf\"} 3",
         "warren_broker_connected 1",
+        "warren_scheduler_active 1",
         "warren_type_running_tasks{type=\"gated\"} 1",
         "warren_type_limit{type=\"gated\"} 10",
         "warren_type_waiting_tasks{type=\"gated\"} 0",

@@ -1,7 +1,10 @@
 //! Nothing runs twice that should not: duplicate submissions, duplicate
 //! results, and a scheduler replaced mid-workflow.
 
-use crate::support::{DEADLINE, Env, Log, add_gated, committed_results, recording, wait_until};
+use crate::support::{
+    DEADLINE, Env, Log, add_gated, committed_results, http_get, recording, wait_until,
+    wait_until_async,
+};
 use lapin::options::BasicPublishOptions;
 use serde_json::json;
 use std::sync::Arc;
@@ -165,7 +168,11 @@ async fn a_new_scheduler_on_the_same_store_completes_the_workflow() {
             );
             None
         }
-        StoreLocation::Postgres(_) => Some(env.scheduler(env.scheduler_config())),
+        StoreLocation::Postgres(_) => {
+            let mut config = env.scheduler_config();
+            config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+            Some(env.scheduler(config))
+        }
     };
     let deadline = std::time::Instant::now() + DEADLINE;
     while env.client.status("restart", DEADLINE).await.unwrap().tasks["d"].state
@@ -180,6 +187,18 @@ async fn a_new_scheduler_on_the_same_store_completes_the_workflow() {
             "a standby takes nothing"
         );
         assert_eq!(Metrics::get(&s.metrics.broker_connected), 0);
+        // It serves the store's workflows, and says it is not the active one.
+        wait_until("the standby's endpoint listens", || s.http.get().is_some()).await;
+        let addr = *s.http.get().unwrap();
+        let (code, _, body) = http_get(addr, "/healthz").await;
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["active"],
+            json!(false)
+        );
+        let (code, _, body) = http_get(addr, "/api/workflows").await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"restart\""), "{body}");
     }
     first.stop().await;
     // b finishes while no scheduler runs (or only the standby, which takes
@@ -191,6 +210,14 @@ async fn a_new_scheduler_on_the_same_store_completes_the_workflow() {
     };
     let report = waiter.await.unwrap().unwrap();
     assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
+    if let Some(addr) = second.http.get() {
+        // The standby that took over is the active one now.
+        wait_until_async("the new active scheduler is healthy", || async {
+            http_get(*addr, "/healthz").await.0 == 200
+        })
+        .await;
+        assert_eq!(Metrics::get(&second.metrics.active), 1);
+    }
     assert_eq!(report.tasks["c"].output, Some(json!(1)));
     let results = committed_results(&env, "restart").await;
     assert_eq!(results.len(), 4, "one result per task: {results:?}");

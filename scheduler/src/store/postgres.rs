@@ -23,7 +23,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::Duration,
 };
@@ -95,8 +95,11 @@ CREATE TABLE leader (
 
 pub struct PgStore {
     pool: Pool,
-    /// The epoch this scheduler became active with.
-    epoch: i64,
+    /// How to connect (for the leader lock's own connection).
+    config: tokio_postgres::Config,
+    schema: String,
+    /// The epoch this scheduler became active with (0 before).
+    epoch: AtomicI64,
     /// Cleared when the connection holding the leader lock ends.
     leading: Arc<AtomicBool>,
     /// Holds the advisory lock for as long as it is open.
@@ -151,13 +154,10 @@ fn opt_text(s: &Option<String>) -> Option<String> {
 }
 
 impl PgStore {
-    /// Connects, creates and migrates the namespace's schema, then waits
-    /// until this scheduler is the active one (or `shutdown`: `None`).
-    pub async fn open(
-        url: &str,
-        namespace: &str,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<PgStore>, StoreError> {
+    /// Connects and creates and migrates the namespace's schema. The store
+    /// can be read at once; it commits only once [`PgStore::lead`] made
+    /// this scheduler the active one.
+    pub async fn connect(url: &str, namespace: &str) -> Result<PgStore, StoreError> {
         let schema = schema_of(namespace);
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -180,27 +180,46 @@ impl PgStore {
         let mut client = get(&pool).await?;
         migrate(&mut client, &schema).await?;
         drop(client);
+        Ok(PgStore {
+            pool,
+            config,
+            schema,
+            epoch: AtomicI64::new(0),
+            leading: Arc::new(AtomicBool::new(false)),
+            lock_conn: tokio::sync::Mutex::new(None),
+            describe,
+        })
+    }
 
+    /// True while this scheduler holds the leader lock.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Waits until this scheduler is the active one of its namespace;
+    /// false when `shutdown` comes first.
+    pub async fn lead(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
         // Leadership: a session advisory lock on its own connection. Its
         // TCP keepalives are short on both ends: if the network between
         // this scheduler and the database breaks, the server ends the
         // session (releasing the lock to a standby) and this side sees the
         // connection fail (and stops committing) within about 11 s, rather
         // than the operating system's default of hours.
-        let mut lock_config = config.clone();
+        let mut lock_config = self.config.clone();
         lock_config
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5))
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3);
         let (lock_client, conn) = lock_config.connect(NoTls).await.map_err(pg)?;
-        let leading = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(true));
         {
-            let leading = leading.clone();
+            let (leading, connected) = (self.leading.clone(), connected.clone());
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::error!(error = %e, "Lost the store connection that holds the leader lock");
                 }
+                connected.store(false, Ordering::SeqCst);
                 leading.store(false, Ordering::SeqCst);
             });
         }
@@ -210,7 +229,7 @@ impl PgStore {
             )
             .await
             .map_err(pg)?;
-        let key = format!("warren:{schema}");
+        let key = format!("warren:{}", self.schema);
         let got: bool = lock_client
             .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
             .await
@@ -218,19 +237,18 @@ impl PgStore {
             .get(0);
         let waited = !got;
         if waited {
-            tracing::info!(store = %describe, "Another scheduler is active on this store; standing by");
+            tracing::info!(store = %self.describe, "Another scheduler is active on this store; standing by");
             // Waits inside PostgreSQL: granted the moment the active
             // scheduler's session ends. On shutdown the connection is
             // dropped, which ends the wait.
             let params: [&(dyn ToSql + Sync); 1] = [&key];
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(None),
+                () = shutdown.cancelled() => return Ok(false),
                 r = lock_client.query_one("SELECT pg_advisory_lock(hashtext($1))", &params) => {
                     r.map_err(pg)?;
                 }
             }
         }
-        leading.store(true, Ordering::SeqCst);
         let holder = format!("{}:{}", warren_shared::host_name(), std::process::id());
         let epoch: i64 = lock_client
             .query_one(
@@ -242,16 +260,15 @@ impl PgStore {
             .await
             .map_err(pg)?
             .get(0);
+        self.epoch.store(epoch, Ordering::SeqCst);
+        *self.lock_conn.lock().await = Some(lock_client);
+        // Leading only while the lock's connection lives.
+        self.leading
+            .store(connected.load(Ordering::SeqCst), Ordering::SeqCst);
         if waited {
-            tracing::info!(store = %describe, epoch, "This scheduler is now the active one");
+            tracing::info!(store = %self.describe, epoch, "This scheduler is now the active one");
         }
-        Ok(Some(PgStore {
-            pool,
-            epoch,
-            leading,
-            lock_conn: tokio::sync::Mutex::new(Some(lock_client)),
-            describe,
-        }))
+        Ok(true)
     }
 
     /// Releases the leader lock (a standby takes over at once) and the pool.
@@ -275,7 +292,9 @@ impl PgStore {
                 .await
                 .map_err(pg)?;
         }
-        Batch::of(ops)?.write(&tx, self.epoch).await?;
+        Batch::of(ops)?
+            .write(&tx, self.epoch.load(Ordering::SeqCst))
+            .await?;
         tx.commit().await.map_err(pg)?;
         Ok(())
     }
