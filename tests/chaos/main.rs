@@ -31,7 +31,7 @@ use std::{
 };
 use warren_producer::Client;
 use warren_scheduler::store::{StoreLocation, postgres::schema_of};
-use warren_shared::{AmqpConfig, Topology};
+use warren_shared::{AmqpConfig, QueueType};
 
 #[derive(Parser)]
 #[command(about = "Warren's fault-injection program")]
@@ -89,6 +89,9 @@ struct RunArgs {
     /// the rest pick one at random.
     #[arg(long, default_value_t = 1)]
     schedulers: usize,
+    /// Warren's durable queues: classic or quorum.
+    #[arg(long, value_enum, default_value_t = QueueType::Classic)]
+    queue_type: QueueType,
 }
 
 #[derive(Args, Clone)]
@@ -104,6 +107,16 @@ struct ChildArgs {
     /// The store's URL or path (schedulers only).
     #[arg(long, default_value = "")]
     store: String,
+    #[arg(long, value_enum, default_value_t = QueueType::Classic)]
+    queue_type: QueueType,
+}
+
+impl ChildArgs {
+    fn amqp(&self) -> AmqpConfig {
+        let mut amqp = AmqpConfig::new(self.amqp_addr.clone(), self.namespace.clone());
+        amqp.queue_type = self.queue_type;
+        amqp
+    }
 }
 
 /// Workers per process run this many tasks at once.
@@ -140,7 +153,7 @@ fn child_logging() {
 async fn child_scheduler(args: ChildArgs) -> anyhow::Result<()> {
     child_logging();
     let config = warren_scheduler::SchedulerConfig {
-        amqp: AmqpConfig::new(args.amqp_addr, args.namespace),
+        amqp: args.amqp(),
         store: StoreLocation::parse(&args.store),
         ..Default::default()
     };
@@ -179,7 +192,7 @@ async fn child_worker(args: ChildArgs) -> anyhow::Result<()> {
         Ok(serde_json::Value::Null)
     });
     let config = warren_worker::WorkerConfig {
-        amqp: AmqpConfig::new(args.amqp_addr, args.namespace),
+        amqp: args.amqp(),
         concurrency: CONCURRENCY,
         worker_id: args.id,
         shutdown_grace: Duration::from_secs(5),
@@ -215,6 +228,13 @@ impl Fleet {
             .arg(&self.args.dir)
             .args(["--id", id])
             .args(["--store", &self.args.store])
+            .args([
+                "--queue-type",
+                match self.args.queue_type {
+                    QueueType::Classic => "classic",
+                    QueueType::Quorum => "quorum",
+                },
+            ])
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()?)
@@ -375,7 +395,7 @@ fn planted() -> (Vec<String>, Vec<String>) {
 /// The bodies in the dead-letter queue, read without taking them (they
 /// return to the queue when the channel closes unacked).
 async fn dead_letters(amqp: &AmqpConfig) -> anyhow::Result<Vec<String>> {
-    let topology = Topology::new(amqp.namespace.clone());
+    let topology = amqp.topology();
     let conn = warren_shared::amqp::connect(&amqp.addr, "chaos dead-letter reader").await?;
     let ch = conn.create_channel().await?;
     let mut bodies = Vec::new();
@@ -393,7 +413,7 @@ async fn dead_letters(amqp: &AmqpConfig) -> anyhow::Result<Vec<String>> {
 }
 
 async fn plant_dead_letters(amqp: &AmqpConfig) -> anyhow::Result<()> {
-    let topology = Topology::new(amqp.namespace.clone());
+    let topology = amqp.topology();
     let conn = warren_shared::amqp::connect(&amqp.addr, "chaos planter").await?;
     let ch = warren_shared::amqp::confirm_channel(&conn).await?;
     topology.declare(&ch).await?;
@@ -428,7 +448,7 @@ async fn plant_dead_letters(amqp: &AmqpConfig) -> anyhow::Result<()> {
 
 /// Messages waiting in each of the namespace's queues.
 async fn queue_depths(amqp: &AmqpConfig) -> anyhow::Result<BTreeMap<String, u32>> {
-    let topology = Topology::new(amqp.namespace.clone());
+    let topology = amqp.topology();
     let conn = warren_shared::amqp::connect(&amqp.addr, "chaos checker").await?;
     let ch = conn.create_channel().await?;
     let mut depths = BTreeMap::new();
@@ -455,9 +475,7 @@ async fn queue_depths(amqp: &AmqpConfig) -> anyhow::Result<BTreeMap<String, u32>
 async fn delete_namespace(amqp: &AmqpConfig) -> anyhow::Result<()> {
     let conn = warren_shared::amqp::connect(&amqp.addr, "chaos cleanup").await?;
     let ch = conn.create_channel().await?;
-    Topology::new(amqp.namespace.clone())
-        .delete(&ch, &["default".to_owned()])
-        .await?;
+    amqp.topology().delete(&ch, &["default".to_owned()]).await?;
     warren_shared::amqp::close(&conn, "done").await;
     Ok(())
 }
@@ -467,7 +485,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let deadline = started + Duration::from_secs(args.timeout);
     let ns = format!("chaos-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let dir = tempfile::Builder::new().prefix("warren-chaos-").tempdir()?;
-    let amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
+    let mut amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
+    amqp.queue_type = args.queue_type;
     let location = match &args.store {
         Some(url) => StoreLocation::parse(url),
         None => StoreLocation::Sqlite(dir.path().join("warren.db")),
@@ -480,9 +499,10 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     }
     let store = Reader::new(&location, &ns);
     println!(
-        "chaos: {} workflows, {} scheduler(s) on {location}, namespace {ns}, logs in {}",
+        "chaos: {} workflows, {} scheduler(s) on {location}, {:?} queues, namespace {ns}, logs in {}",
         args.workflows,
         args.schedulers,
+        args.queue_type,
         dir.path().display()
     );
     let child_args = ChildArgs {
@@ -494,6 +514,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             StoreLocation::Sqlite(p) => p.display().to_string(),
             StoreLocation::Postgres(url) => url.clone(),
         },
+        queue_type: args.queue_type,
     };
     plant_dead_letters(&amqp).await?;
     let mut fleet = Fleet {
