@@ -1055,15 +1055,11 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                 .submit(json!({"id": "big", "tasks": independent("b", big)}))
                 .await?;
             started(&client, "big").await?;
-            let t = Instant::now();
-            let small = client
-                .submit_and_wait(
-                    json!({"id": "small", "tasks": independent("s", 10)}),
-                    timeout,
-                )
-                .await?;
-            ensure_ok(&small)?;
-            let small_ms = t.elapsed().as_secs_f64() * 1e3;
+            let (_, small_ms) = run_ok(
+                &client,
+                json!({"id": "small", "tasks": independent("s", 10)}),
+            )
+            .await?;
             let whole = client
                 .submit_and_wait(
                     json!({"id": "big", "tasks": independent("b", big)}),
@@ -1114,29 +1110,21 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                     },
                 )?;
                 let client = Client::connect(&d.amqp).await?;
-                let t = Instant::now();
-                let r = client
-                    .submit_and_wait(
-                        json!({"id": "p9-idle", "priority": 9, "tasks": with_ms(chain(10))}),
-                        timeout,
-                    )
-                    .await?;
-                ensure_ok(&r)?;
-                let idle_ms = t.elapsed().as_secs_f64() * 1e3;
+                let (_, idle_ms) = run_ok(
+                    &client,
+                    json!({"id": "p9-idle", "priority": 9, "tasks": with_ms(chain(10))}),
+                )
+                .await?;
                 let backlog = o.priority_backlog;
                 client
                     .submit(json!({"id": "backlog", "priority": 0, "tasks": with_ms(independent("b", backlog))}))
                     .await?;
                 started(&client, "backlog").await?;
-                let t = Instant::now();
-                let r = client
-                    .submit_and_wait(
-                        json!({"id": "p9-loaded", "priority": 9, "tasks": with_ms(chain(10))}),
-                        timeout,
-                    )
-                    .await?;
-                ensure_ok(&r)?;
-                let loaded_ms = t.elapsed().as_secs_f64() * 1e3;
+                let (_, loaded_ms) = run_ok(
+                    &client,
+                    json!({"id": "p9-loaded", "priority": 9, "tasks": with_ms(chain(10))}),
+                )
+                .await?;
                 let backlog_left = client
                     .status("backlog", Duration::from_secs(30))
                     .await?
@@ -1209,12 +1197,8 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                         },
                     )?;
                     let client = Client::connect(&d.amqp).await?;
-                    let t = Instant::now();
-                    let r = client
-                        .submit_and_wait(json!({"id": "skewed", "tasks": tasks.clone()}), timeout)
-                        .await?;
-                    ensure_ok(&r)?;
-                    let makespan = t.elapsed().as_secs_f64() * 1e3;
+                    let (_, makespan) =
+                        run_ok(&client, json!({"id": "skewed", "tasks": tasks.clone()})).await?;
                     client.close().await;
                     d.stop().await?;
                     figures.push(Figure {
@@ -1311,12 +1295,7 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
             let tasks: Vec<Value> = (0..n)
                 .map(|i| json!({"id": format!("s{i}"), "type": "sleep", "input": {"ms": ms}}))
                 .collect();
-            let t = Instant::now();
-            let r = client
-                .submit_and_wait(json!({"id": "pools", "tasks": tasks}), timeout)
-                .await?;
-            ensure_ok(&r)?;
-            let makespan = t.elapsed().as_secs_f64() * 1e3;
+            let (r, makespan) = run_ok(&client, json!({"id": "pools", "tasks": tasks})).await?;
             client.close().await;
             d.stop().await?;
             let ran = |w: &str| {
@@ -1369,16 +1348,9 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                     "join".into(),
                     (0..n).map(|i| format!("t{i}")).collect(),
                 ));
-                let t = Instant::now();
-                let r = client
-                    .submit_and_wait(json!({"id": "fan", "tasks": tasks}), timeout)
-                    .await?;
-                ensure_ok(&r)?;
-                let rate = (n + 2) as f64 / t.elapsed().as_secs_f64();
-                let r = client
-                    .submit_and_wait(json!({"id": "chain", "tasks": chain(links)}), timeout)
-                    .await?;
-                ensure_ok(&r)?;
+                let (_, fan_ms) = run_ok(&client, json!({"id": "fan", "tasks": tasks})).await?;
+                let rate = (n + 2) as f64 / (fan_ms / 1e3);
+                let (r, _) = run_ok(&client, json!({"id": "chain", "tasks": chain(links)})).await?;
                 let mut hops = hop_gaps_us(&r, links)?;
                 hops.sort_by(f64::total_cmp);
                 figures.push(Figure::info(
@@ -1466,6 +1438,20 @@ fn hop_gaps_us(r: &warren_shared::wire::WorkflowReport, n: usize) -> anyhow::Res
         .windows(2)
         .map(|w| (w[1] - w[0]).num_microseconds().unwrap_or(i64::MAX) as f64)
         .collect())
+}
+
+/// Submits `workflow`, waits for it to succeed, and returns its report and
+/// the milliseconds it took.
+async fn run_ok(
+    client: &Client,
+    workflow: Value,
+) -> anyhow::Result<(warren_shared::wire::WorkflowReport, f64)> {
+    let t = Instant::now();
+    let r = client
+        .submit_and_wait(workflow, Duration::from_secs(1800))
+        .await?;
+    ensure_ok(&r)?;
+    Ok((r, t.elapsed().as_secs_f64() * 1e3))
 }
 
 fn ensure_ok(r: &warren_shared::wire::WorkflowReport) -> anyhow::Result<()> {
