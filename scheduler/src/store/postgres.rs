@@ -149,10 +149,6 @@ fn text(s: &str) -> Cow<'_, str> {
     }
 }
 
-fn opt_text(s: &Option<String>) -> Option<String> {
-    s.as_deref().map(|s| text(s).into_owned())
-}
-
 impl PgStore {
     /// Connects and creates and migrates the namespace's schema. The store
     /// can be read at once; it commits only once [`PgStore::lead`] made
@@ -594,57 +590,62 @@ async fn migrate(client: &mut deadpool_postgres::Object, schema: &str) -> Result
     Ok(())
 }
 
-/// One batch's ops as columns, one statement per kind. Task rows are full
-/// snapshots, so only the last one of a task in a batch is written.
+/// One batch's ops as columns, one statement per kind, borrowing from the
+/// ops (no copies of bodies or outputs). Task rows are full snapshots, so
+/// only the last one of a task in a batch is written.
 #[derive(Default)]
-struct Batch {
-    wf_id: Vec<String>,
+struct Batch<'a> {
+    wf_id: Vec<&'a str>,
     wf_seq: Vec<i64>,
-    wf_name: Vec<Option<String>>,
+    wf_name: Vec<Option<Cow<'a, str>>>,
     wf_priority: Vec<i16>,
     wf_status: Vec<&'static str>,
-    wf_definition: Vec<Option<Vec<u8>>>,
-    wf_report: Vec<Option<String>>,
+    wf_definition: Vec<Option<&'a [u8]>>,
+    wf_report: Vec<Option<&'a str>>,
     wf_created: Vec<DateTime<Utc>>,
     wf_finished: Vec<Option<DateTime<Utc>>>,
 
-    fin_id: Vec<String>,
+    fin_id: Vec<&'a str>,
     fin_status: Vec<&'static str>,
-    fin_report: Vec<String>,
+    fin_report: Vec<&'a str>,
     fin_at: Vec<DateTime<Utc>>,
 
-    tasks: Vec<TaskRow>,
+    tasks: Vec<&'a TaskRow>,
 
-    res_wf: Vec<String>,
-    res_task: Vec<String>,
+    res_wf: Vec<&'a str>,
+    res_task: Vec<&'a str>,
     res_attempt: Vec<i32>,
     res_status: Vec<&'static str>,
 
     out_seq: Vec<i64>,
     out_kind: Vec<&'static str>,
-    out_exchange: Vec<String>,
-    out_key: Vec<String>,
-    out_message_id: Vec<Option<String>>,
-    out_correlation: Vec<Option<String>>,
+    out_exchange: Vec<&'a str>,
+    out_key: Vec<Cow<'a, str>>,
+    out_message_id: Vec<Option<Cow<'a, str>>>,
+    out_correlation: Vec<Option<Cow<'a, str>>>,
     out_priority: Vec<Option<i16>>,
     out_headers: Vec<Option<String>>,
-    out_body: Vec<Vec<u8>>,
+    out_body: Vec<&'a [u8]>,
 
     done: Vec<i64>,
 
-    rep_wf: Vec<String>,
-    rep_to: Vec<String>,
-    rep_corr: Vec<Option<String>>,
+    rep_wf: Vec<&'a str>,
+    rep_to: Vec<Cow<'a, str>>,
+    rep_corr: Vec<Option<Cow<'a, str>>>,
 
-    drop_replies: Vec<String>,
+    drop_replies: Vec<&'a str>,
 }
 
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-impl Batch {
-    fn of(ops: &[Op]) -> Result<Batch, StoreError> {
+fn opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(text)
+}
+
+impl<'a> Batch<'a> {
+    fn of(ops: &'a [Op]) -> Result<Batch<'a>, StoreError> {
         let mut b = Batch::default();
         let mut task_at: HashMap<(&str, &str), usize> = HashMap::new();
         for op in ops {
@@ -659,15 +660,14 @@ impl Batch {
                     report,
                     created_at,
                 } => {
-                    b.wf_id.push(id.to_string());
+                    b.wf_id.push(id);
                     b.wf_seq.push(*seq as i64);
                     b.wf_name.push(opt_text(name));
                     b.wf_priority.push(i16::from(*priority));
                     b.wf_status.push(status);
-                    b.wf_definition
-                        .push(definition.as_deref().map(<[u8]>::to_vec));
+                    b.wf_definition.push(definition.as_deref());
                     b.wf_finished.push(report.as_ref().map(|_| *created_at));
-                    b.wf_report.push(report.clone());
+                    b.wf_report.push(report.as_deref());
                     b.wf_created.push(*created_at);
                 }
                 Op::FinishWorkflow {
@@ -676,16 +676,16 @@ impl Batch {
                     report,
                     finished_at,
                 } => {
-                    b.fin_id.push(id.to_string());
+                    b.fin_id.push(id);
                     b.fin_status.push(status);
-                    b.fin_report.push(report.clone());
+                    b.fin_report.push(report);
                     b.fin_at.push(*finished_at);
                 }
                 Op::Task(row) => match task_at.get(&(&*row.workflow_id, row.task_id.as_str())) {
-                    Some(&i) => b.tasks[i] = row.clone(),
+                    Some(&i) => b.tasks[i] = row,
                     None => {
                         task_at.insert((&row.workflow_id, &row.task_id), b.tasks.len());
-                        b.tasks.push(row.clone());
+                        b.tasks.push(row);
                     }
                 },
                 Op::Result {
@@ -694,16 +694,16 @@ impl Batch {
                     attempt,
                     status,
                 } => {
-                    b.res_wf.push(workflow_id.to_string());
-                    b.res_task.push(task_id.clone());
+                    b.res_wf.push(workflow_id);
+                    b.res_task.push(task_id);
                     b.res_attempt.push(*attempt as i32);
                     b.res_status.push(status);
                 }
                 Op::Outbox(seq, m) => {
                     b.out_seq.push(*seq as i64);
                     b.out_kind.push(m.kind.as_str());
-                    b.out_exchange.push(m.exchange.clone());
-                    b.out_key.push(text(&m.routing_key).into_owned());
+                    b.out_exchange.push(&m.exchange);
+                    b.out_key.push(text(&m.routing_key));
                     b.out_message_id.push(opt_text(&m.message_id));
                     b.out_correlation.push(opt_text(&m.correlation_id));
                     b.out_priority.push(m.priority.map(i16::from));
@@ -712,7 +712,7 @@ impl Batch {
                     } else {
                         Some(serde_json::to_string(&m.headers).map_err(json_err)?)
                     });
-                    b.out_body.push(m.body.clone());
+                    b.out_body.push(&m.body);
                 }
                 Op::OutboxDone(seq) => b.done.push(*seq as i64),
                 Op::AddReply {
@@ -720,11 +720,11 @@ impl Batch {
                     reply_to,
                     correlation_id,
                 } => {
-                    b.rep_wf.push(workflow_id.to_string());
-                    b.rep_to.push(text(reply_to).into_owned());
+                    b.rep_wf.push(workflow_id);
+                    b.rep_to.push(text(reply_to));
                     b.rep_corr.push(opt_text(correlation_id));
                 }
-                Op::DropReplies(id) => b.drop_replies.push(id.to_string()),
+                Op::DropReplies(id) => b.drop_replies.push(id),
             }
         }
         Ok(b)
@@ -752,12 +752,12 @@ impl Batch {
         let mut t_started = Vec::with_capacity(n);
         let mut t_finished = Vec::with_capacity(n);
         for t in self.tasks {
-            t_wf.push(t.workflow_id.to_string());
-            t_id.push(t.task_id);
+            t_wf.push(&*t.workflow_id);
+            t_id.push(t.task_id.as_str());
             t_state.push(t.state.as_str());
             t_attempt.push(t.attempt as i32);
             t_due.push(t.due_at_ms);
-            t_output.push(t.output);
+            t_output.push(t.output.as_deref());
             t_error.push(
                 t.error
                     .as_ref()
@@ -769,7 +769,7 @@ impl Batch {
             t_started.push(t.started_at);
             t_finished.push(t.finished_at);
         }
-        type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+        type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;
         let mut stmts: Vec<(&'static str, Params<'_>)> = vec![(
             "UPDATE leader SET epoch = epoch WHERE id = 1 AND epoch = $1",
             vec![&epoch],
