@@ -219,51 +219,69 @@ impl Scheduler {
             }
             None => None,
         };
-        let led = match store.lead(&shutdown).await {
-            Ok(led) => led,
-            Err(e) => {
-                http_stop.cancel();
-                if let Some(join) = http {
-                    let _ = join.await;
+        // Lead, run broker sessions; on PostgreSQL, a lost database
+        // connection or leadership sends the scheduler back to standing by
+        // (its memory is dropped; the next leader, maybe itself, reloads
+        // the store), rather than ending the process.
+        let mut store_backoff = Backoff::reconnect();
+        let outcome = 'lead: loop {
+            match store.lead(&shutdown).await {
+                Ok(true) => {}
+                Ok(false) => break Ok(()), // stopped while standing by
+                Err(e) if store.can_lead_again(&e) => {
+                    let delay = store_backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "Cannot reach the store to lead; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break Ok(()),
+                        () = tokio::time::sleep(delay) => continue 'lead,
+                    }
                 }
-                store.close().await;
-                return Err(e.into());
+                Err(e) => break Err(e.into()),
             }
-        };
-        self.metrics.active.store(u64::from(led), Ordering::Relaxed);
-        let mut backoff = Backoff::reconnect();
-        let outcome = loop {
-            if !led {
-                break Ok(()); // stopped while standing by
-            }
-            let mut connected = false;
-            let error = match self
-                .session(
-                    &store,
-                    &shutdown,
-                    &mut queries,
-                    &mut connected,
-                    backoff.failures(),
-                )
-                .await
-            {
-                Ok(()) => break Ok(()),
-                Err(e) if e.is_transient() => e,
-                Err(e) => break Err(e),
+            store_backoff.reset();
+            self.metrics.active.store(1, Ordering::Relaxed);
+            let mut backoff = Backoff::reconnect();
+            let ran = loop {
+                let mut connected = false;
+                let error = match self
+                    .session(
+                        &store,
+                        &shutdown,
+                        &mut queries,
+                        &mut connected,
+                        backoff.failures(),
+                    )
+                    .await
+                {
+                    Ok(()) => break Ok(()),
+                    Err(e) if e.is_transient() => e,
+                    Err(e) => break Err(e),
+                };
+                if connected {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                Metrics::add(&self.metrics.reconnects, 1);
+                if backoff.failures() == 1 {
+                    tracing::warn!(%error, "Broker connection lost; reconnecting");
+                } else {
+                    tracing::debug!(%error, retry_in = ?delay, "Still no broker");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
             };
-            if connected {
-                backoff.reset();
-            }
-            let delay = backoff.next_delay();
-            Metrics::add(&self.metrics.reconnects, 1);
-            if backoff.failures() == 1 {
-                tracing::warn!(%error, "Broker connection lost; reconnecting");
-            } else {
-                tracing::debug!(%error, retry_in = ?delay, "Still no broker");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break Ok(()),
-                () = tokio::time::sleep(delay) => {}
+            self.metrics.active.store(0, Ordering::Relaxed);
+            match ran {
+                Err(SchedulerError::Store(e))
+                    if store.can_lead_again(&e) && !shutdown.is_cancelled() =>
+                {
+                    tracing::warn!(error = %e, "Lost the store or its leadership; standing by again");
+                    Metrics::add(&self.metrics.reconnects, 1);
+                    store.step_down().await;
+                }
+                other => break other,
             }
         };
         http_stop.cancel();

@@ -98,7 +98,7 @@ pub enum StoreError {
     #[error("state store address: {0}")]
     Url(String),
     #[error(
-        "another scheduler has taken over this store (this one lost its leader lock); stopping"
+        "this scheduler lost its leader lock (its database session ended, or another scheduler took over)"
     )]
     Fenced,
     #[error("state store {path}: {source}")]
@@ -371,6 +371,22 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(true),
             Store::Postgres(p) => p.lead(shutdown).await,
+        }
+    }
+
+    /// True when `e` leaves this scheduler able to lead again after
+    /// stepping down: on PostgreSQL, a lost connection or leadership (a
+    /// standby may have taken over, or the database restarted). SQLite
+    /// errors, and anything about the schema or the data, are final.
+    pub fn can_lead_again(&self, e: &StoreError) -> bool {
+        matches!(self, Store::Postgres(_))
+            && matches!(e, StoreError::Postgres(_) | StoreError::Fenced)
+    }
+
+    /// Gives up leadership (PostgreSQL: closes the lock's connection).
+    pub async fn step_down(&self) {
+        if let Store::Postgres(p) = self {
+            p.step_down().await;
         }
     }
 

@@ -2,12 +2,16 @@
 //! disconnects of this test's own connections.
 
 use crate::support::{
-    DEADLINE, Env, Log, add_gated, committed_results, cut_connections, recording, wait_until,
+    DEADLINE, Env, Log, add_gated, committed_results, cut_connections, pg_url, recording,
+    wait_until,
 };
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use warren_scheduler::Metrics;
+use warren_scheduler::{
+    Metrics,
+    store::{StoreLocation, postgres::schema_of},
+};
 use warren_shared::wire::WorkflowStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,5 +192,66 @@ async fn a_task_that_kills_its_worker_every_time_fails_after_max_deliveries() {
         warren_shared::wire::TaskState::Skipped
     );
     assert_eq!(log.lines().len(), 3, "run exactly max_deliveries times");
+    env.finish().await;
+}
+
+/// PostgreSQL (always, whatever `WARREN_TEST_STORE` says): every database
+/// session of this test's scheduler is terminated while a task runs. The
+/// scheduler does not stop: it stands by again, leads again, reloads the
+/// store and finishes the workflow with one result per task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_whose_database_sessions_are_killed_leads_again() {
+    let mut env = Env::new().await;
+    let url = pg_url();
+    env.store = StoreLocation::Postgres(url.clone());
+    let log = Log::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let s = env.scheduler(env.scheduler_config());
+    let mut registry = recording(&log, "w");
+    add_gated(&mut registry, "gated", &log, "w", Some(&gate));
+    env.worker(registry, &["default"], 4, "w");
+    let waiter = tokio::spawn({
+        let c = env.client.clone();
+        async move {
+            c.submit_and_wait(
+                json!({"id": "pgcut", "tasks": [
+                    {"id": "a", "type": "record", "input": 1},
+                    {"id": "b", "type": "gated", "depends_on": ["a"], "input": "${a.output}"},
+                    {"id": "c", "type": "record", "depends_on": ["b"], "input": "${b.output}"}
+                ]}),
+                DEADLINE,
+            )
+            .await
+        }
+    });
+    wait_until("b to start", || log.contains("pgcut/b/1")).await;
+    let (pg, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let app = format!("warren {}", schema_of(&env.amqp.namespace));
+    let killed: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1) k",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 2, "the lock's session and a pooled one: {killed}");
+    gate.add_permits(10);
+    let report = waiter.await.unwrap().unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
+    assert_eq!(report.tasks["c"].output, Some(json!(1)));
+    assert_eq!(Metrics::get(&s.metrics.active), 1, "it leads again");
+    assert!(Metrics::get(&s.metrics.reconnects) >= 1);
+    let results = committed_results(&env, "pgcut").await;
+    assert_eq!(
+        results.len(),
+        3,
+        "one committed result per task: {results:?}"
+    );
+    s.stop().await;
     env.finish().await;
 }

@@ -367,6 +367,15 @@ pub fn add_gated(
 
 /// Committed results of a workflow, read from the store file:
 /// (task, attempt, status).
+/// The PostgreSQL for tests that need it whatever the test store is:
+/// `WARREN_TEST_STORE` when it is one, else the local server.
+pub fn pg_url() -> String {
+    std::env::var("WARREN_TEST_STORE")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
+}
+
 /// The test's store: PostgreSQL when `WARREN_TEST_STORE` is a
 /// `postgres://` URL, else SQLite at `sqlite`.
 pub fn test_store(sqlite: &std::path::Path) -> StoreLocation {

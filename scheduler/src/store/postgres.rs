@@ -23,7 +23,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -102,6 +102,9 @@ pub struct PgStore {
     epoch: AtomicI64,
     /// Cleared when the connection holding the leader lock ends.
     leading: Arc<AtomicBool>,
+    /// Which lead attempt the lock connection belongs to: a connection of
+    /// an earlier attempt that ends late must not clear `leading`.
+    generation: Arc<AtomicU64>,
     /// Holds the advisory lock for as long as it is open.
     lock_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     pub(super) describe: String,
@@ -159,7 +162,9 @@ impl PgStore {
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
         let describe = describe(&config, &schema);
-        config.application_name("warren-scheduler");
+        // Names the namespace's sessions in pg_stat_activity (PostgreSQL
+        // keeps the first 63 bytes).
+        config.application_name(format!("warren {schema}"));
         config.options(format!("-c search_path={schema}"));
         config.connect_timeout(Duration::from_secs(10));
         let manager = Manager::from_config(
@@ -182,6 +187,7 @@ impl PgStore {
             schema,
             epoch: AtomicI64::new(0),
             leading: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU64::new(0)),
             lock_conn: tokio::sync::Mutex::new(None),
             describe,
         })
@@ -209,14 +215,18 @@ impl PgStore {
             .keepalives_retries(3);
         let (lock_client, conn) = lock_config.connect(NoTls).await.map_err(pg)?;
         let connected = Arc::new(AtomicBool::new(true));
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         {
             let (leading, connected) = (self.leading.clone(), connected.clone());
+            let current = self.generation.clone();
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::error!(error = %e, "Lost the store connection that holds the leader lock");
                 }
                 connected.store(false, Ordering::SeqCst);
-                leading.store(false, Ordering::SeqCst);
+                if current.load(Ordering::SeqCst) == generation {
+                    leading.store(false, Ordering::SeqCst);
+                }
             });
         }
         lock_client
@@ -265,6 +275,14 @@ impl PgStore {
             tracing::info!(store = %self.describe, epoch, "This scheduler is now the active one");
         }
         Ok(true)
+    }
+
+    /// Gives up leadership: closes the lock's connection (releasing the
+    /// lock if the session still held it). [`PgStore::lead`] may follow.
+    pub async fn step_down(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.leading.store(false, Ordering::SeqCst);
+        self.lock_conn.lock().await.take();
     }
 
     /// Releases the leader lock (a standby takes over at once) and the pool.
