@@ -2,21 +2,32 @@
 //! disconnects of this test's own connections.
 
 use crate::support::{
-    DEADLINE, Env, Log, add_gated, committed_results, cut_connections, pg_url, recording,
-    wait_until,
+    DEADLINE, Env, Log, RunningScheduler, add_gated, committed_results, cut_connections, pg_url,
+    recording, wait_until,
 };
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use warren_producer::ClientError;
 use warren_scheduler::{
     Metrics,
     store::{StoreLocation, postgres::schema_of},
 };
+use warren_shared::wire::WorkflowReport;
 use warren_shared::wire::WorkflowStatus;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forced_disconnects_lose_nothing() {
-    let mut env = Env::new().await;
+/// A scheduler, a worker with `record` and `gated`, and the workflow `id`
+/// (a -> gated b -> c, c echoing a's output) waited for in a task; returns
+/// once b runs, held until the gate gives permits.
+async fn gated_chain(
+    env: &mut Env,
+    id: &str,
+) -> (
+    RunningScheduler,
+    Arc<Semaphore>,
+    JoinHandle<Result<WorkflowReport, ClientError>>,
+) {
     let log = Log::default();
     let gate = Arc::new(Semaphore::new(0));
     let s = env.scheduler(env.scheduler_config());
@@ -25,9 +36,10 @@ async fn forced_disconnects_lose_nothing() {
     env.worker(registry, &["default"], 4, "w");
     let waiter = tokio::spawn({
         let c = env.client.clone();
+        let id = id.to_owned();
         async move {
             c.submit_and_wait(
-                json!({"id": "cut", "tasks": [
+                json!({"id": id, "tasks": [
                     {"id": "a", "type": "record", "input": 1},
                     {"id": "b", "type": "gated", "depends_on": ["a"], "input": "${a.output}"},
                     {"id": "c", "type": "record", "depends_on": ["b"], "input": "${b.output}"}
@@ -37,7 +49,15 @@ async fn forced_disconnects_lose_nothing() {
             .await
         }
     });
-    wait_until("b to start", || log.contains("cut/b/1")).await;
+    let running = format!("{id}/b/1");
+    wait_until("b to start", || log.contains(&running)).await;
+    (s, gate, waiter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_disconnects_lose_nothing() {
+    let mut env = Env::new().await;
+    let (s, gate, waiter) = gated_chain(&mut env, "cut").await;
     // Scheduler (2), worker (2) and client (1) connections.
     let closed = tokio::task::spawn_blocking({
         let ns = env.amqp.namespace.clone();
@@ -204,27 +224,7 @@ async fn a_scheduler_whose_database_sessions_are_killed_leads_again() {
     let mut env = Env::new().await;
     let url = pg_url();
     env.store = StoreLocation::Postgres(url.clone());
-    let log = Log::default();
-    let gate = Arc::new(Semaphore::new(0));
-    let s = env.scheduler(env.scheduler_config());
-    let mut registry = recording(&log, "w");
-    add_gated(&mut registry, "gated", &log, "w", Some(&gate));
-    env.worker(registry, &["default"], 4, "w");
-    let waiter = tokio::spawn({
-        let c = env.client.clone();
-        async move {
-            c.submit_and_wait(
-                json!({"id": "pgcut", "tasks": [
-                    {"id": "a", "type": "record", "input": 1},
-                    {"id": "b", "type": "gated", "depends_on": ["a"], "input": "${a.output}"},
-                    {"id": "c", "type": "record", "depends_on": ["b"], "input": "${b.output}"}
-                ]}),
-                DEADLINE,
-            )
-            .await
-        }
-    });
-    wait_until("b to start", || log.contains("pgcut/b/1")).await;
+    let (s, gate, waiter) = gated_chain(&mut env, "pgcut").await;
     let (pg, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
