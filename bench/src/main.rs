@@ -1089,18 +1089,8 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
             // machine saturated by the backlog), and of 100 ms tasks on
             // 64 slots (the slots are the bottleneck, as on a real pool).
             for (ms, slots) in [(0u64, o.concurrency), (100, 64)] {
-                let with_ms = |tasks: Vec<Value>| -> Vec<Value> {
-                    if ms == 0 {
-                        return tasks;
-                    }
-                    tasks
-                        .into_iter()
-                        .map(|mut t| {
-                            t["type"] = json!("sleep");
-                            t["input"] = json!({ "ms": ms });
-                            t
-                        })
-                        .collect()
+                let with_ms = |tasks: Vec<Value>| {
+                    if ms == 0 { tasks } else { sleeping(tasks, ms) }
                 };
                 let d = Deployment::start_with(
                     addr,
@@ -1364,14 +1354,7 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                     "µs",
                 ));
                 if schedulers > 1 {
-                    let sleepy: Vec<Value> = chain(links)
-                        .into_iter()
-                        .map(|mut t| {
-                            t["type"] = json!("sleep");
-                            t["input"] = json!({"ms": 10});
-                            t
-                        })
-                        .collect();
+                    let sleepy = sleeping(chain(links), 10);
                     let waiter = {
                         let client = Client::connect(&d.amqp).await?;
                         tokio::spawn(async move {
@@ -1438,6 +1421,18 @@ fn hop_gaps_us(r: &warren_shared::wire::WorkflowReport, n: usize) -> anyhow::Res
         .windows(2)
         .map(|w| (w[1] - w[0]).num_microseconds().unwrap_or(i64::MAX) as f64)
         .collect())
+}
+
+/// The same tasks as built-in `sleep` tasks of `ms` each.
+fn sleeping(tasks: Vec<Value>, ms: u64) -> Vec<Value> {
+    tasks
+        .into_iter()
+        .map(|mut t| {
+            t["type"] = json!("sleep");
+            t["input"] = json!({ "ms": ms });
+            t
+        })
+        .collect()
 }
 
 /// Submits `workflow`, waits for it to succeed, and returns its report and
