@@ -117,9 +117,17 @@ def main():
             ch.basic_ack(method.delivery_tag)
             return
         result = run(task)
+        # With several schedulers (PostgreSQL store) the task names the queue
+        # of its workflow's partition; otherwise results go to {ns}.results.
+        reply_to = props.reply_to or ""
+        partition = reply_to[len(f"{NS}.results."):]
+        if reply_to.startswith(f"{NS}.results.") and partition.isdigit():
+            exchange, key = "", reply_to
+        else:
+            exchange, key = f"{NS}.results", ""
         # basic_publish returns once the broker has confirmed the result.
         ch.basic_publish(
-            f"{NS}.results", "", json.dumps(result).encode(),
+            exchange, key, json.dumps(result).encode(),
             properties("warren.result", "/".join(map(str, ids))),
             mandatory=True,
         )

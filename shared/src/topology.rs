@@ -25,6 +25,19 @@ pub const TASK_QUEUE_MAX_PRIORITY: u8 = 10;
 /// broker's only catches what it cannot.
 pub const QUORUM_DELIVERY_LIMIT: i64 = 20;
 
+/// How many partitions the workflows of a namespace on a PostgreSQL store
+/// are split into: the unit that schedulers sharing the namespace own.
+pub const PARTITIONS: u16 = 16;
+
+/// The partition of a workflow: FNV-1a of its id (stable across builds
+/// and platforms) modulo `partitions`.
+pub fn partition_of(workflow_id: &str, partitions: u16) -> u16 {
+    let h = workflow_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    (h % u32::from(partitions.max(1))) as u16
+}
+
 /// The names of one Warren deployment on a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -114,6 +127,36 @@ impl Topology {
         format!("{}.results", self.namespace)
     }
 
+    /// The durable queue of one partition of the workflows, when several
+    /// schedulers share the namespace (PostgreSQL store): results of the
+    /// partition's tasks (their task messages carry it as `reply_to`) and
+    /// requests forwarded by the scheduler that received them. Reached
+    /// through the default exchange (routing key = this name).
+    pub fn partition_queue(&self, partition: u16) -> String {
+        format!("{}.results.{}", self.namespace, partition)
+    }
+
+    /// True when `name` is one of this namespace's partition queues: the
+    /// only `reply_to` of a task message a worker publishes its result to.
+    pub fn is_partition_queue(&self, name: &str) -> bool {
+        name.strip_prefix(self.namespace.as_str())
+            .and_then(|rest| rest.strip_prefix(".results."))
+            .is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// Declares the partition queues `0..partitions`. Idempotent.
+    pub async fn declare_partition_queues(
+        &self,
+        ch: &Channel,
+        partitions: u16,
+    ) -> Result<(), Error> {
+        for p in 0..partitions {
+            let name = self.partition_queue(p);
+            declare_queue(ch, &name, self.queue_args(&name, false)).await?;
+        }
+        Ok(())
+    }
+
     /// Topic exchange of state changes: `workflow.{id}.{state}`.
     pub fn events(&self) -> String {
         format!("{}.events", self.namespace)
@@ -193,6 +236,9 @@ impl Topology {
             .flat_map(|q| [self.task_queue(q), self.suspect_queue(q)])
             .collect();
         queues.extend([self.workflows(), self.results(), self.dead()]);
+        // Partition queues exist only where a PostgreSQL store declared
+        // them; deleting an absent queue is not an error.
+        queues.extend((0..PARTITIONS).map(|p| self.partition_queue(p)));
         for q in queues {
             ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await
@@ -258,5 +304,16 @@ mod tests {
         assert_eq!(t.results(), "acme.results");
         assert_eq!(t.events(), "acme.events");
         assert_eq!(t.dead(), "acme.dead");
+        assert_eq!(t.partition_queue(7), "acme.results.7");
+        assert!(t.is_partition_queue("acme.results.7"));
+        for not in [
+            "acme.results",
+            "acme.results.",
+            "acme.results.x",
+            "other.results.1",
+            "acme.tasks.1",
+        ] {
+            assert!(!t.is_partition_queue(not), "{not}");
+        }
     }
 }

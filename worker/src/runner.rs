@@ -743,7 +743,15 @@ async fn requeue(shared: &Shared, source: Source, d: &Delivery) {
 /// result cannot be confirmed the task is requeued, never acked.
 async fn finish(shared: &Shared, source: Source, d: &Delivery, result: &TaskResult) {
     let body = serde_json::to_vec(result).expect("wire types always serialise");
-    let exchange = shared.topology.results();
+    // A scheduler sharing the namespace with others names the queue of the
+    // workflow's partition in `reply_to`; anything else goes to the results
+    // exchange (whichever scheduler receives it forwards it).
+    let (exchange, key) = match d.properties.reply_to() {
+        Some(to) if shared.topology.is_partition_queue(to.as_str()) => {
+            (String::new(), to.as_str().to_owned())
+        }
+        _ => (shared.topology.results(), String::new()),
+    };
     let props = amqp::json_properties()
         .with_type(TYPE_RESULT.into())
         .with_message_id(
@@ -754,8 +762,8 @@ async fn finish(shared: &Shared, source: Source, d: &Delivery, result: &TaskResu
             .into(),
         );
     let sent = async {
-        let confirm = amqp::publish(&shared.publish, &exchange, "", true, &body, props).await?;
-        amqp::confirmed(confirm, &exchange, "").await
+        let confirm = amqp::publish(&shared.publish, &exchange, &key, true, &body, props).await?;
+        amqp::confirmed(confirm, &exchange, &key).await
     }
     .await;
     match sent {
