@@ -15,7 +15,7 @@ use crate::{
     metrics::Metrics,
     registry::{self, SharedRegistry},
     state::{Engine, ReplyTo, TypeLimits},
-    store::{Known, Op, OutKind, OutMsg, Store, StoreError},
+    store::{Balance, Known, Op, OutKind, OutMsg, Store, StoreError, postgres::BALANCE_EVERY},
     validate::{self, Rejected},
 };
 use chrono::Utc;
@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use warren_shared::{
     Topology, amqp,
     backoff::Backoff,
+    topology::partition_of,
     wire::{
         ControlKind, ControlRequest, TYPE_CONTROL, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK,
         TYPE_WORKERS, TaskResult, WorkflowReport,
@@ -81,7 +82,37 @@ pub struct Scheduler {
 enum Inbound {
     Request(Delivery),
     Result(Delivery),
-    Ended { queue: String, reason: String },
+    /// From the partition queue this scheduler owns that is consumed on
+    /// `Ctx::owned_ch[i]`: a result, or a request forwarded by the
+    /// scheduler that received it.
+    Owned(usize, Delivery),
+    Ended {
+        queue: String,
+        reason: String,
+    },
+}
+
+/// Why a broker session ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Shutdown.
+    Stopped,
+    /// The partitions this scheduler owns changed: give up this many (0
+    /// when it took more), then start again with the new set.
+    Rebalance(usize),
+}
+
+/// The header that marks a request forwarded to its partition's queue
+/// (anything else there is a result).
+const HEADER_FORWARDED: &str = "warren-forwarded";
+
+/// A message of a partition this scheduler does not own, on its way to
+/// that partition's queue.
+struct Forward {
+    part: u16,
+    properties: BasicProperties,
+    body: Vec<u8>,
+    request: bool,
 }
 
 /// What a request turned out to be, after parsing.
@@ -253,7 +284,16 @@ impl Scheduler {
                     )
                     .await
                 {
-                    Ok(()) => break Ok(()),
+                    Ok(End::Stopped) => break Ok(()),
+                    Ok(End::Rebalance(n)) => {
+                        // Nothing more is committed for the partitions
+                        // given up: the session that worked on them ended.
+                        if let Err(e) = store.release(n).await {
+                            break Err(e.into());
+                        }
+                        backoff.reset();
+                        continue;
+                    }
                     Err(e) if e.is_transient() => e,
                     Err(e) => break Err(e),
                 };
@@ -302,7 +342,7 @@ impl Scheduler {
         queries: &mut mpsc::Receiver<http::Query>,
         connected: &mut bool,
         failures: u32,
-    ) -> Result<(), SchedulerError> {
+    ) -> Result<End, SchedulerError> {
         let cfg = &self.config;
         let consume_conn = cfg
             .amqp
@@ -349,14 +389,25 @@ impl Scheduler {
         (consume_conn, publish_conn): (&Connection, &Connection),
         connected: &mut bool,
         failures: u32,
-    ) -> Result<(), SchedulerError> {
+    ) -> Result<End, SchedulerError> {
         let cfg = &self.config;
         let topology = cfg.amqp.topology();
         let recovered = store.recover().await?;
+        let partitions = store.partitions();
+        let owned = store.owned();
+        if owned.is_empty() {
+            return Err(StoreError::Fenced.into());
+        }
+        let mut owns = vec![false; usize::from(partitions)];
+        for &p in &owned {
+            owns[usize::from(p)] = true;
+        }
+        let partitioned = partitions > 1;
         tracing::info!(
             store = %cfg.store,
             running = recovered.running.len(),
             outbox = recovered.outbox.len(),
+            partitions = ?partitioned.then_some(&owned),
             "State store opened"
         );
         let setup = publish_conn
@@ -364,12 +415,18 @@ impl Scheduler {
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
         topology.declare(&setup).await?;
+        if partitioned {
+            topology
+                .declare_partition_queues(&setup, partitions)
+                .await?;
+        }
         registry::listen(consume_conn, &topology, self.workers.clone()).await?;
         let mut publisher = Publisher {
             channel: amqp::confirm_channel(publish_conn).await?,
             setup,
             topology: topology.clone(),
             declared: HashSet::new(),
+            partitioned,
         };
 
         let mut engine = Engine::new(
@@ -381,9 +438,13 @@ impl Scheduler {
             self.metrics.clone(),
         );
         engine.set_dispatch_order(cfg.dispatch_order);
+        engine.set_partitions(partitions, &owned);
         engine.set_type_limits(TypeLimits::new(cfg.type_limits.iter().cloned()));
         for wf in recovered.running {
             engine.restore(wf)?;
+        }
+        if partitioned {
+            engine.set_type_places(&recovered.type_places);
         }
         // Messages committed but maybe never published: publish them again.
         // Consumers handle duplicates (task ids are per attempt, results are
@@ -396,8 +457,30 @@ impl Scheduler {
         }
 
         let (tx, mut rx) = mpsc::channel::<Inbound>(
-            cfg.requests_prefetch as usize + cfg.results_prefetch as usize + 16,
+            cfg.requests_prefetch as usize
+                + cfg.results_prefetch as usize * (1 + owned.len() * usize::from(partitioned))
+                + 16,
         );
+        // The queues of the partitions this scheduler owns, each on a
+        // channel of its own: delivery tags are per channel, and a
+        // multiple ack is only right when one consumer's deliveries arrive
+        // in order.
+        let mut owned_ch = Vec::new();
+        if partitioned {
+            for (i, &p) in owned.iter().enumerate() {
+                let queue = topology.partition_queue(p);
+                owned_ch.push(
+                    start_consumer(
+                        consume_conn,
+                        &queue,
+                        cfg.results_prefetch,
+                        tx.clone(),
+                        move |d| Inbound::Owned(i, d),
+                    )
+                    .await?,
+                );
+            }
+        }
         let requests_ch = start_consumer(
             consume_conn,
             &topology.workflows(),
@@ -426,6 +509,21 @@ impl Scheduler {
 
         let mut batch: Vec<Inbound> = Vec::with_capacity(cfg.max_batch);
         self.metrics.broker_connected.store(1, Ordering::Relaxed);
+        let mut next_balance = tokio::time::Instant::now() + BALANCE_EVERY;
+        let ctx = Ctx {
+            requests_ch: &requests_ch,
+            results_ch: &results_ch,
+            owned_ch: &owned_ch,
+            owns: &owns,
+            partitions,
+            partitioned,
+        };
+        // Limited types the store had no place for: asked again at the
+        // next balance tick, not at every batch.
+        let mut refused: HashSet<String> = HashSet::new();
+        // The first turn dispatches what the store gave back ready, without
+        // waiting for a message to arrive.
+        let mut kick = true;
         let outcome = loop {
             self.gauges(&engine);
             let due = match (engine.next_due_ms(), engine.next_progress_ms()) {
@@ -440,7 +538,36 @@ impl Scheduler {
             let flush_in = engine.has_ops().then_some(OUTBOX_FLUSH_IDLE);
             let first = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break Ok(()),
+                () = shutdown.cancelled() => break Ok(End::Stopped),
+                () = tokio::time::sleep_until(next_balance), if partitioned => {
+                    next_balance = tokio::time::Instant::now() + BALANCE_EVERY;
+                    match store.balance().await {
+                        Ok(Balance::Unchanged) => {
+                            if !cfg.type_limits.is_empty() {
+                                match store.type_waiters().await {
+                                    Ok(waiting) => engine.set_type_waiters(&waiting),
+                                    Err(e) => break Err(e.into()),
+                                }
+                            }
+                            if !engine.has_parked() {
+                                continue;
+                            }
+                            refused.clear();
+                            // A batch of nothing: asks for places again,
+                            // or uses a share raised since.
+                            None
+                        }
+                        Ok(Balance::Acquired(n)) => {
+                            tracing::info!(partitions = n, "Took partitions over; loading them");
+                            break Ok(End::Rebalance(0));
+                        }
+                        Ok(Balance::Release(n)) => {
+                            tracing::info!(partitions = n, "Another scheduler joined; handing partitions over");
+                            break Ok(End::Rebalance(n));
+                        }
+                        Err(e) => break Err(e.into()),
+                    }
+                }
                 msg = rx.recv() => msg,
                 Some(q) = queries.recv() => {
                     match q {
@@ -451,6 +578,10 @@ impl Scheduler {
                     continue;
                 }
                 () = sleep_opt(wait_due) => None,
+                () = std::future::ready(()), if kick => {
+                    kick = false;
+                    None
+                }
                 () = sleep_opt(flush_in) => {
                     let (ops, _) = engine.take_batch();
                     store.commit_relaxed(ops).await?;
@@ -469,8 +600,8 @@ impl Scheduler {
                     &mut engine,
                     store,
                     &mut publisher,
-                    &requests_ch,
-                    &results_ch,
+                    &ctx,
+                    &mut refused,
                     &mut batch,
                 )
                 .await;
@@ -483,7 +614,7 @@ impl Scheduler {
             let (ops, _) = engine.take_batch();
             store.commit(ops).await?;
         }
-        if outcome.is_ok() {
+        if outcome.as_ref().is_ok_and(|e| *e == End::Stopped) {
             tracing::info!("Scheduler stopped");
         }
         outcome
@@ -503,30 +634,73 @@ impl Scheduler {
         engine: &mut Engine,
         store: &Store,
         publisher: &mut Publisher,
-        requests_ch: &Channel,
-        results_ch: &Channel,
+        ctx: &Ctx<'_>,
+        refused: &mut HashSet<String>,
         batch: &mut Vec<Inbound>,
     ) -> Result<(), SchedulerError> {
         let now = Utc::now();
         let mut last_request_tag = None;
         let mut last_result_tag = None;
+        let mut last_owned_tags: Vec<Option<u64>> = vec![None; ctx.owned_ch.len()];
+        let mut forwards: Vec<Forward> = Vec::new();
 
         // Parse requests first, so the ids the engine does not hold can be
-        // looked up in the store with one call.
+        // looked up in the store with one call. What belongs to a partition
+        // another scheduler owns is forwarded to that partition's queue.
         let mut items = Vec::with_capacity(batch.len());
         Metrics::add(&self.metrics.messages_received, batch.len() as u64);
         for inbound in batch.drain(..) {
-            match inbound {
+            let (d, request) = match inbound {
                 Inbound::Request(d) => {
                     last_request_tag = Some(d.delivery_tag);
-                    items.push(Ok(self.parse_request(d)));
+                    (d, true)
                 }
                 Inbound::Result(d) => {
                     last_result_tag = Some(d.delivery_tag);
-                    items.push(Err(d));
+                    (d, false)
+                }
+                Inbound::Owned(i, d) => {
+                    last_owned_tags[i] = Some(d.delivery_tag);
+                    let forwarded = d
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get(HEADER_FORWARDED).cloned())
+                        .is_some();
+                    (d, forwarded)
                 }
                 Inbound::Ended { queue, reason } => {
                     return Err(SchedulerError::ConsumerEnded { queue, reason });
+                }
+            };
+            if request {
+                let copy = ctx
+                    .partitioned
+                    .then(|| (d.properties.clone(), d.data.clone()));
+                let parsed = self.parse_request(d, ctx);
+                match (copy, parsed.lookup_id().map(|id| ctx.part_of(id))) {
+                    (Some((properties, body)), Some(part)) if !ctx.owns(part) => {
+                        forwards.push(Forward {
+                            part,
+                            properties,
+                            body,
+                            request: true,
+                        });
+                    }
+                    _ => items.push(Ok(parsed)),
+                }
+            } else {
+                let parsed = serde_json::from_slice::<TaskResult>(&d.data);
+                match parsed {
+                    Ok(r) if ctx.partitioned && !ctx.owns(ctx.part_of(&r.workflow_id)) => {
+                        forwards.push(Forward {
+                            part: ctx.part_of(&r.workflow_id),
+                            properties: d.properties,
+                            body: d.data,
+                            request: false,
+                        });
+                    }
+                    parsed => items.push(Err((parsed, d.data))),
                 }
             }
         }
@@ -552,12 +726,12 @@ impl Scheduler {
         for item in items {
             match item {
                 Ok(request) => self.apply_request(engine, request, &mut known, now),
-                Err(d) => match serde_json::from_slice::<TaskResult>(&d.data) {
+                Err((parsed, body)) => match parsed {
                     Ok(result) => engine.on_result(result, now),
                     Err(e) => {
                         tracing::warn!(error = %e, "Undecodable result dead-lettered");
                         engine.dead_letter(
-                            d.data,
+                            body,
                             &publisher.topology.results(),
                             &format!("undecodable result: {e}"),
                         );
@@ -567,6 +741,27 @@ impl Scheduler {
         }
         engine.fire_due(now.timestamp_millis());
         engine.dispatch(now);
+        if ctx.partitioned {
+            // Limits per task type are counted in the store across the
+            // schedulers: a type at this scheduler's places asks for more.
+            let mut granted_any = false;
+            for (kind, want, limit) in engine.type_wants() {
+                if refused.contains(&kind) {
+                    continue;
+                }
+                let (granted, others) = store.take_type_places(&kind, want, limit).await?;
+                tracing::debug!(%kind, want, granted, others, "Places of a limited type asked for");
+                engine.grant_type_places(&kind, granted, others);
+                granted_any |= granted > 0;
+                if granted < want {
+                    refused.insert(kind);
+                }
+            }
+            if granted_any {
+                engine.dispatch(now);
+            }
+            engine.sync_type_places();
+        }
         engine.emit_progress(now);
 
         let (ops, msgs) = engine.take_batch();
@@ -575,10 +770,18 @@ impl Scheduler {
             Metrics::add(&self.metrics.batches_committed, 1);
         }
         publisher.publish_all(&msgs, &self.metrics).await?;
+        if !forwards.is_empty() {
+            Metrics::add(&self.metrics.forwarded, forwards.len() as u64);
+            publisher.forward(&forwards).await?;
+        }
+        let owned_acks = ctx.owned_ch.iter().zip(last_owned_tags);
         for (ch, tag) in [
-            (requests_ch, last_request_tag),
-            (results_ch, last_result_tag),
-        ] {
+            (ctx.requests_ch, last_request_tag),
+            (ctx.results_ch, last_result_tag),
+        ]
+        .into_iter()
+        .chain(owned_acks)
+        {
             if let Some(tag) = tag {
                 ch.basic_ack(tag, BasicAckOptions { multiple: true })
                     .await
@@ -593,7 +796,7 @@ impl Scheduler {
         Ok(())
     }
 
-    fn parse_request(&self, d: Delivery) -> Request {
+    fn parse_request(&self, d: Delivery, ctx: &Ctx<'_>) -> Request {
         let reply = reply_of(&d);
         let limits = &self.config.limits;
         let body = d.data;
@@ -630,8 +833,15 @@ impl Scheduler {
             .message_id()
             .as_ref()
             .map(|m| m.as_str().to_owned());
+        // A generated id is drawn until it falls in a partition this
+        // scheduler owns, so that the request needs no forwarding.
         let verdict = validate::validate(&body, message_id.as_deref(), limits, || {
-            uuid::Uuid::new_v4().to_string()
+            loop {
+                let id = uuid::Uuid::new_v4().to_string();
+                if ctx.owns(ctx.part_of(&id)) {
+                    break id;
+                }
+            }
         });
         Request::Submit {
             verdict,
@@ -767,7 +977,7 @@ async fn start_consumer(
     queue: &str,
     prefetch: u16,
     tx: mpsc::Sender<Inbound>,
-    wrap: fn(Delivery) -> Inbound,
+    wrap: impl Fn(Delivery) -> Inbound + Send + 'static,
 ) -> Result<Channel, SchedulerError> {
     let ch = conn
         .create_channel()
@@ -803,6 +1013,29 @@ async fn start_consumer(
     Ok(ch)
 }
 
+/// What a batch needs to know of the session: its channels and which
+/// partitions it owns.
+struct Ctx<'a> {
+    requests_ch: &'a Channel,
+    results_ch: &'a Channel,
+    /// Consume the owned partitions' queues, one each (partitioned stores
+    /// only).
+    owned_ch: &'a [Channel],
+    owns: &'a [bool],
+    partitions: u16,
+    partitioned: bool,
+}
+
+impl Ctx<'_> {
+    fn part_of(&self, workflow_id: &str) -> u16 {
+        partition_of(workflow_id, self.partitions)
+    }
+
+    fn owns(&self, part: u16) -> bool {
+        self.owns.get(usize::from(part)).copied().unwrap_or(false)
+    }
+}
+
 /// Publishes outbox messages with confirms.
 struct Publisher {
     channel: Channel,
@@ -813,11 +1046,16 @@ struct Publisher {
     /// Task queues declared by this process: a task is never published to
     /// a queue that does not exist.
     declared: HashSet<String>,
+    /// Task messages carry their partition's queue as `reply_to`.
+    partitioned: bool,
 }
 
 impl Publisher {
-    fn properties(m: &OutMsg) -> BasicProperties {
+    fn properties(&self, m: &OutMsg) -> BasicProperties {
         let mut p = amqp::json_properties();
+        if self.partitioned && m.kind == OutKind::Task {
+            p = p.with_reply_to(self.topology.partition_queue(m.part).into());
+        }
         if !m.headers.is_empty() {
             let mut h = p.headers().clone().unwrap_or_default();
             for (k, v) in &m.headers {
@@ -845,6 +1083,31 @@ impl Publisher {
             OutKind::Control => p.with_type(TYPE_CONTROL.into()),
             OutKind::Dead => p,
         }
+    }
+
+    /// Forwards messages to the queues of their partitions, with confirms.
+    /// A forwarded request is marked with [`HEADER_FORWARDED`].
+    async fn forward(&mut self, forwards: &[Forward]) -> Result<(), SchedulerError> {
+        let mut pending = Vec::with_capacity(forwards.len());
+        for f in forwards {
+            let queue = self.topology.partition_queue(f.part);
+            let mut properties = f.properties.clone();
+            if f.request {
+                let mut h = properties.headers().clone().unwrap_or_default();
+                h.insert(
+                    HEADER_FORWARDED.into(),
+                    AMQPValue::LongString("request".into()),
+                );
+                properties = properties.with_headers(h);
+            }
+            let confirm =
+                amqp::publish(&self.channel, "", &queue, true, &f.body, properties).await?;
+            pending.push((confirm, queue));
+        }
+        for (confirm, queue) in pending {
+            amqp::confirmed(confirm, "", &queue).await?;
+        }
+        Ok(())
     }
 
     async fn publish_all(
@@ -896,7 +1159,7 @@ impl Publisher {
                     OutKind::Event | OutKind::Progress | OutKind::Control
                 ),
                 &m.body,
-                Self::properties(m),
+                self.properties(m),
             )
             .await?;
             pending.push((confirm, m));

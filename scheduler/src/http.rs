@@ -337,6 +337,11 @@ pub fn render(m: &Metrics) -> String {
             &m.messages_published,
             "Messages published.",
         ),
+        (
+            "warren_forwarded_total",
+            &m.forwarded,
+            "Requests and results passed on to the scheduler owning their partition.",
+        ),
     ] {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", g(c));

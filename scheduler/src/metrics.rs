@@ -30,6 +30,9 @@ pub struct Metrics {
     /// Results for an attempt that already has one, or that is not running.
     pub results_ignored: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Requests and results passed on to the scheduler that owns their
+    /// workflow's partition.
+    pub forwarded: AtomicU64,
     pub batches_committed: AtomicU64,
     /// Broker sessions lost and retried.
     pub reconnects: AtomicU64,
@@ -126,6 +129,7 @@ impl Metrics {
             ("results_committed", Metrics::get(&self.results_committed)),
             ("results_ignored", Metrics::get(&self.results_ignored)),
             ("dead_lettered", Metrics::get(&self.dead_lettered)),
+            ("forwarded", Metrics::get(&self.forwarded)),
             ("batches_committed", Metrics::get(&self.batches_committed)),
             ("reconnects", Metrics::get(&self.reconnects)),
             ("messages_received", Metrics::get(&self.messages_received)),

@@ -26,6 +26,7 @@ use std::{
 };
 use warren_shared::{
     Topology,
+    topology::partition_of,
     wire::{
         ControlNotice, NoticeKind, ResultStatus, RetryPolicy, TaskError, TaskMessage, TaskReport,
         TaskResult, TaskSpec, TaskState, WorkersReport, WorkflowProgress, WorkflowReport,
@@ -277,9 +278,19 @@ pub struct TypeLimits {
 #[derive(Debug)]
 struct TypeSlot {
     kind: String,
+    /// The configured limit, across every scheduler of the namespace.
+    limit: u32,
+    /// How many may run from this scheduler: the limit when it is alone
+    /// (SQLite); on a partitioned store, the places it holds in the
+    /// database (see [`Engine::grant_type_places`]).
     max: u32,
+    /// At most this many places are kept while other schedulers wait for
+    /// some (their fair share); `u32::MAX` when none waits.
+    cap: u32,
     /// Tasks of the type dispatched and not yet answered.
     running: u32,
+    /// `running` by partition (partitioned stores only).
+    by_part: HashMap<u16, u32>,
     /// Parked tasks put back into their queue and not yet popped: a
     /// release reserves a place under `max` so that one free place does
     /// not release many tasks.
@@ -322,13 +333,19 @@ impl TypeLimits {
         let mut out = TypeLimits::default();
         for (kind, max) in limits {
             match out.by_kind.get(&kind) {
-                Some(&s) => out.slots[s as usize].max = max,
+                Some(&s) => {
+                    out.slots[s as usize].max = max;
+                    out.slots[s as usize].limit = max;
+                }
                 None => {
                     out.by_kind.insert(kind.clone(), out.slots.len() as u16);
                     out.slots.push(TypeSlot {
                         kind,
+                        limit: max,
                         max,
+                        cap: u32::MAX,
                         running: 0,
+                        by_part: HashMap::new(),
                         released: 0,
                         parked: BinaryHeap::new(),
                     });
@@ -374,12 +391,36 @@ impl TypeLimits {
         self.by_kind.get(kind).copied()
     }
 
+    /// A task of the slot's type, of a workflow in `part`, started.
+    fn started(&mut self, slot: Option<u16>, part: u16) {
+        if let Some(s) = slot {
+            let s = &mut self.slots[s as usize];
+            s.running += 1;
+            *s.by_part.entry(part).or_default() += 1;
+        }
+    }
+
     /// A task of the slot's type ended (result, lease expiry, cancel).
-    fn ended(&mut self, slot: Option<u16>) {
+    fn ended(&mut self, slot: Option<u16>, part: u16) {
         if let Some(s) = slot {
             let s = &mut self.slots[s as usize];
             s.running = s.running.saturating_sub(1);
+            if let Some(n) = s.by_part.get_mut(&part) {
+                *n = n.saturating_sub(1);
+            }
         }
+    }
+}
+
+impl TypeSlot {
+    /// While `others` schedulers wait for places, keep no more than a fair
+    /// share of them.
+    fn set_cap(&mut self, others: u32) {
+        self.cap = if others == 0 {
+            u32::MAX
+        } else {
+            self.limit.div_ceil(others + 1).max(1)
+        };
     }
 }
 
@@ -421,6 +462,16 @@ pub struct Engine {
     /// Progress is announced at most once per interval (ms since epoch).
     next_progress_ms: i64,
     limits: TypeLimits,
+    /// The store's partition count (1 unless several schedulers may share
+    /// the namespace) and the partition messages of no workflow are filed
+    /// under (one this scheduler owns).
+    partitions: u16,
+    home: u16,
+    /// The partitions this scheduler owns (partitioned stores).
+    owned: Vec<u16>,
+    /// The type places last written to the store: (type, partition,
+    /// held, wanted).
+    places_written: Vec<(String, u16, u32, u32)>,
 }
 
 /// How often a running workflow that changed announces its progress.
@@ -464,6 +515,126 @@ impl Engine {
             progress_dirty: HashSet::new(),
             next_progress_ms: 0,
             limits: TypeLimits::default(),
+            partitions: 1,
+            home: 0,
+            owned: vec![0],
+            places_written: Vec::new(),
+        }
+    }
+
+    /// Sets the store's partition count and the partitions this scheduler
+    /// owns (the first is where messages of no workflow are filed).
+    pub fn set_partitions(&mut self, partitions: u16, owned: &[u16]) {
+        self.partitions = partitions.max(1);
+        self.owned = owned.to_vec();
+        self.home = owned.first().copied().unwrap_or(0);
+    }
+
+    fn partitioned(&self) -> bool {
+        self.partitions > 1
+    }
+
+    /// Partitioned stores: the places of each limited type this scheduler
+    /// holds in the store (summed over the partitions it owns), which
+    /// replace the configured limits as what it may run. Call after
+    /// restoring the workflows.
+    pub fn set_type_places(&mut self, held: &HashMap<String, u32>) {
+        for slot in &mut self.limits.slots {
+            slot.max = held.get(&slot.kind).copied().unwrap_or(0);
+            slot.cap = u32::MAX;
+        }
+        self.places_written.clear();
+    }
+
+    /// Partitioned stores: the limited types with tasks parked for want of
+    /// a place here, as (type, places wanted, configured limit).
+    pub fn type_wants(&self) -> Vec<(String, u32, u32)> {
+        if !self.partitioned() {
+            return Vec::new();
+        }
+        self.limits
+            .slots
+            .iter()
+            .filter(|s| !s.parked.is_empty() && s.max < s.cap.min(s.limit))
+            .map(|s| {
+                let room = s.cap.min(s.limit) - s.max;
+                let want = (s.parked.len() as u64).min(u64::from(room)) as u32;
+                (s.kind.clone(), want, s.limit)
+            })
+            .collect()
+    }
+
+    /// True when tasks wait for a place of their limited type here.
+    pub fn has_parked(&self) -> bool {
+        self.limits.slots.iter().any(|s| !s.parked.is_empty())
+    }
+
+    /// Partitioned stores: `granted` more places of `kind`, taken in the
+    /// store; `others_waiting` schedulers also want some, so this one
+    /// keeps no more than its fair share as its tasks end.
+    pub fn grant_type_places(&mut self, kind: &str, granted: u32, others_waiting: u32) {
+        let Some(s) = self.limits.slot_of(kind) else {
+            return;
+        };
+        let slot = &mut self.limits.slots[s as usize];
+        slot.max += granted;
+        slot.set_cap(others_waiting);
+    }
+
+    /// Partitioned stores: how many other schedulers want places of each
+    /// limited type now (absent: none), read from the store at every
+    /// balance tick.
+    pub fn set_type_waiters(&mut self, waiting: &HashMap<String, u32>) {
+        for slot in &mut self.limits.slots {
+            slot.set_cap(waiting.get(&slot.kind).copied().unwrap_or(0));
+        }
+    }
+
+    /// Partitioned stores: gives back the places not in use (no task of
+    /// the type waits, or more are held than the fair share), and records
+    /// what each owned partition holds in the batch: at least its running
+    /// tasks of the type, so that whoever takes a partition over inherits
+    /// the places its running tasks use.
+    pub fn sync_type_places(&mut self) {
+        if !self.partitioned() || self.limits.slots.is_empty() {
+            return;
+        }
+        let mut rows = Vec::new();
+        for slot in &mut self.limits.slots {
+            let used = slot.running + slot.released;
+            let spare = slot.max.saturating_sub(used);
+            let keep = if slot.parked.is_empty() {
+                0
+            } else {
+                spare.min(slot.cap.min(slot.limit).saturating_sub(used))
+            };
+            slot.max -= spare - keep;
+            // What is still wanted, for the others' fair shares.
+            let wanted = if slot.parked.is_empty() {
+                0
+            } else {
+                (slot.parked.len() as u64).min(u64::from(slot.limit.saturating_sub(slot.max)))
+                    as u32
+            };
+            let mut home_extra = slot.max;
+            for &p in &self.owned {
+                let running = slot.by_part.get(&p).copied().unwrap_or(0);
+                home_extra = home_extra.saturating_sub(running);
+                rows.push((slot.kind.clone(), p, running, 0));
+            }
+            if let Some(row) = rows
+                .iter_mut()
+                .rev()
+                .take(self.owned.len())
+                .find(|r| r.1 == self.home)
+            {
+                row.2 += home_extra;
+                row.3 = wanted;
+            }
+        }
+        if rows != self.places_written {
+            self.ops.push(Op::TypePlaces(rows.clone()));
+            self.places_written = rows;
         }
     }
 
@@ -481,7 +652,7 @@ impl Engine {
             .map(|s| TypeUsage {
                 kind: s.kind.clone(),
                 running: s.running as u64,
-                limit: s.max as u64,
+                limit: s.limit as u64,
                 waiting: s.parked.len() as u64,
             })
             .collect()
@@ -546,6 +717,7 @@ impl Engine {
             priority: None,
             headers: Vec::new(),
             body,
+            part: self.home,
         });
     }
 
@@ -559,6 +731,7 @@ impl Engine {
             priority: None,
             headers: Vec::new(),
             body,
+            part: self.home,
         });
     }
 
@@ -583,6 +756,7 @@ impl Engine {
                 ),
             ],
             body,
+            part: self.home,
         });
     }
 
@@ -785,9 +959,10 @@ impl Engine {
             match wf.tasks[i as usize].state {
                 TaskState::Running => {
                     wf.running += 1;
-                    if let Some(slot) = self.limits.slot_of(&wf.specs[i as usize].kind) {
-                        self.limits.slots[slot as usize].running += 1;
-                    }
+                    self.limits.started(
+                        self.limits.slot_of(&wf.specs[i as usize].kind),
+                        partition_of(&wf.id, self.partitions),
+                    );
                     self.queues
                         .entry(wf.specs[i as usize].queue.clone())
                         .or_default()
@@ -853,7 +1028,10 @@ impl Engine {
                 TaskState::Running => {
                     stopped += 1;
                     t.finished_at = Some(now);
-                    self.limits.ended(self.limits.slot_of(&wf.specs[j].kind));
+                    self.limits.ended(
+                        self.limits.slot_of(&wf.specs[j].kind),
+                        partition_of(&id, self.partitions),
+                    );
                     if let Some(q) = self.queues.get_mut(&wf.specs[j].queue) {
                         q.in_flight = q.in_flight.saturating_sub(1);
                     }
@@ -885,6 +1063,7 @@ impl Engine {
                 priority: None,
                 headers: Vec::new(),
                 body: to_json(&notice),
+                part: self.home,
             });
         }
         let report = self.workflows[&id].report(WorkflowStatus::Cancelled, Some(now));
@@ -941,6 +1120,7 @@ impl Engine {
                     priority: None,
                     headers: Vec::new(),
                     body: to_json(&progress),
+                    part: self.home,
                 }),
             ));
         }
@@ -1005,7 +1185,10 @@ impl Engine {
             self.progress_dirty.insert(id.clone());
         }
         wf.running -= 1;
-        self.limits.ended(self.limits.slot_of(&wf.specs[i].kind));
+        self.limits.ended(
+            self.limits.slot_of(&wf.specs[i].kind),
+            partition_of(&id, self.partitions),
+        );
         if let Some(q) = self.queues.get_mut(&wf.specs[i].queue) {
             q.in_flight = q.in_flight.saturating_sub(1);
         }
@@ -1199,8 +1382,10 @@ impl Engine {
             let timeout = wf.specs[task as usize].timeout_ms.unwrap_or(0);
             tracing::warn!(workflow = %id, task = %wf.specs[task as usize].id, attempt, "Lease expired: no result within the task's timeout plus grace");
             wf.running -= 1;
-            self.limits
-                .ended(self.limits.slot_of(&wf.specs[task as usize].kind));
+            self.limits.ended(
+                self.limits.slot_of(&wf.specs[task as usize].kind),
+                partition_of(&id, self.partitions),
+            );
             if let Some(q) = self.queues.get_mut(&wf.specs[task as usize].queue) {
                 q.in_flight = q.in_flight.saturating_sub(1);
             }
@@ -1257,7 +1442,7 @@ impl Engine {
                         item.released = false;
                         slot.released -= 1;
                     }
-                    if slot.running >= slot.max {
+                    if slot.running >= slot.max.min(slot.cap) {
                         let priority = self.workflows.get(&workflow).map_or(0, |wf| wf.priority);
                         slot.parked.push(Parked {
                             priority,
@@ -1269,9 +1454,8 @@ impl Engine {
                 }
                 let waited_ms = now.timestamp_millis() - item.ready_at_ms;
                 if self.dispatch_one(&workflow, item.task, now) {
-                    if let Some(s) = item.limit {
-                        self.limits.slots[s as usize].running += 1;
-                    }
+                    self.limits
+                        .started(item.limit, partition_of(&workflow, self.partitions));
                     self.metrics
                         .dispatch_latency
                         .observe(waited_ms as f64 / 1e3);
@@ -1286,7 +1470,7 @@ impl Engine {
     fn release_parked(&mut self) -> bool {
         let mut any = false;
         for slot in &mut self.limits.slots {
-            while slot.running + slot.released < slot.max {
+            while slot.running + slot.released < slot.max.min(slot.cap) {
                 let Some(mut p) = slot.parked.pop() else {
                     break;
                 };
@@ -1392,6 +1576,7 @@ impl Engine {
             priority: Some(priority),
             headers: Vec::new(),
             body: to_json(&msg),
+            part: partition_of(id, self.partitions),
         });
         true
     }

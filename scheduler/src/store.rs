@@ -8,9 +8,13 @@
 
 pub mod postgres;
 
+pub use postgres::Balance;
+use warren_shared::topology::PARTITIONS;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -174,6 +178,11 @@ pub struct OutMsg {
     /// Extra string headers (the dead-letter reason).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The partition whose owner publishes it again after a crash: its
+    /// workflow's, or (messages of no workflow) one the emitting scheduler
+    /// owns. A task message's `reply_to` names this partition's queue when
+    /// the store is partitioned. Always 0 on SQLite.
+    pub part: u16,
 }
 
 /// A task's durable state. Tasks without a row are pending.
@@ -228,6 +237,9 @@ pub enum Op {
         correlation_id: Option<String>,
     },
     DropReplies(Arc<str>),
+    /// Partitioned stores: the places of each limited type that each owned
+    /// partition holds and still wants, as (type, partition, held, wanted).
+    TypePlaces(Vec<(String, u16, u32, u32)>),
 }
 
 /// A workflow that was running when the store was last closed.
@@ -248,6 +260,9 @@ pub struct Recovered {
     pub outbox: Vec<(u64, Arc<OutMsg>)>,
     pub next_outbox_seq: u64,
     pub next_workflow_seq: u64,
+    /// Partitioned stores: places held per limited type by the owned
+    /// partitions.
+    pub type_places: HashMap<String, u32>,
 }
 
 /// One line of the workflow list (`/api/workflows`).
@@ -381,6 +396,66 @@ impl Store {
     pub fn can_lead_again(&self, e: &StoreError) -> bool {
         matches!(self, Store::Postgres(_))
             && matches!(e, StoreError::Postgres(_) | StoreError::Fenced)
+    }
+
+    /// How many partitions the workflows are split into: 1 on SQLite
+    /// (one scheduler owns everything), [`PARTITIONS`] on PostgreSQL.
+    pub fn partitions(&self) -> u16 {
+        match self {
+            Store::Sqlite(_) => 1,
+            Store::Postgres(_) => PARTITIONS,
+        }
+    }
+
+    /// The partitions this scheduler owns now, in order.
+    pub fn owned(&self) -> Vec<u16> {
+        match self {
+            Store::Sqlite(_) => vec![0],
+            Store::Postgres(p) => p.owned(),
+        }
+    }
+
+    /// Evens out the partitions among the schedulers of the namespace
+    /// (see [`postgres::PgStore::balance`]); never changes anything on
+    /// SQLite.
+    pub async fn balance(&self) -> Result<Balance, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Balance::Unchanged),
+            Store::Postgres(p) => p.balance().await,
+        }
+    }
+
+    /// Partitioned stores: takes up to `want` more places of the limited
+    /// type `kind` (of `limit` across every scheduler) for this
+    /// scheduler's partitions. Returns the places granted and how many
+    /// other schedulers wait for places of the type.
+    pub async fn take_type_places(
+        &self,
+        kind: &str,
+        want: u32,
+        limit: u32,
+    ) -> Result<(u32, u32), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok((0, 0)),
+            Store::Postgres(p) => p.take_type_places(kind, want, limit).await,
+        }
+    }
+
+    /// Partitioned stores: how many other schedulers' partitions want
+    /// places of each limited type.
+    pub async fn type_waiters(&self) -> Result<HashMap<String, u32>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(HashMap::new()),
+            Store::Postgres(p) => p.type_waiters().await,
+        }
+    }
+
+    /// Gives up `n` partitions once nothing more is committed for them.
+    pub async fn release(&self, n: usize) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(p) => p.release(n).await,
+        }
     }
 
     /// Gives up leadership (PostgreSQL: closes the lock's connection).
@@ -735,6 +810,9 @@ impl Db {
                     tx.prepare_cached("DELETE FROM replies WHERE workflow_id = ?1")?
                         .execute([&**id])?;
                 }
+                // One scheduler owns everything: its limits are counted in
+                // memory alone.
+                Op::TypePlaces(_) => {}
             }
         }
         tx.commit()?;
@@ -801,6 +879,7 @@ impl Db {
                     priority,
                     headers,
                     body,
+                    part: 0,
                 }),
             ));
         }
@@ -1001,6 +1080,7 @@ mod tests {
                 priority: Some(3),
                 headers: vec![("k".into(), "v".into())],
                 body: b"{}".to_vec(),
+                part: 0,
             });
             db.commit(&[
                 Op::InsertWorkflow {

@@ -31,7 +31,7 @@ use std::{
 };
 use warren_producer::Client;
 use warren_scheduler::store::{StoreLocation, postgres::schema_of};
-use warren_shared::{AmqpConfig, QueueType};
+use warren_shared::{AmqpConfig, QueueType, topology::PARTITIONS};
 
 #[derive(Parser)]
 #[command(about = "Warren's fault-injection program")]
@@ -84,9 +84,9 @@ struct RunArgs {
     /// directory by default.
     #[arg(long)]
     store: Option<String>,
-    /// Scheduler processes (more than one needs PostgreSQL: one is active,
-    /// the others stand by). Every other scheduler kill hits the active one,
-    /// the rest pick one at random.
+    /// Scheduler processes (more than one needs PostgreSQL: they share the
+    /// workflows' partitions). Every other scheduler kill hits one owning
+    /// partitions, the rest pick one at random.
     #[arg(long, default_value_t = 1)]
     schedulers: usize,
     /// Warren's durable queues: classic or quorum.
@@ -447,18 +447,26 @@ async fn plant_dead_letters(amqp: &AmqpConfig) -> anyhow::Result<()> {
 }
 
 /// Messages waiting in each of the namespace's queues.
-async fn queue_depths(amqp: &AmqpConfig) -> anyhow::Result<BTreeMap<String, u32>> {
+/// On PostgreSQL, the partition queues too.
+async fn queue_depths(
+    amqp: &AmqpConfig,
+    partitioned: bool,
+) -> anyhow::Result<BTreeMap<String, u32>> {
     let topology = amqp.topology();
     let conn = warren_shared::amqp::connect(&amqp.addr, "chaos checker").await?;
     let ch = conn.create_channel().await?;
     let mut depths = BTreeMap::new();
-    for q in [
+    let mut queues = vec![
         topology.workflows(),
         topology.results(),
         topology.task_queue("default"),
         topology.suspect_queue("default"),
         topology.dead(),
-    ] {
+    ];
+    if partitioned {
+        queues.extend((0..PARTITIONS).map(|p| topology.partition_queue(p)));
+    }
+    for q in queues {
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
@@ -575,7 +583,8 @@ async fn drive(
     fastrand::shuffle(&mut faults);
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut self_deaths = 0;
-    // Scheduler kills that hit the active one (PostgreSQL: from `leader`).
+    // Scheduler kills that hit one owning partitions (PostgreSQL: from
+    // `partitions`).
     let mut active_kills = 0;
     let mut scheduler_kills = 0;
     // Workflows go in between the faults, so every fault meets work in flight.
@@ -596,9 +605,9 @@ async fn drive(
         };
         match fault {
             Fault::SchedulerKill => {
-                // With standbys, every other kill is aimed at the active
-                // one (the others at any, standbys included).
-                let active = store.active_pid().await?;
+                // Every other kill is aimed at a scheduler owning
+                // partitions (the others at any, one standing by included).
+                let active = store.owner_pid().await?;
                 scheduler_kills += 1;
                 let target = active.filter(|_| scheduler_kills % 2 == 1);
                 if Some(fleet.kill_scheduler(target)?) == active {
@@ -642,11 +651,11 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // Leftover copies (redelivered tasks of finished workflows) drain too.
-    let mut depths = queue_depths(amqp).await?;
+    let mut depths = queue_depths(amqp, matches!(store, Reader::Postgres { .. })).await?;
     while depths.iter().any(|(q, n)| !q.ends_with(".dead") && *n > 0) && Instant::now() < deadline {
         self_deaths += fleet.revive()?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        depths = queue_depths(amqp).await?;
+        depths = queue_depths(amqp, matches!(store, Reader::Postgres { .. })).await?;
     }
 
     let results = store.committed_results().await?;
@@ -773,7 +782,7 @@ fn report(
         if fault == Fault::SchedulerKill && args.schedulers > 1 {
             println!(
                 "{:<34} {:>8}",
-                "  of which the active scheduler", active_kills
+                "  of which one owning partitions", active_kills
             );
         }
     }
@@ -962,13 +971,17 @@ impl Reader {
         }))
     }
 
-    /// The pid of the active scheduler (PostgreSQL's `leader` row), if any.
-    async fn active_pid(&self) -> anyhow::Result<Option<u32>> {
+    /// The pid of a scheduler owning partitions (the owner of a random
+    /// one, PostgreSQL only), if any.
+    async fn owner_pid(&self) -> anyhow::Result<Option<u32>> {
         if matches!(self, Reader::Sqlite(_)) {
             return Ok(None);
         }
         let holder = self
-            .rows("SELECT holder FROM leader", 1)
+            .rows(
+                "SELECT owner FROM partitions WHERE owner IS NOT NULL ORDER BY random() LIMIT 1",
+                1,
+            )
             .await
             .unwrap_or_default()
             .into_iter()

@@ -204,7 +204,7 @@ async fn progress_events_count_tasks_by_state_while_a_workflow_runs() {
 
 /// Registers `kind`: each task counts itself running (`now`, with the most
 /// at once in `most`) until the returned gate gives it a permit.
-fn held(
+pub fn held(
     registry: &mut Registry,
     kind: &str,
 ) -> (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Semaphore>) {

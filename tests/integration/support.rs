@@ -114,6 +114,11 @@ impl Env {
         }
     }
 
+    /// Puts this test on SQLite whatever `WARREN_TEST_STORE` says.
+    pub fn use_sqlite(&mut self) {
+        self.store = StoreLocation::Sqlite(self._dir.path().join("warren.db"));
+    }
+
     pub fn scheduler_config(&self) -> SchedulerConfig {
         SchedulerConfig {
             amqp: self.amqp.clone(),

@@ -6,12 +6,13 @@
 //! The tables live in a schema of their own per Warren namespace, created
 //! and migrated at startup (`warren_migrations` records the versions).
 //!
-//! Several schedulers may point at one database. One of them is active: it
-//! holds a session advisory lock for the namespace and an epoch in the
-//! `leader` row; the others wait for the lock (standby). Every batch checks
-//! the epoch inside its transaction, so a scheduler that lost its lock
-//! (its connection dropped, another took over) can commit nothing more:
-//! its batch fails and it stops.
+//! Several schedulers may share a namespace. Its workflows are split into
+//! [`PARTITIONS`] partitions (by a hash of the workflow id); each scheduler
+//! owns some, holding a session advisory lock per partition and the epoch
+//! it took each with (the `partitions` table). Every batch checks those
+//! epochs inside its transaction, so a scheduler that lost a partition
+//! (its connection dropped, another took it over) can commit nothing more:
+//! its batch fails and it starts again with what it still owns.
 
 use super::{
     Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, StoreError, TaskRow, WorkflowSummary,
@@ -23,17 +24,21 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 use tokio_postgres::{NoTls, types::ToSql};
 use tokio_util::sync::CancellationToken;
-use warren_shared::wire::{TaskError, TaskState};
+use warren_shared::{
+    topology::{PARTITIONS, partition_of},
+    wire::{TaskError, TaskState},
+};
 
 /// The schema's migrations, in order; version N is `MIGRATIONS[N - 1]`.
 /// Never edit one that has shipped: add the next.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE workflows (
     id          TEXT PRIMARY KEY,
     seq         BIGINT NOT NULL,
@@ -91,22 +96,69 @@ CREATE TABLE leader (
     holder TEXT NOT NULL,
     since  TIMESTAMPTZ NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE partitions (
+    id    INTEGER PRIMARY KEY,
+    epoch BIGINT NOT NULL DEFAULT 0,
+    owner TEXT,
+    since TIMESTAMPTZ
+);
+INSERT INTO partitions (id) SELECT generate_series(0, 15);
+ALTER TABLE outbox ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
+CREATE SEQUENCE engine_instance;
+CREATE TABLE type_places (
+    kind   TEXT NOT NULL,
+    part   INTEGER NOT NULL,
+    held   INTEGER NOT NULL,
+    wanted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, part)
+);
+DROP TABLE leader;
+",
+];
+
+/// Second key of the shared advisory lock that every running scheduler of
+/// the namespace holds: its holders are the schedulers sharing the work.
+const MEMBER_LOCK: i32 = 65_535;
+
+/// What a look at the partitions' owners found (see [`PgStore::balance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Nothing to change.
+    Unchanged,
+    /// This scheduler took this many more partitions: load them.
+    Acquired(usize),
+    /// This scheduler owns this many more than its share while another
+    /// has less: stop working on them, then [`PgStore::release`] them.
+    Release(usize),
+}
+
+/// The connection that holds this scheduler's advisory locks.
+struct LockConn {
+    client: tokio_postgres::Client,
+    /// Its server process, as `pg_locks` names it.
+    pid: i32,
+}
 
 pub struct PgStore {
     pool: Pool,
-    /// How to connect (for the leader lock's own connection).
+    /// How to connect (for the lock connection).
     config: tokio_postgres::Config,
-    schema: String,
-    /// The epoch this scheduler became active with (0 before).
-    epoch: AtomicI64,
-    /// Cleared when the connection holding the leader lock ends.
+    /// First key of the namespace's advisory locks: partition `p` is the
+    /// lock `(lock_key, p)`, membership the shared lock `(lock_key,
+    /// MEMBER_LOCK)`.
+    lock_key: i32,
+    /// The partitions this scheduler owns, each with the epoch it took it
+    /// with (sorted by partition).
+    owned: std::sync::Mutex<Vec<(i32, i64)>>,
+    /// Cleared when the lock connection ends.
     leading: Arc<AtomicBool>,
     /// Which lead attempt the lock connection belongs to: a connection of
     /// an earlier attempt that ends late must not clear `leading`.
     generation: Arc<AtomicU64>,
-    /// Holds the advisory lock for as long as it is open.
-    lock_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// Holds the advisory locks for as long as it is open.
+    lock_conn: tokio::sync::Mutex<Option<LockConn>>,
     pub(super) describe: String,
 }
 
@@ -114,10 +166,17 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
     StoreError::Postgres(e.to_string())
 }
 
+/// FNV-1a: stable across builds and platforms.
+fn fnv(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// The schema of a Warren namespace: `warren_` and the namespace when it is
 /// already lower-case `[a-z0-9_]` and short; otherwise its first 40
 /// characters in that form (others as `_`) and a hash of the exact name,
-/// so that `a-b`, `a_b` and `A_B` never share a schema (nor its lock).
+/// so that `a-b`, `a_b` and `A_B` never share a schema (nor its locks).
 pub fn schema_of(namespace: &str) -> String {
     let plain: String = namespace
         .chars()
@@ -135,11 +194,7 @@ pub fn schema_of(namespace: &str) -> String {
     if plain == namespace {
         return format!("warren_{plain}");
     }
-    // FNV-1a: stable across builds and platforms.
-    let hash = namespace.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    format!("warren_{plain}_{hash:08x}")
+    format!("warren_{plain}_{:08x}", fnv(namespace))
 }
 
 /// PostgreSQL text cannot hold NUL; strings from the wire (worker names,
@@ -152,10 +207,13 @@ fn text(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// How often a scheduler looks at who owns which partition.
+pub const BALANCE_EVERY: Duration = Duration::from_millis(250);
+
 impl PgStore {
     /// Connects and creates and migrates the namespace's schema. The store
-    /// can be read at once; it commits only once [`PgStore::lead`] made
-    /// this scheduler the active one.
+    /// can be read at once; it commits only once [`PgStore::lead`] gave
+    /// this scheduler partitions to own.
     pub async fn connect(url: &str, namespace: &str) -> Result<PgStore, StoreError> {
         let schema = schema_of(namespace);
         let mut config: tokio_postgres::Config = url
@@ -180,12 +238,22 @@ impl PgStore {
             .map_err(|e| StoreError::Postgres(e.to_string()))?;
         let mut client = get(&pool).await?;
         migrate(&mut client, &schema).await?;
+        let partitions: i64 = client
+            .query_one("SELECT count(*) FROM partitions", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if partitions != i64::from(PARTITIONS) {
+            return Err(StoreError::Corrupt(format!(
+                "{partitions} partitions in the store, this scheduler knows {PARTITIONS}"
+            )));
+        }
         drop(client);
         Ok(PgStore {
             pool,
             config,
-            schema,
-            epoch: AtomicI64::new(0),
+            lock_key: (fnv(&format!("warren:{schema}")) & 0x7fff_ffff) as i32,
+            owned: std::sync::Mutex::new(Vec::new()),
             leading: Arc::new(AtomicBool::new(false)),
             generation: Arc::new(AtomicU64::new(0)),
             lock_conn: tokio::sync::Mutex::new(None),
@@ -193,27 +261,37 @@ impl PgStore {
         })
     }
 
-    /// True while this scheduler holds the leader lock.
+    /// True while this scheduler owns partitions and holds their locks.
     pub fn is_leading(&self) -> bool {
-        self.leading.load(Ordering::SeqCst)
+        self.leading.load(Ordering::SeqCst) && !self.owned().is_empty()
     }
 
-    /// Waits until this scheduler is the active one of its namespace;
-    /// false when `shutdown` comes first.
+    /// The partitions this scheduler owns, in order.
+    pub fn owned(&self) -> Vec<u16> {
+        self.owned
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|&(p, _)| p as u16)
+            .collect()
+    }
+
+    /// Joins the schedulers of the namespace and waits until this one owns
+    /// at least one partition; false when `shutdown` comes first.
     pub async fn lead(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
-        // Leadership: a session advisory lock on its own connection. Its
-        // TCP keepalives are short on both ends: if the network between
-        // this scheduler and the database breaks, the server ends the
-        // session (releasing the lock to a standby) and this side sees the
-        // connection fail (and stops committing) within about 11 s, rather
-        // than the operating system's default of hours.
+        // The locks live on a connection of their own. Its TCP keepalives
+        // are short on both ends: if the network between this scheduler
+        // and the database breaks, the server ends the session (releasing
+        // the partitions to the others) and this side sees the connection
+        // fail (and stops committing) within about 11 s, rather than the
+        // operating system's default of hours.
         let mut lock_config = self.config.clone();
         lock_config
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5))
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3);
-        let (lock_client, conn) = lock_config.connect(NoTls).await.map_err(pg)?;
+        let (client, conn) = lock_config.connect(NoTls).await.map_err(pg)?;
         let connected = Arc::new(AtomicBool::new(true));
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         {
@@ -221,7 +299,7 @@ impl PgStore {
             let current = self.generation.clone();
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
-                    tracing::error!(error = %e, "Lost the store connection that holds the leader lock");
+                    tracing::error!(error = %e, "Lost the store connection that holds the partition locks");
                 }
                 connected.store(false, Ordering::SeqCst);
                 if current.load(Ordering::SeqCst) == generation {
@@ -229,72 +307,279 @@ impl PgStore {
                 }
             });
         }
-        lock_client
+        client
             .batch_execute(
                 "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
             )
             .await
             .map_err(pg)?;
-        let key = format!("warren:{}", self.schema);
-        let got: bool = lock_client
-            .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
             .await
             .map_err(pg)?
             .get(0);
-        let waited = !got;
-        if waited {
-            tracing::info!(store = %self.describe, "Another scheduler is active on this store; standing by");
-            // Waits inside PostgreSQL: granted the moment the active
-            // scheduler's session ends. On shutdown the connection is
-            // dropped, which ends the wait.
-            let params: [&(dyn ToSql + Sync); 1] = [&key];
+        client
+            .query_one(
+                "SELECT pg_advisory_lock_shared($1, $2)",
+                &[&self.lock_key, &MEMBER_LOCK],
+            )
+            .await
+            .map_err(pg)?;
+        self.owned.lock().expect("not poisoned").clear();
+        *self.lock_conn.lock().await = Some(LockConn { client, pid });
+        self.leading
+            .store(connected.load(Ordering::SeqCst), Ordering::SeqCst);
+        let mut waited = false;
+        loop {
+            self.balance().await?;
+            let owned = self.owned();
+            if !owned.is_empty() {
+                tracing::info!(store = %self.describe, partitions = ?owned, "This scheduler owns partitions");
+                return Ok(true);
+            }
+            if !waited {
+                tracing::info!(store = %self.describe, "Every partition is owned by another scheduler; standing by");
+                waited = true;
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(false),
-                r = lock_client.query_one("SELECT pg_advisory_lock(hashtext($1))", &params) => {
-                    r.map_err(pg)?;
-                }
+                () = tokio::time::sleep(BALANCE_EVERY) => {}
             }
         }
-        let holder = format!("{}:{}", warren_shared::host_name(), std::process::id());
-        let epoch: i64 = lock_client
+    }
+
+    /// Looks at who owns which partition and evens it out: takes free
+    /// partitions up to this scheduler's share (`ceil(partitions /
+    /// schedulers)`), or asks to release some when it owns more than its
+    /// share while another scheduler owns less than `floor(partitions /
+    /// schedulers)`. A partition is free when no session holds its lock:
+    /// its owner released it, or its session ended (a crash, a kill, a
+    /// network split past the keepalives).
+    pub async fn balance(&self) -> Result<Balance, StoreError> {
+        let guard = self.lock_conn.lock().await;
+        let Some(lc) = guard.as_ref() else {
+            return Err(StoreError::Fenced);
+        };
+        if !self.leading.load(Ordering::SeqCst) {
+            return Err(StoreError::Fenced);
+        }
+        let rows = lc
+            .client
+            .query(
+                "SELECT objid::int8, pid FROM pg_locks
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::int8 = $1
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[&i64::from(self.lock_key)],
+            )
+            .await
+            .map_err(pg)?;
+        let parts = usize::from(PARTITIONS);
+        let mut members: HashMap<i32, usize> = HashMap::new();
+        let mut taken = vec![false; parts];
+        for r in rows {
+            let (objid, pid): (i64, i32) = (r.get(0), r.get(1));
+            if objid == i64::from(MEMBER_LOCK) {
+                members.entry(pid).or_default();
+            } else if let Some(t) = usize::try_from(objid).ok().and_then(|o| taken.get_mut(o)) {
+                *t = true;
+                *members.entry(pid).or_default() += 1;
+            }
+        }
+        members.entry(lc.pid).or_default();
+        let target = parts.div_ceil(members.len());
+        let floor = parts / members.len();
+        let mine = self.owned.lock().expect("not poisoned").len();
+        if mine < target {
+            let holder = format!("{}:{}", warren_shared::host_name(), std::process::id());
+            let start = fastrand::usize(0..parts);
+            let mut got = 0;
+            for p in (0..parts).map(|i| (start + i) % parts) {
+                if mine + got >= target {
+                    break;
+                }
+                if taken[p] {
+                    continue;
+                }
+                let p = p as i32;
+                let locked: bool = lc
+                    .client
+                    .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&self.lock_key, &p])
+                    .await
+                    .map_err(pg)?
+                    .get(0);
+                if !locked {
+                    continue;
+                }
+                // Bumping the epoch waits for a batch of the previous owner
+                // that holds the row, and fences any later one.
+                let epoch: i64 = lc
+                    .client
+                    .query_one(
+                        "UPDATE partitions SET epoch = epoch + 1, owner = $2, since = now()
+                         WHERE id = $1 RETURNING epoch",
+                        &[&p, &holder],
+                    )
+                    .await
+                    .map_err(pg)?
+                    .get(0);
+                let mut owned = self.owned.lock().expect("not poisoned");
+                owned.push((p, epoch));
+                owned.sort_unstable();
+                got += 1;
+            }
+            if got > 0 {
+                return Ok(Balance::Acquired(got));
+            }
+        } else if mine > target && members.values().any(|&n| n < floor) {
+            return Ok(Balance::Release(mine - target));
+        }
+        Ok(Balance::Unchanged)
+    }
+
+    /// Takes up to `want` more places of `kind` for this scheduler (filed
+    /// under the first partition it owns), out of `limit` across every
+    /// scheduler, and records the places still wanted; returns the places
+    /// granted and how many other partitions' owners want some. One
+    /// scheduler at a time per type (a transaction advisory lock); a
+    /// scheduler's batches only ever lower what its partitions hold below
+    /// what it was granted, so the sum read here never undercounts.
+    pub async fn take_type_places(
+        &self,
+        kind: &str,
+        want: u32,
+        limit: u32,
+    ) -> Result<(u32, u32), StoreError> {
+        let owned: Vec<i32> = self.owned().into_iter().map(i32::from).collect();
+        let Some(&home) = owned.first() else {
+            return Err(StoreError::Fenced);
+        };
+        let mut client = get(&self.pool).await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // Second keys 0..=65535 are partitions and membership.
+        let type_key = 65_536 + (fnv(kind) & 0x3fff_ffff) as i32;
+        tx.query_one(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[&self.lock_key, &type_key],
+        )
+        .await
+        .map_err(pg)?;
+        let held: i64 = tx
             .query_one(
-                "INSERT INTO leader (id, epoch, holder, since) VALUES (1, 1, $1, now())
-                 ON CONFLICT (id) DO UPDATE SET epoch = leader.epoch + 1, holder = $1, since = now()
-                 RETURNING epoch",
-                &[&holder],
+                "SELECT COALESCE(sum(held), 0)::int8 FROM type_places WHERE kind = $1",
+                &[&kind],
             )
             .await
             .map_err(pg)?
             .get(0);
-        self.epoch.store(epoch, Ordering::SeqCst);
-        *self.lock_conn.lock().await = Some(lock_client);
-        // Leading only while the lock's connection lives.
-        self.leading
-            .store(connected.load(Ordering::SeqCst), Ordering::SeqCst);
-        if waited {
-            tracing::info!(store = %self.describe, epoch, "This scheduler is now the active one");
-        }
-        Ok(true)
+        let granted = (i64::from(limit) - held).clamp(0, i64::from(want)) as i32;
+        let wanted = want as i32 - granted;
+        tx.execute(
+            "UPDATE type_places SET wanted = 0 WHERE kind = $1 AND part = ANY($2) AND wanted <> 0",
+            &[&kind, &owned],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO type_places (kind, part, held, wanted) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (kind, part) DO UPDATE
+             SET held = type_places.held + excluded.held, wanted = excluded.wanted",
+            &[&kind, &home, &granted, &wanted],
+        )
+        .await
+        .map_err(pg)?;
+        let others: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM type_places WHERE kind = $1 AND wanted > 0 AND NOT (part = ANY($2))",
+                &[&kind, &owned],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        tx.commit().await.map_err(pg)?;
+        Ok((granted as u32, others as u32))
     }
 
-    /// Gives up leadership: closes the lock's connection (releasing the
-    /// lock if the session still held it). [`PgStore::lead`] may follow.
+    /// How many partitions other schedulers own want places, per type.
+    pub async fn type_waiters(&self) -> Result<HashMap<String, u32>, StoreError> {
+        let owned: Vec<i32> = self.owned().into_iter().map(i32::from).collect();
+        let rows = get(&self.pool)
+            .await?
+            .query(
+                "SELECT kind, count(*) FROM type_places
+                 WHERE wanted > 0 AND NOT (part = ANY($1)) GROUP BY kind",
+                &[&owned],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get::<_, i64>(1).clamp(0, i64::from(u32::MAX)) as u32,
+                )
+            })
+            .collect())
+    }
+
+    /// Gives up the `n` highest partitions this scheduler owns; call only
+    /// once nothing more is committed for them (the session that worked on
+    /// them has ended). Another scheduler takes them at its next look.
+    pub async fn release(&self, n: usize) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let gone = {
+            let mut owned = self.owned.lock().expect("not poisoned");
+            let keep = owned.len().saturating_sub(n);
+            owned.split_off(keep)
+        };
+        let guard = self.lock_conn.lock().await;
+        let Some(lc) = guard.as_ref() else {
+            return Ok(()); // the connection is gone, and its locks with it
+        };
+        for (p, _) in &gone {
+            lc.client
+                .query_one("SELECT pg_advisory_unlock($1, $2)", &[&self.lock_key, p])
+                .await
+                .map_err(pg)?;
+        }
+        tracing::info!(partitions = ?gone.iter().map(|g| g.0).collect::<Vec<_>>(), "Released partitions to another scheduler");
+        Ok(())
+    }
+
+    /// Leaves the namespace's schedulers: closes the lock connection
+    /// (releasing every partition if the session still held them).
+    /// [`PgStore::lead`] may follow.
     pub async fn step_down(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.leading.store(false, Ordering::SeqCst);
+        self.owned.lock().expect("not poisoned").clear();
         self.lock_conn.lock().await.take();
     }
 
-    /// Releases the leader lock (a standby takes over at once) and the pool.
+    /// Releases the partitions (the others take them at once) and the pool.
     pub async fn close(&self) {
+        self.leading.store(false, Ordering::SeqCst);
+        self.owned.lock().expect("not poisoned").clear();
         if let Some(c) = self.lock_conn.lock().await.take() {
-            let _ = c.execute("SELECT pg_advisory_unlock_all()", &[]).await;
+            let _ = c
+                .client
+                .execute("SELECT pg_advisory_unlock_all()", &[])
+                .await;
         }
         self.pool.close();
     }
 
     pub async fn commit(&self, ops: &[Op], relaxed: bool) -> Result<(), StoreError> {
-        if !self.leading.load(Ordering::SeqCst) {
+        let (parts, epochs): (Vec<i32>, Vec<i64>) = self
+            .owned
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .copied()
+            .unzip();
+        if !self.leading.load(Ordering::SeqCst) || parts.is_empty() {
             return Err(StoreError::Fenced);
         }
         let mut client = get(&self.pool).await?;
@@ -306,21 +591,22 @@ impl PgStore {
                 .await
                 .map_err(pg)?;
         }
-        Batch::of(ops)?
-            .write(&tx, self.epoch.load(Ordering::SeqCst))
-            .await?;
+        Batch::of(ops)?.write(&tx, &parts, &epochs).await?;
         tx.commit().await.map_err(pg)?;
         Ok(())
     }
 
+    /// Loads what the partitions this scheduler owns resume from.
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
+        let owned = self.owned();
+        let parts: Vec<i32> = owned.iter().map(|&p| i32::from(p)).collect();
         let client = get(&self.pool).await?;
         let mut out = Recovered::default();
         for r in client
             .query(
-                "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body
-                 FROM outbox ORDER BY seq",
-                &[],
+                "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body, part
+                 FROM outbox WHERE part = ANY($1) ORDER BY seq",
+                &[&parts],
             )
             .await
             .map_err(pg)?
@@ -346,23 +632,55 @@ impl PgStore {
                     priority: priority.map(|p| p.clamp(0, 255) as u8),
                     headers,
                     body: r.get(8),
+                    part: r.get::<_, i32>(9).clamp(0, i32::from(u16::MAX)) as u16,
                 }),
             ));
         }
-        let next = |sql: &'static str| {
-            let client = &client;
-            async move {
-                let row = client.query_one(sql, &[]).await.map_err(pg)?;
-                Ok::<u64, StoreError>(row.get::<_, i64>(0) as u64)
-            }
-        };
-        out.next_outbox_seq = next("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").await?;
-        out.next_workflow_seq = next("SELECT COALESCE(MAX(seq), 0) + 1 FROM workflows").await?;
+        // Sequence numbers (outbox rows, workflow order) must not collide
+        // with another scheduler's: each engine instance counts from its
+        // own block of 2^40.
+        let instance: i64 = client
+            .query_one("SELECT nextval('engine_instance')", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let base = (instance as u64) << 40;
+        out.next_outbox_seq = base + 1;
+        out.next_workflow_seq = base + 1;
+        // What an earlier owner wanted is its own business.
+        client
+            .execute(
+                "UPDATE type_places SET wanted = 0 WHERE part = ANY($1) AND wanted <> 0",
+                &[&parts],
+            )
+            .await
+            .map_err(pg)?;
+        for r in client
+            .query(
+                "SELECT kind, sum(held)::int8 FROM type_places WHERE part = ANY($1) GROUP BY kind",
+                &[&parts],
+            )
+            .await
+            .map_err(pg)?
+        {
+            let held: i64 = r.get(1);
+            out.type_places
+                .insert(r.get(0), held.clamp(0, i64::from(u32::MAX)) as u32);
+        }
 
+        let ids: Vec<String> = client
+            .query("SELECT id FROM workflows WHERE status = 'running'", &[])
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|id| owned.contains(&partition_of(id, PARTITIONS)))
+            .collect();
         let wfs = client
             .query(
-                "SELECT id, seq, definition, created_at FROM workflows WHERE status = 'running' ORDER BY seq",
-                &[],
+                "SELECT id, seq, definition, created_at FROM workflows
+                 WHERE id = ANY($1) AND status = 'running' ORDER BY seq",
+                &[&ids],
             )
             .await
             .map_err(pg)?;
@@ -371,8 +689,8 @@ impl PgStore {
             .query(
                 "SELECT t.workflow_id, t.task_id, t.state, t.attempt, t.due_at_ms, t.output, t.error,
                         t.worker, t.started_at, t.finished_at
-                 FROM tasks t JOIN workflows w ON w.id = t.workflow_id WHERE w.status = 'running'",
-                &[],
+                 FROM tasks t WHERE t.workflow_id = ANY($1)",
+                &[&ids],
             )
             .await
             .map_err(pg)?
@@ -404,8 +722,8 @@ impl PgStore {
         for r in client
             .query(
                 "SELECT r.workflow_id, r.reply_to, r.correlation_id
-                 FROM replies r JOIN workflows w ON w.id = r.workflow_id WHERE w.status = 'running'",
-                &[],
+                 FROM replies r WHERE r.workflow_id = ANY($1)",
+                &[&ids],
             )
             .await
             .map_err(pg)?
@@ -644,6 +962,7 @@ struct Batch<'a> {
     out_priority: Vec<Option<i16>>,
     out_headers: Vec<Option<String>>,
     out_body: Vec<&'a [u8]>,
+    out_part: Vec<i32>,
 
     done: Vec<i64>,
 
@@ -652,6 +971,11 @@ struct Batch<'a> {
     rep_corr: Vec<Option<Cow<'a, str>>>,
 
     drop_replies: Vec<&'a str>,
+
+    place_kind: Vec<&'a str>,
+    place_part: Vec<i32>,
+    place_held: Vec<i32>,
+    place_wanted: Vec<i32>,
 }
 
 fn json_err(e: serde_json::Error) -> StoreError {
@@ -731,6 +1055,7 @@ impl<'a> Batch<'a> {
                         Some(serde_json::to_string(&m.headers).map_err(json_err)?)
                     });
                     b.out_body.push(&m.body);
+                    b.out_part.push(i32::from(m.part));
                 }
                 Op::OutboxDone(seq) => b.done.push(*seq as i64),
                 Op::AddReply {
@@ -743,6 +1068,19 @@ impl<'a> Batch<'a> {
                     b.rep_corr.push(opt_text(correlation_id));
                 }
                 Op::DropReplies(id) => b.drop_replies.push(id),
+                Op::TypePlaces(rows) => {
+                    // The last snapshot of a batch wins.
+                    b.place_kind.clear();
+                    b.place_part.clear();
+                    b.place_held.clear();
+                    b.place_wanted.clear();
+                    for (kind, part, held, wanted) in rows {
+                        b.place_kind.push(kind);
+                        b.place_part.push(i32::from(*part));
+                        b.place_held.push((*held).min(i32::MAX as u32) as i32);
+                        b.place_wanted.push((*wanted).min(i32::MAX as u32) as i32);
+                    }
+                }
             }
         }
         Ok(b)
@@ -756,7 +1094,8 @@ impl<'a> Batch<'a> {
     async fn write(
         self,
         tx: &deadpool_postgres::Transaction<'_>,
-        epoch: i64,
+        parts: &[i32],
+        epochs: &[i64],
     ) -> Result<(), StoreError> {
         let n = self.tasks.len();
         let mut t_wf = Vec::with_capacity(n);
@@ -788,9 +1127,15 @@ impl<'a> Batch<'a> {
             t_finished.push(t.finished_at);
         }
         type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;
+        // Fencing: every owned partition still has the epoch this
+        // scheduler took it with. The share lock makes a taker's epoch bump
+        // wait for this transaction; a bump committed first leaves the row
+        // out (READ COMMITTED re-checks a locked row's newest version).
         let mut stmts: Vec<(&'static str, Params<'_>)> = vec![(
-            "UPDATE leader SET epoch = epoch WHERE id = 1 AND epoch = $1",
-            vec![&epoch],
+            "SELECT p.id FROM partitions p
+             JOIN unnest($1::int4[], $2::int8[]) AS o(id, epoch) ON p.id = o.id AND p.epoch = o.epoch
+             FOR SHARE OF p",
+            vec![&parts, &epochs],
         )];
         if !self.wf_id.is_empty() {
             stmts.push((
@@ -847,9 +1192,9 @@ impl<'a> Batch<'a> {
         }
         if !self.out_seq.is_empty() {
             stmts.push((
-                "INSERT INTO outbox (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body)
+                "INSERT INTO outbox (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body, part)
                  SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::int2[], $8::text[], $9::bytea[])",
+                                      $7::int2[], $8::text[], $9::bytea[], $10::int4[])",
                 vec![
                     &self.out_seq,
                     &self.out_kind,
@@ -860,6 +1205,7 @@ impl<'a> Batch<'a> {
                     &self.out_priority,
                     &self.out_headers,
                     &self.out_body,
+                    &self.out_part,
                 ],
             ));
         }
@@ -879,6 +1225,19 @@ impl<'a> Batch<'a> {
                 vec![&self.drop_replies],
             ));
         }
+        if !self.place_kind.is_empty() {
+            stmts.push((
+                "INSERT INTO type_places (kind, part, held, wanted)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::int4[], $4::int4[])
+                 ON CONFLICT (kind, part) DO UPDATE SET held = excluded.held, wanted = excluded.wanted",
+                vec![
+                    &self.place_kind,
+                    &self.place_part,
+                    &self.place_held,
+                    &self.place_wanted,
+                ],
+            ));
+        }
         let mut prepared = Vec::with_capacity(stmts.len());
         for (sql, _) in &stmts {
             prepared.push(tx.prepare_cached(sql).await.map_err(pg)?);
@@ -891,7 +1250,7 @@ impl<'a> Batch<'a> {
         )
         .await
         .map_err(pg)?;
-        if counts[0] != 1 {
+        if counts[0] != parts.len() as u64 {
             return Err(StoreError::Fenced);
         }
         Ok(())
@@ -995,6 +1354,7 @@ mod tests {
             priority: Some(3),
             headers: vec![("k".into(), "v".into())],
             body: b"{}".to_vec(),
+            part: partition_of("wf-1", PARTITIONS),
         });
         store
             .commit(vec![
@@ -1048,7 +1408,12 @@ mod tests {
             "a second result is refused"
         );
         let rec = store.recover().await.unwrap();
-        assert_eq!((rec.next_workflow_seq, rec.next_outbox_seq), (8, 3));
+        // Each recovery counts from a block of its own, past every seq
+        // another scheduler (or an earlier recovery) may use.
+        assert!(rec.next_workflow_seq > 1 << 40);
+        assert_eq!(rec.next_workflow_seq, rec.next_outbox_seq);
+        let again = store.recover().await.unwrap().next_outbox_seq;
+        assert!(again >= rec.next_outbox_seq + (1 << 40), "{again}");
         assert_eq!(rec.outbox.len(), 1);
         assert_eq!(*rec.outbox[0].1, *msg);
         let w = &rec.running[0];
@@ -1093,9 +1458,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_scheduler_is_active_and_a_deposed_one_commits_nothing() {
+    async fn schedulers_share_the_partitions_and_a_deposed_one_commits_nothing() {
         let ns = Ns::new();
         let first = ns.open().await;
+        let Store::Postgres(p1) = &first else {
+            unreachable!()
+        };
+        assert_eq!(
+            p1.owned().len(),
+            usize::from(PARTITIONS),
+            "alone, it owns all"
+        );
         let second = tokio::spawn({
             let ns = ns.0.clone();
             async move {
@@ -1109,21 +1482,68 @@ mod tests {
                 .unwrap()
             }
         });
-        // While the first holds the lock, the second waits: the first can
-        // commit, and the second has not opened.
+        // The second joins; the first owns more than its share while the
+        // second owns none, so it is asked to hand half over.
+        let half = usize::from(PARTITIONS) / 2;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match p1.balance().await.unwrap() {
+                Balance::Release(n) => {
+                    assert_eq!(n, half);
+                    break;
+                }
+                other => assert_eq!(other, Balance::Unchanged),
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never asked to release"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !second.is_finished(),
+            "the second owns a partition still locked"
+        );
         first.commit(vec![Op::OutboxDone(1)]).await.unwrap();
-        assert!(!second.is_finished(), "a second active scheduler");
-        first.close().await;
+        first.release(half).await.unwrap();
         let second = tokio::time::timeout(Duration::from_secs(30), second)
             .await
-            .expect("the standby takes over")
+            .expect("the second takes the released partitions")
             .unwrap();
+        let Store::Postgres(p2) = &second else {
+            unreachable!()
+        };
+        let (a, b) = (p1.owned(), p2.owned());
+        assert_eq!((a.len(), b.len()), (half, half), "{a:?} {b:?}");
+        assert!(a.iter().all(|p| !b.contains(p)), "{a:?} {b:?}");
+        assert_eq!(p1.balance().await.unwrap(), Balance::Unchanged);
+        first.commit(vec![Op::OutboxDone(1)]).await.unwrap();
         second.commit(vec![Op::OutboxDone(1)]).await.unwrap();
-        // Another scheduler taking over (the epoch moves on) fences this one.
-        ns.sql("UPDATE leader SET epoch = epoch + 1").await;
+
+        // Another scheduler taking one of its partitions over (the epoch
+        // moves on) fences the second: it commits nothing more.
+        ns.sql(&format!(
+            "UPDATE partitions SET epoch = epoch + 1 WHERE id = {}",
+            b[0]
+        ))
+        .await;
         let e = second.commit(vec![Op::OutboxDone(1)]).await.unwrap_err();
         assert!(matches!(e, StoreError::Fenced), "{e}");
+        first.commit(vec![Op::OutboxDone(1)]).await.unwrap();
+
+        // The second leaves: the first takes every partition back.
         second.close().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while p1.owned().len() < usize::from(PARTITIONS) {
+            p1.balance().await.unwrap();
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "partitions left unowned"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        first.commit(vec![Op::OutboxDone(1)]).await.unwrap();
+        first.close().await;
     }
 
     #[test]
