@@ -1313,9 +1313,10 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
             });
         }
         "stores" => {
-            // The same fan-out and chain on each store; then, with two
-            // schedulers, the active one is killed in the middle of a
-            // chain of 10 ms tasks and the longest pause is measured.
+            // The same fan-out, chain and many small workflows on each
+            // store; then, with two schedulers, the one owning a chain of
+            // 10 ms tasks is killed in its middle and the longest pause is
+            // measured.
             let n = o.fanout;
             let links = 300usize;
             for (label, store, schedulers) in [
@@ -1326,12 +1327,15 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                 let d = Deployment::start_with(
                     addr,
                     &Setup {
-                        store,
+                        store: store.clone(),
                         schedulers,
                         ..Setup::new(o.concurrency)
                     },
                 )?;
                 let client = Client::connect(&d.amqp).await?;
+                if let Some(url) = &store {
+                    partitions_shared(url, &d.amqp.namespace, schedulers).await?;
+                }
                 let mut tasks = vec![task("root".into(), vec![])];
                 tasks.extend((0..n).map(|i| task(format!("t{i}"), vec!["root".into()])));
                 tasks.push(task(
@@ -1353,6 +1357,32 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                     percentile(&hops, 0.5),
                     "µs",
                 ));
+                // Many workflows at once: what several schedulers share.
+                let (wfs, per) = (64usize, 32usize);
+                let started = Instant::now();
+                let waiting: Vec<_> = (0..wfs)
+                    .map(|w| {
+                        let tasks: Vec<Value> =
+                            (0..per).map(|i| task(format!("t{i}"), vec![])).collect();
+                        let amqp = d.amqp.clone();
+                        tokio::spawn(async move {
+                            let client = Client::connect(&amqp).await?;
+                            let r =
+                                run_ok(&client, json!({"id": format!("many-{w}"), "tasks": tasks}))
+                                    .await;
+                            client.close().await;
+                            r
+                        })
+                    })
+                    .collect();
+                for w in waiting {
+                    w.await??;
+                }
+                figures.push(Figure::info(
+                    format!("store {label}: {wfs} workflows of {per} tasks, tasks/s"),
+                    (wfs * per) as f64 / started.elapsed().as_secs_f64(),
+                    "tasks/s",
+                ));
                 if schedulers > 1 {
                     let sleepy = sleeping(chain(links), 10);
                     let waiter = {
@@ -1368,7 +1398,7 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                             r
                         })
                     };
-                    // A third of the way in, kill -9 the active one.
+                    // A third of the way in, kill -9 the one owning it.
                     let deadline = Instant::now() + Duration::from_secs(60);
                     while client
                         .status("takeover", Duration::from_secs(30))
@@ -1382,13 +1412,20 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    // The active one is in the leader row (`host:pid`).
+                    // Its owner is in the partition's row (`host:pid`).
                     let (pg, conn) =
                         tokio_postgres::connect(&o.pg_url, tokio_postgres::NoTls).await?;
                     tokio::spawn(conn);
                     let schema = warren_scheduler::store::postgres::schema_of(&d.amqp.namespace);
+                    let part = i32::from(warren_shared::topology::partition_of(
+                        "takeover",
+                        warren_shared::topology::PARTITIONS,
+                    ));
                     let holder: String = pg
-                        .query_one(&format!("SELECT holder FROM {schema}.leader"), &[])
+                        .query_one(
+                            &format!("SELECT owner FROM {schema}.partitions WHERE id = $1"),
+                            &[&part],
+                        )
                         .await?
                         .get(0);
                     let pid = holder.rsplit(':').next().unwrap_or_default().to_owned();
@@ -1398,7 +1435,7 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                     let gaps = hop_gaps_us(&r, links)?;
                     let longest = gaps.iter().copied().fold(0.0, f64::max) / 1e3;
                     figures.push(Figure::info(
-                        "store PostgreSQL, 2 schedulers: longest pause of a chain of 10 ms tasks when the active scheduler is killed",
+                        "store PostgreSQL, 2 schedulers: longest pause of a chain of 10 ms tasks when its scheduler is killed",
                         longest,
                         "ms",
                     ));
@@ -1410,6 +1447,37 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
         _ => return Ok(None),
     }
     Ok(Some(figures))
+}
+
+/// Waits until `n` schedulers own partitions of the namespace (they share
+/// them out within a second of starting).
+async fn partitions_shared(url: &str, namespace: &str, n: usize) -> anyhow::Result<()> {
+    let (pg, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let schema = warren_scheduler::store::postgres::schema_of(namespace);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Owners of partitions whose epoch moved in the last second are
+        // still settling; otherwise count the distinct owners.
+        let owners: i64 = pg
+            .query_one(
+                &format!(
+                    "SELECT count(DISTINCT owner) FROM {schema}.partitions
+                     WHERE NOT EXISTS (SELECT 1 FROM {schema}.partitions
+                                       WHERE since > now() - interval '1 second')"
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+        if owners as usize >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{n} schedulers did not share the partitions out");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Microseconds between the starts of consecutive links `c0..c{n-1}`.
