@@ -208,7 +208,7 @@ fn text(s: &str) -> Cow<'_, str> {
 }
 
 /// How often a scheduler looks at who owns which partition.
-pub const BALANCE_EVERY: Duration = Duration::from_millis(250);
+pub const BALANCE_EVERY: Duration = Duration::from_millis(100);
 
 impl PgStore {
     /// Connects and creates and migrates the namespace's schema. The store
