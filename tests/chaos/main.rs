@@ -782,7 +782,7 @@ fn report(
         if fault == Fault::SchedulerKill && args.schedulers > 1 {
             println!(
                 "{:<34} {:>8}",
-                "  of which one owning partitions", active_kills
+                "  of which at a partition's owner", active_kills
             );
         }
     }
