@@ -185,9 +185,18 @@ async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response
                 Some(report) => {
                     ([(header::CONTENT_TYPE, "application/json")], report).into_response()
                 }
-                // Recorded as running, but not in memory: between a restart
+                // Running, and not in this scheduler's memory: owned by
+                // another scheduler (read as stored), or between a restart
                 // and its recovery.
-                None => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
+                None => match s.store.running_workflow(&id).await {
+                    Ok(Some(stored)) => match crate::state::stored_report(stored) {
+                        Ok(Some(report)) => Json(report).into_response(),
+                        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
+                        Err(e) => store_error(e),
+                    },
+                    Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
+                    Err(e) => store_error(e),
+                },
             },
             None => error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
         },

@@ -474,6 +474,22 @@ pub struct Engine {
     places_written: Vec<(String, u16, u32, u32)>,
 }
 
+/// The report of a running workflow as stored, built the way a scheduler
+/// restoring it would (for one another scheduler owns).
+pub fn stored_report(r: RunningWorkflow) -> Result<Option<WorkflowReport>, StoreError> {
+    let id = r.id.clone();
+    let mut engine = Engine::new(
+        Topology::new("report"),
+        1,
+        0,
+        0,
+        0,
+        Arc::new(Metrics::default()),
+    );
+    engine.restore(r)?;
+    Ok(engine.report(&id))
+}
+
 /// How often a running workflow that changed announces its progress.
 pub const PROGRESS_INTERVAL_MS: i64 = 1_000;
 

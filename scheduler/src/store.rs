@@ -507,6 +507,16 @@ impl Store {
         }
     }
 
+    /// A running workflow as stored, for the report of one another
+    /// scheduler owns (PostgreSQL). On SQLite the one scheduler holds
+    /// every running workflow in memory: `None`.
+    pub async fn running_workflow(&self, id: &str) -> Result<Option<RunningWorkflow>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(p) => p.running_workflow(id).await,
+        }
+    }
+
     /// Looks up workflows by id.
     pub async fn lookup(&self, ids: Vec<String>) -> Result<Vec<Option<Known>>, StoreError> {
         match self {

@@ -163,3 +163,61 @@ async fn a_type_limit_is_global_across_peers() {
     }
     env.finish().await;
 }
+
+/// Any scheduler's HTTP endpoint reports a running workflow, whichever
+/// owns it (the others read it as stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_peer_reports_a_running_workflow() {
+    let mut env = Env::new().await;
+    env.store = StoreLocation::Postgres(pg_url());
+    let config = SchedulerConfig {
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        ..env.scheduler_config()
+    };
+    let peers: Vec<_> = (0..2).map(|_| env.scheduler(config.clone())).collect();
+    let mut registry = warren_worker::Registry::with_builtins();
+    let (now, _, gate) = held(&mut registry, "hold");
+    env.worker(registry, &["default"], 20, "w");
+    wait_until("two schedulers own partitions and listen", || {
+        peers
+            .iter()
+            .all(|p| Metrics::get(&p.metrics.active) == 1 && p.http.get().is_some())
+    })
+    .await;
+    let ids: Vec<String> = (0..8).map(|i| format!("held-{i}")).collect();
+    for id in &ids {
+        env.client
+            .submit(json!({"id": id, "tasks": [{"id": "h", "type": "hold"}]}))
+            .await
+            .unwrap();
+    }
+    wait_until("every task running", || {
+        now.load(Ordering::SeqCst) == ids.len()
+    })
+    .await;
+    for id in &ids {
+        for p in &peers {
+            let (code, _, body) =
+                crate::support::http_get(*p.http.get().unwrap(), &format!("/api/workflows/{id}"))
+                    .await;
+            assert_eq!(code, 200, "{id}: {body}");
+            let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(report["status"], "running", "{body}");
+            assert_eq!(report["tasks"]["h"]["state"], "running", "{body}");
+        }
+    }
+    gate.add_permits(ids.len());
+    for id in &ids {
+        crate::support::wait_until_async("the workflow ends", || async {
+            env.client
+                .status(id, DEADLINE)
+                .await
+                .is_ok_and(|r| r.status == WorkflowStatus::Succeeded)
+        })
+        .await;
+    }
+    for p in peers {
+        p.stop().await;
+    }
+    env.finish().await;
+}

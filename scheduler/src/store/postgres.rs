@@ -676,78 +676,15 @@ impl PgStore {
             .map(|r| r.get::<_, String>(0))
             .filter(|id| owned.contains(&partition_of(id, PARTITIONS)))
             .collect();
-        let wfs = client
-            .query(
-                "SELECT id, seq, definition, created_at FROM workflows
-                 WHERE id = ANY($1) AND status = 'running' ORDER BY seq",
-                &[&ids],
-            )
-            .await
-            .map_err(pg)?;
-        let mut tasks: HashMap<String, Vec<TaskRow>> = HashMap::new();
-        for r in client
-            .query(
-                "SELECT t.workflow_id, t.task_id, t.state, t.attempt, t.due_at_ms, t.output, t.error,
-                        t.worker, t.started_at, t.finished_at
-                 FROM tasks t WHERE t.workflow_id = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(pg)?
-        {
-            let wf: String = r.get(0);
-            let state: String = r.get(2);
-            let state = TaskState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
-            let error: Option<String> = r.get(6);
-            let error = error
-                .map(|e| serde_json::from_str::<TaskError>(&e))
-                .transpose()
-                .map_err(|e| StoreError::Corrupt(format!("task error: {e}")))?;
-            let attempt: i32 = r.get(3);
-            tasks.entry(wf.clone()).or_default().push(TaskRow {
-                workflow_id: Arc::from(wf.as_str()),
-                task_id: r.get(1),
-                state,
-                attempt: attempt.max(0) as u32,
-                due_at_ms: r.get(4),
-                output: r.get(5),
-                error,
-                worker: r.get(7),
-                started_at: r.get(8),
-                finished_at: r.get(9),
-            });
-        }
-        let mut replies: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-        for r in client
-            .query(
-                "SELECT r.workflow_id, r.reply_to, r.correlation_id
-                 FROM replies r WHERE r.workflow_id = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(pg)?
-        {
-            replies
-                .entry(r.get(0))
-                .or_default()
-                .push((r.get(1), r.get(2)));
-        }
-        for r in wfs {
-            let id: String = r.get(0);
-            let definition: Option<Vec<u8>> = r.get(2);
-            out.running.push(RunningWorkflow {
-                seq: r.get::<_, i64>(1) as u64,
-                definition: definition.ok_or_else(|| {
-                    StoreError::Corrupt(format!("running workflow {id} has no definition"))
-                })?,
-                created_at: r.get(3),
-                tasks: tasks.remove(&id).unwrap_or_default(),
-                replies: replies.remove(&id).unwrap_or_default(),
-                id,
-            });
-        }
+        out.running = running_workflows(&client, &ids).await?;
         Ok(out)
+    }
+
+    /// A running workflow as stored (for reports of workflows another
+    /// scheduler owns); `None` when it is not running.
+    pub async fn running_workflow(&self, id: &str) -> Result<Option<RunningWorkflow>, StoreError> {
+        let client = get(&self.pool).await?;
+        Ok(running_workflows(&client, &[id.to_owned()]).await?.pop())
     }
 
     pub async fn lookup(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
@@ -848,6 +785,87 @@ impl PgStore {
             .map_err(pg)?;
         Ok(row.get::<_, i64>(0) as u64)
     }
+}
+
+/// The running workflows among `ids`, with their tasks and waiters, in
+/// the order they were accepted.
+async fn running_workflows(
+    client: &deadpool_postgres::Object,
+    ids: &[String],
+) -> Result<Vec<RunningWorkflow>, StoreError> {
+    let mut running = Vec::with_capacity(ids.len());
+    let wfs = client
+        .query(
+            "SELECT id, seq, definition, created_at FROM workflows
+             WHERE id = ANY($1) AND status = 'running' ORDER BY seq",
+            &[&ids],
+        )
+        .await
+        .map_err(pg)?;
+    let mut tasks: HashMap<String, Vec<TaskRow>> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT t.workflow_id, t.task_id, t.state, t.attempt, t.due_at_ms, t.output, t.error,
+                    t.worker, t.started_at, t.finished_at
+             FROM tasks t WHERE t.workflow_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(pg)?
+    {
+        let wf: String = r.get(0);
+        let state: String = r.get(2);
+        let state = TaskState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
+        let error: Option<String> = r.get(6);
+        let error = error
+            .map(|e| serde_json::from_str::<TaskError>(&e))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("task error: {e}")))?;
+        let attempt: i32 = r.get(3);
+        tasks.entry(wf.clone()).or_default().push(TaskRow {
+            workflow_id: Arc::from(wf.as_str()),
+            task_id: r.get(1),
+            state,
+            attempt: attempt.max(0) as u32,
+            due_at_ms: r.get(4),
+            output: r.get(5),
+            error,
+            worker: r.get(7),
+            started_at: r.get(8),
+            finished_at: r.get(9),
+        });
+    }
+    let mut replies: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT r.workflow_id, r.reply_to, r.correlation_id
+             FROM replies r WHERE r.workflow_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(pg)?
+    {
+        replies
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2)));
+    }
+    for r in wfs {
+        let id: String = r.get(0);
+        let definition: Option<Vec<u8>> = r.get(2);
+        running.push(RunningWorkflow {
+            seq: r.get::<_, i64>(1) as u64,
+            definition: definition.ok_or_else(|| {
+                StoreError::Corrupt(format!("running workflow {id} has no definition"))
+            })?,
+            created_at: r.get(3),
+            tasks: tasks.remove(&id).unwrap_or_default(),
+            replies: replies.remove(&id).unwrap_or_default(),
+            id,
+        });
+    }
+    Ok(running)
 }
 
 /// `postgres://user@host:port/db (schema s)`, without the password.
