@@ -52,6 +52,15 @@ async fn health_metrics_api_and_page() {
         Metrics::get(&scheduler.metrics.tasks_dispatched) == 3
     })
     .await;
+    // The counter moves when the batch is built; the list reads the store,
+    // which the batch reaches a commit later.
+    wait_until_async("h-running committed", || async {
+        http_get(addr, "/api/workflows?status=running")
+            .await
+            .2
+            .contains("h-running")
+    })
+    .await;
 
     let list = |path: &'static str| async move {
         let (code, ty, body) = http_get(addr, path).await;
