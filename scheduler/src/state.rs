@@ -391,21 +391,24 @@ impl TypeLimits {
         self.by_kind.get(kind).copied()
     }
 
-    /// A task of the slot's type, of a workflow in `part`, started.
-    fn started(&mut self, slot: Option<u16>, part: u16) {
+    /// A task of the slot's type, of `workflow` (one of `partitions`),
+    /// started.
+    fn started(&mut self, slot: Option<u16>, workflow: &str, partitions: u16) {
         if let Some(s) = slot {
             let s = &mut self.slots[s as usize];
             s.running += 1;
-            *s.by_part.entry(part).or_default() += 1;
+            *s.by_part
+                .entry(partition_of(workflow, partitions))
+                .or_default() += 1;
         }
     }
 
     /// A task of the slot's type ended (result, lease expiry, cancel).
-    fn ended(&mut self, slot: Option<u16>, part: u16) {
+    fn ended(&mut self, slot: Option<u16>, workflow: &str, partitions: u16) {
         if let Some(s) = slot {
             let s = &mut self.slots[s as usize];
             s.running = s.running.saturating_sub(1);
-            if let Some(n) = s.by_part.get_mut(&part) {
+            if let Some(n) = s.by_part.get_mut(&partition_of(workflow, partitions)) {
                 *n = n.saturating_sub(1);
             }
         }
@@ -977,7 +980,8 @@ impl Engine {
                     wf.running += 1;
                     self.limits.started(
                         self.limits.slot_of(&wf.specs[i as usize].kind),
-                        partition_of(&wf.id, self.partitions),
+                        &wf.id,
+                        self.partitions,
                     );
                     self.queues
                         .entry(wf.specs[i as usize].queue.clone())
@@ -1044,10 +1048,8 @@ impl Engine {
                 TaskState::Running => {
                     stopped += 1;
                     t.finished_at = Some(now);
-                    self.limits.ended(
-                        self.limits.slot_of(&wf.specs[j].kind),
-                        partition_of(&id, self.partitions),
-                    );
+                    self.limits
+                        .ended(self.limits.slot_of(&wf.specs[j].kind), &id, self.partitions);
                     if let Some(q) = self.queues.get_mut(&wf.specs[j].queue) {
                         q.in_flight = q.in_flight.saturating_sub(1);
                     }
@@ -1201,10 +1203,8 @@ impl Engine {
             self.progress_dirty.insert(id.clone());
         }
         wf.running -= 1;
-        self.limits.ended(
-            self.limits.slot_of(&wf.specs[i].kind),
-            partition_of(&id, self.partitions),
-        );
+        self.limits
+            .ended(self.limits.slot_of(&wf.specs[i].kind), &id, self.partitions);
         if let Some(q) = self.queues.get_mut(&wf.specs[i].queue) {
             q.in_flight = q.in_flight.saturating_sub(1);
         }
@@ -1400,7 +1400,8 @@ impl Engine {
             wf.running -= 1;
             self.limits.ended(
                 self.limits.slot_of(&wf.specs[task as usize].kind),
-                partition_of(&id, self.partitions),
+                &id,
+                self.partitions,
             );
             if let Some(q) = self.queues.get_mut(&wf.specs[task as usize].queue) {
                 q.in_flight = q.in_flight.saturating_sub(1);
@@ -1470,8 +1471,7 @@ impl Engine {
                 }
                 let waited_ms = now.timestamp_millis() - item.ready_at_ms;
                 if self.dispatch_one(&workflow, item.task, now) {
-                    self.limits
-                        .started(item.limit, partition_of(&workflow, self.partitions));
+                    self.limits.started(item.limit, &workflow, self.partitions);
                     self.metrics
                         .dispatch_latency
                         .observe(waited_ms as f64 / 1e3);

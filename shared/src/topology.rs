@@ -29,13 +29,16 @@ pub const QUORUM_DELIVERY_LIMIT: i64 = 20;
 /// are split into: the unit that schedulers sharing the namespace own.
 pub const PARTITIONS: u16 = 16;
 
-/// The partition of a workflow: FNV-1a of its id (stable across builds
-/// and platforms) modulo `partitions`.
-pub fn partition_of(workflow_id: &str, partitions: u16) -> u16 {
-    let h = workflow_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+/// 32-bit FNV-1a of `s`'s bytes: stable across builds and platforms.
+pub fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    (h % u32::from(partitions.max(1))) as u16
+    })
+}
+
+/// The partition of a workflow: FNV-1a of its id modulo `partitions`.
+pub fn partition_of(workflow_id: &str, partitions: u16) -> u16 {
+    (fnv1a(workflow_id) % u32::from(partitions.max(1))) as u16
 }
 
 /// The names of one Warren deployment on a broker.

@@ -31,7 +31,7 @@ use std::{
 use tokio_postgres::{NoTls, types::ToSql};
 use tokio_util::sync::CancellationToken;
 use warren_shared::{
-    topology::{PARTITIONS, partition_of},
+    topology::{PARTITIONS, fnv1a, partition_of},
     wire::{TaskError, TaskState},
 };
 
@@ -166,13 +166,6 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
     StoreError::Postgres(e.to_string())
 }
 
-/// FNV-1a: stable across builds and platforms.
-fn fnv(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
 /// The schema of a Warren namespace: `warren_` and the namespace when it is
 /// already lower-case `[a-z0-9_]` and short; otherwise its first 40
 /// characters in that form (others as `_`) and a hash of the exact name,
@@ -194,7 +187,7 @@ pub fn schema_of(namespace: &str) -> String {
     if plain == namespace {
         return format!("warren_{plain}");
     }
-    format!("warren_{plain}_{:08x}", fnv(namespace))
+    format!("warren_{plain}_{:08x}", fnv1a(namespace))
 }
 
 /// PostgreSQL text cannot hold NUL; strings from the wire (worker names,
@@ -252,7 +245,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             config,
-            lock_key: (fnv(&format!("warren:{schema}")) & 0x7fff_ffff) as i32,
+            lock_key: (fnv1a(&format!("warren:{schema}")) & 0x7fff_ffff) as i32,
             owned: std::sync::Mutex::new(Vec::new()),
             leading: Arc::new(AtomicBool::new(false)),
             generation: Arc::new(AtomicU64::new(0)),
@@ -456,7 +449,7 @@ impl PgStore {
         let mut client = get(&self.pool).await?;
         let tx = client.transaction().await.map_err(pg)?;
         // Second keys 0..=65535 are partitions and membership.
-        let type_key = 65_536 + (fnv(kind) & 0x3fff_ffff) as i32;
+        let type_key = 65_536 + (fnv1a(kind) & 0x3fff_ffff) as i32;
         tx.query_one(
             "SELECT pg_advisory_xact_lock($1, $2)",
             &[&self.lock_key, &type_key],
