@@ -5,13 +5,27 @@
 
 use crate::{
     control::held,
-    support::{DEADLINE, Env, committed_results, pg_url, wait_until},
+    support::{DEADLINE, Env, RunningScheduler, committed_results, pg_url, wait_until},
 };
 use serde_json::json;
 use std::sync::{Arc, atomic::Ordering};
 use warren_scheduler::SchedulerConfig;
 use warren_scheduler::{Metrics, store::StoreLocation};
 use warren_shared::wire::WorkflowStatus;
+
+/// Starts `n` schedulers of `config`; returns once each owns partitions
+/// (the first has handed some over) and listens, when HTTP is configured.
+async fn peers(env: &mut Env, n: usize, config: &SchedulerConfig) -> Vec<RunningScheduler> {
+    let peers: Vec<_> = (0..n).map(|_| env.scheduler(config.clone())).collect();
+    wait_until("every scheduler owns partitions", || {
+        peers.iter().all(|p| {
+            Metrics::get(&p.metrics.active) == 1
+                && (config.http_addr.is_none() || p.http.get().is_some())
+        })
+    })
+    .await;
+    peers
+}
 
 fn chain(id: &str) -> serde_json::Value {
     json!({"id": id, "tasks": [
@@ -25,20 +39,14 @@ fn chain(id: &str) -> serde_json::Value {
 async fn peers_share_the_partitions_and_carry_on_when_one_leaves() {
     let mut env = Env::new().await;
     env.store = StoreLocation::Postgres(pg_url());
-    let peers: Vec<_> = (0..3)
-        .map(|_| env.scheduler(env.scheduler_config()))
-        .collect();
+    let config = env.scheduler_config();
+    let peers = peers(&mut env, 3, &config).await;
     env.worker(
         warren_worker::Registry::with_builtins(),
         &["default"],
         16,
         "w",
     );
-    // Each owns partitions once the first has handed some over.
-    wait_until("three schedulers own partitions", || {
-        peers.iter().all(|p| Metrics::get(&p.metrics.active) == 1)
-    })
-    .await;
 
     let ids: Vec<String> = (0..60).map(|i| format!("peer-{i}")).collect();
     let run = |ids: Vec<String>| {
@@ -110,15 +118,11 @@ async fn a_type_limit_is_global_across_peers() {
         type_limits: vec![("charge".into(), 3)],
         ..env.scheduler_config()
     };
-    let peers: Vec<_> = (0..3).map(|_| env.scheduler(config.clone())).collect();
+    let peers = peers(&mut env, 3, &config).await;
     let metrics: Vec<Arc<Metrics>> = peers.iter().map(|p| p.metrics.clone()).collect();
     let mut registry = warren_worker::Registry::with_builtins();
     let (now, most, gate) = held(&mut registry, "charge");
     env.worker(registry, &["default"], 20, "w");
-    wait_until("three schedulers own partitions", || {
-        peers.iter().all(|p| Metrics::get(&p.metrics.active) == 1)
-    })
-    .await;
     let total = 12;
     let outcomes: Vec<_> = (0..total)
         .map(|i| {
@@ -174,16 +178,10 @@ async fn any_peer_reports_a_running_workflow() {
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         ..env.scheduler_config()
     };
-    let peers: Vec<_> = (0..2).map(|_| env.scheduler(config.clone())).collect();
+    let peers = peers(&mut env, 2, &config).await;
     let mut registry = warren_worker::Registry::with_builtins();
     let (now, _, gate) = held(&mut registry, "hold");
     env.worker(registry, &["default"], 20, "w");
-    wait_until("two schedulers own partitions and listen", || {
-        peers
-            .iter()
-            .all(|p| Metrics::get(&p.metrics.active) == 1 && p.http.get().is_some())
-    })
-    .await;
     let ids: Vec<String> = (0..8).map(|i| format!("held-{i}")).collect();
     for id in &ids {
         env.client
