@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use warren_shared::{
     Topology, amqp,
     backoff::Backoff,
+    session::{Connections, Reconnect},
     topology::partition_of,
     wire::{
         ControlKind, ControlRequest, TYPE_CONTROL, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK,
@@ -179,12 +180,7 @@ impl SchedulerError {
     /// True for faults a new broker session may cure.
     pub fn is_transient(&self) -> bool {
         match self {
-            SchedulerError::Broker(e) => matches!(
-                e,
-                warren_shared::Error::Connect { .. }
-                    | warren_shared::Error::Amqp { .. }
-                    | warren_shared::Error::PublishNacked { .. }
-            ),
+            SchedulerError::Broker(e) => e.is_transient(),
             SchedulerError::ConsumerEnded { .. } => true,
             SchedulerError::Store(_) | SchedulerError::Http { .. } => false,
         }
@@ -271,7 +267,7 @@ impl Scheduler {
             }
             store_backoff.reset();
             self.metrics.active.store(1, Ordering::Relaxed);
-            let mut backoff = Backoff::reconnect();
+            let mut reconnect = Reconnect::new("scheduler");
             let ran = loop {
                 let mut connected = false;
                 let error = match self
@@ -280,7 +276,7 @@ impl Scheduler {
                         &shutdown,
                         &mut queries,
                         &mut connected,
-                        backoff.failures(),
+                        reconnect.failures(),
                     )
                     .await
                 {
@@ -291,25 +287,15 @@ impl Scheduler {
                         if let Err(e) = store.release(n).await {
                             break Err(e.into());
                         }
-                        backoff.reset();
+                        reconnect.reset();
                         continue;
                     }
                     Err(e) if e.is_transient() => e,
                     Err(e) => break Err(e),
                 };
-                if connected {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay();
                 Metrics::add(&self.metrics.reconnects, 1);
-                if backoff.failures() == 1 {
-                    tracing::warn!(%error, "Broker connection lost; reconnecting");
-                } else {
-                    tracing::debug!(%error, retry_in = ?delay, "Still no broker");
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => break Ok(()),
-                    () = tokio::time::sleep(delay) => {}
+                if !reconnect.wait(&error, connected, &shutdown).await {
+                    break Ok(());
                 }
             };
             self.metrics.active.store(0, Ordering::Relaxed);
@@ -344,40 +330,23 @@ impl Scheduler {
         failures: u32,
     ) -> Result<End, SchedulerError> {
         let cfg = &self.config;
-        let consume_conn = cfg
-            .amqp
-            .connect(&format!(
-                "warren-scheduler {} (consume)",
-                cfg.amqp.namespace
-            ))
-            .await?;
-        let publish_conn = match cfg
-            .amqp
-            .connect(&format!(
-                "warren-scheduler {} (publish)",
-                cfg.amqp.namespace
-            ))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                amqp::close(&consume_conn, "scheduler reconnecting").await;
-                return Err(e.into());
-            }
-        };
+        let conns = Connections::open(
+            &cfg.amqp,
+            &format!("warren-scheduler {}", cfg.amqp.namespace),
+        )
+        .await?;
         let outcome = self
             .run_on(
                 store,
                 shutdown,
                 queries,
-                (&consume_conn, &publish_conn),
+                (&conns.consume, &conns.publish),
                 connected,
                 failures,
             )
             .await;
         // Unacked deliveries return to their queues when the channels close.
-        amqp::close(&consume_conn, "scheduler stopping").await;
-        amqp::close(&publish_conn, "scheduler stopping").await;
+        conns.close("scheduler stopping").await;
         outcome
     }
 

@@ -52,4 +52,15 @@ impl Error {
     pub fn amqp(during: &'static str) -> impl FnOnce(lapin::Error) -> Error {
         move |source| Error::Amqp { during, source }
     }
+
+    /// True for faults a new broker session may cure (a lost or refused
+    /// connection, a closed channel, a nacked publish); false for what
+    /// reconnecting cannot change (a topology conflict, an unroutable
+    /// message).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect { .. } | Error::Amqp { .. } | Error::PublishNacked { .. }
+        )
+    }
 }

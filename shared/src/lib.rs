@@ -9,6 +9,8 @@
 //! - `amqp`: connecting (with the password kept out of every message),
 //!   confirmed publishing, dead-lettering.
 //! - `backoff`: capped exponential backoff with jitter for reconnects.
+//! - `session`: a broker session's two connections and the wait between
+//!   sessions, shared by the scheduler and the worker.
 //! - `cli` (feature `cli`): the broker flags every binary takes.
 //! - `shutdown`: ctrl-c and SIGTERM as a `CancellationToken`.
 
@@ -17,6 +19,7 @@ pub mod backoff;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
+pub mod session;
 pub mod shutdown;
 pub mod topology;
 pub mod wire;

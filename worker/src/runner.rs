@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warren_shared::{
     AmqpConfig, QueueType, Topology, amqp,
-    backoff::Backoff,
+    session::{Connections, Reconnect},
     wire::{
         DEFAULT_QUEUE, HEADER_DELIVERIES, ResultStatus, TYPE_HEARTBEAT, TYPE_RESULT, TaskError,
         TaskMessage, TaskResult, WorkerHeartbeat, WorkerState,
@@ -146,11 +146,11 @@ impl Worker {
                 "at least one queue and a concurrency above 0 are needed".into(),
             ));
         }
-        let mut backoff = Backoff::reconnect();
+        let mut reconnect = Reconnect::new(cfg.worker_id.clone());
         loop {
             let mut connected = false;
             let error = match self
-                .session(&shutdown, &mut connected, backoff.failures())
+                .session(&shutdown, &mut connected, reconnect.failures())
                 .await
             {
                 Ok(()) => {
@@ -160,21 +160,9 @@ impl Worker {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            if connected {
-                backoff.reset();
-            }
-            let delay = backoff.next_delay();
-            if backoff.failures() == 1 {
-                tracing::warn!(%error, worker = %cfg.worker_id, "Broker connection lost; reconnecting");
-            } else {
-                tracing::debug!(%error, retry_in = ?delay, "Still no broker");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => {
-                    tracing::info!(worker = %cfg.worker_id, "Worker stopped");
-                    return Ok(());
-                }
-                () = tokio::time::sleep(delay) => {}
+            if !reconnect.wait(&error, connected, &shutdown).await {
+                tracing::info!(worker = %cfg.worker_id, "Worker stopped");
+                return Ok(());
             }
         }
     }
@@ -187,34 +175,23 @@ impl Worker {
         failures: u32,
     ) -> Result<(), WorkerError> {
         let cfg = &self.config;
-        let consume_conn = cfg
-            .amqp
-            .connect(&format!(
-                "warren-worker {} {} (consume)",
-                cfg.amqp.namespace, cfg.worker_id
-            ))
-            .await?;
-        let publish_conn = match cfg
-            .amqp
-            .connect(&format!(
-                "warren-worker {} {} (publish)",
-                cfg.amqp.namespace, cfg.worker_id
-            ))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                amqp::close(&consume_conn, "worker reconnecting").await;
-                return Err(e.into());
-            }
-        };
+        let conns = Connections::open(
+            &cfg.amqp,
+            &format!("warren-worker {} {}", cfg.amqp.namespace, cfg.worker_id),
+        )
+        .await?;
         let outcome = self
-            .consume(shutdown, &consume_conn, &publish_conn, connected, failures)
+            .consume(
+                shutdown,
+                &conns.consume,
+                &conns.publish,
+                connected,
+                failures,
+            )
             .await;
         // Closing the consuming connection requeues any unacked delivery
         // (prefetched ones that were never started, abandoned ones).
-        amqp::close(&consume_conn, "worker stopping").await;
-        amqp::close(&publish_conn, "worker stopping").await;
+        conns.close("worker stopping").await;
         outcome
     }
 
@@ -402,12 +379,7 @@ impl WorkerError {
     /// True for faults a new broker session may cure.
     pub fn is_transient(&self) -> bool {
         match self {
-            WorkerError::Broker(e) => matches!(
-                e,
-                warren_shared::Error::Connect { .. }
-                    | warren_shared::Error::Amqp { .. }
-                    | warren_shared::Error::PublishNacked { .. }
-            ),
+            WorkerError::Broker(e) => e.is_transient(),
             WorkerError::ConsumerEnded { .. } => true,
             WorkerError::Config(_) => false,
         }
