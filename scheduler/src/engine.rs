@@ -10,12 +10,13 @@
 //! a committed outbox row (republished at start).
 
 use crate::{
+    batch::{Known, Op, OutKind, OutMsg, ReplyTo},
     config::SchedulerConfig,
     http,
     metrics::Metrics,
     registry::{self, SharedRegistry},
-    state::{Engine, ReplyTo, TypeLimits},
-    store::{Balance, Known, Op, OutKind, OutMsg, Store, StoreError, postgres::BALANCE_EVERY},
+    state::{Engine, TypeLimits},
+    store::{Balance, Store, StoreError, postgres::BALANCE_EVERY},
     validate::{self, Rejected},
 };
 use chrono::Utc;
@@ -410,7 +411,7 @@ impl Scheduler {
         engine.set_partitions(partitions, &owned);
         engine.set_type_limits(TypeLimits::new(cfg.type_limits.iter().cloned()));
         for wf in recovered.running {
-            engine.restore(wf)?;
+            engine.restore(wf).map_err(StoreError::from)?;
         }
         if partitioned {
             engine.set_type_places(&recovered.type_places);

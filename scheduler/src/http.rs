@@ -14,7 +14,7 @@ use crate::{
     metrics::{Histogram, Metrics},
     registry::SharedRegistry,
     state::TypeUsage,
-    store::{Store, StoreError, WorkflowSummary},
+    store::{Store, StoreError},
 };
 use axum::{
     Json, Router,
@@ -26,7 +26,7 @@ use axum::{
 use std::{fmt::Write, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use warren_shared::wire::WorkflowReport;
+use warren_shared::wire::{WorkflowReport, WorkflowSummary};
 
 /// How long a request waits for the scheduler's loop or the store.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -192,7 +192,7 @@ async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response
                     Ok(Some(stored)) => match crate::state::stored_report(stored) {
                         Ok(Some(report)) => Json(report).into_response(),
                         Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
-                        Err(e) => store_error(e),
+                        Err(e) => store_error(e.into()),
                     },
                     Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
                     Err(e) => store_error(e),

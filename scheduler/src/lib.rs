@@ -13,6 +13,7 @@
 //! - `http`: `/healthz`, `/metrics`, `/api/...` and the web page.
 //! - `registry`: the workers heard from in heartbeats.
 
+pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod http;

@@ -12,8 +12,8 @@
 //! running ones finish, and the workflow fails once none is running.
 
 use crate::{
+    batch::{Op, OutKind, OutMsg, ReplyTo, RunningWorkflow, TaskRow, TypePlaceRow, Unreadable},
     metrics::Metrics,
-    store::{Op, OutKind, OutMsg, RunningWorkflow, StoreError, TaskRow},
     template::{self, Source},
     validate::{self, Limits, Rejected, ValidWorkflow},
 };
@@ -33,13 +33,6 @@ use warren_shared::{
         WorkflowStatus,
     },
 };
-
-/// Where to send a workflow's outcome: a producer's `reply_to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplyTo {
-    pub queue: String,
-    pub correlation_id: Option<String>,
-}
 
 #[derive(Debug, Clone)]
 struct TaskRt {
@@ -474,12 +467,12 @@ pub struct Engine {
     owned: Vec<u16>,
     /// The type places last written to the store: (type, partition,
     /// held, wanted).
-    places_written: Vec<(String, u16, u32, u32)>,
+    places_written: Vec<TypePlaceRow>,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
 /// restoring it would (for one another scheduler owns).
-pub fn stored_report(r: RunningWorkflow) -> Result<Option<WorkflowReport>, StoreError> {
+pub fn stored_report(r: RunningWorkflow) -> Result<Option<WorkflowReport>, Unreadable> {
     let id = r.id.clone();
     let mut engine = Engine::new(
         Topology::new("report"),
@@ -639,16 +632,21 @@ impl Engine {
             for &p in &self.owned {
                 let running = slot.by_part.get(&p).copied().unwrap_or(0);
                 home_extra = home_extra.saturating_sub(running);
-                rows.push((slot.kind.clone(), p, running, 0));
+                rows.push(TypePlaceRow {
+                    kind: slot.kind.clone(),
+                    part: p,
+                    held: running,
+                    wanted: 0,
+                });
             }
             if let Some(row) = rows
                 .iter_mut()
                 .rev()
                 .take(self.owned.len())
-                .find(|r| r.1 == self.home)
+                .find(|r| r.part == self.home)
             {
-                row.2 += home_extra;
-                row.3 = wanted;
+                row.held += home_extra;
+                row.wanted = wanted;
             }
         }
         if rows != self.places_written {
@@ -839,7 +837,7 @@ impl Engine {
             seq,
             name: r.name,
             priority: 0,
-            status: WorkflowStatus::Rejected.as_str(),
+            status: WorkflowStatus::Rejected,
             definition: None,
             report: Some(String::from_utf8_lossy(&body).into_owned()),
             created_at: now,
@@ -867,7 +865,7 @@ impl Engine {
             seq,
             name: v.name.clone(),
             priority: v.priority,
-            status: WorkflowStatus::Running.as_str(),
+            status: WorkflowStatus::Running,
             definition: Some(definition),
             report: None,
             created_at: now,
@@ -905,7 +903,7 @@ impl Engine {
     }
 
     /// Rebuilds a workflow that was running when the scheduler stopped.
-    pub fn restore(&mut self, r: RunningWorkflow) -> Result<(), StoreError> {
+    pub fn restore(&mut self, r: RunningWorkflow) -> Result<(), Unreadable> {
         let unlimited = Limits {
             max_body_bytes: usize::MAX,
             max_tasks: usize::MAX,
@@ -914,7 +912,7 @@ impl Engine {
         let id = r.id.clone();
         let v = validate::validate(&r.definition, Some(&r.id), &unlimited, || id.clone()).map_err(
             |rej| {
-                StoreError::Corrupt(format!(
+                Unreadable(format!(
                     "stored definition of workflow {} no longer validates: {:?}",
                     r.id, rej.errors
                 ))
@@ -957,7 +955,7 @@ impl Engine {
             }
         });
         if let Some(c) = corrupt {
-            return Err(StoreError::Corrupt(c));
+            return Err(Unreadable(c));
         }
         // Derive the counters from the task states.
         for i in 0..wf.tasks.len() {
@@ -1216,15 +1214,11 @@ impl Engine {
         }
         t.started_at = r.started_at.or(t.started_at);
         t.finished_at = Some(r.finished_at.unwrap_or(now));
-        let status = match r.status {
-            ResultStatus::Succeeded => "succeeded",
-            ResultStatus::Failed => "failed",
-        };
         self.ops.push(Op::Result {
             workflow_id: id.clone(),
             task_id: r.task_id,
             attempt: r.attempt,
-            status,
+            status: r.status,
         });
         let i = i as u32;
         match r.status {
@@ -1335,7 +1329,7 @@ impl Engine {
         tracing::info!(workflow = %wf.id, status = status.as_str(), "Workflow finished");
         self.ops.push(Op::FinishWorkflow {
             id: wf.id.clone(),
-            status: status.as_str(),
+            status,
             report: String::from_utf8_lossy(&body).into_owned(),
             finished_at: now,
         });

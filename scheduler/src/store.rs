@@ -9,7 +9,10 @@
 pub mod postgres;
 
 pub use postgres::Balance;
+
+use crate::batch::{Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, TaskRow, Unreadable};
 use warren_shared::topology::PARTITIONS;
+use warren_shared::wire::WorkflowSummary;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -121,169 +124,10 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// What kind of message an outbox row is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutKind {
-    /// A task message to `{ns}.tasks`.
-    Task,
-    /// A report to a producer's `reply_to` queue.
-    Reply,
-    /// The worker registry, to a producer's `reply_to` queue.
-    WorkersReply,
-    /// A state change on `{ns}.events`.
-    Event,
-    /// A message dead-lettered to `{ns}.dead`.
-    Dead,
-    /// A notice to every worker on `{ns}.control`.
-    Control,
-    /// A progress event on `{ns}.events`: never stored (a lost one is
-    /// replaced by the next), published with the batch.
-    Progress,
-}
-
-impl OutKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            OutKind::Task => "task",
-            OutKind::Reply => "reply",
-            OutKind::WorkersReply => "workers_reply",
-            OutKind::Event => "event",
-            OutKind::Dead => "dead",
-            OutKind::Control => "control",
-            OutKind::Progress => "progress",
-        }
+impl From<Unreadable> for StoreError {
+    fn from(e: Unreadable) -> StoreError {
+        StoreError::Corrupt(e.0)
     }
-    fn parse(s: &str) -> Option<OutKind> {
-        Some(match s {
-            "task" => OutKind::Task,
-            "reply" => OutKind::Reply,
-            "workers_reply" => OutKind::WorkersReply,
-            "event" => OutKind::Event,
-            "dead" => OutKind::Dead,
-            "control" => OutKind::Control,
-            _ => return None,
-        })
-    }
-}
-
-/// A message waiting in the outbox to be published.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutMsg {
-    pub kind: OutKind,
-    pub exchange: String,
-    pub routing_key: String,
-    pub message_id: Option<String>,
-    pub correlation_id: Option<String>,
-    pub priority: Option<u8>,
-    /// Extra string headers (the dead-letter reason).
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// The partition whose owner publishes it again after a crash: its
-    /// workflow's, or (messages of no workflow) one the emitting scheduler
-    /// owns. A task message's `reply_to` names this partition's queue when
-    /// the store is partitioned. Always 0 on SQLite.
-    pub part: u16,
-}
-
-/// A task's durable state. Tasks without a row are pending.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskRow {
-    pub workflow_id: Arc<str>,
-    pub task_id: String,
-    pub state: TaskState,
-    pub attempt: u32,
-    pub due_at_ms: Option<i64>,
-    pub output: Option<String>,
-    pub error: Option<TaskError>,
-    pub worker: Option<String>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// One change inside a batch transaction.
-#[derive(Debug, Clone)]
-pub enum Op {
-    /// A new workflow: accepted (`definition` set) or rejected (`report` set).
-    InsertWorkflow {
-        id: Arc<str>,
-        seq: u64,
-        name: Option<String>,
-        priority: u8,
-        status: &'static str,
-        definition: Option<Arc<[u8]>>,
-        report: Option<String>,
-        created_at: DateTime<Utc>,
-    },
-    /// A workflow reached a final state.
-    FinishWorkflow {
-        id: Arc<str>,
-        status: &'static str,
-        report: String,
-        finished_at: DateTime<Utc>,
-    },
-    Task(TaskRow),
-    /// A committed result; the primary key makes committing one twice fail.
-    Result {
-        workflow_id: Arc<str>,
-        task_id: String,
-        attempt: u32,
-        status: &'static str,
-    },
-    Outbox(u64, Arc<OutMsg>),
-    OutboxDone(u64),
-    AddReply {
-        workflow_id: Arc<str>,
-        reply_to: String,
-        correlation_id: Option<String>,
-    },
-    DropReplies(Arc<str>),
-    /// Partitioned stores: the places of each limited type that each owned
-    /// partition holds and still wants, as (type, partition, held, wanted).
-    TypePlaces(Vec<(String, u16, u32, u32)>),
-}
-
-/// A workflow that was running when the store was last closed.
-#[derive(Debug, Clone)]
-pub struct RunningWorkflow {
-    pub id: String,
-    pub seq: u64,
-    pub definition: Vec<u8>,
-    pub created_at: DateTime<Utc>,
-    pub tasks: Vec<TaskRow>,
-    pub replies: Vec<(String, Option<String>)>,
-}
-
-/// Everything the scheduler needs to resume.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    pub running: Vec<RunningWorkflow>,
-    pub outbox: Vec<(u64, Arc<OutMsg>)>,
-    pub next_outbox_seq: u64,
-    pub next_workflow_seq: u64,
-    /// Partitioned stores: places held per limited type by the owned
-    /// partitions.
-    pub type_places: HashMap<String, u32>,
-}
-
-/// One line of the workflow list (`/api/workflows`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct WorkflowSummary {
-    pub workflow_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub status: String,
-    pub priority: i64,
-    pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-}
-
-/// A workflow known to the store, as looked up by id.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Known {
-    pub status: String,
-    /// The final report, once the workflow has ended.
-    pub report: Option<String>,
 }
 
 /// The connection, owned by the store thread.
@@ -720,7 +564,7 @@ impl Db {
                         *seq as i64,
                         name,
                         *priority,
-                        status,
+                        status.as_str(),
                         definition.as_deref(),
                         report,
                         ts(created_at),
@@ -736,7 +580,7 @@ impl Db {
                     tx.prepare_cached(
                         "UPDATE workflows SET status = ?2, report = ?3, finished_at = ?4 WHERE id = ?1",
                     )?
-                    .execute(params![&**id, status, report, ts(finished_at)])?;
+                    .execute(params![&**id, status.as_str(), report, ts(finished_at)])?;
                 }
                 Op::Task(row) => {
                     let error = row
@@ -775,7 +619,7 @@ impl Db {
                     tx.prepare_cached(
                         "INSERT INTO results (workflow_id, task_id, attempt, status, committed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
-                    .execute(params![&**workflow_id, task_id, attempt, status, ts(&Utc::now())])?;
+                    .execute(params![&**workflow_id, task_id, attempt, status.as_str(), ts(&Utc::now())])?;
                 }
                 Op::Outbox(seq, m) => {
                     let headers = if m.headers.is_empty() {
@@ -1058,6 +902,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warren_shared::wire::{ResultStatus, WorkflowStatus};
 
     fn row(wf: &Arc<str>, task: &str, state: TaskState, attempt: u32) -> Op {
         Op::Task(TaskRow {
@@ -1098,7 +943,7 @@ mod tests {
                     seq: 7,
                     name: None,
                     priority: 3,
-                    status: "running",
+                    status: WorkflowStatus::Running,
                     definition: Some(Arc::from(&b"{\"tasks\":[]}"[..])),
                     report: None,
                     created_at: Utc::now(),
@@ -1120,7 +965,7 @@ mod tests {
                     workflow_id: wf.clone(),
                     task_id: "a".into(),
                     attempt: 1,
-                    status: "succeeded",
+                    status: ResultStatus::Succeeded,
                 },
             ])
             .unwrap();
@@ -1131,7 +976,7 @@ mod tests {
                     workflow_id: wf.clone(),
                     task_id: "a".into(),
                     attempt: 1,
-                    status: "succeeded",
+                    status: ResultStatus::Succeeded,
                 },
             ];
             assert!(db.commit(&dup).is_err());

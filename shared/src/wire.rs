@@ -22,6 +22,9 @@ pub const HEADER_DEAD_QUEUE: &str = "warren-dead-queue";
 /// Header on a task message a worker re-published after a redelivery:
 /// how many times the task has been delivered. See `max_deliveries`.
 pub const HEADER_DELIVERIES: &str = "warren-deliveries";
+/// Marks a request a scheduler forwarded to the queue of the partition that
+/// owns its workflow (anything else on a partition queue is a result).
+pub const HEADER_FORWARDED: &str = "warren-forwarded";
 /// Content type of every Warren body.
 pub const CONTENT_TYPE: &str = "application/json";
 
@@ -276,6 +279,16 @@ pub enum ResultStatus {
     Failed,
 }
 
+impl ResultStatus {
+    /// The wire word (`succeeded`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Succeeded => "succeeded",
+            ResultStatus::Failed => "failed",
+        }
+    }
+}
+
 /// Why an attempt failed, and whether trying again may help.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TaskError {
@@ -473,6 +486,20 @@ pub struct WorkflowProgress {
     pub tasks: BTreeMap<TaskState, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
+}
+
+/// One line of the workflow list (`GET /api/workflows` of the scheduler's
+/// HTTP endpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowSummary {
+    pub workflow_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub status: String,
+    pub priority: i64,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 impl WorkflowReport {

@@ -14,9 +14,8 @@
 //! (its connection dropped, another took it over) can commit nothing more:
 //! its batch fails and it starts again with what it still owns.
 
-use super::{
-    Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, StoreError, TaskRow, WorkflowSummary,
-};
+use super::StoreError;
+use crate::batch::{Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, TaskRow};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::{
@@ -32,7 +31,7 @@ use tokio_postgres::{NoTls, types::ToSql};
 use tokio_util::sync::CancellationToken;
 use warren_shared::{
     topology::{PARTITIONS, fnv1a, partition_of},
-    wire::{TaskError, TaskState},
+    wire::{TaskError, TaskState, WorkflowSummary},
 };
 
 /// The schema's migrations, in order; version N is `MIGRATIONS[N - 1]`.
@@ -1017,7 +1016,7 @@ impl<'a> Batch<'a> {
                     b.wf_seq.push(*seq as i64);
                     b.wf_name.push(opt_text(name));
                     b.wf_priority.push(i16::from(*priority));
-                    b.wf_status.push(status);
+                    b.wf_status.push(status.as_str());
                     b.wf_definition.push(definition.as_deref());
                     b.wf_finished.push(report.as_ref().map(|_| *created_at));
                     b.wf_report.push(report.as_deref());
@@ -1030,7 +1029,7 @@ impl<'a> Batch<'a> {
                     finished_at,
                 } => {
                     b.fin_id.push(id);
-                    b.fin_status.push(status);
+                    b.fin_status.push(status.as_str());
                     b.fin_report.push(report);
                     b.fin_at.push(*finished_at);
                 }
@@ -1050,7 +1049,7 @@ impl<'a> Batch<'a> {
                     b.res_wf.push(workflow_id);
                     b.res_task.push(task_id);
                     b.res_attempt.push(*attempt as i32);
-                    b.res_status.push(status);
+                    b.res_status.push(status.as_str());
                 }
                 Op::Outbox(seq, m) => {
                     b.out_seq.push(*seq as i64);
@@ -1085,11 +1084,11 @@ impl<'a> Batch<'a> {
                     b.place_part.clear();
                     b.place_held.clear();
                     b.place_wanted.clear();
-                    for (kind, part, held, wanted) in rows {
-                        b.place_kind.push(kind);
-                        b.place_part.push(i32::from(*part));
-                        b.place_held.push((*held).min(i32::MAX as u32) as i32);
-                        b.place_wanted.push((*wanted).min(i32::MAX as u32) as i32);
+                    for row in rows {
+                        b.place_kind.push(&row.kind);
+                        b.place_part.push(i32::from(row.part));
+                        b.place_held.push(row.held.min(i32::MAX as u32) as i32);
+                        b.place_wanted.push(row.wanted.min(i32::MAX as u32) as i32);
                     }
                 }
             }
@@ -1274,6 +1273,7 @@ impl<'a> Batch<'a> {
 mod tests {
     use super::*;
     use crate::store::{Store, StoreLocation};
+    use warren_shared::wire::{ResultStatus, WorkflowStatus};
 
     fn url() -> String {
         std::env::var("WARREN_TEST_STORE")
@@ -1374,7 +1374,7 @@ mod tests {
                     seq: 7,
                     name: Some("n".into()),
                     priority: 3,
-                    status: "running",
+                    status: WorkflowStatus::Running,
                     definition: Some(Arc::from(&b"{\"tasks\":[]}"[..])),
                     report: None,
                     created_at: Utc::now(),
@@ -1400,7 +1400,7 @@ mod tests {
                     workflow_id: wf.clone(),
                     task_id: "a".into(),
                     attempt: 2,
-                    status: "succeeded",
+                    status: ResultStatus::Succeeded,
                 },
             ])
             .await
@@ -1411,7 +1411,7 @@ mod tests {
                 workflow_id: wf.clone(),
                 task_id: "a".into(),
                 attempt: 2,
-                status: "succeeded",
+                status: ResultStatus::Succeeded,
             },
         ];
         assert!(
@@ -1458,7 +1458,7 @@ mod tests {
         store
             .commit(vec![Op::FinishWorkflow {
                 id: wf.clone(),
-                status: "succeeded",
+                status: WorkflowStatus::Succeeded,
                 report: "{}".into(),
                 finished_at: Utc::now(),
             }])

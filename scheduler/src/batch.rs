@@ -1,0 +1,185 @@
+//! The batch contract between the engine and the stores: what one batch
+//! changes ([`Op`]), the messages it causes ([`OutMsg`], written to the
+//! outbox in the same transaction), and what a store gives back to resume
+//! from ([`Recovered`]). The engine produces these and the stores persist
+//! them; neither depends on the other.
+
+use chrono::{DateTime, Utc};
+use std::{collections::HashMap, sync::Arc};
+use warren_shared::wire::{ResultStatus, TaskError, TaskState, WorkflowStatus};
+
+/// Where to send a workflow's outcome: a producer's `reply_to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub queue: String,
+    pub correlation_id: Option<String>,
+}
+
+/// What kind of message an outbox row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutKind {
+    /// A task message to `{ns}.tasks`.
+    Task,
+    /// A report to a producer's `reply_to` queue.
+    Reply,
+    /// The worker registry, to a producer's `reply_to` queue.
+    WorkersReply,
+    /// A state change on `{ns}.events`.
+    Event,
+    /// A message dead-lettered to `{ns}.dead`.
+    Dead,
+    /// A notice to every worker on `{ns}.control`.
+    Control,
+    /// A progress event on `{ns}.events`: never stored (a lost one is
+    /// replaced by the next), published with the batch.
+    Progress,
+}
+
+impl OutKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            OutKind::Task => "task",
+            OutKind::Reply => "reply",
+            OutKind::WorkersReply => "workers_reply",
+            OutKind::Event => "event",
+            OutKind::Dead => "dead",
+            OutKind::Control => "control",
+            OutKind::Progress => "progress",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Option<OutKind> {
+        Some(match s {
+            "task" => OutKind::Task,
+            "reply" => OutKind::Reply,
+            "workers_reply" => OutKind::WorkersReply,
+            "event" => OutKind::Event,
+            "dead" => OutKind::Dead,
+            "control" => OutKind::Control,
+            _ => return None,
+        })
+    }
+}
+
+/// A message waiting in the outbox to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutMsg {
+    pub kind: OutKind,
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub priority: Option<u8>,
+    /// Extra string headers (the dead-letter reason).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The partition whose owner publishes it again after a crash: its
+    /// workflow's, or (messages of no workflow) one the emitting scheduler
+    /// owns. A task message's `reply_to` names this partition's queue when
+    /// the store is partitioned. Always 0 on SQLite.
+    pub part: u16,
+}
+
+/// A task's durable state. Tasks without a row are pending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub workflow_id: Arc<str>,
+    pub task_id: String,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub due_at_ms: Option<i64>,
+    pub output: Option<String>,
+    pub error: Option<TaskError>,
+    pub worker: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One change inside a batch transaction.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A new workflow: accepted (`definition` set) or rejected (`report` set).
+    InsertWorkflow {
+        id: Arc<str>,
+        seq: u64,
+        name: Option<String>,
+        priority: u8,
+        status: WorkflowStatus,
+        definition: Option<Arc<[u8]>>,
+        report: Option<String>,
+        created_at: DateTime<Utc>,
+    },
+    /// A workflow reached a final state.
+    FinishWorkflow {
+        id: Arc<str>,
+        status: WorkflowStatus,
+        report: String,
+        finished_at: DateTime<Utc>,
+    },
+    Task(TaskRow),
+    /// A committed result; the primary key makes committing one twice fail.
+    Result {
+        workflow_id: Arc<str>,
+        task_id: String,
+        attempt: u32,
+        status: ResultStatus,
+    },
+    Outbox(u64, Arc<OutMsg>),
+    OutboxDone(u64),
+    AddReply {
+        workflow_id: Arc<str>,
+        reply_to: String,
+        correlation_id: Option<String>,
+    },
+    DropReplies(Arc<str>),
+    /// Partitioned stores: the places of each limited type that each owned
+    /// partition holds and still wants.
+    TypePlaces(Vec<TypePlaceRow>),
+}
+
+/// A workflow that was running when the store was last closed.
+#[derive(Debug, Clone)]
+pub struct RunningWorkflow {
+    pub id: String,
+    pub seq: u64,
+    pub definition: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub tasks: Vec<TaskRow>,
+    pub replies: Vec<(String, Option<String>)>,
+}
+
+/// Everything the scheduler needs to resume.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub running: Vec<RunningWorkflow>,
+    pub outbox: Vec<(u64, Arc<OutMsg>)>,
+    pub next_outbox_seq: u64,
+    pub next_workflow_seq: u64,
+    /// Partitioned stores: places held per limited type by the owned
+    /// partitions.
+    pub type_places: HashMap<String, u32>,
+}
+
+/// A workflow known to the store, as looked up by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Known {
+    pub status: String,
+    /// The final report, once the workflow has ended.
+    pub report: Option<String>,
+}
+
+/// The places a partition holds of one limited task type and how many more
+/// it wants (partitioned stores).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypePlaceRow {
+    /// The task type.
+    pub kind: String,
+    pub part: u16,
+    pub held: u32,
+    pub wanted: u32,
+}
+
+/// A stored row the engine cannot read back (a definition that no longer
+/// validates, an output that is not JSON).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state store holds an unreadable row: {0}")]
+pub struct Unreadable(pub String);
