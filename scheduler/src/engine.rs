@@ -41,8 +41,8 @@ use warren_shared::{
     session::{Connections, Reconnect},
     topology::partition_of,
     wire::{
-        ControlKind, ControlRequest, TYPE_CONTROL, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK,
-        TYPE_WORKERS, TaskResult, WorkflowReport,
+        ControlKind, ControlRequest, HEADER_FORWARDED, TYPE_CONTROL, TYPE_PROGRESS, TYPE_REPORT,
+        TYPE_TASK, TYPE_WORKERS, TaskResult, WorkflowReport,
     },
 };
 
@@ -103,10 +103,6 @@ enum End {
     /// when it took more), then start again with the new set.
     Rebalance(usize),
 }
-
-/// The header that marks a request forwarded to its partition's queue
-/// (anything else there is a result).
-const HEADER_FORWARDED: &str = "warren-forwarded";
 
 /// A message of a partition this scheduler does not own, on its way to
 /// that partition's queue.
