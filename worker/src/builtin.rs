@@ -18,6 +18,18 @@ pub fn register(r: &mut Registry) {
     r.register("fail", fail);
 }
 
+impl Registry {
+    /// A registry holding the built-ins `echo`, `sleep` and `fail`.
+    ///
+    /// Defined here rather than in `handler`, so that the built-ins depend
+    /// on the registry and not the other way round.
+    pub fn with_builtins() -> Registry {
+        let mut r = Registry::new();
+        register(&mut r);
+        r
+    }
+}
+
 async fn sleep(ctx: TaskContext) -> Result<Value, HandlerError> {
     let ms = ctx
         .input

@@ -67,13 +67,6 @@ impl Registry {
         Registry::default()
     }
 
-    /// A registry holding the built-ins `echo`, `sleep` and `fail`.
-    pub fn with_builtins() -> Registry {
-        let mut r = Registry::new();
-        crate::builtin::register(&mut r);
-        r
-    }
-
     /// Registers `handler` for tasks of type `kind`, replacing any other.
     pub fn register<F, Fut>(&mut self, kind: impl Into<String>, handler: F) -> &mut Registry
     where
