@@ -14,7 +14,7 @@ use crate::{
 use chrono::Utc;
 use futures_lite::{FutureExt, StreamExt};
 use lapin::{
-    Channel, Connection,
+    BasicProperties, Channel, Connection,
     message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
@@ -611,17 +611,14 @@ async fn suspect(shared: &Shared, queue: &str, source: Source, d: &Delivery, msg
     headers.insert(HEADER_DELIVERIES.into(), AMQPValue::LongLongInt(deliveries));
     let props = d.properties.clone().with_headers(headers);
     let target = shared.topology.suspect_queue(queue);
-    let sent = async {
-        let confirm = amqp::publish(&shared.publish, "", &target, true, &d.data, props).await?;
-        amqp::confirmed(confirm, "", &target).await
-    }
-    .await;
-    match sent {
-        Ok(()) => ack(shared, source, d).await,
-        Err(e) => {
-            tracing::error!(error = %e, "Could not move a redelivered task; leaving it to the broker");
-            requeue(shared, source, d).await;
-        }
+    let moved = Outgoing {
+        exchange: "",
+        key: &target,
+        body: &d.data,
+        props,
+    };
+    if let Err(e) = publish_then_settle(shared, source, d, moved).await {
+        tracing::error!(error = %e, "Could not move a redelivered task; leaving it to the broker");
     }
 }
 
@@ -733,17 +730,14 @@ async fn finish(shared: &Shared, source: Source, d: &Delivery, result: &TaskResu
             )
             .into(),
         );
-    let sent = async {
-        let confirm = amqp::publish(&shared.publish, &exchange, &key, true, &body, props).await?;
-        amqp::confirmed(confirm, &exchange, &key).await
-    }
-    .await;
-    match sent {
-        Ok(()) => ack(shared, source, d).await,
-        Err(e) => {
-            tracing::error!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not confirmed; requeueing the task");
-            requeue(shared, source, d).await;
-        }
+    let out = Outgoing {
+        exchange: &exchange,
+        key: &key,
+        body: &body,
+        props,
+    };
+    if let Err(e) = publish_then_settle(shared, source, d, out).await {
+        tracing::error!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not confirmed; requeueing the task");
     }
 }
 
@@ -751,16 +745,58 @@ async fn dead_letter(shared: &Shared, queue: &str, source: Source, d: &Delivery,
     tracing::warn!(queue, %reason, "Dead-lettering a task message");
     let exchange = shared.topology.dead();
     let props = amqp::dead_letter_properties(d, &shared.topology.task_queue(queue), reason);
+    let out = Outgoing {
+        exchange: &exchange,
+        key: "",
+        body: &d.data,
+        props,
+    };
+    if let Err(e) = publish_then_settle(shared, source, d, out).await {
+        tracing::error!(error = %e, "Dead-lettering failed; requeueing");
+    }
+}
+
+/// One message a delivery caused, for [`publish_then_settle`].
+struct Outgoing<'a> {
+    exchange: &'a str,
+    key: &'a str,
+    body: &'a [u8],
+    props: BasicProperties,
+}
+
+/// Publishes what a delivery caused (mandatory), awaits the broker's
+/// confirm, then acks the delivery. When the confirm does not come (a nack,
+/// no queue to route to, a lost channel) the delivery is requeued, never
+/// acked, and the error returned for the caller to log. Every path that
+/// answers a delivery with a message goes through here, so "ack only after
+/// the confirm" holds in this one place.
+async fn publish_then_settle(
+    shared: &Shared,
+    source: Source,
+    d: &Delivery,
+    out: Outgoing<'_>,
+) -> Result<(), warren_shared::Error> {
     let sent = async {
-        let confirm = amqp::publish(&shared.publish, &exchange, "", true, &d.data, props).await?;
-        amqp::confirmed(confirm, &exchange, "").await
+        let confirm = amqp::publish(
+            &shared.publish,
+            out.exchange,
+            out.key,
+            true,
+            out.body,
+            out.props,
+        )
+        .await?;
+        amqp::confirmed(confirm, out.exchange, out.key).await
     }
     .await;
     match sent {
-        Ok(()) => ack(shared, source, d).await,
+        Ok(()) => {
+            ack(shared, source, d).await;
+            Ok(())
+        }
         Err(e) => {
-            tracing::error!(error = %e, "Dead-lettering failed; requeueing");
             requeue(shared, source, d).await;
+            Err(e)
         }
     }
 }
