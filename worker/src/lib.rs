@@ -3,13 +3,21 @@
 //!
 //! Layout:
 //! - `handler`: [`Registry`], [`TaskContext`], [`HandlerError`].
-//! - `builtin`: `echo`, `sleep` and `fail`, for demos and tests.
+//! - `builtin`: `echo`, `sleep` and `fail`, for demos and tests, and
+//!   [`Registry::with_builtins`].
 //! - `kinds`: `shell` and `http`, for real work, each behind an allow-list.
-//! - `runner`: [`Worker`], the consume/execute/publish/ack loop, and
-//!   graceful shutdown.
+//! - `config`: [`WorkerConfig`] and its defaults.
+//! - `error`: [`WorkerError`], and which faults a new session cures.
+//! - `worker`: [`Worker`], the session loop, the consumers and graceful
+//!   shutdown.
+//! - `execute`: one delivery: handler, timeout, panic, result.
+//! - `poison`: redelivered tasks to the suspect queue; the delivery limit.
+//! - `publish`: publish what a delivery caused, await the confirm, then
+//!   ack (or requeue).
+//! - `settle`: coalesces a channel's acks into `multiple` acks.
+//! - `heartbeat`: the worker's heartbeats to the scheduler's registry.
 //! - `cancel`: cancelled workflows heard on `{ns}.control`; their tasks
 //!   stop.
-//! - `settle`: coalesces a channel's acks into `multiple` acks.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), warren_worker::WorkerError> {
@@ -27,10 +35,18 @@
 
 pub mod builtin;
 mod cancel;
+mod config;
+mod error;
+mod execute;
 pub mod handler;
+mod heartbeat;
 pub mod kinds;
-pub mod runner;
+mod poison;
+mod publish;
 mod settle;
+mod worker;
 
+pub use config::WorkerConfig;
+pub use error::WorkerError;
 pub use handler::{HandlerError, Registry, TaskContext};
-pub use runner::{Worker, WorkerConfig, WorkerError};
+pub use worker::Worker;

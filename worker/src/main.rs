@@ -50,7 +50,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     warren_shared::cli::init_logging("info");
     let args = Args::parse();
-    let host = warren_worker::runner::host_name();
+    let host = warren_shared::host_name();
     let config = WorkerConfig {
         amqp: args.broker.config()?,
         queues: args.queues,

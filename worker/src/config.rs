@@ -1,0 +1,43 @@
+//! The worker's typed settings, [`WorkerConfig`], and their defaults. Only
+//! the binary reads flags and the environment; it fills this in.
+
+use std::time::Duration;
+use warren_shared::{AmqpConfig, wire::DEFAULT_QUEUE};
+
+/// The worker's typed settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Broker address and namespace.
+    pub amqp: AmqpConfig,
+    /// Task queues to consume (default `["default"]`).
+    pub queues: Vec<String>,
+    /// Tasks executed at once; also the prefetch (default 8).
+    pub concurrency: u16,
+    /// Shown in results and reports (default `worker-{pid}`).
+    pub worker_id: String,
+    /// How long in-flight tasks may run on after shutdown is requested
+    /// before they are abandoned to redelivery (default 30 s).
+    pub shutdown_grace: Duration,
+    /// Deliveries of one task message after which the worker gives up on it
+    /// with a failed result instead of running it again (default 5). Each
+    /// redelivery means the task's last run ended without an ack: its worker
+    /// crashed, hung, lost its connection or was stopped mid-task.
+    pub max_deliveries: u32,
+    /// How often the worker announces itself to the scheduler's registry
+    /// (default 5 s); it counts as lost after three intervals of silence.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            amqp: AmqpConfig::default(),
+            queues: vec![DEFAULT_QUEUE.to_owned()],
+            concurrency: 8,
+            worker_id: format!("worker-{}", std::process::id()),
+            shutdown_grace: Duration::from_secs(30),
+            max_deliveries: 5,
+            heartbeat_interval: Duration::from_secs(5),
+        }
+    }
+}

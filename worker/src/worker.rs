@@ -1,0 +1,332 @@
+//! [`Worker`]: the session loop, and in each session the consumers that
+//! start a task per delivery, until shutdown (drained within the grace
+//! period) or a fault (a new session after a backoff).
+//!
+//! Order per task: run the handler (with the task's timeout), publish the
+//! result and await its confirm, then ack the task. If the worker dies
+//! anywhere before the ack, the broker redelivers the task: delivery is at
+//! least once, and the scheduler ignores a second result for an attempt.
+
+use crate::{
+    cancel::{self, Cancels},
+    config::WorkerConfig,
+    error::WorkerError,
+    execute::{self, Executor},
+    handler::Registry,
+    heartbeat::{self, Beat},
+    publish::{Publisher, Received, Source},
+    settle::Settler,
+};
+use chrono::Utc;
+use futures_lite::StreamExt;
+use lapin::{
+    Channel, Connection,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::{FieldTable, ShortString},
+};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use warren_shared::{
+    QueueType, amqp,
+    session::{Connections, Reconnect},
+    wire::WorkerState,
+};
+
+/// A worker pool, ready to [`run`](Worker::run).
+#[derive(Debug)]
+pub struct Worker {
+    config: WorkerConfig,
+    started_at: chrono::DateTime<Utc>,
+    registry: Arc<Registry>,
+    /// Kept across sessions: a cancel heard before a reconnect still holds.
+    cancels: Arc<Cancels>,
+}
+
+/// A consumer that ended on its own: the queue and why.
+type Ended = (String, String);
+
+impl Worker {
+    pub fn new(config: WorkerConfig, registry: Registry) -> Worker {
+        Worker {
+            config,
+            started_at: Utc::now(),
+            registry: Arc::new(registry),
+            cancels: Arc::default(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled (returns `Ok` after draining) or
+    /// a fault no new session cures (see [`WorkerError`]).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let cfg = &self.config;
+        if cfg.queues.is_empty() || cfg.concurrency == 0 {
+            return Err(WorkerError::Config(
+                "at least one queue and a concurrency above 0 are needed".into(),
+            ));
+        }
+        let mut reconnect = Reconnect::new(cfg.worker_id.clone());
+        loop {
+            let mut connected = false;
+            let error = match self
+                .session(&shutdown, &mut connected, reconnect.failures())
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(worker = %cfg.worker_id, "Worker stopped");
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(e),
+            };
+            if !reconnect.wait(&error, connected, &shutdown).await {
+                tracing::info!(worker = %cfg.worker_id, "Worker stopped");
+                return Ok(());
+            }
+        }
+    }
+
+    /// One broker session: connect, consume until shutdown or a fault.
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        connected: &mut bool,
+        failures: u32,
+    ) -> Result<(), WorkerError> {
+        let cfg = &self.config;
+        let conns = Connections::open(
+            &cfg.amqp,
+            &format!("warren-worker {} {}", cfg.amqp.namespace, cfg.worker_id),
+        )
+        .await?;
+        let outcome = self
+            .consume(
+                shutdown,
+                &conns.consume,
+                &conns.publish,
+                connected,
+                failures,
+            )
+            .await;
+        // Closing the consuming connection requeues any unacked delivery
+        // (prefetched ones that were never started, abandoned ones).
+        conns.close("worker stopping").await;
+        outcome
+    }
+
+    async fn consume(
+        &self,
+        shutdown: &CancellationToken,
+        consume_conn: &Connection,
+        publish_conn: &Connection,
+        connected: &mut bool,
+        failures: u32,
+    ) -> Result<(), WorkerError> {
+        let cfg = &self.config;
+        let topology = cfg.amqp.topology();
+        let setup = publish_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        topology.declare(&setup).await?;
+        for q in &cfg.queues {
+            topology.declare_task_queue(&setup, q).await?;
+            topology.declare_suspect_queue(&setup, q).await?;
+        }
+        cancel::listen(consume_conn, &topology, self.cancels.clone()).await?;
+        let (settler, settled) = Settler::spawn();
+        // Results, suspects and dead letters, and the heartbeats.
+        let publish = amqp::confirm_channel(publish_conn).await?;
+        let executor = Arc::new(Executor {
+            publisher: Publisher::new(publish.clone(), topology.clone(), settler),
+            cancels: self.cancels.clone(),
+            registry: self.registry.clone(),
+            worker_id: cfg.worker_id.clone(),
+            max_deliveries: cfg.max_deliveries,
+            exclusive: tokio::sync::RwLock::new(()),
+            abandon: CancellationToken::new(),
+        });
+
+        let consume = consume_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        // Global: one limit shared by the consumers of every queue. Quorum
+        // queues have no global prefetch: each queue's consumer gets an
+        // equal share of the concurrency instead.
+        let (global, prefetch) = match cfg.amqp.queue_type {
+            QueueType::Classic => (true, cfg.concurrency),
+            QueueType::Quorum => (
+                false,
+                (cfg.concurrency / cfg.queues.len().max(1) as u16).max(1),
+            ),
+        };
+        consume
+            .basic_qos(prefetch, BasicQosOptions { global })
+            .await
+            .map_err(warren_shared::Error::amqp("basic.qos"))?;
+        // Suspects: one at a time per worker, on their own channel.
+        let suspects = consume_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        suspects
+            .basic_qos(1, BasicQosOptions { global })
+            .await
+            .map_err(warren_shared::Error::amqp("basic.qos"))?;
+        // Each consumer spawns its deliveries' tasks itself, until `stop`.
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let mut forwards = tokio::task::JoinSet::new();
+        let (ended_tx, mut ended) = mpsc::channel::<Ended>(cfg.queues.len() * 2);
+        let mut tags = Vec::new();
+        for q in &cfg.queues {
+            for (ch, source, name) in [
+                (&consume, Source::Tasks, topology.task_queue(q)),
+                (&suspects, Source::Suspect, topology.suspect_queue(q)),
+            ] {
+                let tag = format!("{}:{name}", cfg.worker_id);
+                let consumer = ch
+                    .basic_consume(
+                        name.as_str().into(),
+                        ShortString::from(tag.as_str()),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(warren_shared::Error::amqp("basic.consume"))?;
+                tags.push((ch.clone(), tag));
+                forwards.spawn(forward(Consumer {
+                    queue: q.clone(),
+                    source,
+                    consumer,
+                    executor: executor.clone(),
+                    tracker: tracker.clone(),
+                    stop: stop.clone(),
+                    ended: ended_tx.clone(),
+                }));
+            }
+        }
+        drop(ended_tx);
+        *connected = true;
+        if failures > 0 {
+            tracing::info!(attempts = failures, "Reconnected to the broker");
+        }
+        tracing::info!(
+            worker = %cfg.worker_id,
+            amqp = ?cfg.amqp,
+            queues = ?cfg.queues,
+            concurrency = cfg.concurrency,
+            handlers = ?self.registry.kinds(),
+            "Worker consuming"
+        );
+
+        let beat = Beat::new(cfg, self.started_at, tracker.clone());
+        tokio::spawn(heartbeat::heartbeats(
+            publish.clone(),
+            topology.clone(),
+            beat.clone(),
+            stop.clone(),
+        ));
+        let outcome = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Ok(()),
+            e = ended.recv() => {
+                let (queue, reason) = e.unwrap_or_else(|| {
+                    (cfg.queues.join(","), "all consumers stopped".into())
+                });
+                Err(WorkerError::ConsumerEnded { queue, reason })
+            }
+        };
+        // No task starts after this: deliveries not yet taken stay unacked
+        // and return to their queue.
+        stop.cancel();
+        while forwards.join_next().await.is_some() {}
+        tracker.close();
+        if outcome.is_err() {
+            // The session is gone: no result of a running task can be acked
+            // on it, and the broker is redelivering those tasks already.
+            executor.abandon.cancel();
+            tracker.wait().await;
+        } else {
+            self.drain(&tags, &tracker, &executor.abandon).await;
+            // The last heartbeat: the registry shows it stopping, not lost.
+            let mut last = beat.snapshot();
+            last.state = WorkerState::Stopping;
+            heartbeat::publish(&publish, &topology, &last).await;
+        }
+        // Every task is done: let the settler send the acks it still holds
+        // (and close the publishing channel, as nothing publishes now).
+        drop((executor, publish));
+        let _ = settled.await;
+        outcome
+    }
+
+    /// Stops taking work and lets what runs finish within the grace period.
+    async fn drain(
+        &self,
+        consumers: &[(Channel, String)],
+        tracker: &TaskTracker,
+        abandon: &CancellationToken,
+    ) {
+        let cfg = &self.config;
+        tracing::debug!(worker = %cfg.worker_id, "Cancelling consumers");
+        for (ch, tag) in consumers {
+            let _ = ch
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+        }
+        let in_flight = tracker.len();
+        tracing::debug!(worker = %cfg.worker_id, in_flight, "Consumers cancelled");
+        if in_flight > 0 {
+            tracing::info!(in_flight, grace = ?cfg.shutdown_grace, "Waiting for in-flight tasks");
+        }
+        if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = tracker.len(),
+                "Grace period over; unfinished tasks return to their queue"
+            );
+            abandon.cancel();
+            tracker.wait().await;
+        }
+    }
+}
+
+/// One queue's consumer and what its deliveries' tasks need.
+struct Consumer {
+    queue: String,
+    source: Source,
+    consumer: lapin::Consumer,
+    executor: Arc<Executor>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    ended: mpsc::Sender<Ended>,
+}
+
+/// Starts a task for each delivery until `stop`; reports a consumer that
+/// ends on its own.
+async fn forward(mut c: Consumer) {
+    let reason = loop {
+        tokio::select! {
+            biased;
+            () = c.stop.cancelled() => return,
+            next = c.consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let received = Received {
+                        queue: c.queue.clone(),
+                        source: c.source,
+                        delivery,
+                    };
+                    c.tracker
+                        .spawn(execute::execute(c.executor.clone(), received));
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "the broker cancelled the consumer or closed the channel".to_owned(),
+            },
+        }
+    };
+    let _ = c.ended.send((c.queue, reason)).await;
+}
