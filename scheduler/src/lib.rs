@@ -7,24 +7,30 @@
 //! - `validate`: every check of a request, all problems reported at once.
 //! - `template`: `${task.output.path}` / `${workflow.input.path}`.
 //! - `state`: the I/O-free state machine ([`state::Engine`]).
-//! - `store`: the SQLite store on its own thread, with the outbox.
-//! - `engine`: the loop that batches deliveries, commits, publishes, acks.
+//! - `batch`: the batch contract between the engine and the stores (ops,
+//!   outbox messages, what a store gives back to resume from).
+//! - `store`: the store, SQLite (on its own thread) or PostgreSQL (shared
+//!   by several schedulers, which split the workflows by partition).
+//! - `scheduler`: [`Scheduler`], the process around the engine: leads,
+//!   runs broker sessions and reconnects; its children are the stages of a
+//!   session (`session`, `consume`, `ownership`, `step`, `request`,
+//!   `publisher`).
 //! - `metrics`: counters, gauges and histograms.
 //! - `http`: `/healthz`, `/metrics`, `/api/...` and the web page.
 //! - `registry`: the workers heard from in heartbeats.
 
 pub mod batch;
 pub mod config;
-pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod registry;
+pub mod scheduler;
 pub mod state;
 pub mod store;
 pub mod template;
 pub mod validate;
 
 pub use config::SchedulerConfig;
-pub use engine::{Scheduler, SchedulerError};
 pub use metrics::Metrics;
 pub use registry::{SharedRegistry, WorkerRegistry};
+pub use scheduler::{Scheduler, SchedulerError};

@@ -1,0 +1,286 @@
+//! Requests on `{ns}.workflows`: parsing one (a workflow to validate, or a
+//! control request: `status`, `cancel`, `workers`) and applying it to the
+//! engine, answering duplicates from what the store knows.
+
+use crate::{
+    batch::{Known, ReplyTo},
+    state::Engine,
+    validate::{self, Rejected},
+};
+use chrono::Utc;
+use lapin::message::Delivery;
+use serde::Deserialize;
+use std::{collections::HashMap, sync::Arc};
+use warren_shared::wire::{ControlKind, ControlRequest, WorkflowReport};
+
+use super::{Scheduler, ownership::Ownership};
+
+/// What a request turned out to be, after parsing.
+pub(super) enum Request {
+    Submit {
+        verdict: Result<validate::ValidWorkflow, Rejected>,
+        body: Vec<u8>,
+        reply: Option<ReplyTo>,
+    },
+    Status {
+        id: String,
+        reply: ReplyTo,
+    },
+    Cancel {
+        id: String,
+        reply: ReplyTo,
+    },
+    Workers {
+        reply: ReplyTo,
+    },
+    Invalid {
+        reason: String,
+        body: Vec<u8>,
+        reply: Option<ReplyTo>,
+    },
+}
+
+impl Request {
+    /// The workflow the request is about, if any: where it is routed, and
+    /// what is looked up in the store when the engine does not hold it.
+    pub(super) fn lookup_id(&self) -> Option<&str> {
+        match self {
+            Request::Submit { verdict: Ok(v), .. } => Some(&v.id),
+            Request::Submit {
+                verdict: Err(r), ..
+            } => Some(&r.id),
+            Request::Status { id, .. } | Request::Cancel { id, .. } => Some(id),
+            Request::Invalid { .. } | Request::Workers { .. } => None,
+        }
+    }
+}
+
+/// Lenient peek at a request body: only whether it has `control`.
+#[derive(Deserialize)]
+struct ControlPeek {
+    #[serde(default)]
+    control: Option<serde::de::IgnoredAny>,
+}
+
+fn reply_of(d: &Delivery) -> Option<ReplyTo> {
+    let queue = d.properties.reply_to().as_ref()?.as_str();
+    if queue.is_empty() {
+        return None;
+    }
+    Some(ReplyTo {
+        queue: queue.to_owned(),
+        correlation_id: d
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str().to_owned()),
+    })
+}
+
+/// A body with `control`: a control request, or an invalid one.
+fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
+    match (serde_json::from_slice::<ControlRequest>(&body), reply) {
+        (Ok(c), Some(reply)) => match c.control {
+            ControlKind::Status => Request::Status {
+                id: c.workflow_id,
+                reply,
+            },
+            ControlKind::Cancel => Request::Cancel {
+                id: c.workflow_id,
+                reply,
+            },
+            ControlKind::Workers => Request::Workers { reply },
+        },
+        (Ok(_), None) => Request::Invalid {
+            reason: "control request without reply_to: there is nowhere to answer".into(),
+            body,
+            reply: None,
+        },
+        (Err(e), reply) => Request::Invalid {
+            reason: format!("invalid control request: {e}"),
+            body,
+            reply,
+        },
+    }
+}
+
+impl Scheduler {
+    /// Parses a request delivery: a control request, or a workflow
+    /// validated (with an id generated in an `owned` partition when it has
+    /// none).
+    pub(super) fn parse_request(&self, d: Delivery, owned: &Ownership) -> Request {
+        let reply = reply_of(&d);
+        let limits = &self.config.limits;
+        let body = d.data;
+        if body.len() <= limits.max_body_bytes
+            && body.windows(9).any(|w| w == b"\"control\"")
+            && serde_json::from_slice::<ControlPeek>(&body).is_ok_and(|p| p.control.is_some())
+        {
+            return parse_control(body, reply);
+        }
+        let message_id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned());
+        // A generated id is drawn until it falls in a partition this
+        // scheduler owns, so that the request needs no forwarding.
+        let verdict = validate::validate(&body, message_id.as_deref(), limits, || {
+            loop {
+                let id = uuid::Uuid::new_v4().to_string();
+                if owned.owns(owned.part_of(&id)) {
+                    break id;
+                }
+            }
+        });
+        Request::Submit {
+            verdict,
+            body,
+            reply,
+        }
+    }
+
+    /// Applies a parsed request to the engine. `known` holds what the store
+    /// knows of the ids the engine does not hold; requests that end a
+    /// workflow add to it, so that later ones of the batch see it ended.
+    pub(super) fn apply_request(
+        &self,
+        engine: &mut Engine,
+        request: Request,
+        known: &mut HashMap<String, Known>,
+        now: chrono::DateTime<Utc>,
+    ) {
+        match request {
+            Request::Submit {
+                verdict,
+                body,
+                reply,
+            } => apply_submit(engine, verdict, body, reply, known, now),
+            Request::Cancel { id, reply } => apply_cancel(engine, id, reply, known, now),
+            Request::Workers { reply } => {
+                let report = self.workers.lock().expect("not poisoned").report(now);
+                engine.reply_workers(&reply, &report);
+            }
+            Request::Status { id, reply } => apply_status(engine, &id, &reply, known),
+            Request::Invalid {
+                reason,
+                body,
+                reply,
+            } => {
+                tracing::warn!(%reason, "Invalid control request dead-lettered");
+                if let Some(to) = reply {
+                    let report = WorkflowReport {
+                        status: warren_shared::wire::WorkflowStatus::Rejected,
+                        errors: vec![warren_shared::wire::Rejection {
+                            code: "invalid_control".into(),
+                            message: reason.clone(),
+                            task: None,
+                        }],
+                        ..WorkflowReport::not_found("")
+                    };
+                    engine.reply_report(&to, &report);
+                }
+                engine.dead_letter(body, &self.config.amqp.namespace, &reason);
+            }
+        }
+    }
+}
+
+/// A workflow submitted: a duplicate of a running or ended one is answered,
+/// a new one accepted or rejected.
+fn apply_submit(
+    engine: &mut Engine,
+    verdict: Result<validate::ValidWorkflow, Rejected>,
+    body: Vec<u8>,
+    reply: Option<ReplyTo>,
+    known: &mut HashMap<String, Known>,
+    now: chrono::DateTime<Utc>,
+) {
+    let id = match &verdict {
+        Ok(v) => v.id.clone(),
+        Err(r) => r.id.clone(),
+    };
+    if engine.is_active(&id) {
+        tracing::info!(workflow = %id, "Duplicate submission of a running workflow");
+        match reply {
+            Some(to) => engine.add_waiter(&id, to),
+            None => engine.note_duplicate(),
+        }
+        return;
+    }
+    if let Some(k) = known.get(&id) {
+        tracing::info!(workflow = %id, status = %k.status, "Duplicate submission of an ended workflow");
+        engine.note_duplicate();
+        if let (Some(to), Some(report)) = (reply, &k.report) {
+            engine.reply_with(&to, report);
+        }
+        return;
+    }
+    match verdict {
+        Ok(v) => {
+            tracing::info!(workflow = %v.id, tasks = v.tasks.len(), priority = v.priority, "Workflow accepted");
+            engine.accept(v, Arc::from(body), reply, now);
+        }
+        Err(r) => {
+            tracing::info!(workflow = %r.id, problems = r.errors.len(), "Workflow rejected");
+            // Later duplicates in this batch see it as ended.
+            let report = WorkflowReport {
+                errors: r.errors.clone(),
+                status: warren_shared::wire::WorkflowStatus::Rejected,
+                ..WorkflowReport::not_found(&r.id)
+            };
+            known.insert(
+                r.id.clone(),
+                Known {
+                    status: "rejected".into(),
+                    report: serde_json::to_string(&report).ok(),
+                },
+            );
+            engine.reject(r, reply, now);
+        }
+    }
+}
+
+/// `cancel`: a running workflow is cancelled and its report sent; any
+/// other is answered as `status` would be.
+fn apply_cancel(
+    engine: &mut Engine,
+    id: String,
+    reply: ReplyTo,
+    known: &mut HashMap<String, Known>,
+    now: chrono::DateTime<Utc>,
+) {
+    match engine.cancel(&id, now) {
+        Some(report) => {
+            tracing::info!(workflow = %id, "Workflow cancelled");
+            // Later requests in this batch see it as ended.
+            let json = serde_json::to_string(&report).ok();
+            known.insert(
+                id,
+                Known {
+                    status: "cancelled".into(),
+                    report: json,
+                },
+            );
+            engine.reply_report(&reply, &report);
+        }
+        // Not running (ended, or unknown): answer with what is known.
+        None => apply_status(engine, &id, &reply, known),
+    }
+}
+
+/// `status`: the running workflow's report, else the stored final one,
+/// else `not_found`.
+fn apply_status(engine: &mut Engine, id: &str, reply: &ReplyTo, known: &HashMap<String, Known>) {
+    if let Some(report) = engine.report(id) {
+        engine.reply_report(reply, &report);
+    } else if let Some(Known {
+        report: Some(report),
+        ..
+    }) = known.get(id)
+    {
+        engine.reply_with(reply, report);
+    } else {
+        engine.reply_report(reply, &WorkflowReport::not_found(id));
+    }
+}

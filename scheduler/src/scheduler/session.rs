@@ -1,0 +1,459 @@
+//! One broker session of a leading scheduler: connect, recover the owned
+//! partitions from the store, declare, republish the outbox, consume, then
+//! the loop, until shutdown, a fault, or a change of the owned partitions.
+//!
+//! Each turn of the loop waits for the first of: shutdown, the balance
+//! tick (partitioned stores: the owned partitions may change, which ends
+//! the session at this quiet point, between batches), a delivery, an HTTP
+//! query about a running workflow, the next due timer or progress event,
+//! and the idle flush of published outbox rows. A delivery or timer makes
+//! a batch of whatever else has arrived (see `step`).
+
+use crate::{
+    batch::{Op, OutMsg, Recovered},
+    http, registry,
+    state::{Engine, TypeLimits},
+    store::{Balance, Store, StoreError, postgres::BALANCE_EVERY},
+};
+use chrono::Utc;
+use lapin::Connection;
+use std::{
+    collections::HashSet,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use warren_shared::{Topology, amqp, session::Connections};
+
+use super::{
+    Scheduler, SchedulerError,
+    consume::{self, Consumers, Inbound},
+    ownership::Ownership,
+    publisher::Publisher,
+    step::Ctx,
+};
+
+/// How long deletions of published outbox rows wait for a batch to ride
+/// along with before they are committed on their own.
+const OUTBOX_FLUSH_IDLE: Duration = Duration::from_millis(100);
+
+/// Why a broker session ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// Shutdown.
+    Stopped,
+    /// The partitions this scheduler owns changed: give up this many (0
+    /// when it took more), then start again with the new set.
+    Rebalance(usize),
+}
+
+/// What woke the loop.
+// A delivery is the common case (see `Inbound`).
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Stopped,
+    Balance,
+    /// A delivery, or `None` when every consumer has gone.
+    Inbound(Option<Inbound>),
+    Query(http::Query),
+    /// A timer or a progress event is due, or the first turn.
+    Due,
+    /// Published outbox rows waited long enough for a batch.
+    Flush,
+}
+
+/// What the balance tick found.
+enum Balanced {
+    /// Nothing to do.
+    Quiet,
+    /// Nothing changed, but limited types wait for places: a batch of
+    /// nothing asks the store again.
+    Ask,
+    /// The owned partitions changed: the session ends.
+    Changed(End),
+}
+
+impl Scheduler {
+    /// One broker session: connect, resume from the store, run the loop.
+    pub(super) async fn session(
+        &self,
+        store: &Store,
+        shutdown: &CancellationToken,
+        queries: &mut mpsc::Receiver<http::Query>,
+        connected: &mut bool,
+        failures: u32,
+    ) -> Result<End, SchedulerError> {
+        let cfg = &self.config;
+        let conns = Connections::open(
+            &cfg.amqp,
+            &format!("warren-scheduler {}", cfg.amqp.namespace),
+        )
+        .await?;
+        let outcome = self
+            .run_on(
+                store,
+                shutdown,
+                queries,
+                (&conns.consume, &conns.publish),
+                connected,
+                failures,
+            )
+            .await;
+        // Unacked deliveries return to their queues when the channels close.
+        conns.close("scheduler stopping").await;
+        outcome
+    }
+
+    /// The session on its two connections: recover, declare, republish,
+    /// consume, loop.
+    async fn run_on(
+        &self,
+        store: &Store,
+        shutdown: &CancellationToken,
+        queries: &mut mpsc::Receiver<http::Query>,
+        (consume_conn, publish_conn): (&Connection, &Connection),
+        connected: &mut bool,
+        failures: u32,
+    ) -> Result<End, SchedulerError> {
+        let cfg = &self.config;
+        let topology = cfg.amqp.topology();
+        let mut recovered = store.recover().await?;
+        let partitions = store.partitions();
+        let owned = store.owned();
+        if owned.is_empty() {
+            return Err(StoreError::Fenced.into());
+        }
+        let ownership = Ownership::new(partitions, &owned);
+        let partitioned = ownership.partitioned;
+        tracing::info!(
+            store = %cfg.store,
+            running = recovered.running.len(),
+            outbox = recovered.outbox.len(),
+            partitions = ?partitioned.then_some(&owned),
+            "State store opened"
+        );
+        let mut publisher = self
+            .declare(
+                consume_conn,
+                publish_conn,
+                &topology,
+                partitions,
+                partitioned,
+            )
+            .await?;
+        let mut engine = self.load_engine(&topology, &mut recovered, partitions, &owned)?;
+        self.republish(&mut engine, &mut publisher, &recovered.outbox)
+            .await?;
+        let consumers = consume::start(consume_conn, cfg, &topology, &owned, partitioned).await?;
+        *connected = true;
+        if failures > 0 {
+            tracing::info!(attempts = failures, "Reconnected to the broker");
+        }
+        tracing::info!(
+            namespace = topology.namespace(),
+            active = engine.active_workflows(),
+            "Scheduler running"
+        );
+        self.serve(
+            store,
+            shutdown,
+            queries,
+            &mut engine,
+            &mut publisher,
+            consumers,
+            &ownership,
+        )
+        .await
+    }
+
+    /// Declares the topology (and the partitions' queues), listens to the
+    /// workers' heartbeats, and opens the publisher.
+    async fn declare(
+        &self,
+        consume_conn: &Connection,
+        publish_conn: &Connection,
+        topology: &Topology,
+        partitions: u16,
+        partitioned: bool,
+    ) -> Result<Publisher, SchedulerError> {
+        let setup = publish_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        topology.declare(&setup).await?;
+        if partitioned {
+            topology
+                .declare_partition_queues(&setup, partitions)
+                .await?;
+        }
+        registry::listen(consume_conn, topology, self.workers.clone()).await?;
+        Ok(Publisher::new(
+            amqp::confirm_channel(publish_conn).await?,
+            setup,
+            topology.clone(),
+            partitioned,
+        ))
+    }
+
+    /// A new engine holding the workflows the store recovered of the owned
+    /// partitions (taken out of `recovered`).
+    fn load_engine(
+        &self,
+        topology: &Topology,
+        recovered: &mut Recovered,
+        partitions: u16,
+        owned: &[u16],
+    ) -> Result<Engine, SchedulerError> {
+        let cfg = &self.config;
+        let mut engine = Engine::new(
+            topology.clone(),
+            cfg.dispatch_window,
+            cfg.lease_grace.as_millis() as u64,
+            recovered.next_outbox_seq,
+            recovered.next_workflow_seq,
+            self.metrics.clone(),
+        );
+        engine.set_dispatch_order(cfg.dispatch_order);
+        engine.set_partitions(partitions, owned);
+        engine.set_type_limits(TypeLimits::new(cfg.type_limits.iter().cloned()));
+        for wf in recovered.running.drain(..) {
+            engine.restore(wf).map_err(StoreError::from)?;
+        }
+        if partitions > 1 {
+            engine.set_type_places(&recovered.type_places);
+        }
+        Ok(engine)
+    }
+
+    /// Messages committed but maybe never published: publish them again,
+    /// and delete their outbox rows with the next commit. Consumers handle
+    /// duplicates (task ids are per attempt, results are idempotent,
+    /// reports are final).
+    async fn republish(
+        &self,
+        engine: &mut Engine,
+        publisher: &mut Publisher,
+        outbox: &[(u64, Arc<OutMsg>)],
+    ) -> Result<(), SchedulerError> {
+        publisher.publish_all(outbox, &self.metrics).await?;
+        for (seq, _) in outbox {
+            engine.push_op(Op::OutboxDone(*seq));
+        }
+        Ok(())
+    }
+
+    /// The loop, from connected to the end of the session. A failed flush
+    /// of outbox deletions returns at once (as the `?` says), without the
+    /// wind-down.
+    // The loop's inputs from the supervisor (store, shutdown, queries) and
+    // from the session's setup; bundling them would only hide which is which.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        &self,
+        store: &Store,
+        shutdown: &CancellationToken,
+        queries: &mut mpsc::Receiver<http::Query>,
+        engine: &mut Engine,
+        publisher: &mut Publisher,
+        consumers: Consumers,
+        ownership: &Ownership,
+    ) -> Result<End, SchedulerError> {
+        let Consumers {
+            mut rx,
+            requests_ch,
+            results_ch,
+            owned_ch,
+        } = consumers;
+        let mut batch: Vec<Inbound> = Vec::with_capacity(self.config.max_batch);
+        self.metrics.broker_connected.store(1, Ordering::Relaxed);
+        let mut next_balance = tokio::time::Instant::now() + BALANCE_EVERY;
+        let ctx = Ctx {
+            requests_ch: &requests_ch,
+            results_ch: &results_ch,
+            owned_ch: &owned_ch,
+            owned: ownership,
+        };
+        // Limited types the store had no place for: asked again at the
+        // next balance tick, not at every batch.
+        let mut refused: HashSet<String> = HashSet::new();
+        // The first turn dispatches what the store gave back ready, without
+        // waiting for a message to arrive.
+        let mut kick = true;
+        let outcome = loop {
+            self.gauges(engine);
+            let wake = wait(
+                shutdown,
+                engine,
+                &mut rx,
+                queries,
+                next_balance,
+                ownership,
+                &mut kick,
+            )
+            .await;
+            let first = match wake {
+                Wake::Stopped => break Ok(End::Stopped),
+                Wake::Balance => {
+                    next_balance = tokio::time::Instant::now() + BALANCE_EVERY;
+                    match self.balance(store, engine, &mut refused).await {
+                        Ok(Balanced::Quiet) => continue,
+                        Ok(Balanced::Ask) => None,
+                        Ok(Balanced::Changed(end)) => break Ok(end),
+                        Err(e) => break Err(e),
+                    }
+                }
+                Wake::Inbound(msg) => msg,
+                Wake::Query(q) => {
+                    answer(engine, q);
+                    continue;
+                }
+                Wake::Due => None,
+                Wake::Flush => {
+                    let (ops, _) = engine.take_batch();
+                    store.commit_relaxed(ops).await?;
+                    continue;
+                }
+            };
+            gather(&mut batch, first, &mut rx, self.config.max_batch);
+            let step = self
+                .step(engine, store, publisher, &ctx, &mut refused, &mut batch)
+                .await;
+            if let Err(e) = step {
+                break Err(e);
+            }
+        };
+        self.metrics.broker_connected.store(0, Ordering::Relaxed);
+        self.wind_down(store, engine, outcome).await
+    }
+
+    /// After the loop: on a clean end, commits what is left (deletions of
+    /// published outbox rows).
+    async fn wind_down(
+        &self,
+        store: &Store,
+        engine: &mut Engine,
+        outcome: Result<End, SchedulerError>,
+    ) -> Result<End, SchedulerError> {
+        if outcome.is_ok() && engine.has_ops() {
+            let (ops, _) = engine.take_batch();
+            store.commit(ops).await?;
+        }
+        if outcome.as_ref().is_ok_and(|e| *e == End::Stopped) {
+            tracing::info!("Scheduler stopped");
+        }
+        outcome
+    }
+
+    /// The balance tick: evens out the partitions among the schedulers and,
+    /// when they stay as they are, learns which schedulers want places of
+    /// limited types.
+    async fn balance(
+        &self,
+        store: &Store,
+        engine: &mut Engine,
+        refused: &mut HashSet<String>,
+    ) -> Result<Balanced, SchedulerError> {
+        match store.balance().await? {
+            Balance::Unchanged => {
+                if !self.config.type_limits.is_empty() {
+                    let waiting = store.type_waiters().await?;
+                    engine.set_type_waiters(&waiting);
+                }
+                if !engine.has_parked() {
+                    return Ok(Balanced::Quiet);
+                }
+                refused.clear();
+                // A batch of nothing: asks for places again, or uses a
+                // share raised since.
+                Ok(Balanced::Ask)
+            }
+            Balance::Acquired(n) => {
+                tracing::info!(partitions = n, "Took partitions over; loading them");
+                Ok(Balanced::Changed(End::Rebalance(0)))
+            }
+            Balance::Release(n) => {
+                tracing::info!(
+                    partitions = n,
+                    "Another scheduler joined; handing partitions over"
+                );
+                Ok(Balanced::Changed(End::Rebalance(n)))
+            }
+        }
+    }
+
+    /// Publishes the engine's gauges to the metrics.
+    fn gauges(&self, engine: &Engine) {
+        self.metrics
+            .workflows_running
+            .store(engine.active_workflows() as u64, Ordering::Relaxed);
+        *self.metrics.in_flight.lock().expect("not poisoned") = engine.in_flight_by_queue();
+        *self.metrics.types.lock().expect("not poisoned") = engine.type_usage();
+    }
+}
+
+/// Waits for the loop's next reason to act, in this order of precedence.
+async fn wait(
+    shutdown: &CancellationToken,
+    engine: &Engine,
+    rx: &mut mpsc::Receiver<Inbound>,
+    queries: &mut mpsc::Receiver<http::Query>,
+    next_balance: tokio::time::Instant,
+    ownership: &Ownership,
+    kick: &mut bool,
+) -> Wake {
+    let due = match (engine.next_due_ms(), engine.next_progress_ms()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let wait_due =
+        due.map(|due| Duration::from_millis((due - Utc::now().timestamp_millis()).max(0) as u64));
+    // Deletions of published outbox rows ride along with the next
+    // batch; after a quiet spell they are flushed on their own.
+    let flush_in = engine.has_ops().then_some(OUTBOX_FLUSH_IDLE);
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => Wake::Stopped,
+        () = tokio::time::sleep_until(next_balance), if ownership.partitioned => Wake::Balance,
+        msg = rx.recv() => Wake::Inbound(msg),
+        Some(q) = queries.recv() => Wake::Query(q),
+        () = sleep_opt(wait_due) => Wake::Due,
+        () = std::future::ready(()), if *kick => {
+            *kick = false;
+            Wake::Due
+        }
+        () = sleep_opt(flush_in) => Wake::Flush,
+    }
+}
+
+/// The batch: `first` and whatever else has arrived, up to `max_batch`.
+fn gather(
+    batch: &mut Vec<Inbound>,
+    first: Option<Inbound>,
+    rx: &mut mpsc::Receiver<Inbound>,
+    max_batch: usize,
+) {
+    batch.extend(first);
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(m) => batch.push(m),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Answers an HTTP query from the engine.
+fn answer(engine: &Engine, q: http::Query) {
+    match q {
+        http::Query::Report { id, answer } => {
+            let _ = answer.send(engine.report(&id));
+        }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,302 @@
+//! One batch of the loop: take what has arrived, apply it to the engine,
+//! commit, publish, ack.
+//!
+//! Requests and results are decoded first; what belongs to a partition
+//! another scheduler owns is set aside to be forwarded. The ids the engine
+//! does not hold are looked up in the store with one call. Then everything
+//! is applied in memory, due timers fire, ready tasks are dispatched (on
+//! partitioned stores, after asking the store for places of limited types),
+//! and the batch's ops and outbox rows are committed in one transaction.
+//! Only then are the messages published (with confirms), the forwards
+//! sent, and the deliveries acked with one multiple-ack per channel; the
+//! published outbox rows are deleted with the next commit.
+
+use crate::{
+    batch::{Known, Op, OutKind},
+    metrics::Metrics,
+    state::Engine,
+    store::Store,
+};
+use chrono::Utc;
+use lapin::{Channel, options::BasicAckOptions};
+use std::collections::{HashMap, HashSet};
+use warren_shared::{
+    Topology,
+    wire::{HEADER_FORWARDED, TaskResult},
+};
+
+use super::{
+    Scheduler, SchedulerError,
+    consume::Inbound,
+    ownership::Ownership,
+    publisher::{Forward, Publisher},
+    request::Request,
+};
+
+/// What a batch needs to know of the session: its channels and which
+/// partitions it owns.
+pub(super) struct Ctx<'a> {
+    pub(super) requests_ch: &'a Channel,
+    pub(super) results_ch: &'a Channel,
+    /// Consume the owned partitions' queues, one each (partitioned stores
+    /// only).
+    pub(super) owned_ch: &'a [Channel],
+    pub(super) owned: &'a Ownership,
+}
+
+/// A delivery of this scheduler's partitions, decoded.
+enum Item {
+    Request(Request),
+    Result {
+        parsed: Result<TaskResult, serde_json::Error>,
+        body: Vec<u8>,
+    },
+}
+
+/// The last delivery tag of each channel in the batch: one multiple-ack
+/// each settles the batch.
+struct Tags {
+    request: Option<u64>,
+    result: Option<u64>,
+    /// By owned partition, as `Ctx::owned_ch`.
+    owned: Vec<Option<u64>>,
+}
+
+/// A batch decoded: what to apply here, what to forward, what to ack.
+struct Sorted {
+    items: Vec<Item>,
+    forwards: Vec<Forward>,
+    tags: Tags,
+}
+
+impl Scheduler {
+    /// One batch: take → apply → commit → publish → ack (see the module's
+    /// documentation). Drains `batch`.
+    pub(super) async fn step(
+        &self,
+        engine: &mut Engine,
+        store: &Store,
+        publisher: &mut Publisher,
+        ctx: &Ctx<'_>,
+        refused: &mut HashSet<String>,
+        batch: &mut Vec<Inbound>,
+    ) -> Result<(), SchedulerError> {
+        let now = Utc::now();
+        Metrics::add(&self.metrics.messages_received, batch.len() as u64);
+        let Sorted {
+            items,
+            forwards,
+            tags,
+        } = self.sort(batch, ctx)?;
+        let mut known = look_up(engine, store, &items).await?;
+        for item in items {
+            self.apply(engine, item, &mut known, &publisher.topology, now);
+        }
+        engine.fire_due(now.timestamp_millis());
+        engine.dispatch(now);
+        if ctx.owned.partitioned {
+            negotiate_type_places(engine, store, refused, now).await?;
+        }
+        engine.emit_progress(now);
+
+        let (ops, msgs) = engine.take_batch();
+        if !ops.is_empty() {
+            store.commit(ops).await?;
+            Metrics::add(&self.metrics.batches_committed, 1);
+        }
+        publisher.publish_all(&msgs, &self.metrics).await?;
+        if !forwards.is_empty() {
+            Metrics::add(&self.metrics.forwarded, forwards.len() as u64);
+            publisher.forward(&forwards).await?;
+        }
+        ack(ctx, tags).await?;
+        for (seq, m) in &msgs {
+            if m.kind != OutKind::Progress {
+                engine.push_op(Op::OutboxDone(*seq));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes the batch's deliveries, setting aside those of partitions
+    /// another scheduler owns to be forwarded to that partition's queue.
+    /// A consumer that ended ends the session.
+    fn sort(&self, batch: &mut Vec<Inbound>, ctx: &Ctx<'_>) -> Result<Sorted, SchedulerError> {
+        let mut tags = Tags {
+            request: None,
+            result: None,
+            owned: vec![None; ctx.owned_ch.len()],
+        };
+        let mut forwards: Vec<Forward> = Vec::new();
+        let mut items = Vec::with_capacity(batch.len());
+        for inbound in batch.drain(..) {
+            let (d, request) = match inbound {
+                Inbound::Request(d) => {
+                    tags.request = Some(d.delivery_tag);
+                    (d, true)
+                }
+                Inbound::Result(d) => {
+                    tags.result = Some(d.delivery_tag);
+                    (d, false)
+                }
+                Inbound::Owned(i, d) => {
+                    tags.owned[i] = Some(d.delivery_tag);
+                    let forwarded = d
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get(HEADER_FORWARDED).cloned())
+                        .is_some();
+                    (d, forwarded)
+                }
+                Inbound::Ended { queue, reason } => {
+                    return Err(SchedulerError::ConsumerEnded { queue, reason });
+                }
+            };
+            let owned = ctx.owned;
+            if request {
+                let copy = owned
+                    .partitioned
+                    .then(|| (d.properties.clone(), d.data.clone()));
+                let parsed = self.parse_request(d, owned);
+                match (copy, parsed.lookup_id().map(|id| owned.part_of(id))) {
+                    (Some((properties, body)), Some(part)) if !owned.owns(part) => {
+                        forwards.push(Forward {
+                            part,
+                            properties,
+                            body,
+                            request: true,
+                        });
+                    }
+                    _ => items.push(Item::Request(parsed)),
+                }
+            } else {
+                let parsed = serde_json::from_slice::<TaskResult>(&d.data);
+                match parsed {
+                    Ok(r) if owned.partitioned && !owned.owns(owned.part_of(&r.workflow_id)) => {
+                        forwards.push(Forward {
+                            part: owned.part_of(&r.workflow_id),
+                            properties: d.properties,
+                            body: d.data,
+                            request: false,
+                        });
+                    }
+                    parsed => items.push(Item::Result {
+                        parsed,
+                        body: d.data,
+                    }),
+                }
+            }
+        }
+        Ok(Sorted {
+            items,
+            forwards,
+            tags,
+        })
+    }
+
+    /// Applies one decoded delivery to the engine; an undecodable result is
+    /// dead-lettered.
+    fn apply(
+        &self,
+        engine: &mut Engine,
+        item: Item,
+        known: &mut HashMap<String, Known>,
+        topology: &Topology,
+        now: chrono::DateTime<Utc>,
+    ) {
+        match item {
+            Item::Request(request) => self.apply_request(engine, request, known, now),
+            Item::Result { parsed, body } => match parsed {
+                Ok(result) => engine.on_result(result, now),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Undecodable result dead-lettered");
+                    engine.dead_letter(
+                        body,
+                        &topology.results(),
+                        &format!("undecodable result: {e}"),
+                    );
+                }
+            },
+        }
+    }
+}
+
+/// What the store knows of the requests' workflows that the engine does
+/// not hold (ended ones, or unknown), in one call.
+async fn look_up(
+    engine: &Engine,
+    store: &Store,
+    items: &[Item],
+) -> Result<HashMap<String, Known>, SchedulerError> {
+    let lookup: Vec<String> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Request(r) => r.lookup_id(),
+            Item::Result { .. } => None,
+        })
+        .filter(|id| !engine.is_active(id))
+        .map(str::to_owned)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut known: HashMap<String, Known> = HashMap::new();
+    if !lookup.is_empty() {
+        let found = store.lookup(lookup.clone()).await?;
+        known.extend(
+            lookup
+                .into_iter()
+                .zip(found)
+                .filter_map(|(id, k)| Some((id, k?))),
+        );
+    }
+    Ok(known)
+}
+
+/// Limits per task type are counted in the store across the schedulers
+/// (partitioned stores): a type at this scheduler's places asks for more,
+/// unless it was `refused` since the last balance tick.
+async fn negotiate_type_places(
+    engine: &mut Engine,
+    store: &Store,
+    refused: &mut HashSet<String>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), SchedulerError> {
+    let mut granted_any = false;
+    for (kind, want, limit) in engine.type_wants() {
+        if refused.contains(&kind) {
+            continue;
+        }
+        let (granted, others) = store.take_type_places(&kind, want, limit).await?;
+        tracing::debug!(%kind, want, granted, others, "Places of a limited type asked for");
+        engine.grant_type_places(&kind, granted, others);
+        granted_any |= granted > 0;
+        if granted < want {
+            refused.insert(kind);
+        }
+    }
+    if granted_any {
+        engine.dispatch(now);
+    }
+    engine.sync_type_places();
+    Ok(())
+}
+
+/// Acks the batch: one multiple-ack per channel, up to its last tag.
+async fn ack(ctx: &Ctx<'_>, tags: Tags) -> Result<(), SchedulerError> {
+    let owned_acks = ctx.owned_ch.iter().zip(tags.owned);
+    for (ch, tag) in [
+        (ctx.requests_ch, tags.request),
+        (ctx.results_ch, tags.result),
+    ]
+    .into_iter()
+    .chain(owned_acks)
+    {
+        if let Some(tag) = tag {
+            ch.basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+                .map_err(warren_shared::Error::amqp("basic.ack"))?;
+        }
+    }
+    Ok(())
+}
