@@ -12,9 +12,9 @@
 
 use crate::{
     metrics::{Histogram, Metrics},
-    registry::SharedRegistry,
     state::TypeUsage,
     store::{Store, StoreError},
+    workers::SharedWorkers,
 };
 use axum::{
     Json, Router,
@@ -44,7 +44,7 @@ pub enum Query {
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    workers: SharedRegistry,
+    workers: SharedWorkers,
     store: Store,
     queries: mpsc::Sender<Query>,
 }
@@ -53,7 +53,7 @@ struct AppState {
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    workers: SharedRegistry,
+    workers: SharedWorkers,
     store: Store,
     queries: mpsc::Sender<Query>,
     shutdown: CancellationToken,

@@ -17,20 +17,20 @@
 //!   `publisher`).
 //! - `metrics`: counters, gauges and histograms.
 //! - `http`: `/healthz`, `/metrics`, `/api/...` and the web page.
-//! - `registry`: the workers heard from in heartbeats.
+//! - `workers`: the workers heard from in heartbeats.
 
 pub mod batch;
 pub mod config;
 pub mod http;
 pub mod metrics;
-pub mod registry;
 pub mod scheduler;
 pub mod state;
 pub mod store;
 pub mod template;
 pub mod validate;
+pub mod workers;
 
 pub use config::SchedulerConfig;
 pub use metrics::Metrics;
-pub use registry::{SharedRegistry, WorkerRegistry};
 pub use scheduler::{Scheduler, SchedulerError};
+pub use workers::{SharedWorkers, WorkerDirectory};

@@ -21,8 +21,8 @@ mod session;
 mod step;
 
 use crate::{
-    config::SchedulerConfig, http, metrics::Metrics, registry::SharedRegistry, store::Store,
-    store::StoreError,
+    config::SchedulerConfig, http, metrics::Metrics, store::Store, store::StoreError,
+    workers::SharedWorkers,
 };
 use session::End;
 use std::sync::{Arc, atomic::Ordering};
@@ -83,7 +83,7 @@ impl SchedulerError {
 pub struct Scheduler {
     config: SchedulerConfig,
     metrics: Arc<Metrics>,
-    workers: SharedRegistry,
+    workers: SharedWorkers,
     /// The HTTP endpoint's address once it listens.
     http_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
@@ -93,7 +93,7 @@ impl Scheduler {
         Scheduler {
             config,
             metrics: Arc::new(Metrics::default()),
-            workers: SharedRegistry::default(),
+            workers: SharedWorkers::default(),
             http_addr: Arc::default(),
         }
     }
@@ -104,7 +104,7 @@ impl Scheduler {
     }
 
     /// The workers heard from in heartbeats.
-    pub fn workers(&self) -> SharedRegistry {
+    pub fn workers(&self) -> SharedWorkers {
         self.workers.clone()
     }
 

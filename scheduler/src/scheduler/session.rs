@@ -11,9 +11,10 @@
 
 use crate::{
     batch::{Op, OutMsg, Recovered},
-    http, registry,
+    http,
     state::{Engine, TypeLimits},
     store::{Balance, Store, StoreError, postgres::BALANCE_EVERY},
+    workers,
 };
 use chrono::Utc;
 use lapin::Connection;
@@ -187,7 +188,7 @@ impl Scheduler {
                 .declare_partition_queues(&setup, partitions)
                 .await?;
         }
-        registry::listen(consume_conn, topology, self.workers.clone()).await?;
+        workers::listen(consume_conn, topology, self.workers.clone()).await?;
         Ok(Publisher::new(
             amqp::confirm_channel(publish_conn).await?,
             setup,

@@ -1,8 +1,11 @@
-//! The worker registry: what each worker last announced in its heartbeat,
-//! and whether it is still heard from.
+//! The workers heard from: what each worker last announced in its
+//! heartbeat, and whether it is still heard from. It answers the `workers`
+//! control request and `GET /api/workers` (the protocol's "worker
+//! registry"; not to be confused with the worker crate's `Registry` of
+//! task handlers).
 //!
 //! Workers publish heartbeats on `{ns}.events` (`worker.{id}.heartbeat`);
-//! each scheduler session binds a private queue to them. The registry is
+//! each scheduler session binds a private queue to them. The directory is
 //! kept in memory only: after a restart it fills again within one
 //! heartbeat interval. A worker is `lost` after three of its own intervals
 //! without a heartbeat, and forgotten an hour after that (or an hour after
@@ -27,11 +30,11 @@ const FORGET_AFTER_MS: i64 = 3_600_000;
 
 /// Workers by id.
 #[derive(Debug, Default)]
-pub struct WorkerRegistry {
+pub struct WorkerDirectory {
     workers: BTreeMap<String, WorkerEntry>,
 }
 
-impl WorkerRegistry {
+impl WorkerDirectory {
     pub fn record(&mut self, heartbeat: WorkerHeartbeat, now: DateTime<Utc>) {
         self.workers.insert(
             heartbeat.worker_id.clone(),
@@ -67,16 +70,16 @@ impl WorkerRegistry {
     }
 }
 
-/// The registry, shared between the heartbeat listener, the scheduler's
+/// The directory, shared between the heartbeat listener, the scheduler's
 /// control requests and whoever else reads it.
-pub type SharedRegistry = Arc<Mutex<WorkerRegistry>>;
+pub type SharedWorkers = Arc<Mutex<WorkerDirectory>>;
 
 /// Binds a private queue of this session to the workers' heartbeats and
 /// records them until the connection goes.
 pub async fn listen(
     conn: &Connection,
     topology: &Topology,
-    registry: SharedRegistry,
+    workers: SharedWorkers,
 ) -> Result<(), warren_shared::Error> {
     let events = topology.events();
     let (_, _, mut heartbeats) =
@@ -84,7 +87,7 @@ pub async fn listen(
     tokio::spawn(async move {
         while let Some(Ok(d)) = heartbeats.next().await {
             match serde_json::from_slice::<WorkerHeartbeat>(&d.data) {
-                Ok(h) => registry.lock().expect("not poisoned").record(h, Utc::now()),
+                Ok(h) => workers.lock().expect("not poisoned").record(h, Utc::now()),
                 Err(e) => tracing::warn!(error = %e, "Undecodable heartbeat ignored"),
             }
         }
@@ -115,11 +118,11 @@ mod tests {
 
     #[test]
     fn silent_workers_become_lost_then_are_forgotten() {
-        let mut r = WorkerRegistry::default();
+        let mut r = WorkerDirectory::default();
         let t0 = Utc::now();
         r.record(beat("a", WorkerState::Running), t0);
         r.record(beat("b", WorkerState::Stopping), t0);
-        let states = |r: &mut WorkerRegistry, at| -> Vec<(String, WorkerState)> {
+        let states = |r: &mut WorkerDirectory, at| -> Vec<(String, WorkerState)> {
             r.report(at)
                 .workers
                 .into_iter()
