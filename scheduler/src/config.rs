@@ -16,7 +16,8 @@ pub struct SchedulerConfig {
     /// Request size limits.
     pub limits: Limits,
     /// Most tasks of one queue dispatched and not yet answered (default 200).
-    /// Ready tasks beyond it wait in the store, in priority order.
+    /// Ready tasks beyond it wait in the scheduler's memory, in the
+    /// scheduling policy's order (rebuilt from the store on restart).
     pub dispatch_window: usize,
     /// Added to a task's `timeout_ms` to give the lease after which an
     /// attempt without a result is failed and retried (default 30 s).

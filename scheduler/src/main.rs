@@ -7,7 +7,7 @@ use warren_scheduler::{
 use warren_shared::cli::BrokerArgs;
 
 /// Warren's scheduler: validates workflow requests, keeps their state in a
-/// SQLite store and dispatches ready tasks to RabbitMQ.
+/// SQLite or PostgreSQL store and dispatches ready tasks to RabbitMQ.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -15,7 +15,8 @@ struct Args {
     broker: BrokerArgs,
     /// The scheduler's state: a SQLite file, or a PostgreSQL URL
     /// (`postgres://user:password@host:5432/db`), where several schedulers
-    /// may share one database (one active, the others standing by).
+    /// may share one database and the work, split by partitions of the
+    /// workflows.
     #[arg(
         long,
         env = "WARREN_STORE",
