@@ -1,29 +1,17 @@
-//! The durable state store: a SQLite file in WAL mode with full sync (the
-//! default), or a PostgreSQL database ([`postgres`]).
+//! The SQLite store (`WARREN_STORE` a file path, the default): one file
+//! in WAL mode with full sync, locked for one scheduler.
 //!
-//! SQLite calls block, so its connection lives on its own thread and the
-//! async side sends it closures. The engine hands over one batch of
-//! [`Op`]s per transaction: every state change of a batch, and the outbox
-//! messages they cause, commit together or not at all.
+//! SQLite calls block, so the connection lives on a thread of its own
+//! ([`SqliteStore`] is the handle to it) and the async side sends it
+//! closures. Each batch of [`Op`]s is one transaction.
 
-pub mod postgres;
-
-pub use postgres::Balance;
-
-use crate::batch::{Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, TaskRow, Unreadable};
-use warren_shared::topology::PARTITIONS;
-use warren_shared::wire::WorkflowSummary;
-
+use super::{StoreError, ts};
+use crate::batch::{Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, TaskRow};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{path::Path, sync::Arc};
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
-use warren_shared::wire::{TaskError, TaskState};
+use warren_shared::wire::{TaskError, TaskState, WorkflowSummary};
 
 /// Version of the schema below, kept in `meta`.
 const SCHEMA_VERSION: i64 = 1;
@@ -83,55 +71,8 @@ CREATE TABLE IF NOT EXISTS replies (
 CREATE INDEX IF NOT EXISTS replies_by_workflow ON replies (workflow_id);
 ";
 
-/// Failures of the state store. Any of them stops the scheduler: its
-/// in-memory state may be ahead of the file, and a restart reloads the file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    #[error("state store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("state store {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error(
-        "state store holds schema version {found}; this scheduler knows versions up to {known}: run a newer scheduler"
-    )]
-    SchemaVersion { found: i64, known: i64 },
-    #[error("state store (PostgreSQL): {0}")]
-    Postgres(String),
-    #[error("state store address: {0}")]
-    Url(String),
-    #[error(
-        "this scheduler lost its leader lock (its database session ended, or another scheduler took over)"
-    )]
-    Fenced,
-    #[error("state store {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("state store thread has stopped")]
-    Closed,
-    #[error(
-        "state store {path} is in use by another scheduler (lock file {path}.lock); run one scheduler per SQLite file, or use PostgreSQL (WARREN_STORE=postgres://...) for several"
-    )]
-    Locked { path: String },
-    #[error("state store holds an unreadable row: {0}")]
-    Corrupt(String),
-}
-
-impl From<Unreadable> for StoreError {
-    fn from(e: Unreadable) -> StoreError {
-        StoreError::Corrupt(e.0)
-    }
-}
-
 /// The connection, owned by the store thread.
-pub struct Db {
+struct Db {
     conn: Connection,
     /// Held (locked) for the life of the store: a second scheduler on the
     /// same file would dispatch everything twice.
@@ -144,274 +85,6 @@ enum Msg {
     Job(Job),
     /// Close the database (releasing its lock), then acknowledge.
     Close(oneshot::Sender<()>),
-}
-
-/// Where the state lives: `WARREN_STORE` is a SQLite file path, or a
-/// `postgres://` / `postgresql://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreLocation {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
-impl StoreLocation {
-    pub fn parse(s: &str) -> StoreLocation {
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            StoreLocation::Postgres(s.to_owned())
-        } else {
-            StoreLocation::Sqlite(PathBuf::from(s))
-        }
-    }
-}
-
-impl std::fmt::Display for StoreLocation {
-    /// The path, or the URL without its password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreLocation::Sqlite(p) => write!(f, "{}", p.display()),
-            StoreLocation::Postgres(url) => f.write_str(&warren_shared::redact_addr(url)),
-        }
-    }
-}
-
-impl From<PathBuf> for StoreLocation {
-    fn from(p: PathBuf) -> StoreLocation {
-        StoreLocation::Sqlite(p)
-    }
-}
-
-/// The open store, of either kind.
-#[derive(Clone)]
-pub enum Store {
-    Sqlite(SqliteStore),
-    Postgres(Arc<postgres::PgStore>),
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Store::Sqlite(_) => f.write_str("Store(sqlite)"),
-            Store::Postgres(p) => write!(f, "Store({})", p.describe),
-        }
-    }
-}
-
-impl Store {
-    /// Opens the store. A SQLite file is locked for this process (a second
-    /// scheduler on it is refused); on PostgreSQL this waits until this
-    /// scheduler is the active one of its namespace, or returns `None` when
-    /// `shutdown` comes first.
-    pub async fn open(
-        location: &StoreLocation,
-        namespace: &str,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Store>, StoreError> {
-        let store = Store::connect(location, namespace).await?;
-        Ok(store.lead(shutdown).await?.then_some(store))
-    }
-
-    /// Opens the store for reading: SQLite locked for this process (a
-    /// second scheduler on the file is refused), PostgreSQL connected and
-    /// migrated. Commits wait for [`Store::lead`].
-    pub async fn connect(location: &StoreLocation, namespace: &str) -> Result<Store, StoreError> {
-        Ok(match location {
-            StoreLocation::Sqlite(path) => Store::Sqlite(SqliteStore::open(path)?),
-            StoreLocation::Postgres(url) => {
-                Store::Postgres(Arc::new(postgres::PgStore::connect(url, namespace).await?))
-            }
-        })
-    }
-
-    /// Makes this scheduler the store's active one: at once on SQLite (its
-    /// lock is taken by [`Store::connect`]); on PostgreSQL, once no other
-    /// scheduler of the namespace holds the leader lock. False when
-    /// `shutdown` comes first.
-    pub async fn lead(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(true),
-            Store::Postgres(p) => p.lead(shutdown).await,
-        }
-    }
-
-    /// True when `e` leaves this scheduler able to lead again after
-    /// stepping down: on PostgreSQL, a lost connection or leadership (a
-    /// standby may have taken over, or the database restarted). SQLite
-    /// errors, and anything about the schema or the data, are final.
-    pub fn can_lead_again(&self, e: &StoreError) -> bool {
-        matches!(self, Store::Postgres(_))
-            && matches!(e, StoreError::Postgres(_) | StoreError::Fenced)
-    }
-
-    /// How many partitions the workflows are split into: 1 on SQLite
-    /// (one scheduler owns everything), [`PARTITIONS`] on PostgreSQL.
-    pub fn partitions(&self) -> u16 {
-        match self {
-            Store::Sqlite(_) => 1,
-            Store::Postgres(_) => PARTITIONS,
-        }
-    }
-
-    /// The partitions this scheduler owns now, in order.
-    pub fn owned(&self) -> Vec<u16> {
-        match self {
-            Store::Sqlite(_) => vec![0],
-            Store::Postgres(p) => p.owned(),
-        }
-    }
-
-    /// Evens out the partitions among the schedulers of the namespace
-    /// (see [`postgres::PgStore::balance`]); never changes anything on
-    /// SQLite.
-    pub async fn balance(&self) -> Result<Balance, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(Balance::Unchanged),
-            Store::Postgres(p) => p.balance().await,
-        }
-    }
-
-    /// Partitioned stores: takes up to `want` more places of the limited
-    /// type `kind` (of `limit` across every scheduler) for this
-    /// scheduler's partitions. Returns the places granted and how many
-    /// other schedulers wait for places of the type.
-    pub async fn take_type_places(
-        &self,
-        kind: &str,
-        want: u32,
-        limit: u32,
-    ) -> Result<(u32, u32), StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok((0, 0)),
-            Store::Postgres(p) => p.take_type_places(kind, want, limit).await,
-        }
-    }
-
-    /// Partitioned stores: how many other schedulers' partitions want
-    /// places of each limited type.
-    pub async fn type_waiters(&self) -> Result<HashMap<String, u32>, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(HashMap::new()),
-            Store::Postgres(p) => p.type_waiters().await,
-        }
-    }
-
-    /// Gives up `n` partitions once nothing more is committed for them.
-    pub async fn release(&self, n: usize) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(()),
-            Store::Postgres(p) => p.release(n).await,
-        }
-    }
-
-    /// Gives up leadership (PostgreSQL: closes the lock's connection).
-    pub async fn step_down(&self) {
-        if let Store::Postgres(p) = self {
-            p.step_down().await;
-        }
-    }
-
-    /// True while this scheduler may commit (always, on SQLite).
-    pub fn is_active(&self) -> bool {
-        match self {
-            Store::Sqlite(_) => true,
-            Store::Postgres(p) => p.is_leading(),
-        }
-    }
-
-    /// Closes the store: releases the SQLite lock, or the PostgreSQL
-    /// leader lock (a standby takes over at once).
-    pub async fn close(&self) {
-        match self {
-            Store::Sqlite(s) => s.close().await,
-            Store::Postgres(p) => p.close().await,
-        }
-    }
-
-    /// Commits one batch in one transaction, durably.
-    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.call(move |db| db.commit(&ops)).await?,
-            Store::Postgres(p) => p.commit(&ops, false).await,
-        }
-    }
-
-    /// Commits ops whose loss in a crash is harmless (deletions of
-    /// published outbox rows) without waiting for the disk.
-    pub async fn commit_relaxed(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.call(move |db| db.commit_relaxed(&ops)).await?,
-            Store::Postgres(p) => p.commit(&ops, true).await,
-        }
-    }
-
-    /// Loads what a restarted scheduler resumes from.
-    pub async fn recover(&self) -> Result<Recovered, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.call(|db| db.recover()).await?,
-            Store::Postgres(p) => p.recover().await,
-        }
-    }
-
-    /// A running workflow as stored, for the report of one another
-    /// scheduler owns (PostgreSQL). On SQLite the one scheduler holds
-    /// every running workflow in memory: `None`.
-    pub async fn running_workflow(&self, id: &str) -> Result<Option<RunningWorkflow>, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(None),
-            Store::Postgres(p) => p.running_workflow(id).await,
-        }
-    }
-
-    /// Looks up workflows by id.
-    pub async fn lookup(&self, ids: Vec<String>) -> Result<Vec<Option<Known>>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.call(move |db| db.lookup(&ids)).await?,
-            Store::Postgres(p) => p.lookup(&ids).await,
-        }
-    }
-
-    /// Workflows, newest first, optionally of one status only.
-    pub async fn list_workflows(
-        &self,
-        status: Option<String>,
-        limit: u32,
-        offset: u32,
-    ) -> Result<Vec<WorkflowSummary>, StoreError> {
-        match self {
-            Store::Sqlite(s) => {
-                s.call(move |db| db.list_workflows(status.as_deref(), limit, offset))
-                    .await?
-            }
-            Store::Postgres(p) => p.list_workflows(status.as_deref(), limit, offset).await,
-        }
-    }
-
-    /// A trivial read: the store answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.call(|db| db.ping()).await?,
-            Store::Postgres(p) => p.ping().await,
-        }
-    }
-
-    /// Committed results per (task, attempt) of a workflow: the evidence
-    /// that no result was committed twice.
-    pub async fn results_of(
-        &self,
-        workflow_id: String,
-    ) -> Result<Vec<(String, u32, String)>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.call(move |db| db.results_of(&workflow_id)).await?,
-            Store::Postgres(p) => p.results_of(&workflow_id).await,
-        }
-    }
-
-    /// Messages still in the outbox (published ones are deleted).
-    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.call(|db| db.outbox_len()).await?,
-            Store::Postgres(p) => p.outbox_len().await,
-        }
-    }
 }
 
 /// Handle to the SQLite store thread.
@@ -457,7 +130,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the store thread and returns its result.
-    pub async fn call<R: Send + 'static>(
+    async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Db) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
@@ -469,10 +142,56 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?;
         result.await.map_err(|_| StoreError::Closed)
     }
-}
 
-pub(crate) fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    /// Commits one batch in one transaction, durably.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.call(move |db| db.commit(&ops)).await?
+    }
+
+    /// Commits ops whose loss in a power cut is harmless (deletions of
+    /// published outbox rows) without waiting for the disk.
+    pub async fn commit_relaxed(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.call(move |db| db.commit_relaxed(&ops)).await?
+    }
+
+    /// Loads what a restarted scheduler resumes from.
+    pub async fn recover(&self) -> Result<Recovered, StoreError> {
+        self.call(|db| db.recover()).await?
+    }
+
+    /// Looks up workflows by id.
+    pub async fn lookup(&self, ids: Vec<String>) -> Result<Vec<Option<Known>>, StoreError> {
+        self.call(move |db| db.lookup(&ids)).await?
+    }
+
+    /// Workflows, newest first, optionally of one status only.
+    pub async fn list_workflows(
+        &self,
+        status: Option<String>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<WorkflowSummary>, StoreError> {
+        self.call(move |db| db.list_workflows(status.as_deref(), limit, offset))
+            .await?
+    }
+
+    /// A trivial read: the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|db| db.ping()).await?
+    }
+
+    /// Committed results per (task, attempt) of a workflow.
+    pub async fn results_of(
+        &self,
+        workflow_id: String,
+    ) -> Result<Vec<(String, u32, String)>, StoreError> {
+        self.call(move |db| db.results_of(&workflow_id)).await?
+    }
+
+    /// Messages still in the outbox.
+    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.call(|db| db.outbox_len()).await?
+    }
 }
 
 fn parse_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -540,7 +259,7 @@ impl Db {
     }
 
     /// Applies one batch in one transaction.
-    pub fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for op in ops {
             match op {
@@ -676,7 +395,7 @@ impl Db {
     /// Commits ops whose loss in a power cut is harmless (deletions of
     /// published outbox rows: at worst a message is published twice) without
     /// waiting for the disk.
-    pub fn commit_relaxed(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+    fn commit_relaxed(&mut self, ops: &[Op]) -> Result<(), StoreError> {
         self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         let result = self.commit(ops);
         self.conn.execute_batch("PRAGMA synchronous = FULL")?;
@@ -684,7 +403,7 @@ impl Db {
     }
 
     /// Loads what a restarted scheduler resumes from.
-    pub fn recover(&mut self) -> Result<Recovered, StoreError> {
+    fn recover(&mut self) -> Result<Recovered, StoreError> {
         let mut out = Recovered::default();
         let mut stmt = self.conn.prepare(
             "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body
@@ -825,7 +544,7 @@ impl Db {
     }
 
     /// Looks up workflows by id.
-    pub fn lookup(&mut self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
+    fn lookup(&mut self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT status, report FROM workflows WHERE id = ?1")?;
@@ -844,7 +563,7 @@ impl Db {
     }
 
     /// Workflows, newest first, optionally of one status only.
-    pub fn list_workflows(
+    fn list_workflows(
         &mut self,
         status: Option<&str>,
         limit: u32,
@@ -872,14 +591,14 @@ impl Db {
     }
 
     /// A trivial read: the store answers.
-    pub fn ping(&mut self) -> Result<(), StoreError> {
+    fn ping(&mut self) -> Result<(), StoreError> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 
     /// Committed results per (task, attempt) of a workflow: the evidence
     /// that no result was committed twice.
-    pub fn results_of(
+    fn results_of(
         &mut self,
         workflow_id: &str,
     ) -> Result<Vec<(String, u32, String)>, StoreError> {
@@ -891,7 +610,7 @@ impl Db {
     }
 
     /// Messages still in the outbox (published ones are deleted).
-    pub fn outbox_len(&mut self) -> Result<u64, StoreError> {
+    fn outbox_len(&mut self) -> Result<u64, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?

@@ -1,0 +1,335 @@
+//! The durable state store: a SQLite file ([`sqlite`], the default) or a
+//! PostgreSQL database ([`postgres`]), behind one interface, [`Store`].
+//!
+//! The engine hands over one batch of [`Op`]s per transaction: every state
+//! change of a batch, and the outbox messages they cause, commit together
+//! or not at all.
+
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::Balance;
+pub use sqlite::SqliteStore;
+
+use crate::batch::{Known, Op, Recovered, RunningWorkflow, Unreadable};
+use chrono::{DateTime, Utc};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use tokio_util::sync::CancellationToken;
+use warren_shared::{topology::PARTITIONS, wire::WorkflowSummary};
+
+/// Failures of the state store. Any of them stops the scheduler: its
+/// in-memory state may be ahead of the file, and a restart reloads the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state store {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state store holds schema version {found}; this scheduler knows versions up to {known}: run a newer scheduler"
+    )]
+    SchemaVersion { found: i64, known: i64 },
+    #[error("state store (PostgreSQL): {0}")]
+    Postgres(String),
+    #[error("state store address: {0}")]
+    Url(String),
+    #[error(
+        "this scheduler lost its leader lock (its database session ended, or another scheduler took over)"
+    )]
+    Fenced,
+    #[error("state store {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state store thread has stopped")]
+    Closed,
+    #[error(
+        "state store {path} is in use by another scheduler (lock file {path}.lock); run one scheduler per SQLite file, or use PostgreSQL (WARREN_STORE=postgres://...) for several"
+    )]
+    Locked { path: String },
+    #[error("state store holds an unreadable row: {0}")]
+    Corrupt(String),
+}
+
+impl From<Unreadable> for StoreError {
+    fn from(e: Unreadable) -> StoreError {
+        StoreError::Corrupt(e.0)
+    }
+}
+
+/// Where the state lives: `WARREN_STORE` is a SQLite file path, or a
+/// `postgres://` / `postgresql://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl StoreLocation {
+    pub fn parse(s: &str) -> StoreLocation {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            StoreLocation::Postgres(s.to_owned())
+        } else {
+            StoreLocation::Sqlite(PathBuf::from(s))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(p) => write!(f, "{}", p.display()),
+            StoreLocation::Postgres(url) => f.write_str(&warren_shared::redact_addr(url)),
+        }
+    }
+}
+
+impl From<PathBuf> for StoreLocation {
+    fn from(p: PathBuf) -> StoreLocation {
+        StoreLocation::Sqlite(p)
+    }
+}
+
+/// The open store, of either kind.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(Arc<postgres::PgStore>),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Sqlite(_) => f.write_str("Store(sqlite)"),
+            Store::Postgres(p) => write!(f, "Store({})", p.describe),
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store. A SQLite file is locked for this process (a second
+    /// scheduler on it is refused); on PostgreSQL this waits until this
+    /// scheduler is the active one of its namespace, or returns `None` when
+    /// `shutdown` comes first.
+    pub async fn open(
+        location: &StoreLocation,
+        namespace: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Store>, StoreError> {
+        let store = Store::connect(location, namespace).await?;
+        Ok(store.lead(shutdown).await?.then_some(store))
+    }
+
+    /// Opens the store for reading: SQLite locked for this process (a
+    /// second scheduler on the file is refused), PostgreSQL connected and
+    /// migrated. Commits wait for [`Store::lead`].
+    pub async fn connect(location: &StoreLocation, namespace: &str) -> Result<Store, StoreError> {
+        Ok(match location {
+            StoreLocation::Sqlite(path) => Store::Sqlite(SqliteStore::open(path)?),
+            StoreLocation::Postgres(url) => {
+                Store::Postgres(Arc::new(postgres::PgStore::connect(url, namespace).await?))
+            }
+        })
+    }
+
+    /// Makes this scheduler the store's active one: at once on SQLite (its
+    /// lock is taken by [`Store::connect`]); on PostgreSQL, once no other
+    /// scheduler of the namespace holds the leader lock. False when
+    /// `shutdown` comes first.
+    pub async fn lead(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Postgres(p) => p.lead(shutdown).await,
+        }
+    }
+
+    /// True when `e` leaves this scheduler able to lead again after
+    /// stepping down: on PostgreSQL, a lost connection or leadership (a
+    /// standby may have taken over, or the database restarted). SQLite
+    /// errors, and anything about the schema or the data, are final.
+    pub fn can_lead_again(&self, e: &StoreError) -> bool {
+        matches!(self, Store::Postgres(_))
+            && matches!(e, StoreError::Postgres(_) | StoreError::Fenced)
+    }
+
+    /// How many partitions the workflows are split into: 1 on SQLite
+    /// (one scheduler owns everything), [`PARTITIONS`] on PostgreSQL.
+    pub fn partitions(&self) -> u16 {
+        match self {
+            Store::Sqlite(_) => 1,
+            Store::Postgres(_) => PARTITIONS,
+        }
+    }
+
+    /// The partitions this scheduler owns now, in order.
+    pub fn owned(&self) -> Vec<u16> {
+        match self {
+            Store::Sqlite(_) => vec![0],
+            Store::Postgres(p) => p.owned(),
+        }
+    }
+
+    /// Evens out the partitions among the schedulers of the namespace
+    /// (see [`postgres::PgStore::balance`]); never changes anything on
+    /// SQLite.
+    pub async fn balance(&self) -> Result<Balance, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Balance::Unchanged),
+            Store::Postgres(p) => p.balance().await,
+        }
+    }
+
+    /// Partitioned stores: takes up to `want` more places of the limited
+    /// type `kind` (of `limit` across every scheduler) for this
+    /// scheduler's partitions. Returns the places granted and how many
+    /// other schedulers wait for places of the type.
+    pub async fn take_type_places(
+        &self,
+        kind: &str,
+        want: u32,
+        limit: u32,
+    ) -> Result<(u32, u32), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok((0, 0)),
+            Store::Postgres(p) => p.take_type_places(kind, want, limit).await,
+        }
+    }
+
+    /// Partitioned stores: how many other schedulers' partitions want
+    /// places of each limited type.
+    pub async fn type_waiters(&self) -> Result<HashMap<String, u32>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(HashMap::new()),
+            Store::Postgres(p) => p.type_waiters().await,
+        }
+    }
+
+    /// Gives up `n` partitions once nothing more is committed for them.
+    pub async fn release(&self, n: usize) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(p) => p.release(n).await,
+        }
+    }
+
+    /// Gives up leadership (PostgreSQL: closes the lock's connection).
+    pub async fn step_down(&self) {
+        if let Store::Postgres(p) = self {
+            p.step_down().await;
+        }
+    }
+
+    /// True while this scheduler may commit (always, on SQLite).
+    pub fn is_active(&self) -> bool {
+        match self {
+            Store::Sqlite(_) => true,
+            Store::Postgres(p) => p.is_leading(),
+        }
+    }
+
+    /// Closes the store: releases the SQLite lock, or the PostgreSQL
+    /// leader lock (a standby takes over at once).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Commits one batch in one transaction, durably.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.commit(ops).await,
+            Store::Postgres(p) => p.commit(&ops, false).await,
+        }
+    }
+
+    /// Commits ops whose loss in a crash is harmless (deletions of
+    /// published outbox rows) without waiting for the disk.
+    pub async fn commit_relaxed(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.commit_relaxed(ops).await,
+            Store::Postgres(p) => p.commit(&ops, true).await,
+        }
+    }
+
+    /// Loads what a restarted scheduler resumes from.
+    pub async fn recover(&self) -> Result<Recovered, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.recover().await,
+            Store::Postgres(p) => p.recover().await,
+        }
+    }
+
+    /// A running workflow as stored, for the report of one another
+    /// scheduler owns (PostgreSQL). On SQLite the one scheduler holds
+    /// every running workflow in memory: `None`.
+    pub async fn running_workflow(&self, id: &str) -> Result<Option<RunningWorkflow>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(p) => p.running_workflow(id).await,
+        }
+    }
+
+    /// Looks up workflows by id.
+    pub async fn lookup(&self, ids: Vec<String>) -> Result<Vec<Option<Known>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.lookup(ids).await,
+            Store::Postgres(p) => p.lookup(&ids).await,
+        }
+    }
+
+    /// Workflows, newest first, optionally of one status only.
+    pub async fn list_workflows(
+        &self,
+        status: Option<String>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<WorkflowSummary>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_workflows(status, limit, offset).await,
+            Store::Postgres(p) => p.list_workflows(status.as_deref(), limit, offset).await,
+        }
+    }
+
+    /// A trivial read: the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(p) => p.ping().await,
+        }
+    }
+
+    /// Committed results per (task, attempt) of a workflow: the evidence
+    /// that no result was committed twice.
+    pub async fn results_of(
+        &self,
+        workflow_id: String,
+    ) -> Result<Vec<(String, u32, String)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.results_of(workflow_id).await,
+            Store::Postgres(p) => p.results_of(&workflow_id).await,
+        }
+    }
+
+    /// Messages still in the outbox (published ones are deleted).
+    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.outbox_len().await,
+            Store::Postgres(p) => p.outbox_len().await,
+        }
+    }
+}
+
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
