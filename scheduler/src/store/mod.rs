@@ -8,7 +8,7 @@
 pub mod postgres;
 pub mod sqlite;
 
-pub use postgres::Balance;
+pub use postgres::{Balance, Partitions};
 pub use sqlite::SqliteStore;
 
 use crate::batch::{Known, Op, Recovered, RunningWorkflow, Unreadable};
@@ -147,7 +147,7 @@ impl Store {
     pub async fn lead(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(_) => Ok(true),
-            Store::Postgres(p) => p.lead(shutdown).await,
+            Store::Postgres(p) => p.partitions().lead(shutdown).await,
         }
     }
 
@@ -173,17 +173,17 @@ impl Store {
     pub fn owned(&self) -> Vec<u16> {
         match self {
             Store::Sqlite(_) => vec![0],
-            Store::Postgres(p) => p.owned(),
+            Store::Postgres(p) => p.partitions().owned(),
         }
     }
 
     /// Evens out the partitions among the schedulers of the namespace
-    /// (see [`postgres::PgStore::balance`]); never changes anything on
+    /// (see [`postgres::Partitions::balance`]); never changes anything on
     /// SQLite.
     pub async fn balance(&self) -> Result<Balance, StoreError> {
         match self {
             Store::Sqlite(_) => Ok(Balance::Unchanged),
-            Store::Postgres(p) => p.balance().await,
+            Store::Postgres(p) => p.partitions().balance().await,
         }
     }
 
@@ -199,7 +199,7 @@ impl Store {
     ) -> Result<(u32, u32), StoreError> {
         match self {
             Store::Sqlite(_) => Ok((0, 0)),
-            Store::Postgres(p) => p.take_type_places(kind, want, limit).await,
+            Store::Postgres(p) => p.partitions().take_type_places(kind, want, limit).await,
         }
     }
 
@@ -208,7 +208,17 @@ impl Store {
     pub async fn type_waiters(&self) -> Result<HashMap<String, u32>, StoreError> {
         match self {
             Store::Sqlite(_) => Ok(HashMap::new()),
-            Store::Postgres(p) => p.type_waiters().await,
+            Store::Postgres(p) => p.partitions().type_waiters().await,
+        }
+    }
+
+    /// The calls only a partitioned store has (PostgreSQL, where several
+    /// schedulers share the work); `None` on SQLite, whose one scheduler
+    /// owns everything.
+    pub fn partitioned(&self) -> Option<&Partitions> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(p) => Some(p.partitions()),
         }
     }
 
@@ -216,14 +226,14 @@ impl Store {
     pub async fn release(&self, n: usize) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(_) => Ok(()),
-            Store::Postgres(p) => p.release(n).await,
+            Store::Postgres(p) => p.partitions().release(n).await,
         }
     }
 
     /// Gives up leadership (PostgreSQL: closes the lock's connection).
     pub async fn step_down(&self) {
         if let Store::Postgres(p) = self {
-            p.step_down().await;
+            p.partitions().step_down().await;
         }
     }
 
@@ -231,7 +241,7 @@ impl Store {
     pub fn is_active(&self) -> bool {
         match self {
             Store::Sqlite(_) => true,
-            Store::Postgres(p) => p.is_leading(),
+            Store::Postgres(p) => p.partitions().is_leading(),
         }
     }
 
@@ -275,7 +285,7 @@ impl Store {
     pub async fn running_workflow(&self, id: &str) -> Result<Option<RunningWorkflow>, StoreError> {
         match self {
             Store::Sqlite(_) => Ok(None),
-            Store::Postgres(p) => p.running_workflow(id).await,
+            Store::Postgres(p) => p.partitions().running_workflow(id).await,
         }
     }
 
@@ -332,4 +342,3 @@ impl Store {
 pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
-

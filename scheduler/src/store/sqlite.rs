@@ -598,10 +598,7 @@ impl Db {
 
     /// Committed results per (task, attempt) of a workflow: the evidence
     /// that no result was committed twice.
-    fn results_of(
-        &mut self,
-        workflow_id: &str,
-    ) -> Result<Vec<(String, u32, String)>, StoreError> {
+    fn results_of(&mut self, workflow_id: &str) -> Result<Vec<(String, u32, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT task_id, attempt, status FROM results WHERE workflow_id = ?1 ORDER BY task_id, attempt",
         )?;

@@ -1,0 +1,396 @@
+//! The PostgreSQL state store (`WARREN_STORE=postgres://...`).
+//!
+//! Same tables and the same batches as SQLite: one transaction per batch,
+//! each kind of op one statement over arrays, all of them pipelined
+//! ([`batch`]). The tables live in a schema of their own per Warren
+//! namespace, created and migrated at startup ([`schema`]).
+//!
+//! Several schedulers may share a namespace. Its workflows are split into
+//! [`PARTITIONS`] partitions (by a hash of the workflow id); each scheduler
+//! owns some, holding a session advisory lock per partition and the epoch
+//! it took each with (the `partitions` table, [`partitions`]). Every batch
+//! checks those epochs inside its transaction, so a scheduler that lost a
+//! partition (its connection dropped, another took it over) can commit
+//! nothing more: its batch fails and it starts again with what it still
+//! owns. Limits per task type are shared through the store ([`places`]).
+//!
+//! This file holds the connection pool and the calls both stores have.
+
+mod batch;
+mod partitions;
+mod places;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+pub use partitions::{BALANCE_EVERY, Balance, Partitions};
+pub use schema::schema_of;
+
+use super::StoreError;
+use crate::batch::{Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, TaskRow};
+use batch::Batch;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+use tokio_postgres::NoTls;
+use warren_shared::{
+    topology::{PARTITIONS, partition_of},
+    wire::{TaskError, TaskState, WorkflowSummary},
+};
+
+/// The open PostgreSQL store of one namespace.
+pub struct PgStore {
+    /// Connections for batches and reads (4 at most).
+    pool: Pool,
+    /// What this scheduler owns, and the calls about it.
+    partitions: Partitions,
+    /// `postgres://user@host:port/db (schema s)`, for logs.
+    pub(super) describe: String,
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Postgres(e.to_string())
+}
+
+impl PgStore {
+    /// Connects and creates and migrates the namespace's schema. The store
+    /// can be read at once; it commits only once [`PgStore::lead`] gave
+    /// this scheduler partitions to own.
+    pub async fn connect(url: &str, namespace: &str) -> Result<PgStore, StoreError> {
+        let schema = schema_of(namespace);
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+        let describe = describe(&config, &schema);
+        // Names the namespace's sessions in pg_stat_activity (PostgreSQL
+        // keeps the first 63 bytes).
+        config.application_name(format!("warren {schema}"));
+        config.options(format!("-c search_path={schema}"));
+        config.connect_timeout(Duration::from_secs(10));
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(4)
+            .build()
+            .map_err(|e| StoreError::Postgres(e.to_string()))?;
+        let mut client = get(&pool).await?;
+        schema::migrate(&mut client, &schema).await?;
+        let partitions: i64 = client
+            .query_one("SELECT count(*) FROM partitions", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if partitions != i64::from(PARTITIONS) {
+            return Err(StoreError::Corrupt(format!(
+                "{partitions} partitions in the store, this scheduler knows {PARTITIONS}"
+            )));
+        }
+        drop(client);
+        Ok(PgStore {
+            partitions: Partitions::new(pool.clone(), config, &schema, describe.clone()),
+            pool,
+            describe,
+        })
+    }
+
+    /// What this scheduler owns, and the calls about it.
+    pub fn partitions(&self) -> &Partitions {
+        &self.partitions
+    }
+
+    /// Releases the partitions (the others take them at once) and the pool.
+    pub async fn close(&self) {
+        self.partitions.close().await;
+        self.pool.close();
+    }
+
+    pub async fn commit(&self, ops: &[Op], relaxed: bool) -> Result<(), StoreError> {
+        let (parts, epochs) = self.partitions.fence()?;
+        let mut client = get(&self.pool).await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        if relaxed {
+            // Deletions of published outbox rows: losing them in a crash
+            // only publishes a message twice.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(pg)?;
+        }
+        Batch::of(ops)?.write(&tx, &parts, &epochs).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
+    /// Loads what the partitions this scheduler owns resume from.
+    pub async fn recover(&self) -> Result<Recovered, StoreError> {
+        let owned = self.partitions.owned();
+        let parts: Vec<i32> = owned.iter().map(|&p| i32::from(p)).collect();
+        let client = get(&self.pool).await?;
+        let mut out = Recovered::default();
+        for r in client
+            .query(
+                "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body, part
+                 FROM outbox WHERE part = ANY($1) ORDER BY seq",
+                &[&parts],
+            )
+            .await
+            .map_err(pg)?
+        {
+            let kind: String = r.get(1);
+            let kind = OutKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox kind `{kind}`")))?;
+            let headers: Option<String> = r.get(7);
+            let headers = match headers {
+                Some(h) => serde_json::from_str(&h)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox headers: {e}")))?,
+                None => Vec::new(),
+            };
+            let priority: Option<i16> = r.get(6);
+            out.outbox.push((
+                r.get::<_, i64>(0) as u64,
+                Arc::new(OutMsg {
+                    kind,
+                    exchange: r.get(2),
+                    routing_key: r.get(3),
+                    message_id: r.get(4),
+                    correlation_id: r.get(5),
+                    priority: priority.map(|p| p.clamp(0, 255) as u8),
+                    headers,
+                    body: r.get(8),
+                    part: r.get::<_, i32>(9).clamp(0, i32::from(u16::MAX)) as u16,
+                }),
+            ));
+        }
+        // Sequence numbers (outbox rows, workflow order) must not collide
+        // with another scheduler's: each engine instance counts from its
+        // own block of 2^40.
+        let instance: i64 = client
+            .query_one("SELECT nextval('engine_instance')", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let base = (instance as u64) << 40;
+        out.next_outbox_seq = base + 1;
+        out.next_workflow_seq = base + 1;
+        out.type_places = places::take_over(&client, &parts).await?;
+
+        let ids: Vec<String> = client
+            .query("SELECT id FROM workflows WHERE status = 'running'", &[])
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|id| owned.contains(&partition_of(id, PARTITIONS)))
+            .collect();
+        out.running = running_workflows(&client, &ids).await?;
+        Ok(out)
+    }
+
+    pub async fn lookup(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
+        let client = get(&self.pool).await?;
+        let rows = client
+            .query(
+                "SELECT id, status, report FROM workflows WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?;
+        let mut found: HashMap<String, Known> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Known {
+                        status: r.get(1),
+                        report: r.get(2),
+                    },
+                )
+            })
+            .collect();
+        Ok(ids.iter().map(|id| found.remove(id)).collect())
+    }
+
+    pub async fn list_workflows(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<WorkflowSummary>, StoreError> {
+        let client = get(&self.pool).await?;
+        let (limit, offset) = (i64::from(limit), i64::from(offset));
+        let rows =
+            match status {
+                Some(s) => client
+                    .query(
+                        "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+                     WHERE status = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3",
+                        &[&s, &limit, &offset],
+                    )
+                    .await,
+                None => client
+                    .query(
+                        "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+                     ORDER BY seq DESC LIMIT $1 OFFSET $2",
+                        &[&limit, &offset],
+                    )
+                    .await,
+            }
+            .map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| WorkflowSummary {
+                workflow_id: r.get(0),
+                name: r.get(1),
+                status: r.get(2),
+                priority: i64::from(r.get::<_, i16>(3)),
+                created_at: super::ts(&r.get::<_, DateTime<Utc>>(4)),
+                finished_at: r.get::<_, Option<DateTime<Utc>>>(5).as_ref().map(super::ts),
+            })
+            .collect())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        get(&self.pool)
+            .await?
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    pub async fn results_of(
+        &self,
+        workflow_id: &str,
+    ) -> Result<Vec<(String, u32, String)>, StoreError> {
+        let rows = get(&self.pool)
+            .await?
+            .query(
+                "SELECT task_id, attempt, status FROM results WHERE workflow_id = $1 ORDER BY task_id, attempt",
+                &[&workflow_id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get::<_, i32>(1) as u32, r.get(2)))
+            .collect())
+    }
+
+    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        let row = get(&self.pool)
+            .await?
+            .query_one("SELECT COUNT(*) FROM outbox", &[])
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+}
+
+/// The running workflows among `ids`, with their tasks and waiters, in
+/// the order they were accepted.
+async fn running_workflows(
+    client: &deadpool_postgres::Object,
+    ids: &[String],
+) -> Result<Vec<RunningWorkflow>, StoreError> {
+    let mut running = Vec::with_capacity(ids.len());
+    let wfs = client
+        .query(
+            "SELECT id, seq, definition, created_at FROM workflows
+             WHERE id = ANY($1) AND status = 'running' ORDER BY seq",
+            &[&ids],
+        )
+        .await
+        .map_err(pg)?;
+    let mut tasks: HashMap<String, Vec<TaskRow>> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT t.workflow_id, t.task_id, t.state, t.attempt, t.due_at_ms, t.output, t.error,
+                    t.worker, t.started_at, t.finished_at
+             FROM tasks t WHERE t.workflow_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(pg)?
+    {
+        let wf: String = r.get(0);
+        let state: String = r.get(2);
+        let state = TaskState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
+        let error: Option<String> = r.get(6);
+        let error = error
+            .map(|e| serde_json::from_str::<TaskError>(&e))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("task error: {e}")))?;
+        let attempt: i32 = r.get(3);
+        tasks.entry(wf.clone()).or_default().push(TaskRow {
+            workflow_id: Arc::from(wf.as_str()),
+            task_id: r.get(1),
+            state,
+            attempt: attempt.max(0) as u32,
+            due_at_ms: r.get(4),
+            output: r.get(5),
+            error,
+            worker: r.get(7),
+            started_at: r.get(8),
+            finished_at: r.get(9),
+        });
+    }
+    let mut replies: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT r.workflow_id, r.reply_to, r.correlation_id
+             FROM replies r WHERE r.workflow_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(pg)?
+    {
+        replies
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2)));
+    }
+    for r in wfs {
+        let id: String = r.get(0);
+        let definition: Option<Vec<u8>> = r.get(2);
+        running.push(RunningWorkflow {
+            seq: r.get::<_, i64>(1) as u64,
+            definition: definition.ok_or_else(|| {
+                StoreError::Corrupt(format!("running workflow {id} has no definition"))
+            })?,
+            created_at: r.get(3),
+            tasks: tasks.remove(&id).unwrap_or_default(),
+            replies: replies.remove(&id).unwrap_or_default(),
+            id,
+        });
+    }
+    Ok(running)
+}
+
+/// `postgres://user@host:port/db (schema s)`, without the password.
+fn describe(c: &tokio_postgres::Config, schema: &str) -> String {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{} (schema {schema})",
+        c.get_user().unwrap_or(""),
+        c.get_dbname().unwrap_or("")
+    )
+}
+
+async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Postgres(e.to_string()))
+}
