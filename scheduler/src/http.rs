@@ -11,9 +11,10 @@
 //! - `GET /` and `GET /workflows/{id}`: the web page (see `page.html`).
 
 use crate::{
+    batch::RunningWorkflow,
     metrics::{Histogram, Metrics},
     state::TypeUsage,
-    store::{Store, StoreError},
+    store::{Partitions, Store, StoreError},
     workers::SharedWorkers,
 };
 use axum::{
@@ -104,7 +105,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
     );
     // A standby (another scheduler is active on its PostgreSQL store) is
     // alive but not serving: 503, with `active: false`.
-    let active = s.store.is_active();
+    let active = s.store.partitioned().is_none_or(Partitions::is_leading);
     let status = if broker && store && active {
         StatusCode::OK
     } else {
@@ -156,7 +157,7 @@ async fn list(
 async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let (answer, answered) = oneshot::channel();
     let running = async {
-        if !s.store.is_active() {
+        if !s.store.partitioned().is_none_or(Partitions::is_leading) {
             return None; // a standby's loop is not running: read the store
         }
         s.queries
@@ -188,7 +189,7 @@ async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response
                 // Running, and not in this scheduler's memory: owned by
                 // another scheduler (read as stored), or between a restart
                 // and its recovery.
-                None => match s.store.running_workflow(&id).await {
+                None => match stored_running(&s.store, &id).await {
                     Ok(Some(stored)) => match crate::state::stored_report(stored) {
                         Ok(Some(report)) => Json(report).into_response(),
                         Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
@@ -201,6 +202,15 @@ async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response
             None => error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
         },
         Err(e) => store_error(e),
+    }
+}
+
+/// A running workflow another scheduler owns, as stored; `None` on SQLite,
+/// whose one scheduler holds every running workflow in memory.
+async fn stored_running(store: &Store, id: &str) -> Result<Option<RunningWorkflow>, StoreError> {
+    match store.partitioned() {
+        Some(parts) => parts.running_workflow(id).await,
+        None => Ok(None),
     }
 }
 

@@ -179,10 +179,14 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let mut store_backoff = Backoff::reconnect();
         loop {
-            match store.lead(shutdown).await {
+            let led = match store.partitioned() {
+                Some(parts) => parts.lead(shutdown).await,
+                None => Ok(true),
+            };
+            match led {
                 Ok(true) => {}
                 Ok(false) => return Ok(()), // stopped while standing by
-                Err(e) if store.can_lead_again(&e) => {
+                Err(e) if e.can_lead_again() => {
                     let delay = store_backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "Cannot reach the store to lead; retrying");
                     tokio::select! {
@@ -196,15 +200,15 @@ impl Scheduler {
             self.metrics.active.store(1, Ordering::Relaxed);
             let ran = self.sessions(store, shutdown, queries).await;
             self.metrics.active.store(0, Ordering::Relaxed);
-            match ran {
-                Err(SchedulerError::Store(e))
-                    if store.can_lead_again(&e) && !shutdown.is_cancelled() =>
+            match (ran, store.partitioned()) {
+                (Err(SchedulerError::Store(e)), Some(parts))
+                    if e.can_lead_again() && !shutdown.is_cancelled() =>
                 {
                     tracing::warn!(error = %e, "Lost the store or its leadership; standing by again");
                     Metrics::add(&self.metrics.reconnects, 1);
-                    store.step_down().await;
+                    parts.step_down().await;
                 }
-                other => return other,
+                (other, _) => return other,
             }
         }
     }
@@ -235,7 +239,9 @@ impl Scheduler {
                 Ok(End::Rebalance(n)) => {
                     // Nothing more is committed for the partitions
                     // given up: the session that worked on them ended.
-                    if let Err(e) = store.release(n).await {
+                    if let Some(parts) = store.partitioned()
+                        && let Err(e) = parts.release(n).await
+                    {
                         return Err(e.into());
                     }
                     reconnect.reset();

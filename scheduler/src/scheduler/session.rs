@@ -13,7 +13,7 @@ use crate::{
     batch::{Op, OutMsg, Recovered},
     http,
     state::{Engine, TypeLimits},
-    store::{Balance, Store, StoreError, postgres::BALANCE_EVERY},
+    store::{Balance, Partitions, Store, StoreError, postgres::BALANCE_EVERY},
     workers,
 };
 use chrono::Utc;
@@ -25,7 +25,7 @@ use std::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use warren_shared::{Topology, amqp, session::Connections};
+use warren_shared::{Topology, amqp, session::Connections, topology::PARTITIONS};
 
 use super::{
     Scheduler, SchedulerError,
@@ -120,8 +120,10 @@ impl Scheduler {
         let cfg = &self.config;
         let topology = cfg.amqp.topology();
         let mut recovered = store.recover().await?;
-        let partitions = store.partitions();
-        let owned = store.owned();
+        let (partitions, owned) = match store.partitioned() {
+            Some(parts) => (PARTITIONS, parts.owned()),
+            None => (1, vec![0]),
+        };
         if owned.is_empty() {
             return Err(StoreError::Fenced.into());
         }
@@ -297,7 +299,11 @@ impl Scheduler {
                 Wake::Stopped => break Ok(End::Stopped),
                 Wake::Balance => {
                     next_balance = tokio::time::Instant::now() + BALANCE_EVERY;
-                    match self.balance(store, engine, &mut refused).await {
+                    // The tick runs only when partitioned.
+                    let Some(parts) = store.partitioned() else {
+                        continue;
+                    };
+                    match self.balance(parts, engine, &mut refused).await {
                         Ok(Balanced::Quiet) => continue,
                         Ok(Balanced::Ask) => None,
                         Ok(Balanced::Changed(end)) => break Ok(end),
@@ -351,14 +357,14 @@ impl Scheduler {
     /// limited types.
     async fn balance(
         &self,
-        store: &Store,
+        parts: &Partitions,
         engine: &mut Engine,
         refused: &mut HashSet<String>,
     ) -> Result<Balanced, SchedulerError> {
-        match store.balance().await? {
+        match parts.balance().await? {
             Balance::Unchanged => {
                 if !self.config.type_limits.is_empty() {
-                    let waiting = store.type_waiters().await?;
+                    let waiting = parts.type_waiters().await?;
                     engine.set_type_waiters(&waiting);
                 }
                 if !engine.has_parked() {

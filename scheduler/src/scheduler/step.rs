@@ -15,7 +15,7 @@ use crate::{
     batch::{Known, Op, OutKind},
     metrics::Metrics,
     state::Engine,
-    store::Store,
+    store::{Partitions, Store},
 };
 use chrono::Utc;
 use lapin::{Channel, options::BasicAckOptions};
@@ -94,8 +94,8 @@ impl Scheduler {
         }
         engine.fire_due(now.timestamp_millis());
         engine.dispatch(now);
-        if ctx.owned.partitioned {
-            negotiate_type_places(engine, store, refused, now).await?;
+        if let Some(parts) = store.partitioned() {
+            negotiate_type_places(engine, parts, refused, now).await?;
         }
         engine.emit_progress(now);
 
@@ -258,7 +258,7 @@ async fn look_up(
 /// unless it was `refused` since the last balance tick.
 async fn negotiate_type_places(
     engine: &mut Engine,
-    store: &Store,
+    parts: &Partitions,
     refused: &mut HashSet<String>,
     now: chrono::DateTime<Utc>,
 ) -> Result<(), SchedulerError> {
@@ -267,7 +267,7 @@ async fn negotiate_type_places(
         if refused.contains(&kind) {
             continue;
         }
-        let (granted, others) = store.take_type_places(&kind, want, limit).await?;
+        let (granted, others) = parts.take_type_places(&kind, want, limit).await?;
         tracing::debug!(%kind, want, granted, others, "Places of a limited type asked for");
         engine.grant_type_places(&kind, granted, others);
         granted_any |= granted > 0;

@@ -11,11 +11,11 @@ pub mod sqlite;
 pub use postgres::{Balance, Partitions};
 pub use sqlite::SqliteStore;
 
-use crate::batch::{Known, Op, Recovered, RunningWorkflow, Unreadable};
+use crate::batch::{Known, Op, Recovered, Unreadable};
 use chrono::{DateTime, Utc};
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc};
 use tokio_util::sync::CancellationToken;
-use warren_shared::{topology::PARTITIONS, wire::WorkflowSummary};
+use warren_shared::wire::WorkflowSummary;
 
 /// Failures of the state store. Any of them stops the scheduler: its
 /// in-memory state may be ahead of the file, and a restart reloads the file.
@@ -56,6 +56,18 @@ pub enum StoreError {
     Locked { path: String },
     #[error("state store holds an unreadable row: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// True when a scheduler on a partitioned store may step down and lead
+    /// again after `self` ([`Partitions::step_down`], [`Partitions::lead`]):
+    /// a lost connection or a lost partition (another scheduler took it
+    /// over, or the database restarted). Anything about the schema or the
+    /// data is final, and so is every error of SQLite, whose one scheduler
+    /// has nobody to hand over to.
+    pub fn can_lead_again(&self) -> bool {
+        matches!(self, StoreError::Postgres(_) | StoreError::Fenced)
+    }
 }
 
 impl From<Unreadable> for StoreError {
@@ -115,22 +127,26 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store. A SQLite file is locked for this process (a second
-    /// scheduler on it is refused); on PostgreSQL this waits until this
-    /// scheduler is the active one of its namespace, or returns `None` when
-    /// `shutdown` comes first.
+    /// Opens the store ([`Store::connect`]) and, on a partitioned store,
+    /// waits until this scheduler owns a partition ([`Partitions::lead`]);
+    /// `None` when `shutdown` comes first.
     pub async fn open(
         location: &StoreLocation,
         namespace: &str,
         shutdown: &CancellationToken,
     ) -> Result<Option<Store>, StoreError> {
         let store = Store::connect(location, namespace).await?;
-        Ok(store.lead(shutdown).await?.then_some(store))
+        let led = match store.partitioned() {
+            Some(p) => p.lead(shutdown).await?,
+            None => true,
+        };
+        Ok(led.then_some(store))
     }
 
     /// Opens the store for reading: SQLite locked for this process (a
-    /// second scheduler on the file is refused), PostgreSQL connected and
-    /// migrated. Commits wait for [`Store::lead`].
+    /// second scheduler on the file is refused: [`StoreError::Locked`]),
+    /// PostgreSQL connected and migrated. On PostgreSQL, commits wait for
+    /// [`Partitions::lead`].
     pub async fn connect(location: &StoreLocation, namespace: &str) -> Result<Store, StoreError> {
         Ok(match location {
             StoreLocation::Sqlite(path) => Store::Sqlite(SqliteStore::open(path)?),
@@ -140,81 +156,11 @@ impl Store {
         })
     }
 
-    /// Makes this scheduler the store's active one: at once on SQLite (its
-    /// lock is taken by [`Store::connect`]); on PostgreSQL, once no other
-    /// scheduler of the namespace holds the leader lock. False when
-    /// `shutdown` comes first.
-    pub async fn lead(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(true),
-            Store::Postgres(p) => p.partitions().lead(shutdown).await,
-        }
-    }
-
-    /// True when `e` leaves this scheduler able to lead again after
-    /// stepping down: on PostgreSQL, a lost connection or leadership (a
-    /// standby may have taken over, or the database restarted). SQLite
-    /// errors, and anything about the schema or the data, are final.
-    pub fn can_lead_again(&self, e: &StoreError) -> bool {
-        matches!(self, Store::Postgres(_))
-            && matches!(e, StoreError::Postgres(_) | StoreError::Fenced)
-    }
-
-    /// How many partitions the workflows are split into: 1 on SQLite
-    /// (one scheduler owns everything), [`PARTITIONS`] on PostgreSQL.
-    pub fn partitions(&self) -> u16 {
-        match self {
-            Store::Sqlite(_) => 1,
-            Store::Postgres(_) => PARTITIONS,
-        }
-    }
-
-    /// The partitions this scheduler owns now, in order.
-    pub fn owned(&self) -> Vec<u16> {
-        match self {
-            Store::Sqlite(_) => vec![0],
-            Store::Postgres(p) => p.partitions().owned(),
-        }
-    }
-
-    /// Evens out the partitions among the schedulers of the namespace
-    /// (see [`postgres::Partitions::balance`]); never changes anything on
-    /// SQLite.
-    pub async fn balance(&self) -> Result<Balance, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(Balance::Unchanged),
-            Store::Postgres(p) => p.partitions().balance().await,
-        }
-    }
-
-    /// Partitioned stores: takes up to `want` more places of the limited
-    /// type `kind` (of `limit` across every scheduler) for this
-    /// scheduler's partitions. Returns the places granted and how many
-    /// other schedulers wait for places of the type.
-    pub async fn take_type_places(
-        &self,
-        kind: &str,
-        want: u32,
-        limit: u32,
-    ) -> Result<(u32, u32), StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok((0, 0)),
-            Store::Postgres(p) => p.partitions().take_type_places(kind, want, limit).await,
-        }
-    }
-
-    /// Partitioned stores: how many other schedulers' partitions want
-    /// places of each limited type.
-    pub async fn type_waiters(&self) -> Result<HashMap<String, u32>, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(HashMap::new()),
-            Store::Postgres(p) => p.partitions().type_waiters().await,
-        }
-    }
-
     /// The calls only a partitioned store has (PostgreSQL, where several
-    /// schedulers share the work); `None` on SQLite, whose one scheduler
-    /// owns everything.
+    /// schedulers share the work): leading, balancing, releasing and
+    /// stepping down, type places, reports of workflows another scheduler
+    /// owns. `None` on SQLite, whose one scheduler owns everything (one
+    /// partition) from [`Store::connect`] to [`Store::close`].
     pub fn partitioned(&self) -> Option<&Partitions> {
         match self {
             Store::Sqlite(_) => None,
@@ -222,31 +168,9 @@ impl Store {
         }
     }
 
-    /// Gives up `n` partitions once nothing more is committed for them.
-    pub async fn release(&self, n: usize) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(()),
-            Store::Postgres(p) => p.partitions().release(n).await,
-        }
-    }
-
-    /// Gives up leadership (PostgreSQL: closes the lock's connection).
-    pub async fn step_down(&self) {
-        if let Store::Postgres(p) = self {
-            p.partitions().step_down().await;
-        }
-    }
-
-    /// True while this scheduler may commit (always, on SQLite).
-    pub fn is_active(&self) -> bool {
-        match self {
-            Store::Sqlite(_) => true,
-            Store::Postgres(p) => p.partitions().is_leading(),
-        }
-    }
-
-    /// Closes the store: releases the SQLite lock, or the PostgreSQL
-    /// leader lock (a standby takes over at once).
+    /// Closes the store: releases the SQLite file's lock, or the
+    /// PostgreSQL partitions' locks (the other schedulers take them over
+    /// at once).
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
@@ -276,16 +200,6 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.recover().await,
             Store::Postgres(p) => p.recover().await,
-        }
-    }
-
-    /// A running workflow as stored, for the report of one another
-    /// scheduler owns (PostgreSQL). On SQLite the one scheduler holds
-    /// every running workflow in memory: `None`.
-    pub async fn running_workflow(&self, id: &str) -> Result<Option<RunningWorkflow>, StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(None),
-            Store::Postgres(p) => p.partitions().running_workflow(id).await,
         }
     }
 

@@ -246,7 +246,7 @@ async fn schedulers_share_the_partitions_and_a_deposed_one_commits_nothing() {
         "the second owns a partition still locked"
     );
     first.commit(vec![Op::OutboxDone(1)]).await.unwrap();
-    first.release(half).await.unwrap();
+    p1.release(half).await.unwrap();
     let second = tokio::time::timeout(Duration::from_secs(30), second)
         .await
         .expect("the second takes the released partitions")
