@@ -6,13 +6,13 @@
 //! or not at all.
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 pub use postgres::{Balance, Partitions};
 pub use sqlite::SqliteStore;
 
 use crate::batch::{Known, Op, Recovered, Unreadable};
-use chrono::{DateTime, Utc};
 use std::{path::PathBuf, sync::Arc};
 use tokio_util::sync::CancellationToken;
 use warren_shared::wire::WorkflowSummary;
@@ -251,8 +251,4 @@ impl Store {
             Store::Postgres(p) => p.outbox_len().await,
         }
     }
-}
-
-pub(crate) fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

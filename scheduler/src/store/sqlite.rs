@@ -5,13 +5,16 @@
 //! ([`SqliteStore`] is the handle to it) and the async side sends it
 //! closures. Each batch of [`Op`]s is one transaction.
 
-use super::{StoreError, ts};
-use crate::batch::{Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, TaskRow};
-use chrono::{DateTime, Utc};
+use super::StoreError;
+use super::rows::{
+    OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text, headers_text, ts,
+};
+use crate::batch::{Known, Op, Recovered};
+use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{path::Path, sync::Arc};
 use tokio::sync::oneshot;
-use warren_shared::wire::{TaskError, TaskState, WorkflowSummary};
+use warren_shared::wire::WorkflowSummary;
 
 /// Version of the schema below, kept in `meta`.
 const SCHEMA_VERSION: i64 = 1;
@@ -194,15 +197,6 @@ impl SqliteStore {
     }
 }
 
-fn parse_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    s.map(|s| {
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| StoreError::Corrupt(format!("timestamp `{s}`: {e}")))
-    })
-    .transpose()
-}
-
 impl Db {
     fn open(path: &Path) -> Result<Db, StoreError> {
         let open_err = |source| StoreError::Open {
@@ -302,12 +296,7 @@ impl Db {
                     .execute(params![&**id, status.as_str(), report, ts(finished_at)])?;
                 }
                 Op::Task(row) => {
-                    let error = row
-                        .error
-                        .as_ref()
-                        .map(serde_json::to_string)
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let error = error_text(row.error.as_ref())?;
                     tx.prepare_cached(
                         "INSERT INTO tasks (workflow_id, task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -341,14 +330,7 @@ impl Db {
                     .execute(params![&**workflow_id, task_id, attempt, status.as_str(), ts(&Utc::now())])?;
                 }
                 Op::Outbox(seq, m) => {
-                    let headers = if m.headers.is_empty() {
-                        None
-                    } else {
-                        Some(
-                            serde_json::to_string(&m.headers)
-                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        )
-                    };
+                    let headers = headers_text(&m.headers)?;
                     tx.prepare_cached(
                         "INSERT INTO outbox (seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -410,51 +392,21 @@ impl Db {
              FROM outbox ORDER BY seq",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<u8>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Vec<u8>>(8)?,
-            ))
+            Ok(OutboxRecord {
+                seq: r.get(0)?,
+                kind: r.get(1)?,
+                exchange: r.get(2)?,
+                routing_key: r.get(3)?,
+                message_id: r.get(4)?,
+                correlation_id: r.get(5)?,
+                priority: r.get(6)?,
+                headers: r.get(7)?,
+                body: r.get(8)?,
+                part: 0,
+            })
         })?;
         for row in rows {
-            let (
-                seq,
-                kind,
-                exchange,
-                routing_key,
-                message_id,
-                correlation_id,
-                priority,
-                headers,
-                body,
-            ) = row?;
-            let kind = OutKind::parse(&kind)
-                .ok_or_else(|| StoreError::Corrupt(format!("outbox kind `{kind}`")))?;
-            let headers = match headers {
-                Some(h) => serde_json::from_str(&h)
-                    .map_err(|e| StoreError::Corrupt(format!("outbox headers: {e}")))?,
-                None => Vec::new(),
-            };
-            out.outbox.push((
-                seq as u64,
-                Arc::new(OutMsg {
-                    kind,
-                    exchange,
-                    routing_key,
-                    message_id,
-                    correlation_id,
-                    priority,
-                    headers,
-                    body,
-                    part: 0,
-                }),
-            ));
+            out.outbox.push(row?.decode()?);
         }
         drop(stmt);
         out.next_outbox_seq =
@@ -478,67 +430,39 @@ impl Db {
         let mut reply_stmt = self
             .conn
             .prepare("SELECT reply_to, correlation_id FROM replies WHERE workflow_id = ?1")?;
-        let wfs: Vec<(String, i64, Vec<u8>, String)> = wf_stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        let wfs: Vec<WorkflowRecord<String>> = wf_stmt
+            .query_map([], |r| {
+                Ok(WorkflowRecord {
+                    id: r.get(0)?,
+                    seq: r.get(1)?,
+                    definition: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })?
             .collect::<Result<_, _>>()?;
-        for (id, seq, definition, created_at) in wfs {
-            let wf_id: Arc<str> = Arc::from(id.as_str());
+        for wf in wfs {
+            let wf_id: Arc<str> = Arc::from(wf.id.as_str());
             let mut tasks = Vec::new();
-            let rows = task_stmt.query_map([&id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                ))
+            let rows = task_stmt.query_map([&wf.id], |r| {
+                Ok(TaskRecord::<String> {
+                    task_id: r.get(0)?,
+                    state: r.get(1)?,
+                    attempt: r.get(2)?,
+                    due_at_ms: r.get(3)?,
+                    output: r.get(4)?,
+                    error: r.get(5)?,
+                    worker: r.get(6)?,
+                    started_at: r.get(7)?,
+                    finished_at: r.get(8)?,
+                })
             })?;
             for row in rows {
-                let (
-                    task_id,
-                    state,
-                    attempt,
-                    due_at_ms,
-                    output,
-                    error,
-                    worker,
-                    started_at,
-                    finished_at,
-                ) = row?;
-                let state = TaskState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
-                let error = error
-                    .map(|e| serde_json::from_str::<TaskError>(&e))
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(format!("task error: {e}")))?;
-                tasks.push(TaskRow {
-                    workflow_id: wf_id.clone(),
-                    task_id,
-                    state,
-                    attempt,
-                    due_at_ms,
-                    output,
-                    error,
-                    worker,
-                    started_at: parse_ts(started_at)?,
-                    finished_at: parse_ts(finished_at)?,
-                });
+                tasks.push(row?.decode(wf_id.clone())?);
             }
             let replies = reply_stmt
-                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([&wf.id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            out.running.push(RunningWorkflow {
-                id,
-                seq: seq as u64,
-                definition,
-                created_at: parse_ts(Some(created_at))?.unwrap_or_else(Utc::now),
-                tasks,
-                replies,
-            });
+            out.running.push(wf.decode(tasks, replies)?);
         }
         Ok(out)
     }
@@ -578,8 +502,8 @@ impl Db {
              WHERE ?1 IS NULL ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
         })?;
         let rows = stmt.query_map(rusqlite::params![status, limit, offset], |r| {
-            Ok(WorkflowSummary {
-                workflow_id: r.get(0)?,
+            Ok(SummaryRecord::<String> {
+                id: r.get(0)?,
                 name: r.get(1)?,
                 status: r.get(2)?,
                 priority: r.get(3)?,
@@ -587,7 +511,9 @@ impl Db {
                 finished_at: r.get(5)?,
             })
         })?;
-        rows.collect::<Result<_, _>>().map_err(StoreError::from)
+        rows.map(|r| r.map(SummaryRecord::decode))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)
     }
 
     /// A trivial read: the store answers.
@@ -618,7 +544,8 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_shared::wire::{ResultStatus, WorkflowStatus};
+    use crate::batch::{OutKind, OutMsg, TaskRow};
+    use warren_shared::wire::{ResultStatus, TaskState, WorkflowStatus};
 
     fn row(wf: &Arc<str>, task: &str, state: TaskState, attempt: u32) -> Op {
         Op::Task(TaskRow {

@@ -6,7 +6,10 @@
 
 use super::pg;
 use crate::batch::{Op, TaskRow};
-use crate::store::StoreError;
+use crate::store::{
+    StoreError,
+    rows::{error_text, headers_text},
+};
 use chrono::{DateTime, Utc};
 use std::{borrow::Cow, collections::HashMap};
 use tokio_postgres::types::ToSql;
@@ -71,10 +74,6 @@ fn text(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(s)
     }
-}
-
-fn json_err(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
 }
 
 fn opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
@@ -144,11 +143,7 @@ impl<'a> Batch<'a> {
                     b.out_message_id.push(opt_text(&m.message_id));
                     b.out_correlation.push(opt_text(&m.correlation_id));
                     b.out_priority.push(m.priority.map(i16::from));
-                    b.out_headers.push(if m.headers.is_empty() {
-                        None
-                    } else {
-                        Some(serde_json::to_string(&m.headers).map_err(json_err)?)
-                    });
+                    b.out_headers.push(headers_text(&m.headers)?);
                     b.out_body.push(&m.body);
                     b.out_part.push(i32::from(m.part));
                 }
@@ -211,13 +206,7 @@ impl<'a> Batch<'a> {
             t_attempt.push(t.attempt as i32);
             t_due.push(t.due_at_ms);
             t_output.push(t.output.as_deref());
-            t_error.push(
-                t.error
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(json_err)?,
-            );
+            t_error.push(error_text(t.error.as_ref())?);
             t_worker.push(opt_text(&t.worker));
             t_started.push(t.started_at);
             t_finished.push(t.finished_at);

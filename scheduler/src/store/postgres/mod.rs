@@ -27,7 +27,8 @@ pub use partitions::{BALANCE_EVERY, Balance, Partitions};
 pub use schema::schema_of;
 
 use super::StoreError;
-use crate::batch::{Known, Op, OutKind, OutMsg, Recovered, RunningWorkflow, TaskRow};
+use super::rows::{OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord};
+use crate::batch::{Known, Op, Recovered, RunningWorkflow, TaskRow};
 use batch::Batch;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -35,7 +36,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio_postgres::NoTls;
 use warren_shared::{
     topology::{PARTITIONS, partition_of},
-    wire::{TaskError, TaskState, WorkflowSummary},
+    wire::WorkflowSummary,
 };
 
 /// The open PostgreSQL store of one namespace.
@@ -140,30 +141,20 @@ impl PgStore {
             .await
             .map_err(pg)?
         {
-            let kind: String = r.get(1);
-            let kind = OutKind::parse(&kind)
-                .ok_or_else(|| StoreError::Corrupt(format!("outbox kind `{kind}`")))?;
-            let headers: Option<String> = r.get(7);
-            let headers = match headers {
-                Some(h) => serde_json::from_str(&h)
-                    .map_err(|e| StoreError::Corrupt(format!("outbox headers: {e}")))?,
-                None => Vec::new(),
-            };
             let priority: Option<i16> = r.get(6);
-            out.outbox.push((
-                r.get::<_, i64>(0) as u64,
-                Arc::new(OutMsg {
-                    kind,
-                    exchange: r.get(2),
-                    routing_key: r.get(3),
-                    message_id: r.get(4),
-                    correlation_id: r.get(5),
-                    priority: priority.map(|p| p.clamp(0, 255) as u8),
-                    headers,
-                    body: r.get(8),
-                    part: r.get::<_, i32>(9).clamp(0, i32::from(u16::MAX)) as u16,
-                }),
-            ));
+            let row = OutboxRecord {
+                seq: r.get(0),
+                kind: r.get(1),
+                exchange: r.get(2),
+                routing_key: r.get(3),
+                message_id: r.get(4),
+                correlation_id: r.get(5),
+                priority: priority.map(|p| p.clamp(0, 255) as u8),
+                headers: r.get(7),
+                body: r.get(8),
+                part: r.get::<_, i32>(9).clamp(0, i32::from(u16::MAX)) as u16,
+            };
+            out.outbox.push(row.decode()?);
         }
         // Sequence numbers (outbox rows, workflow order) must not collide
         // with another scheduler's: each engine instance counts from its
@@ -242,13 +233,16 @@ impl PgStore {
             .map_err(pg)?;
         Ok(rows
             .into_iter()
-            .map(|r| WorkflowSummary {
-                workflow_id: r.get(0),
-                name: r.get(1),
-                status: r.get(2),
-                priority: i64::from(r.get::<_, i16>(3)),
-                created_at: super::ts(&r.get::<_, DateTime<Utc>>(4)),
-                finished_at: r.get::<_, Option<DateTime<Utc>>>(5).as_ref().map(super::ts),
+            .map(|r| {
+                SummaryRecord::<DateTime<Utc>> {
+                    id: r.get(0),
+                    name: r.get(1),
+                    status: r.get(2),
+                    priority: i64::from(r.get::<_, i16>(3)),
+                    created_at: r.get(4),
+                    finished_at: r.get(5),
+                }
+                .decode()
             })
             .collect())
     }
@@ -317,27 +311,19 @@ async fn running_workflows(
         .map_err(pg)?
     {
         let wf: String = r.get(0);
-        let state: String = r.get(2);
-        let state = TaskState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
-        let error: Option<String> = r.get(6);
-        let error = error
-            .map(|e| serde_json::from_str::<TaskError>(&e))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("task error: {e}")))?;
-        let attempt: i32 = r.get(3);
-        tasks.entry(wf.clone()).or_default().push(TaskRow {
-            workflow_id: Arc::from(wf.as_str()),
+        let row = TaskRecord::<DateTime<Utc>> {
             task_id: r.get(1),
-            state,
-            attempt: attempt.max(0) as u32,
+            state: r.get(2),
+            attempt: r.get::<_, i32>(3).max(0) as u32,
             due_at_ms: r.get(4),
             output: r.get(5),
-            error,
+            error: r.get(6),
             worker: r.get(7),
             started_at: r.get(8),
             finished_at: r.get(9),
-        });
+        }
+        .decode(Arc::from(wf.as_str()))?;
+        tasks.entry(wf).or_default().push(row);
     }
     let mut replies: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
     for r in client
@@ -355,18 +341,14 @@ async fn running_workflows(
             .push((r.get(1), r.get(2)));
     }
     for r in wfs {
-        let id: String = r.get(0);
-        let definition: Option<Vec<u8>> = r.get(2);
-        running.push(RunningWorkflow {
-            seq: r.get::<_, i64>(1) as u64,
-            definition: definition.ok_or_else(|| {
-                StoreError::Corrupt(format!("running workflow {id} has no definition"))
-            })?,
+        let wf = WorkflowRecord::<DateTime<Utc>> {
+            id: r.get(0),
+            seq: r.get(1),
+            definition: r.get(2),
             created_at: r.get(3),
-            tasks: tasks.remove(&id).unwrap_or_default(),
-            replies: replies.remove(&id).unwrap_or_default(),
-            id,
-        });
+        };
+        let (t, w) = (tasks.remove(&wf.id), replies.remove(&wf.id));
+        running.push(wf.decode(t.unwrap_or_default(), w.unwrap_or_default())?);
     }
     Ok(running)
 }

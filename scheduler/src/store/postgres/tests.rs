@@ -2,10 +2,17 @@
 //! `WARREN_TEST_STORE` (default: the local one, as CI starts it), the way
 //! the integration tests need RabbitMQ.
 
-use super::*;
-use crate::store::{Store, StoreLocation};
+use super::{Balance, schema_of};
+use crate::batch::{Op, OutKind, OutMsg, TaskRow};
+use crate::store::{Store, StoreError, StoreLocation};
+use chrono::Utc;
+use std::{sync::Arc, time::Duration};
+use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
-use warren_shared::wire::{ResultStatus, WorkflowStatus};
+use warren_shared::{
+    topology::{PARTITIONS, partition_of},
+    wire::{ResultStatus, TaskState, WorkflowStatus},
+};
 
 fn url() -> String {
     std::env::var("WARREN_TEST_STORE")
