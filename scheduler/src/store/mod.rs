@@ -17,43 +17,87 @@ use std::{path::PathBuf, sync::Arc};
 use tokio_util::sync::CancellationToken;
 use warren_shared::wire::WorkflowSummary;
 
-/// Failures of the state store. Any of them stops the scheduler: its
-/// in-memory state may be ahead of the file, and a restart reloads the file.
+/// Failures of the state store. On SQLite each one stops the scheduler
+/// (`Scheduler::run` returns it): its memory may be ahead of the file, and
+/// a restart reloads the file. On PostgreSQL the two that
+/// [`StoreError::can_lead_again`] names (`Postgres`, `Fenced`) send a
+/// running scheduler back to standing by instead: it drops its memory,
+/// steps down and leads again, reloading its partitions from the store;
+/// the others stop it too. The HTTP API answers any of them with 500 (503
+/// for `Closed`) and carries on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// A SQLite call failed once the file was open: an I/O error, a full
+    /// disk, the file locked past the busy timeout (5 s), a constraint (a
+    /// result committed twice), a value of the wrong type. A failed batch
+    /// is rolled back; the scheduler stops.
     #[error("state store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The SQLite file at `path` could not be opened, switched to WAL with
+    /// full sync, or given its tables. The scheduler does not start.
     #[error("state store {path}: {source}")]
     Open {
         path: String,
         #[source]
         source: rusqlite::Error,
     },
+    /// The store was written by a newer scheduler: its schema version
+    /// (`meta` in SQLite, `warren_migrations` in PostgreSQL) is past the
+    /// last this one knows. The scheduler does not start (nothing is
+    /// migrated down); run a newer one.
     #[error(
         "state store holds schema version {found}; this scheduler knows versions up to {known}: run a newer scheduler"
     )]
     SchemaVersion { found: i64, known: i64 },
+    /// PostgreSQL or its connection pool failed: the database unreachable,
+    /// a connection dropped, a statement refused (a result committed twice
+    /// among them). While connecting and migrating at startup it stops the
+    /// scheduler; once running, the scheduler steps down and leads again
+    /// (the batch is rolled back), retrying with backoff while the
+    /// database stays unreachable.
     #[error("state store (PostgreSQL): {0}")]
     Postgres(String),
+    /// `WARREN_STORE` starts like a PostgreSQL URL but does not parse as
+    /// one. The scheduler does not start.
     #[error("state store address: {0}")]
     Url(String),
+    /// This scheduler may no longer commit for the partitions it owned:
+    /// another scheduler took one over (its epoch moved on), the
+    /// connection holding the partitions' locks ended, or it owns none.
+    /// PostgreSQL only. The batch is rolled back, the broker session ends
+    /// (its deliveries go back to the queues), and the scheduler drops its
+    /// memory, steps down and leads again.
     #[error(
         "this scheduler lost its leader lock (its database session ended, or another scheduler took over)"
     )]
     Fenced,
+    /// The SQLite file's lock file could not be created or opened, or the
+    /// store's thread could not be started (`path` names the file). The
+    /// scheduler does not start.
     #[error("state store {path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// The SQLite store's thread has stopped: the store was closed (the
+    /// scheduler is stopping) before or during the call. The loop stops;
+    /// the HTTP endpoint answers 503.
     #[error("state store thread has stopped")]
     Closed,
+    /// Another process holds the lock of the SQLite file at `path`: one
+    /// scheduler per SQLite file. The scheduler does not start.
     #[error(
         "state store {path} is in use by another scheduler (lock file {path}.lock); run one scheduler per SQLite file, or use PostgreSQL (WARREN_STORE=postgres://...) for several"
     )]
     Locked { path: String },
+    /// A stored value does not read back (an unknown task state or outbox
+    /// kind, JSON or a timestamp that does not parse, a running workflow
+    /// without a definition or whose definition no longer validates, a
+    /// partition count other than this scheduler's), or a value could not
+    /// be written as JSON. The scheduler stops (or does not start):
+    /// someone must look at the data.
     #[error("state store holds an unreadable row: {0}")]
     Corrupt(String),
 }
@@ -85,6 +129,7 @@ pub enum StoreLocation {
 }
 
 impl StoreLocation {
+    /// A `postgres://` or `postgresql://` URL, else a SQLite file path.
     pub fn parse(s: &str) -> StoreLocation {
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             StoreLocation::Postgres(s.to_owned())

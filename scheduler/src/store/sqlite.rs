@@ -198,6 +198,9 @@ impl SqliteStore {
 }
 
 impl Db {
+    /// Locks `path` for this process (its `.lock` file), opens it (creating
+    /// it and its tables if needed) in WAL mode with full sync, and checks
+    /// the schema version.
     fn open(path: &Path) -> Result<Db, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),

@@ -2,19 +2,21 @@
 //!
 //! Same tables and the same batches as SQLite: one transaction per batch,
 //! each kind of op one statement over arrays, all of them pipelined
-//! ([`batch`]). The tables live in a schema of their own per Warren
-//! namespace, created and migrated at startup ([`schema`]).
+//! (`batch.rs`). The tables live in a schema of their own per Warren
+//! namespace, created and migrated at startup (`schema.rs`).
 //!
 //! Several schedulers may share a namespace. Its workflows are split into
 //! [`PARTITIONS`] partitions (by a hash of the workflow id); each scheduler
 //! owns some, holding a session advisory lock per partition and the epoch
-//! it took each with (the `partitions` table, [`partitions`]). Every batch
-//! checks those epochs inside its transaction, so a scheduler that lost a
-//! partition (its connection dropped, another took it over) can commit
-//! nothing more: its batch fails and it starts again with what it still
-//! owns. Limits per task type are shared through the store ([`places`]).
+//! it took each with (the `partitions` table; [`Partitions`] in
+//! `partitions.rs`). Every batch checks those epochs inside its
+//! transaction, so a scheduler that lost a partition (its connection
+//! dropped, another took it over) can commit nothing more: its batch fails
+//! and it starts again with what it still owns. Limits per task type are
+//! shared through the store (`places.rs`).
 //!
-//! This file holds the connection pool and the calls both stores have.
+//! This file holds [`PgStore`]: the connection pool and the calls both
+//! stores have.
 
 mod batch;
 mod partitions;
@@ -55,7 +57,7 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
 
 impl PgStore {
     /// Connects and creates and migrates the namespace's schema. The store
-    /// can be read at once; it commits only once [`PgStore::lead`] gave
+    /// can be read at once; it commits only once [`Partitions::lead`] gave
     /// this scheduler partitions to own.
     pub async fn connect(url: &str, namespace: &str) -> Result<PgStore, StoreError> {
         let schema = schema_of(namespace);
@@ -110,6 +112,9 @@ impl PgStore {
         self.pool.close();
     }
 
+    /// Commits one batch in one transaction, fenced by the owned
+    /// partitions' epochs. `relaxed`: without waiting for the disk (the
+    /// deletions of published outbox rows).
     pub async fn commit(&self, ops: &[Op], relaxed: bool) -> Result<(), StoreError> {
         let (parts, epochs) = self.partitions.fence()?;
         let mut client = get(&self.pool).await?;

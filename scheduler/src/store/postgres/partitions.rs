@@ -52,8 +52,9 @@ struct LockConn {
 /// How often a scheduler looks at who owns which partition.
 pub const BALANCE_EVERY: Duration = Duration::from_millis(100);
 
-/// This scheduler's share of the namespace's partitions: the calls only a
-/// partitioned store has (reached through `Store::partitioned`).
+/// This scheduler's share of the namespace's partitions, and the calls
+/// only a partitioned store has (reached through
+/// [`Store::partitioned`](crate::store::Store::partitioned)).
 pub struct Partitions {
     /// The store's pool (a handle to the same one), for the reads and
     /// writes that are not batches: type places, stored reports.
