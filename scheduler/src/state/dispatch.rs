@@ -1,0 +1,179 @@
+//! From ready to running: a task that becomes ready joins its queue
+//! ([`Engine::make_ready`]); [`Engine::dispatch`] releases ready tasks
+//! into their task queues, best first, while each queue has room in its
+//! window, its workflow room under `max_concurrency` and its type a free
+//! place (else it is parked), resolving each task's input templates on
+//! the way.
+
+use super::{
+    Engine,
+    queue::{DispatchOrder, ReadyItem},
+};
+use crate::{
+    batch::Op,
+    metrics::Metrics,
+    template::{self, Source},
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::{cmp::Reverse, sync::Arc};
+use warren_shared::wire::{TaskError, TaskMessage, TaskState};
+
+impl Engine {
+    /// Task `task` of workflow `id` is ready: it joins its queue.
+    pub(super) fn make_ready(&mut self, id: &Arc<str>, task: u32) {
+        let Some(wf) = self.workflows.get_mut(id) else {
+            return;
+        };
+        wf.tasks[task as usize].state = TaskState::Ready;
+        self.seq += 1;
+        let rank = match self.order {
+            DispatchOrder::CriticalPath => wf.rank[task as usize],
+            DispatchOrder::Fifo => 0,
+        };
+        self.queues
+            .entry(wf.specs[task as usize].queue.clone())
+            .or_default()
+            .push(
+                wf.priority,
+                id,
+                ReadyItem {
+                    rank,
+                    seq: self.seq,
+                    task,
+                    ready_at_ms: Utc::now().timestamp_millis(),
+                    limit: self.limits.slot_of(&wf.specs[task as usize].kind),
+                    released: false,
+                },
+            );
+    }
+
+    /// Releases ready tasks into their queues, best first, while each
+    /// queue's in-flight count is under the window.
+    pub fn dispatch(&mut self, now: DateTime<Utc>) {
+        self.release_parked();
+        self.dispatch_queues(now);
+        // A released task that did not dispatch after all (its input
+        // template failed) leaves a place that the next parked one takes.
+        while self.release_parked() {
+            self.dispatch_queues(now);
+        }
+    }
+
+    fn dispatch_queues(&mut self, now: DateTime<Utc>) {
+        let queues: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.has_ready() && q.in_flight < self.window)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in queues {
+            loop {
+                let q = self.queues.get_mut(&name).expect("listed above");
+                if q.in_flight >= self.window {
+                    break;
+                }
+                let workflows = &self.workflows;
+                let full = |w: &Arc<str>| {
+                    workflows
+                        .get(w)
+                        .is_some_and(|wf| wf.running >= wf.max_running)
+                };
+                let Some((workflow, mut item)) = q.pop(full) else {
+                    break;
+                };
+                if self.limits.popped_at_limit(&mut item) {
+                    let priority = self.workflows.get(&workflow).map_or(0, |wf| wf.priority);
+                    self.limits.park(priority, workflow, item);
+                    continue;
+                }
+                let waited_ms = now.timestamp_millis() - item.ready_at_ms;
+                if self.dispatch_one(&workflow, item.task, now) {
+                    self.limits.started(item.limit, &workflow, self.partitions);
+                    self.metrics
+                        .dispatch_latency
+                        .observe(waited_ms as f64 / 1e3);
+                }
+            }
+        }
+    }
+
+    /// Dispatches a ready task; false when it is no longer ready (skipped
+    /// or cancelled since) or its input could not be resolved.
+    fn dispatch_one(&mut self, id: &Arc<str>, i: u32, now: DateTime<Utc>) -> bool {
+        let Some(wf) = self.workflows.get_mut(id) else {
+            return false;
+        };
+        if wf.tasks[i as usize].state != TaskState::Ready {
+            return false; // skipped since it became ready
+        }
+        let spec = &wf.specs[i as usize];
+        let input = if wf.templated[i as usize] {
+            let (index, tasks, wf_input) = (&wf.index, &wf.tasks, &wf.input);
+            let lookup = |s: &Source| -> Option<&Value> {
+                match s {
+                    Source::WorkflowInput => Some(wf_input),
+                    Source::TaskOutput(name) => {
+                        tasks[*index.get(name.as_str())? as usize].output.as_ref()
+                    }
+                }
+            };
+            template::resolve(&spec.input, &lookup)
+        } else {
+            Ok(spec.input.clone())
+        };
+        let t = &mut wf.tasks[i as usize];
+        t.attempt += 1;
+        t.due_at_ms = None;
+        t.started_at = Some(now);
+        t.finished_at = None;
+        let input = match input {
+            Ok(v) => v,
+            Err(e) => {
+                // The attempt never reaches a worker; the task fails for good.
+                let error = TaskError {
+                    message: format!("input template: {e}"),
+                    retryable: false,
+                };
+                self.fail_attempt(id, i, error, now);
+                self.maybe_finish(id, now);
+                return false;
+            }
+        };
+        t.state = TaskState::Running;
+        wf.running += 1;
+        if !wf.progress_marked {
+            wf.progress_marked = true;
+            self.progress_dirty.insert(id.clone());
+        }
+        let msg = TaskMessage {
+            workflow_id: id.to_string(),
+            task_id: spec.id.clone(),
+            attempt: t.attempt,
+            kind: spec.kind.clone(),
+            input,
+            timeout_ms: spec.timeout_ms,
+            max_attempts: spec.retry.unwrap_or_default().max_attempts,
+        };
+        let queue = spec.queue.clone();
+        let priority = wf.priority;
+        let row = wf.row(i);
+        self.ops.push(Op::Task(row));
+        self.queues.entry(queue.clone()).or_default().in_flight += 1;
+        if let Some(timeout) = msg.timeout_ms {
+            self.seq += 1;
+            self.leases.push(Reverse((
+                now.timestamp_millis()
+                    .saturating_add(timeout as i64)
+                    .saturating_add(self.lease_grace_ms),
+                self.seq,
+                id.clone(),
+                i,
+                msg.attempt,
+            )));
+        }
+        Metrics::add(&self.metrics.tasks_dispatched, 1);
+        self.emit_task(&msg, queue, priority);
+        true
+    }
+}

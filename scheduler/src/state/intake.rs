@@ -1,0 +1,262 @@
+//! How workflows come into the engine: accepted from a request
+//! ([`Engine::accept`]), rejected ([`Engine::reject`]), submitted again
+//! while known ([`Engine::add_waiter`], [`Engine::note_duplicate`]), or
+//! restored from the store after a restart or a change of partitions
+//! ([`Engine::restore`]).
+
+use super::{
+    Engine,
+    emit::to_json,
+    workflow::{TaskRt, build},
+};
+use crate::{
+    batch::{Op, ReplyTo, RunningWorkflow, TaskRow, Unreadable},
+    metrics::Metrics,
+    validate::{self, Limits, Rejected, ValidWorkflow},
+};
+use chrono::{DateTime, Utc};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+use warren_shared::wire::{TaskState, WorkflowReport, WorkflowStatus};
+
+impl Engine {
+    /// A second submission of a running workflow: its outcome goes to this
+    /// `reply_to` too.
+    pub fn add_waiter(&mut self, id: &str, reply: ReplyTo) {
+        Metrics::add(&self.metrics.workflows_duplicate, 1);
+        if let Some(w) = self.workflows.get_mut(id) {
+            if w.replies.contains(&reply) {
+                return; // the same request redelivered
+            }
+            self.ops.push(Op::AddReply {
+                workflow_id: w.id.clone(),
+                reply_to: reply.queue.clone(),
+                correlation_id: reply.correlation_id.clone(),
+            });
+            w.replies.push(reply);
+        }
+    }
+
+    /// Counts a duplicate submission of a workflow that has already ended.
+    pub fn note_duplicate(&mut self) {
+        Metrics::add(&self.metrics.workflows_duplicate, 1);
+    }
+
+    /// Records a rejected request and answers it.
+    pub fn reject(&mut self, r: Rejected, reply: Option<ReplyTo>, now: DateTime<Utc>) {
+        Metrics::add(&self.metrics.workflows_rejected, 1);
+        let report = WorkflowReport {
+            workflow_id: r.id.clone(),
+            name: r.name.clone(),
+            status: WorkflowStatus::Rejected,
+            tasks: BTreeMap::new(),
+            errors: r.errors,
+            error: None,
+            created_at: Some(now),
+            finished_at: Some(now),
+        };
+        let body = to_json(&report);
+        let seq = self.next_workflow_seq;
+        self.next_workflow_seq += 1;
+        self.ops.push(Op::InsertWorkflow {
+            id: Arc::from(r.id.as_str()),
+            seq,
+            name: r.name,
+            priority: 0,
+            status: WorkflowStatus::Rejected,
+            definition: None,
+            report: Some(String::from_utf8_lossy(&body).into_owned()),
+            created_at: now,
+        });
+        if let Some(to) = &reply {
+            self.emit_reply(to, body.clone());
+        }
+        self.emit_event(&r.id, WorkflowStatus::Rejected, body);
+    }
+
+    /// Accepts a validated workflow: records it and makes its roots ready.
+    pub fn accept(
+        &mut self,
+        v: ValidWorkflow,
+        definition: Arc<[u8]>,
+        reply: Option<ReplyTo>,
+        now: DateTime<Utc>,
+    ) {
+        Metrics::add(&self.metrics.workflows_accepted, 1);
+        let seq = self.next_workflow_seq;
+        self.next_workflow_seq += 1;
+        let id: Arc<str> = Arc::from(v.id.as_str());
+        self.ops.push(Op::InsertWorkflow {
+            id: id.clone(),
+            seq,
+            name: v.name.clone(),
+            priority: v.priority,
+            status: WorkflowStatus::Running,
+            definition: Some(definition),
+            report: None,
+            created_at: now,
+        });
+        let mut replies = Vec::new();
+        if let Some(to) = reply {
+            self.ops.push(Op::AddReply {
+                workflow_id: id.clone(),
+                reply_to: to.queue.clone(),
+                correlation_id: to.correlation_id.clone(),
+            });
+            replies.push(to);
+        }
+        let wf = build(id.clone(), v, now, replies, |_| TaskRt::pending());
+        // The accepted event names no tasks: building (and dropping) a
+        // report of every task would cost O(tasks) for nothing.
+        let event = WorkflowReport {
+            workflow_id: id.to_string(),
+            name: wf.name.clone(),
+            status: WorkflowStatus::Running,
+            tasks: BTreeMap::new(),
+            errors: Vec::new(),
+            error: None,
+            created_at: Some(now),
+            finished_at: None,
+        };
+        self.emit_event(&id, WorkflowStatus::Running, to_json(&event));
+        let roots: Vec<u32> = (0..wf.tasks.len() as u32)
+            .filter(|&i| wf.waiting[i as usize] == 0)
+            .collect();
+        self.workflows.insert(id.clone(), wf);
+        for i in roots {
+            self.make_ready(&id, i);
+        }
+    }
+
+    /// Rebuilds a workflow that was running when the scheduler stopped.
+    pub fn restore(&mut self, r: RunningWorkflow) -> Result<(), Unreadable> {
+        let unlimited = Limits {
+            max_body_bytes: usize::MAX,
+            max_tasks: usize::MAX,
+            max_input_depth: usize::MAX,
+        };
+        let id = r.id.clone();
+        let v = validate::validate(&r.definition, Some(&r.id), &unlimited, || id.clone()).map_err(
+            |rej| {
+                Unreadable(format!(
+                    "stored definition of workflow {} no longer validates: {:?}",
+                    r.id, rej.errors
+                ))
+            },
+        )?;
+        let mut rows: HashMap<String, TaskRow> = r
+            .tasks
+            .into_iter()
+            .map(|t| (t.task_id.clone(), t))
+            .collect();
+        let replies = r
+            .replies
+            .into_iter()
+            .map(|(queue, correlation_id)| ReplyTo {
+                queue,
+                correlation_id,
+            })
+            .collect();
+        let wf_id: Arc<str> = Arc::from(r.id.as_str());
+        let mut corrupt = None;
+        let mut wf = build(wf_id.clone(), v, r.created_at, replies, |spec| {
+            match rows.remove(&spec.id) {
+                None => TaskRt::pending(),
+                Some(row) => TaskRt {
+                    state: row.state,
+                    attempt: row.attempt,
+                    due_at_ms: row.due_at_ms,
+                    output: row.output.and_then(|o| match serde_json::from_str(&o) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            corrupt = Some(format!("output of {}: {e}", spec.id));
+                            None
+                        }
+                    }),
+                    error: row.error,
+                    worker: row.worker,
+                    started_at: row.started_at,
+                    finished_at: row.finished_at,
+                },
+            }
+        });
+        if let Some(c) = corrupt {
+            return Err(Unreadable(c));
+        }
+        // Derive the counters from the task states.
+        for i in 0..wf.tasks.len() {
+            let state = wf.tasks[i].state;
+            if state == TaskState::Succeeded {
+                for &d in &wf.dependents[i] {
+                    wf.waiting[d as usize] -= 1;
+                }
+            }
+            if state.is_final() {
+                wf.unfinished -= 1;
+            }
+            if state == TaskState::Failed && wf.failure.is_none() {
+                wf.failure = Some(wf.failure_line(i));
+            }
+        }
+        for i in 0..wf.tasks.len() as u32 {
+            match wf.tasks[i as usize].state {
+                TaskState::Running => {
+                    wf.running += 1;
+                    self.limits.started(
+                        self.limits.slot_of(&wf.specs[i as usize].kind),
+                        &wf.id,
+                        self.partitions,
+                    );
+                    self.queues
+                        .entry(wf.specs[i as usize].queue.clone())
+                        .or_default()
+                        .in_flight += 1;
+                    if let Some(timeout) = wf.specs[i as usize].timeout_ms {
+                        let t = &wf.tasks[i as usize];
+                        let since = t.started_at.map_or(0, |s| s.timestamp_millis());
+                        self.seq += 1;
+                        self.leases.push(Reverse((
+                            since
+                                .saturating_add(timeout as i64)
+                                .saturating_add(self.lease_grace_ms),
+                            self.seq,
+                            wf_id.clone(),
+                            i,
+                            t.attempt,
+                        )));
+                    }
+                }
+                TaskState::Retrying => {
+                    let t = &wf.tasks[i as usize];
+                    self.seq += 1;
+                    self.retries.push(Reverse((
+                        t.due_at_ms.unwrap_or(0),
+                        self.seq,
+                        wf_id.clone(),
+                        i,
+                        t.attempt,
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let ready: Vec<u32> = if wf.failure.is_none() {
+            (0..wf.tasks.len() as u32)
+                .filter(|&i| {
+                    wf.tasks[i as usize].state == TaskState::Pending && wf.waiting[i as usize] == 0
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.workflows.insert(wf_id.clone(), wf);
+        for i in ready {
+            self.make_ready(&wf_id, i);
+        }
+        self.maybe_finish(&wf_id, Utc::now());
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! The scheduler's state machine, free of I/O.
+//!
+//! [`Engine`] holds every running workflow in memory (the store holds the
+//! same, durably) and turns inputs (accepted requests, results, due retries)
+//! into state changes. Each change appends [`Op`]s for the store and
+//! [`OutMsg`]s for the broker to the current batch; the I/O loop in
+//! `engine.rs` commits the batch, then publishes, then acks.
+//!
+//! Task lifecycle: pending -> ready -> running -> succeeded, or
+//! running -> retrying -> ready -> running ..., or running -> failed.
+//! When a task fails for good, every task that has not started is skipped,
+//! running ones finish, and the workflow fails once none is running.
+//!
+//! Layout: this file holds the engine, its batch and the transitions
+//! several steps share (a failed attempt, the end of a workflow);
+//! `workflow` one workflow's DAG, tasks and report; `queue` the ready
+//! tasks of a task queue; `limits` the limits per task type and their
+//! places; `emit` every message sent; `intake` accepted, rejected,
+//! duplicate and restored workflows; `dispatch` ready to running;
+//! `outcome` results, expired leases, cancels and due retries.
+
+mod dispatch;
+mod emit;
+mod intake;
+mod limits;
+mod outcome;
+mod queue;
+#[cfg(test)]
+mod tests;
+mod workflow;
+
+pub use limits::{TypeLimitError, TypeLimits, TypeUsage};
+pub use queue::DispatchOrder;
+
+use self::{emit::to_json, queue::QueueState, workflow::Workflow};
+use crate::{
+    batch::{Op, OutMsg, RunningWorkflow, TypePlaceRow, Unreadable},
+    metrics::Metrics,
+};
+use chrono::{DateTime, Utc};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
+    sync::Arc,
+};
+use warren_shared::{
+    Topology,
+    wire::{RetryPolicy, TaskError, TaskState, WorkflowReport, WorkflowStatus},
+};
+
+/// A retry waiting for its due time: (due ms, order, workflow, task, attempt).
+type DueRetry = Reverse<(i64, u64, Arc<str>, u32, u32)>;
+
+/// The state machine. See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    topology: Topology,
+    window: usize,
+    workflows: HashMap<Arc<str>, Workflow>,
+    queues: HashMap<String, QueueState>,
+    retries: BinaryHeap<DueRetry>,
+    /// Running attempts with a timeout, by the time their lease ends.
+    leases: BinaryHeap<DueRetry>,
+    /// Added to a task's timeout to give its lease (ms).
+    lease_grace_ms: i64,
+    seq: u64,
+    next_outbox: u64,
+    next_workflow_seq: u64,
+    ops: Vec<Op>,
+    outbox: Vec<(u64, Arc<OutMsg>)>,
+    metrics: Arc<Metrics>,
+    /// Which of a workflow's ready tasks goes first.
+    order: DispatchOrder,
+    /// Running workflows whose tasks changed since their last progress
+    /// event.
+    progress_dirty: HashSet<Arc<str>>,
+    /// Progress is announced at most once per interval (ms since epoch).
+    next_progress_ms: i64,
+    limits: TypeLimits,
+    /// The store's partition count (1 unless several schedulers may share
+    /// the namespace) and the partition messages of no workflow are filed
+    /// under (one this scheduler owns).
+    partitions: u16,
+    home: u16,
+    /// The partitions this scheduler owns (partitioned stores).
+    owned: Vec<u16>,
+    /// The type places last written to the store: (type, partition,
+    /// held, wanted).
+    places_written: Vec<TypePlaceRow>,
+}
+
+/// The report of a running workflow as stored, built the way a scheduler
+/// restoring it would (for one another scheduler owns).
+pub fn stored_report(r: RunningWorkflow) -> Result<Option<WorkflowReport>, Unreadable> {
+    let id = r.id.clone();
+    let mut engine = Engine::new(
+        Topology::new("report"),
+        1,
+        0,
+        0,
+        0,
+        Arc::new(Metrics::default()),
+    );
+    engine.restore(r)?;
+    Ok(engine.report(&id))
+}
+
+/// How often a running workflow that changed announces its progress.
+pub const PROGRESS_INTERVAL_MS: i64 = 1_000;
+
+/// Backoff before attempt `attempt + 1`: doubling from `backoff_ms`, capped,
+/// with "equal jitter" (half fixed, half random) so that a burst of failures
+/// does not come back as a burst.
+pub fn retry_delay_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
+    let exp = policy
+        .backoff_ms
+        .saturating_mul(1u64 << (attempt.saturating_sub(1)).min(32));
+    let delay = exp.min(policy.max_backoff_ms);
+    delay / 2 + fastrand::u64(0..=delay - delay / 2)
+}
+
+impl Engine {
+    pub fn new(
+        topology: Topology,
+        window: usize,
+        lease_grace_ms: u64,
+        next_outbox: u64,
+        next_workflow_seq: u64,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        Engine {
+            topology,
+            window: window.max(1),
+            workflows: HashMap::new(),
+            queues: HashMap::new(),
+            retries: BinaryHeap::new(),
+            leases: BinaryHeap::new(),
+            lease_grace_ms: lease_grace_ms.min(i64::MAX as u64) as i64,
+            seq: 0,
+            next_outbox,
+            next_workflow_seq,
+            ops: Vec::new(),
+            outbox: Vec::new(),
+            metrics,
+            order: DispatchOrder::default(),
+            progress_dirty: HashSet::new(),
+            next_progress_ms: 0,
+            limits: TypeLimits::default(),
+            partitions: 1,
+            home: 0,
+            owned: vec![0],
+            places_written: Vec::new(),
+        }
+    }
+
+    /// Sets the store's partition count and the partitions this scheduler
+    /// owns (the first is where messages of no workflow are filed).
+    pub fn set_partitions(&mut self, partitions: u16, owned: &[u16]) {
+        self.partitions = partitions.max(1);
+        self.owned = owned.to_vec();
+        self.home = owned.first().copied().unwrap_or(0);
+    }
+
+    fn partitioned(&self) -> bool {
+        self.partitions > 1
+    }
+
+    /// Sets the concurrency limits per task type. Call before restoring
+    /// workflows, so that their running tasks are counted.
+    pub fn set_type_limits(&mut self, limits: TypeLimits) {
+        self.limits = limits;
+    }
+
+    /// Sets the order of a workflow's ready tasks (default critical path).
+    pub fn set_dispatch_order(&mut self, order: DispatchOrder) {
+        self.order = order;
+    }
+
+    /// Hands over the current batch: store ops and the messages to publish
+    /// once they are committed.
+    pub fn take_batch(&mut self) -> (Vec<Op>, Vec<(u64, Arc<OutMsg>)>) {
+        (
+            std::mem::take(&mut self.ops),
+            std::mem::take(&mut self.outbox),
+        )
+    }
+
+    /// Adds an op to the current batch (used for outbox deletions).
+    pub fn push_op(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    pub fn has_ops(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
+    pub fn active_workflows(&self) -> usize {
+        self.workflows.len()
+    }
+
+    pub fn is_active(&self, id: &str) -> bool {
+        self.workflows.contains_key(id)
+    }
+
+    /// The current report of a running workflow.
+    pub fn report(&self, id: &str) -> Option<WorkflowReport> {
+        self.workflows
+            .get(id)
+            .map(|w| w.report(WorkflowStatus::Running, None))
+    }
+
+    /// A failed attempt: retried when allowed, else the task and the
+    /// workflow fail.
+    fn fail_attempt(&mut self, id: &Arc<str>, i: u32, error: TaskError, now: DateTime<Utc>) {
+        let Some(wf) = self.workflows.get_mut(id) else {
+            return;
+        };
+        let policy = wf.specs[i as usize].retry.unwrap_or_default();
+        let t = &mut wf.tasks[i as usize];
+        let retry = error.retryable && t.attempt < policy.max_attempts && wf.failure.is_none();
+        t.error = Some(error);
+        if retry {
+            Metrics::add(&self.metrics.tasks_retried, 1);
+            let due = now.timestamp_millis() + retry_delay_ms(&policy, t.attempt) as i64;
+            t.state = TaskState::Retrying;
+            t.due_at_ms = Some(due);
+            let attempt = t.attempt;
+            let row = wf.row(i);
+            self.ops.push(Op::Task(row));
+            self.seq += 1;
+            self.retries
+                .push(Reverse((due, self.seq, id.clone(), i, attempt)));
+            return;
+        }
+        Metrics::add(&self.metrics.tasks_failed, 1);
+        t.state = TaskState::Failed;
+        t.due_at_ms = None;
+        wf.unfinished -= 1;
+        let row = wf.row(i);
+        self.ops.push(Op::Task(row));
+        if wf.failure.is_none() {
+            wf.failure = Some(wf.failure_line(i as usize));
+            // Nothing that has not started will start now.
+            for j in 0..wf.tasks.len() {
+                if matches!(
+                    wf.tasks[j].state,
+                    TaskState::Pending | TaskState::Ready | TaskState::Retrying
+                ) {
+                    wf.tasks[j].state = TaskState::Skipped;
+                    wf.tasks[j].due_at_ms = None;
+                    wf.unfinished -= 1;
+                    let row = wf.row(j as u32);
+                    self.ops.push(Op::Task(row));
+                }
+            }
+        }
+    }
+
+    /// Ends the workflow when nothing is left to run.
+    fn maybe_finish(&mut self, id: &Arc<str>, now: DateTime<Utc>) {
+        let Some(wf) = self.workflows.get(id) else {
+            return;
+        };
+        if wf.running > 0 || (wf.unfinished > 0 && wf.failure.is_none()) {
+            return;
+        }
+        let wf = self.workflows.remove(id).expect("present above");
+        let status = if wf.cancelled {
+            Metrics::add(&self.metrics.workflows_cancelled, 1);
+            WorkflowStatus::Cancelled
+        } else if wf.failure.is_some() {
+            Metrics::add(&self.metrics.workflows_failed, 1);
+            WorkflowStatus::Failed
+        } else {
+            Metrics::add(&self.metrics.workflows_succeeded, 1);
+            WorkflowStatus::Succeeded
+        };
+        let report = wf.report(status, Some(now));
+        self.progress_dirty.remove(&wf.id);
+        let body = to_json(&report);
+        tracing::info!(workflow = %wf.id, status = status.as_str(), "Workflow finished");
+        self.ops.push(Op::FinishWorkflow {
+            id: wf.id.clone(),
+            status,
+            report: String::from_utf8_lossy(&body).into_owned(),
+            finished_at: now,
+        });
+        for to in &wf.replies {
+            self.emit_reply(to, body.clone());
+        }
+        if !wf.replies.is_empty() {
+            self.ops.push(Op::DropReplies(wf.id.clone()));
+        }
+        self.emit_event(&wf.id, status, body);
+    }
+
+    /// When the next retry or lease is due (ms since the epoch).
+    pub fn next_due_ms(&self) -> Option<i64> {
+        let retry = self.retries.peek().map(|Reverse((due, ..))| *due);
+        let lease = self.leases.peek().map(|Reverse((due, ..))| *due);
+        match (retry, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the next progress events are due (ms since the epoch), if any
+    /// workflow has changed since its last one.
+    pub fn next_progress_ms(&self) -> Option<i64> {
+        (!self.progress_dirty.is_empty()).then_some(self.next_progress_ms)
+    }
+
+    /// Tasks dispatched and not yet answered, by queue.
+    pub fn in_flight_by_queue(&self) -> BTreeMap<String, u64> {
+        self.queues
+            .iter()
+            .map(|(name, q)| (name.clone(), q.in_flight as u64))
+            .collect()
+    }
+}

@@ -1,0 +1,196 @@
+//! What ends a running attempt: its result ([`Engine::on_result`]), its
+//! lease running out ([`Engine::fire_due`]), or its workflow's cancel
+//! ([`Engine::cancel`]); and due retries, which make a task ready again.
+
+use super::Engine;
+use crate::{batch::Op, metrics::Metrics};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::cmp::Reverse;
+use warren_shared::wire::{
+    ResultStatus, TaskError, TaskResult, TaskState, WorkflowReport, WorkflowStatus,
+};
+
+impl Engine {
+    /// Applies a task result. Results for an attempt that is not running
+    /// (duplicates, late results) change nothing and are counted.
+    pub fn on_result(&mut self, r: TaskResult, now: DateTime<Utc>) {
+        let Some(wf) = self.workflows.get_mut(r.workflow_id.as_str()) else {
+            Metrics::add(&self.metrics.results_ignored, 1);
+            tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Result for a workflow that is not running ignored");
+            return;
+        };
+        let Some(i) = wf.index.get(r.task_id.as_str()).map(|&i| i as usize) else {
+            Metrics::add(&self.metrics.results_ignored, 1);
+            tracing::warn!(workflow = %r.workflow_id, task = %r.task_id, "Result for an unknown task ignored");
+            return;
+        };
+        let t = &mut wf.tasks[i];
+        if t.state != TaskState::Running || t.attempt != r.attempt {
+            Metrics::add(&self.metrics.results_ignored, 1);
+            tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Duplicate or late result ignored");
+            return;
+        }
+        Metrics::add(&self.metrics.results_committed, 1);
+        let id = wf.id.clone();
+        if !wf.progress_marked {
+            wf.progress_marked = true;
+            self.progress_dirty.insert(id.clone());
+        }
+        wf.running -= 1;
+        self.limits
+            .ended(self.limits.slot_of(&wf.specs[i].kind), &id, self.partitions);
+        if let Some(q) = self.queues.get_mut(&wf.specs[i].queue) {
+            q.in_flight = q.in_flight.saturating_sub(1);
+        }
+        t.worker = Some(r.worker).filter(|w| !w.is_empty());
+        if let (Some(start), Some(end)) = (r.started_at, r.finished_at) {
+            self.metrics
+                .task_duration
+                .observe((end - start).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+        t.started_at = r.started_at.or(t.started_at);
+        t.finished_at = Some(r.finished_at.unwrap_or(now));
+        self.ops.push(Op::Result {
+            workflow_id: id.clone(),
+            task_id: r.task_id,
+            attempt: r.attempt,
+            status: r.status,
+        });
+        let i = i as u32;
+        match r.status {
+            ResultStatus::Succeeded => {
+                Metrics::add(&self.metrics.tasks_succeeded, 1);
+                t.state = TaskState::Succeeded;
+                t.output = Some(r.output.unwrap_or(Value::Null));
+                t.error = None;
+                wf.unfinished -= 1;
+                let row = wf.row(i);
+                self.ops.push(Op::Task(row));
+                if wf.failure.is_none() {
+                    let mut ready = Vec::new();
+                    for &d in &wf.dependents[i as usize] {
+                        wf.waiting[d as usize] -= 1;
+                        if wf.waiting[d as usize] == 0 {
+                            ready.push(d);
+                        }
+                    }
+                    for d in ready {
+                        self.make_ready(&id, d);
+                    }
+                }
+            }
+            ResultStatus::Failed => {
+                let error = r.error.unwrap_or_else(|| TaskError {
+                    message: "the worker reported a failure without an error".into(),
+                    retryable: false,
+                });
+                self.fail_attempt(&id, i, error, now);
+            }
+        }
+        self.maybe_finish(&id, now);
+    }
+
+    /// Cancels a running workflow: every task not yet final becomes
+    /// `cancelled`, workers are told on `{ns}.control` to stop the ones
+    /// running, and the workflow ends `cancelled` now (a later result is
+    /// ignored). Returns the final report, or `None` when the workflow is
+    /// not running here.
+    pub fn cancel(&mut self, id: &str, now: DateTime<Utc>) -> Option<WorkflowReport> {
+        let wf = self.workflows.get_mut(id)?;
+        let id = wf.id.clone();
+        let mut stopped = 0;
+        for j in 0..wf.tasks.len() {
+            let t = &mut wf.tasks[j];
+            match t.state {
+                TaskState::Running => {
+                    stopped += 1;
+                    t.finished_at = Some(now);
+                    self.limits
+                        .ended(self.limits.slot_of(&wf.specs[j].kind), &id, self.partitions);
+                    if let Some(q) = self.queues.get_mut(&wf.specs[j].queue) {
+                        q.in_flight = q.in_flight.saturating_sub(1);
+                    }
+                }
+                TaskState::Pending | TaskState::Ready | TaskState::Retrying => {}
+                _ => continue,
+            }
+            t.state = TaskState::Cancelled;
+            t.due_at_ms = None;
+            let row = wf.row(j as u32);
+            self.ops.push(Op::Task(row));
+        }
+        wf.running = 0;
+        wf.unfinished = 0;
+        wf.cancelled = true;
+        // Queued ready items, retries and leases of these tasks find them
+        // no longer ready, retrying or running, and are dropped.
+        if stopped > 0 {
+            self.emit_cancel_notice(&id);
+        }
+        let report = self.workflows[&id].report(WorkflowStatus::Cancelled, Some(now));
+        self.maybe_finish(&id, now);
+        Some(report)
+    }
+
+    /// Makes every retry due by `now_ms` ready again, and fails every
+    /// attempt whose lease has ended without a result.
+    pub fn fire_due(&mut self, now_ms: i64) {
+        self.expire_leases(now_ms);
+        while let Some(Reverse((due, ..))) = self.retries.peek() {
+            if *due > now_ms {
+                break;
+            }
+            let Reverse((_, _, id, task, attempt)) = self.retries.pop().expect("peeked");
+            let live = self.workflows.get(&id).is_some_and(|w| {
+                let t = &w.tasks[task as usize];
+                t.state == TaskState::Retrying && t.attempt == attempt
+            });
+            if live {
+                self.make_ready(&id, task);
+            }
+        }
+    }
+
+    /// A running attempt whose result has not come within its timeout plus
+    /// the grace period is failed (retryable): its worker is dead or hung.
+    /// Should its result come later after all, it is ignored.
+    fn expire_leases(&mut self, now_ms: i64) {
+        let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        while let Some(Reverse((due, ..))) = self.leases.peek() {
+            if *due > now_ms {
+                break;
+            }
+            let Reverse((_, _, id, task, attempt)) = self.leases.pop().expect("peeked");
+            let Some(wf) = self.workflows.get_mut(&id) else {
+                continue;
+            };
+            let t = &mut wf.tasks[task as usize];
+            if t.state != TaskState::Running || t.attempt != attempt {
+                continue;
+            }
+            Metrics::add(&self.metrics.leases_expired, 1);
+            let timeout = wf.specs[task as usize].timeout_ms.unwrap_or(0);
+            tracing::warn!(workflow = %id, task = %wf.specs[task as usize].id, attempt, "Lease expired: no result within the task's timeout plus grace");
+            wf.running -= 1;
+            self.limits.ended(
+                self.limits.slot_of(&wf.specs[task as usize].kind),
+                &id,
+                self.partitions,
+            );
+            if let Some(q) = self.queues.get_mut(&wf.specs[task as usize].queue) {
+                q.in_flight = q.in_flight.saturating_sub(1);
+            }
+            t.finished_at = Some(now);
+            let error = TaskError {
+                message: format!(
+                    "no result within the lease ({timeout} ms timeout + {} ms grace): the worker died or hung",
+                    self.lease_grace_ms
+                ),
+                retryable: true,
+            };
+            self.fail_attempt(&id, task, error, now);
+            self.maybe_finish(&id, now);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The ready tasks of one task queue, in the order of the scheduling
+//! policy: priority, then workflows taking turns, then each workflow's own
+//! order ([`DispatchOrder`]); and the queue's in-flight count, which the
+//! dispatch window bounds.
+
+use std::{
+    cmp::Ordering,
+    collections::{BTreeMap, BinaryHeap, HashMap, VecDeque},
+    sync::Arc,
+};
+
+/// Which of a workflow's ready tasks goes first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DispatchOrder {
+    /// The task with the longest remaining path to the workflow's end
+    /// (weighted by duration hints) first, then the oldest.
+    #[default]
+    CriticalPath,
+    /// The oldest first: in the order tasks became ready.
+    Fifo,
+}
+
+/// A ready task waiting for a dispatch slot in its queue.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct ReadyItem {
+    /// Remaining critical path (0 in FIFO order).
+    pub(super) rank: u64,
+    /// When it became ready, in the engine's sequence (older first).
+    pub(super) seq: u64,
+    /// The task's index in its workflow.
+    pub(super) task: u32,
+    /// When it became ready (ms since the epoch), for the dispatch latency.
+    pub(super) ready_at_ms: i64,
+    /// Its task type's limit slot, if the type has one.
+    pub(super) limit: Option<u16>,
+    /// Taken from its type's parked tasks and counted in the slot's
+    /// `released` until it is popped again.
+    pub(super) released: bool,
+}
+
+impl Ord for ReadyItem {
+    /// Longest remaining path first, then oldest.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank
+            .cmp(&other.rank)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for ReadyItem {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// One task queue: its ready tasks and its in-flight count.
+///
+/// Ready tasks are kept by priority, highest first. At one priority,
+/// workflows take turns (fair share: a 10-task workflow submitted after a
+/// 100,000-task one gets every other slot, not the slots left after it),
+/// and each workflow's own tasks go in [`DispatchOrder`].
+#[derive(Debug, Default)]
+pub(super) struct QueueState {
+    levels: BTreeMap<u8, Level>,
+    /// Tasks of the queue dispatched and not yet answered.
+    pub(super) in_flight: usize,
+}
+
+/// The ready tasks of one priority in one queue.
+#[derive(Debug, Default)]
+struct Level {
+    /// Workflows with ready tasks, in turn order.
+    turns: VecDeque<Arc<str>>,
+    ready: HashMap<Arc<str>, BinaryHeap<ReadyItem>>,
+}
+
+impl QueueState {
+    /// Adds a ready task of `workflow` at `priority`; a workflow new to
+    /// the level takes the last turn.
+    pub(super) fn push(&mut self, priority: u8, workflow: &Arc<str>, item: ReadyItem) {
+        let level = self.levels.entry(priority).or_default();
+        match level.ready.get_mut(workflow) {
+            Some(heap) => heap.push(item),
+            None => {
+                level.turns.push_back(workflow.clone());
+                level
+                    .ready
+                    .insert(workflow.clone(), BinaryHeap::from([item]));
+            }
+        }
+    }
+
+    /// The next task to dispatch: the best of the workflow whose turn it
+    /// is at the highest priority with ready tasks, skipping workflows
+    /// that `full` says are at their concurrency limit (they keep their
+    /// place in the turns).
+    pub(super) fn pop(
+        &mut self,
+        full: impl Fn(&Arc<str>) -> bool,
+    ) -> Option<(Arc<str>, ReadyItem)> {
+        let mut found = None;
+        for (&priority, level) in self.levels.iter_mut().rev() {
+            if let Some(at) = level.turns.iter().position(|w| !full(w)) {
+                found = Some((priority, at));
+                break;
+            }
+        }
+        let (priority, at) = found?;
+        let level = self.levels.get_mut(&priority).expect("found above");
+        let workflow = level.turns.remove(at).expect("found above");
+        let heap = level.ready.get_mut(&workflow).expect("a turn has tasks");
+        let item = heap.pop().expect("heaps are never left empty");
+        if heap.is_empty() {
+            level.ready.remove(&workflow);
+        } else {
+            level.turns.push_back(workflow.clone());
+        }
+        if level.turns.is_empty() {
+            self.levels.remove(&priority);
+        }
+        Some((workflow, item))
+    }
+
+    /// True when some task of the queue is ready.
+    pub(super) fn has_ready(&self) -> bool {
+        !self.levels.is_empty()
+    }
+}

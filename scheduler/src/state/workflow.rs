@@ -1,0 +1,238 @@
+//! One running workflow in memory: its DAG as index lists, each task's
+//! state ([`TaskRt`]), the counters derived from them, and its report.
+//!
+//! Built once per workflow ([`build`]) when it is accepted or restored,
+//! with each task's remaining critical path computed then
+//! ([`critical_path_ranks`]). The engine changes tasks in place and writes
+//! each change to the store as the task's row ([`Workflow::row`]).
+
+use crate::{
+    batch::{ReplyTo, TaskRow},
+    validate::ValidWorkflow,
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+use warren_shared::wire::{
+    TaskError, TaskReport, TaskSpec, TaskState, WorkflowReport, WorkflowStatus,
+};
+
+/// A task's state in memory (its durable form is a [`TaskRow`]).
+#[derive(Debug, Clone)]
+pub(super) struct TaskRt {
+    pub(super) state: TaskState,
+    /// The current (or last) attempt, from 1; 0 before the first.
+    pub(super) attempt: u32,
+    /// When a retrying task is due (ms since the epoch).
+    pub(super) due_at_ms: Option<i64>,
+    pub(super) output: Option<Value>,
+    pub(super) error: Option<TaskError>,
+    pub(super) worker: Option<String>,
+    pub(super) started_at: Option<DateTime<Utc>>,
+    pub(super) finished_at: Option<DateTime<Utc>>,
+}
+
+impl TaskRt {
+    /// A task that has not started (and has no row in the store).
+    pub(super) fn pending() -> TaskRt {
+        TaskRt {
+            state: TaskState::Pending,
+            attempt: 0,
+            due_at_ms: None,
+            output: None,
+            error: None,
+            worker: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
+/// A running workflow. See the module docs.
+#[derive(Debug)]
+pub(super) struct Workflow {
+    pub(super) id: Arc<str>,
+    pub(super) name: Option<String>,
+    pub(super) priority: u8,
+    pub(super) input: Value,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) specs: Vec<TaskSpec>,
+    /// Task index by id.
+    pub(super) index: HashMap<String, u32>,
+    /// Whether each task's input holds `${...}` references.
+    pub(super) templated: Vec<bool>,
+    /// The tasks that depend on each task.
+    pub(super) dependents: Vec<Vec<u32>>,
+    /// Each task's remaining critical path: its weight (duration hint, or
+    /// 1) plus the heaviest path through its dependents to the end.
+    pub(super) rank: Vec<u64>,
+    /// Dependencies of each task that have not succeeded yet.
+    pub(super) waiting: Vec<u32>,
+    pub(super) tasks: Vec<TaskRt>,
+    /// Tasks dispatched whose result has not arrived.
+    pub(super) running: u32,
+    /// Most tasks running at once (`max_concurrency`; `u32::MAX` if none).
+    pub(super) max_running: u32,
+    /// Tasks not in a final state.
+    pub(super) unfinished: u32,
+    /// Set when a task failed for good: the workflow's one-line error.
+    pub(super) failure: Option<String>,
+    /// Set by a cancel request.
+    pub(super) cancelled: bool,
+    /// In `Engine::progress_dirty`: marks it once per interval, not once
+    /// per task (no hashing of the id on every result).
+    pub(super) progress_marked: bool,
+    /// Where the outcome goes.
+    pub(super) replies: Vec<ReplyTo>,
+}
+
+impl Workflow {
+    /// The workflow's report with every task, as of now.
+    pub(super) fn report(
+        &self,
+        status: WorkflowStatus,
+        finished_at: Option<DateTime<Utc>>,
+    ) -> WorkflowReport {
+        let tasks: BTreeMap<String, TaskReport> = self
+            .specs
+            .iter()
+            .zip(&self.tasks)
+            .map(|(spec, t)| {
+                (
+                    spec.id.clone(),
+                    TaskReport {
+                        state: t.state,
+                        attempts: t.attempt,
+                        depends_on: spec.depends_on.clone(),
+                        output: t.output.clone(),
+                        error: t.error.clone(),
+                        worker: t.worker.clone(),
+                        started_at: t.started_at,
+                        finished_at: t.finished_at,
+                    },
+                )
+            })
+            .collect();
+        WorkflowReport {
+            workflow_id: self.id.to_string(),
+            name: self.name.clone(),
+            status,
+            tasks,
+            errors: Vec::new(),
+            error: self.failure.clone(),
+            created_at: Some(self.created_at),
+            finished_at,
+        }
+    }
+
+    /// Task `i`'s row, as the store keeps it.
+    pub(super) fn row(&self, i: u32) -> TaskRow {
+        let t = &self.tasks[i as usize];
+        TaskRow {
+            workflow_id: self.id.clone(),
+            task_id: self.specs[i as usize].id.clone(),
+            state: t.state,
+            attempt: t.attempt,
+            due_at_ms: t.due_at_ms,
+            output: t.output.as_ref().map(Value::to_string),
+            error: t.error.clone(),
+            worker: t.worker.clone(),
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+        }
+    }
+
+    /// The workflow's one-line error when task `i` failed for good.
+    pub(super) fn failure_line(&self, i: usize) -> String {
+        let t = &self.tasks[i];
+        let why = t
+            .error
+            .as_ref()
+            .map_or("no error given", |e| e.message.as_str());
+        format!(
+            "task `{}` failed after {} attempt{}: {why}",
+            self.specs[i].id,
+            t.attempt,
+            if t.attempt == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// Builds a workflow from its validated definition, each task's state
+/// given by `task` (pending for a new workflow, its stored row for a
+/// restored one). The counters are those of a workflow with every task
+/// pending.
+pub(super) fn build(
+    id: Arc<str>,
+    v: ValidWorkflow,
+    created_at: DateTime<Utc>,
+    replies: Vec<ReplyTo>,
+    mut task: impl FnMut(&TaskSpec) -> TaskRt,
+) -> Workflow {
+    let n = v.tasks.len();
+    let mut dependents = vec![Vec::new(); n];
+    for (i, ds) in v.deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d as usize].push(i as u32);
+        }
+    }
+    let rank = critical_path_ranks(&v.tasks, &dependents, &v.deps);
+    Workflow {
+        id,
+        rank,
+        name: v.name,
+        priority: v.priority,
+        input: v.input,
+        created_at,
+        tasks: v.tasks.iter().map(&mut task).collect(),
+        waiting: v.deps.iter().map(|d| d.len() as u32).collect(),
+        index: v
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i as u32))
+            .collect(),
+        specs: v.tasks,
+        templated: v.templated,
+        dependents,
+        running: 0,
+        max_running: v.max_concurrency,
+        unfinished: n as u32,
+        failure: None,
+        cancelled: false,
+        progress_marked: false,
+        replies,
+    }
+}
+
+/// Remaining critical path of each task (see [`Workflow::rank`]), in
+/// O(tasks + edges): tasks are settled once all their dependents are.
+pub(super) fn critical_path_ranks(
+    specs: &[TaskSpec],
+    dependents: &[Vec<u32>],
+    deps: &[Vec<u32>],
+) -> Vec<u64> {
+    let n = specs.len();
+    let weight = |i: usize| specs[i].duration_hint_ms.unwrap_or(1).max(1);
+    let mut rank = vec![0u64; n];
+    let mut left: Vec<usize> = dependents.iter().map(Vec::len).collect();
+    let mut settled: Vec<usize> = (0..n).filter(|&i| left[i] == 0).collect();
+    while let Some(i) = settled.pop() {
+        let heaviest = dependents[i]
+            .iter()
+            .map(|&d| rank[d as usize])
+            .max()
+            .unwrap_or(0);
+        rank[i] = weight(i).saturating_add(heaviest);
+        for &p in &deps[i] {
+            left[p as usize] -= 1;
+            if left[p as usize] == 0 {
+                settled.push(p as usize);
+            }
+        }
+    }
+    rank
+}
