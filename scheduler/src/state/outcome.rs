@@ -2,11 +2,11 @@
 //! lease running out ([`Engine::fire_due`]), or its workflow's cancel
 //! ([`Engine::cancel`]); and due retries, which make a task ready again.
 
-use super::Engine;
+use super::{Engine, TypeLimits, queue::QueueState, workflow::Workflow};
 use crate::{batch::Op, metrics::Metrics};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use std::cmp::Reverse;
+use std::{cmp::Reverse, collections::HashMap};
 use warren_shared::wire::{
     ResultStatus, TaskError, TaskResult, TaskState, WorkflowReport, WorkflowStatus,
 };
@@ -25,7 +25,7 @@ impl Engine {
             tracing::warn!(workflow = %r.workflow_id, task = %r.task_id, "Result for an unknown task ignored");
             return;
         };
-        let t = &mut wf.tasks[i];
+        let t = &wf.tasks[i];
         if t.state != TaskState::Running || t.attempt != r.attempt {
             Metrics::add(&self.metrics.results_ignored, 1);
             tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Duplicate or late result ignored");
@@ -37,12 +37,15 @@ impl Engine {
             wf.progress_marked = true;
             self.progress_dirty.insert(id.clone());
         }
-        wf.running -= 1;
-        self.limits
-            .ended(self.limits.slot_of(&wf.specs[i].kind), &id, self.partitions);
-        if let Some(q) = self.queues.get_mut(&wf.specs[i].queue) {
-            q.in_flight = q.in_flight.saturating_sub(1);
-        }
+        task_ended(
+            wf,
+            i,
+            r.finished_at.unwrap_or(now),
+            &mut self.limits,
+            &mut self.queues,
+            self.partitions,
+        );
+        let t = &mut wf.tasks[i];
         t.worker = Some(r.worker).filter(|w| !w.is_empty());
         if let (Some(start), Some(end)) = (r.started_at, r.finished_at) {
             self.metrics
@@ -50,7 +53,6 @@ impl Engine {
                 .observe((end - start).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
         t.started_at = r.started_at.or(t.started_at);
-        t.finished_at = Some(r.finished_at.unwrap_or(now));
         self.ops.push(Op::Result {
             workflow_id: id.clone(),
             task_id: r.task_id,
@@ -101,26 +103,28 @@ impl Engine {
         let id = wf.id.clone();
         let mut stopped = 0;
         for j in 0..wf.tasks.len() {
-            let t = &mut wf.tasks[j];
-            match t.state {
+            match wf.tasks[j].state {
                 TaskState::Running => {
                     stopped += 1;
-                    t.finished_at = Some(now);
-                    self.limits
-                        .ended(self.limits.slot_of(&wf.specs[j].kind), &id, self.partitions);
-                    if let Some(q) = self.queues.get_mut(&wf.specs[j].queue) {
-                        q.in_flight = q.in_flight.saturating_sub(1);
-                    }
+                    task_ended(
+                        wf,
+                        j,
+                        now,
+                        &mut self.limits,
+                        &mut self.queues,
+                        self.partitions,
+                    );
                 }
                 TaskState::Pending | TaskState::Ready | TaskState::Retrying => {}
                 _ => continue,
             }
+            let t = &mut wf.tasks[j];
             t.state = TaskState::Cancelled;
             t.due_at_ms = None;
             let row = wf.row(j as u32);
             self.ops.push(Op::Task(row));
         }
-        wf.running = 0;
+        debug_assert_eq!(wf.running, 0, "every running task was counted");
         wf.unfinished = 0;
         wf.cancelled = true;
         // Queued ready items, retries and leases of these tasks find them
@@ -165,23 +169,21 @@ impl Engine {
             let Some(wf) = self.workflows.get_mut(&id) else {
                 continue;
             };
-            let t = &mut wf.tasks[task as usize];
+            let t = &wf.tasks[task as usize];
             if t.state != TaskState::Running || t.attempt != attempt {
                 continue;
             }
             Metrics::add(&self.metrics.leases_expired, 1);
             let timeout = wf.specs[task as usize].timeout_ms.unwrap_or(0);
             tracing::warn!(workflow = %id, task = %wf.specs[task as usize].id, attempt, "Lease expired: no result within the task's timeout plus grace");
-            wf.running -= 1;
-            self.limits.ended(
-                self.limits.slot_of(&wf.specs[task as usize].kind),
-                &id,
+            task_ended(
+                wf,
+                task as usize,
+                now,
+                &mut self.limits,
+                &mut self.queues,
                 self.partitions,
             );
-            if let Some(q) = self.queues.get_mut(&wf.specs[task as usize].queue) {
-                q.in_flight = q.in_flight.saturating_sub(1);
-            }
-            t.finished_at = Some(now);
             let error = TaskError {
                 message: format!(
                     "no result within the lease ({timeout} ms timeout + {} ms grace): the worker died or hung",
@@ -193,4 +195,29 @@ impl Engine {
             self.maybe_finish(&id, now);
         }
     }
+}
+
+/// The one bookkeeping of a running attempt that stopped, whatever
+/// stopped it (its result, its lease, its workflow's cancel): it no longer
+/// counts against its workflow's `max_concurrency`, its type's place and
+/// its queue's window slot are freed (a task parked for the place is
+/// released at the next dispatch), and it finished at `finished_at`.
+/// Its lease, if it has one, stays in the heap and is dropped when it
+/// comes up (it finds the attempt no longer running). What the attempt
+/// ends as (succeeded, retrying, failed, cancelled) is the caller's.
+fn task_ended(
+    wf: &mut Workflow,
+    i: usize,
+    finished_at: DateTime<Utc>,
+    limits: &mut TypeLimits,
+    queues: &mut HashMap<String, QueueState>,
+    partitions: u16,
+) {
+    wf.running -= 1;
+    let spec = &wf.specs[i];
+    limits.ended(limits.slot_of(&spec.kind), &wf.id, partitions);
+    if let Some(q) = queues.get_mut(&spec.queue) {
+        q.in_flight = q.in_flight.saturating_sub(1);
+    }
+    wf.tasks[i].finished_at = Some(finished_at);
 }
