@@ -12,7 +12,7 @@
 use crate::{
     batch::{Op, OutMsg, Recovered},
     http,
-    state::{Engine, TypeLimits},
+    state::{Engine, EngineConfig},
     store::{Balance, Partitions, Store, StoreError, postgres::BALANCE_EVERY},
     workers,
 };
@@ -210,16 +210,19 @@ impl Scheduler {
     ) -> Result<Engine, SchedulerError> {
         let cfg = &self.config;
         let mut engine = Engine::new(
-            topology.clone(),
-            cfg.dispatch_window,
-            cfg.lease_grace.as_millis() as u64,
-            recovered.next_outbox_seq,
-            recovered.next_workflow_seq,
+            EngineConfig {
+                topology: topology.clone(),
+                window: cfg.dispatch_window,
+                lease_grace: cfg.lease_grace,
+                next_outbox_seq: recovered.next_outbox_seq,
+                next_workflow_seq: recovered.next_workflow_seq,
+                dispatch_order: cfg.dispatch_order,
+                type_limits: cfg.type_limits.clone(),
+                partitions,
+                owned: owned.to_vec(),
+            },
             self.metrics.clone(),
         );
-        engine.set_dispatch_order(cfg.dispatch_order);
-        engine.set_partitions(partitions, owned);
-        engine.set_type_limits(TypeLimits::new(cfg.type_limits.iter().cloned()));
         for wf in recovered.running.drain(..) {
             engine.restore(wf).map_err(StoreError::from)?;
         }

@@ -94,8 +94,9 @@ pub struct TypeUsage {
 }
 
 impl TypeLimits {
-    /// Limits from `(type, most running)` pairs.
-    pub fn new(limits: impl IntoIterator<Item = (String, u32)>) -> TypeLimits {
+    /// Limits from `(type, most running)` pairs (a type listed twice: the
+    /// last).
+    pub(super) fn new(limits: impl IntoIterator<Item = (String, u32)>) -> TypeLimits {
         let mut out = TypeLimits::default();
         for (kind, max) in limits {
             match out.by_kind.get(&kind) {

@@ -42,11 +42,63 @@ use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
     sync::Arc,
+    time::Duration,
 };
 use warren_shared::{
     Topology,
+    amqp::DEFAULT_NAMESPACE,
     wire::{RetryPolicy, TaskError, TaskState, WorkflowReport, WorkflowStatus},
 };
+
+/// How an [`Engine`] is set up. An engine lives for one broker session;
+/// nothing here changes during its life.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The namespace's exchange and queue names, which messages are
+    /// addressed by (default: the default namespace, `warren`).
+    pub topology: Topology,
+    /// Most tasks of one queue dispatched and not yet answered (default
+    /// 200, as `SchedulerConfig::dispatch_window`; 0 counts as 1).
+    pub window: usize,
+    /// Added to a task's `timeout_ms` to give its lease, after which an
+    /// attempt without a result is failed (default 30 s).
+    pub lease_grace: Duration,
+    /// The first outbox sequence number to hand out: the store's
+    /// `Recovered::next_outbox_seq` (default 0).
+    pub next_outbox_seq: u64,
+    /// The first workflow sequence number to hand out: the store's
+    /// `Recovered::next_workflow_seq` (default 0).
+    pub next_workflow_seq: u64,
+    /// Which of a workflow's ready tasks goes first (default: critical
+    /// path).
+    pub dispatch_order: DispatchOrder,
+    /// Most tasks of a type (`kind`) running at once, as `(type, limit)`
+    /// pairs; types not listed have no limit (default: none). Set here so
+    /// that restored workflows' running tasks are counted.
+    pub type_limits: Vec<(String, u32)>,
+    /// The store's partition count: 1 (the default) unless several
+    /// schedulers may share the namespace; 0 counts as 1.
+    pub partitions: u16,
+    /// The partitions this scheduler owns; the first is where messages of
+    /// no workflow are filed (default `[0]`).
+    pub owned: Vec<u16>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            topology: Topology::new(DEFAULT_NAMESPACE),
+            window: 200,
+            lease_grace: Duration::from_secs(30),
+            next_outbox_seq: 0,
+            next_workflow_seq: 0,
+            dispatch_order: DispatchOrder::default(),
+            type_limits: Vec::new(),
+            partitions: 1,
+            owned: vec![0],
+        }
+    }
+}
 
 /// A retry waiting for its due time: (due ms, order, workflow, task, attempt).
 type DueRetry = Reverse<(i64, u64, Arc<str>, u32, u32)>;
@@ -93,14 +145,13 @@ pub struct Engine {
 /// restoring it would (for one another scheduler owns).
 pub fn stored_report(r: RunningWorkflow) -> Result<Option<WorkflowReport>, Unreadable> {
     let id = r.id.clone();
-    let mut engine = Engine::new(
-        Topology::new("report"),
-        1,
-        0,
-        0,
-        0,
-        Arc::new(Metrics::default()),
-    );
+    let config = EngineConfig {
+        topology: Topology::new("report"),
+        window: 1,
+        lease_grace: Duration::ZERO,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config, Arc::new(Metrics::default()));
     engine.restore(r)?;
     Ok(engine.report(&id))
 }
@@ -120,60 +171,36 @@ pub fn retry_delay_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
 }
 
 impl Engine {
-    pub fn new(
-        topology: Topology,
-        window: usize,
-        lease_grace_ms: u64,
-        next_outbox: u64,
-        next_workflow_seq: u64,
-        metrics: Arc<Metrics>,
-    ) -> Engine {
+    /// An engine with no workflow, counting into `metrics`. Restore the
+    /// running workflows next.
+    pub fn new(config: EngineConfig, metrics: Arc<Metrics>) -> Engine {
         Engine {
-            topology,
-            window: window.max(1),
+            topology: config.topology,
+            window: config.window.max(1),
             workflows: HashMap::new(),
             queues: HashMap::new(),
             retries: BinaryHeap::new(),
             leases: BinaryHeap::new(),
-            lease_grace_ms: lease_grace_ms.min(i64::MAX as u64) as i64,
+            lease_grace_ms: config.lease_grace.as_millis().min(i64::MAX as u128) as i64,
             seq: 0,
-            next_outbox,
-            next_workflow_seq,
+            next_outbox: config.next_outbox_seq,
+            next_workflow_seq: config.next_workflow_seq,
             ops: Vec::new(),
             outbox: Vec::new(),
             metrics,
-            order: DispatchOrder::default(),
+            order: config.dispatch_order,
             progress_dirty: HashSet::new(),
             next_progress_ms: 0,
-            limits: TypeLimits::default(),
-            partitions: 1,
-            home: 0,
-            owned: vec![0],
+            limits: TypeLimits::new(config.type_limits),
+            partitions: config.partitions.max(1),
+            home: config.owned.first().copied().unwrap_or(0),
+            owned: config.owned,
             places_written: Vec::new(),
         }
     }
 
-    /// Sets the store's partition count and the partitions this scheduler
-    /// owns (the first is where messages of no workflow are filed).
-    pub fn set_partitions(&mut self, partitions: u16, owned: &[u16]) {
-        self.partitions = partitions.max(1);
-        self.owned = owned.to_vec();
-        self.home = owned.first().copied().unwrap_or(0);
-    }
-
     fn partitioned(&self) -> bool {
         self.partitions > 1
-    }
-
-    /// Sets the concurrency limits per task type. Call before restoring
-    /// workflows, so that their running tasks are counted.
-    pub fn set_type_limits(&mut self, limits: TypeLimits) {
-        self.limits = limits;
-    }
-
-    /// Sets the order of a workflow's ready tasks (default critical path).
-    pub fn set_dispatch_order(&mut self, order: DispatchOrder) {
-        self.order = order;
     }
 
     /// Hands over the current batch: store ops and the messages to publish

@@ -13,15 +13,19 @@ use warren_shared::wire::{
     ControlNotice, ResultStatus, TaskMessage, TaskResult, TaskSpec, WorkflowProgress,
 };
 
-fn engine(window: usize) -> Engine {
-    Engine::new(
-        Topology::new("t"),
+fn config(window: usize) -> EngineConfig {
+    EngineConfig {
+        topology: Topology::new("t"),
         window,
-        1_000,
-        1,
-        1,
-        Arc::new(Metrics::default()),
-    )
+        lease_grace: Duration::from_millis(1_000),
+        next_outbox_seq: 1,
+        next_workflow_seq: 1,
+        ..EngineConfig::default()
+    }
+}
+
+fn engine(window: usize) -> Engine {
+    Engine::new(config(window), Arc::new(Metrics::default()))
 }
 
 fn submit(e: &mut Engine, body: Value) {
@@ -106,7 +110,7 @@ fn diamond_with_templates() {
 #[test]
 fn cancel_stops_every_unfinished_task_and_frees_the_window() {
     let metrics = Arc::new(Metrics::default());
-    let mut e = Engine::new(Topology::new("t"), 2, 1_000, 1, 1, metrics.clone());
+    let mut e = Engine::new(config(2), metrics.clone());
     submit(
         &mut e,
         json!({"id": "x", "tasks": [
@@ -330,11 +334,11 @@ fn max_concurrency_caps_a_workflow_and_not_its_neighbours() {
 }
 
 fn limited(window: usize, limits: &[(&str, u32)]) -> Engine {
-    let mut e = engine(window);
-    e.set_type_limits(TypeLimits::new(
-        limits.iter().map(|(k, n)| (k.to_string(), *n)),
-    ));
-    e
+    let config = EngineConfig {
+        type_limits: limits.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+        ..config(window)
+    };
+    Engine::new(config, Arc::new(Metrics::default()))
 }
 
 #[test]
@@ -473,8 +477,11 @@ fn critical_path_first_and_fifo_for_comparison() {
     let first = dispatched(&mut e);
     assert_eq!(first[0].task_id, "root", "root heads the longest path");
 
-    let mut fifo = engine(1);
-    fifo.set_dispatch_order(DispatchOrder::Fifo);
+    let config = EngineConfig {
+        dispatch_order: DispatchOrder::Fifo,
+        ..config(1)
+    };
+    let mut fifo = Engine::new(config, Arc::new(Metrics::default()));
     skewed(&mut fifo);
     assert_eq!(dispatched(&mut fifo)[0].task_id, "leaf0", "first ready");
     // With hints, weight beats length: one 100 s task outranks a chain
