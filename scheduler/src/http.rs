@@ -12,7 +12,8 @@
 
 use crate::{
     batch::RunningWorkflow,
-    metrics::{Histogram, Metrics},
+    histogram::Histogram,
+    metrics::Metrics,
     state::TypeUsage,
     store::{Partitions, Store, StoreError},
     workers::SharedWorkers,
@@ -254,12 +255,12 @@ pub fn render(m: &Metrics) -> String {
         "Workflows by what happened to them.",
     );
     for (state, c) in [
-        ("accepted", &m.workflows_accepted),
-        ("rejected", &m.workflows_rejected),
-        ("duplicate", &m.workflows_duplicate),
-        ("succeeded", &m.workflows_succeeded),
-        ("failed", &m.workflows_failed),
-        ("cancelled", &m.workflows_cancelled),
+        ("accepted", &m.engine.workflows_accepted),
+        ("rejected", &m.engine.workflows_rejected),
+        ("duplicate", &m.engine.workflows_duplicate),
+        ("succeeded", &m.engine.workflows_succeeded),
+        ("failed", &m.engine.workflows_failed),
+        ("cancelled", &m.engine.workflows_cancelled),
     ] {
         let _ = writeln!(out, "warren_workflows_total{{state=\"{state}\"}} {}", g(c));
     }
@@ -277,12 +278,12 @@ pub fn render(m: &Metrics) -> String {
         "Task events: dispatched attempts, final successes and failures, retries, dead letters.",
     );
     for (event, c) in [
-        ("dispatched", &m.tasks_dispatched),
-        ("succeeded", &m.tasks_succeeded),
-        ("failed", &m.tasks_failed),
-        ("retried", &m.tasks_retried),
-        ("lease_expired", &m.leases_expired),
-        ("dead_lettered", &m.dead_lettered),
+        ("dispatched", &m.engine.tasks_dispatched),
+        ("succeeded", &m.engine.tasks_succeeded),
+        ("failed", &m.engine.tasks_failed),
+        ("retried", &m.engine.tasks_retried),
+        ("lease_expired", &m.engine.leases_expired),
+        ("dead_lettered", &m.engine.dead_lettered),
     ] {
         let _ = writeln!(out, "warren_tasks_total{{event=\"{event}\"}} {}", g(c));
     }
@@ -328,12 +329,12 @@ pub fn render(m: &Metrics) -> String {
     for (name, c, help) in [
         (
             "warren_results_total",
-            &m.results_committed,
+            &m.engine.results_committed,
             "Results committed.",
         ),
         (
             "warren_results_ignored_total",
-            &m.results_ignored,
+            &m.engine.results_ignored,
             "Results ignored: duplicates, late, or for ended workflows.",
         ),
         (
@@ -383,13 +384,13 @@ pub fn render(m: &Metrics) -> String {
         &mut out,
         "warren_dispatch_latency_seconds",
         "From a task becoming ready to its dispatch.",
-        &m.dispatch_latency,
+        &m.engine.dispatch_latency,
     );
     histogram(
         &mut out,
         "warren_task_duration_seconds",
         "An attempt's run time, as its worker reports it.",
-        &m.task_duration,
+        &m.engine.task_duration,
     );
     out
 }

@@ -15,12 +15,15 @@
 //!   runs broker sessions and reconnects; its children are the stages of a
 //!   session (`session`, `consume`, `ownership`, `step`, `request`,
 //!   `publisher`).
-//! - `metrics`: counters, gauges and histograms.
+//! - `metrics`: counters, gauges and histograms (the engine's read from
+//!   [`state::Counters`]).
+//! - `histogram`: the histogram type the engine observes into.
 //! - `http`: `/healthz`, `/metrics`, `/api/...` and the web page.
 //! - `workers`: the workers heard from in heartbeats.
 
 pub mod batch;
 pub mod config;
+pub mod histogram;
 pub mod http;
 pub mod metrics;
 pub mod scheduler;

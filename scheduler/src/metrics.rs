@@ -1,35 +1,23 @@
-//! Counters of what the scheduler did, shared with whoever holds a
-//! [`Metrics`] handle (tests today; the `/metrics` endpoint later).
+//! The scheduler's metrics, shared with whoever holds a [`Metrics`]
+//! handle (the `/metrics` endpoint, tests, the benchmark). What the engine
+//! counts (workflows, tasks, results, and its histograms) it owns in
+//! [`Counters`], which `Metrics` holds and reads; the counters and gauges
+//! of the I/O loop (batches, messages, sessions) live here.
 
+use crate::state::{Counters, TypeUsage};
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-/// Monotonic counters; read them with [`Metrics::get`].
+/// Monotonic counters and gauges; read them with [`Metrics::get`].
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub workflows_accepted: AtomicU64,
-    pub workflows_rejected: AtomicU64,
-    pub workflows_duplicate: AtomicU64,
-    pub workflows_succeeded: AtomicU64,
-    pub workflows_failed: AtomicU64,
-    pub workflows_cancelled: AtomicU64,
-    pub tasks_dispatched: AtomicU64,
-    /// Tasks that ended succeeded.
-    pub tasks_succeeded: AtomicU64,
-    /// Tasks that failed for good (attempts exhausted or not retryable).
-    pub tasks_failed: AtomicU64,
-    pub tasks_retried: AtomicU64,
-    /// Attempts failed because no result came within timeout plus grace.
-    pub leases_expired: AtomicU64,
-    pub results_committed: AtomicU64,
-    /// Results for an attempt that already has one, or that is not running.
-    pub results_ignored: AtomicU64,
-    pub dead_lettered: AtomicU64,
+    /// What the engine counts; each session's engine counts into these.
+    pub engine: Arc<Counters>,
     /// Requests and results passed on to the scheduler that owns their
     /// workflow's partition.
     pub forwarded: AtomicU64,
@@ -45,90 +33,33 @@ pub struct Metrics {
     /// Gauge: tasks dispatched and not yet answered, by task queue.
     pub in_flight: Mutex<BTreeMap<String, u64>>,
     /// Gauges: running, limit and waiting tasks of each limited task type.
-    pub types: Mutex<Vec<crate::state::TypeUsage>>,
+    pub types: Mutex<Vec<TypeUsage>>,
     /// Gauge: 1 while a broker session is up.
     pub broker_connected: AtomicU64,
     /// Gauge: 1 once this scheduler is the active one of its store (0 for
     /// a standby).
     pub active: AtomicU64,
-    /// From a task becoming ready to its dispatch (seconds).
-    pub dispatch_latency: Histogram,
-    /// An attempt's run time as its worker reports it (seconds).
-    pub task_duration: Histogram,
-}
-
-/// Upper bounds (seconds) of the histogram buckets: from a millisecond to
-/// ten minutes.
-pub const BUCKETS: [f64; 16] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 600.0,
-];
-
-/// A Prometheus-style histogram: cumulative counts per bucket, sum, count.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations at most each bound of [`BUCKETS`] (not cumulative here).
-    buckets: [AtomicU64; BUCKETS.len()],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, seconds: f64) {
-        let seconds = seconds.max(0.0);
-        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// (bound, cumulative count) per bucket, then the sum and the count.
-    pub fn read(&self) -> (Vec<(f64, u64)>, f64, u64) {
-        let mut total = 0;
-        let buckets = BUCKETS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(&b, c)| {
-                total += c.load(Ordering::Relaxed);
-                (b, total)
-            })
-            .collect();
-        (
-            buckets,
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            self.count.load(Ordering::Relaxed),
-        )
-    }
 }
 
 impl Metrics {
     /// Every counter by name, for reports.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let e = &self.engine;
         vec![
-            ("workflows_accepted", Metrics::get(&self.workflows_accepted)),
-            ("workflows_rejected", Metrics::get(&self.workflows_rejected)),
-            (
-                "workflows_duplicate",
-                Metrics::get(&self.workflows_duplicate),
-            ),
-            (
-                "workflows_succeeded",
-                Metrics::get(&self.workflows_succeeded),
-            ),
-            ("workflows_failed", Metrics::get(&self.workflows_failed)),
-            (
-                "workflows_cancelled",
-                Metrics::get(&self.workflows_cancelled),
-            ),
-            ("tasks_dispatched", Metrics::get(&self.tasks_dispatched)),
-            ("tasks_succeeded", Metrics::get(&self.tasks_succeeded)),
-            ("tasks_failed", Metrics::get(&self.tasks_failed)),
-            ("tasks_retried", Metrics::get(&self.tasks_retried)),
-            ("leases_expired", Metrics::get(&self.leases_expired)),
-            ("results_committed", Metrics::get(&self.results_committed)),
-            ("results_ignored", Metrics::get(&self.results_ignored)),
-            ("dead_lettered", Metrics::get(&self.dead_lettered)),
+            ("workflows_accepted", Metrics::get(&e.workflows_accepted)),
+            ("workflows_rejected", Metrics::get(&e.workflows_rejected)),
+            ("workflows_duplicate", Metrics::get(&e.workflows_duplicate)),
+            ("workflows_succeeded", Metrics::get(&e.workflows_succeeded)),
+            ("workflows_failed", Metrics::get(&e.workflows_failed)),
+            ("workflows_cancelled", Metrics::get(&e.workflows_cancelled)),
+            ("tasks_dispatched", Metrics::get(&e.tasks_dispatched)),
+            ("tasks_succeeded", Metrics::get(&e.tasks_succeeded)),
+            ("tasks_failed", Metrics::get(&e.tasks_failed)),
+            ("tasks_retried", Metrics::get(&e.tasks_retried)),
+            ("leases_expired", Metrics::get(&e.leases_expired)),
+            ("results_committed", Metrics::get(&e.results_committed)),
+            ("results_ignored", Metrics::get(&e.results_ignored)),
+            ("dead_lettered", Metrics::get(&e.dead_lettered)),
             ("forwarded", Metrics::get(&self.forwarded)),
             ("batches_committed", Metrics::get(&self.batches_committed)),
             ("reconnects", Metrics::get(&self.reconnects)),
@@ -137,6 +68,7 @@ impl Metrics {
         ]
     }
 
+    /// A counter's or gauge's value now.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

@@ -88,7 +88,7 @@ async fn the_page_draws_a_running_workflows_dag_with_task_states() {
             .await
     });
     wait_until("pay and reserve running", || {
-        Metrics::get(&scheduler.metrics.tasks_dispatched) == 3
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 3
     })
     .await;
 

@@ -58,7 +58,7 @@ async fn cancel_stops_running_tasks_and_the_rest_never_starts() {
     });
     // Both `hang` tasks are running once the scheduler says so.
     wait_until("h1 and h2 running", || {
-        Metrics::get(&scheduler.metrics.tasks_dispatched) == 3
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 3
     })
     .await;
 
@@ -126,7 +126,7 @@ async fn a_cancelled_workflows_queued_tasks_do_not_run() {
         .unwrap();
     wait_until("the first task started", || log.lines().len() == 1).await;
     wait_until("all five dispatched", || {
-        Metrics::get(&scheduler.metrics.tasks_dispatched) == 5
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 5
     })
     .await;
     let report = env.client.cancel("q1", DEADLINE).await.unwrap();
@@ -250,7 +250,7 @@ async fn max_concurrency_holds_across_a_scheduler_restart() {
     for done in 1..=6 {
         gate.add_permits(1);
         wait_until("the next task", || {
-            Metrics::get(&second.metrics.results_committed) == done
+            Metrics::get(&second.metrics.engine.results_committed) == done
         })
         .await;
         assert!(most.load(Ordering::SeqCst) <= 2, "limit exceeded");
@@ -301,7 +301,7 @@ async fn a_type_limit_holds_across_workflows_and_a_scheduler_restart() {
         }));
     }
     wait_until("two charges running and every mail sent", || {
-        now.load(Ordering::SeqCst) == 2 && Metrics::get(&first.metrics.tasks_succeeded) == 6
+        now.load(Ordering::SeqCst) == 2 && Metrics::get(&first.metrics.engine.tasks_succeeded) == 6
     })
     .await;
     assert_eq!(mails.load(Ordering::SeqCst), 6);
@@ -310,7 +310,7 @@ async fn a_type_limit_holds_across_workflows_and_a_scheduler_restart() {
     for done in 1..=6 {
         gate.add_permits(1);
         wait_until("the next charge", || {
-            Metrics::get(&second.metrics.tasks_succeeded) == done
+            Metrics::get(&second.metrics.engine.tasks_succeeded) == done
                 && now.load(Ordering::SeqCst) == (6 - done as usize).min(2)
         })
         .await;

@@ -220,7 +220,7 @@ async fn undecodable_results_and_tasks_are_dead_lettered_with_a_reason() {
             && reasons[1].contains("undecodable task message"),
         "{reasons:?}"
     );
-    assert_eq!(Metrics::get(&s.metrics.dead_lettered), 1);
+    assert_eq!(Metrics::get(&s.metrics.engine.dead_lettered), 1);
     warren_shared::amqp::close(&conn, "done").await;
     env.finish().await;
 }

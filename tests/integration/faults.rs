@@ -132,7 +132,7 @@ async fn a_hung_worker_is_caught_by_the_lease_and_its_late_result_ignored() {
     assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
     assert_eq!(report.tasks["a"].attempts, 2);
     assert_eq!(report.tasks["a"].worker.as_deref(), Some("healthy"));
-    assert_eq!(Metrics::get(&s.metrics.leases_expired), 1);
+    assert_eq!(Metrics::get(&s.metrics.engine.leases_expired), 1);
     // The hung worker wakes up and answers attempt 1: nothing changes.
     let late = json!({"workflow_id": "hang", "task_id": "a", "attempt": 1, "status": "succeeded", "output": "late"});
     ch.basic_publish(
@@ -147,7 +147,7 @@ async fn a_hung_worker_is_caught_by_the_lease_and_its_late_result_ignored() {
     .await
     .unwrap();
     wait_until("the late result to be ignored", || {
-        Metrics::get(&s.metrics.results_ignored) == 1
+        Metrics::get(&s.metrics.engine.results_ignored) == 1
     })
     .await;
     let after = env.client.status("hang", DEADLINE).await.unwrap();

@@ -89,7 +89,10 @@ async fn retry_then_success() {
     assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
     assert_eq!(report.tasks["f"].attempts, 3);
     assert_eq!(report.tasks["after"].output, Some(json!(3)));
-    assert_eq!(warren_scheduler::Metrics::get(&s.metrics.tasks_retried), 2);
+    assert_eq!(
+        warren_scheduler::Metrics::get(&s.metrics.engine.tasks_retried),
+        2
+    );
     let results = crate::support::committed_results(&env, "flaky").await;
     assert_eq!(
         results,

@@ -49,7 +49,7 @@ async fn health_metrics_api_and_page() {
         .await
         .unwrap();
     wait_until("h-running dispatched", || {
-        Metrics::get(&scheduler.metrics.tasks_dispatched) == 3
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 3
     })
     .await;
     // The counter moves when the batch is built; the list reads the store,

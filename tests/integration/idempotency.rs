@@ -38,7 +38,7 @@ async fn duplicate_submission_runs_once_and_answers_every_submitter() {
         async move { c.submit_and_wait(r, DEADLINE).await }
     });
     wait_until("the duplicate to be seen", || {
-        Metrics::get(&s.metrics.workflows_duplicate) == 1
+        Metrics::get(&s.metrics.engine.workflows_duplicate) == 1
     })
     .await;
     gate.add_permits(1);
@@ -52,8 +52,8 @@ async fn duplicate_submission_runs_once_and_answers_every_submitter() {
     let c = env.client.submit_and_wait(request, DEADLINE).await.unwrap();
     assert_eq!(c, a);
     assert_eq!(log.lines(), vec!["dup-1/a/1@w"], "executed once");
-    assert_eq!(Metrics::get(&s.metrics.workflows_accepted), 1);
-    assert_eq!(Metrics::get(&s.metrics.workflows_duplicate), 2);
+    assert_eq!(Metrics::get(&s.metrics.engine.workflows_accepted), 1);
+    assert_eq!(Metrics::get(&s.metrics.engine.workflows_duplicate), 2);
     env.finish().await;
 }
 
@@ -114,7 +114,7 @@ async fn duplicated_result_message_changes_nothing() {
         .unwrap();
     }
     wait_until("both duplicates to be ignored", || {
-        Metrics::get(&s.metrics.results_ignored) == 2
+        Metrics::get(&s.metrics.engine.results_ignored) == 2
     })
     .await;
     gate.add_permits(1);
@@ -238,7 +238,7 @@ async fn a_new_scheduler_on_the_same_store_completes_the_workflow() {
         ]
     );
     assert_eq!(
-        Metrics::get(&second.metrics.results_committed),
+        Metrics::get(&second.metrics.engine.results_committed),
         2,
         "b and c, committed by the second"
     );

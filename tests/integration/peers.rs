@@ -74,7 +74,7 @@ async fn peers_share_the_partitions_and_carry_on_when_one_leaves() {
     // requests that reached a scheduler not owning them were passed on.
     for p in &peers {
         assert!(
-            Metrics::get(&p.metrics.results_committed) > 0,
+            Metrics::get(&p.metrics.engine.results_committed) > 0,
             "a scheduler that did no work"
         );
     }
@@ -140,7 +140,7 @@ async fn a_type_limit_is_global_across_peers() {
     let succeeded = || -> u64 {
         metrics
             .iter()
-            .map(|m| Metrics::get(&m.tasks_succeeded))
+            .map(|m| Metrics::get(&m.engine.tasks_succeeded))
             .sum()
     };
     wait_until("three charges running", || now.load(Ordering::SeqCst) == 3).await;

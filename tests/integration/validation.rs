@@ -97,7 +97,7 @@ async fn each_validation_error_is_answered_and_recorded() {
     );
     // The sizes were checked before parsing, and nothing else was disturbed.
     assert_eq!(
-        warren_scheduler::Metrics::get(&s.metrics.workflows_rejected),
+        warren_scheduler::Metrics::get(&s.metrics.engine.workflows_rejected),
         cases.len() as u64 + 1
     );
     let ok = env

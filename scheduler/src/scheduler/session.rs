@@ -221,7 +221,7 @@ impl Scheduler {
                 partitions,
                 owned: owned.to_vec(),
             },
-            self.metrics.clone(),
+            self.metrics.engine.clone(),
         );
         for wf in recovered.running.drain(..) {
             engine.restore(wf).map_err(StoreError::from)?;

@@ -6,12 +6,11 @@
 //! the way.
 
 use super::{
-    Engine,
+    Counters, Engine,
     queue::{DispatchOrder, ReadyItem},
 };
 use crate::{
     batch::Op,
-    metrics::Metrics,
     template::{self, Source},
 };
 use chrono::{DateTime, Utc};
@@ -90,7 +89,7 @@ impl Engine {
                 let waited_ms = now.timestamp_millis() - item.ready_at_ms;
                 if self.dispatch_one(&workflow, item.task, now) {
                     self.limits.started(item.limit, &workflow, self.partitions);
-                    self.metrics
+                    self.counters
                         .dispatch_latency
                         .observe(waited_ms as f64 / 1e3);
                 }
@@ -172,7 +171,7 @@ impl Engine {
                 msg.attempt,
             )));
         }
-        Metrics::add(&self.metrics.tasks_dispatched, 1);
+        Counters::add(&self.counters.tasks_dispatched, 1);
         self.emit_task(&msg, queue, priority);
         true
     }

@@ -8,11 +8,8 @@
 //! next). A message of no workflow is filed under the scheduler's home
 //! partition, a task message under its workflow's.
 
-use super::{Engine, PROGRESS_INTERVAL_MS};
-use crate::{
-    batch::{Op, OutKind, OutMsg, ReplyTo},
-    metrics::Metrics,
-};
+use super::{Counters, Engine, PROGRESS_INTERVAL_MS};
+use crate::batch::{Op, OutKind, OutMsg, ReplyTo};
 use chrono::{DateTime, Utc};
 use std::{collections::BTreeMap, sync::Arc};
 use warren_shared::{
@@ -149,7 +146,7 @@ impl Engine {
 
     /// Dead-letters a message that cannot be processed.
     pub fn dead_letter(&mut self, body: Vec<u8>, source_queue: &str, reason: &str) {
-        Metrics::add(&self.metrics.dead_lettered, 1);
+        Counters::add(&self.counters.dead_lettered, 1);
         self.emit(OutMsg {
             headers: vec![
                 (HEADER_DEAD_REASON.to_owned(), reason.to_owned()),

@@ -5,13 +5,12 @@
 //! ([`Engine::restore`]).
 
 use super::{
-    Engine,
+    Counters, Engine,
     emit::to_json,
     workflow::{TaskRt, build},
 };
 use crate::{
     batch::{Op, ReplyTo, RunningWorkflow, TaskRow, Unreadable},
-    metrics::Metrics,
     validate::{self, Limits, Rejected, ValidWorkflow},
 };
 use chrono::{DateTime, Utc};
@@ -26,7 +25,7 @@ impl Engine {
     /// A second submission of a running workflow: its outcome goes to this
     /// `reply_to` too.
     pub fn add_waiter(&mut self, id: &str, reply: ReplyTo) {
-        Metrics::add(&self.metrics.workflows_duplicate, 1);
+        Counters::add(&self.counters.workflows_duplicate, 1);
         if let Some(w) = self.workflows.get_mut(id) {
             if w.replies.contains(&reply) {
                 return; // the same request redelivered
@@ -42,12 +41,12 @@ impl Engine {
 
     /// Counts a duplicate submission of a workflow that has already ended.
     pub fn note_duplicate(&mut self) {
-        Metrics::add(&self.metrics.workflows_duplicate, 1);
+        Counters::add(&self.counters.workflows_duplicate, 1);
     }
 
     /// Records a rejected request and answers it.
     pub fn reject(&mut self, r: Rejected, reply: Option<ReplyTo>, now: DateTime<Utc>) {
-        Metrics::add(&self.metrics.workflows_rejected, 1);
+        Counters::add(&self.counters.workflows_rejected, 1);
         let report = WorkflowReport {
             workflow_id: r.id.clone(),
             name: r.name.clone(),
@@ -85,7 +84,7 @@ impl Engine {
         reply: Option<ReplyTo>,
         now: DateTime<Utc>,
     ) {
-        Metrics::add(&self.metrics.workflows_accepted, 1);
+        Counters::add(&self.counters.workflows_accepted, 1);
         let seq = self.next_workflow_seq;
         self.next_workflow_seq += 1;
         let id: Arc<str> = Arc::from(v.id.as_str());

@@ -19,6 +19,7 @@
 //! duplicate and restored workflows; `dispatch` ready to running;
 //! `outcome` results, expired leases, cancels and due retries.
 
+mod counters;
 mod dispatch;
 mod emit;
 mod intake;
@@ -29,14 +30,12 @@ mod queue;
 mod tests;
 mod workflow;
 
+pub use counters::Counters;
 pub use limits::{TypeLimitError, TypeLimits, TypeUsage};
 pub use queue::DispatchOrder;
 
 use self::{emit::to_json, queue::QueueState, workflow::Workflow};
-use crate::{
-    batch::{Op, OutMsg, RunningWorkflow, TypePlaceRow, Unreadable},
-    metrics::Metrics,
-};
+use crate::batch::{Op, OutMsg, RunningWorkflow, TypePlaceRow, Unreadable};
 use chrono::{DateTime, Utc};
 use std::{
     cmp::Reverse,
@@ -120,7 +119,8 @@ pub struct Engine {
     next_workflow_seq: u64,
     ops: Vec<Op>,
     outbox: Vec<(u64, Arc<OutMsg>)>,
-    metrics: Arc<Metrics>,
+    /// What the engine counts (shared with `Metrics`).
+    counters: Arc<Counters>,
     /// Which of a workflow's ready tasks goes first.
     order: DispatchOrder,
     /// Running workflows whose tasks changed since their last progress
@@ -151,7 +151,7 @@ pub fn stored_report(r: RunningWorkflow) -> Result<Option<WorkflowReport>, Unrea
         lease_grace: Duration::ZERO,
         ..EngineConfig::default()
     };
-    let mut engine = Engine::new(config, Arc::new(Metrics::default()));
+    let mut engine = Engine::new(config, Arc::default());
     engine.restore(r)?;
     Ok(engine.report(&id))
 }
@@ -171,9 +171,10 @@ pub fn retry_delay_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
 }
 
 impl Engine {
-    /// An engine with no workflow, counting into `metrics`. Restore the
-    /// running workflows next.
-    pub fn new(config: EngineConfig, metrics: Arc<Metrics>) -> Engine {
+    /// An engine with no workflow, counting into `counters` (pass the
+    /// same ones to each session's engine to keep counting on). Restore
+    /// the running workflows next.
+    pub fn new(config: EngineConfig, counters: Arc<Counters>) -> Engine {
         Engine {
             topology: config.topology,
             window: config.window.max(1),
@@ -187,7 +188,7 @@ impl Engine {
             next_workflow_seq: config.next_workflow_seq,
             ops: Vec::new(),
             outbox: Vec::new(),
-            metrics,
+            counters,
             order: config.dispatch_order,
             progress_dirty: HashSet::new(),
             next_progress_ms: 0,
@@ -247,7 +248,7 @@ impl Engine {
         let retry = error.retryable && t.attempt < policy.max_attempts && wf.failure.is_none();
         t.error = Some(error);
         if retry {
-            Metrics::add(&self.metrics.tasks_retried, 1);
+            Counters::add(&self.counters.tasks_retried, 1);
             let due = now.timestamp_millis() + retry_delay_ms(&policy, t.attempt) as i64;
             t.state = TaskState::Retrying;
             t.due_at_ms = Some(due);
@@ -259,7 +260,7 @@ impl Engine {
                 .push(Reverse((due, self.seq, id.clone(), i, attempt)));
             return;
         }
-        Metrics::add(&self.metrics.tasks_failed, 1);
+        Counters::add(&self.counters.tasks_failed, 1);
         t.state = TaskState::Failed;
         t.due_at_ms = None;
         wf.unfinished -= 1;
@@ -293,13 +294,13 @@ impl Engine {
         }
         let wf = self.workflows.remove(id).expect("present above");
         let status = if wf.cancelled {
-            Metrics::add(&self.metrics.workflows_cancelled, 1);
+            Counters::add(&self.counters.workflows_cancelled, 1);
             WorkflowStatus::Cancelled
         } else if wf.failure.is_some() {
-            Metrics::add(&self.metrics.workflows_failed, 1);
+            Counters::add(&self.counters.workflows_failed, 1);
             WorkflowStatus::Failed
         } else {
-            Metrics::add(&self.metrics.workflows_succeeded, 1);
+            Counters::add(&self.counters.workflows_succeeded, 1);
             WorkflowStatus::Succeeded
         };
         let report = wf.report(status, Some(now));

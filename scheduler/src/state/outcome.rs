@@ -2,8 +2,8 @@
 //! lease running out ([`Engine::fire_due`]), or its workflow's cancel
 //! ([`Engine::cancel`]); and due retries, which make a task ready again.
 
-use super::{Engine, TypeLimits, queue::QueueState, workflow::Workflow};
-use crate::{batch::Op, metrics::Metrics};
+use super::{Counters, Engine, TypeLimits, queue::QueueState, workflow::Workflow};
+use crate::batch::Op;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::{cmp::Reverse, collections::HashMap};
@@ -16,22 +16,22 @@ impl Engine {
     /// (duplicates, late results) change nothing and are counted.
     pub fn on_result(&mut self, r: TaskResult, now: DateTime<Utc>) {
         let Some(wf) = self.workflows.get_mut(r.workflow_id.as_str()) else {
-            Metrics::add(&self.metrics.results_ignored, 1);
+            Counters::add(&self.counters.results_ignored, 1);
             tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Result for a workflow that is not running ignored");
             return;
         };
         let Some(i) = wf.index.get(r.task_id.as_str()).map(|&i| i as usize) else {
-            Metrics::add(&self.metrics.results_ignored, 1);
+            Counters::add(&self.counters.results_ignored, 1);
             tracing::warn!(workflow = %r.workflow_id, task = %r.task_id, "Result for an unknown task ignored");
             return;
         };
         let t = &wf.tasks[i];
         if t.state != TaskState::Running || t.attempt != r.attempt {
-            Metrics::add(&self.metrics.results_ignored, 1);
+            Counters::add(&self.counters.results_ignored, 1);
             tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Duplicate or late result ignored");
             return;
         }
-        Metrics::add(&self.metrics.results_committed, 1);
+        Counters::add(&self.counters.results_committed, 1);
         let id = wf.id.clone();
         if !wf.progress_marked {
             wf.progress_marked = true;
@@ -48,7 +48,7 @@ impl Engine {
         let t = &mut wf.tasks[i];
         t.worker = Some(r.worker).filter(|w| !w.is_empty());
         if let (Some(start), Some(end)) = (r.started_at, r.finished_at) {
-            self.metrics
+            self.counters
                 .task_duration
                 .observe((end - start).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
@@ -62,7 +62,7 @@ impl Engine {
         let i = i as u32;
         match r.status {
             ResultStatus::Succeeded => {
-                Metrics::add(&self.metrics.tasks_succeeded, 1);
+                Counters::add(&self.counters.tasks_succeeded, 1);
                 t.state = TaskState::Succeeded;
                 t.output = Some(r.output.unwrap_or(Value::Null));
                 t.error = None;
@@ -173,7 +173,7 @@ impl Engine {
             if t.state != TaskState::Running || t.attempt != attempt {
                 continue;
             }
-            Metrics::add(&self.metrics.leases_expired, 1);
+            Counters::add(&self.counters.leases_expired, 1);
             let timeout = wf.specs[task as usize].timeout_ms.unwrap_or(0);
             tracing::warn!(workflow = %id, task = %wf.specs[task as usize].id, attempt, "Lease expired: no result within the task's timeout plus grace");
             task_ended(

@@ -25,7 +25,7 @@ fn config(window: usize) -> EngineConfig {
 }
 
 fn engine(window: usize) -> Engine {
-    Engine::new(config(window), Arc::new(Metrics::default()))
+    Engine::new(config(window), Arc::default())
 }
 
 fn submit(e: &mut Engine, body: Value) {
@@ -109,8 +109,8 @@ fn diamond_with_templates() {
 
 #[test]
 fn cancel_stops_every_unfinished_task_and_frees_the_window() {
-    let metrics = Arc::new(Metrics::default());
-    let mut e = Engine::new(config(2), metrics.clone());
+    let counters = Arc::new(Counters::default());
+    let mut e = Engine::new(config(2), counters.clone());
     submit(
         &mut e,
         json!({"id": "x", "tasks": [
@@ -147,7 +147,7 @@ fn cancel_stops_every_unfinished_task_and_frees_the_window() {
 
     // A late result changes nothing; the window is free again.
     e.on_result(result(&bc[0], true, false, json!(2)), Utc::now());
-    assert_eq!(Metrics::get(&metrics.results_ignored), 1);
+    assert_eq!(Counters::get(&counters.results_ignored), 1);
     submit(
         &mut e,
         json!({"id": "y", "tasks": [{"id": "p", "type": "echo"}, {"id": "q", "type": "echo"}]}),
@@ -229,7 +229,7 @@ fn retry_then_exhaustion_skips_dependents() {
     assert_eq!((second[0].task_id.as_str(), second[0].attempt), ("a", 2));
     // A late duplicate of attempt 1 changes nothing.
     e.on_result(result(&first[0], true, false, json!(1)), Utc::now());
-    assert_eq!(Metrics::get(&e.metrics.results_ignored), 1);
+    assert_eq!(Counters::get(&e.counters.results_ignored), 1);
     e.on_result(result(&second[0], false, true, Value::Null), Utc::now());
     assert!(e.is_active("r"), "waits for the running sibling");
     e.on_result(result(&first[1], true, false, json!("slept")), Utc::now());
@@ -338,7 +338,7 @@ fn limited(window: usize, limits: &[(&str, u32)]) -> Engine {
         type_limits: limits.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
         ..config(window)
     };
-    Engine::new(config, Arc::new(Metrics::default()))
+    Engine::new(config, Arc::default())
 }
 
 #[test]
@@ -481,7 +481,7 @@ fn critical_path_first_and_fifo_for_comparison() {
         dispatch_order: DispatchOrder::Fifo,
         ..config(1)
     };
-    let mut fifo = Engine::new(config, Arc::new(Metrics::default()));
+    let mut fifo = Engine::new(config, Arc::default());
     skewed(&mut fifo);
     assert_eq!(dispatched(&mut fifo)[0].task_id, "leaf0", "first ready");
     // With hints, weight beats length: one 100 s task outranks a chain
@@ -555,14 +555,14 @@ fn an_expired_lease_fails_the_attempt_and_a_late_result_is_ignored() {
     e.fire_due(due - 1);
     assert!(dispatched(&mut e).is_empty(), "not before the lease ends");
     e.fire_due(due);
-    assert_eq!(Metrics::get(&e.metrics.leases_expired), 1);
+    assert_eq!(Counters::get(&e.counters.leases_expired), 1);
     let retry_due = e.next_due_ms().unwrap();
     e.fire_due(retry_due);
     let second = dispatched(&mut e);
     assert_eq!(second[0].attempt, 2);
     // The hung attempt's result arrives after all: ignored.
     e.on_result(result(&first[0], true, false, json!("late")), Utc::now());
-    assert_eq!(Metrics::get(&e.metrics.results_ignored), 1);
+    assert_eq!(Counters::get(&e.counters.results_ignored), 1);
     e.on_result(result(&second[0], true, false, json!("ok")), Utc::now());
     let report = final_report(&mut e);
     assert_eq!(report.status, WorkflowStatus::Succeeded);
