@@ -7,18 +7,14 @@
 use super::{
     Counters, Engine,
     emit::to_json,
-    workflow::{TaskRt, build},
+    workflow::{TaskRt, build, restored},
 };
 use crate::{
-    batch::{Op, ReplyTo, RunningWorkflow, TaskRow, Unreadable},
+    batch::{Op, ReplyTo, RunningWorkflow, Unreadable},
     validate::{self, Limits, Rejected, ValidWorkflow},
 };
 use chrono::{DateTime, Utc};
-use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
 use warren_shared::wire::{TaskState, WorkflowReport, WorkflowStatus};
 
 impl Engine {
@@ -146,11 +142,6 @@ impl Engine {
                 ))
             },
         )?;
-        let mut rows: HashMap<String, TaskRow> = r
-            .tasks
-            .into_iter()
-            .map(|t| (t.task_id.clone(), t))
-            .collect();
         let replies = r
             .replies
             .into_iter()
@@ -160,46 +151,7 @@ impl Engine {
             })
             .collect();
         let wf_id: Arc<str> = Arc::from(r.id.as_str());
-        let mut corrupt = None;
-        let mut wf = build(wf_id.clone(), v, r.created_at, replies, |spec| {
-            match rows.remove(&spec.id) {
-                None => TaskRt::pending(),
-                Some(row) => TaskRt {
-                    state: row.state,
-                    attempt: row.attempt,
-                    due_at_ms: row.due_at_ms,
-                    output: row.output.and_then(|o| match serde_json::from_str(&o) {
-                        Ok(v) => Some(v),
-                        Err(e) => {
-                            corrupt = Some(format!("output of {}: {e}", spec.id));
-                            None
-                        }
-                    }),
-                    error: row.error,
-                    worker: row.worker,
-                    started_at: row.started_at,
-                    finished_at: row.finished_at,
-                },
-            }
-        });
-        if let Some(c) = corrupt {
-            return Err(Unreadable(c));
-        }
-        // Derive the counters from the task states.
-        for i in 0..wf.tasks.len() {
-            let state = wf.tasks[i].state;
-            if state == TaskState::Succeeded {
-                for &d in &wf.dependents[i] {
-                    wf.waiting[d as usize] -= 1;
-                }
-            }
-            if state.is_final() {
-                wf.unfinished -= 1;
-            }
-            if state == TaskState::Failed && wf.failure.is_none() {
-                wf.failure = Some(wf.failure_line(i));
-            }
-        }
+        let mut wf = restored(wf_id.clone(), v, r.created_at, replies, r.tasks)?;
         for i in 0..wf.tasks.len() as u32 {
             match wf.tasks[i as usize].state {
                 TaskState::Running => {

@@ -4,10 +4,13 @@
 //! Built once per workflow ([`build`]) when it is accepted or restored,
 //! with each task's remaining critical path computed then
 //! ([`critical_path_ranks`]). The engine changes tasks in place and writes
-//! each change to the store as the task's row ([`Workflow::row`]).
+//! each change to the store as the task's row ([`Workflow::row`]); a
+//! restored workflow is rebuilt from those rows ([`restored`]). The two
+//! conversions between a task in memory and its row are here, side by
+//! side ([`TaskRt::to_row`], [`TaskRt::from_row`]).
 
 use crate::{
-    batch::{ReplyTo, TaskRow},
+    batch::{ReplyTo, TaskRow, Unreadable},
     validate::ValidWorkflow,
 };
 use chrono::{DateTime, Utc};
@@ -48,6 +51,37 @@ impl TaskRt {
             started_at: None,
             finished_at: None,
         }
+    }
+
+    /// Its row in the store, as task `task_id` of `workflow_id`.
+    pub(super) fn to_row(&self, workflow_id: Arc<str>, task_id: String) -> TaskRow {
+        TaskRow {
+            workflow_id,
+            task_id,
+            state: self.state,
+            attempt: self.attempt,
+            due_at_ms: self.due_at_ms,
+            output: self.output.as_ref().map(Value::to_string),
+            error: self.error.clone(),
+            worker: self.worker.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+
+    /// The task as its row in the store says; fails when the stored
+    /// output is not JSON.
+    pub(super) fn from_row(row: TaskRow) -> Result<TaskRt, serde_json::Error> {
+        Ok(TaskRt {
+            state: row.state,
+            attempt: row.attempt,
+            due_at_ms: row.due_at_ms,
+            output: row.output.map(|o| serde_json::from_str(&o)).transpose()?,
+            error: row.error,
+            worker: row.worker,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        })
     }
 }
 
@@ -130,19 +164,7 @@ impl Workflow {
 
     /// Task `i`'s row, as the store keeps it.
     pub(super) fn row(&self, i: u32) -> TaskRow {
-        let t = &self.tasks[i as usize];
-        TaskRow {
-            workflow_id: self.id.clone(),
-            task_id: self.specs[i as usize].id.clone(),
-            state: t.state,
-            attempt: t.attempt,
-            due_at_ms: t.due_at_ms,
-            output: t.output.as_ref().map(Value::to_string),
-            error: t.error.clone(),
-            worker: t.worker.clone(),
-            started_at: t.started_at,
-            finished_at: t.finished_at,
-        }
+        self.tasks[i as usize].to_row(self.id.clone(), self.specs[i as usize].id.clone())
     }
 
     /// The workflow's one-line error when task `i` failed for good.
@@ -206,6 +228,50 @@ pub(super) fn build(
         progress_marked: false,
         replies,
     }
+}
+
+/// Rebuilds a running workflow from its stored task rows (a task without
+/// one is pending), its counters derived from the task states: what has
+/// not succeeded holds its dependents back, and the first failed task
+/// gives the workflow's error. Fails when a stored output is not JSON.
+pub(super) fn restored(
+    id: Arc<str>,
+    v: ValidWorkflow,
+    created_at: DateTime<Utc>,
+    replies: Vec<ReplyTo>,
+    rows: Vec<TaskRow>,
+) -> Result<Workflow, Unreadable> {
+    let mut rows: HashMap<String, TaskRow> =
+        rows.into_iter().map(|t| (t.task_id.clone(), t)).collect();
+    let mut corrupt = None;
+    let mut wf = build(id, v, created_at, replies, |spec| {
+        match rows.remove(&spec.id).map(TaskRt::from_row) {
+            None => TaskRt::pending(),
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                corrupt = Some(format!("output of {}: {e}", spec.id));
+                TaskRt::pending()
+            }
+        }
+    });
+    if let Some(c) = corrupt {
+        return Err(Unreadable(c));
+    }
+    for i in 0..wf.tasks.len() {
+        let state = wf.tasks[i].state;
+        if state == TaskState::Succeeded {
+            for &d in &wf.dependents[i] {
+                wf.waiting[d as usize] -= 1;
+            }
+        }
+        if state.is_final() {
+            wf.unfinished -= 1;
+        }
+        if state == TaskState::Failed && wf.failure.is_none() {
+            wf.failure = Some(wf.failure_line(i));
+        }
+    }
+    Ok(wf)
 }
 
 /// Remaining critical path of each task (see [`Workflow::rank`]), in
