@@ -11,13 +11,21 @@
 //! When a task fails for good, every task that has not started is skipped,
 //! running ones finish, and the workflow fails once none is running.
 //!
-//! Layout: this file holds the engine, its batch and the transitions
-//! several steps share (a failed attempt, the end of a workflow);
-//! `workflow` one workflow's DAG, tasks and report; `queue` the ready
-//! tasks of a task queue; `limits` the limits per task type and their
-//! places; `emit` every message sent; `intake` accepted, rejected,
-//! duplicate and restored workflows; `dispatch` ready to running;
-//! `outcome` results, expired leases, cancels and due retries.
+//! Layout: this file holds the engine, its configuration, its batch and
+//! the transitions several steps share (a failed attempt, the end of a
+//! workflow). The other steps add their own `impl Engine`:
+//! - `workflow`: one workflow's DAG, tasks, rows and report.
+//! - `queue`: the ready tasks of a task queue, in policy order.
+//! - `limits`: limits per task type, parked tasks, places negotiation.
+//! - `emit`: every message the engine sends, built in one place.
+//! - `intake`: accepted, rejected, duplicate and restored workflows.
+//! - `dispatch`: from ready to running.
+//! - `outcome`: results, expired leases, cancels and due retries.
+//! - `counters`: what the engine counts (read by `Metrics`).
+//!
+//! Dependencies between them go one way: `intake` and `outcome` use
+//! `dispatch`, which uses `limits`, `emit`, `queue` and `workflow`;
+//! `limits` uses `queue`; `workflow`, `queue` and `counters` use none.
 
 mod counters;
 mod dispatch;
@@ -105,18 +113,27 @@ type DueRetry = Reverse<(i64, u64, Arc<str>, u32, u32)>;
 /// The state machine. See the module docs.
 #[derive(Debug)]
 pub struct Engine {
+    /// The names messages are addressed by.
     topology: Topology,
+    /// Most tasks of one queue in flight.
     window: usize,
+    /// Every running workflow, by id.
     workflows: HashMap<Arc<str>, Workflow>,
+    /// Ready tasks and in-flight counts, by task queue.
     queues: HashMap<String, QueueState>,
+    /// Retrying tasks, by due time.
     retries: BinaryHeap<DueRetry>,
     /// Running attempts with a timeout, by the time their lease ends.
     leases: BinaryHeap<DueRetry>,
     /// Added to a task's timeout to give its lease (ms).
     lease_grace_ms: i64,
+    /// Orders ready items, retries and leases made at the same time.
     seq: u64,
+    /// The next outbox and workflow sequence numbers to hand out.
     next_outbox: u64,
     next_workflow_seq: u64,
+    /// The current batch: store ops, and messages to publish once they
+    /// are committed.
     ops: Vec<Op>,
     outbox: Vec<(u64, Arc<OutMsg>)>,
     /// What the engine counts (shared with `Metrics`).
@@ -128,6 +145,7 @@ pub struct Engine {
     progress_dirty: HashSet<Arc<str>>,
     /// Progress is announced at most once per interval (ms since epoch).
     next_progress_ms: i64,
+    /// Places and parked tasks of each limited task type.
     limits: TypeLimits,
     /// The store's partition count (1 unless several schedulers may share
     /// the namespace) and the partition messages of no workflow are filed
@@ -200,6 +218,7 @@ impl Engine {
         }
     }
 
+    /// True when several schedulers may share the namespace's store.
     fn partitioned(&self) -> bool {
         self.partitions > 1
     }
@@ -218,14 +237,17 @@ impl Engine {
         self.ops.push(op);
     }
 
+    /// True when the current batch has something to commit.
     pub fn has_ops(&self) -> bool {
         !self.ops.is_empty()
     }
 
+    /// How many workflows are running here.
     pub fn active_workflows(&self) -> usize {
         self.workflows.len()
     }
 
+    /// True when workflow `id` is running here.
     pub fn is_active(&self, id: &str) -> bool {
         self.workflows.contains_key(id)
     }
