@@ -220,11 +220,11 @@ async fn child_scheduler(addr: String, c: Child_) -> anyhow::Result<()> {
             None => c.dir.join("warren.db").into(),
         },
         dispatch_window: c.window,
-        type_limits: warren_scheduler::state::TypeLimits::parse(&c.type_limits)?,
+        type_limits: warren_scheduler::engine::TypeLimits::parse(&c.type_limits)?,
         dispatch_order: if c.fifo {
-            warren_scheduler::state::DispatchOrder::Fifo
+            warren_scheduler::engine::DispatchOrder::Fifo
         } else {
-            warren_scheduler::state::DispatchOrder::CriticalPath
+            warren_scheduler::engine::DispatchOrder::CriticalPath
         },
         ..Default::default()
     };

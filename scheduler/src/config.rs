@@ -35,7 +35,7 @@ pub struct SchedulerConfig {
     /// [`crate::Scheduler::http_addr`]).
     pub http_addr: Option<std::net::SocketAddr>,
     /// Which of a workflow's ready tasks goes first (default: critical path).
-    pub dispatch_order: crate::state::DispatchOrder,
+    pub dispatch_order: crate::engine::DispatchOrder,
     /// Most tasks of a type (`kind`) running at once across all workers,
     /// as `(type, limit)` pairs; types not listed have no limit.
     pub type_limits: Vec<(String, u32)>,
@@ -53,7 +53,7 @@ impl Default for SchedulerConfig {
             results_prefetch: 2000,
             max_batch: 2000,
             http_addr: None,
-            dispatch_order: crate::state::DispatchOrder::CriticalPath,
+            dispatch_order: crate::engine::DispatchOrder::CriticalPath,
             type_limits: Vec::new(),
         }
     }

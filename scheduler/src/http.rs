@@ -12,9 +12,9 @@
 
 use crate::{
     batch::RunningWorkflow,
+    engine::TypeUsage,
     histogram::Histogram,
     metrics::Metrics,
-    state::TypeUsage,
     store::{Partitions, Store, StoreError},
     workers::SharedWorkers,
 };
@@ -191,7 +191,7 @@ async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response
                 // another scheduler (read as stored), or between a restart
                 // and its recovery.
                 None => match stored_running(&s.store, &id).await {
-                    Ok(Some(stored)) => match crate::state::stored_report(stored) {
+                    Ok(Some(stored)) => match crate::engine::stored_report(stored) {
                         Ok(Some(report)) => Json(report).into_response(),
                         Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
                         Err(e) => store_error(e.into()),

@@ -6,7 +6,7 @@
 //! - `config`: [`SchedulerConfig`], the typed settings (binaries parse flags).
 //! - `validate`: every check of a request, all problems reported at once.
 //! - `template`: `${task.output.path}` / `${workflow.input.path}`.
-//! - `state`: the I/O-free state machine ([`state::Engine`]).
+//! - `engine`: the I/O-free state machine ([`engine::Engine`]).
 //! - `batch`: the batch contract between the engine and the stores (ops,
 //!   outbox messages, what a store gives back to resume from).
 //! - `store`: the store, SQLite (on its own thread) or PostgreSQL (shared
@@ -16,18 +16,18 @@
 //!   session (`session`, `consume`, `ownership`, `step`, `request`,
 //!   `publisher`).
 //! - `metrics`: counters, gauges and histograms (the engine's read from
-//!   [`state::Counters`]).
+//!   [`engine::Counters`]).
 //! - `histogram`: the histogram type the engine observes into.
 //! - `http`: `/healthz`, `/metrics`, `/api/...` and the web page.
 //! - `workers`: the workers heard from in heartbeats.
 
 pub mod batch;
 pub mod config;
+pub mod engine;
 pub mod histogram;
 pub mod http;
 pub mod metrics;
 pub mod scheduler;
-pub mod state;
 pub mod store;
 pub mod template;
 pub mod validate;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use warren_scheduler::{
-    Scheduler, SchedulerConfig, state::TypeLimits, store::StoreLocation, validate::Limits,
+    Scheduler, SchedulerConfig, engine::TypeLimits, store::StoreLocation, validate::Limits,
 };
 use warren_shared::cli::BrokerArgs;
 
@@ -80,8 +80,8 @@ async fn main() -> anyhow::Result<()> {
         lease_grace: std::time::Duration::from_millis(args.lease_grace_ms),
         http_addr: args.http_addr,
         dispatch_order: match args.dispatch_order {
-            Order::CriticalPath => warren_scheduler::state::DispatchOrder::CriticalPath,
-            Order::Fifo => warren_scheduler::state::DispatchOrder::Fifo,
+            Order::CriticalPath => warren_scheduler::engine::DispatchOrder::CriticalPath,
+            Order::Fifo => warren_scheduler::engine::DispatchOrder::Fifo,
         },
         type_limits: TypeLimits::parse(&args.type_limits)?,
         ..SchedulerConfig::default()

@@ -4,7 +4,7 @@
 //! [`Counters`], which `Metrics` holds and reads; the counters and gauges
 //! of the I/O loop (batches, messages, sessions) live here.
 
-use crate::state::{Counters, TypeUsage};
+use crate::engine::{Counters, TypeUsage};
 use std::{
     collections::BTreeMap,
     sync::{

@@ -4,7 +4,7 @@
 
 use crate::{
     batch::{Known, ReplyTo},
-    state::Engine,
+    engine::Engine,
     validate::{self, Rejected},
 };
 use chrono::Utc;

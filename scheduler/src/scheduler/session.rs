@@ -11,8 +11,8 @@
 
 use crate::{
     batch::{Op, OutMsg, Recovered},
+    engine::{Engine, EngineConfig},
     http,
-    state::{Engine, EngineConfig},
     store::{Balance, Partitions, Store, StoreError, postgres::BALANCE_EVERY},
     workers,
 };

@@ -13,8 +13,8 @@
 
 use crate::{
     batch::{Known, Op, OutKind},
+    engine::Engine,
     metrics::Metrics,
-    state::Engine,
     store::{Partitions, Store},
 };
 use chrono::Utc;

@@ -3,8 +3,9 @@
 //! [`Engine`] holds every running workflow in memory (the store holds the
 //! same, durably) and turns inputs (accepted requests, results, due retries)
 //! into state changes. Each change appends [`Op`]s for the store and
-//! [`OutMsg`]s for the broker to the current batch; the I/O loop in
-//! `engine.rs` commits the batch, then publishes, then acks.
+//! [`OutMsg`]s for the broker to the current batch; the scheduler's
+//! session (`scheduler::step`) commits the batch, then publishes, then
+//! acks.
 //!
 //! Task lifecycle: pending -> ready -> running -> succeeded, or
 //! running -> retrying -> ready -> running ..., or running -> failed.
