@@ -8,18 +8,19 @@ COPY shared/Cargo.toml shared/
 COPY scheduler/Cargo.toml scheduler/
 COPY worker/Cargo.toml worker/
 COPY producer/Cargo.toml producer/
+COPY cli/Cargo.toml cli/
 COPY tests/Cargo.toml tests/
 COPY bench/Cargo.toml bench/
 # Stub sources with the manifests' targets, so that this layer builds (and
 # caches) every dependency of the three binaries and nothing of Warren's.
-RUN for c in shared scheduler worker producer bench; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
+RUN for c in shared scheduler worker producer cli bench; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
  && mkdir -p tests/integration tests/chaos && touch tests/lib.rs \
  && echo 'fn main() {}' > tests/integration/main.rs && echo 'fn main() {}' > tests/chaos/main.rs \
- && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-producer \
- && rm -rf shared/src scheduler/src worker/src producer/src bench/src tests
+ && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-cli \
+ && rm -rf shared/src scheduler/src worker/src producer/src cli/src bench/src tests
 COPY . .
-RUN touch shared/src/lib.rs scheduler/src/lib.rs worker/src/lib.rs producer/src/lib.rs \
- && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-producer
+RUN touch shared/src/lib.rs scheduler/src/lib.rs worker/src/lib.rs producer/src/lib.rs cli/src/main.rs \
+ && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-cli
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home /data warren && mkdir -p /data && chown warren /data

@@ -463,7 +463,7 @@ pub fn binaries() -> &'static HashMap<String, PathBuf> {
         cmd.args(["build", "--message-format=json", "--bins"])
             .args([
                 "-p",
-                "warren-producer",
+                "warren-cli",
                 "-p",
                 "warren-scheduler",
                 "-p",

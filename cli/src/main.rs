@@ -25,7 +25,13 @@ use warren_shared::{
 use warren_worker::{Registry, Worker, WorkerConfig};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Submit and inspect Warren workflows")]
+// `name` is what `--version` prints: the package the CLI was first built
+// in, kept so that the output does not change with the crate's move.
+#[command(
+    name = "warren-producer",
+    version,
+    about = "Submit and inspect Warren workflows"
+)]
 struct Cli {
     #[command(flatten)]
     broker: BrokerArgs,
