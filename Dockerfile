@@ -9,15 +9,16 @@ COPY scheduler/Cargo.toml scheduler/
 COPY worker/Cargo.toml worker/
 COPY producer/Cargo.toml producer/
 COPY cli/Cargo.toml cli/
+COPY harness/Cargo.toml harness/
 COPY tests/Cargo.toml tests/
 COPY bench/Cargo.toml bench/
 # Stub sources with the manifests' targets, so that this layer builds (and
 # caches) every dependency of the three binaries and nothing of Warren's.
-RUN for c in shared scheduler worker producer cli bench; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
+RUN for c in shared scheduler worker producer cli harness bench; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
  && mkdir -p tests/integration tests/chaos && touch tests/lib.rs \
  && echo 'fn main() {}' > tests/integration/main.rs && echo 'fn main() {}' > tests/chaos/main.rs \
  && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-cli \
- && rm -rf shared/src scheduler/src worker/src producer/src cli/src bench/src tests
+ && rm -rf shared/src scheduler/src worker/src producer/src cli/src harness/src bench/src tests
 COPY . .
 RUN touch shared/src/lib.rs scheduler/src/lib.rs worker/src/lib.rs producer/src/lib.rs cli/src/main.rs \
  && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-cli

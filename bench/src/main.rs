@@ -31,13 +31,14 @@ use lapin::{
 };
 use serde_json::{Value, json};
 use std::{
+    ffi::OsString,
     path::PathBuf,
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
+use warren_harness::{Child, Launcher, Signal, procfs};
 use warren_producer::Client;
-use warren_shared::{AmqpConfig, Topology, wire::WorkflowStatus};
+use warren_shared::{AmqpConfig, wire::WorkflowStatus};
 
 #[derive(Parser)]
 #[command(about = "Warren's benchmark, beside the raw broker's ceiling")]
@@ -228,12 +229,8 @@ async fn child_scheduler(addr: String, c: Child_) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    let shutdown = warren_shared::shutdown::on_signal();
-    let scheduler = warren_scheduler::Scheduler::new(config);
-    let metrics = scheduler.metrics();
-    scheduler.run(shutdown).await?;
-    let counters: serde_json::Map<String, Value> = metrics
-        .snapshot()
+    let counters: serde_json::Map<String, Value> = warren_harness::serve::scheduler(config)
+        .await?
         .into_iter()
         .map(|(k, v)| (k.to_owned(), json!(v)))
         .collect();
@@ -268,10 +265,7 @@ async fn child_worker(addr: String, c: Child_) -> anyhow::Result<()> {
         worker_id: c.worker_id,
         ..Default::default()
     };
-    let shutdown = warren_shared::shutdown::on_signal();
-    warren_worker::Worker::new(config, registry)
-        .run(shutdown)
-        .await?;
+    warren_harness::serve::worker(config, registry).await?;
     Ok(())
 }
 
@@ -366,7 +360,7 @@ async fn ceiling(addr: &str, n: usize) -> anyhow::Result<Ceiling> {
     let body = [0u8; 64];
 
     // Throughput: many in flight.
-    let (client_cpu, broker_cpu) = (cpu_secs(std::process::id()), BrokerCpu::start());
+    let (client_cpu, broker_cpu) = (procfs::cpu_secs(std::process::id()), BrokerCpu::start());
     let started = Instant::now();
     let producer = {
         let (publish, tasks_q, props) = (publish.clone(), tasks_q.clone(), persistent.clone());
@@ -402,7 +396,7 @@ async fn ceiling(addr: &str, n: usize) -> anyhow::Result<Ceiling> {
         }
     }
     let elapsed = started.elapsed();
-    let client_cpu_ms = (cpu_secs(std::process::id()) - client_cpu) * 1e6 / n as f64;
+    let client_cpu_ms = (procfs::cpu_secs(std::process::id()) - client_cpu) * 1e6 / n as f64;
     let broker_cpu_ms = broker_cpu.per_1000(n);
     producer.await??;
     let tasks_per_s = n as f64 / elapsed.as_secs_f64();
@@ -488,20 +482,16 @@ impl Deployment {
     }
 
     fn start_with(addr: &str, setup: &Setup) -> anyhow::Result<Deployment> {
-        let ns = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let ns = warren_harness::namespace::fresh("bench");
         let dir = tempfile::Builder::new().prefix("warren-bench-").tempdir()?;
-        let exe = std::env::current_exe()?;
+        let launcher = Launcher::new(dir.path())?.env("RUST_LOG", "warn");
         let spawn = |mode: &str, log: &str, args: &[String]| -> anyhow::Result<Child> {
-            let log = std::fs::File::create(dir.path().join(format!("{log}.log")))?;
-            Ok(Command::new(&exe)
-                .args(["--amqp-addr", addr, mode, "--namespace", &ns])
-                .arg("--dir")
-                .arg(dir.path())
-                .args(args)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .spawn()?)
+            let mut all: Vec<OsString> = ["--amqp-addr", addr, mode, "--namespace", &ns, "--dir"]
+                .map(OsString::from)
+                .into();
+            all.push(dir.path().into());
+            all.extend(args.iter().map(OsString::from));
+            Ok(launcher.spawn(log, all)?)
         };
         let mut args = vec![
             "--window".to_owned(),
@@ -545,18 +535,9 @@ impl Deployment {
     /// CPU seconds used so far by the scheduler and by the workers.
     fn cpu_secs(&self) -> (f64, f64) {
         (
-            cpu_secs(self.scheduler.id()),
-            self.workers.iter().map(|w| cpu_secs(w.id())).sum(),
+            self.scheduler.cpu_secs(),
+            self.workers.iter().map(Child::cpu_secs).sum(),
         )
-    }
-
-    /// The scheduler's peak resident memory so far, in MB.
-    fn scheduler_peak_rss_mb(&self) -> Option<f64> {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.scheduler.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
     }
 
     /// Stops both (SIGTERM), returns the scheduler's counters, deletes the
@@ -568,10 +549,7 @@ impl Deployment {
             .chain([&mut self.scheduler])
             .chain(self.standbys.iter_mut())
         {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
+            c.terminate();
         }
         // Each scheduler writes its counters as it stops; they are summed.
         let mut sum = serde_json::Map::new();
@@ -594,49 +572,11 @@ impl Deployment {
             bail!("no scheduler wrote its metrics");
         }
         if let Some(url) = &self.store {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
-            let schema = warren_scheduler::store::postgres::schema_of(&self.amqp.namespace);
-            client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .await?;
+            warren_harness::store::drop_schema(url, &self.amqp.namespace).await?;
         }
-        let conn = self.amqp.connect("bench cleanup").await?;
-        let ch = conn.create_channel().await?;
-        Topology::new(self.amqp.namespace.clone())
-            .delete(&ch, &["default".to_owned()])
-            .await?;
-        warren_shared::amqp::close(&conn, "done").await;
+        warren_harness::namespace::delete(&self.amqp, "bench cleanup").await?;
         Ok(sum)
     }
-}
-
-/// CPU seconds (user + system) a process has used so far; NaN when it
-/// cannot be read.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall, in clock ticks (100/s).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// The local RabbitMQ's Erlang VM, when the broker runs on this machine:
-/// its CPU is where most of every run's time goes.
-fn broker_pid() -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (comm.trim() == "beam.smp").then_some(pid)
-    })
 }
 
 /// CPU used by the broker between two readings, per 1,000 tasks.
@@ -644,14 +584,16 @@ struct BrokerCpu(Option<(u32, f64)>);
 
 impl BrokerCpu {
     fn start() -> BrokerCpu {
-        BrokerCpu(broker_pid().map(|p| (p, cpu_secs(p))))
+        // The local RabbitMQ's Erlang VM, when the broker runs on this
+        // machine: its CPU is where most of every run's time goes.
+        BrokerCpu(procfs::pid_of("beam.smp").map(|p| (p, procfs::cpu_secs(p))))
     }
 
     /// Milliseconds of broker CPU per 1,000 tasks since `start`; NaN when
     /// the broker is not a local process.
     fn per_1000(&self, tasks: usize) -> f64 {
         self.0.map_or(f64::NAN, |(pid, t0)| {
-            (cpu_secs(pid) - t0) * 1e6 / tasks as f64
+            (procfs::cpu_secs(pid) - t0) * 1e6 / tasks as f64
         })
     }
 }
@@ -983,7 +925,7 @@ async fn run_round(addr: &str, o: &Opts, scenarios: &[&str]) -> anyhow::Result<V
                     .context("no task started")?;
                 let to_first_ms =
                     (first - published).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e3;
-                let rss = d.scheduler_peak_rss_mb().unwrap_or(f64::NAN);
+                let rss = d.scheduler.peak_rss_mb().unwrap_or(f64::NAN);
                 client.close().await;
                 d.stop().await?;
                 figures.push(Figure {
@@ -1425,8 +1367,9 @@ async fn policy(addr: &str, o: &Opts, scenario: &str) -> anyhow::Result<Option<V
                         )
                         .await?
                         .get(0);
-                    let pid = holder.rsplit(':').next().unwrap_or_default().to_owned();
-                    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                    if let Some(pid) = warren_harness::store::owner_pid(&holder) {
+                        warren_harness::signal(pid, Signal::Kill);
+                    }
                     let r = waiter.await??;
                     ensure_ok(&r)?;
                     let gaps = hop_gaps_us(&r, links)?;

@@ -22,13 +22,15 @@ use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use serde_json::json;
 use std::{
     collections::{BTreeMap, HashMap},
+    ffi::OsStr,
     fs::OpenOptions,
     io::Write,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitCode, Stdio},
+    process::{Command, ExitCode, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
+use warren_harness::{Child, Launcher};
 use warren_producer::Client;
 use warren_scheduler::store::{StoreLocation, postgres::schema_of};
 use warren_shared::{AmqpConfig, QueueType, topology::PARTITIONS};
@@ -157,10 +159,7 @@ async fn child_scheduler(args: ChildArgs) -> anyhow::Result<()> {
         store: StoreLocation::parse(&args.store),
         ..Default::default()
     };
-    let shutdown = warren_shared::shutdown::on_signal();
-    warren_scheduler::Scheduler::new(config)
-        .run(shutdown)
-        .await?;
+    warren_harness::serve::scheduler(config).await?;
     Ok(())
 }
 
@@ -198,16 +197,13 @@ async fn child_worker(args: ChildArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(5),
         ..Default::default()
     };
-    let shutdown = warren_shared::shutdown::on_signal();
-    warren_worker::Worker::new(config, registry)
-        .run(shutdown)
-        .await?;
+    warren_harness::serve::worker(config, registry).await?;
     Ok(())
 }
 
 /// The processes under test.
 struct Fleet {
-    exe: PathBuf,
+    launcher: Launcher,
     args: ChildArgs,
     schedulers: Vec<Child>,
     workers: Vec<Child>,
@@ -215,29 +211,25 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// Starts this program as a `mode` child named `id` (its log is
+    /// `{id}.log`, continued when a child of that name is restarted).
     fn spawn(&self, mode: &str, id: &str) -> anyhow::Result<Child> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.args.dir.join(format!("{id}.log")))?;
-        Ok(Command::new(&self.exe)
-            .arg(mode)
-            .args(["--amqp-addr", &self.args.amqp_addr])
-            .args(["--namespace", &self.args.namespace])
-            .arg("--dir")
-            .arg(&self.args.dir)
-            .args(["--id", id])
-            .args(["--store", &self.args.store])
-            .args([
-                "--queue-type",
-                match self.args.queue_type {
-                    QueueType::Classic => "classic",
-                    QueueType::Quorum => "quorum",
-                },
-            ])
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()?)
+        let a = &self.args;
+        let queue_type = match a.queue_type {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        };
+        let flags: [(&str, &OsStr); 6] = [
+            ("--amqp-addr", a.amqp_addr.as_ref()),
+            ("--namespace", a.namespace.as_ref()),
+            ("--dir", a.dir.as_ref()),
+            ("--id", id.as_ref()),
+            ("--store", a.store.as_ref()),
+            ("--queue-type", queue_type.as_ref()),
+        ];
+        let args = std::iter::once(OsStr::new(mode))
+            .chain(flags.into_iter().flat_map(|(f, v)| [OsStr::new(f), v]));
+        Ok(self.launcher.spawn(id, args)?)
     }
 
     fn new_worker(&mut self) -> anyhow::Result<Child> {
@@ -254,19 +246,17 @@ impl Fleet {
     /// it again; returns the killed one's pid.
     fn kill_scheduler(&mut self, target: Option<u32>) -> anyhow::Result<u32> {
         let i = target
-            .and_then(|pid| self.schedulers.iter().position(|c| c.id() == pid))
+            .and_then(|pid| self.schedulers.iter().position(|c| c.pid() == pid))
             .unwrap_or_else(|| fastrand::usize(0..self.schedulers.len()));
-        let pid = self.schedulers[i].id();
-        let _ = self.schedulers[i].kill();
-        let _ = self.schedulers[i].wait();
+        let pid = self.schedulers[i].pid();
+        self.schedulers[i].kill();
         self.schedulers[i] = self.spawn_scheduler(i)?;
         Ok(pid)
     }
 
     fn kill_worker(&mut self) -> anyhow::Result<()> {
         let i = fastrand::usize(0..self.workers.len());
-        let _ = self.workers[i].kill();
-        let _ = self.workers[i].wait();
+        self.workers[i].kill();
         self.workers[i] = self.new_worker()?;
         Ok(())
     }
@@ -275,13 +265,13 @@ impl Fleet {
     fn revive(&mut self) -> anyhow::Result<usize> {
         let mut revived = 0;
         for i in 0..self.workers.len() {
-            if self.workers[i].try_wait()?.is_some() {
+            if self.workers[i].has_exited()? {
                 self.workers[i] = self.new_worker()?;
                 revived += 1;
             }
         }
         for (i, s) in self.schedulers.iter_mut().enumerate() {
-            if s.try_wait()?.is_some() {
+            if s.has_exited()? {
                 bail!(
                     "scheduler {i} exited by itself; see {}",
                     self.args.dir.join(format!("scheduler-{i}.log")).display()
@@ -293,8 +283,7 @@ impl Fleet {
 
     fn stop(&mut self) {
         for c in self.schedulers.iter_mut().chain(self.workers.iter_mut()) {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 }
@@ -480,18 +469,10 @@ async fn queue_depths(
     Ok(depths)
 }
 
-async fn delete_namespace(amqp: &AmqpConfig) -> anyhow::Result<()> {
-    let conn = warren_shared::amqp::connect(&amqp.addr, "chaos cleanup").await?;
-    let ch = conn.create_channel().await?;
-    amqp.topology().delete(&ch, &["default".to_owned()]).await?;
-    warren_shared::amqp::close(&conn, "done").await;
-    Ok(())
-}
-
 async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
-    let ns = format!("chaos-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let ns = warren_harness::namespace::fresh("chaos");
     let dir = tempfile::Builder::new().prefix("warren-chaos-").tempdir()?;
     let mut amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
     amqp.queue_type = args.queue_type;
@@ -526,7 +507,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     plant_dead_letters(&amqp).await?;
     let mut fleet = Fleet {
-        exe: std::env::current_exe()?,
+        launcher: Launcher::new(dir.path())?,
         args: child_args,
         schedulers: Vec::new(),
         workers: Vec::new(),
@@ -551,8 +532,10 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         }
     };
     if passed {
-        delete_namespace(&amqp).await?;
-        store.drop_schema().await?;
+        warren_harness::namespace::delete(&amqp, "chaos cleanup").await?;
+        if let StoreLocation::Postgres(url) = &location {
+            warren_harness::store::drop_schema(url, &ns).await?;
+        }
     } else {
         println!("logs kept in {}", dir.keep().display());
     }
@@ -987,19 +970,6 @@ impl Reader {
             .into_iter()
             .next()
             .and_then(|mut r| r[0].take());
-        Ok(holder.and_then(|h| h.rsplit(':').next()?.parse().ok()))
-    }
-
-    /// Drops the run's PostgreSQL schema (the SQLite file goes with the
-    /// run's directory).
-    async fn drop_schema(&self) -> anyhow::Result<()> {
-        if let Reader::Postgres { url, schema } = self {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
-            client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .await?;
-        }
-        Ok(())
+        Ok(holder.and_then(|h| warren_harness::store::owner_pid(&h)))
     }
 }
