@@ -1,0 +1,168 @@
+//! Warren's scenarios: which there are (each is a subcommand, and `all`
+//! runs them in this order), and the workflows and waits they share.
+//!
+//! Each runs on a deployment of its own (a fresh namespace and store) and
+//! returns its figures: `throughput` measures Warren beside the ceiling,
+//! `policy` the scheduling policy, `stores` SQLite beside PostgreSQL.
+
+mod policy;
+mod stores;
+mod throughput;
+
+use crate::{Opts, ceiling::Ceiling, figures::Figure};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use warren_producer::Client;
+use warren_shared::wire::{WorkflowReport, WorkflowStatus};
+
+/// Warren's scenarios, in the order `all` runs them. A doc comment here is
+/// the subcommand's help.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// The ceiling, then one Warren scenario.
+    Fanout,
+    Chain,
+    Diamonds,
+    Bigdag,
+    /// A 10-task workflow after a 100,000-task one of the same priority.
+    Fairshare,
+    /// A priority-9 chain, idle and behind 50,000 priority-0 tasks.
+    Priority,
+    /// A skewed DAG on 4 slots, critical path first and FIFO.
+    Critical,
+    /// 200 tasks of a type limited to 5 at once, before 5,000 others.
+    Limits,
+    /// Two workers of 8 and 24 slots sharing one queue.
+    Pools,
+    /// Fan-out and chain on SQLite, PostgreSQL with 1 scheduler and with 2
+    /// (one standing by), and the takeover pause when the active one dies.
+    Stores,
+}
+
+impl Scenario {
+    /// Runs the scenario; `c` is this round's ceiling, for the ratios.
+    pub async fn run(self, addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figure>> {
+        match self {
+            Scenario::Fanout => throughput::fanout(addr, o, c).await,
+            Scenario::Chain => throughput::chain(addr, o, c).await,
+            Scenario::Diamonds => throughput::diamonds(addr, o, c).await,
+            Scenario::Bigdag => throughput::bigdag(addr, o).await,
+            Scenario::Fairshare => policy::fairshare(addr, o).await,
+            Scenario::Priority => policy::priority(addr, o).await,
+            Scenario::Critical => policy::critical(addr, o).await,
+            Scenario::Limits => policy::limits(addr, o).await,
+            Scenario::Pools => policy::pools(addr).await,
+            Scenario::Stores => stores::stores(addr, o).await,
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    /// The subcommand's name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let value = self.to_possible_value().expect("no scenario is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
+/// How long a scenario's workflow may take.
+const TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// A task of the worker's no-op type.
+fn task(id: String, deps: Vec<String>) -> Value {
+    json!({"id": id, "type": "noop", "depends_on": deps})
+}
+
+/// `n` independent no-op tasks `{prefix}0..`.
+fn independent(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| task(format!("{prefix}{i}"), vec![]))
+        .collect()
+}
+
+/// A chain of `n` no-op tasks `c0 -> c1 -> ...`.
+fn chain(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let deps = if i == 0 {
+                vec![]
+            } else {
+                vec![format!("c{}", i - 1)]
+            };
+            task(format!("c{i}"), deps)
+        })
+        .collect()
+}
+
+/// A fan-out of `n` no-op tasks: `root` -> `t0..t{n-1}` -> `join`.
+fn fan_out(n: usize) -> Vec<Value> {
+    let mut tasks = vec![task("root".into(), vec![])];
+    tasks.extend((0..n).map(|i| task(format!("t{i}"), vec!["root".into()])));
+    tasks.push(task(
+        "join".into(),
+        (0..n).map(|i| format!("t{i}")).collect(),
+    ));
+    tasks
+}
+
+/// The same tasks as built-in `sleep` tasks of `ms` each.
+fn sleeping(tasks: Vec<Value>, ms: u64) -> Vec<Value> {
+    tasks
+        .into_iter()
+        .map(|mut t| {
+            t["type"] = json!("sleep");
+            t["input"] = json!({ "ms": ms });
+            t
+        })
+        .collect()
+}
+
+/// Waits until some task of `id` has been dispatched.
+async fn started(client: &Client, id: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let r = client.status(id, Duration::from_secs(30)).await?;
+        if r.tasks.values().any(|t| t.attempts > 0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{id} did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Submits `workflow`, waits for it to succeed, and returns its report and
+/// the milliseconds it took.
+async fn run_ok(client: &Client, workflow: Value) -> anyhow::Result<(WorkflowReport, f64)> {
+    let t = Instant::now();
+    let r = client.submit_and_wait(workflow, TIMEOUT).await?;
+    ensure_ok(&r)?;
+    Ok((r, t.elapsed().as_secs_f64() * 1e3))
+}
+
+fn ensure_ok(r: &WorkflowReport) -> anyhow::Result<()> {
+    if r.status != WorkflowStatus::Succeeded {
+        bail!(
+            "workflow {} ended {}: {:?} {:?}",
+            r.workflow_id,
+            r.status.as_str(),
+            r.error,
+            r.errors
+        );
+    }
+    Ok(())
+}
+
+/// Microseconds between the starts of consecutive links `c0..c{n-1}`.
+fn hop_gaps_us(r: &WorkflowReport, n: usize) -> anyhow::Result<Vec<f64>> {
+    let starts: Vec<_> = (0..n)
+        .map(|i| r.tasks[&format!("c{i}")].started_at.context("a start time"))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_microseconds().unwrap_or(i64::MAX) as f64)
+        .collect())
+}
