@@ -1,0 +1,145 @@
+//! The workload and the faults: diamonds submitted in chunks with a fault
+//! between chunks, then waiting for every workflow to end and the queues to
+//! drain, then gathering what the invariants are checked on.
+
+use crate::{
+    Fault, POISON_ID, RunArgs, broker, child::recorded_effects, fleet::Fleet, report::report,
+    store::Reader,
+};
+use serde_json::json;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+use warren_producer::Client;
+use warren_shared::AmqpConfig;
+
+/// Runs the workload and the faults, then checks the invariants: true
+/// when they all hold.
+pub async fn drive(
+    args: &RunArgs,
+    amqp: &AmqpConfig,
+    store: &Reader,
+    fleet: &mut Fleet,
+    deadline: Instant,
+) -> anyhow::Result<bool> {
+    let client = Client::connect(amqp).await?;
+    client
+        .submit(json!({"id": POISON_ID, "tasks": [{"id": "boom", "type": "crash"}]}))
+        .await?;
+
+    let mut faults: Vec<Fault> = std::iter::repeat_n(Fault::SchedulerKill, args.scheduler_kills)
+        .chain(std::iter::repeat_n(Fault::WorkerKill, args.worker_kills))
+        .chain(std::iter::repeat_n(
+            Fault::BrokerRestart,
+            args.broker_restarts,
+        ))
+        .chain(std::iter::repeat_n(Fault::Disconnect, args.disconnects))
+        .collect();
+    fastrand::shuffle(&mut faults);
+    let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
+    let mut self_deaths = 0;
+    // Scheduler kills that hit one owning partitions (PostgreSQL: from
+    // `partitions`).
+    let mut active_kills = 0;
+    let mut scheduler_kills = 0;
+    // Workflows go in between the faults, so every fault meets work in flight.
+    let chunks = faults.len() + 1;
+    let per_chunk = args.workflows.div_ceil(chunks);
+    let mut next = 0;
+    let mut broker_restarts = 0;
+    for step in 0..chunks {
+        let end = (next + per_chunk).min(args.workflows);
+        for i in next..end {
+            client.submit(diamond(i)).await?;
+        }
+        next = end;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(150..500))).await;
+        self_deaths += fleet.revive()?;
+        let Some(&fault) = faults.get(step) else {
+            break;
+        };
+        match fault {
+            Fault::SchedulerKill => {
+                // Every other kill is aimed at a scheduler owning
+                // partitions (the others at any, one standing by included).
+                let active = store.owner_pid().await?;
+                scheduler_kills += 1;
+                let target = active.filter(|_| scheduler_kills % 2 == 1);
+                if Some(fleet.kill_scheduler(target)?) == active {
+                    active_kills += 1;
+                }
+            }
+            Fault::WorkerKill => fleet.kill_worker()?,
+            Fault::BrokerRestart => {
+                broker_restarts += 1;
+                let hard = broker_restarts % 2 == 0;
+                tokio::task::spawn_blocking(move || broker::restart_broker(hard)).await??;
+            }
+            Fault::Disconnect => {
+                tokio::task::spawn_blocking(|| {
+                    broker::rabbitmqctl(&["close_all_connections", "chaos: forced disconnect"])
+                })
+                .await??
+            }
+        }
+        *injected.entry(fault).or_default() += 1;
+        println!("fault {:>3}/{}: {fault:?}", step + 1, faults.len());
+    }
+    client.close().await;
+
+    // Wait for every workflow to end, replacing workers the poison kills.
+    let expected = args.workflows + 1;
+    let statuses = loop {
+        let statuses = store.statuses().await?;
+        let finished = statuses
+            .values()
+            .filter(|s| s.as_str() != "running")
+            .count();
+        if finished >= expected {
+            break statuses;
+        }
+        if Instant::now() > deadline {
+            println!("timed out: {finished} of {expected} workflows finished");
+            break statuses;
+        }
+        self_deaths += fleet.revive()?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Leftover copies (redelivered tasks of finished workflows) drain too.
+    let mut depths = broker::queue_depths(amqp, matches!(store, Reader::Postgres { .. })).await?;
+    while depths.iter().any(|(q, n)| !q.ends_with(".dead") && *n > 0) && Instant::now() < deadline {
+        self_deaths += fleet.revive()?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        depths = broker::queue_depths(amqp, matches!(store, Reader::Postgres { .. })).await?;
+    }
+
+    let results = store.committed_results().await?;
+    let poison_error = store.poison_error().await?;
+    let effects = recorded_effects(&fleet.args.dir)?;
+    let dead = broker::dead_letters(amqp).await?;
+    report(
+        args,
+        &injected,
+        self_deaths,
+        &statuses,
+        &results,
+        &effects,
+        &depths,
+        &dead,
+        poison_error,
+        active_kills,
+    )
+}
+
+fn diamond(i: usize) -> serde_json::Value {
+    json!({
+        "id": format!("chaos-{i}"),
+        "tasks": [
+            {"id": "a", "type": "effect"},
+            {"id": "b", "type": "effect", "depends_on": ["a"], "input": "${a.output}"},
+            {"id": "c", "type": "effect", "depends_on": ["a"]},
+            {"id": "d", "type": "effect", "depends_on": ["b", "c"], "input": ["${b.output}", "${c.output}"]}
+        ]
+    })
+}
