@@ -118,7 +118,7 @@ pub async fn drive(
     let poison_error = store.poison_error().await?;
     let effects = recorded_effects(&fleet.args.dir)?;
     let dead = broker::dead_letters(amqp).await?;
-    report(
+    Ok(report(
         args,
         &injected,
         self_deaths,
@@ -129,7 +129,7 @@ pub async fn drive(
         &dead,
         poison_error,
         active_kills,
-    )
+    ))
 }
 
 fn diamond(i: usize) -> serde_json::Value {

@@ -15,7 +15,7 @@ use warren_shared::wire::WorkflowStatus;
 
 /// Starts `n` schedulers of `config`; returns once each owns partitions
 /// (the first has handed some over) and listens, when HTTP is configured.
-async fn peers(env: &mut Env, n: usize, config: &SchedulerConfig) -> Vec<RunningScheduler> {
+async fn peers(env: &Env, n: usize, config: &SchedulerConfig) -> Vec<RunningScheduler> {
     let peers: Vec<_> = (0..n).map(|_| env.scheduler(config.clone())).collect();
     wait_until("every scheduler owns partitions", || {
         peers.iter().all(|p| {
@@ -40,7 +40,7 @@ async fn peers_share_the_partitions_and_carry_on_when_one_leaves() {
     let mut env = Env::new().await;
     env.store = StoreLocation::Postgres(pg_url());
     let config = env.scheduler_config();
-    let peers = peers(&mut env, 3, &config).await;
+    let peers = peers(&env, 3, &config).await;
     env.worker(
         warren_worker::Registry::with_builtins(),
         &["default"],
@@ -118,7 +118,7 @@ async fn a_type_limit_is_global_across_peers() {
         type_limits: vec![("charge".into(), 3)],
         ..env.scheduler_config()
     };
-    let peers = peers(&mut env, 3, &config).await;
+    let peers = peers(&env, 3, &config).await;
     let metrics: Vec<Arc<Metrics>> = peers.iter().map(|p| p.metrics.clone()).collect();
     let mut registry = warren_worker::Registry::with_builtins();
     let (now, most, gate) = held(&mut registry, "charge");
@@ -178,7 +178,7 @@ async fn any_peer_reports_a_running_workflow() {
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         ..env.scheduler_config()
     };
-    let peers = peers(&mut env, 2, &config).await;
+    let peers = peers(&env, 2, &config).await;
     let mut registry = warren_worker::Registry::with_builtins();
     let (now, _, gate) = held(&mut registry, "hold");
     env.worker(registry, &["default"], 20, "w");

@@ -127,7 +127,7 @@ impl Env {
         }
     }
 
-    pub fn scheduler(&mut self, config: SchedulerConfig) -> RunningScheduler {
+    pub fn scheduler(&self, config: SchedulerConfig) -> RunningScheduler {
         let s = Scheduler::new(config);
         let metrics = s.metrics();
         let http = s.http_addr();

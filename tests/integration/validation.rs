@@ -114,7 +114,7 @@ async fn each_validation_error_is_answered_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_of_an_unknown_workflow_is_not_found() {
-    let mut env = Env::new().await;
+    let env = Env::new().await;
     let _s = env.scheduler(env.scheduler_config());
     let report = env
         .client

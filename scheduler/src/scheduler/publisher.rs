@@ -97,7 +97,7 @@ impl Publisher {
 
     /// Forwards messages to the queues of their partitions, with confirms.
     /// A forwarded request is marked with [`HEADER_FORWARDED`].
-    pub(super) async fn forward(&mut self, forwards: &[Forward]) -> Result<(), SchedulerError> {
+    pub(super) async fn forward(&self, forwards: &[Forward]) -> Result<(), SchedulerError> {
         let mut pending = Vec::with_capacity(forwards.len());
         for f in forwards {
             let queue = self.topology.partition_queue(f.part);

@@ -388,7 +388,7 @@ impl Db {
     }
 
     /// Loads what a restarted scheduler resumes from.
-    fn recover(&mut self) -> Result<Recovered, StoreError> {
+    fn recover(&self) -> Result<Recovered, StoreError> {
         let mut out = Recovered::default();
         let mut stmt = self.conn.prepare(
             "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body
@@ -471,7 +471,7 @@ impl Db {
     }
 
     /// Looks up workflows by id.
-    fn lookup(&mut self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
+    fn lookup(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT status, report FROM workflows WHERE id = ?1")?;
@@ -491,7 +491,7 @@ impl Db {
 
     /// Workflows, newest first, optionally of one status only.
     fn list_workflows(
-        &mut self,
+        &self,
         status: Option<&str>,
         limit: u32,
         offset: u32,
@@ -520,14 +520,14 @@ impl Db {
     }
 
     /// A trivial read: the store answers.
-    fn ping(&mut self) -> Result<(), StoreError> {
+    fn ping(&self) -> Result<(), StoreError> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 
     /// Committed results per (task, attempt) of a workflow: the evidence
     /// that no result was committed twice.
-    fn results_of(&mut self, workflow_id: &str) -> Result<Vec<(String, u32, String)>, StoreError> {
+    fn results_of(&self, workflow_id: &str) -> Result<Vec<(String, u32, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT task_id, attempt, status FROM results WHERE workflow_id = ?1 ORDER BY task_id, attempt",
         )?;
@@ -536,7 +536,7 @@ impl Db {
     }
 
     /// Messages still in the outbox (published ones are deleted).
-    fn outbox_len(&mut self) -> Result<u64, StoreError> {
+    fn outbox_len(&self) -> Result<u64, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?
@@ -596,7 +596,7 @@ mod tests {
                 },
                 row(&wf, "a", TaskState::Running, 1),
                 Op::Outbox(1, msg.clone()),
-                Op::Outbox(2, msg.clone()),
+                Op::Outbox(2, msg),
                 Op::AddReply {
                     workflow_id: wf.clone(),
                     reply_to: "q".into(),
@@ -627,7 +627,7 @@ mod tests {
             ];
             assert!(db.commit(&dup).is_err());
         }
-        let mut db = Db::open(&path).unwrap();
+        let db = Db::open(&path).unwrap();
         assert!(
             matches!(Db::open(&path), Err(StoreError::Locked { .. })),
             "a second opener is refused"
