@@ -213,7 +213,14 @@ impl Client {
                 .with_correlation_id(c.into());
         }
         let exchange = self.topology.workflows();
-        let confirm = amqp::publish(&s.publish, &exchange, "", true, body, props).await?;
+        let msg = amqp::Publish {
+            exchange: &exchange,
+            routing_key: "",
+            mandatory: true,
+            body,
+            properties: props,
+        };
+        let confirm = amqp::publish(&s.publish, msg).await?;
         amqp::confirmed(confirm, &exchange, "").await
     }
 

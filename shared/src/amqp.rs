@@ -257,24 +257,31 @@ pub fn json_properties() -> BasicProperties {
         .with_headers(headers)
 }
 
+/// One message for [`publish`]: where it goes, and what it is.
+#[derive(Debug)]
+pub struct Publish<'a> {
+    /// The exchange; `""` is the default exchange, which routes to the
+    /// queue the routing key names.
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// The broker returns the message if no queue takes it, and
+    /// [`confirmed`] fails with [`Error::Unroutable`].
+    pub mandatory: bool,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
+}
+
 /// Starts a publish; await the returned confirm with [`confirmed`].
-pub async fn publish(
-    ch: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    mandatory: bool,
-    body: &[u8],
-    props: BasicProperties,
-) -> Result<PublisherConfirm, Error> {
+pub async fn publish(ch: &Channel, msg: Publish<'_>) -> Result<PublisherConfirm, Error> {
     ch.basic_publish(
-        exchange.into(),
-        routing_key.into(),
+        msg.exchange.into(),
+        msg.routing_key.into(),
         BasicPublishOptions {
-            mandatory,
+            mandatory: msg.mandatory,
             immediate: false,
         },
-        body,
-        props,
+        msg.body,
+        msg.properties,
     )
     .await
     .map_err(Error::amqp("basic.publish"))

@@ -76,7 +76,15 @@ pub(crate) async fn publish(ch: &Channel, topology: &Topology, h: &WorkerHeartbe
     let body = serde_json::to_vec(h).expect("wire types always serialise");
     let key = format!("worker.{}.heartbeat", h.worker_id);
     let props = amqp::json_properties().with_type(TYPE_HEARTBEAT.into());
-    if let Err(e) = amqp::publish(ch, &topology.events(), &key, false, &body, props).await {
+    let exchange = topology.events();
+    let msg = amqp::Publish {
+        exchange: &exchange,
+        routing_key: &key,
+        mandatory: false,
+        body: &body,
+        properties: props,
+    };
+    if let Err(e) = amqp::publish(ch, msg).await {
         tracing::debug!(error = %e, "Heartbeat not sent");
     }
 }

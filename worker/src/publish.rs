@@ -107,11 +107,13 @@ impl Publisher {
         let sent = async {
             let confirm = amqp::publish(
                 &self.channel,
-                out.exchange,
-                out.key,
-                true,
-                out.body,
-                out.props,
+                amqp::Publish {
+                    exchange: out.exchange,
+                    routing_key: out.key,
+                    mandatory: true,
+                    body: out.body,
+                    properties: out.props,
+                },
             )
             .await?;
             amqp::confirmed(confirm, out.exchange, out.key).await

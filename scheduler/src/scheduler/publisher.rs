@@ -110,8 +110,14 @@ impl Publisher {
                 );
                 properties = properties.with_headers(h);
             }
-            let confirm =
-                amqp::publish(&self.channel, "", &queue, true, &f.body, properties).await?;
+            let msg = amqp::Publish {
+                exchange: "",
+                routing_key: &queue,
+                mandatory: true,
+                body: &f.body,
+                properties,
+            };
+            let confirm = amqp::publish(&self.channel, msg).await?;
             pending.push((confirm, queue));
         }
         for (confirm, queue) in pending {
@@ -162,19 +168,18 @@ impl Publisher {
                     .await?;
                 self.declared.insert(m.routing_key.clone());
             }
-            let confirm = amqp::publish(
-                &self.channel,
-                &m.exchange,
-                &m.routing_key,
+            let msg = amqp::Publish {
+                exchange: &m.exchange,
+                routing_key: &m.routing_key,
                 // Events and notices have no queue unless someone listens.
-                !matches!(
+                mandatory: !matches!(
                     m.kind,
                     OutKind::Event | OutKind::Progress | OutKind::Control
                 ),
-                &m.body,
-                self.properties(m),
-            )
-            .await?;
+                body: &m.body,
+                properties: self.properties(m),
+            };
+            let confirm = amqp::publish(&self.channel, msg).await?;
             pending.push((confirm, m));
         }
         let mut returned = Vec::new();
