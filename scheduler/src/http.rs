@@ -43,29 +43,23 @@ pub enum Query {
     },
 }
 
+/// What the endpoint answers from: the scheduler's metrics and the
+/// workers it heard from, the store, and the loop.
 #[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
-    workers: SharedWorkers,
-    store: Store,
-    queries: mpsc::Sender<Query>,
+pub struct Sources {
+    pub metrics: Arc<Metrics>,
+    pub workers: SharedWorkers,
+    pub store: Store,
+    /// Questions for the loop, which alone holds running workflows.
+    pub queries: mpsc::Sender<Query>,
 }
 
 /// Serves until `shutdown`. Returns the bound address once listening.
 pub async fn serve(
     addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    workers: SharedWorkers,
-    store: Store,
-    queries: mpsc::Sender<Query>,
+    sources: Sources,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let state = AppState {
-        metrics,
-        workers,
-        store,
-        queries,
-    };
     let app = Router::new()
         .route("/", get(page))
         .route("/workflows/{id}", get(page))
@@ -74,7 +68,7 @@ pub async fn serve(
         .route("/api/workflows", get(list))
         .route("/api/workflows/{id}", get(workflow))
         .route("/api/workers", get(list_workers))
-        .with_state(state);
+        .with_state(sources);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "HTTP endpoint listening");
@@ -98,7 +92,7 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-async fn healthz(State(s): State<AppState>) -> Response {
+async fn healthz(State(s): State<Sources>) -> Response {
     let broker = Metrics::get(&s.metrics.broker_connected) == 1;
     let store = matches!(
         tokio::time::timeout(ANSWER_WITHIN, s.store.ping()).await,
@@ -133,10 +127,7 @@ struct ListPage {
     offset: u32,
 }
 
-async fn list(
-    State(s): State<AppState>,
-    extract::Query(p): extract::Query<ListParams>,
-) -> Response {
+async fn list(State(s): State<Sources>, extract::Query(p): extract::Query<ListParams>) -> Response {
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return error(StatusCode::BAD_REQUEST, "limit must be 1 to 500");
@@ -155,7 +146,7 @@ async fn list(
     }
 }
 
-async fn workflow(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -> Response {
     let (answer, answered) = oneshot::channel();
     let running = async {
         if !s.store.partitioned().is_none_or(Partitions::is_leading) {
@@ -224,7 +215,7 @@ fn store_error(e: StoreError) -> Response {
     error(code, e.to_string())
 }
 
-async fn list_workers(State(s): State<AppState>) -> Response {
+async fn list_workers(State(s): State<Sources>) -> Response {
     let report = s
         .workers
         .lock()
@@ -233,7 +224,7 @@ async fn list_workers(State(s): State<AppState>) -> Response {
     Json(report).into_response()
 }
 
-async fn prometheus(State(s): State<AppState>) -> Response {
+async fn prometheus(State(s): State<Sources>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         render(&s.metrics),

@@ -150,19 +150,18 @@ impl Scheduler {
         let Some(addr) = self.config.http_addr else {
             return Ok(None);
         };
-        let (bound, join) = http::serve(
-            addr,
-            self.metrics.clone(),
-            self.workers.clone(),
-            store.clone(),
-            queries_tx,
-            http_stop.clone(),
-        )
-        .await
-        .map_err(|e| SchedulerError::Http {
-            addr: addr.to_string(),
-            source: e,
-        })?;
+        let sources = http::Sources {
+            metrics: self.metrics.clone(),
+            workers: self.workers.clone(),
+            store: store.clone(),
+            queries: queries_tx,
+        };
+        let (bound, join) = http::serve(addr, sources, http_stop.clone())
+            .await
+            .map_err(|e| SchedulerError::Http {
+                addr: addr.to_string(),
+                source: e,
+            })?;
         let _ = self.http_addr.set(bound);
         Ok(Some(join))
     }
