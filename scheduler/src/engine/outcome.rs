@@ -41,9 +41,11 @@ impl Engine {
             wf,
             i,
             r.finished_at.unwrap_or(now),
-            &mut self.limits,
-            &mut self.queues,
-            self.partitions,
+            Capacity {
+                limits: &mut self.limits,
+                queues: &mut self.queues,
+                partitions: self.partitions,
+            },
         );
         let t = &mut wf.tasks[i];
         t.worker = Some(r.worker).filter(|w| !w.is_empty());
@@ -110,9 +112,11 @@ impl Engine {
                         wf,
                         j,
                         now,
-                        &mut self.limits,
-                        &mut self.queues,
-                        self.partitions,
+                        Capacity {
+                            limits: &mut self.limits,
+                            queues: &mut self.queues,
+                            partitions: self.partitions,
+                        },
                     );
                 }
                 TaskState::Pending | TaskState::Ready | TaskState::Retrying => {}
@@ -180,9 +184,11 @@ impl Engine {
                 wf,
                 task as usize,
                 now,
-                &mut self.limits,
-                &mut self.queues,
-                self.partitions,
+                Capacity {
+                    limits: &mut self.limits,
+                    queues: &mut self.queues,
+                    partitions: self.partitions,
+                },
             );
             let error = TaskError {
                 message: format!(
@@ -197,6 +203,16 @@ impl Engine {
     }
 }
 
+/// What a running attempt takes up outside its workflow: a place of its
+/// type (counted by partition) and a slot of its queue's window. The
+/// engine's fields, borrowed apart from the workflow that holds the
+/// attempt.
+struct Capacity<'a> {
+    limits: &'a mut TypeLimits,
+    queues: &'a mut HashMap<String, QueueState>,
+    partitions: u16,
+}
+
 /// The one bookkeeping of a running attempt that stopped, whatever
 /// stopped it (its result, its lease, its workflow's cancel): it no longer
 /// counts against its workflow's `max_concurrency`, its type's place and
@@ -205,14 +221,12 @@ impl Engine {
 /// Its lease, if it has one, stays in the heap and is dropped when it
 /// comes up (it finds the attempt no longer running). What the attempt
 /// ends as (succeeded, retrying, failed, cancelled) is the caller's.
-fn task_ended(
-    wf: &mut Workflow,
-    i: usize,
-    finished_at: DateTime<Utc>,
-    limits: &mut TypeLimits,
-    queues: &mut HashMap<String, QueueState>,
-    partitions: u16,
-) {
+fn task_ended(wf: &mut Workflow, i: usize, finished_at: DateTime<Utc>, capacity: Capacity<'_>) {
+    let Capacity {
+        limits,
+        queues,
+        partitions,
+    } = capacity;
     wf.running -= 1;
     let spec = &wf.specs[i];
     limits.ended(limits.slot_of(&spec.kind), &wf.id, partitions);
