@@ -17,11 +17,7 @@ use super::{Scheduler, ownership::Ownership};
 
 /// What a request turned out to be, after parsing.
 pub(super) enum Request {
-    Submit {
-        verdict: Result<validate::ValidWorkflow, Rejected>,
-        body: Vec<u8>,
-        reply: Option<ReplyTo>,
-    },
+    Submit(Submit),
     Status {
         id: String,
         reply: ReplyTo,
@@ -40,15 +36,24 @@ pub(super) enum Request {
     },
 }
 
+/// A workflow submitted: the verdict of its validation, the body as
+/// received (accepted, it is stored as the definition), and where to
+/// answer, if anywhere.
+pub(super) struct Submit {
+    verdict: Result<validate::ValidWorkflow, Rejected>,
+    body: Vec<u8>,
+    reply: Option<ReplyTo>,
+}
+
 impl Request {
     /// The workflow the request is about, if any: where it is routed, and
     /// what is looked up in the store when the engine does not hold it.
     pub(super) fn lookup_id(&self) -> Option<&str> {
         match self {
-            Request::Submit { verdict: Ok(v), .. } => Some(&v.id),
-            Request::Submit {
+            Request::Submit(Submit { verdict: Ok(v), .. }) => Some(&v.id),
+            Request::Submit(Submit {
                 verdict: Err(r), ..
-            } => Some(&r.id),
+            }) => Some(&r.id),
             Request::Status { id, .. } | Request::Cancel { id, .. } => Some(id),
             Request::Invalid { .. } | Request::Workers { .. } => None,
         }
@@ -133,11 +138,11 @@ impl Scheduler {
                 }
             }
         });
-        Request::Submit {
+        Request::Submit(Submit {
             verdict,
             body,
             reply,
-        }
+        })
     }
 
     /// Applies a parsed request to the engine. `known` holds what the store
@@ -151,11 +156,7 @@ impl Scheduler {
         now: chrono::DateTime<Utc>,
     ) {
         match request {
-            Request::Submit {
-                verdict,
-                body,
-                reply,
-            } => apply_submit(engine, verdict, body, reply, known, now),
+            Request::Submit(submit) => apply_submit(engine, submit, known, now),
             Request::Cancel { id, reply } => apply_cancel(engine, id, reply, known, now),
             Request::Workers { reply } => {
                 let report = self.workers.lock().expect("not poisoned").report(now);
@@ -190,12 +191,15 @@ impl Scheduler {
 /// a new one accepted or rejected.
 fn apply_submit(
     engine: &mut Engine,
-    verdict: Result<validate::ValidWorkflow, Rejected>,
-    body: Vec<u8>,
-    reply: Option<ReplyTo>,
+    submit: Submit,
     known: &mut HashMap<String, Known>,
     now: chrono::DateTime<Utc>,
 ) {
+    let Submit {
+        verdict,
+        body,
+        reply,
+    } = submit;
     let id = match &verdict {
         Ok(v) => v.id.clone(),
         Err(r) => r.id.clone(),
