@@ -24,7 +24,7 @@ use crate::{
     config::SchedulerConfig, http, metrics::Metrics, store::Store, store::StoreError,
     workers::SharedWorkers,
 };
-use session::End;
+use session::{End, SessionContext};
 use std::sync::{Arc, atomic::Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -222,16 +222,15 @@ impl Scheduler {
         queries: &mut mpsc::Receiver<http::Query>,
     ) -> Result<(), SchedulerError> {
         let mut reconnect = Reconnect::new("scheduler");
+        let mut cx = SessionContext {
+            store,
+            shutdown,
+            queries,
+        };
         loop {
             let mut connected = false;
             let error = match self
-                .session(
-                    store,
-                    shutdown,
-                    queries,
-                    &mut connected,
-                    reconnect.failures(),
-                )
+                .session(&mut cx, &mut connected, reconnect.failures())
                 .await
             {
                 Ok(End::Stopped) => return Ok(()),

@@ -29,6 +29,11 @@ impl Ownership {
         }
     }
 
+    /// How many partitions there are, owned or not.
+    pub(super) fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
     pub(super) fn part_of(&self, workflow_id: &str) -> u16 {
         partition_of(workflow_id, self.partitions)
     }

@@ -32,7 +32,7 @@ use super::{
     consume::{self, Consumers, Inbound},
     ownership::Ownership,
     publisher::Publisher,
-    step::Ctx,
+    step::{Ctx, LoopState},
 };
 
 /// How long deletions of published outbox rows wait for a batch to ride
@@ -47,6 +47,15 @@ pub(super) enum End {
     /// The partitions this scheduler owns changed: give up this many (0
     /// when it took more), then start again with the new set.
     Rebalance(usize),
+}
+
+/// What a session gets from the scheduler around it.
+pub(super) struct SessionContext<'a> {
+    pub(super) store: &'a Store,
+    pub(super) shutdown: &'a CancellationToken,
+    /// The HTTP endpoint's questions about running workflows, which only
+    /// the loop (holding the engine) can answer.
+    pub(super) queries: &'a mut mpsc::Receiver<http::Query>,
 }
 
 /// What woke the loop.
@@ -79,9 +88,7 @@ impl Scheduler {
     /// One broker session: connect, resume from the store, run the loop.
     pub(super) async fn session(
         &self,
-        store: &Store,
-        shutdown: &CancellationToken,
-        queries: &mut mpsc::Receiver<http::Query>,
+        cx: &mut SessionContext<'_>,
         connected: &mut bool,
         failures: u32,
     ) -> Result<End, SchedulerError> {
@@ -92,14 +99,7 @@ impl Scheduler {
         )
         .await?;
         let outcome = self
-            .run_on(
-                store,
-                shutdown,
-                queries,
-                (&conns.consume, &conns.publish),
-                connected,
-                failures,
-            )
+            .run_on(cx, (&conns.consume, &conns.publish), connected, failures)
             .await;
         // Unacked deliveries return to their queues when the channels close.
         conns.close("scheduler stopping").await;
@@ -110,17 +110,15 @@ impl Scheduler {
     /// consume, loop.
     async fn run_on(
         &self,
-        store: &Store,
-        shutdown: &CancellationToken,
-        queries: &mut mpsc::Receiver<http::Query>,
+        cx: &mut SessionContext<'_>,
         (consume_conn, publish_conn): (&Connection, &Connection),
         connected: &mut bool,
         failures: u32,
     ) -> Result<End, SchedulerError> {
         let cfg = &self.config;
         let topology = cfg.amqp.topology();
-        let mut recovered = store.recover().await?;
-        let (partitions, owned) = match store.partitioned() {
+        let mut recovered = cx.store.recover().await?;
+        let (partitions, owned) = match cx.store.partitioned() {
             Some(parts) => (PARTITIONS, parts.owned()),
             None => (1, vec![0]),
         };
@@ -137,13 +135,7 @@ impl Scheduler {
             "State store opened"
         );
         let mut publisher = self
-            .declare(
-                consume_conn,
-                publish_conn,
-                &topology,
-                partitions,
-                partitioned,
-            )
+            .declare(consume_conn, publish_conn, &topology, &ownership)
             .await?;
         let mut engine = self.load_engine(&topology, &mut recovered, partitions, &owned)?;
         self.republish(&mut engine, &mut publisher, &recovered.outbox)
@@ -158,16 +150,12 @@ impl Scheduler {
             active = engine.active_workflows(),
             "Scheduler running"
         );
-        self.serve(
-            store,
-            shutdown,
-            queries,
-            &mut engine,
-            &mut publisher,
-            consumers,
-            &ownership,
-        )
-        .await
+        let state = LoopState {
+            engine,
+            publisher,
+            refused: HashSet::new(),
+        };
+        self.serve(cx, state, consumers, &ownership).await
     }
 
     /// Declares the topology (and the partitions' queues), listens to the
@@ -177,9 +165,9 @@ impl Scheduler {
         consume_conn: &Connection,
         publish_conn: &Connection,
         topology: &Topology,
-        partitions: u16,
-        partitioned: bool,
+        ownership: &Ownership,
     ) -> Result<Publisher, SchedulerError> {
+        let partitioned = ownership.partitioned;
         let setup = publish_conn
             .create_channel()
             .await
@@ -187,7 +175,7 @@ impl Scheduler {
         topology.declare(&setup).await?;
         if partitioned {
             topology
-                .declare_partition_queues(&setup, partitions)
+                .declare_partition_queues(&setup, ownership.partitions())
                 .await?;
         }
         workers::listen(consume_conn, topology, self.workers.clone()).await?;
@@ -252,19 +240,14 @@ impl Scheduler {
     /// The loop, from connected to the end of the session. A failed flush
     /// of outbox deletions returns at once (as the `?` says), without the
     /// wind-down.
-    // The loop's inputs from the supervisor (store, shutdown, queries) and
-    // from the session's setup; bundling them would only hide which is which.
-    #[allow(clippy::too_many_arguments)]
     async fn serve(
         &self,
-        store: &Store,
-        shutdown: &CancellationToken,
-        queries: &mut mpsc::Receiver<http::Query>,
-        engine: &mut Engine,
-        publisher: &mut Publisher,
+        cx: &mut SessionContext<'_>,
+        mut state: LoopState,
         consumers: Consumers,
         ownership: &Ownership,
     ) -> Result<End, SchedulerError> {
+        let store = cx.store;
         let Consumers {
             mut rx,
             requests_ch,
@@ -273,40 +256,33 @@ impl Scheduler {
         } = consumers;
         let mut batch: Vec<Inbound> = Vec::with_capacity(self.config.max_batch);
         self.metrics.broker_connected.store(1, Ordering::Relaxed);
-        let mut next_balance = tokio::time::Instant::now() + BALANCE_EVERY;
+        // The balance tick runs only when partitioned.
+        let mut next_balance = ownership
+            .partitioned
+            .then(|| tokio::time::Instant::now() + BALANCE_EVERY);
         let ctx = Ctx {
             requests_ch: &requests_ch,
             results_ch: &results_ch,
             owned_ch: &owned_ch,
             owned: ownership,
         };
-        // Limited types the store had no place for: asked again at the
-        // next balance tick, not at every batch.
-        let mut refused: HashSet<String> = HashSet::new();
         // The first turn dispatches what the store gave back ready, without
         // waiting for a message to arrive.
         let mut kick = true;
         let outcome = loop {
-            self.gauges(engine);
-            let wake = wait(
-                shutdown,
-                engine,
-                &mut rx,
-                queries,
-                next_balance,
-                ownership,
-                &mut kick,
-            )
-            .await;
+            self.gauges(&state.engine);
+            let wake = wait(cx, &state.engine, &mut rx, next_balance, &mut kick).await;
             let first = match wake {
                 Wake::Stopped => break Ok(End::Stopped),
                 Wake::Balance => {
-                    next_balance = tokio::time::Instant::now() + BALANCE_EVERY;
-                    // The tick runs only when partitioned.
+                    next_balance = Some(tokio::time::Instant::now() + BALANCE_EVERY);
                     let Some(parts) = store.partitioned() else {
                         continue;
                     };
-                    match self.balance(parts, engine, &mut refused).await {
+                    match self
+                        .balance(parts, &mut state.engine, &mut state.refused)
+                        .await
+                    {
                         Ok(Balanced::Quiet) => continue,
                         Ok(Balanced::Ask) => None,
                         Ok(Balanced::Changed(end)) => break Ok(end),
@@ -315,26 +291,24 @@ impl Scheduler {
                 }
                 Wake::Inbound(msg) => msg,
                 Wake::Query(q) => {
-                    answer(engine, q);
+                    answer(&state.engine, q);
                     continue;
                 }
                 Wake::Due => None,
                 Wake::Flush => {
-                    let (ops, _) = engine.take_batch();
+                    let (ops, _) = state.engine.take_batch();
                     store.commit_relaxed(ops).await?;
                     continue;
                 }
             };
             gather(&mut batch, first, &mut rx, self.config.max_batch);
-            let step = self
-                .step(engine, store, publisher, &ctx, &mut refused, &mut batch)
-                .await;
+            let step = self.step(&mut state, store, &ctx, &mut batch).await;
             if let Err(e) = step {
                 break Err(e);
             }
         };
         self.metrics.broker_connected.store(0, Ordering::Relaxed);
-        self.wind_down(store, engine, outcome).await
+        self.wind_down(store, &mut state.engine, outcome).await
     }
 
     /// After the loop: on a clean end, commits what is left (deletions of
@@ -403,13 +377,12 @@ impl Scheduler {
 }
 
 /// Waits for the loop's next reason to act, in this order of precedence.
+/// `next_balance` is the next balance tick, if partitioned.
 async fn wait(
-    shutdown: &CancellationToken,
+    cx: &mut SessionContext<'_>,
     engine: &Engine,
     rx: &mut mpsc::Receiver<Inbound>,
-    queries: &mut mpsc::Receiver<http::Query>,
-    next_balance: tokio::time::Instant,
-    ownership: &Ownership,
+    next_balance: Option<tokio::time::Instant>,
     kick: &mut bool,
 ) -> Wake {
     let due = match (engine.next_due_ms(), engine.next_progress_ms()) {
@@ -423,10 +396,10 @@ async fn wait(
     let flush_in = engine.has_ops().then_some(OUTBOX_FLUSH_IDLE);
     tokio::select! {
         biased;
-        () = shutdown.cancelled() => Wake::Stopped,
-        () = tokio::time::sleep_until(next_balance), if ownership.partitioned => Wake::Balance,
+        () = cx.shutdown.cancelled() => Wake::Stopped,
+        () = sleep_until_opt(next_balance) => Wake::Balance,
         msg = rx.recv() => Wake::Inbound(msg),
-        Some(q) = queries.recv() => Wake::Query(q),
+        Some(q) = cx.queries.recv() => Wake::Query(q),
         () = sleep_opt(wait_due) => Wake::Due,
         () = std::future::ready(()), if *kick => {
             *kick = false;
@@ -464,6 +437,13 @@ fn answer(engine: &Engine, q: http::Query) {
 async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -20,10 +20,7 @@ use crate::{
 use chrono::Utc;
 use lapin::{Channel, options::BasicAckOptions};
 use std::collections::{HashMap, HashSet};
-use warren_shared::{
-    Topology,
-    wire::{HEADER_FORWARDED, TaskResult},
-};
+use warren_shared::wire::{HEADER_FORWARDED, TaskResult};
 
 use super::{
     Scheduler, SchedulerError,
@@ -42,6 +39,17 @@ pub(super) struct Ctx<'a> {
     /// only).
     pub(super) owned_ch: &'a [Channel],
     pub(super) owned: &'a Ownership,
+}
+
+/// What the loop of a session carries from turn to turn and its batches
+/// change.
+pub(super) struct LoopState {
+    pub(super) engine: Engine,
+    /// Remembers the task queues it has declared.
+    pub(super) publisher: Publisher,
+    /// Limited types the store had no place for: asked again at the next
+    /// balance tick, not at every batch.
+    pub(super) refused: HashSet<String>,
 }
 
 /// A delivery of this scheduler's partitions, decoded.
@@ -74,13 +82,16 @@ impl Scheduler {
     /// documentation). Drains `batch`.
     pub(super) async fn step(
         &self,
-        engine: &mut Engine,
+        state: &mut LoopState,
         store: &Store,
-        publisher: &mut Publisher,
         ctx: &Ctx<'_>,
-        refused: &mut HashSet<String>,
         batch: &mut Vec<Inbound>,
     ) -> Result<(), SchedulerError> {
+        let LoopState {
+            engine,
+            publisher,
+            refused,
+        } = state;
         let now = Utc::now();
         Metrics::add(&self.metrics.messages_received, batch.len() as u64);
         let Sorted {
@@ -90,7 +101,7 @@ impl Scheduler {
         } = self.sort(batch, ctx)?;
         let mut known = look_up(engine, store, &items).await?;
         for item in items {
-            self.apply(engine, item, &mut known, &publisher.topology, now);
+            self.apply(engine, item, &mut known, now);
         }
         engine.fire_due(now.timestamp_millis());
         engine.dispatch(now);
@@ -202,7 +213,6 @@ impl Scheduler {
         engine: &mut Engine,
         item: Item,
         known: &mut HashMap<String, Known>,
-        topology: &Topology,
         now: chrono::DateTime<Utc>,
     ) {
         match item {
@@ -213,7 +223,7 @@ impl Scheduler {
                     tracing::warn!(error = %e, "Undecodable result dead-lettered");
                     engine.dead_letter(
                         body,
-                        &topology.results(),
+                        &self.config.amqp.topology().results(),
                         &format!("undecodable result: {e}"),
                     );
                 }
