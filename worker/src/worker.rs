@@ -20,7 +20,7 @@ use crate::{
 use chrono::Utc;
 use futures_lite::StreamExt;
 use lapin::{
-    Channel, Connection,
+    Channel,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::{FieldTable, ShortString},
 };
@@ -99,15 +99,7 @@ impl Worker {
             &format!("warren-worker {} {}", cfg.amqp.namespace, cfg.worker_id),
         )
         .await?;
-        let outcome = self
-            .consume(
-                shutdown,
-                &conns.consume,
-                &conns.publish,
-                connected,
-                failures,
-            )
-            .await;
+        let outcome = self.consume(shutdown, &conns, connected, failures).await;
         // Closing the consuming connection requeues any unacked delivery
         // (prefetched ones that were never started, abandoned ones).
         conns.close("worker stopping").await;
@@ -117,11 +109,11 @@ impl Worker {
     async fn consume(
         &self,
         shutdown: &CancellationToken,
-        consume_conn: &Connection,
-        publish_conn: &Connection,
+        conns: &Connections,
         connected: &mut bool,
         failures: u32,
     ) -> Result<(), WorkerError> {
+        let (consume_conn, publish_conn) = (&conns.consume, &conns.publish);
         let cfg = &self.config;
         let topology = cfg.amqp.topology();
         let setup = publish_conn
