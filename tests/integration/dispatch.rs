@@ -234,9 +234,9 @@ async fn worker_shutdown_finishes_in_flight_work_and_requeues_the_rest() {
     let gate = Arc::new(Semaphore::new(0));
     let mut first = recording(&log, "w1");
     add_gated(&mut first, "hold", &log, "w1", Some(&gate));
-    let (stop, join) = env.stoppable_worker(first, &["default"], 2, "w1", |c| {
-        c.shutdown_grace = std::time::Duration::from_millis(300)
-    });
+    let mut config = env.worker_config(&["default"], 2, "w1");
+    config.shutdown_grace = std::time::Duration::from_millis(300);
+    let (stop, join) = env.stoppable_worker(first, config);
     let waiter = tokio::spawn({
         let c = env.client.clone();
         async move {

@@ -169,9 +169,9 @@ async fn a_task_that_kills_its_worker_every_time_fails_after_max_deliveries() {
     let _s = env.scheduler(env.scheduler_config());
     let mut registry = recording(&log, "w");
     add_gated(&mut registry, "poison", &log, "w", Some(&never));
-    let (_stop, _join) = env.stoppable_worker(registry, &["default"], 2, "poisoned", |c| {
-        c.max_deliveries = 3
-    });
+    let mut config = env.worker_config(&["default"], 2, "poisoned");
+    config.max_deliveries = 3;
+    let (_stop, _join) = env.stoppable_worker(registry, config);
     let waiter = tokio::spawn({
         let c = env.client.clone();
         async move {

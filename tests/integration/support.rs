@@ -176,7 +176,8 @@ impl Env {
 
     /// Starts a worker on `queues`; it runs until the test ends.
     pub fn worker(&mut self, registry: Registry, queues: &[&str], concurrency: u16, id: &str) {
-        let (_, join) = self.stoppable_worker(registry, queues, concurrency, id, |_| {});
+        let config = self.worker_config(queues, concurrency, id);
+        let (_, join) = self.stoppable_worker(registry, config);
         self.joins.push((
             id.to_owned(),
             tokio::spawn(async move {
@@ -187,22 +188,13 @@ impl Env {
         ));
     }
 
-    /// Starts a worker the test stops itself with the returned token.
-    pub fn stoppable_worker(
-        &mut self,
-        registry: Registry,
-        queues: &[&str],
-        concurrency: u16,
-        id: &str,
-        tweak: impl FnOnce(&mut WorkerConfig),
-    ) -> (
-        CancellationToken,
-        JoinHandle<Result<(), warren_worker::WorkerError>>,
-    ) {
+    /// The configuration of worker `id` on `queues` (which
+    /// [`Env::finish`] deletes too).
+    pub fn worker_config(&mut self, queues: &[&str], concurrency: u16, id: &str) -> WorkerConfig {
         for q in queues {
             self.track_queue(q);
         }
-        let mut config = WorkerConfig {
+        WorkerConfig {
             amqp: self.amqp.clone(),
             queues: queues.iter().map(|q| (*q).to_owned()).collect(),
             concurrency,
@@ -211,8 +203,18 @@ impl Env {
             // Tests look at the worker registry: heard from within 0.25 s.
             heartbeat_interval: Duration::from_millis(250),
             ..WorkerConfig::default()
-        };
-        tweak(&mut config);
+        }
+    }
+
+    /// Starts a worker the test stops itself with the returned token.
+    pub fn stoppable_worker(
+        &self,
+        registry: Registry,
+        config: WorkerConfig,
+    ) -> (
+        CancellationToken,
+        JoinHandle<Result<(), warren_worker::WorkerError>>,
+    ) {
         let w = Worker::new(config, registry);
         let stop = self.root.child_token();
         (stop.clone(), tokio::spawn(w.run(stop)))
