@@ -263,11 +263,14 @@ pub struct Publish<'a> {
     /// The exchange; `""` is the default exchange, which routes to the
     /// queue the routing key names.
     pub exchange: &'a str,
+    /// The routing key; for the default exchange, the queue's name.
     pub routing_key: &'a str,
     /// The broker returns the message if no queue takes it, and
     /// [`confirmed`] fails with [`Error::Unroutable`].
     pub mandatory: bool,
+    /// The message body (JSON for Warren's messages).
     pub body: &'a [u8],
+    /// Its properties; Warren's start from [`json_properties`].
     pub properties: BasicProperties,
 }
 

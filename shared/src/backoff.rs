@@ -13,6 +13,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Delays from `base`, doubling with each failure, capped at `cap`.
     pub fn new(base: Duration, cap: Duration) -> Backoff {
         Backoff {
             base,

@@ -8,7 +8,9 @@ pub enum Error {
     /// shown with its password elided.
     #[error("cannot connect to RabbitMQ at {addr}: {source}")]
     Connect {
+        /// The broker's address, password elided.
         addr: String,
+        /// The client's error.
         #[source]
         source: lapin::Error,
     },
@@ -20,8 +22,11 @@ pub enum Error {
          otherwise delete it or choose another namespace (WARREN_NAMESPACE)"
     )]
     TopologyConflict {
+        /// `exchange` or `queue`.
         kind: &'static str,
+        /// The name that exists with other settings.
         name: String,
+        /// The broker's explanation (PRECONDITION_FAILED).
         detail: String,
     },
     /// The broker refused a publish (negative confirm).
@@ -29,19 +34,25 @@ pub enum Error {
         "RabbitMQ refused (nacked) a message published to `{exchange}` with key `{routing_key}`"
     )]
     PublishNacked {
+        /// Where the message was published.
         exchange: String,
+        /// With which routing key.
         routing_key: String,
     },
     /// A mandatory publish had no queue to go to.
     #[error("no queue is bound for a message published to `{exchange}` with key `{routing_key}`")]
     Unroutable {
+        /// Where the message was published.
         exchange: String,
+        /// With which routing key.
         routing_key: String,
     },
     /// Any other AMQP failure (closed channel, lost connection).
     #[error("AMQP error during {during}: {source}")]
     Amqp {
+        /// What Warren was doing (`basic.publish`, `channel.open`, ...).
         during: &'static str,
+        /// The client's error.
         #[source]
         source: lapin::Error,
     },

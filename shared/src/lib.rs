@@ -14,6 +14,8 @@
 //! - `cli` (feature `cli`): the broker flags every binary takes.
 //! - `shutdown`: ctrl-c and SIGTERM as a `CancellationToken`.
 
+#![warn(missing_docs)]
+
 pub mod amqp;
 pub mod backoff;
 #[cfg(feature = "cli")]

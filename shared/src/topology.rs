@@ -97,6 +97,7 @@ impl Topology {
         args
     }
 
+    /// The namespace every name starts with.
     pub fn namespace(&self) -> &str {
         &self.namespace
     }

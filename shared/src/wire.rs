@@ -144,6 +144,7 @@ impl Default for RetryPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ControlRequest {
+    /// What is asked: `status`, `cancel` or `workers`.
     pub control: ControlKind,
     /// Required by `status` and `cancel`.
     #[serde(default)]
@@ -154,12 +155,18 @@ pub struct ControlRequest {
 /// `{ns}.events` with routing key `worker.{worker_id}.heartbeat`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkerHeartbeat {
+    /// The worker's id: the `{worker_id}` of the routing key, and its key
+    /// in the scheduler's registry.
     pub worker_id: String,
+    /// The machine it runs on (empty when not sent).
     #[serde(default)]
     pub host: String,
+    /// Its process id (0 when not sent).
     #[serde(default)]
     pub pid: u32,
+    /// The task queues (pools) it consumes, e.g. `default`.
     pub queues: Vec<String>,
+    /// Most tasks it runs at once.
     pub concurrency: u32,
     /// Tasks running at the moment.
     pub in_flight: u32,
@@ -172,8 +179,10 @@ pub struct WorkerHeartbeat {
     /// `running`, or `stopping` in the last heartbeat of a worker that shuts
     /// down.
     pub state: WorkerState,
+    /// When the worker started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
+    /// When this heartbeat was sent.
     pub sent_at: DateTime<Utc>,
 }
 
@@ -182,6 +191,7 @@ pub struct WorkerHeartbeat {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WorkerState {
+    /// Taking tasks and sending heartbeats.
     Running,
     /// Announced: shutting down (its last heartbeat).
     Stopping,
@@ -190,6 +200,7 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
+    /// The wire word (`running`, `stopping`, `lost`).
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerState::Running => "running",
@@ -203,6 +214,7 @@ impl WorkerState {
 /// request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkersReport {
+    /// Every worker the scheduler has heard from.
     pub workers: Vec<WorkerEntry>,
 }
 
@@ -210,6 +222,8 @@ pub struct WorkersReport {
 /// the scheduler sees it now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkerEntry {
+    /// Its last heartbeat, fields inline, with `state` as the scheduler
+    /// sees it now (`lost` after three intervals without a heartbeat).
     #[serde(flatten)]
     pub heartbeat: WorkerHeartbeat,
     /// When the scheduler received the last heartbeat.
@@ -234,6 +248,7 @@ pub enum ControlKind {
 pub struct ControlNotice {
     /// `cancel`: stop running this workflow's tasks, and do not start any.
     pub control: NoticeKind,
+    /// The workflow concerned.
     pub workflow_id: String,
 }
 
@@ -242,6 +257,8 @@ pub struct ControlNotice {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum NoticeKind {
+    /// The workflow has ended cancelled: stop its running tasks, do not
+    /// run its task messages still queued, and publish no result for them.
     Cancel,
 }
 
@@ -249,14 +266,18 @@ pub enum NoticeKind {
 /// task's queue as routing key. `message_id` is `{workflow}/{task}/{attempt}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskMessage {
+    /// The workflow the task belongs to.
     pub workflow_id: String,
+    /// The task's id in its workflow.
     pub task_id: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// The task's `type`: the handler to run.
     #[serde(rename = "type")]
     pub kind: String,
     /// Input with every template already substituted.
     pub input: Value,
+    /// Time one attempt may take; absent when the task has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Attempts the scheduler will make in all.
@@ -275,7 +296,9 @@ impl TaskMessage {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultStatus {
+    /// The handler returned; `output` is its output.
     Succeeded,
+    /// The handler failed; `error` says why.
     Failed,
 }
 
@@ -292,7 +315,10 @@ impl ResultStatus {
 /// Why an attempt failed, and whether trying again may help.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TaskError {
+    /// What went wrong, shown in reports.
     pub message: String,
+    /// `true` lets the scheduler retry if the task's policy has attempts
+    /// left (default `false`).
     #[serde(default)]
     pub retryable: bool,
 }
@@ -300,18 +326,27 @@ pub struct TaskError {
 /// A task result, published by a worker to `{ns}.results`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskResult {
+    /// Copied from the task message.
     pub workflow_id: String,
+    /// Copied from the task message.
     pub task_id: String,
+    /// Copied from the task message.
     pub attempt: u32,
+    /// `succeeded` or `failed`.
     pub status: ResultStatus,
+    /// Any JSON; `null` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// Why the attempt failed; expected with `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
+    /// The worker that ran it, shown in reports (empty when not sent).
     #[serde(default)]
     pub worker: String,
+    /// When the handler started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
+    /// When the handler finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -323,7 +358,9 @@ pub struct TaskResult {
 pub enum WorkflowStatus {
     /// Accepted; tasks are being dispatched.
     Running,
+    /// Every task succeeded.
     Succeeded,
+    /// A task failed for good; `error` says which and why.
     Failed,
     /// Refused at submission; `errors` says why.
     Rejected,
@@ -365,6 +402,7 @@ pub enum TaskState {
     Running,
     /// An attempt failed; the next one is due at a set time.
     Retrying,
+    /// An attempt succeeded.
     Succeeded,
     /// Attempts exhausted, or a non-retryable error.
     Failed,
@@ -429,6 +467,7 @@ pub struct Rejection {
 /// One task in a [`WorkflowReport`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskReport {
+    /// Where the task stands.
     pub state: TaskState,
     /// Attempts started so far.
     pub attempts: u32,
@@ -436,14 +475,20 @@ pub struct TaskReport {
     /// draw the DAG from a report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// The output of its successful attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// Why its last attempt failed (none once it succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
+    /// The worker that answered its last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// When its last attempt started (as its worker reported, else when
+    /// it was dispatched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
+    /// When its last attempt ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -452,9 +497,12 @@ pub struct TaskReport {
 /// exchange when it ends, and the reply to a status request at any time.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkflowReport {
+    /// The workflow's id.
     pub workflow_id: String,
+    /// Its name, if the request gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Where it stands.
     pub status: WorkflowStatus,
     /// Every task, by id.
     #[serde(default)]
@@ -465,8 +513,10 @@ pub struct WorkflowReport {
     /// For `failed`: which task failed and why, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the scheduler received it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
+    /// When it ended; absent while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -475,7 +525,9 @@ pub struct WorkflowReport {
 /// `{ns}.events` with routing key `workflow.{id}.progress`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkflowProgress {
+    /// The workflow's id.
     pub workflow_id: String,
+    /// Its name, if the request gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Always `running`: a workflow that ends gets its final report instead.
@@ -484,6 +536,7 @@ pub struct WorkflowProgress {
     pub total: u32,
     /// Tasks by state; states with no task are left out.
     pub tasks: BTreeMap<TaskState, u32>,
+    /// When the scheduler received it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
 }
@@ -492,12 +545,18 @@ pub struct WorkflowProgress {
 /// HTTP endpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowSummary {
+    /// The workflow's id.
     pub workflow_id: String,
+    /// Its name, if the request gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Its status word (`running`, `succeeded`, ...).
     pub status: String,
+    /// Its priority, 0..=9.
     pub priority: i64,
+    /// When the scheduler received it, RFC 3339 in UTC.
     pub created_at: String,
+    /// When it ended, RFC 3339 in UTC; absent while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
 }
