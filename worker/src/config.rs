@@ -11,7 +11,10 @@ pub struct WorkerConfig {
     pub amqp: AmqpConfig,
     /// Task queues to consume (default `["default"]`).
     pub queues: Vec<String>,
-    /// Tasks executed at once; also the prefetch (default 8).
+    /// Tasks executed at once across all `queues` (default 8). With one
+    /// queue it is also the prefetch; with several, each queue's consumer
+    /// prefetches `ceil(2 * concurrency / queues)` (at most `concurrency`)
+    /// and a semaphore keeps what runs to `concurrency`.
     pub concurrency: u16,
     /// Shown in results and reports (default `worker-{pid}`).
     pub worker_id: String,

@@ -15,6 +15,8 @@
 //! - `publish`: publish what a delivery caused, await the confirm, then
 //!   ack (or requeue).
 //! - `settle`: coalesces a channel's acks into `multiple` acks.
+//! - `slots`: the per-consumer prefetch of each task queue and the
+//!   semaphore that keeps the worker to `concurrency` tasks at once.
 //! - `heartbeat`: the worker's heartbeats to the scheduler's registry.
 //! - `cancel`: cancelled workflows heard on `{ns}.control`; their tasks
 //!   stop.
@@ -44,6 +46,7 @@ pub mod kinds;
 mod poison;
 mod publish;
 mod settle;
+mod slots;
 mod worker;
 
 pub use config::WorkerConfig;

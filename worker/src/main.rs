@@ -20,7 +20,8 @@ struct Args {
         default_value = "default"
     )]
     queues: Vec<String>,
-    /// Tasks executed at once (also the prefetch).
+    /// Tasks executed at once across all queues (with one queue, also the
+    /// prefetch).
     #[arg(long, env = "WARREN_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
     /// Id shown in results (default: host name and process id).

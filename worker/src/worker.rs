@@ -16,6 +16,7 @@ use crate::{
     heartbeat::{self, Beat},
     publish::{Publisher, Received, Source},
     settle::Settler,
+    slots::{self, Slots},
 };
 use chrono::Utc;
 use futures_lite::StreamExt;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warren_shared::{
-    QueueType, amqp,
+    amqp,
     session::{Connections, Reconnect},
     wire::WorkerState,
 };
@@ -143,29 +144,27 @@ impl Worker {
             .create_channel()
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
-        // Global: one limit shared by the consumers of every queue. Quorum
-        // queues have no global prefetch: each queue's consumer gets an
-        // equal share of the concurrency instead.
-        let (global, prefetch) = match cfg.amqp.queue_type {
-            QueueType::Classic => (true, cfg.concurrency),
-            QueueType::Quorum => (
-                false,
-                (cfg.concurrency / cfg.queues.len().max(1) as u16).max(1),
-            ),
-        };
+        // No global prefetch (RabbitMQ 4.3 refuses it): each task queue's
+        // consumer gets a prefetch of its own, and the session's slots
+        // keep what runs to `concurrency` across all of them (see `slots`).
         consume
-            .basic_qos(prefetch, BasicQosOptions { global })
+            .basic_qos(
+                slots::task_prefetch(cfg.concurrency, cfg.queues.len()),
+                BasicQosOptions { global: false },
+            )
             .await
             .map_err(warren_shared::Error::amqp("basic.qos"))?;
-        // Suspects: one at a time per worker, on their own channel.
+        // Suspects: one at a time per consumer, on their own channel (and
+        // they run alone: see `execute`).
         let suspects = consume_conn
             .create_channel()
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
         suspects
-            .basic_qos(1, BasicQosOptions { global })
+            .basic_qos(slots::SUSPECT_PREFETCH, BasicQosOptions { global: false })
             .await
             .map_err(warren_shared::Error::amqp("basic.qos"))?;
+        let task_slots = Slots::new(cfg.concurrency);
         // Each consumer spawns its deliveries' tasks itself, until `stop`.
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
@@ -173,9 +172,14 @@ impl Worker {
         let (ended_tx, mut ended) = mpsc::channel::<Ended>(cfg.queues.len() * 2);
         let mut tags = Vec::new();
         for q in &cfg.queues {
-            for (ch, source, name) in [
-                (&consume, Source::Tasks, topology.task_queue(q)),
-                (&suspects, Source::Suspect, topology.suspect_queue(q)),
+            for (ch, source, name, slots) in [
+                (
+                    &consume,
+                    Source::Tasks,
+                    topology.task_queue(q),
+                    Some(task_slots.clone()),
+                ),
+                (&suspects, Source::Suspect, topology.suspect_queue(q), None),
             ] {
                 let tag = format!("{}:{name}", cfg.worker_id);
                 let consumer = ch
@@ -192,6 +196,7 @@ impl Worker {
                     queue: q.clone(),
                     source,
                     consumer,
+                    slots,
                     executor: executor.clone(),
                     tracker: tracker.clone(),
                     stop: stop.clone(),
@@ -292,33 +297,47 @@ struct Consumer {
     queue: String,
     source: Source,
     consumer: lapin::Consumer,
+    /// The worker's execution slots (none for suspects, which run alone).
+    slots: Option<Slots>,
     executor: Arc<Executor>,
     tracker: TaskTracker,
     stop: CancellationToken,
     ended: mpsc::Sender<Ended>,
 }
 
-/// Starts a task for each delivery until `stop`; reports a consumer that
-/// ends on its own.
+/// Starts a task for each delivery, once it has a slot, until `stop`;
+/// reports a consumer that ends on its own.
 async fn forward(mut c: Consumer) {
     let reason = loop {
-        tokio::select! {
+        let delivery = tokio::select! {
             biased;
             () = c.stop.cancelled() => return,
             next = c.consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let received = Received {
-                        queue: c.queue.clone(),
-                        source: c.source,
-                        delivery,
-                    };
-                    c.tracker
-                        .spawn(execute::execute(c.executor.clone(), received));
-                }
+                Some(Ok(delivery)) => delivery,
                 Some(Err(e)) => break e.to_string(),
                 None => break "the broker cancelled the consumer or closed the channel".to_owned(),
             },
-        }
+        };
+        // A delivery waiting for a slot is not started after `stop`: it
+        // stays unacked and returns to its queue with the session.
+        let slot = match &c.slots {
+            Some(slots) => tokio::select! {
+                biased;
+                () = c.stop.cancelled() => return,
+                slot = slots.take() => Some(slot),
+            },
+            None => None,
+        };
+        let received = Received {
+            queue: c.queue.clone(),
+            source: c.source,
+            delivery,
+        };
+        let executor = c.executor.clone();
+        c.tracker.spawn(async move {
+            execute::execute(executor, received).await;
+            drop(slot);
+        });
     };
     let _ = c.ended.send((c.queue, reason)).await;
 }
