@@ -8,6 +8,8 @@
 //!   their idempotent declaration.
 //! - `amqp`: connecting (with the password kept out of every message),
 //!   confirmed publishing, dead-lettering.
+//! - `limits`: size limits the processes share, chosen against the
+//!   broker's message size limit.
 //! - `backoff`: capped exponential backoff with jitter for reconnects.
 //! - `session`: a broker session's two connections and the wait between
 //!   sessions, shared by the scheduler and the worker.
@@ -21,6 +23,7 @@ pub mod backoff;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
+pub mod limits;
 pub mod session;
 pub mod shutdown;
 pub mod topology;

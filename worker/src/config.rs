@@ -2,7 +2,7 @@
 //! the binary reads flags and the environment; it fills this in.
 
 use std::time::Duration;
-use warren_shared::{AmqpConfig, wire::DEFAULT_QUEUE};
+use warren_shared::{AmqpConfig, limits, wire::DEFAULT_QUEUE};
 
 /// The worker's typed settings.
 #[derive(Debug, Clone)]
@@ -29,6 +29,12 @@ pub struct WorkerConfig {
     /// How often the worker announces itself to the scheduler's registry
     /// (default 5 s); it counts as lost after three intervals of silence.
     pub heartbeat_interval: Duration,
+    /// The largest result a worker publishes, in bytes of the result
+    /// message's JSON body (default 8 MiB, at least 1 KiB). A larger one
+    /// is replaced by a failed, non-retryable result naming the task, the
+    /// size and the limit. See [`limits::DEFAULT_MAX_RESULT_BYTES`] for why
+    /// the default is half of RabbitMQ 4.x's 16 MiB message limit.
+    pub max_result_bytes: usize,
 }
 
 impl Default for WorkerConfig {
@@ -41,6 +47,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_deliveries: 5,
             heartbeat_interval: Duration::from_secs(5),
+            max_result_bytes: limits::DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }

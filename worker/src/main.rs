@@ -37,6 +37,10 @@ struct Args {
     /// (at least 100).
     #[arg(long, env = "WARREN_HEARTBEAT_MS", default_value_t = 5000)]
     heartbeat_ms: u64,
+    /// Largest result to publish, in bytes of JSON; a larger one is
+    /// replaced by a failed, non-retryable result saying so.
+    #[arg(long, env = "WARREN_MAX_RESULT_BYTES", default_value_t = warren_shared::limits::DEFAULT_MAX_RESULT_BYTES)]
+    max_result_bytes: usize,
     /// Enables the `shell` task kind for exactly these commands
     /// (comma-separated names or absolute paths); off when empty.
     #[arg(long, env = "WARREN_SHELL_ALLOW", value_delimiter = ',')]
@@ -62,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         max_deliveries: args.max_deliveries,
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(100)),
+        max_result_bytes: args.max_result_bytes,
     };
     let shutdown = warren_shared::shutdown::on_signal();
     let mut registry = Registry::with_builtins();

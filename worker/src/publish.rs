@@ -9,6 +9,10 @@
 //! sent to the dead-letter exchange ([`Publisher::dead_letter`]) all go
 //! through it. Deliveries answered without a message (a cancelled
 //! workflow's tasks) are acked with [`Publisher::ack`].
+//!
+//! A result is bounded too: one whose JSON body exceeds the worker's
+//! `max_result_bytes` is never published; a failed, non-retryable result
+//! naming the task, the size and the limit goes instead ([`encode_result`]).
 
 use crate::settle::{Settle, Settler};
 use lapin::{
@@ -18,8 +22,52 @@ use lapin::{
 };
 use warren_shared::{
     Topology, amqp,
-    wire::{TYPE_RESULT, TaskResult},
+    wire::{ResultStatus, TYPE_RESULT, TaskError, TaskResult},
 };
+
+/// The body to publish for `result`: its JSON, or, when that is longer
+/// than `limit` bytes, the JSON of [`oversized`]'s replacement.
+pub(crate) fn encode_result(result: &TaskResult, limit: usize) -> Vec<u8> {
+    let body = serde_json::to_vec(result).expect("wire types always serialise");
+    if body.len() <= limit {
+        return body;
+    }
+    tracing::warn!(
+        workflow = %result.workflow_id,
+        task = %result.task_id,
+        attempt = result.attempt,
+        size = body.len(),
+        limit,
+        "Result too large to publish; failing the task instead"
+    );
+    let replacement = oversized(result, body.len(), limit);
+    drop(body);
+    serde_json::to_vec(&replacement).expect("wire types always serialise")
+}
+
+/// The failed, non-retryable result that stands in for `result`, whose
+/// JSON is `size` bytes, over the worker's `limit`. Another attempt would
+/// produce the same output, so none is asked for.
+pub(crate) fn oversized(result: &TaskResult, size: usize, limit: usize) -> TaskResult {
+    TaskResult {
+        workflow_id: result.workflow_id.clone(),
+        task_id: result.task_id.clone(),
+        attempt: result.attempt,
+        status: ResultStatus::Failed,
+        output: None,
+        error: Some(TaskError {
+            message: format!(
+                "the result of task `{}` is {size} bytes of JSON, over the worker's limit of \
+                 {limit} bytes (WARREN_MAX_RESULT_BYTES); it was not published",
+                result.task_id
+            ),
+            retryable: false,
+        }),
+        worker: result.worker.clone(),
+        started_at: result.started_at,
+        finished_at: result.finished_at,
+    }
+}
 
 /// Which queue of a pool a delivery came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +103,23 @@ pub(crate) struct Publisher {
     /// Coalesces the acks of the tasks channel (suspects, one at a time on
     /// their own channel, are acked directly).
     settler: Settler,
+    /// The largest result body published, in bytes.
+    max_result_bytes: usize,
 }
 
 impl Publisher {
     /// `channel` must be in confirm mode.
-    pub fn new(channel: Channel, topology: Topology, settler: Settler) -> Publisher {
+    pub fn new(
+        channel: Channel,
+        topology: Topology,
+        settler: Settler,
+        max_result_bytes: usize,
+    ) -> Publisher {
         Publisher {
             channel,
             topology,
             settler,
+            max_result_bytes,
         }
     }
 
@@ -133,8 +189,10 @@ impl Publisher {
 
     /// Publishes the result, awaits its confirm, then acks the task. When
     /// the result cannot be confirmed the task is requeued, never acked.
+    /// A result over `max_result_bytes` is replaced by a failed one saying
+    /// so (see [`encode_result`]).
     pub async fn result(&self, r: &Received, result: &TaskResult) {
-        let body = serde_json::to_vec(result).expect("wire types always serialise");
+        let body = encode_result(result, self.max_result_bytes);
         // A scheduler sharing the namespace with others names the queue of
         // the workflow's partition in `reply_to`; anything else goes to the
         // results exchange (whichever scheduler receives it forwards it).
@@ -181,5 +239,81 @@ impl Publisher {
         if let Err(e) = self.publish_then_settle(r, out).await {
             tracing::error!(error = %e, "Dead-lettering failed; requeueing");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn succeeded(output: serde_json::Value) -> TaskResult {
+        TaskResult {
+            workflow_id: "wf".into(),
+            task_id: "big".into(),
+            attempt: 2,
+            status: ResultStatus::Succeeded,
+            output: Some(output),
+            error: None,
+            worker: "w1".into(),
+            started_at: Some(chrono::Utc::now()),
+            finished_at: Some(chrono::Utc::now()),
+        }
+    }
+
+    #[test]
+    fn a_result_within_the_limit_is_published_as_it_is() {
+        let r = succeeded(json!({"n": 1}));
+        let exact = serde_json::to_vec(&r).unwrap();
+        assert_eq!(
+            encode_result(&r, exact.len()),
+            exact,
+            "the limit is inclusive"
+        );
+        assert_eq!(encode_result(&r, usize::MAX), exact);
+    }
+
+    #[test]
+    fn an_oversized_result_becomes_a_failed_one_naming_task_size_and_limit() {
+        let r = succeeded(json!("x".repeat(5000)));
+        let size = serde_json::to_vec(&r).unwrap().len();
+        let body = encode_result(&r, 4096);
+        assert!(
+            body.len() < 1024,
+            "the replacement is small: {}",
+            body.len()
+        );
+        let sent: TaskResult = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent, oversized(&r, size, 4096));
+        assert_eq!(
+            (
+                sent.workflow_id.as_str(),
+                sent.task_id.as_str(),
+                sent.attempt
+            ),
+            ("wf", "big", 2),
+            "the same attempt is answered"
+        );
+        assert_eq!((sent.status, sent.output), (ResultStatus::Failed, None));
+        assert_eq!((sent.worker, sent.started_at), (r.worker, r.started_at));
+        let error = sent.error.unwrap();
+        assert!(!error.retryable, "another attempt would be as large");
+        for part in ["`big`", &format!("{size} bytes"), "4096 bytes"] {
+            assert!(error.message.contains(part), "{part}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn an_oversized_error_message_is_bounded_too() {
+        let mut r = succeeded(json!(null));
+        r.output = None;
+        r.status = ResultStatus::Failed;
+        r.error = Some(TaskError {
+            message: "e".repeat(10_000),
+            retryable: true,
+        });
+        let sent: TaskResult = serde_json::from_slice(&encode_result(&r, 2048)).unwrap();
+        let error = sent.error.unwrap();
+        assert!(!error.retryable && error.message.contains("2048 bytes"));
     }
 }

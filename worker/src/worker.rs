@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warren_shared::{
-    amqp,
+    amqp, limits,
     session::{Connections, Reconnect},
     wire::WorkerState,
 };
@@ -65,6 +65,20 @@ impl Worker {
             return Err(WorkerError::Config(
                 "at least one queue and a concurrency above 0 are needed".into(),
             ));
+        }
+        if cfg.max_result_bytes < limits::MIN_MAX_RESULT_BYTES {
+            return Err(WorkerError::Config(format!(
+                "max_result_bytes is {}, below the least of {} bytes",
+                cfg.max_result_bytes,
+                limits::MIN_MAX_RESULT_BYTES
+            )));
+        }
+        if cfg.max_result_bytes > limits::BROKER_MAX_MESSAGE_BYTES / 2 {
+            tracing::warn!(
+                max_result_bytes = cfg.max_result_bytes,
+                "Results may exceed half of RabbitMQ 4.x's default max_message_size (16 MiB); \
+                 raise the broker's limit and the scheduler's to match"
+            );
         }
         let mut reconnect = Reconnect::new(cfg.worker_id.clone());
         loop {
@@ -131,7 +145,12 @@ impl Worker {
         // Results, suspects and dead letters, and the heartbeats.
         let publish = amqp::confirm_channel(publish_conn).await?;
         let executor = Arc::new(Executor {
-            publisher: Publisher::new(publish.clone(), topology.clone(), settler),
+            publisher: Publisher::new(
+                publish.clone(),
+                topology.clone(),
+                settler,
+                cfg.max_result_bytes,
+            ),
             cancels: self.cancels.clone(),
             registry: self.registry.clone(),
             worker_id: cfg.worker_id.clone(),
