@@ -4,11 +4,17 @@
 //! futures are dropped) and acks, without running, any of its task
 //! messages still to come. The scheduler has already ended the workflow
 //! and ignores late results, so neither publishes a result.
+//!
+//! Both memories are bounded. Running tasks' entries live only while a task
+//! of the workflow runs (at most `concurrency` plus the suspects). Cancelled
+//! workflows are remembered for an hour and at most [`REMEMBER_AT_MOST`] of
+//! them, the oldest forgotten first: a task of a forgotten workflow still
+//! queued runs to its end, and the scheduler ignores its result.
 
 use futures_lite::StreamExt;
 use lapin::Connection;
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -23,6 +29,10 @@ use warren_shared::{
 /// so they arrive soon after it).
 const REMEMBER: Duration = Duration::from_secs(3600);
 
+/// How many cancelled workflows a worker remembers at most (the oldest are
+/// forgotten first): with ids of up to a few hundred bytes, a few MiB.
+pub(crate) const REMEMBER_AT_MOST: usize = 10_000;
+
 /// Running tasks by workflow, and workflows cancelled recently.
 #[derive(Debug, Default)]
 pub(crate) struct Cancels {
@@ -33,7 +43,65 @@ pub(crate) struct Cancels {
 struct Inner {
     /// A token per workflow with running tasks, and how many hold it.
     running: HashMap<String, (CancellationToken, usize)>,
-    cancelled: HashMap<String, Instant>,
+    cancelled: Remembered,
+}
+
+/// Cancelled workflows, oldest first, for an hour and at most `cap`.
+#[derive(Debug)]
+struct Remembered {
+    ids: HashSet<String>,
+    /// When each id was heard, in the order heard.
+    order: VecDeque<(Instant, String)>,
+    cap: usize,
+}
+
+impl Default for Remembered {
+    fn default() -> Self {
+        Remembered::with_cap(REMEMBER_AT_MOST)
+    }
+}
+
+impl Remembered {
+    fn with_cap(cap: usize) -> Remembered {
+        Remembered {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn contains(&self, workflow_id: &str) -> bool {
+        self.ids.contains(workflow_id)
+    }
+
+    /// Remembers `workflow_id` (heard `now`; a repeat keeps the first
+    /// time), forgetting the expired and, past the cap, the oldest.
+    fn insert(&mut self, workflow_id: &str, now: Instant) {
+        while let Some((at, _)) = self.order.front()
+            && now.duration_since(*at) >= REMEMBER
+        {
+            self.forget_oldest();
+        }
+        if self.ids.contains(workflow_id) {
+            return;
+        }
+        while self.order.len() >= self.cap {
+            self.forget_oldest();
+        }
+        self.ids.insert(workflow_id.to_owned());
+        self.order.push_back((now, workflow_id.to_owned()));
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, id)) = self.order.pop_front() {
+            self.ids.remove(&id);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.order.len()
+    }
 }
 
 /// A running task's hold on its workflow's token.
@@ -48,7 +116,7 @@ impl Cancels {
     /// workflow was cancelled.
     pub fn enter(&self, workflow_id: &str) -> Option<Entered<'_>> {
         let mut inner = self.inner.lock().expect("not poisoned");
-        if inner.cancelled.contains_key(workflow_id) {
+        if inner.cancelled.contains(workflow_id) {
             return None;
         }
         let entry = inner
@@ -66,11 +134,7 @@ impl Cancels {
     /// Cancels the workflow's running tasks and refuses its later ones.
     pub fn cancel(&self, workflow_id: &str) {
         let mut inner = self.inner.lock().expect("not poisoned");
-        let now = Instant::now();
-        inner
-            .cancelled
-            .retain(|_, at| now.duration_since(*at) < REMEMBER);
-        inner.cancelled.insert(workflow_id.to_owned(), now);
+        inner.cancelled.insert(workflow_id, Instant::now());
         if let Some((token, n)) = inner.running.get(workflow_id) {
             tracing::info!(workflow = %workflow_id, running = n, "Workflow cancelled; stopping its tasks");
             token.cancel();
@@ -132,5 +196,51 @@ mod tests {
         assert!(c.enter("w").is_none());
         drop((a, b, other));
         assert!(c.inner.lock().unwrap().running.is_empty());
+    }
+
+    #[test]
+    fn cancelled_workflows_are_forgotten_oldest_first_past_the_cap() {
+        let mut r = Remembered::with_cap(3);
+        let t0 = Instant::now();
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            r.insert(id, t0 + Duration::from_secs(i as u64));
+        }
+        // A repeat neither grows the memory nor pushes anything out.
+        r.insert("a", t0 + Duration::from_secs(3));
+        assert_eq!(r.len(), 3);
+        r.insert("d", t0 + Duration::from_secs(4));
+        assert_eq!(r.len(), 3);
+        assert!(!r.contains("a"), "the oldest went first");
+        assert!(r.contains("b") && r.contains("c") && r.contains("d"));
+    }
+
+    #[test]
+    fn cancelled_workflows_are_forgotten_after_an_hour() {
+        let mut r = Remembered::with_cap(10);
+        let t0 = Instant::now();
+        r.insert("old", t0);
+        r.insert("recent", t0 + REMEMBER / 2);
+        r.insert("new", t0 + REMEMBER);
+        assert!(!r.contains("old") && r.contains("recent") && r.contains("new"));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn the_memory_of_a_worker_holds_at_most_the_documented_count() {
+        let c = Cancels::default();
+        for i in 0..REMEMBER_AT_MOST + 500 {
+            c.cancel(&format!("wf-{i}"));
+        }
+        let inner = c.inner.lock().unwrap();
+        assert_eq!(inner.cancelled.len(), REMEMBER_AT_MOST);
+        assert_eq!(inner.cancelled.ids.len(), REMEMBER_AT_MOST);
+        assert!(!inner.cancelled.contains("wf-499"));
+        assert!(inner.cancelled.contains("wf-500"));
+        drop(inner);
+        assert!(
+            c.enter("wf-0").is_some(),
+            "a forgotten workflow's task runs"
+        );
+        assert!(c.enter(&format!("wf-{}", REMEMBER_AT_MOST + 499)).is_none());
     }
 }
