@@ -13,6 +13,7 @@ mod kinds;
 mod peers;
 mod polyglot;
 mod quorum;
+mod rabbitmq43;
 mod support;
 mod tls;
 mod validation;
