@@ -10,6 +10,10 @@
 //! - `error`: [`WorkerError`], and which faults a new session cures.
 //! - `worker`: [`Worker`], the session loop, the consumers and graceful
 //!   shutdown.
+//! - `forward`: a queue's consumer: each delivery started once it holds a
+//!   slot; what it holds unstarted given back at shutdown.
+//! - `suspects`: a worker of several queues fetches its suspects one at a
+//!   time.
 //! - `execute`: one delivery: handler, timeout, panic, result.
 //! - `poison`: redelivered tasks to the suspect queue; the delivery limit.
 //! - `publish`: publish what a delivery caused, await the confirm, then
@@ -40,6 +44,7 @@ mod cancel;
 mod config;
 mod error;
 mod execute;
+mod forward;
 pub mod handler;
 mod heartbeat;
 pub mod kinds;
@@ -47,6 +52,7 @@ mod poison;
 mod publish;
 mod settle;
 mod slots;
+mod suspects;
 mod worker;
 
 pub use config::WorkerConfig;

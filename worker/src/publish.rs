@@ -5,9 +5,10 @@
 //! after what it caused is confirmed", and it lives here alone:
 //! [`Publisher::publish_then_settle`] is the one path from a published
 //! message to an ack. A task's result ([`Publisher::result`]), a redelivered
-//! task moved to the suspect queue (`poison`) and an undecodable message
-//! sent to the dead-letter exchange ([`Publisher::dead_letter`]) all go
-//! through it. Deliveries answered without a message (a cancelled
+//! task moved to the suspect queue (`poison`), an undecodable message
+//! sent to the dead-letter exchange ([`Publisher::dead_letter`]) and a
+//! delivery given back unstarted at shutdown ([`Publisher::give_back`]) all
+//! go through it. Deliveries answered without a message (a cancelled
 //! workflow's tasks) are acked with [`Publisher::ack`].
 //!
 //! A result is bounded too: one whose JSON body exceeds the worker's
@@ -219,6 +220,30 @@ impl Publisher {
         };
         if let Err(e) = self.publish_then_settle(r, out).await {
             tracing::error!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not confirmed; requeueing the task");
+        }
+    }
+
+    /// Returns a delivery that was never started to its queue without
+    /// marking it: publishes it again as it came (confirmed), then acks
+    /// it. A requeue would set `redelivered`, which the next worker reads
+    /// as "its last run crashed". A delivery that came redelivered keeps
+    /// that mark: it is left unacked, to return with the session.
+    pub async fn give_back(&self, r: &Received) {
+        if r.delivery.redelivered {
+            return;
+        }
+        let key = match r.source {
+            Source::Tasks => self.topology.task_queue(&r.queue),
+            Source::Suspect => self.topology.suspect_queue(&r.queue),
+        };
+        let out = Outgoing {
+            exchange: "",
+            key: &key,
+            body: &r.delivery.data,
+            props: r.delivery.properties.clone(),
+        };
+        if let Err(e) = self.publish_then_settle(r, out).await {
+            tracing::warn!(error = %e, queue = %key, "Could not give a task back; it returns with the session");
         }
     }
 

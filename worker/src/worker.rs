@@ -11,18 +11,18 @@ use crate::{
     cancel::{self, Cancels},
     config::WorkerConfig,
     error::WorkerError,
-    execute::{self, Executor},
+    execute::Executor,
+    forward::{self, Consumer, Ended},
     handler::Registry,
     heartbeat::{self, Beat},
-    publish::{Publisher, Received, Source},
+    publish::{Publisher, Source},
     settle::Settler,
     slots::{self, Slots},
+    suspects::{self, Poller},
 };
 use chrono::Utc;
-use futures_lite::StreamExt;
 use lapin::{
-    Channel,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicQosOptions},
     types::{FieldTable, ShortString},
 };
 use std::sync::Arc;
@@ -43,9 +43,6 @@ pub struct Worker {
     /// Kept across sessions: a cancel heard before a reconnect still holds.
     cancels: Arc<Cancels>,
 }
-
-/// A consumer that ended on its own: the queue and why.
-type Ended = (String, String);
 
 impl Worker {
     pub fn new(config: WorkerConfig, registry: Registry) -> Worker {
@@ -173,55 +170,80 @@ impl Worker {
             )
             .await
             .map_err(warren_shared::Error::amqp("basic.qos"))?;
-        // Suspects: one at a time per consumer, on their own channel (and
-        // they run alone: see `execute`).
+        // Suspects, on their own channel: at most one held by the worker
+        // (they run alone: see `execute`). One queue: a consumer with a
+        // prefetch of 1; several: fetched one at a time (see `suspects`).
         let suspects = consume_conn
             .create_channel()
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
-        suspects
-            .basic_qos(slots::SUSPECT_PREFETCH, BasicQosOptions { global: false })
-            .await
-            .map_err(warren_shared::Error::amqp("basic.qos"))?;
+        let poll_suspects = cfg.queues.len() > 1;
+        if !poll_suspects {
+            suspects
+                .basic_qos(slots::SUSPECT_PREFETCH, BasicQosOptions { global: false })
+                .await
+                .map_err(warren_shared::Error::amqp("basic.qos"))?;
+        }
         let task_slots = Slots::new(cfg.concurrency);
         // Each consumer spawns its deliveries' tasks itself, until `stop`.
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
+        let graceful = CancellationToken::new();
         let mut forwards = tokio::task::JoinSet::new();
         let (ended_tx, mut ended) = mpsc::channel::<Ended>(cfg.queues.len() * 2);
-        let mut tags = Vec::new();
+        let mut consumers = Vec::new();
         for q in &cfg.queues {
-            for (ch, source, name, slots) in [
-                (
-                    &consume,
-                    Source::Tasks,
-                    topology.task_queue(q),
-                    Some(task_slots.clone()),
-                ),
-                (&suspects, Source::Suspect, topology.suspect_queue(q), None),
-            ] {
-                let tag = format!("{}:{name}", cfg.worker_id);
-                let consumer = ch
-                    .basic_consume(
-                        name.as_str().into(),
-                        ShortString::from(tag.as_str()),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(warren_shared::Error::amqp("basic.consume"))?;
-                tags.push((ch.clone(), tag));
-                forwards.spawn(forward(Consumer {
-                    queue: q.clone(),
-                    source,
-                    consumer,
-                    slots,
-                    executor: executor.clone(),
-                    tracker: tracker.clone(),
-                    stop: stop.clone(),
-                    ended: ended_tx.clone(),
-                }));
+            consumers.push((
+                &consume,
+                q,
+                Source::Tasks,
+                topology.task_queue(q),
+                Some(task_slots.clone()),
+            ));
+            if !poll_suspects {
+                consumers.push((
+                    &suspects,
+                    q,
+                    Source::Suspect,
+                    topology.suspect_queue(q),
+                    None,
+                ));
             }
+        }
+        for (ch, q, source, name, slots) in consumers {
+            let tag = format!("{}:{name}", cfg.worker_id);
+            let consumer = ch
+                .basic_consume(
+                    name.as_str().into(),
+                    ShortString::from(tag.as_str()),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(warren_shared::Error::amqp("basic.consume"))?;
+            forwards.spawn(forward::forward(Consumer {
+                queue: q.clone(),
+                source,
+                channel: ch.clone(),
+                tag,
+                consumer,
+                slots,
+                executor: executor.clone(),
+                tracker: tracker.clone(),
+                stop: stop.clone(),
+                graceful: graceful.clone(),
+                ended: ended_tx.clone(),
+            }));
+        }
+        if poll_suspects {
+            forwards.spawn(suspects::poll(Poller {
+                channel: suspects.clone(),
+                queues: cfg.queues.clone(),
+                executor: executor.clone(),
+                tracker: tracker.clone(),
+                stop: stop.clone(),
+                ended: ended_tx.clone(),
+            }));
         }
         drop(ended_tx);
         *connected = true;
@@ -254,8 +276,12 @@ impl Worker {
                 Err(WorkerError::ConsumerEnded { queue, reason })
             }
         };
-        // No task starts after this: deliveries not yet taken stay unacked
-        // and return to their queue.
+        // No task starts after this. Shutting down, the consumers are
+        // cancelled and give back what they hold unstarted; after a fault
+        // it stays unacked and returns to its queue with the session.
+        if outcome.is_ok() {
+            graceful.cancel();
+        }
         stop.cancel();
         while forwards.join_next().await.is_some() {}
         tracker.close();
@@ -265,7 +291,7 @@ impl Worker {
             executor.abandon.cancel();
             tracker.wait().await;
         } else {
-            self.drain(&tags, &tracker, &executor.abandon).await;
+            self.drain(&tracker, &executor.abandon).await;
             // The last heartbeat: the registry shows it stopping, not lost.
             let mut last = beat.snapshot();
             last.state = WorkerState::Stopping;
@@ -279,21 +305,10 @@ impl Worker {
     }
 
     /// Stops taking work and lets what runs finish within the grace period.
-    async fn drain(
-        &self,
-        consumers: &[(Channel, String)],
-        tracker: &TaskTracker,
-        abandon: &CancellationToken,
-    ) {
+    async fn drain(&self, tracker: &TaskTracker, abandon: &CancellationToken) {
         let cfg = &self.config;
-        tracing::debug!(worker = %cfg.worker_id, "Cancelling consumers");
-        for (ch, tag) in consumers {
-            let _ = ch
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await;
-        }
         let in_flight = tracker.len();
-        tracing::debug!(worker = %cfg.worker_id, in_flight, "Consumers cancelled");
+        tracing::debug!(worker = %cfg.worker_id, in_flight, "Consumers stopped");
         if in_flight > 0 {
             tracing::info!(in_flight, grace = ?cfg.shutdown_grace, "Waiting for in-flight tasks");
         }
@@ -309,54 +324,4 @@ impl Worker {
             tracker.wait().await;
         }
     }
-}
-
-/// One queue's consumer and what its deliveries' tasks need.
-struct Consumer {
-    queue: String,
-    source: Source,
-    consumer: lapin::Consumer,
-    /// The worker's execution slots (none for suspects, which run alone).
-    slots: Option<Slots>,
-    executor: Arc<Executor>,
-    tracker: TaskTracker,
-    stop: CancellationToken,
-    ended: mpsc::Sender<Ended>,
-}
-
-/// Starts a task for each delivery, once it has a slot, until `stop`;
-/// reports a consumer that ends on its own.
-async fn forward(mut c: Consumer) {
-    let reason = loop {
-        let delivery = tokio::select! {
-            biased;
-            () = c.stop.cancelled() => return,
-            next = c.consumer.next() => match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => break e.to_string(),
-                None => break "the broker cancelled the consumer or closed the channel".to_owned(),
-            },
-        };
-        // A delivery waiting for a slot is not started after `stop`: it
-        // stays unacked and returns to its queue with the session.
-        let slot = match &c.slots {
-            Some(slots) => tokio::select! {
-                biased;
-                () = c.stop.cancelled() => return,
-                slot = slots.take() => Some(slot),
-            },
-            None => None,
-        };
-        let received = Received {
-            queue: c.queue.clone(),
-            source: c.source,
-            delivery,
-        };
-        let executor = c.executor.clone();
-        c.tracker.spawn(async move {
-            execute::execute(executor, received).await;
-            drop(slot);
-        });
-    };
-    let _ = c.ended.send((c.queue, reason)).await;
 }
