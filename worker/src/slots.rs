@@ -12,11 +12,13 @@
 //! worker for a permit while another worker of the pool has room: the
 //! broker hands a queue's messages to whichever consumer has prefetch room,
 //! and a delivery waiting here is room it cannot see. With one queue the
-//! prefetch is `concurrency`, exactly as before (nothing ever waits for a
-//! permit). With `n` queues each consumer gets `ceil(2 * concurrency / n)`
-//! (at most `concurrency`): two queues can each fill the worker alone, and
-//! whatever `n`, the deliveries held beyond those running are at most
-//! `concurrency + n - 1`.
+//! prefetch is `concurrency`, exactly as before (a delivery waits for a
+//! permit only while the task before it, already acked, ends). With `n`
+//! queues each consumer gets `ceil(2 * concurrency / n)` (at most
+//! `concurrency`): two queues can each fill the worker alone, the queues
+//! together always can, and whatever `n` the deliveries held beyond those
+//! running are at most `concurrency + n - 1` (given back unstarted when the
+//! worker stops: see `forward`).
 
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -30,7 +32,9 @@ pub(crate) fn task_prefetch(concurrency: u16, queues: usize) -> u16 {
     u16::try_from(share).unwrap_or(u16::MAX)
 }
 
-/// The suspect queues' per-consumer prefetch: a suspect runs alone anyway.
+/// The suspect queue's prefetch for a worker of one queue: a suspect runs
+/// alone (a worker of several queues fetches them one at a time instead:
+/// see `suspects`).
 pub(crate) const SUSPECT_PREFETCH: u16 = 1;
 
 /// The worker's `concurrency` execution permits, shared by the consumers
