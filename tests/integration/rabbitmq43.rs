@@ -294,7 +294,8 @@ async fn a_worker_of_several_queues_holds_one_suspect_at_a_time() {
     let _s = env.scheduler(env.scheduler_config());
     let mut registry = Registry::with_builtins();
     add_gated(&mut registry, "hold", &log, "two", Some(&gate));
-    let (_stop, _join) = env.stoppable_worker(registry, &["a", "b"], 2, "two", |_| {});
+    let config = env.worker_config(&["a", "b"], 2, "two");
+    let (_stop, _join) = env.stoppable_worker(registry, config);
     let waiter = tokio::spawn({
         let c = env.client.clone();
         async move {
@@ -356,7 +357,8 @@ async fn a_stopping_worker_gives_back_unmarked_the_tasks_it_had_not_started() {
     add_gated(&mut registry, "hold", &log, "w", Some(&gate));
     // Concurrency 1 on two queues: each consumer prefetches 1, so one task
     // runs and the other waits in the worker for the slot.
-    let (stop, join) = env.stoppable_worker(registry.clone(), &["a", "b"], 1, "first", |_| {});
+    let config = env.worker_config(&["a", "b"], 1, "first");
+    let (stop, join) = env.stoppable_worker(registry.clone(), config);
     let waiter = tokio::spawn({
         let c = env.client.clone();
         async move {
@@ -395,8 +397,9 @@ async fn a_stopping_worker_gives_back_unmarked_the_tasks_it_had_not_started() {
     assert_eq!(log.lines().len(), 1, "the given-back task has not run");
     // A worker that fails every redelivered task at once: the given-back
     // task is not one.
-    let (_stop, _join) =
-        env.stoppable_worker(registry, &["a", "b"], 2, "second", |c| c.max_deliveries = 1);
+    let mut config = env.worker_config(&["a", "b"], 2, "second");
+    config.max_deliveries = 1;
+    let (_stop, _join) = env.stoppable_worker(registry, config);
     gate.add_permits(10);
     let report = waiter.await.unwrap().unwrap();
     assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
