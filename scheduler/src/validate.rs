@@ -36,6 +36,10 @@ impl Default for Limits {
 pub const MAX_ID_LEN: usize = 128;
 /// Most attempts a retry policy may ask for.
 pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest `timeout_ms`, `retry.backoff_ms`, `retry.max_backoff_ms` and
+/// `duration_hint_ms` (30 days): due times and critical-path weights stay
+/// far from overflowing, and a value past it is a mistake, not a plan.
+pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// A request that passed validation, with its DAG as indexes.
 #[derive(Debug, Clone)]
@@ -288,11 +292,45 @@ fn check(
                 ),
             ));
         }
-        if t.timeout_ms == Some(0) {
+        if let Some(r) = t.retry {
+            for (field, value) in [
+                ("backoff_ms", r.backoff_ms),
+                ("max_backoff_ms", r.max_backoff_ms),
+            ] {
+                if value > MAX_DURATION_MS {
+                    errors.push(problem(
+                        "invalid_backoff",
+                        id,
+                        format!(
+                            "task `{}`: retry.{field} must be 0..={MAX_DURATION_MS}, not {value}",
+                            t.id
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(timeout) = t.timeout_ms
+            && !(1..=MAX_DURATION_MS).contains(&timeout)
+        {
             errors.push(problem(
                 "invalid_timeout",
                 id,
-                format!("task `{}`: timeout_ms must be above 0", t.id),
+                format!(
+                    "task `{}`: timeout_ms must be 1..={MAX_DURATION_MS}, not {timeout}",
+                    t.id
+                ),
+            ));
+        }
+        if let Some(hint) = t.duration_hint_ms
+            && hint > MAX_DURATION_MS
+        {
+            errors.push(problem(
+                "invalid_duration_hint",
+                id,
+                format!(
+                    "task `{}`: duration_hint_ms must be 0..={MAX_DURATION_MS}, not {hint}",
+                    t.id
+                ),
             ));
         }
         if depth(&t.input) > limits.max_input_depth {
@@ -614,6 +652,27 @@ mod tests {
         check(
             json!({"name": "x"}),
             &[("invalid_request", "missing field `tasks`")],
+        );
+        // Durations: 2^63 would wrap a due time negative; 30 days is the
+        // most any of them may say.
+        let day_30 = MAX_DURATION_MS;
+        check(
+            json!({"tasks": [
+                {"id": "a", "type": "echo", "timeout_ms": 9_223_372_036_854_775_808u64},
+                {"id": "b", "type": "echo", "retry": {"backoff_ms": day_30 + 1, "max_backoff_ms": u64::MAX}},
+                {"id": "c", "type": "echo", "duration_hint_ms": day_30 + 1},
+                {"id": "d", "type": "echo", "timeout_ms": day_30, "duration_hint_ms": day_30,
+                 "retry": {"backoff_ms": day_30, "max_backoff_ms": 0}}
+            ]}),
+            &[
+                ("invalid_timeout", "not 9223372036854775808"),
+                (
+                    "invalid_backoff",
+                    "retry.backoff_ms must be 0..=2592000000, not 2592000001",
+                ),
+                ("invalid_backoff", "retry.max_backoff_ms"),
+                ("invalid_duration_hint", "not 2592000001"),
+            ],
         );
 
         let limits = Limits {

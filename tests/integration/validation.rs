@@ -36,6 +36,9 @@ async fn each_validation_error_is_answered_and_recorded() {
         ("priority", json!({"id": "v-prio", "priority": 10, "tasks": [echo("a")]}).to_string().into_bytes(), "priority_out_of_range", "10"),
         ("too-many", json!({"id": "v-many", "tasks": (0..51).map(|i| echo(&format!("t{i}"))).collect::<Vec<_>>()}).to_string().into_bytes(), "too_many_tasks", "51 tasks; the limit is 50"),
         ("too-deep", json!({"id": "v-deep", "tasks": [{"id": "a", "type": "echo", "input": deep(20)}]}).to_string().into_bytes(), "input_too_deep", "deeper than 16"),
+        ("timeout", json!({"id": "v-timeout", "tasks": [{"id": "a", "type": "echo", "timeout_ms": 1u64 << 63}]}).to_string().into_bytes(), "invalid_timeout", "not 9223372036854775808"),
+        ("backoff", json!({"id": "v-backoff", "tasks": [{"id": "a", "type": "echo", "retry": {"max_attempts": 3, "max_backoff_ms": u64::MAX}}]}).to_string().into_bytes(), "invalid_backoff", "retry.max_backoff_ms"),
+        ("hint", json!({"id": "v-hint", "tasks": [{"id": "a", "type": "echo", "duration_hint_ms": 2_592_000_001u64}]}).to_string().into_bytes(), "invalid_duration_hint", "not 2592000001"),
         ("too-big", json!({"id": "v-big", "tasks": [{"id": "a", "type": "echo", "input": "x".repeat(70 * 1024)}]}).to_string().into_bytes(), "body_too_large", "limit is 65536 bytes"),
     ];
     for (label, body, code, fragment) in &cases {
