@@ -65,11 +65,68 @@ pub struct Rejected {
     pub errors: Vec<Rejection>,
 }
 
+/// Most problems one rejection lists; past it a last `too_many_errors`
+/// entry says how many more there were.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+/// Longest message of one problem, and longest task id echoed back: a
+/// request's own (possibly huge) strings are shortened in what is answered.
+pub const MAX_ECHO_CHARS: usize = 300;
+
+/// `s` cut to `max` characters, with `…` and its full length when cut.
+fn shortened(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((end, _)) => format!("{}… ({} bytes)", &s[..end], s.len()),
+    }
+}
+
 fn problem(code: &str, task: Option<&str>, message: impl Into<String>) -> Rejection {
     Rejection {
         code: code.to_owned(),
-        message: message.into(),
-        task: task.map(str::to_owned),
+        message: shortened(&message.into(), MAX_ECHO_CHARS),
+        task: task.map(|t| shortened(t, MAX_ID_LEN)),
+    }
+}
+
+/// The problems found so far, at most [`MAX_REPORTED_ERRORS`] kept: a
+/// hostile request with thousands of faults costs a bounded answer.
+struct Problems {
+    list: Vec<Rejection>,
+    more: usize,
+}
+
+impl Problems {
+    fn new() -> Problems {
+        Problems {
+            list: Vec::new(),
+            more: 0,
+        }
+    }
+
+    fn push(&mut self, p: Rejection) {
+        if self.list.len() < MAX_REPORTED_ERRORS {
+            self.list.push(p);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn into_vec(mut self) -> Vec<Rejection> {
+        if self.more > 0 {
+            self.list.push(problem(
+                "too_many_errors",
+                None,
+                format!(
+                    "{} more problems not listed (at most {MAX_REPORTED_ERRORS} are)",
+                    self.more
+                ),
+            ));
+        }
+        self.list
     }
 }
 
@@ -187,7 +244,7 @@ fn check(
     limits: &Limits,
     fallback_id: impl FnOnce(Option<&str>) -> String,
 ) -> Result<ValidWorkflow, Rejected> {
-    let mut errors = Vec::new();
+    let mut errors = Problems::new();
     let requested_id = request.id.as_deref().or(message_id);
     if let Some(id) = requested_id
         && !valid_workflow_id(id)
@@ -223,10 +280,10 @@ fn check(
             ),
         ));
     }
-    let reject = |errors, request: WorkflowRequest| Rejected {
+    let reject = |errors: Problems, request: WorkflowRequest| Rejected {
         id: id.clone(),
         name: request.name,
-        errors,
+        errors: errors.into_vec(),
     };
     if request.tasks.is_empty() {
         errors.push(problem("no_tasks", None, "workflow has no tasks"));
@@ -621,6 +678,43 @@ mod tests {
             {"id": "c", "type": "echo", "depends_on": ["b"], "input": "${a.output}"}
         ]}))
         .unwrap();
+    }
+
+    #[test]
+    fn a_request_with_thousands_of_faults_gets_a_bounded_answer() {
+        let long = "x".repeat(4096);
+        let body = json!({"tasks": [
+            {"id": long, "type": "echo", "depends_on": vec!["a"; 5000]},
+            {"id": "a", "type": "echo"}
+        ]});
+        let limits = Limits::default();
+        let r = validate(body.to_string().as_bytes(), None, &limits, || "g".into()).unwrap_err();
+        assert_eq!(r.errors.len(), MAX_REPORTED_ERRORS + 1);
+        let last = r.errors.last().unwrap();
+        assert_eq!(last.code, "too_many_errors");
+        // 1 invalid id, 1 first use of `a`, 4,999 duplicates: 5,000 problems.
+        assert!(
+            last.message
+                .starts_with(&format!("{} more", 5_000 - MAX_REPORTED_ERRORS)),
+            "{}",
+            last.message
+        );
+        for e in &r.errors {
+            assert!(
+                e.message.chars().count() < MAX_ECHO_CHARS + 40,
+                "{}",
+                e.message
+            );
+            if let Some(t) = &e.task {
+                assert!(t.chars().count() < MAX_ID_LEN + 40, "{t}");
+            }
+        }
+        assert_eq!(r.errors[0].code, "invalid_task_id");
+        assert!(
+            r.errors[0].message.contains("… (4"),
+            "{}",
+            r.errors[0].message
+        );
     }
 
     #[test]
