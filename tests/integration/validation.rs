@@ -150,7 +150,20 @@ async fn hostile_requests_are_refused_within_the_default_limits() {
         "[".repeat(10_000),
         "]".repeat(10_000)
     );
+    // Issue 15's first bomb: an invalid 4 KiB id listing `a` 200,000 times.
+    let faults = json!({"tasks": [
+        {"id": "x".repeat(4096), "type": "echo", "depends_on": vec!["a"; 200_000]},
+        {"id": "a", "type": "echo"}
+    ]})
+    .to_string()
+    .into_bytes();
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "200,000 faults echoing a 4 KiB id",
+            faults,
+            "invalid_task_id",
+            "… (4165 bytes)",
+        ),
         (
             "a million tasks",
             tasks(1_000_000),
@@ -190,6 +203,11 @@ async fn hostile_requests_are_refused_within_the_default_limits() {
             .unwrap();
         assert_eq!(report.status, WorkflowStatus::Rejected, "{label}");
         assert_eq!(report.errors[0].code, code, "{label}");
+        assert!(
+            report.errors.len() <= 101,
+            "{label}: {}",
+            report.errors.len()
+        );
         assert!(
             report.errors[0].message.contains(fragment),
             "{label}: {}",
