@@ -149,6 +149,11 @@ pub struct ControlRequest {
     /// Required by `status` and `cancel`.
     #[serde(default)]
     pub workflow_id: String,
+    /// `status` only: answer with this one task of the workflow, its
+    /// output in full (as `tasks`, the only entry), instead of the whole
+    /// report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
 }
 
 /// What a worker announces about itself, every `interval_ms`, on
@@ -387,6 +392,19 @@ impl WorkflowStatus {
             WorkflowStatus::NotFound => "not_found",
         }
     }
+
+    /// The status a word of [`WorkflowStatus::as_str`] names.
+    pub fn parse(s: &str) -> Option<WorkflowStatus> {
+        Some(match s {
+            "running" => WorkflowStatus::Running,
+            "succeeded" => WorkflowStatus::Succeeded,
+            "failed" => WorkflowStatus::Failed,
+            "rejected" => WorkflowStatus::Rejected,
+            "cancelled" => WorkflowStatus::Cancelled,
+            "not_found" => WorkflowStatus::NotFound,
+            _ => return None,
+        })
+    }
 }
 
 /// A task's state, as reported.
@@ -478,6 +496,12 @@ pub struct TaskReport {
     /// The output of its successful attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// Set, to the output's size in bytes of JSON, when the output was left
+    /// out of this report to keep the report under the scheduler's
+    /// `max_report_bytes`; read it alone with a `status` request naming
+    /// the task (`task_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_elided: Option<u64>,
     /// Why its last attempt failed (none once it succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
@@ -504,9 +528,15 @@ pub struct WorkflowReport {
     pub name: Option<String>,
     /// Where it stands.
     pub status: WorkflowStatus,
-    /// Every task, by id.
+    /// Every task, by id (but those counted in `tasks_elided`).
     #[serde(default)]
     pub tasks: BTreeMap<String, TaskReport>,
+    /// Tasks left out of `tasks` to keep the report under the scheduler's
+    /// `max_report_bytes`, even with every output elided (a workflow of
+    /// very many tasks); each can be read alone with a `status` request
+    /// naming it. Absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tasks_elided: u32,
     /// For `rejected`: every validation problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Rejection>,
@@ -569,12 +599,17 @@ impl WorkflowReport {
             name: None,
             status: WorkflowStatus::NotFound,
             tasks: BTreeMap::new(),
+            tasks_elided: 0,
             errors: Vec::new(),
             error: None,
             created_at: None,
             finished_at: None,
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
@@ -613,6 +648,7 @@ mod tests {
                 state: TaskState::Retrying,
                 attempts: 2,
                 output: None,
+                output_elided: None,
                 error: Some(TaskError {
                     message: "boom".into(),
                     retryable: true,

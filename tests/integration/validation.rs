@@ -18,6 +18,7 @@ async fn each_validation_error_is_answered_and_recorded() {
         max_body_bytes: 64 * 1024,
         max_tasks: 50,
         max_input_depth: 16,
+        ..Limits::default()
     };
     let s = env.scheduler(config);
     env.builtin_worker("w");

@@ -20,6 +20,9 @@ pub struct Limits {
     pub max_tasks: usize,
     /// Deepest nesting of arrays and objects in any input (default 32).
     pub max_input_depth: usize,
+    /// Most problems one rejection lists (default 100); past it a last
+    /// `too_many_errors` entry says how many more there were.
+    pub max_reported_errors: usize,
 }
 
 impl Default for Limits {
@@ -28,6 +31,7 @@ impl Default for Limits {
             max_body_bytes: 16 * 1024 * 1024,
             max_tasks: 100_000,
             max_input_depth: 32,
+            max_reported_errors: MAX_REPORTED_ERRORS,
         }
     }
 }
@@ -65,15 +69,17 @@ pub struct Rejected {
     pub errors: Vec<Rejection>,
 }
 
-/// Most problems one rejection lists; past it a last `too_many_errors`
-/// entry says how many more there were.
+/// Longest workflow `name` (characters): it is echoed in every report and
+/// progress event.
+pub const MAX_NAME_CHARS: usize = 256;
+/// The default of [`Limits::max_reported_errors`].
 pub const MAX_REPORTED_ERRORS: usize = 100;
 /// Longest message of one problem, and longest task id echoed back: a
 /// request's own (possibly huge) strings are shortened in what is answered.
 pub const MAX_ECHO_CHARS: usize = 300;
 
 /// `s` cut to `max` characters, with `…` and its full length when cut.
-fn shortened(s: &str, max: usize) -> String {
+pub fn shortened(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         None => s.to_owned(),
         Some((end, _)) => format!("{}… ({} bytes)", &s[..end], s.len()),
@@ -88,23 +94,25 @@ fn problem(code: &str, task: Option<&str>, message: impl Into<String>) -> Reject
     }
 }
 
-/// The problems found so far, at most [`MAX_REPORTED_ERRORS`] kept: a
-/// hostile request with thousands of faults costs a bounded answer.
+/// The problems found so far, at most `max` kept: a hostile request with
+/// thousands of faults costs a bounded answer.
 struct Problems {
     list: Vec<Rejection>,
     more: usize,
+    max: usize,
 }
 
 impl Problems {
-    fn new() -> Problems {
+    fn new(max: usize) -> Problems {
         Problems {
             list: Vec::new(),
             more: 0,
+            max: max.max(1),
         }
     }
 
     fn push(&mut self, p: Rejection) {
-        if self.list.len() < MAX_REPORTED_ERRORS {
+        if self.list.len() < self.max {
             self.list.push(p);
         } else {
             self.more += 1;
@@ -121,8 +129,8 @@ impl Problems {
                 "too_many_errors",
                 None,
                 format!(
-                    "{} more problems not listed (at most {MAX_REPORTED_ERRORS} are)",
-                    self.more
+                    "{} more problems not listed (at most {} are)",
+                    self.more, self.max
                 ),
             ));
         }
@@ -244,7 +252,7 @@ fn check(
     limits: &Limits,
     fallback_id: impl FnOnce(Option<&str>) -> String,
 ) -> Result<ValidWorkflow, Rejected> {
-    let mut errors = Problems::new();
+    let mut errors = Problems::new(limits.max_reported_errors);
     let requested_id = request.id.as_deref().or(message_id);
     if let Some(id) = requested_id
         && !valid_workflow_id(id)
@@ -280,9 +288,21 @@ fn check(
             ),
         ));
     }
+    if let Some(name) = &request.name
+        && name.chars().count() > MAX_NAME_CHARS
+    {
+        errors.push(problem(
+            "invalid_name",
+            None,
+            format!(
+                "name is {} characters; at most {MAX_NAME_CHARS}",
+                name.chars().count()
+            ),
+        ));
+    }
     let reject = |errors: Problems, request: WorkflowRequest| Rejected {
         id: id.clone(),
-        name: request.name,
+        name: request.name.map(|n| shortened(&n, MAX_NAME_CHARS)),
         errors: errors.into_vec(),
     };
     if request.tasks.is_empty() {
@@ -328,6 +348,16 @@ fn check(
                 "missing_type",
                 id,
                 format!("task `{}` has an empty type", t.id),
+            ));
+        } else if t.kind.chars().count() > MAX_ID_LEN {
+            errors.push(problem(
+                "invalid_type",
+                id,
+                format!(
+                    "type of task `{}` is {} characters; at most {MAX_ID_LEN}",
+                    t.id,
+                    t.kind.chars().count()
+                ),
             ));
         }
         if !valid_queue(&t.queue) {

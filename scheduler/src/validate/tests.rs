@@ -9,6 +9,7 @@ fn run(body: Value) -> Result<ValidWorkflow, Rejected> {
         max_body_bytes: 4096,
         max_tasks: 5,
         max_input_depth: 4,
+        ..Limits::default()
     };
     validate(body.to_string().as_bytes(), None, &limits, || {
         "generated".into()
@@ -67,6 +68,19 @@ fn reports_every_problem_at_once() {
             ("invalid_queue", "bad queue"),
             ("invalid_retry", "max_attempts"),
             ("invalid_timeout", "timeout_ms"),
+        ],
+    );
+}
+
+#[test]
+fn bounds_the_type_and_the_name() {
+    check(
+        json!({"name": "n".repeat(300), "tasks": [
+            {"id": "a", "type": "t".repeat(129)}
+        ]}),
+        &[
+            ("invalid_name", "300 characters"),
+            ("invalid_type", "129 characters"),
         ],
     );
 }
