@@ -29,6 +29,7 @@ pub fn report_of_request(request: &Value) -> anyhow::Result<WorkflowReport> {
                 attempts: 0,
                 depends_on: t.depends_on,
                 output: None,
+                output_elided: None,
                 error: None,
                 worker: None,
                 started_at: None,

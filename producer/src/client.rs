@@ -343,6 +343,25 @@ impl Client {
         let body = serde_json::to_vec(&ControlRequest {
             control: ControlKind::Status,
             workflow_id: id.to_owned(),
+            task_id: None,
+        })
+        .expect("wire types always serialise");
+        self.ask(id, &body, timeout, false).await
+    }
+
+    /// Asks for one task of a workflow: a report whose `tasks` holds only
+    /// that task, its output in full even where the whole report elides
+    /// it (`output_elided`).
+    pub async fn task_status(
+        &self,
+        id: &str,
+        task_id: &str,
+        timeout: Duration,
+    ) -> Result<WorkflowReport, ClientError> {
+        let body = serde_json::to_vec(&ControlRequest {
+            control: ControlKind::Status,
+            workflow_id: id.to_owned(),
+            task_id: Some(task_id.to_owned()),
         })
         .expect("wire types always serialise");
         self.ask(id, &body, timeout, false).await
@@ -356,6 +375,7 @@ impl Client {
         let body = serde_json::to_vec(&ControlRequest {
             control: ControlKind::Cancel,
             workflow_id: id.to_owned(),
+            task_id: None,
         })
         .expect("wire types always serialise");
         self.ask(id, &body, timeout, false).await
@@ -367,6 +387,7 @@ impl Client {
         let body = serde_json::to_vec(&ControlRequest {
             control: ControlKind::Workers,
             workflow_id: String::new(),
+            task_id: None,
         })
         .expect("wire types always serialise");
         self.ask("workers", &body, timeout, false).await

@@ -1,6 +1,7 @@
 //! The scheduler's typed settings. Binaries fill them from flags and env;
 //! the library never reads the environment.
 
+pub use crate::bounds::Bounds;
 use crate::{store::StoreLocation, validate::Limits};
 use std::path::PathBuf;
 use warren_shared::AmqpConfig;
@@ -39,6 +40,8 @@ pub struct SchedulerConfig {
     /// Most tasks of a type (`kind`) running at once across all workers,
     /// as `(type, limit)` pairs; types not listed have no limit.
     pub type_limits: Vec<(String, u32)>,
+    /// What the scheduler holds, builds and publishes at most.
+    pub bounds: Bounds,
 }
 
 impl Default for SchedulerConfig {
@@ -55,6 +58,7 @@ impl Default for SchedulerConfig {
             http_addr: None,
             dispatch_order: crate::engine::DispatchOrder::CriticalPath,
             type_limits: Vec::new(),
+            bounds: Bounds::default(),
         }
     }
 }

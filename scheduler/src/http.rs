@@ -6,13 +6,15 @@
 //! - `GET /api/workflows?status=S&limit=N&offset=K`: recent workflows,
 //!   newest first (limit 1..=500, default 50).
 //! - `GET /api/workflows/{id}`: a workflow's report (running workflows
-//!   from the scheduler's memory, ended ones from the store).
+//!   from the scheduler's memory, within [`REPORT_BOUNDS`]; ended ones
+//!   as stored, within the report limit).
+//! - `GET /api/workflows/{id}/tasks/{task}`: one task, its output in full.
 //! - `GET /api/workers`: the worker registry.
 //! - `GET /` and `GET /workflows/{id}`: the web page (see `page.html`).
 
 use crate::{
     batch::RunningWorkflow,
-    engine::TypeUsage,
+    engine::{ReportBounds, TypeUsage},
     histogram::Histogram,
     metrics::Metrics,
     store::{Partitions, Store, StoreError},
@@ -25,21 +27,42 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::get,
 };
+use serde_json::Value;
 use std::{fmt::Write, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use warren_shared::wire::{WorkflowReport, WorkflowSummary};
+use warren_shared::wire::{TaskReport, WorkflowReport, WorkflowSummary};
 
 /// How long a request waits for the scheduler's loop or the store.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
+/// A running workflow's report as the endpoint serves it: at most 1 MiB
+/// and 1,000 tasks (the rest counted in `tasks_elided`, large outputs in
+/// `output_elided`; read one task in full at
+/// `/api/workflows/{id}/tasks/{task}`). The loop builds it, so it is kept
+/// small: a page polling every second, or a client asking in a loop, costs
+/// the loop a bounded piece of work per request, after its deliveries.
+pub const REPORT_BOUNDS: ReportBounds = ReportBounds {
+    max_bytes: 1024 * 1024,
+    max_tasks: 1_000,
+};
+
 /// A question for the scheduler's loop, which alone holds running
 /// workflows.
 pub enum Query {
-    /// The report of a running workflow; `None` when it is not running.
+    /// The report of a running workflow within [`REPORT_BOUNDS`]; `None`
+    /// when it is not running.
     Report {
         id: String,
         answer: oneshot::Sender<Option<WorkflowReport>>,
+    },
+    /// One task of a running workflow, its output in full: `None` when
+    /// the workflow is not running here, `Some(None)` when it has no such
+    /// task.
+    Task {
+        id: String,
+        task: String,
+        answer: oneshot::Sender<Option<Option<TaskReport>>>,
     },
 }
 
@@ -67,6 +90,7 @@ pub async fn serve(
         .route("/metrics", get(prometheus))
         .route("/api/workflows", get(list))
         .route("/api/workflows/{id}", get(workflow))
+        .route("/api/workflows/{id}/tasks/{task}", get(task))
         .route("/api/workers", get(list_workers))
         .with_state(sources);
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -182,10 +206,16 @@ async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -> Response 
                 // another scheduler (read as stored), or between a restart
                 // and its recovery.
                 None => match stored_running(&s.store, &id).await {
-                    Ok(Some(stored)) => match crate::engine::stored_report(stored) {
-                        Ok(Some(report)) => Json(report).into_response(),
-                        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
-                        Err(e) => store_error(e.into()),
+                    // Rebuilt off the loop's thread: O(tasks) of work.
+                    Ok(Some(stored)) => match tokio::task::spawn_blocking(move || {
+                        crate::engine::stored_report(stored, REPORT_BOUNDS)
+                    })
+                    .await
+                    {
+                        Ok(Ok(Some(report))) => Json(report).into_response(),
+                        Ok(Ok(None)) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
+                        Ok(Err(e)) => store_error(e.into()),
+                        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                     },
                     Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
                     Err(e) => store_error(e),
@@ -195,6 +225,67 @@ async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -> Response 
         },
         Err(e) => store_error(e),
     }
+}
+
+async fn task(State(s): State<Sources>, Path((id, task)): Path<(String, String)>) -> Response {
+    let (answer, answered) = oneshot::channel();
+    let running = async {
+        if !s.store.partitioned().is_none_or(Partitions::is_leading) {
+            return None; // a standby's loop is not running: read the store
+        }
+        s.queries
+            .send(Query::Task {
+                id: id.clone(),
+                task: task.clone(),
+                answer,
+            })
+            .await
+            .ok()?;
+        answered.await.ok()?
+    };
+    match tokio::time::timeout(ANSWER_WITHIN, running).await {
+        Ok(Some(Some(report))) => return Json(report).into_response(),
+        Ok(Some(None)) => return no_task(&id, &task),
+        Ok(None) => {}
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the scheduler is not answering (no broker session?)",
+            );
+        }
+    }
+    // Ended, or running under another scheduler: its stored row.
+    match s.store.lookup(vec![id.clone()]).await {
+        Ok(found) if found.first().is_some_and(Option::is_some) => {}
+        Ok(_) => return error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
+        Err(e) => return store_error(e),
+    }
+    match s.store.task_row(&id, &task).await {
+        Ok(Some(row)) => match row.output.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Err(e)) => store_error(StoreError::Corrupt(format!("output of {task}: {e}"))),
+            output => Json(TaskReport {
+                state: row.state,
+                attempts: row.attempt,
+                depends_on: Vec::new(),
+                output: output.and_then(Result::ok),
+                output_elided: None,
+                error: row.error,
+                worker: row.worker,
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+            })
+            .into_response(),
+        },
+        Ok(None) => no_task(&id, &task),
+        Err(e) => store_error(e),
+    }
+}
+
+fn no_task(id: &str, task: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("workflow {id} has no task {task}"),
+    )
 }
 
 /// A running workflow another scheduler owns, as stored; `None` on SQLite,

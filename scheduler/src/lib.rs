@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - `config`: [`SchedulerConfig`], the typed settings (binaries parse flags).
+//! - `bounds`: what the scheduler builds, holds and publishes at most.
 //! - `validate`: every check of a request, all problems reported at once.
 //! - `template`: `${task.output.path}` / `${workflow.input.path}`.
 //! - `engine`: the I/O-free state machine ([`engine::Engine`]).
@@ -22,6 +23,7 @@
 //! - `workers`: the workers heard from in heartbeats.
 
 pub mod batch;
+pub mod bounds;
 pub mod config;
 pub mod engine;
 pub mod histogram;

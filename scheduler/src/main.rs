@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use warren_scheduler::{
-    Scheduler, SchedulerConfig, engine::TypeLimits, store::StoreLocation, validate::Limits,
+    Scheduler, SchedulerConfig, bounds::Bounds, engine::TypeLimits, store::StoreLocation,
+    validate::Limits,
 };
 use warren_shared::cli::BrokerArgs;
 
@@ -40,6 +41,38 @@ struct Args {
     /// Deepest nesting of any input.
     #[arg(long, env = "WARREN_MAX_INPUT_DEPTH", default_value_t = Limits::default().max_input_depth)]
     max_input_depth: usize,
+    /// Most problems one rejection lists.
+    #[arg(long, env = "WARREN_MAX_REPORTED_ERRORS", default_value_t = Limits::default().max_reported_errors)]
+    max_reported_errors: usize,
+    /// Largest resolved input of a task, in bytes of JSON; past it the task
+    /// fails for good.
+    #[arg(long, env = "WARREN_MAX_TASK_INPUT_BYTES", default_value_t = Bounds::default().max_task_input_bytes)]
+    max_task_input_bytes: usize,
+    /// Largest report, in bytes; past it the largest outputs (then tasks)
+    /// are left out, each readable alone.
+    #[arg(long, env = "WARREN_MAX_REPORT_BYTES", default_value_t = Bounds::default().max_report_bytes)]
+    max_report_bytes: usize,
+    /// Largest result message read, in bytes; a larger one is
+    /// dead-lettered. Keep it at least the workers' WARREN_MAX_RESULT_BYTES.
+    #[arg(long, env = "WARREN_MAX_RESULT_BYTES", default_value_t = Bounds::default().max_result_bytes)]
+    max_result_bytes: usize,
+    /// Most distinct task queues used by running workflows at once.
+    #[arg(long, env = "WARREN_MAX_QUEUES", default_value_t = Bounds::default().max_queues)]
+    max_queues: usize,
+    /// Most tasks of running workflows held in memory; past it new
+    /// submissions wait in the broker's queue.
+    #[arg(long, env = "WARREN_MAX_ACTIVE_TASKS", default_value_t = Bounds::default().max_active_tasks)]
+    max_active_tasks: usize,
+    /// Most bytes (request bodies and outputs) of running workflows held in
+    /// memory; past it new submissions wait in the broker's queue.
+    #[arg(long, env = "WARREN_MAX_ACTIVE_BYTES", default_value_t = Bounds::default().max_active_bytes)]
+    max_active_bytes: usize,
+    /// Most bytes of deliveries taken into one batch.
+    #[arg(long, env = "WARREN_MAX_BATCH_BYTES", default_value_t = Bounds::default().max_batch_bytes)]
+    max_batch_bytes: usize,
+    /// Largest message published; set it to the broker's max_message_size.
+    #[arg(long, env = "WARREN_MAX_MESSAGE_BYTES", default_value_t = Bounds::default().max_message_bytes)]
+    max_message_bytes: usize,
     /// Address of the HTTP endpoint (/healthz, /metrics, /api/..., the web
     /// page), e.g. 127.0.0.1:8080; none by default.
     #[arg(long, env = "WARREN_HTTP_ADDR")]
@@ -75,6 +108,17 @@ async fn main() -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             max_tasks: args.max_tasks,
             max_input_depth: args.max_input_depth,
+            max_reported_errors: args.max_reported_errors,
+        },
+        bounds: Bounds {
+            max_task_input_bytes: args.max_task_input_bytes,
+            max_report_bytes: args.max_report_bytes,
+            max_result_bytes: args.max_result_bytes,
+            max_queues: args.max_queues,
+            max_active_tasks: args.max_active_tasks,
+            max_active_bytes: args.max_active_bytes,
+            max_batch_bytes: args.max_batch_bytes,
+            max_message_bytes: args.max_message_bytes,
         },
         dispatch_window: args.dispatch_window,
         lease_grace: std::time::Duration::from_millis(args.lease_grace_ms),
@@ -86,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         type_limits: TypeLimits::parse(&args.type_limits)?,
         ..SchedulerConfig::default()
     };
+    config.bounds.check().map_err(anyhow::Error::msg)?;
     tracing::info!(amqp = ?config.amqp, store = %config.store, "Starting scheduler");
     let shutdown = warren_shared::shutdown::on_signal();
     Scheduler::new(config).run(shutdown).await?;

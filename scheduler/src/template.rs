@@ -108,42 +108,121 @@ pub fn has_templates(value: &Value) -> bool {
     }
 }
 
+/// Why an input could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// A template is malformed or names what does not exist.
+    Template(String),
+    /// The resolved input would be larger than the limit: at least
+    /// `bytes` bytes of JSON. Expansion stopped there.
+    TooLarge { bytes: usize },
+}
+
 /// Substitutes every template in `value`. `lookup` gives the workflow input
-/// or a task's output.
+/// or a task's output. The values substituted may add at most `max_bytes`
+/// bytes of JSON: past that, expansion stops with
+/// [`ResolveError::TooLarge`] before anything larger is built (one output
+/// referenced 200 times is measured, not copied 200 times).
 pub fn resolve<'a>(
     value: &Value,
     lookup: &dyn Fn(&Source) -> Option<&'a Value>,
-) -> Result<Value, String> {
+    max_bytes: usize,
+) -> Result<Value, ResolveError> {
+    let mut budget = Budget {
+        left: max_bytes,
+        used: 0,
+    };
+    resolve_within(value, lookup, &mut budget)
+}
+
+/// Bytes of JSON substituted so far, and how many more may be.
+struct Budget {
+    left: usize,
+    used: usize,
+}
+
+impl Budget {
+    /// Takes `v`'s JSON size from the budget; too large when it does not
+    /// fit.
+    fn take(&mut self, v: &Value) -> Result<(), ResolveError> {
+        match json_len_within(v, self.left) {
+            Some(n) => {
+                self.left -= n;
+                self.used += n;
+                Ok(())
+            }
+            None => Err(ResolveError::TooLarge {
+                bytes: self.used + self.left + 1,
+            }),
+        }
+    }
+}
+
+fn resolve_within<'a>(
+    value: &Value,
+    lookup: &dyn Fn(&Source) -> Option<&'a Value>,
+    budget: &mut Budget,
+) -> Result<Value, ResolveError> {
     match value {
         Value::String(s) if s.contains("${") => {
-            let pieces = split(s)?;
+            let pieces = split(s).map_err(ResolveError::Template)?;
             if let [Piece::Ref(r)] = pieces.as_slice() {
-                return fetch(r, lookup).cloned();
+                let v = fetch(r, lookup).map_err(ResolveError::Template)?;
+                budget.take(v)?;
+                return Ok(v.clone());
             }
             let mut text = String::with_capacity(s.len());
             for piece in &pieces {
                 match piece {
                     Piece::Text(t) => text.push_str(t),
-                    Piece::Ref(r) => match fetch(r, lookup)? {
-                        Value::String(v) => text.push_str(v),
-                        other => text.push_str(&other.to_string()),
-                    },
+                    Piece::Ref(r) => {
+                        let v = fetch(r, lookup).map_err(ResolveError::Template)?;
+                        budget.take(v)?;
+                        match v {
+                            Value::String(v) => text.push_str(v),
+                            other => text.push_str(&other.to_string()),
+                        }
+                    }
                 }
             }
             Ok(Value::String(text))
         }
         Value::Array(items) => items
             .iter()
-            .map(|v| resolve(v, lookup))
+            .map(|v| resolve_within(v, lookup, budget))
             .collect::<Result<_, _>>()
             .map(Value::Array),
         Value::Object(map) => map
             .iter()
-            .map(|(k, v)| Ok((k.clone(), resolve(v, lookup)?)))
-            .collect::<Result<_, String>>()
+            .map(|(k, v)| Ok((k.clone(), resolve_within(v, lookup, budget)?)))
+            .collect::<Result<_, ResolveError>>()
             .map(Value::Object),
         other => Ok(other.clone()),
     }
+}
+
+/// The size of `v` as compact JSON, if it is at most `max` bytes; `None`
+/// (found after writing at most `max + 1` bytes' worth) when larger.
+pub fn json_len_within<T: serde::Serialize + ?Sized>(v: &T, max: usize) -> Option<usize> {
+    struct Count {
+        n: usize,
+        max: usize,
+    }
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.n += buf.len();
+            if self.n > self.max {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count { n: 0, max };
+    serde_json::to_writer(&mut count, v).ok()?;
+    Some(count.n)
 }
 
 fn fetch<'a>(r: &Ref, lookup: &dyn Fn(&Source) -> Option<&'a Value>) -> Result<&'a Value, String> {
@@ -184,11 +263,13 @@ mod tests {
                 Source::TaskOutput(_) => None,
             }
         };
-        let got = resolve(&input, &lookup);
+        let got = resolve(&input, &lookup, usize::MAX / 2);
         match expected {
             Ok(v) => assert_eq!(got.unwrap(), v, "input {input}"),
             Err(fragment) => {
-                let e = got.unwrap_err();
+                let Err(ResolveError::Template(e)) = got else {
+                    panic!("input {input}: expected a template error, got {got:?}");
+                };
                 assert!(
                     e.contains(fragment),
                     "input {input}: error `{e}` lacks `{fragment}`"
@@ -237,6 +318,38 @@ mod tests {
         check(json!("${create.input.x}"), Err("must have the form"));
         check(json!("${workflow.output}"), Err("only `workflow.input`"));
         check(json!("${create.output..x}"), Err("empty path segment"));
+    }
+
+    #[test]
+    fn stops_expanding_at_the_limit() {
+        let big = json!({"blob": "x".repeat(1000)});
+        let lookup = |s: &Source| -> Option<&Value> {
+            match s {
+                Source::WorkflowInput => Some(&big),
+                Source::TaskOutput(_) => None,
+            }
+        };
+        // 200 references of ~1 KB each: 200 KB resolved, over a 10 KB
+        // limit after about ten of them.
+        let input = Value::Array(vec![json!("${workflow.input}"); 200]);
+        match resolve(&input, &lookup, 10_000) {
+            Err(ResolveError::TooLarge { bytes }) => assert!(bytes > 10_000, "{bytes}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // The same in a longer string, and one reference that fits.
+        let text = json!(format!(
+            "a ${{workflow.input.blob}} b ${{workflow.input.blob}}"
+        ));
+        assert!(matches!(
+            resolve(&text, &lookup, 1500),
+            Err(ResolveError::TooLarge { .. })
+        ));
+        assert_eq!(
+            resolve(&json!("${workflow.input.blob}"), &lookup, 1002).unwrap(),
+            json!("x".repeat(1000))
+        );
+        assert_eq!(json_len_within(&json!("x".repeat(1000)), 1002), Some(1002));
+        assert_eq!(json_len_within(&json!("x".repeat(1000)), 1001), None);
     }
 
     #[test]

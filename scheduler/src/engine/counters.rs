@@ -36,6 +36,18 @@ pub struct Counters {
     pub results_ignored: AtomicU64,
     /// Messages dead-lettered.
     pub dead_lettered: AtomicU64,
+    /// Tasks failed because their resolved input passed the limit.
+    pub inputs_too_large: AtomicU64,
+    /// Reports sent with outputs or tasks left out to fit the limit.
+    pub reports_elided: AtomicU64,
+    /// Messages the broker refused for good (too large, or their queue
+    /// exists with other arguments): what they belonged to ended.
+    pub messages_refused: AtomicU64,
+    /// Gauge: tasks of the running workflows held in memory.
+    pub active_tasks: AtomicU64,
+    /// Gauge: bytes of the running workflows held in memory (request
+    /// bodies and outputs).
+    pub active_bytes: AtomicU64,
     /// From a task becoming ready to its dispatch (seconds).
     pub dispatch_latency: Histogram,
     /// An attempt's run time as its worker reports it (seconds).
@@ -51,5 +63,10 @@ impl Counters {
     /// Adds `n` to a counter.
     pub(super) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub(super) fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
     }
 }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     batch::Op,
-    template::{self, Source},
+    template::{self, ResolveError, Source},
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -107,6 +107,7 @@ impl Engine {
             return false; // skipped since it became ready
         }
         let spec = &wf.specs[i as usize];
+        let max = self.bounds.max_task_input_bytes;
         let input = if wf.templated[i as usize] {
             let (index, tasks, wf_input) = (&wf.index, &wf.tasks, &wf.input);
             let lookup = |s: &Source| -> Option<&Value> {
@@ -117,10 +118,18 @@ impl Engine {
                     }
                 }
             };
-            template::resolve(&spec.input, &lookup)
+            template::resolve(&spec.input, &lookup, max)
         } else {
             Ok(spec.input.clone())
         };
+        // What was substituted fits; the whole (with its literal parts)
+        // must too.
+        let input = input.and_then(|v| match template::json_len_within(&v, max) {
+            Some(_) => Ok(v),
+            None => Err(ResolveError::TooLarge {
+                bytes: template::json_len_within(&v, usize::MAX).unwrap_or(usize::MAX),
+            }),
+        });
         let t = &mut wf.tasks[i as usize];
         t.attempt += 1;
         t.due_at_ms = None;
@@ -130,8 +139,18 @@ impl Engine {
             Ok(v) => v,
             Err(e) => {
                 // The attempt never reaches a worker; the task fails for good.
+                let message = match e {
+                    ResolveError::Template(e) => format!("input template: {e}"),
+                    ResolveError::TooLarge { bytes } => {
+                        Counters::add(&self.counters.inputs_too_large, 1);
+                        format!(
+                            "the input of task `{}` resolves to {bytes} bytes or more, over the limit of {max} bytes (WARREN_MAX_TASK_INPUT_BYTES)",
+                            spec.id
+                        )
+                    }
+                };
                 let error = TaskError {
-                    message: format!("input template: {e}"),
+                    message,
                     retryable: false,
                 };
                 self.fail_attempt(id, i, error, now);

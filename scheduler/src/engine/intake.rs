@@ -48,6 +48,7 @@ impl Engine {
             name: r.name.clone(),
             status: WorkflowStatus::Rejected,
             tasks: BTreeMap::new(),
+            tasks_elided: 0,
             errors: r.errors,
             error: None,
             created_at: Some(now),
@@ -111,6 +112,7 @@ impl Engine {
             name: wf.name.clone(),
             status: WorkflowStatus::Running,
             tasks: BTreeMap::new(),
+            tasks_elided: 0,
             errors: Vec::new(),
             error: None,
             created_at: Some(now),
@@ -132,6 +134,7 @@ impl Engine {
             max_body_bytes: usize::MAX,
             max_tasks: usize::MAX,
             max_input_depth: usize::MAX,
+            max_reported_errors: validate::MAX_REPORTED_ERRORS,
         };
         let id = r.id.clone();
         let v = validate::validate(&r.definition, Some(&r.id), &unlimited, || id.clone()).map_err(

@@ -28,6 +28,8 @@
 //! `dispatch`, which uses `limits`, `emit`, `queue` and `workflow`;
 //! `limits` uses `queue`; `workflow`, `queue` and `counters` use none.
 
+#[cfg(test)]
+mod bounds_tests;
 mod counters;
 mod dispatch;
 mod emit;
@@ -43,8 +45,13 @@ pub use counters::Counters;
 pub use limits::{TypeLimitError, TypeLimits, TypeUsage};
 pub use queue::DispatchOrder;
 
+pub use workflow::ReportBounds;
+
 use self::{emit::to_json, queue::QueueState, workflow::Workflow};
-use crate::batch::{Op, OutMsg, RunningWorkflow, TypePlaceRow, Unreadable};
+use crate::{
+    batch::{Op, OutMsg, RunningWorkflow, TypePlaceRow, Unreadable},
+    bounds::Bounds,
+};
 use chrono::{DateTime, Utc};
 use std::{
     cmp::Reverse,
@@ -55,7 +62,7 @@ use std::{
 use warren_shared::{
     Topology,
     amqp::DEFAULT_NAMESPACE,
-    wire::{RetryPolicy, TaskError, TaskState, WorkflowReport, WorkflowStatus},
+    wire::{RetryPolicy, TaskError, TaskReport, TaskState, WorkflowReport, WorkflowStatus},
 };
 
 /// How an [`Engine`] is set up. An engine lives for one broker session;
@@ -90,6 +97,8 @@ pub struct EngineConfig {
     /// The partitions this scheduler owns; the first is where messages of
     /// no workflow are filed (default `[0]`).
     pub owned: Vec<u16>,
+    /// What the engine builds and holds at most.
+    pub bounds: Bounds,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +113,7 @@ impl Default for EngineConfig {
             type_limits: Vec::new(),
             partitions: 1,
             owned: vec![0],
+            bounds: Bounds::default(),
         }
     }
 }
@@ -158,11 +168,16 @@ pub struct Engine {
     /// The type places last written to the store: (type, partition,
     /// held, wanted).
     places_written: Vec<TypePlaceRow>,
+    /// What the engine builds and holds at most.
+    bounds: Bounds,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
 /// restoring it would (for one another scheduler owns).
-pub fn stored_report(r: RunningWorkflow) -> Result<Option<WorkflowReport>, Unreadable> {
+pub fn stored_report(
+    r: RunningWorkflow,
+    bounds: ReportBounds,
+) -> Result<Option<WorkflowReport>, Unreadable> {
     let id = r.id.clone();
     let config = EngineConfig {
         topology: Topology::new("report"),
@@ -172,8 +187,15 @@ pub fn stored_report(r: RunningWorkflow) -> Result<Option<WorkflowReport>, Unrea
     };
     let mut engine = Engine::new(config, Arc::default());
     engine.restore(r)?;
-    Ok(engine.report(&id))
+    Ok(engine.report_within(&id, bounds))
 }
+
+/// Longest error message kept for a task (characters): a worker's longer
+/// one is cut, saying how long it was. The workflow's one-line `error`
+/// quotes at most [`MAX_FAILURE_LINE_CHARS`] of it.
+pub const MAX_ERROR_CHARS: usize = 16 * 1024;
+/// Longest one-line `error` of a failed workflow (characters).
+pub const MAX_FAILURE_LINE_CHARS: usize = 1024;
 
 /// How often a running workflow that changed announces its progress.
 pub const PROGRESS_INTERVAL_MS: i64 = 1_000;
@@ -216,6 +238,7 @@ impl Engine {
             home: config.owned.first().copied().unwrap_or(0),
             owned: config.owned,
             places_written: Vec::new(),
+            bounds: config.bounds,
         }
     }
 
@@ -253,19 +276,54 @@ impl Engine {
         self.workflows.contains_key(id)
     }
 
-    /// The current report of a running workflow.
+    /// The current report of a running workflow, within the report limit.
     pub fn report(&self, id: &str) -> Option<WorkflowReport> {
         self.workflows
             .get(id)
-            .map(|w| w.report(WorkflowStatus::Running, None))
+            .map(|w| w.report(WorkflowStatus::Running, None, self.report_bounds()))
+    }
+
+    /// The current report of a running workflow within `bounds` (smaller
+    /// ones than a reply's, for the HTTP endpoint).
+    pub fn report_within(&self, id: &str, bounds: ReportBounds) -> Option<WorkflowReport> {
+        let max_bytes = bounds.max_bytes.min(self.bounds.max_report_bytes);
+        self.workflows.get(id).map(|w| {
+            w.report(
+                WorkflowStatus::Running,
+                None,
+                ReportBounds {
+                    max_bytes,
+                    ..bounds
+                },
+            )
+        })
+    }
+
+    /// Task `task` of a running workflow, its output in full: `None` when
+    /// the workflow is not running here, `Some(None)` when it has no such
+    /// task.
+    pub fn task_report(&self, id: &str, task: &str) -> Option<Option<TaskReport>> {
+        let w = self.workflows.get(id)?;
+        Some(w.index.get(task).map(|&i| w.task_report(i as usize, true)))
+    }
+
+    /// A reply's or an event's bounds: the report limit, every task.
+    fn report_bounds(&self) -> ReportBounds {
+        ReportBounds {
+            max_bytes: self.bounds.max_report_bytes,
+            max_tasks: usize::MAX,
+        }
     }
 
     /// A failed attempt: retried when allowed, else the task and the
     /// workflow fail.
-    fn fail_attempt(&mut self, id: &Arc<str>, i: u32, error: TaskError, now: DateTime<Utc>) {
+    fn fail_attempt(&mut self, id: &Arc<str>, i: u32, mut error: TaskError, now: DateTime<Utc>) {
         let Some(wf) = self.workflows.get_mut(id) else {
             return;
         };
+        if error.message.len() > MAX_ERROR_CHARS {
+            error.message = crate::validate::shortened(&error.message, MAX_ERROR_CHARS);
+        }
         let policy = wf.specs[i as usize].retry.unwrap_or_default();
         let t = &mut wf.tasks[i as usize];
         let retry = error.retryable && t.attempt < policy.max_attempts && wf.failure.is_none();
@@ -326,7 +384,10 @@ impl Engine {
             Counters::add(&self.counters.workflows_succeeded, 1);
             WorkflowStatus::Succeeded
         };
-        let report = wf.report(status, Some(now));
+        let report = wf.report(status, Some(now), self.report_bounds());
+        if report.tasks_elided > 0 || report.tasks.values().any(|t| t.output_elided.is_some()) {
+            Counters::add(&self.counters.reports_elided, 1);
+        }
         self.progress_dirty.remove(&wf.id);
         let body = to_json(&report);
         tracing::info!(workflow = %wf.id, status = status.as_str(), "Workflow finished");

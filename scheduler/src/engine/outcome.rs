@@ -66,7 +66,10 @@ impl Engine {
             ResultStatus::Succeeded => {
                 Counters::add(&self.counters.tasks_succeeded, 1);
                 t.state = TaskState::Succeeded;
-                t.output = Some(r.output.unwrap_or(Value::Null));
+                let output = r.output.unwrap_or(Value::Null);
+                t.output_bytes =
+                    crate::template::json_len_within(&output, usize::MAX).expect("no limit");
+                t.output = Some(output);
                 t.error = None;
                 wf.unfinished -= 1;
                 let row = wf.row(i);
@@ -136,7 +139,8 @@ impl Engine {
         if stopped > 0 {
             self.emit_cancel_notice(&id);
         }
-        let report = self.workflows[&id].report(WorkflowStatus::Cancelled, Some(now));
+        let report =
+            self.workflows[&id].report(WorkflowStatus::Cancelled, Some(now), self.report_bounds());
         self.maybe_finish(&id, now);
         Some(report)
     }

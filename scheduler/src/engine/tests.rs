@@ -13,7 +13,7 @@ use warren_shared::wire::{
     ControlNotice, ResultStatus, TaskMessage, TaskResult, TaskSpec, WorkflowProgress,
 };
 
-fn config(window: usize) -> EngineConfig {
+pub(super) fn config(window: usize) -> EngineConfig {
     EngineConfig {
         topology: Topology::new("t"),
         window,
@@ -24,18 +24,18 @@ fn config(window: usize) -> EngineConfig {
     }
 }
 
-fn engine(window: usize) -> Engine {
+pub(super) fn engine(window: usize) -> Engine {
     Engine::new(config(window), Arc::default())
 }
 
-fn submit(e: &mut Engine, body: Value) {
+pub(super) fn submit(e: &mut Engine, body: Value) {
     let bytes = body.to_string().into_bytes();
     let v = validate::validate(&bytes, None, &Limits::default(), || "gen".into()).unwrap();
     e.accept(v, Arc::from(bytes), None, Utc::now());
 }
 
 /// Dispatches and returns the task messages published, in order.
-fn dispatched(e: &mut Engine) -> Vec<TaskMessage> {
+pub(super) fn dispatched(e: &mut Engine) -> Vec<TaskMessage> {
     e.dispatch(Utc::now());
     let (_, out) = e.take_batch();
     out.iter()
@@ -44,7 +44,7 @@ fn dispatched(e: &mut Engine) -> Vec<TaskMessage> {
         .collect()
 }
 
-fn result(m: &TaskMessage, ok: bool, retryable: bool, output: Value) -> TaskResult {
+pub(super) fn result(m: &TaskMessage, ok: bool, retryable: bool, output: Value) -> TaskResult {
     TaskResult {
         workflow_id: m.workflow_id.clone(),
         task_id: m.task_id.clone(),
@@ -65,7 +65,7 @@ fn result(m: &TaskMessage, ok: bool, retryable: bool, output: Value) -> TaskResu
     }
 }
 
-fn final_report(e: &mut Engine) -> WorkflowReport {
+pub(super) fn final_report(e: &mut Engine) -> WorkflowReport {
     let (_, out) = e.take_batch();
     let ev = out
         .iter()

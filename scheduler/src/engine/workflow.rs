@@ -32,6 +32,9 @@ pub(super) struct TaskRt {
     /// When a retrying task is due (ms since the epoch).
     pub(super) due_at_ms: Option<i64>,
     pub(super) output: Option<Value>,
+    /// The output's size in bytes of JSON (0 without one): what it costs
+    /// a report and the memory budget.
+    pub(super) output_bytes: usize,
     pub(super) error: Option<TaskError>,
     pub(super) worker: Option<String>,
     pub(super) started_at: Option<DateTime<Utc>>,
@@ -46,6 +49,7 @@ impl TaskRt {
             attempt: 0,
             due_at_ms: None,
             output: None,
+            output_bytes: 0,
             error: None,
             worker: None,
             started_at: None,
@@ -76,6 +80,7 @@ impl TaskRt {
             state: row.state,
             attempt: row.attempt,
             due_at_ms: row.due_at_ms,
+            output_bytes: row.output.as_ref().map_or(0, String::len),
             output: row.output.map(|o| serde_json::from_str(&o)).transpose()?,
             error: row.error,
             worker: row.worker,
@@ -83,6 +88,18 @@ impl TaskRt {
             finished_at: row.finished_at,
         })
     }
+}
+
+/// How large a report may be: bytes of JSON, and tasks listed.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportBounds {
+    pub max_bytes: usize,
+    pub max_tasks: usize,
+}
+
+/// The size of `v` as compact JSON.
+fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    crate::template::json_len_within(v, usize::MAX).expect("no limit")
 }
 
 /// A running workflow. See the module docs.
@@ -124,42 +141,131 @@ pub(super) struct Workflow {
 }
 
 impl Workflow {
-    /// The workflow's report with every task, as of now.
+    /// The workflow's report as of now, within `bounds`: every task with
+    /// its output while that fits; else the largest outputs are left out
+    /// (`output_elided`), and if even that is too large (very many
+    /// tasks), tasks are left out too (`tasks_elided`), failed ones kept
+    /// first.
     pub(super) fn report(
         &self,
         status: WorkflowStatus,
         finished_at: Option<DateTime<Utc>>,
+        bounds: ReportBounds,
     ) -> WorkflowReport {
-        let tasks: BTreeMap<String, TaskReport> = self
-            .specs
-            .iter()
-            .zip(&self.tasks)
-            .map(|(spec, t)| {
-                (
-                    spec.id.clone(),
-                    TaskReport {
-                        state: t.state,
-                        attempts: t.attempt,
-                        depends_on: spec.depends_on.clone(),
-                        output: t.output.clone(),
-                        error: t.error.clone(),
-                        worker: t.worker.clone(),
-                        started_at: t.started_at,
-                        finished_at: t.finished_at,
-                    },
-                )
-            })
-            .collect();
-        WorkflowReport {
+        let mut report = WorkflowReport {
             workflow_id: self.id.to_string(),
             name: self.name.clone(),
             status,
-            tasks,
+            tasks: BTreeMap::new(),
+            tasks_elided: 0,
             errors: Vec::new(),
             error: self.failure.clone(),
             created_at: Some(self.created_at),
             finished_at,
+        };
+        let n = self.specs.len();
+        if n <= bounds.max_tasks && self.report_bytes_at_most() <= bounds.max_bytes {
+            for i in 0..n {
+                report
+                    .tasks
+                    .insert(self.specs[i].id.clone(), self.task_report(i, true));
+            }
+            return report;
         }
+        // Measured: each task's entry with its output elided (the marker
+        // `"output_elided":N` counted), and what the output would cost
+        // instead of the marker.
+        let header = json_len(&report) + r#","tasks_elided":4294967295"#.len();
+        let has_output = |i: usize| self.tasks[i].output.is_some();
+        let entries: Vec<TaskReport> = (0..n).map(|i| self.task_report(i, false)).collect();
+        let marker = |i: usize| {
+            if has_output(i) {
+                r#","output_elided":"#.len() + json_len(&self.tasks[i].output_bytes)
+            } else {
+                0
+            }
+        };
+        let base: Vec<usize> = entries
+            .iter()
+            .zip(&self.specs)
+            .enumerate()
+            .map(|(i, (e, spec))| json_len(e) + json_len(&spec.id) + 2 + marker(i))
+            .collect();
+        let instead = |i: usize| -> isize {
+            let output = self.tasks[i].output_bytes + r#","output":"#.len();
+            output as isize - marker(i) as isize
+        };
+        // Failed tasks first, then the others in request order.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| self.tasks[i].state != TaskState::Failed);
+        let mut kept = Vec::new();
+        let mut total = header as isize;
+        for &i in &order {
+            if kept.len() == bounds.max_tasks
+                || total + base[i] as isize > bounds.max_bytes as isize
+            {
+                break;
+            }
+            total += base[i] as isize;
+            kept.push(i);
+        }
+        report.tasks_elided = (n - kept.len()) as u32;
+        // Outputs, smallest first, while they fit.
+        let mut by_size: Vec<usize> = kept.iter().copied().filter(|&i| has_output(i)).collect();
+        by_size.sort_by_key(|&i| instead(i));
+        let mut with_output = vec![false; n];
+        for i in by_size {
+            if total + instead(i) > bounds.max_bytes as isize {
+                break;
+            }
+            total += instead(i);
+            with_output[i] = true;
+        }
+        for (i, mut entry) in kept.into_iter().map(|i| (i, entries[i].clone())) {
+            if with_output[i] {
+                entry.output = self.tasks[i].output.clone();
+            } else if self.tasks[i].output.is_some() {
+                entry.output_elided = Some(self.tasks[i].output_bytes as u64);
+            }
+            report.tasks.insert(self.specs[i].id.clone(), entry);
+        }
+        report
+    }
+
+    /// Task `i` in a report, with its output or without.
+    pub(super) fn task_report(&self, i: usize, with_output: bool) -> TaskReport {
+        let (spec, t) = (&self.specs[i], &self.tasks[i]);
+        TaskReport {
+            state: t.state,
+            attempts: t.attempt,
+            depends_on: spec.depends_on.clone(),
+            output: if with_output { t.output.clone() } else { None },
+            output_elided: None,
+            error: t.error.clone(),
+            worker: t.worker.clone(),
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+        }
+    }
+
+    /// A bound on the full report's size, cheap to compute: strings are
+    /// counted as if every character were escaped (`\u00XX`).
+    fn report_bytes_at_most(&self) -> usize {
+        const TASK_FIXED: usize = 256;
+        let text = |s: &str| 6 * s.len() + 2;
+        let mut total = 1024
+            + self.name.as_deref().map_or(0, text)
+            + self.failure.as_deref().map_or(0, text)
+            + text(&self.id);
+        for (spec, t) in self.specs.iter().zip(&self.tasks) {
+            total += TASK_FIXED
+                + text(&spec.id)
+                + spec.depends_on.iter().map(|d| text(d) + 1).sum::<usize>()
+                + t.output_bytes
+                + t.error.as_ref().map_or(0, |e| text(&e.message))
+                + t.worker.as_deref().map_or(0, text);
+        }
+        total
     }
 
     /// Task `i`'s row, as the store keeps it.
@@ -174,12 +280,13 @@ impl Workflow {
             .error
             .as_ref()
             .map_or("no error given", |e| e.message.as_str());
-        format!(
+        let line = format!(
             "task `{}` failed after {} attempt{}: {why}",
             self.specs[i].id,
             t.attempt,
             if t.attempt == 1 { "" } else { "s" }
-        )
+        );
+        crate::validate::shortened(&line, super::MAX_FAILURE_LINE_CHARS)
     }
 }
 

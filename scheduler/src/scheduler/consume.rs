@@ -33,6 +33,16 @@ pub(super) enum Inbound {
     },
 }
 
+impl Inbound {
+    /// The size of the delivery's body (0 for `Ended`).
+    pub(super) fn body_len(&self) -> usize {
+        match self {
+            Inbound::Request(d) | Inbound::Result(d) | Inbound::Owned(_, d) => d.data.len(),
+            Inbound::Ended { .. } => 0,
+        }
+    }
+}
+
 /// The consuming channels of a session (acks go back on them) and the
 /// stream of what they receive.
 pub(super) struct Consumers {

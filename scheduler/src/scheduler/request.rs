@@ -3,7 +3,7 @@
 //! engine, answering duplicates from what the store knows.
 
 use crate::{
-    batch::{Known, ReplyTo},
+    batch::{Known, ReplyTo, TaskRow},
     engine::Engine,
     validate::{self, Rejected},
 };
@@ -11,7 +11,9 @@ use chrono::Utc;
 use lapin::message::Delivery;
 use serde::Deserialize;
 use std::{collections::HashMap, sync::Arc};
-use warren_shared::wire::{ControlKind, ControlRequest, WorkflowReport};
+use warren_shared::wire::{
+    ControlKind, ControlRequest, TaskReport, WorkflowReport, WorkflowStatus,
+};
 
 use super::{Scheduler, ownership::Ownership};
 
@@ -20,6 +22,8 @@ pub(super) enum Request {
     Submit(Submit),
     Status {
         id: String,
+        /// One task only, its output in full.
+        task: Option<String>,
         reply: ReplyTo,
     },
     Cancel {
@@ -48,6 +52,16 @@ pub(super) struct Submit {
 impl Request {
     /// The workflow the request is about, if any: where it is routed, and
     /// what is looked up in the store when the engine does not hold it.
+    /// The task a `status` request asks for alone, with its workflow.
+    pub(super) fn task_lookup(&self) -> Option<(&str, &str)> {
+        match self {
+            Request::Status {
+                id, task: Some(t), ..
+            } => Some((id, t)),
+            _ => None,
+        }
+    }
+
     pub(super) fn lookup_id(&self) -> Option<&str> {
         match self {
             Request::Submit(Submit { verdict: Ok(v), .. }) => Some(&v.id),
@@ -58,6 +72,15 @@ impl Request {
             Request::Invalid { .. } | Request::Workers { .. } => None,
         }
     }
+}
+
+/// What the store knows of what a batch's requests ask about and the
+/// engine does not hold: ended (or unknown) workflows by id, and the tasks
+/// `status` requests ask for alone, by (workflow, task).
+#[derive(Default)]
+pub(super) struct Lookups {
+    pub(super) workflows: HashMap<String, Known>,
+    pub(super) tasks: HashMap<(String, String), TaskRow>,
 }
 
 /// Lenient peek at a request body: only whether it has `control`.
@@ -88,6 +111,7 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
         (Ok(c), Some(reply)) => match c.control {
             ControlKind::Status => Request::Status {
                 id: c.workflow_id,
+                task: c.task_id,
                 reply,
             },
             ControlKind::Cancel => Request::Cancel {
@@ -152,17 +176,28 @@ impl Scheduler {
         &self,
         engine: &mut Engine,
         request: Request,
-        known: &mut HashMap<String, Known>,
+        known: &mut Lookups,
         now: chrono::DateTime<Utc>,
     ) {
         match request {
-            Request::Submit(submit) => apply_submit(engine, submit, known, now),
-            Request::Cancel { id, reply } => apply_cancel(engine, id, reply, known, now),
+            Request::Submit(submit) => apply_submit(engine, submit, &mut known.workflows, now),
+            Request::Cancel { id, reply } => {
+                apply_cancel(engine, id, reply, &mut known.workflows, now);
+            }
             Request::Workers { reply } => {
                 let report = self.workers.lock().expect("not poisoned").report(now);
                 engine.reply_workers(&reply, &report);
             }
-            Request::Status { id, reply } => apply_status(engine, &id, &reply, known),
+            Request::Status {
+                id,
+                task: None,
+                reply,
+            } => apply_status(engine, &id, &reply, &known.workflows),
+            Request::Status {
+                id,
+                task: Some(task),
+                reply,
+            } => apply_task_status(engine, &id, &task, &reply, known),
             Request::Invalid {
                 reason,
                 body,
@@ -286,5 +321,62 @@ fn apply_status(engine: &mut Engine, id: &str, reply: &ReplyTo, known: &HashMap<
         engine.reply_with(reply, report);
     } else {
         engine.reply_report(reply, &WorkflowReport::not_found(id));
+    }
+}
+
+/// `status` of one task: the running workflow's task from the engine, an
+/// ended one's from its stored row; the report holds that task alone, its
+/// output in full.
+fn apply_task_status(engine: &mut Engine, id: &str, task: &str, reply: &ReplyTo, known: &Lookups) {
+    let (status, found) = match engine.task_report(id, task) {
+        Some(found) => (WorkflowStatus::Running, found),
+        None => match known.workflows.get(id) {
+            Some(k) => (
+                WorkflowStatus::parse(&k.status).unwrap_or(WorkflowStatus::NotFound),
+                known
+                    .tasks
+                    .get(&(id.to_owned(), task.to_owned()))
+                    .map(stored_task_report),
+            ),
+            None => {
+                engine.reply_report(reply, &WorkflowReport::not_found(id));
+                return;
+            }
+        },
+    };
+    let mut report = WorkflowReport {
+        status,
+        ..WorkflowReport::not_found(id)
+    };
+    match found {
+        Some(t) => {
+            report.tasks.insert(task.to_owned(), t);
+        }
+        None => {
+            report.error = Some(format!(
+                "workflow `{id}` has no task `{}`",
+                validate::shortened(task, validate::MAX_ID_LEN)
+            ));
+        }
+    }
+    engine.reply_report(reply, &report);
+}
+
+/// A task's report from its stored row; a row whose output is no longer
+/// JSON reports it as missing.
+fn stored_task_report(row: &TaskRow) -> TaskReport {
+    TaskReport {
+        state: row.state,
+        attempts: row.attempt,
+        depends_on: Vec::new(),
+        output: row
+            .output
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok()),
+        output_elided: None,
+        error: row.error.clone(),
+        worker: row.worker.clone(),
+        started_at: row.started_at,
+        finished_at: row.finished_at,
     }
 }

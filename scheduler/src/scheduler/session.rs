@@ -208,6 +208,7 @@ impl Scheduler {
                 type_limits: cfg.type_limits.clone(),
                 partitions,
                 owned: owned.to_vec(),
+                bounds: cfg.bounds.clone(),
             },
             self.metrics.engine.clone(),
         );
@@ -301,7 +302,8 @@ impl Scheduler {
                     continue;
                 }
             };
-            gather(&mut batch, first, &mut rx, self.config.max_batch);
+            let max = (self.config.max_batch, self.config.bounds.max_batch_bytes);
+            gather(&mut batch, first, &mut rx, max);
             let step = self.step(&mut state, store, &ctx, &mut batch).await;
             if let Err(e) = step {
                 break Err(e);
@@ -409,17 +411,23 @@ async fn wait(
     }
 }
 
-/// The batch: `first` and whatever else has arrived, up to `max_batch`.
+/// The batch: `first` and whatever else has arrived, up to `max_batch`
+/// deliveries and `max_bytes` bytes of their bodies (the delivery that
+/// passes it is the batch's last).
 fn gather(
     batch: &mut Vec<Inbound>,
     first: Option<Inbound>,
     rx: &mut mpsc::Receiver<Inbound>,
-    max_batch: usize,
+    (max_batch, max_bytes): (usize, usize),
 ) {
+    let mut bytes: usize = first.as_ref().map_or(0, Inbound::body_len);
     batch.extend(first);
-    while batch.len() < max_batch {
+    while batch.len() < max_batch && bytes < max_bytes {
         match rx.try_recv() {
-            Ok(m) => batch.push(m),
+            Ok(m) => {
+                bytes = bytes.saturating_add(m.body_len());
+                batch.push(m);
+            }
             Err(_) => break,
         }
     }
@@ -429,7 +437,10 @@ fn gather(
 fn answer(engine: &Engine, q: http::Query) {
     match q {
         http::Query::Report { id, answer } => {
-            let _ = answer.send(engine.report(&id));
+            let _ = answer.send(engine.report_within(&id, http::REPORT_BOUNDS));
+        }
+        http::Query::Task { id, task, answer } => {
+            let _ = answer.send(engine.task_report(&id, &task));
         }
     }
 }

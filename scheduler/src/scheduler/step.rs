@@ -27,7 +27,7 @@ use super::{
     consume::Inbound,
     ownership::Ownership,
     publisher::{Forward, Publisher},
-    request::Request,
+    request::{Lookups, Request},
 };
 
 /// What a batch needs to know of the session: its channels and which
@@ -212,7 +212,7 @@ impl Scheduler {
         &self,
         engine: &mut Engine,
         item: Item,
-        known: &mut HashMap<String, Known>,
+        known: &mut Lookups,
         now: chrono::DateTime<Utc>,
     ) {
         match item {
@@ -233,12 +233,13 @@ impl Scheduler {
 }
 
 /// What the store knows of the requests' workflows that the engine does
-/// not hold (ended ones, or unknown), in one call.
+/// not hold (ended ones, or unknown), in one call, and of the tasks
+/// `status` requests ask for alone.
 async fn look_up(
     engine: &Engine,
     store: &Store,
     items: &[Item],
-) -> Result<HashMap<String, Known>, SchedulerError> {
+) -> Result<Lookups, SchedulerError> {
     let lookup: Vec<String> = items
         .iter()
         .filter_map(|i| match i {
@@ -260,7 +261,21 @@ async fn look_up(
                 .filter_map(|(id, k)| Some((id, k?))),
         );
     }
-    Ok(known)
+    let mut tasks = HashMap::new();
+    for (id, task) in items.iter().filter_map(|i| match i {
+        Item::Request(r) => r.task_lookup(),
+        Item::Result { .. } => None,
+    }) {
+        if known.contains_key(id) {
+            if let Some(row) = store.task_row(id, task).await? {
+                tasks.insert((id.to_owned(), task.to_owned()), row);
+            }
+        }
+    }
+    Ok(Lookups {
+        workflows: known,
+        tasks,
+    })
 }
 
 /// Limits per task type are counted in the store across the schedulers

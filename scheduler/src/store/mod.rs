@@ -12,7 +12,7 @@ pub mod sqlite;
 pub use postgres::{Balance, Partitions};
 pub use sqlite::SqliteStore;
 
-use crate::batch::{Known, Op, Recovered, Unreadable};
+use crate::batch::{Known, Op, Recovered, TaskRow, Unreadable};
 use std::{path::PathBuf, sync::Arc};
 use tokio_util::sync::CancellationToken;
 use warren_shared::wire::WorkflowSummary;
@@ -286,6 +286,18 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.results_of(workflow_id).await,
             Store::Postgres(p) => p.results_of(&workflow_id).await,
+        }
+    }
+
+    /// One task's row, as stored (also of an ended workflow).
+    pub async fn task_row(
+        &self,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Option<TaskRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.task_row(workflow_id.to_owned(), task_id.to_owned()).await,
+            Store::Postgres(p) => p.task_row(workflow_id, task_id).await,
         }
     }
 

@@ -9,7 +9,7 @@ use super::StoreError;
 use super::rows::{
     OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text, headers_text, ts,
 };
-use crate::batch::{Known, Op, Recovered};
+use crate::batch::{Known, Op, Recovered, TaskRow};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{path::Path, sync::Arc};
@@ -194,6 +194,16 @@ impl SqliteStore {
     /// Messages still in the outbox.
     pub async fn outbox_len(&self) -> Result<u64, StoreError> {
         self.call(|db| db.outbox_len()).await?
+    }
+
+    /// One task's row.
+    pub async fn task_row(
+        &self,
+        workflow_id: String,
+        task_id: String,
+    ) -> Result<Option<TaskRow>, StoreError> {
+        self.call(move |db| db.task_row(&workflow_id, &task_id))
+            .await?
     }
 }
 
@@ -533,6 +543,30 @@ impl Db {
         )?;
         let rows = stmt.query_map([workflow_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One task's row.
+    fn task_row(&self, workflow_id: &str, task_id: &str) -> Result<Option<TaskRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at
+             FROM tasks WHERE workflow_id = ?1 AND task_id = ?2",
+        )?;
+        stmt.query_row([workflow_id, task_id], |r| {
+            Ok(TaskRecord::<String> {
+                task_id: r.get(0)?,
+                state: r.get(1)?,
+                attempt: r.get(2)?,
+                due_at_ms: r.get(3)?,
+                output: r.get(4)?,
+                error: r.get(5)?,
+                worker: r.get(6)?,
+                started_at: r.get(7)?,
+                finished_at: r.get(8)?,
+            })
+        })
+        .optional()?
+        .map(|t| t.decode(Arc::from(workflow_id)))
+        .transpose()
     }
 
     /// Messages still in the outbox (published ones are deleted).

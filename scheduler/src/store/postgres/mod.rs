@@ -279,6 +279,38 @@ impl PgStore {
             .collect())
     }
 
+    /// One task's row.
+    pub async fn task_row(
+        &self,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Option<TaskRow>, StoreError> {
+        let row = get(&self.pool)
+            .await?
+            .query_opt(
+                "SELECT task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at
+                 FROM tasks WHERE workflow_id = $1 AND task_id = $2",
+                &[&workflow_id, &task_id],
+            )
+            .await
+            .map_err(pg)?;
+        row.map(|r| {
+            TaskRecord::<DateTime<Utc>> {
+                task_id: r.get(0),
+                state: r.get(1),
+                attempt: r.get::<_, i32>(2).max(0) as u32,
+                due_at_ms: r.get(3),
+                output: r.get(4),
+                error: r.get(5),
+                worker: r.get(6),
+                started_at: r.get(7),
+                finished_at: r.get(8),
+            }
+            .decode(Arc::from(workflow_id))
+        })
+        .transpose()
+    }
+
     pub async fn outbox_len(&self) -> Result<u64, StoreError> {
         let row = get(&self.pool)
             .await?

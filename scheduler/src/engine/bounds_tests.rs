@@ -1,0 +1,151 @@
+//! Unit tests of what the engine builds at most: a task's resolved input
+//! and a report, and one task read alone.
+
+use super::tests::{config, dispatched, final_report, result, submit};
+use super::*;
+use crate::batch::OutKind;
+use serde_json::{Value, json};
+
+fn bounded(max_task_input_bytes: usize, max_report_bytes: usize) -> (Engine, Arc<Counters>) {
+    let counters = Arc::new(Counters::default());
+    let cfg = EngineConfig {
+        bounds: Bounds {
+            max_task_input_bytes,
+            max_report_bytes,
+            ..Bounds::default()
+        },
+        ..config(2_000)
+    };
+    (Engine::new(cfg, counters.clone()), counters)
+}
+
+/// Dispatches, expecting no task message and the workflow's final report.
+fn failed_at_dispatch(e: &mut Engine) -> WorkflowReport {
+    e.dispatch(Utc::now());
+    let (_, out) = e.take_batch();
+    assert!(
+        !out.iter().any(|(_, m)| m.kind == OutKind::Task),
+        "nothing reaches a worker"
+    );
+    let ev = out
+        .iter()
+        .find(|(_, m)| m.kind == OutKind::Event && !m.routing_key.ends_with(".running"))
+        .expect("a final event");
+    serde_json::from_slice(&ev.1.body).unwrap()
+}
+
+#[test]
+fn an_input_over_the_limit_fails_the_task_for_good_without_building_it() {
+    let (mut e, counters) = bounded(100_000, 8 << 20);
+    // 20 KB of input referenced 200 times: 4 MB if it were built.
+    let refs: Vec<Value> = vec![json!("${workflow.input.blob}"); 200];
+    submit(
+        &mut e,
+        json!({"id": "w", "input": {"blob": "x".repeat(20_000)}, "tasks": [
+            {"id": "big", "type": "echo", "input": refs, "retry": {"max_attempts": 5}},
+            {"id": "after", "type": "echo", "depends_on": ["big"]}
+        ]}),
+    );
+    let report = failed_at_dispatch(&mut e);
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    let err = report.tasks["big"].error.as_ref().expect("an error");
+    assert!(!err.retryable);
+    assert!(
+        err.message.contains("`big`")
+            && err.message.contains("100000")
+            && err.message.contains("WARREN_MAX_TASK_INPUT_BYTES"),
+        "{}",
+        err.message
+    );
+    assert_eq!(report.tasks["big"].attempts, 1);
+    assert_eq!(report.tasks["after"].state, TaskState::Skipped);
+    assert_eq!(Counters::get(&counters.inputs_too_large), 1);
+}
+
+#[test]
+fn an_input_without_templates_is_held_to_the_limit_too() {
+    let (mut e, _) = bounded(1_000, 8 << 20);
+    submit(
+        &mut e,
+        json!({"id": "w", "tasks": [{"id": "a", "type": "echo", "input": "y".repeat(2_000)}]}),
+    );
+    assert_eq!(failed_at_dispatch(&mut e).status, WorkflowStatus::Failed);
+}
+
+#[test]
+fn a_report_over_the_limit_leaves_out_the_largest_outputs() {
+    let (mut e, _) = bounded(8 << 20, 50_000);
+    submit(
+        &mut e,
+        json!({"id": "w", "tasks": [
+            {"id": "small", "type": "echo"},
+            {"id": "big1", "type": "echo"},
+            {"id": "big2", "type": "echo"}
+        ]}),
+    );
+    let msgs = dispatched(&mut e);
+    for m in &msgs {
+        let output = match m.task_id.as_str() {
+            "small" => json!("s"),
+            _ => json!("z".repeat(30_000)),
+        };
+        e.on_result(result(m, true, false, output), Utc::now());
+    }
+    let report = final_report(&mut e);
+    assert_eq!(report.status, WorkflowStatus::Succeeded);
+    assert_eq!(report.tasks["small"].output, Some(json!("s")));
+    let elided: Vec<_> = ["big1", "big2"]
+        .iter()
+        .filter(|t| report.tasks[**t].output.is_none())
+        .collect();
+    assert_eq!(elided.len(), 1, "one big output fits, the other does not");
+    assert_eq!(report.tasks[*elided[0]].output_elided, Some(30_002));
+    assert!(serde_json::to_vec(&report).unwrap().len() <= 50_000);
+    assert_eq!(report.tasks_elided, 0);
+}
+
+#[test]
+fn a_report_of_very_many_tasks_lists_what_fits_failed_first() {
+    let (mut e, _) = bounded(8 << 20, 20_000);
+    let mut tasks: Vec<Value> = (0..1_000)
+        .map(|i| json!({"id": format!("t{i:04}"), "type": "echo"}))
+        .collect();
+    tasks.push(json!({"id": "zz", "type": "echo", "retry": {"max_attempts": 1}}));
+    submit(&mut e, json!({"id": "w", "tasks": tasks}));
+    let msgs = dispatched(&mut e);
+    let failing = msgs.iter().find(|m| m.task_id == "zz").unwrap();
+    e.on_result(result(failing, false, false, Value::Null), Utc::now());
+    for m in msgs.iter().filter(|m| m.task_id != "zz") {
+        e.on_result(result(m, true, false, json!(1)), Utc::now());
+    }
+    let report = final_report(&mut e);
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    assert!(report.tasks.contains_key("zz"), "the failed task is listed");
+    assert!(report.tasks_elided > 0);
+    assert_eq!(report.tasks.len() + report.tasks_elided as usize, 1_001);
+    let len = serde_json::to_vec(&report).unwrap().len();
+    assert!(len <= 20_000, "{len}");
+}
+
+#[test]
+fn one_task_is_read_alone_with_its_output_in_full() {
+    let (mut e, _) = bounded(8 << 20, 10_000);
+    submit(
+        &mut e,
+        json!({"id": "w", "tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "depends_on": ["a"]}
+        ]}),
+    );
+    let a = dispatched(&mut e);
+    e.on_result(
+        result(&a[0], true, false, json!("q".repeat(20_000))),
+        Utc::now(),
+    );
+    let running = e.report("w").unwrap();
+    assert_eq!(running.tasks["a"].output_elided, Some(20_002));
+    let alone = e.task_report("w", "a").unwrap().unwrap();
+    assert_eq!(alone.output, Some(json!("q".repeat(20_000))));
+    assert!(e.task_report("w", "nope").unwrap().is_none());
+    assert!(e.task_report("other", "a").is_none());
+}
