@@ -19,6 +19,7 @@ mod publisher;
 mod request;
 mod session;
 mod step;
+mod waiting;
 
 use crate::{
     config::SchedulerConfig, http, metrics::Metrics, store::Store, store::StoreError,

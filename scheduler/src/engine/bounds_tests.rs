@@ -149,3 +149,110 @@ fn one_task_is_read_alone_with_its_output_in_full() {
     assert!(e.task_report("w", "nope").unwrap().is_none());
     assert!(e.task_report("other", "a").is_none());
 }
+
+fn budgeted(max_active_tasks: usize, max_queues: usize) -> (Engine, Arc<Counters>) {
+    let counters = Arc::new(Counters::default());
+    let cfg = EngineConfig {
+        bounds: Bounds {
+            max_active_tasks,
+            max_queues,
+            ..Bounds::default()
+        },
+        ..config(2_000)
+    };
+    (Engine::new(cfg, counters.clone()), counters)
+}
+
+fn valid(body: Value) -> crate::validate::ValidWorkflow {
+    let bytes = body.to_string().into_bytes();
+    crate::validate::validate(&bytes, None, &crate::validate::Limits::default(), || {
+        "gen".into()
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_budget_counts_tasks_and_bytes_held_and_frees_them_at_the_end() {
+    let (mut e, counters) = budgeted(5, 1_000);
+    assert!(e.has_room(100, 1 << 30), "an empty engine takes anything");
+    submit(
+        &mut e,
+        json!({"id": "w", "tasks": [
+            {"id": "a", "type": "echo"}, {"id": "b", "type": "echo"}, {"id": "c", "type": "echo"}
+        ]}),
+    );
+    assert_eq!(Counters::get(&counters.active_tasks), 3);
+    let bytes = Counters::get(&counters.active_bytes);
+    assert!(bytes > 0);
+    assert!(e.has_room(2, 0));
+    assert!(!e.has_room(3, 0));
+    let msgs = dispatched(&mut e);
+    e.on_result(
+        result(&msgs[0], true, false, json!("x".repeat(1000))),
+        Utc::now(),
+    );
+    assert_eq!(Counters::get(&counters.active_bytes), bytes + 1002);
+    for m in &msgs[1..] {
+        e.on_result(result(m, true, false, json!(1)), Utc::now());
+    }
+    assert!(!e.is_active("w"));
+    assert_eq!(Counters::get(&counters.active_tasks), 0);
+    assert_eq!(Counters::get(&counters.active_bytes), 0);
+    assert!(e.has_room(5, 0));
+}
+
+#[test]
+fn new_queues_past_the_bound_are_rejected_until_workflows_using_others_end() {
+    let (mut e, _) = budgeted(1_000, 2);
+    submit(
+        &mut e,
+        json!({"id": "w1", "tasks": [
+            {"id": "a", "type": "echo", "queue": "q1"}, {"id": "b", "type": "echo", "queue": "q2"}
+        ]}),
+    );
+    let third = valid(json!({"id": "w2", "tasks": [{"id": "a", "type": "echo", "queue": "q3"}]}));
+    let rejected = e.queue_bound_rejection(&third).expect("over the bound");
+    assert_eq!(rejected.errors[0].code, "too_many_queues");
+    assert!(rejected.errors[0].message.contains("WARREN_MAX_QUEUES"));
+    let same = valid(json!({"id": "w3", "tasks": [{"id": "a", "type": "echo", "queue": "q1"}]}));
+    assert!(e.queue_bound_rejection(&same).is_none());
+    for m in dispatched(&mut e) {
+        e.on_result(result(&m, true, false, json!(1)), Utc::now());
+    }
+    assert!(
+        e.queue_bound_rejection(&third).is_none(),
+        "q1 and q2 are free again"
+    );
+    e.dispatch(Utc::now());
+    assert!(
+        e.in_flight_by_queue().is_empty(),
+        "idle queues are forgotten at the next dispatch"
+    );
+}
+
+#[test]
+fn waiters_per_workflow_are_bounded() {
+    let (mut e, _) = budgeted(1_000, 1_000);
+    submit(
+        &mut e,
+        json!({"id": "w", "tasks": [{"id": "a", "type": "echo"}]}),
+    );
+    e.take_batch();
+    for i in 0..(MAX_WAITERS + 50) {
+        e.add_waiter(
+            "w",
+            crate::batch::ReplyTo {
+                queue: format!("r{i}"),
+                correlation_id: None,
+            },
+        );
+    }
+    let (ops, out) = e.take_batch();
+    let added = ops
+        .iter()
+        .filter(|op| matches!(op, crate::batch::Op::AddReply { .. }))
+        .count();
+    assert_eq!(added, MAX_WAITERS);
+    let answered_now = out.iter().filter(|(_, m)| m.kind == OutKind::Reply).count();
+    assert_eq!(answered_now, 50);
+}

@@ -57,6 +57,7 @@ impl Engine {
         while self.release_parked() {
             self.dispatch_queues(now);
         }
+        self.forget_unused_queues();
     }
 
     fn dispatch_queues(&mut self, now: DateTime<Utc>) {

@@ -17,6 +17,11 @@ use chrono::{DateTime, Utc};
 use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
 use warren_shared::wire::{TaskState, WorkflowReport, WorkflowStatus};
 
+/// Most `reply_to` addresses one running workflow's outcome goes to: each
+/// duplicate submission with a `reply_to` adds one, up to this; past it a
+/// duplicate is answered at once (status `running`, no tasks).
+pub const MAX_WAITERS: usize = 100;
+
 impl Engine {
     /// A second submission of a running workflow: its outcome goes to this
     /// `reply_to` too.
@@ -25,6 +30,20 @@ impl Engine {
         if let Some(w) = self.workflows.get_mut(id) {
             if w.replies.contains(&reply) {
                 return; // the same request redelivered
+            }
+            if w.replies.len() >= MAX_WAITERS {
+                // Answered now, cheaply: running, without its tasks.
+                let report = WorkflowReport {
+                    status: WorkflowStatus::Running,
+                    name: w.name.clone(),
+                    created_at: Some(w.created_at),
+                    error: Some(format!(
+                        "{MAX_WAITERS} submissions already wait for this workflow's outcome; ask with a status request"
+                    )),
+                    ..WorkflowReport::not_found(id)
+                };
+                self.reply_report(&reply, &report);
+                return;
             }
             self.ops.push(Op::AddReply {
                 workflow_id: w.id.clone(),
@@ -91,7 +110,7 @@ impl Engine {
             name: v.name.clone(),
             priority: v.priority,
             status: WorkflowStatus::Running,
-            definition: Some(definition),
+            definition: Some(definition.clone()),
             report: None,
             created_at: now,
         });
@@ -104,7 +123,9 @@ impl Engine {
             });
             replies.push(to);
         }
-        let wf = build(id.clone(), v, now, replies, |_| TaskRt::pending());
+        let mut wf = build(id.clone(), v, now, replies, |_| TaskRt::pending());
+        wf.held_bytes = definition.len();
+        self.hold(&wf);
         // The accepted event names no tasks: building (and dropping) a
         // report of every task would cost O(tasks) for nothing.
         let event = WorkflowReport {
@@ -155,6 +176,8 @@ impl Engine {
             .collect();
         let wf_id: Arc<str> = Arc::from(r.id.as_str());
         let mut wf = restored(wf_id.clone(), v, r.created_at, replies, r.tasks)?;
+        wf.held_bytes = r.definition.len() + wf.tasks.iter().map(|t| t.output_bytes).sum::<usize>();
+        self.hold(&wf);
         for i in 0..wf.tasks.len() as u32 {
             match wf.tasks[i as usize].state {
                 TaskState::Running => {

@@ -23,6 +23,8 @@
 //! - `dispatch`: from ready to running.
 //! - `outcome`: results, expired leases, cancels and due retries.
 //! - `counters`: what the engine counts (read by `Metrics`).
+//! - `budget`: what the engine holds (the memory budget, the queues in
+//!   use) and its bounds.
 //!
 //! Dependencies between them go one way: `intake` and `outcome` use
 //! `dispatch`, which uses `limits`, `emit`, `queue` and `workflow`;
@@ -30,6 +32,7 @@
 
 #[cfg(test)]
 mod bounds_tests;
+mod budget;
 mod counters;
 mod dispatch;
 mod emit;
@@ -42,6 +45,7 @@ mod tests;
 mod workflow;
 
 pub use counters::Counters;
+pub use intake::MAX_WAITERS;
 pub use limits::{TypeLimitError, TypeLimits, TypeUsage};
 pub use queue::DispatchOrder;
 
@@ -170,6 +174,13 @@ pub struct Engine {
     places_written: Vec<TypePlaceRow>,
     /// What the engine builds and holds at most.
     bounds: Bounds,
+    /// Tasks and bytes of the running workflows (see `budget`).
+    held_tasks: usize,
+    held_bytes: usize,
+    /// Running workflows using each task queue.
+    queue_users: HashMap<String, usize>,
+    /// Queues whose last user ended since the last dispatch.
+    unused_queues: Vec<String>,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
@@ -239,6 +250,10 @@ impl Engine {
             owned: config.owned,
             places_written: Vec::new(),
             bounds: config.bounds,
+            held_tasks: 0,
+            held_bytes: 0,
+            queue_users: HashMap::new(),
+            unused_queues: Vec::new(),
         }
     }
 
@@ -374,6 +389,7 @@ impl Engine {
             return;
         }
         let wf = self.workflows.remove(id).expect("present above");
+        self.release(&wf);
         let status = if wf.cancelled {
             Counters::add(&self.counters.workflows_cancelled, 1);
             WorkflowStatus::Cancelled

@@ -62,6 +62,7 @@ impl Engine {
             status: r.status,
         });
         let i = i as u32;
+        let mut received = 0;
         match r.status {
             ResultStatus::Succeeded => {
                 Counters::add(&self.counters.tasks_succeeded, 1);
@@ -70,6 +71,8 @@ impl Engine {
                 t.output_bytes =
                     crate::template::json_len_within(&output, usize::MAX).expect("no limit");
                 t.output = Some(output);
+                received = t.output_bytes;
+                wf.held_bytes += received;
                 t.error = None;
                 wf.unfinished -= 1;
                 let row = wf.row(i);
@@ -95,6 +98,7 @@ impl Engine {
                 self.fail_attempt(&id, i, error, now);
             }
         }
+        self.hold_bytes(received);
         self.maybe_finish(&id, now);
     }
 

@@ -138,6 +138,9 @@ pub(super) struct Workflow {
     pub(super) progress_marked: bool,
     /// Where the outcome goes.
     pub(super) replies: Vec<ReplyTo>,
+    /// Bytes it holds against the memory budget: its request body and the
+    /// outputs received.
+    pub(super) held_bytes: usize,
 }
 
 impl Workflow {
@@ -334,6 +337,7 @@ pub(super) fn build(
         cancelled: false,
         progress_marked: false,
         replies,
+        held_bytes: 0,
     }
 }
 

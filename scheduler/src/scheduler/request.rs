@@ -52,6 +52,19 @@ pub(super) struct Submit {
 impl Request {
     /// The workflow the request is about, if any: where it is routed, and
     /// what is looked up in the store when the engine does not hold it.
+    /// What accepting it would hold against the memory budget (tasks,
+    /// bytes): `Some` for a valid submission only.
+    pub(super) fn budget_cost(&self) -> Option<(usize, usize)> {
+        match self {
+            Request::Submit(Submit {
+                verdict: Ok(v),
+                body,
+                ..
+            }) => Some((v.tasks.len(), body.len())),
+            _ => None,
+        }
+    }
+
     /// The task a `status` request asks for alone, with its workflow.
     pub(super) fn task_lookup(&self) -> Option<(&str, &str)> {
         match self {
@@ -255,6 +268,10 @@ fn apply_submit(
         }
         return;
     }
+    let verdict = verdict.and_then(|v| match engine.queue_bound_rejection(&v) {
+        Some(rejected) => Err(rejected),
+        None => Ok(v),
+    });
     match verdict {
         Ok(v) => {
             tracing::info!(workflow = %v.id, tasks = v.tasks.len(), priority = v.priority, "Workflow accepted");

@@ -33,6 +33,7 @@ use super::{
     ownership::Ownership,
     publisher::Publisher,
     step::{Ctx, LoopState},
+    waiting::Waiting,
 };
 
 /// How long deletions of published outbox rows wait for a batch to ride
@@ -154,6 +155,7 @@ impl Scheduler {
             engine,
             publisher,
             refused: HashSet::new(),
+            waiting: Waiting::default(),
         };
         self.serve(cx, state, consumers, &ownership).await
     }
@@ -308,6 +310,9 @@ impl Scheduler {
             if let Err(e) = step {
                 break Err(e);
             }
+            // Room freed for a waiting submission: take it without waiting
+            // for a delivery to wake the loop.
+            kick |= state.waiting.first_fits(&state.engine);
         };
         self.metrics.broker_connected.store(0, Ordering::Relaxed);
         self.wind_down(store, &mut state.engine, outcome).await

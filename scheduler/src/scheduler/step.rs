@@ -28,6 +28,7 @@ use super::{
     ownership::Ownership,
     publisher::{Forward, Publisher},
     request::{Lookups, Request},
+    waiting::{self, Waiting},
 };
 
 /// What a batch needs to know of the session: its channels and which
@@ -50,21 +51,28 @@ pub(super) struct LoopState {
     /// Limited types the store had no place for: asked again at the next
     /// balance tick, not at every batch.
     pub(super) refused: HashSet<String>,
+    /// Submissions waiting, unacked, for room in the memory budget.
+    pub(super) waiting: Waiting,
 }
 
 /// A delivery of this scheduler's partitions, decoded.
 enum Item {
-    Request(Request),
+    /// A request, with its delivery tag when it came from the requests
+    /// queue (and may wait for room in the memory budget).
+    Request(Request, Option<u64>),
     Result {
         parsed: Result<TaskResult, serde_json::Error>,
         body: Vec<u8>,
     },
+    /// A result over `max_result_bytes`.
+    Oversized { body: Vec<u8> },
 }
 
 /// The last delivery tag of each channel in the batch: one multiple-ack
-/// each settles the batch.
+/// each settles the batch; the requests channel's tags each, since some
+/// may wait unacked (see `waiting`).
 struct Tags {
-    request: Option<u64>,
+    request: Vec<u64>,
     result: Option<u64>,
     /// By owned partition, as `Ctx::owned_ch`.
     owned: Vec<Option<u64>>,
@@ -91,18 +99,48 @@ impl Scheduler {
             engine,
             publisher,
             refused,
+            waiting,
         } = state;
         let now = Utc::now();
         Metrics::add(&self.metrics.messages_received, batch.len() as u64);
         let Sorted {
-            items,
+            mut items,
             forwards,
-            tags,
+            mut tags,
         } = self.sort(batch, ctx)?;
+        let released = waiting.release_if_room(engine);
+        if !released.is_empty() {
+            tags.request.extend(released.iter().map(|(tag, _)| *tag));
+            let own = std::mem::take(&mut items);
+            items.extend(
+                released
+                    .into_iter()
+                    .map(|(tag, r)| Item::Request(r, Some(tag))),
+            );
+            items.extend(own);
+        }
         let mut known = look_up(engine, store, &items).await?;
         for item in items {
+            if let Item::Request(request, Some(tag)) = &item
+                && let Some(cost) = request.budget_cost()
+                && request
+                    .lookup_id()
+                    .is_some_and(|id| !engine.is_active(id) && !known.workflows.contains_key(id))
+                && waiting::must_wait(engine, cost, !waiting.is_empty())
+            {
+                let tag = *tag;
+                let Item::Request(request, _) = item else {
+                    unreachable!("matched above")
+                };
+                tags.request.retain(|t| *t != tag);
+                waiting.push(tag, request);
+                continue;
+            }
             self.apply(engine, item, &mut known, now);
         }
+        self.metrics
+            .requests_waiting
+            .store(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
         engine.fire_due(now.timestamp_millis());
         engine.dispatch(now);
         if let Some(parts) = store.partitioned() {
@@ -120,7 +158,7 @@ impl Scheduler {
             Metrics::add(&self.metrics.forwarded, forwards.len() as u64);
             publisher.forward(&forwards).await?;
         }
-        ack(ctx, tags).await?;
+        ack(ctx, tags, waiting.is_empty()).await?;
         for (seq, m) in &msgs {
             if m.kind != OutKind::Progress {
                 engine.push_op(Op::OutboxDone(*seq));
@@ -134,21 +172,22 @@ impl Scheduler {
     /// A consumer that ended ends the session.
     fn sort(&self, batch: &mut Vec<Inbound>, ctx: &Ctx<'_>) -> Result<Sorted, SchedulerError> {
         let mut tags = Tags {
-            request: None,
+            request: Vec::new(),
             result: None,
             owned: vec![None; ctx.owned_ch.len()],
         };
         let mut forwards: Vec<Forward> = Vec::new();
         let mut items = Vec::with_capacity(batch.len());
         for inbound in batch.drain(..) {
-            let (d, request) = match inbound {
+            let (d, request, from_requests) = match inbound {
                 Inbound::Request(d) => {
-                    tags.request = Some(d.delivery_tag);
-                    (d, true)
+                    tags.request.push(d.delivery_tag);
+                    let tag = Some(d.delivery_tag);
+                    (d, true, tag)
                 }
                 Inbound::Result(d) => {
                     tags.result = Some(d.delivery_tag);
-                    (d, false)
+                    (d, false, None)
                 }
                 Inbound::Owned(i, d) => {
                     tags.owned[i] = Some(d.delivery_tag);
@@ -158,7 +197,7 @@ impl Scheduler {
                         .as_ref()
                         .and_then(|h| h.inner().get(HEADER_FORWARDED).cloned())
                         .is_some();
-                    (d, forwarded)
+                    (d, forwarded, None)
                 }
                 Inbound::Ended { queue, reason } => {
                     return Err(SchedulerError::ConsumerEnded { queue, reason });
@@ -179,8 +218,14 @@ impl Scheduler {
                             request: true,
                         });
                     }
-                    _ => items.push(Item::Request(parsed)),
+                    _ => items.push(Item::Request(parsed, from_requests)),
                 }
+            } else if d.data.len() > self.config.bounds.max_result_bytes {
+                // Not even parsed: dead-lettered whole (the broker took it,
+                // so it is within the broker's limit), the reason naming
+                // the size and the limit. Its attempt ends by its lease.
+                Metrics::add(&self.metrics.results_too_large, 1);
+                items.push(Item::Oversized { body: d.data });
             } else {
                 let parsed = serde_json::from_slice::<TaskResult>(&d.data);
                 match parsed {
@@ -216,7 +261,7 @@ impl Scheduler {
         now: chrono::DateTime<Utc>,
     ) {
         match item {
-            Item::Request(request) => self.apply_request(engine, request, known, now),
+            Item::Request(request, _) => self.apply_request(engine, request, known, now),
             Item::Result { parsed, body } => match parsed {
                 Ok(result) => engine.on_result(result, now),
                 Err(e) => {
@@ -228,6 +273,15 @@ impl Scheduler {
                     );
                 }
             },
+            Item::Oversized { body } => {
+                let reason = format!(
+                    "result of {} bytes, over the limit of {} (WARREN_MAX_RESULT_BYTES)",
+                    body.len(),
+                    self.config.bounds.max_result_bytes
+                );
+                tracing::warn!(%reason, "Oversized result dead-lettered");
+                engine.dead_letter(body, &self.config.amqp.topology().results(), &reason);
+            }
         }
     }
 }
@@ -243,8 +297,8 @@ async fn look_up(
     let lookup: Vec<String> = items
         .iter()
         .filter_map(|i| match i {
-            Item::Request(r) => r.lookup_id(),
-            Item::Result { .. } => None,
+            Item::Request(r, _) => r.lookup_id(),
+            Item::Result { .. } | Item::Oversized { .. } => None,
         })
         .filter(|id| !engine.is_active(id))
         .map(str::to_owned)
@@ -263,8 +317,8 @@ async fn look_up(
     }
     let mut tasks = HashMap::new();
     for (id, task) in items.iter().filter_map(|i| match i {
-        Item::Request(r) => r.task_lookup(),
-        Item::Result { .. } => None,
+        Item::Request(r, _) => r.task_lookup(),
+        Item::Result { .. } | Item::Oversized { .. } => None,
     }) {
         if known.contains_key(id) {
             if let Some(row) = store.task_row(id, task).await? {
@@ -307,15 +361,28 @@ async fn negotiate_type_places(
     Ok(())
 }
 
-/// Acks the batch: one multiple-ack per channel, up to its last tag.
-async fn ack(ctx: &Ctx<'_>, tags: Tags) -> Result<(), SchedulerError> {
+/// Acks the batch: one multiple-ack per channel, up to its last tag; the
+/// requests one by one while some wait unacked for room in the budget
+/// (`none_waiting` false).
+async fn ack(ctx: &Ctx<'_>, tags: Tags, none_waiting: bool) -> Result<(), SchedulerError> {
+    let options = BasicAckOptions {
+        multiple: none_waiting,
+    };
+    let requests: Vec<u64> = if none_waiting {
+        tags.request.iter().max().copied().into_iter().collect()
+    } else {
+        tags.request
+    };
+    for tag in requests {
+        ctx.requests_ch
+            .basic_ack(tag, options)
+            .await
+            .map_err(warren_shared::Error::amqp("basic.ack"))?;
+    }
     let owned_acks = ctx.owned_ch.iter().zip(tags.owned);
-    for (ch, tag) in [
-        (ctx.requests_ch, tags.request),
-        (ctx.results_ch, tags.result),
-    ]
-    .into_iter()
-    .chain(owned_acks)
+    for (ch, tag) in [(ctx.results_ch, tags.result)]
+        .into_iter()
+        .chain(owned_acks)
     {
         if let Some(tag) = tag {
             ch.basic_ack(tag, BasicAckOptions { multiple: true })
