@@ -444,8 +444,48 @@ pub fn render(m: &Metrics) -> String {
             &m.forwarded,
             "Requests and results passed on to the scheduler owning their partition.",
         ),
+        (
+            "warren_inputs_too_large_total",
+            &m.engine.inputs_too_large,
+            "Tasks failed because their resolved input passed WARREN_MAX_TASK_INPUT_BYTES.",
+        ),
+        (
+            "warren_reports_elided_total",
+            &m.engine.reports_elided,
+            "Final reports with outputs or tasks left out to fit WARREN_MAX_REPORT_BYTES.",
+        ),
+        (
+            "warren_results_too_large_total",
+            &m.results_too_large,
+            "Results over WARREN_MAX_RESULT_BYTES, dead-lettered unread.",
+        ),
+        (
+            "warren_messages_refused_total",
+            &m.engine.messages_refused,
+            "Messages the broker refused for good; what they belonged to ended.",
+        ),
     ] {
         family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", g(c));
+    }
+    for (name, c, help) in [
+        (
+            "warren_active_tasks",
+            &m.engine.active_tasks,
+            "Tasks of running workflows held in memory (budget WARREN_MAX_ACTIVE_TASKS).",
+        ),
+        (
+            "warren_active_bytes",
+            &m.engine.active_bytes,
+            "Bytes of running workflows held in memory (budget WARREN_MAX_ACTIVE_BYTES).",
+        ),
+        (
+            "warren_requests_waiting",
+            &m.requests_waiting,
+            "Submissions held unacked in the broker until the memory budget has room.",
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {}", g(c));
     }
     family(

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub messages_published: AtomicU64,
     /// Gauge: workflows running now.
     pub workflows_running: AtomicU64,
+    /// Results over `max_result_bytes`, dead-lettered unread.
+    pub results_too_large: AtomicU64,
+    /// Gauge: submissions held unacked (waiting in the broker) because
+    /// the memory budget is full.
+    pub requests_waiting: AtomicU64,
     /// Gauge: tasks dispatched and not yet answered, by task queue.
     pub in_flight: Mutex<BTreeMap<String, u64>>,
     /// Gauges: running, limit and waiting tasks of each limited task type.
@@ -60,6 +65,10 @@ impl Metrics {
             ("results_committed", Metrics::get(&e.results_committed)),
             ("results_ignored", Metrics::get(&e.results_ignored)),
             ("dead_lettered", Metrics::get(&e.dead_lettered)),
+            ("inputs_too_large", Metrics::get(&e.inputs_too_large)),
+            ("reports_elided", Metrics::get(&e.reports_elided)),
+            ("messages_refused", Metrics::get(&e.messages_refused)),
+            ("results_too_large", Metrics::get(&self.results_too_large)),
             ("forwarded", Metrics::get(&self.forwarded)),
             ("batches_committed", Metrics::get(&self.batches_committed)),
             ("reconnects", Metrics::get(&self.reconnects)),
