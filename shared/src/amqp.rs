@@ -310,6 +310,28 @@ pub async fn confirmed(
     }
 }
 
+/// The broker's refusal of a message as too large, from the error that
+/// closed the publishing channel: (the message's size, the broker's
+/// `max_message_size`), read from its text ("message size 209717188 is
+/// larger than configured max size 134217728"). `None` for any other error.
+pub fn refused_size(e: &Error) -> Option<(usize, usize)> {
+    let text = e.to_string();
+    let at = text.find("message size ")?;
+    let rest = &text[at + "message size ".len()..];
+    let size: usize = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let max_at = rest.find("max size ")?;
+    let max: usize = rest[max_at + "max size ".len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((size, max))
+}
+
 /// An integer header of any AMQP integer type.
 pub fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
     match props.headers().as_ref()?.inner().get(key)? {
@@ -344,7 +366,22 @@ pub fn dead_letter_properties(delivery: &Delivery, queue: &str, reason: &str) ->
 
 #[cfg(test)]
 mod tests {
-    use super::redact_addr;
+    use super::{Error, redact_addr, refused_size};
+
+    #[test]
+    fn reads_the_size_refusal() {
+        let e = Error::TopologyConflict {
+            kind: "queue",
+            name: "x".into(),
+            detail: "PRECONDITION_FAILED - message size 209717188 is larger than configured max size 134217728".into(),
+        };
+        assert_eq!(refused_size(&e), Some((209_717_188, 134_217_728)));
+        let other = Error::Unroutable {
+            exchange: "e".into(),
+            routing_key: "message size".into(),
+        };
+        assert_eq!(refused_size(&other), None);
+    }
 
     #[test]
     fn redacts_passwords_only() {

@@ -10,6 +10,7 @@ mod flows;
 mod http;
 mod idempotency;
 mod kinds;
+mod limits;
 mod peers;
 mod polyglot;
 mod quorum;

@@ -162,6 +162,31 @@ impl Engine {
         });
     }
 
+    /// Records a message the broker refused for good on `{ns}.dead`: a
+    /// description (kind, route, size, reason) with the message itself
+    /// when it is at most 64 KiB of JSON (a larger one would be refused
+    /// again, or cost as much).
+    pub(super) fn dead_letter_refused(&mut self, msg: &OutMsg, reason: &str) {
+        const KEEP: usize = 64 * 1024;
+        let message = (msg.body.len() <= KEEP)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&msg.body).ok())
+            .flatten();
+        let description = serde_json::json!({
+            "refused": reason,
+            "kind": msg.kind.as_str(),
+            "exchange": msg.exchange,
+            "routing_key": msg.routing_key,
+            "bytes": msg.body.len(),
+            "message": message,
+        });
+        let source = format!("{}:{}", msg.exchange, msg.routing_key);
+        self.dead_letter(
+            serde_json::to_vec(&description).expect("JSON values always serialise"),
+            &source,
+            &format!("refused by the broker: {reason}"),
+        );
+    }
+
     /// Publishes a progress event for each running workflow that changed,
     /// if a progress interval has passed since it started. Not stored:
     /// a lost one is replaced by the next.

@@ -3,12 +3,12 @@
 //! ([`Engine::cancel`]); and due retries, which make a task ready again.
 
 use super::{Counters, Engine, TypeLimits, queue::QueueState, workflow::Workflow};
-use crate::batch::Op;
+use crate::batch::{Op, OutKind, OutMsg};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use std::{cmp::Reverse, collections::HashMap};
+use std::{cmp::Reverse, collections::HashMap, sync::Arc};
 use warren_shared::wire::{
-    ResultStatus, TaskError, TaskResult, TaskState, WorkflowReport, WorkflowStatus,
+    ResultStatus, TaskError, TaskMessage, TaskResult, TaskState, WorkflowReport, WorkflowStatus,
 };
 
 impl Engine {
@@ -178,7 +178,7 @@ impl Engine {
                 break;
             }
             let Reverse((_, _, id, task, attempt)) = self.leases.pop().expect("peeked");
-            let Some(wf) = self.workflows.get_mut(&id) else {
+            let Some(wf) = self.workflows.get(&id) else {
                 continue;
             };
             let t = &wf.tasks[task as usize];
@@ -188,16 +188,6 @@ impl Engine {
             Counters::add(&self.counters.leases_expired, 1);
             let timeout = wf.specs[task as usize].timeout_ms.unwrap_or(0);
             tracing::warn!(workflow = %id, task = %wf.specs[task as usize].id, attempt, "Lease expired: no result within the task's timeout plus grace");
-            task_ended(
-                wf,
-                task as usize,
-                now,
-                Capacity {
-                    limits: &mut self.limits,
-                    queues: &mut self.queues,
-                    partitions: self.partitions,
-                },
-            );
             let error = TaskError {
                 message: format!(
                     "no result within the lease ({timeout} ms timeout + {} ms grace): the worker died or hung",
@@ -205,9 +195,75 @@ impl Engine {
                 ),
                 retryable: true,
             };
-            self.fail_attempt(&id, task, error, now);
-            self.maybe_finish(&id, now);
+            self.fail_running(&id, (task, attempt), error, now);
         }
+    }
+
+    /// Fails attempt `attempt` of task `task` if it is the one running;
+    /// false when it is not.
+    fn fail_running(
+        &mut self,
+        id: &Arc<str>,
+        (task, attempt): (u32, u32),
+        error: TaskError,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(wf) = self.workflows.get_mut(id) else {
+            return false;
+        };
+        let t = &wf.tasks[task as usize];
+        if t.state != TaskState::Running || t.attempt != attempt {
+            return false;
+        }
+        task_ended(
+            wf,
+            task as usize,
+            now,
+            Capacity {
+                limits: &mut self.limits,
+                queues: &mut self.queues,
+                partitions: self.partitions,
+            },
+        );
+        self.fail_attempt(id, task, error, now);
+        self.maybe_finish(id, now);
+        true
+    }
+
+    /// The broker refused an outbox message for good (too large, or its
+    /// queue exists with other arguments), or Warren would not send it:
+    /// it is recorded on `{ns}.dead` (described, with the message itself
+    /// when small), and a task message's attempt fails for good with the
+    /// reason, so that its workflow ends instead of waiting forever. Any
+    /// other message (a report, an event) is only recorded.
+    pub fn message_refused(&mut self, msg: &OutMsg, reason: &str, now: DateTime<Utc>) {
+        Counters::add(&self.counters.messages_refused, 1);
+        tracing::error!(kind = msg.kind.as_str(), exchange = %msg.exchange, routing_key = %msg.routing_key, bytes = msg.body.len(), %reason, "The broker refused a message for good");
+        match msg.kind {
+            // A refused dead letter is not dead-lettered again.
+            OutKind::Dead => return,
+            OutKind::Task => self.dead_letter_refused(msg, reason),
+            _ => {
+                self.dead_letter_refused(msg, reason);
+                return;
+            }
+        }
+        let Ok(task) = serde_json::from_slice::<TaskMessage>(&msg.body) else {
+            return;
+        };
+        let id: Arc<str> = Arc::from(task.workflow_id.as_str());
+        let Some(i) = self
+            .workflows
+            .get(&id)
+            .and_then(|wf| wf.index.get(task.task_id.as_str()).copied())
+        else {
+            return;
+        };
+        let error = TaskError {
+            message: format!("the task message could not be published: {reason}"),
+            retryable: false,
+        };
+        self.fail_running(&id, (i, task.attempt), error, now);
     }
 }
 

@@ -4,16 +4,27 @@
 //! exist), declares and resends once a task message returned unroutable,
 //! and forwards messages of partitions this scheduler does not own to
 //! their owners' queues.
+//!
+//! A message the broker refuses for a reason that will not change is
+//! handed back as [`Refused`], never retried: one over `max_message_bytes`
+//! is not sent at all; one the broker refuses as too large (its own
+//! `max_message_size` is lower) closes the channel, which is opened again
+//! and the rest resent; a task queue that exists with other arguments
+//! refuses every message for it, for the rest of the session (tried again
+//! in the next). The session ends what each belonged to.
 
 use crate::{
     batch::{OutKind, OutMsg},
     metrics::Metrics,
 };
 use lapin::{
-    BasicProperties, Channel, Confirmation,
+    BasicProperties, Channel, Confirmation, Connection,
     types::{AMQPValue, LongString},
 };
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 use warren_shared::{
     Topology, amqp,
     wire::{HEADER_FORWARDED, TYPE_CONTROL, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK, TYPE_WORKERS},
@@ -30,6 +41,13 @@ pub(super) struct Forward {
     pub(super) request: bool,
 }
 
+/// An outbox message that will not be published, and why.
+pub(super) struct Refused {
+    pub(super) seq: u64,
+    pub(super) msg: Arc<OutMsg>,
+    pub(super) reason: String,
+}
+
 /// Publishes outbox messages with confirms.
 pub(super) struct Publisher {
     channel: Channel,
@@ -42,15 +60,22 @@ pub(super) struct Publisher {
     declared: HashSet<String>,
     /// Task messages carry their partition's queue as `reply_to`.
     partitioned: bool,
+    /// Largest message sent.
+    max_message_bytes: usize,
+    /// Task queues that exist with other arguments, with the broker's
+    /// reason: their messages are refused for the rest of the session.
+    /// At most one entry per distinct task queue (bounded by
+    /// `max_queues`).
+    conflicts: HashMap<String, String>,
 }
 
 impl Publisher {
     /// Publishes on `channel` (in confirm mode), declares on `setup`.
     pub(super) fn new(
-        channel: Channel,
-        setup: Channel,
+        (channel, setup): (Channel, Channel),
         topology: Topology,
         partitioned: bool,
+        max_message_bytes: usize,
     ) -> Publisher {
         Publisher {
             channel,
@@ -58,6 +83,8 @@ impl Publisher {
             topology,
             declared: HashSet::new(),
             partitioned,
+            max_message_bytes,
+            conflicts: HashMap::new(),
         }
     }
 
@@ -126,26 +153,86 @@ impl Publisher {
         Ok(())
     }
 
-    /// Publishes `msgs` with confirms. A task message returned unroutable
-    /// (its queue deleted behind our back) is declared again and resent
-    /// once; returned again, it is [`warren_shared::Error::Unroutable`].
+    /// Publishes `msgs` with confirms and returns those refused for good
+    /// (see the module docs). A task message returned unroutable (its
+    /// queue deleted behind our back) is declared again and resent once;
+    /// returned again, it is [`warren_shared::Error::Unroutable`]. `conn`
+    /// opens channels again after the broker closed one.
     pub(super) async fn publish_all(
         &mut self,
+        conn: &Connection,
         msgs: &[(u64, Arc<OutMsg>)],
         metrics: &Metrics,
-    ) -> Result<(), SchedulerError> {
-        Metrics::add(&metrics.messages_published, msgs.len() as u64);
-        let returned = self.publish_once(msgs.iter().map(|(_, m)| m)).await?;
+    ) -> Result<Vec<Refused>, SchedulerError> {
+        let mut refused = Vec::new();
+        let mut send = Vec::with_capacity(msgs.len());
+        for (seq, m) in msgs {
+            if m.body.len() > self.max_message_bytes {
+                refused.push(Refused {
+                    seq: *seq,
+                    msg: m.clone(),
+                    reason: format!(
+                        "a message of {} bytes is over the limit of {} (WARREN_MAX_MESSAGE_BYTES)",
+                        m.body.len(),
+                        self.max_message_bytes
+                    ),
+                });
+            } else {
+                send.push((*seq, m.clone()));
+            }
+        }
+        self.declare_queues(conn, &send).await?;
+        send.retain(|(seq, m)| match self.conflict_of(m) {
+            Some(reason) => {
+                refused.push(Refused {
+                    seq: *seq,
+                    msg: m.clone(),
+                    reason,
+                });
+                false
+            }
+            None => true,
+        });
+        Metrics::add(&metrics.messages_published, send.len() as u64);
+        let returned = loop {
+            match self.publish_once(send.iter().map(|(_, m)| m)).await {
+                Ok(returned) => break returned,
+                Err(e) => {
+                    let Some((size, max)) = amqp::refused_size(&e) else {
+                        return Err(e.into());
+                    };
+                    // The broker closed the channel over one message: it
+                    // is refused, the channel opened again, the rest sent
+                    // again (duplicates are harmless, as after a crash).
+                    let (bad, good): (Vec<_>, Vec<_>) =
+                        send.into_iter().partition(|(_, m)| m.body.len() == size);
+                    if bad.is_empty() {
+                        return Err(e.into());
+                    }
+                    refused.extend(bad.into_iter().map(|(seq, msg)| Refused {
+                        seq,
+                        msg,
+                        reason: format!(
+                            "the broker refused a message of {size} bytes: over its max_message_size of {max}; raise it, or lower WARREN_MAX_MESSAGE_BYTES to match"
+                        ),
+                    }));
+                    send = good;
+                    self.channel = amqp::confirm_channel(conn).await?;
+                }
+            }
+        };
         if returned.is_empty() {
-            return Ok(());
+            return Ok(refused);
         }
         // A task queue deleted behind our back: declare it again and resend.
         for m in &returned {
             self.declared.remove(&m.routing_key);
         }
-        let again = self.publish_once(returned.iter()).await?;
+        let again: Vec<(u64, Arc<OutMsg>)> = returned.into_iter().map(|m| (0, m)).collect();
+        self.declare_queues(conn, &again).await?;
+        let again = self.publish_once(again.iter().map(|(_, m)| m)).await?;
         match again.first() {
-            None => Ok(()),
+            None => Ok(refused),
             Some(m) => Err(warren_shared::Error::Unroutable {
                 exchange: m.exchange.clone(),
                 routing_key: m.routing_key.clone(),
@@ -154,20 +241,60 @@ impl Publisher {
         }
     }
 
+    /// Declares the task queues of `msgs` not declared yet. A queue that
+    /// exists with other arguments is remembered as a conflict (its
+    /// messages are refused); the declaring channel, closed by the broker,
+    /// is opened again.
+    async fn declare_queues(
+        &mut self,
+        conn: &Connection,
+        msgs: &[(u64, Arc<OutMsg>)],
+    ) -> Result<(), SchedulerError> {
+        for (_, m) in msgs {
+            if m.kind != OutKind::Task
+                || self.declared.contains(&m.routing_key)
+                || self.conflicts.contains_key(&m.routing_key)
+            {
+                continue;
+            }
+            match self
+                .topology
+                .declare_task_queue(&self.setup, &m.routing_key)
+                .await
+            {
+                Ok(()) => {
+                    self.declared.insert(m.routing_key.clone());
+                }
+                Err(e @ warren_shared::Error::TopologyConflict { .. }) => {
+                    tracing::error!(queue = %m.routing_key, error = %e, "Task queue exists with other arguments; its tasks fail");
+                    self.conflicts.insert(m.routing_key.clone(), e.to_string());
+                    self.setup = conn
+                        .create_channel()
+                        .await
+                        .map_err(warren_shared::Error::amqp("channel.open"))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a message cannot go out: its task queue is in conflict.
+    fn conflict_of(&self, m: &OutMsg) -> Option<String> {
+        if m.kind != OutKind::Task {
+            return None;
+        }
+        self.conflicts.get(&m.routing_key).cloned()
+    }
+
     /// Publishes every message, then awaits every confirm. Returns the task
     /// messages that came back unroutable.
     async fn publish_once<'a>(
-        &mut self,
+        &self,
         msgs: impl Iterator<Item = &'a Arc<OutMsg>>,
-    ) -> Result<Vec<Arc<OutMsg>>, SchedulerError> {
+    ) -> Result<Vec<Arc<OutMsg>>, warren_shared::Error> {
         let mut pending = Vec::new();
         for m in msgs {
-            if m.kind == OutKind::Task && !self.declared.contains(&m.routing_key) {
-                self.topology
-                    .declare_task_queue(&self.setup, &m.routing_key)
-                    .await?;
-                self.declared.insert(m.routing_key.clone());
-            }
             let msg = amqp::Publish {
                 exchange: &m.exchange,
                 routing_key: &m.routing_key,
@@ -206,8 +333,7 @@ impl Publisher {
                     return Err(warren_shared::Error::PublishNacked {
                         exchange: m.exchange.clone(),
                         routing_key: m.routing_key.clone(),
-                    }
-                    .into());
+                    });
                 }
             }
         }

@@ -139,8 +139,12 @@ impl Scheduler {
             .declare(consume_conn, publish_conn, &topology, &ownership)
             .await?;
         let mut engine = self.load_engine(&topology, &mut recovered, partitions, &owned)?;
-        self.republish(&mut engine, &mut publisher, &recovered.outbox)
-            .await?;
+        self.republish(
+            &mut engine,
+            (&mut publisher, publish_conn),
+            &recovered.outbox,
+        )
+        .await?;
         let consumers = consume::start(consume_conn, cfg, &topology, &owned, partitioned).await?;
         *connected = true;
         if failures > 0 {
@@ -157,7 +161,8 @@ impl Scheduler {
             refused: HashSet::new(),
             waiting: Waiting::default(),
         };
-        self.serve(cx, state, consumers, &ownership).await
+        self.serve(cx, state, (consumers, publish_conn), &ownership)
+            .await
     }
 
     /// Declares the topology (and the partitions' queues), listens to the
@@ -182,10 +187,10 @@ impl Scheduler {
         }
         workers::listen(consume_conn, topology, self.workers.clone()).await?;
         Ok(Publisher::new(
-            amqp::confirm_channel(publish_conn).await?,
-            setup,
+            (amqp::confirm_channel(publish_conn).await?, setup),
             topology.clone(),
             partitioned,
+            self.config.bounds.max_message_bytes,
         ))
     }
 
@@ -226,16 +231,21 @@ impl Scheduler {
     /// Messages committed but maybe never published: publish them again,
     /// and delete their outbox rows with the next commit. Consumers handle
     /// duplicates (task ids are per attempt, results are idempotent,
-    /// reports are final).
+    /// reports are final). One the broker refuses for good ends what it
+    /// belonged to (committed and published by the first batch).
     async fn republish(
         &self,
         engine: &mut Engine,
-        publisher: &mut Publisher,
+        (publisher, conn): (&mut Publisher, &Connection),
         outbox: &[(u64, Arc<OutMsg>)],
     ) -> Result<(), SchedulerError> {
-        publisher.publish_all(outbox, &self.metrics).await?;
+        let refused = publisher.publish_all(conn, outbox, &self.metrics).await?;
         for (seq, _) in outbox {
             engine.push_op(Op::OutboxDone(*seq));
+        }
+        let now = Utc::now();
+        for r in refused {
+            engine.message_refused(&r.msg, &r.reason, now);
         }
         Ok(())
     }
@@ -247,7 +257,7 @@ impl Scheduler {
         &self,
         cx: &mut SessionContext<'_>,
         mut state: LoopState,
-        consumers: Consumers,
+        (consumers, publish_conn): (Consumers, &Connection),
         ownership: &Ownership,
     ) -> Result<End, SchedulerError> {
         let store = cx.store;
@@ -268,6 +278,7 @@ impl Scheduler {
             results_ch: &results_ch,
             owned_ch: &owned_ch,
             owned: ownership,
+            publish_conn,
         };
         // The first turn dispatches what the store gave back ready, without
         // waiting for a message to arrive.

@@ -12,14 +12,17 @@
 //! published outbox rows are deleted with the next commit.
 
 use crate::{
-    batch::{Known, Op, OutKind},
+    batch::{Known, Op, OutKind, OutMsg},
     engine::Engine,
     metrics::Metrics,
     store::{Partitions, Store},
 };
 use chrono::Utc;
-use lapin::{Channel, options::BasicAckOptions};
-use std::collections::{HashMap, HashSet};
+use lapin::{Channel, Connection, options::BasicAckOptions};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 use warren_shared::wire::{HEADER_FORWARDED, TaskResult};
 
 use super::{
@@ -40,6 +43,8 @@ pub(super) struct Ctx<'a> {
     /// only).
     pub(super) owned_ch: &'a [Channel],
     pub(super) owned: &'a Ownership,
+    /// Opens channels again after the broker closed one.
+    pub(super) publish_conn: &'a Connection,
 }
 
 /// What the loop of a session carries from turn to turn and its batches
@@ -148,12 +153,9 @@ impl Scheduler {
         }
         engine.emit_progress(now);
 
-        let (ops, msgs) = engine.take_batch();
-        if !ops.is_empty() {
-            store.commit(ops).await?;
-            Metrics::add(&self.metrics.batches_committed, 1);
-        }
-        publisher.publish_all(&msgs, &self.metrics).await?;
+        let msgs = self
+            .commit_and_publish(engine, store, publisher, ctx)
+            .await?;
         if !forwards.is_empty() {
             Metrics::add(&self.metrics.forwarded, forwards.len() as u64);
             publisher.forward(&forwards).await?;
@@ -165,6 +167,46 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// Commits the engine's batch, then publishes its messages. A message
+    /// the broker refuses for good ends what it belonged to: that change
+    /// (and its own messages) is committed and published in turn, a few
+    /// rounds at most (what is left rides with the next batch). Returns
+    /// what was published.
+    async fn commit_and_publish(
+        &self,
+        engine: &mut Engine,
+        store: &Store,
+        publisher: &mut Publisher,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<(u64, Arc<OutMsg>)>, SchedulerError> {
+        const ROUNDS: usize = 3;
+        let mut published = Vec::new();
+        for _ in 0..ROUNDS {
+            let (ops, msgs) = engine.take_batch();
+            if !ops.is_empty() {
+                store.commit(ops).await?;
+                Metrics::add(&self.metrics.batches_committed, 1);
+            }
+            let refused = publisher
+                .publish_all(ctx.publish_conn, &msgs, &self.metrics)
+                .await?;
+            if refused.is_empty() {
+                published.extend(msgs);
+                break;
+            }
+            let now = Utc::now();
+            for r in &refused {
+                engine.message_refused(&r.msg, &r.reason, now);
+                engine.push_op(Op::OutboxDone(r.seq));
+            }
+            published.extend(
+                msgs.into_iter()
+                    .filter(|(seq, _)| !refused.iter().any(|r| r.seq == *seq)),
+            );
+        }
+        Ok(published)
     }
 
     /// Decodes the batch's deliveries, setting aside those of partitions
@@ -320,10 +362,10 @@ async fn look_up(
         Item::Request(r, _) => r.task_lookup(),
         Item::Result { .. } | Item::Oversized { .. } => None,
     }) {
-        if known.contains_key(id) {
-            if let Some(row) = store.task_row(id, task).await? {
-                tasks.insert((id.to_owned(), task.to_owned()), row);
-            }
+        if known.contains_key(id)
+            && let Some(row) = store.task_row(id, task).await?
+        {
+            tasks.insert((id.to_owned(), task.to_owned()), row);
         }
     }
     Ok(Lookups {
