@@ -34,6 +34,12 @@ pub struct Bounds {
     pub max_active_bytes: usize,
     /// Most bytes of deliveries taken into one batch (default 64 MiB).
     pub max_batch_bytes: usize,
+    /// Most bytes of unacked deliveries the broker may hand over at once
+    /// on each consumer (default 512 MiB). The broker counts prefetch in
+    /// messages, not bytes, so each consumer's prefetch is capped at this
+    /// divided by its largest message: results at `max_result_bytes`,
+    /// requests at `Limits::max_body_bytes` (never below 16 and 4).
+    pub max_in_flight_bytes: usize,
     /// Largest message the scheduler publishes (default 16 MiB, RabbitMQ
     /// 4.x's `max_message_size`): a larger one is never sent, and one the
     /// broker refuses anyway ends what it belonged to.
@@ -51,6 +57,7 @@ impl Default for Bounds {
             max_active_tasks: 200_000,
             max_active_bytes: 512 * MIB,
             max_batch_bytes: 64 * MIB,
+            max_in_flight_bytes: 512 * MIB,
             max_message_bytes: warren_shared::limits::BROKER_MAX_MESSAGE_BYTES,
         }
     }
@@ -81,5 +88,32 @@ impl Bounds {
             );
         }
         Ok(())
+    }
+}
+
+impl Bounds {
+    /// A consumer's prefetch: `configured`, capped so that `configured`
+    /// messages of `largest` bytes stay within `max_in_flight_bytes`, and
+    /// at least `floor`.
+    pub fn prefetch(&self, configured: u16, largest: usize, floor: u16) -> u16 {
+        let fits = self.max_in_flight_bytes / largest.max(1);
+        let capped = (configured as usize).min(fits).max(floor as usize);
+        capped.min(u16::MAX as usize) as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bounds;
+
+    #[test]
+    fn prefetch_is_capped_by_bytes_in_flight() {
+        let b = Bounds::default();
+        // 8 MiB results: 64 of them in 512 MiB.
+        assert_eq!(b.prefetch(2000, 8 << 20, 16), 64);
+        // Small results: the configured count.
+        assert_eq!(b.prefetch(2000, 64 << 10, 16), 2000);
+        // Huge messages: the floor.
+        assert_eq!(b.prefetch(64, 1 << 30, 4), 4);
     }
 }

@@ -70,6 +70,9 @@ struct Args {
     /// Most bytes of deliveries taken into one batch.
     #[arg(long, env = "WARREN_MAX_BATCH_BYTES", default_value_t = Bounds::default().max_batch_bytes)]
     max_batch_bytes: usize,
+    /// Most bytes of unacked deliveries per consumer (caps the prefetch).
+    #[arg(long, env = "WARREN_MAX_IN_FLIGHT_BYTES", default_value_t = Bounds::default().max_in_flight_bytes)]
+    max_in_flight_bytes: usize,
     /// Largest message published; set it to the broker's max_message_size.
     #[arg(long, env = "WARREN_MAX_MESSAGE_BYTES", default_value_t = Bounds::default().max_message_bytes)]
     max_message_bytes: usize,
@@ -118,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             max_active_tasks: args.max_active_tasks,
             max_active_bytes: args.max_active_bytes,
             max_batch_bytes: args.max_batch_bytes,
+            max_in_flight_bytes: args.max_in_flight_bytes,
             max_message_bytes: args.max_message_bytes,
         },
         dispatch_window: args.dispatch_window,

@@ -63,9 +63,14 @@ pub(super) async fn start(
     owned: &[u16],
     partitioned: bool,
 ) -> Result<Consumers, SchedulerError> {
+    // Prefetch is counted in messages: capped so that what the broker
+    // may hand over at once stays within `max_in_flight_bytes`.
+    let b = &cfg.bounds;
+    let requests_prefetch = b.prefetch(cfg.requests_prefetch, cfg.limits.max_body_bytes, 4);
+    let results_prefetch = b.prefetch(cfg.results_prefetch, b.max_result_bytes, 16);
     let (tx, rx) = mpsc::channel::<Inbound>(
-        cfg.requests_prefetch as usize
-            + cfg.results_prefetch as usize * (1 + owned.len() * usize::from(partitioned))
+        requests_prefetch as usize
+            + results_prefetch as usize * (1 + owned.len() * usize::from(partitioned))
             + 16,
     );
     // The queues of the partitions this scheduler owns, each on a
@@ -77,7 +82,7 @@ pub(super) async fn start(
         for (i, &p) in owned.iter().enumerate() {
             let queue = topology.partition_queue(p);
             owned_ch.push(
-                start_consumer(conn, &queue, cfg.results_prefetch, tx.clone(), move |d| {
+                start_consumer(conn, &queue, results_prefetch, tx.clone(), move |d| {
                     Inbound::Owned(i, d)
                 })
                 .await?,
@@ -87,7 +92,7 @@ pub(super) async fn start(
     let requests_ch = start_consumer(
         conn,
         &topology.workflows(),
-        cfg.requests_prefetch,
+        requests_prefetch,
         tx.clone(),
         Inbound::Request,
     )
@@ -95,7 +100,7 @@ pub(super) async fn start(
     let results_ch = start_consumer(
         conn,
         &topology.results(),
-        cfg.results_prefetch,
+        results_prefetch,
         tx,
         Inbound::Result,
     )
