@@ -17,7 +17,7 @@ pub struct Bounds {
     /// alone with a status request naming the task.
     pub max_report_bytes: usize,
     /// Largest result message the scheduler reads, in bytes (default
-    /// 8 MiB, the worker's own default `max_result_bytes`: set both
+    /// 2 MiB, the worker's own default `max_result_bytes`: set both
     /// together). A larger one is dead-lettered with the reason.
     pub max_result_bytes: usize,
     /// Most distinct task queues that running workflows use at once
@@ -109,8 +109,9 @@ mod tests {
     #[test]
     fn prefetch_is_capped_by_bytes_in_flight() {
         let b = Bounds::default();
-        // 8 MiB results: 64 of them in 512 MiB.
+        // 8 MiB results: 64 of them in 512 MiB; 2 MiB ones, 256.
         assert_eq!(b.prefetch(2000, 8 << 20, 16), 64);
+        assert_eq!(b.prefetch(2000, b.max_result_bytes, 16), 256);
         // Small results: the configured count.
         assert_eq!(b.prefetch(2000, 64 << 10, 16), 2000);
         // Huge messages: the floor.

@@ -3,7 +3,7 @@
 //! no channel of Warren's has a global prefetch (`basic.qos` with
 //! `global=true` is refused), and every queue of a namespace is durable or
 //! exclusive (transient non-exclusive queues are refused). And the worker's
-//! bound on results: one over `max_result_bytes` (default 8 MiB, half of
+//! bound on results: one over `max_result_bytes` (default 2 MiB, an eighth of
 //! 4.x's 16 MiB `max_message_size`) fails its task instead of being
 //! published.
 
@@ -243,7 +243,7 @@ async fn an_oversized_result_fails_its_task_and_the_next_workflow_runs() {
         )
         .await
         .unwrap();
-    // Outputs left out of the message: one may be 8 MiB.
+    // Outputs left out of the message: one may be 2 MiB.
     let summary: Vec<_> = report
         .tasks
         .iter()

@@ -30,7 +30,7 @@ pub struct WorkerConfig {
     /// (default 5 s); it counts as lost after three intervals of silence.
     pub heartbeat_interval: Duration,
     /// The largest result a worker publishes, in bytes of the result
-    /// message's JSON body (default 8 MiB, at least 1 KiB). A larger one
+    /// message's JSON body (default 2 MiB, at least 1 KiB). A larger one
     /// is replaced by a failed, non-retryable result naming the task, the
     /// size and the limit. See [`limits::DEFAULT_MAX_RESULT_BYTES`] for why
     /// the default is half of RabbitMQ 4.x's 16 MiB message limit.

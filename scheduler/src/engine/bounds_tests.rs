@@ -256,3 +256,36 @@ fn waiters_per_workflow_are_bounded() {
     let answered_now = out.iter().filter(|(_, m)| m.kind == OutKind::Reply).count();
     assert_eq!(answered_now, 50);
 }
+
+#[test]
+fn a_batch_stops_dispatching_at_its_byte_bound_and_goes_on_next_turn() {
+    let counters = Arc::new(Counters::default());
+    let cfg = EngineConfig {
+        bounds: Bounds {
+            max_batch_bytes: 2_000,
+            ..Bounds::default()
+        },
+        ..config(2_000)
+    };
+    let mut e = Engine::new(cfg, counters);
+    let tasks: Vec<Value> = (0..10)
+        .map(|i| json!({"id": format!("t{i}"), "type": "echo", "input": "p".repeat(500)}))
+        .collect();
+    submit(&mut e, json!({"id": "w", "tasks": tasks}));
+    let mut turns = 0;
+    let mut sent = 0;
+    loop {
+        turns += 1;
+        let n = dispatched(&mut e).len();
+        assert!(
+            n <= 4,
+            "at most ~2,000 bytes of messages per batch, got {n}"
+        );
+        sent += n;
+        if !e.dispatch_cut() {
+            break;
+        }
+    }
+    assert_eq!(sent, 10);
+    assert!(turns >= 3, "{turns}");
+}

@@ -50,6 +50,7 @@ impl Engine {
     /// Releases ready tasks into their queues, best first, while each
     /// queue's in-flight count is under the window.
     pub fn dispatch(&mut self, now: DateTime<Utc>) {
+        self.dispatch_cut = false;
         self.release_parked();
         self.dispatch_queues(now);
         // A released task that did not dispatch after all (its input
@@ -69,6 +70,12 @@ impl Engine {
             .collect();
         for name in queues {
             loop {
+                if self.batch_bytes >= self.bounds.max_batch_bytes {
+                    // The batch's messages are held in memory until they
+                    // are committed and published: the rest waits a turn.
+                    self.dispatch_cut = true;
+                    return;
+                }
                 let q = self.queues.get_mut(&name).expect("listed above");
                 if q.in_flight >= self.window {
                     break;

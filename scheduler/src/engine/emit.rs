@@ -49,6 +49,7 @@ fn message(
 impl Engine {
     /// Numbers `msg` and adds it to the batch's outbox.
     fn emit(&mut self, msg: OutMsg) {
+        self.batch_bytes += msg.body.len();
         let seq = self.next_outbox;
         self.next_outbox += 1;
         let msg = Arc::new(msg);

@@ -181,6 +181,11 @@ pub struct Engine {
     queue_users: HashMap<String, usize>,
     /// Queues whose last user ended since the last dispatch.
     unused_queues: Vec<String>,
+    /// Bytes of the messages in the current batch.
+    batch_bytes: usize,
+    /// The last dispatch stopped at `max_batch_bytes` with tasks left to
+    /// dispatch: the loop takes another turn at once.
+    dispatch_cut: bool,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
@@ -254,6 +259,8 @@ impl Engine {
             held_bytes: 0,
             queue_users: HashMap::new(),
             unused_queues: Vec::new(),
+            batch_bytes: 0,
+            dispatch_cut: false,
         }
     }
 
@@ -265,6 +272,7 @@ impl Engine {
     /// Hands over the current batch: store ops and the messages to publish
     /// once they are committed.
     pub fn take_batch(&mut self) -> (Vec<Op>, Vec<(u64, Arc<OutMsg>)>) {
+        self.batch_bytes = 0;
         (
             std::mem::take(&mut self.ops),
             std::mem::take(&mut self.outbox),
@@ -274,6 +282,12 @@ impl Engine {
     /// Adds an op to the current batch (used for outbox deletions).
     pub fn push_op(&mut self, op: Op) {
         self.ops.push(op);
+    }
+
+    /// True when the last dispatch stopped at the batch's byte bound with
+    /// ready tasks left: the loop should take another turn without waiting.
+    pub fn dispatch_cut(&self) -> bool {
+        self.dispatch_cut
     }
 
     /// True when the current batch has something to commit.

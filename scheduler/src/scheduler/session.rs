@@ -324,6 +324,8 @@ impl Scheduler {
             // Room freed for a waiting submission: take it without waiting
             // for a delivery to wake the loop.
             kick |= state.waiting.first_fits(&state.engine);
+            // Dispatch stopped at the batch's byte bound: go on at once.
+            kick |= state.engine.dispatch_cut();
         };
         self.metrics.broker_connected.store(0, Ordering::Relaxed);
         self.wind_down(store, &mut state.engine, outcome).await
