@@ -480,6 +480,7 @@ fn check(
 
     let mut templated = Vec::with_capacity(tasks.len());
     let mut refs = Vec::new();
+    let mut ancestry = Ancestry::default();
     for (i, t) in tasks.iter().enumerate() {
         let id = Some(t.id.as_str());
         refs.clear();
@@ -499,19 +500,36 @@ fn check(
                 None => errors.push(problem(
                     "template_unknown_task",
                     id,
-                    format!("task `{}` references `{name}`, which is not a task of this workflow", t.id),
-                )),
-                Some(&j) if acyclic && !is_ancestor(&deps, j, i as u32) => errors.push(problem(
-                    "template_not_ancestor",
-                    id,
                     format!(
-                        "task `{}` references the output of `{name}`, which it does not depend on (directly or transitively)",
+                        "task `{}` references `{name}`, which is not a task of this workflow",
                         t.id
                     ),
                 )),
+                Some(&j) if acyclic => ancestry.ask(j, i as u32),
                 Some(_) => {}
             }
         }
+    }
+    match ancestry.answer(&deps) {
+        Ok(not_ancestors) => {
+            for (j, i) in not_ancestors {
+                let (t, name) = (&tasks[i as usize].id, &tasks[j as usize].id);
+                errors.push(problem(
+                    "template_not_ancestor",
+                    Some(t),
+                    format!(
+                        "task `{t}` references the output of `{name}`, which it does not depend on (directly or transitively)"
+                    ),
+                ));
+            }
+        }
+        Err(steps) => errors.push(problem(
+            "too_complex",
+            None,
+            format!(
+                "checking that each template names an ancestor takes more than {steps} steps; reference direct dependencies, or fewer distinct tasks"
+            ),
+        )),
     }
 
     if !errors.is_empty() {
@@ -529,22 +547,84 @@ fn check(
     })
 }
 
-/// True when `anc` is reachable from `task` by following dependencies.
-fn is_ancestor(deps: &[Vec<u32>], anc: u32, task: u32) -> bool {
-    if deps[task as usize].contains(&anc) {
-        return true;
+/// Most steps (tasks and edges visited) spent checking that templates name
+/// ancestors: a request whose check would take more is rejected
+/// (`too_complex`) rather than let it hold the scheduler's loop.
+pub const MAX_ANCESTRY_STEPS: usize = 20_000_000;
+
+/// The questions "is `anc` an ancestor of `task`?" of a request's
+/// templates, answered together: one walk down from each distinct `anc`
+/// over its dependents, so that a thousand tasks naming one ancestor cost
+/// one walk, not a thousand.
+#[derive(Default)]
+struct Ancestry {
+    /// (anc, task) pairs, in the order asked.
+    asked: Vec<(u32, u32)>,
+}
+
+impl Ancestry {
+    fn ask(&mut self, anc: u32, task: u32) {
+        self.asked.push((anc, task));
     }
-    let mut seen = vec![false; deps.len()];
-    let mut stack = deps[task as usize].clone();
-    while let Some(n) = stack.pop() {
-        if n == anc {
-            return true;
+
+    /// The pairs whose `anc` is not an ancestor of `task`, in the order
+    /// asked; `Err(MAX_ANCESTRY_STEPS)` when answering would take more.
+    fn answer(mut self, deps: &[Vec<u32>]) -> Result<Vec<(u32, u32)>, usize> {
+        // Direct dependencies need no walk (their lists count as steps).
+        let mut steps = 0usize;
+        let mut indirect = Vec::with_capacity(self.asked.len());
+        for &(anc, task) in &self.asked {
+            steps += deps[task as usize].len();
+            if steps > MAX_ANCESTRY_STEPS {
+                return Err(MAX_ANCESTRY_STEPS);
+            }
+            if !deps[task as usize].contains(&anc) {
+                indirect.push((anc, task));
+            }
         }
-        if !std::mem::replace(&mut seen[n as usize], true) {
-            stack.extend_from_slice(&deps[n as usize]);
+        self.asked = indirect;
+        if self.asked.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut dependents = vec![Vec::new(); deps.len()];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d as usize].push(i as u32);
+            }
+        }
+        let mut order: Vec<usize> = (0..self.asked.len()).collect();
+        order.sort_by_key(|&k| self.asked[k].0);
+        // `reached[n] == anc + 1`: n descends from anc (walked last).
+        let mut reached = vec![0u32; deps.len()];
+        let mut stack = Vec::new();
+        let mut walked = None;
+        let mut missing = Vec::new();
+        for k in order {
+            let (anc, task) = self.asked[k];
+            if walked != Some(anc) {
+                walked = Some(anc);
+                stack.clear();
+                stack.push(anc);
+                while let Some(n) = stack.pop() {
+                    for &d in &dependents[n as usize] {
+                        steps += 1;
+                        if reached[d as usize] != anc + 1 {
+                            reached[d as usize] = anc + 1;
+                            stack.push(d);
+                        }
+                    }
+                    if steps > MAX_ANCESTRY_STEPS {
+                        return Err(MAX_ANCESTRY_STEPS);
+                    }
+                }
+            }
+            if reached[task as usize] != anc + 1 {
+                missing.push(k);
+            }
+        }
+        missing.sort_unstable();
+        Ok(missing.into_iter().map(|k| self.asked[k]).collect())
     }
-    false
 }
 
 /// One cycle of the graph (first node repeated at the end), if there is one.

@@ -109,12 +109,36 @@ fn templates_must_name_ancestors() {
             {"id": "e", "type": "echo", "depends_on": ["d"], "input": {"k": "${d.output}", "j": "${workflow.nothing}"}}
         ]}),
         &[
-            ("template_not_ancestor", "`b` references the output of `a`"),
             ("template_unknown_task", "`nope`"),
             ("invalid_template", "unterminated"),
             ("invalid_template", "only `workflow.input`"),
+            ("template_not_ancestor", "`b` references the output of `a`"),
         ],
     );
+}
+
+#[test]
+fn ancestry_is_checked_in_bounded_time() {
+    // A chain of 20,000 tasks, each naming the root's output: one walk.
+    let n = 20_000;
+    let mut tasks = vec![json!({"id": "t0", "type": "echo"})];
+    for i in 1..n {
+        tasks.push(json!({"id": format!("t{i}"), "type": "echo",
+            "depends_on": [format!("t{}", i - 1)], "input": "${t0.output}"}));
+    }
+    let limits = Limits::default();
+    let body = json!({"tasks": tasks}).to_string();
+    assert!(validate(body.as_bytes(), None, &limits, || "g".into()).is_ok());
+    // Each naming its own far ancestor (half way down): 10,000 distinct
+    // walks of up to 20,000 steps, past the bound, so refused.
+    let mut tasks = vec![json!({"id": "t0", "type": "echo"})];
+    for i in 1..n {
+        tasks.push(json!({"id": format!("t{i}"), "type": "echo",
+            "depends_on": [format!("t{}", i - 1)], "input": format!("${{t{}.output}}", i / 2)}));
+    }
+    let body = json!({"tasks": tasks}).to_string();
+    let r = validate(body.as_bytes(), None, &limits, || "g".into()).unwrap_err();
+    assert_eq!(r.errors[0].code, "too_complex", "{:?}", r.errors);
 }
 
 #[test]
