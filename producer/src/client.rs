@@ -206,7 +206,9 @@ impl Client {
         message_id: &str,
         correlation: Option<&str>,
     ) -> Result<(), warren_shared::Error> {
-        let mut props = amqp::json_properties().with_message_id(message_id.into());
+        // A longer id than an AMQP short string holds (which the scheduler
+        // refuses anyway) travels in the body only.
+        let mut props = amqp::with_message_id(amqp::json_properties(), message_id);
         if let Some(c) = correlation {
             props = props
                 .with_reply_to(s.reply_queue.as_str().into())

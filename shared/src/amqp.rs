@@ -332,6 +332,22 @@ pub fn refused_size(e: &Error) -> Option<(usize, usize)> {
     Some((size, max))
 }
 
+/// The longest AMQP short string (`message_id`, `correlation_id`,
+/// `reply_to`, ...): lapin panics on a longer one.
+pub const MAX_SHORT_STRING: usize = 255;
+
+/// `props` with `message_id` set to `id`, or unchanged when `id` does not
+/// fit an AMQP short string (a workflow id and a task id of 128
+/// characters each make a longer `{workflow}/{task}/{attempt}`): the id is
+/// informational, the body carries what identifies the message.
+pub fn with_message_id(props: BasicProperties, id: &str) -> BasicProperties {
+    if id.len() <= MAX_SHORT_STRING {
+        props.with_message_id(id.into())
+    } else {
+        props
+    }
+}
+
 /// An integer header of any AMQP integer type.
 pub fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
     match props.headers().as_ref()?.inner().get(key)? {

@@ -203,15 +203,13 @@ impl Publisher {
             }
             _ => (self.topology.results(), String::new()),
         };
-        let props = amqp::json_properties()
-            .with_type(TYPE_RESULT.into())
-            .with_message_id(
-                format!(
-                    "{}/{}/{}",
-                    result.workflow_id, result.task_id, result.attempt
-                )
-                .into(),
-            );
+        let props = amqp::with_message_id(
+            amqp::json_properties().with_type(TYPE_RESULT.into()),
+            &format!(
+                "{}/{}/{}",
+                result.workflow_id, result.task_id, result.attempt
+            ),
+        );
         let out = Outgoing {
             exchange: &exchange,
             key: &key,

@@ -104,7 +104,7 @@ impl Publisher {
             p = p.with_headers(h);
         }
         if let Some(id) = &m.message_id {
-            p = p.with_message_id(id.as_str().into());
+            p = amqp::with_message_id(p, id);
         }
         if let Some(c) = &m.correlation_id {
             p = p.with_correlation_id(c.as_str().into());
