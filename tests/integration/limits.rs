@@ -110,3 +110,43 @@ async fn an_elided_output_is_read_alone_over_amqp_and_http() {
     assert_eq!(code, 404);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_request_with_an_overlong_id_is_refused_not_echoed() {
+    let env = Env::new().await;
+    let _s = env.scheduler(env.scheduler_config());
+    let long = "i".repeat(100_000);
+    let report = env.client.status(&long, DEADLINE).await.expect("answered");
+    assert_eq!(report.status, WorkflowStatus::Rejected);
+    assert_eq!(report.errors[0].code, "invalid_control");
+    assert!(report.errors[0].message.contains("at most 128"));
+    let answer = serde_json::to_vec(&report).unwrap();
+    assert!(
+        answer.len() < 2_000,
+        "the id is not echoed: {} bytes",
+        answer.len()
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_ids_allowed_run() {
+    // `{workflow}/{task}/{attempt}` is then longer than an AMQP short
+    // string (255 bytes): the task message and its result go without a
+    // message_id rather than panic the scheduler or the worker.
+    let mut env = Env::new().await;
+    let _s = env.scheduler(env.scheduler_config());
+    env.builtin_worker("w");
+    let (wf, task) = ("w".repeat(128), "t".repeat(128));
+    let report = env
+        .client
+        .submit_and_wait(
+            json!({"id": wf, "tasks": [{"id": task, "type": "echo", "input": 3}]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
+    assert_eq!(report.tasks[&task].output, Some(json!(3)));
+    env.finish().await;
+}

@@ -120,7 +120,19 @@ fn reply_of(d: &Delivery) -> Option<ReplyTo> {
 
 /// A body with `control`: a control request, or an invalid one.
 fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
-    match (serde_json::from_slice::<ControlRequest>(&body), reply) {
+    let parsed = serde_json::from_slice::<ControlRequest>(&body).and_then(|c| {
+        // Ids are echoed into the answer and looked up in the store:
+        // no longer than any id can be.
+        let too_long = |s: &str| s.chars().count() > validate::MAX_ID_LEN;
+        if too_long(&c.workflow_id) || c.task_id.as_deref().is_some_and(too_long) {
+            return Err(serde::de::Error::custom(format!(
+                "workflow_id and task_id are at most {} characters",
+                validate::MAX_ID_LEN
+            )));
+        }
+        Ok(c)
+    });
+    match (parsed, reply) {
         (Ok(c), Some(reply)) => match c.control {
             ControlKind::Status => Request::Status {
                 id: c.workflow_id,
