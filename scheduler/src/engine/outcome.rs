@@ -48,7 +48,10 @@ impl Engine {
             },
         );
         let t = &mut wf.tasks[i];
-        t.worker = Some(r.worker).filter(|w| !w.is_empty());
+        // A worker's id is its own to choose: kept to 256 characters.
+        t.worker = Some(r.worker)
+            .filter(|w| !w.is_empty())
+            .map(|w| crate::validate::shortened(&w, 256));
         if let (Some(start), Some(end)) = (r.started_at, r.finished_at) {
             self.counters
                 .task_duration
