@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use warren_shared::{
     AmqpConfig, Topology, amqp,
     backoff::Backoff,
+    topology::CONTROL_ROUTING_KEY,
     wire::{
         ControlKind, ControlRequest, TYPE_PROGRESS, WorkersReport, WorkflowProgress, WorkflowReport,
     },
@@ -87,6 +88,16 @@ impl std::fmt::Debug for Client {
             .field("amqp", &self.config)
             .finish()
     }
+}
+
+/// What a request asks: a workflow submitted (its progress watched or
+/// not), or a control request, which goes with the routing key
+/// [`CONTROL_ROUTING_KEY`] so that it is never held behind submissions
+/// waiting for room in the scheduler's memory budget.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    Submit { watch: bool },
+    Control,
 }
 
 impl Client {
@@ -202,7 +213,7 @@ impl Client {
     async fn publish_on(
         &self,
         s: &Session,
-        body: &[u8],
+        (body, routing_key): (&[u8], &str),
         message_id: &str,
         correlation: Option<&str>,
     ) -> Result<(), warren_shared::Error> {
@@ -217,13 +228,13 @@ impl Client {
         let exchange = self.topology.workflows();
         let msg = amqp::Publish {
             exchange: &exchange,
-            routing_key: "",
+            routing_key,
             mandatory: true,
             body,
             properties: props,
         };
         let confirm = amqp::publish(&s.publish, msg).await?;
-        amqp::confirmed(confirm, &exchange, "").await
+        amqp::confirmed(confirm, &exchange, routing_key).await
     }
 
     /// Binds the session's reply queue to the workflow's progress events.
@@ -273,7 +284,7 @@ impl Client {
         loop {
             let attempt = async {
                 let s = self.session().await?;
-                let sent = self.publish_on(&s, &body, &id, None).await;
+                let sent = self.publish_on(&s, (&body, ""), &id, None).await;
                 if sent.is_err() {
                     self.retire(&s);
                 }
@@ -295,7 +306,8 @@ impl Client {
     ) -> Result<WorkflowReport, ClientError> {
         let id = Self::ensure_id(&mut request)?;
         let body = serde_json::to_vec(&request).expect("a Value always serialises");
-        self.ask(&id, &body, timeout, false).await
+        self.ask(&id, &body, timeout, Ask::Submit { watch: false })
+            .await
     }
 
     /// Like [`Client::submit_and_wait`], calling `on_progress` with each of
@@ -314,7 +326,7 @@ impl Client {
             .lock()
             .expect("not poisoned")
             .insert(id.clone(), tx);
-        let ask = self.ask(&id, &body, timeout, true);
+        let ask = self.ask(&id, &body, timeout, Ask::Submit { watch: true });
         tokio::pin!(ask);
         let outcome = loop {
             tokio::select! {
@@ -337,7 +349,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<WorkflowReport, ClientError> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.ask(&id, body, timeout, false).await
+        self.ask(&id, body, timeout, Ask::Submit { watch: false })
+            .await
     }
 
     /// Asks the scheduler for a workflow's current report.
@@ -348,7 +361,7 @@ impl Client {
             task_id: None,
         })
         .expect("wire types always serialise");
-        self.ask(id, &body, timeout, false).await
+        self.ask(id, &body, timeout, Ask::Control).await
     }
 
     /// Asks for one task of a workflow: a report whose `tasks` holds only
@@ -366,7 +379,7 @@ impl Client {
             task_id: Some(task_id.to_owned()),
         })
         .expect("wire types always serialise");
-        self.ask(id, &body, timeout, false).await
+        self.ask(id, &body, timeout, Ask::Control).await
     }
 
     /// Cancels a running workflow and returns its report: status
@@ -380,7 +393,7 @@ impl Client {
             task_id: None,
         })
         .expect("wire types always serialise");
-        self.ask(id, &body, timeout, false).await
+        self.ask(id, &body, timeout, Ask::Control).await
     }
 
     /// The scheduler's worker registry: every worker heard from in
@@ -392,7 +405,7 @@ impl Client {
             task_id: None,
         })
         .expect("wire types always serialise");
-        self.ask("workers", &body, timeout, false).await
+        self.ask("workers", &body, timeout, Ask::Control).await
     }
 
     /// Sends `body` with a reply address and waits for the answer, sending
@@ -403,8 +416,12 @@ impl Client {
         id: &str,
         body: &[u8],
         timeout: Duration,
-        watch: bool,
+        what: Ask,
     ) -> Result<T, ClientError> {
+        let (watch, key) = match what {
+            Ask::Submit { watch } => (watch, ""),
+            Ask::Control => (false, CONTROL_ROUTING_KEY),
+        };
         let started = Instant::now();
         let deadline = started + timeout;
         let mut backoff = Backoff::reconnect();
@@ -427,7 +444,7 @@ impl Client {
                 if watch {
                     self.watch_on(&s, id).await?;
                 }
-                self.publish_on(&s, body, id, Some(&corr)).await
+                self.publish_on(&s, (body, key), id, Some(&corr)).await
             };
             if let Err(e) = sent.await {
                 forget();

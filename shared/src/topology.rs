@@ -41,6 +41,11 @@ pub fn partition_of(workflow_id: &str, partitions: u16) -> u16 {
     (fnv1a(workflow_id) % u32::from(partitions.max(1))) as u16
 }
 
+/// The routing key of control requests on the `workflows` exchange (see
+/// [`Topology::control_requests`]); the empty key still works, behind
+/// submissions.
+pub const CONTROL_ROUTING_KEY: &str = "control";
+
 /// The names of one Warren deployment on a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -106,6 +111,14 @@ impl Topology {
     /// (bound with the empty routing key).
     pub fn workflows(&self) -> String {
         format!("{}.workflows", self.namespace)
+    }
+
+    /// Durable queue of control requests sent with the routing key
+    /// [`CONTROL_ROUTING_KEY`] on the `workflows` exchange: consumed apart,
+    /// so that a status or cancel is never held behind submissions that
+    /// wait for room in the scheduler's memory budget.
+    pub fn control_requests(&self) -> String {
+        format!("{}.workflows.control", self.namespace)
     }
 
     /// Direct exchange of task messages; routing key = task queue name.
@@ -195,12 +208,18 @@ impl Topology {
                 .await
                 .map_err(|e| conflict_or("exchange", &name, e, "exchange.declare"))?;
         }
-        for name in [self.workflows(), self.results(), self.dead()] {
+        let control = self.control_requests();
+        for (name, exchange, key) in [
+            (self.workflows(), self.workflows(), ""),
+            (control, self.workflows(), CONTROL_ROUTING_KEY),
+            (self.results(), self.results(), ""),
+            (self.dead(), self.dead(), ""),
+        ] {
             declare_queue(ch, &name, self.queue_args(&name, false)).await?;
             ch.queue_bind(
                 name.as_str().into(),
-                name.as_str().into(),
-                "".into(),
+                exchange.as_str().into(),
+                key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -239,7 +258,12 @@ impl Topology {
             .iter()
             .flat_map(|q| [self.task_queue(q), self.suspect_queue(q)])
             .collect();
-        queues.extend([self.workflows(), self.results(), self.dead()]);
+        queues.extend([
+            self.workflows(),
+            self.control_requests(),
+            self.results(),
+            self.dead(),
+        ]);
         // Partition queues exist only where a PostgreSQL store declared
         // them; deleting an absent queue is not an error.
         queues.extend((0..PARTITIONS).map(|p| self.partition_queue(p)));

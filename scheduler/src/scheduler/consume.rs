@@ -22,6 +22,8 @@ use super::SchedulerError;
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Inbound {
     Request(Delivery),
+    /// From the control requests' own queue (never held for the budget).
+    Control(Delivery),
     Result(Delivery),
     /// From the partition queue this scheduler owns that is consumed on
     /// `Consumers::owned_ch[i]`: a result, or a request forwarded by the
@@ -37,7 +39,10 @@ impl Inbound {
     /// The size of the delivery's body (0 for `Ended`).
     pub(super) fn body_len(&self) -> usize {
         match self {
-            Inbound::Request(d) | Inbound::Result(d) | Inbound::Owned(_, d) => d.data.len(),
+            Inbound::Request(d)
+            | Inbound::Control(d)
+            | Inbound::Result(d)
+            | Inbound::Owned(_, d) => d.data.len(),
             Inbound::Ended { .. } => 0,
         }
     }
@@ -48,6 +53,7 @@ impl Inbound {
 pub(super) struct Consumers {
     pub(super) rx: mpsc::Receiver<Inbound>,
     pub(super) requests_ch: Channel,
+    pub(super) control_ch: Channel,
     pub(super) results_ch: Channel,
     /// The owned partitions' queues, in the order of `owned` (partitioned
     /// stores only).
@@ -69,7 +75,7 @@ pub(super) async fn start(
     let requests_prefetch = b.prefetch(cfg.requests_prefetch, cfg.limits.max_body_bytes, 4);
     let results_prefetch = b.prefetch(cfg.results_prefetch, b.max_result_bytes, 16);
     let (tx, rx) = mpsc::channel::<Inbound>(
-        requests_prefetch as usize
+        2 * requests_prefetch as usize
             + results_prefetch as usize * (1 + owned.len() * usize::from(partitioned))
             + 16,
     );
@@ -97,6 +103,14 @@ pub(super) async fn start(
         Inbound::Request,
     )
     .await?;
+    let control_ch = start_consumer(
+        conn,
+        &topology.control_requests(),
+        requests_prefetch,
+        tx.clone(),
+        Inbound::Control,
+    )
+    .await?;
     let results_ch = start_consumer(
         conn,
         &topology.results(),
@@ -108,6 +122,7 @@ pub(super) async fn start(
     Ok(Consumers {
         rx,
         requests_ch,
+        control_ch,
         results_ch,
         owned_ch,
     })

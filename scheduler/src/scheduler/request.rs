@@ -11,6 +11,7 @@ use chrono::Utc;
 use lapin::message::Delivery;
 use serde::Deserialize;
 use std::{collections::HashMap, sync::Arc};
+use warren_shared::topology::CONTROL_ROUTING_KEY;
 use warren_shared::wire::{
     ControlKind, ControlRequest, TaskReport, WorkflowReport, WorkflowStatus,
 };
@@ -52,6 +53,21 @@ pub(super) struct Submit {
 impl Request {
     /// The workflow the request is about, if any: where it is routed, and
     /// what is looked up in the store when the engine does not hold it.
+    /// The request as taken from the control requests' queue: a workflow
+    /// submitted there is refused (it would skip the memory budget).
+    pub(super) fn control_only(self) -> Request {
+        match self {
+            Request::Submit(Submit { body, reply, .. }) => Request::Invalid {
+                reason: format!(
+                    "only control requests are taken with the routing key `{CONTROL_ROUTING_KEY}`; submit workflows with the empty routing key"
+                ),
+                body,
+                reply,
+            },
+            other => other,
+        }
+    }
+
     /// What accepting it would hold against the memory budget (tasks,
     /// bytes): `Some` for a valid submission only.
     pub(super) fn budget_cost(&self) -> Option<(usize, usize)> {

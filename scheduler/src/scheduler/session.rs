@@ -264,6 +264,7 @@ impl Scheduler {
         let Consumers {
             mut rx,
             requests_ch,
+            control_ch,
             results_ch,
             owned_ch,
         } = consumers;
@@ -275,6 +276,7 @@ impl Scheduler {
             .then(|| tokio::time::Instant::now() + BALANCE_EVERY);
         let ctx = Ctx {
             requests_ch: &requests_ch,
+            control_ch: &control_ch,
             results_ch: &results_ch,
             owned_ch: &owned_ch,
             owned: ownership,

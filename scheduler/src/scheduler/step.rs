@@ -38,6 +38,7 @@ use super::{
 /// partitions it owns.
 pub(super) struct Ctx<'a> {
     pub(super) requests_ch: &'a Channel,
+    pub(super) control_ch: &'a Channel,
     pub(super) results_ch: &'a Channel,
     /// Consume the owned partitions' queues, one each (partitioned stores
     /// only).
@@ -78,6 +79,7 @@ enum Item {
 /// may wait unacked (see `waiting`).
 struct Tags {
     request: Vec<u64>,
+    control: Option<u64>,
     result: Option<u64>,
     /// By owned partition, as `Ctx::owned_ch`.
     owned: Vec<Option<u64>>,
@@ -215,17 +217,25 @@ impl Scheduler {
     fn sort(&self, batch: &mut Vec<Inbound>, ctx: &Ctx<'_>) -> Result<Sorted, SchedulerError> {
         let mut tags = Tags {
             request: Vec::new(),
+            control: None,
             result: None,
             owned: vec![None; ctx.owned_ch.len()],
         };
         let mut forwards: Vec<Forward> = Vec::new();
         let mut items = Vec::with_capacity(batch.len());
         for inbound in batch.drain(..) {
+            let mut control_only = false;
             let (d, request, from_requests) = match inbound {
                 Inbound::Request(d) => {
                     tags.request.push(d.delivery_tag);
                     let tag = Some(d.delivery_tag);
                     (d, true, tag)
+                }
+                Inbound::Control(d) => {
+                    tags.control = Some(d.delivery_tag);
+                    // Parsed as a request, but a submission here is refused.
+                    control_only = true;
+                    (d, true, None)
                 }
                 Inbound::Result(d) => {
                     tags.result = Some(d.delivery_tag);
@@ -251,6 +261,11 @@ impl Scheduler {
                     .partitioned
                     .then(|| (d.properties.clone(), d.data.clone()));
                 let parsed = self.parse_request(d, owned);
+                let parsed = if control_only {
+                    parsed.control_only()
+                } else {
+                    parsed
+                };
                 match (copy, parsed.lookup_id().map(|id| owned.part_of(id))) {
                     (Some((properties, body)), Some(part)) if !owned.owns(part) => {
                         forwards.push(Forward {
@@ -422,9 +437,12 @@ async fn ack(ctx: &Ctx<'_>, tags: Tags, none_waiting: bool) -> Result<(), Schedu
             .map_err(warren_shared::Error::amqp("basic.ack"))?;
     }
     let owned_acks = ctx.owned_ch.iter().zip(tags.owned);
-    for (ch, tag) in [(ctx.results_ch, tags.result)]
-        .into_iter()
-        .chain(owned_acks)
+    for (ch, tag) in [
+        (ctx.control_ch, tags.control),
+        (ctx.results_ch, tags.result),
+    ]
+    .into_iter()
+    .chain(owned_acks)
     {
         if let Some(tag) = tag {
             ch.basic_ack(tag, BasicAckOptions { multiple: true })
