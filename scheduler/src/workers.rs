@@ -10,6 +10,21 @@
 //! heartbeat interval. A worker is `lost` after three of its own intervals
 //! without a heartbeat, and forgotten an hour after that (or an hour after
 //! it announced it was stopping).
+//!
+//! Bounded, since it is keyed by a field of the wire (`worker_id`) that
+//! anyone allowed to publish heartbeats chooses:
+//! - a heartbeat larger than [`MAX_HEARTBEAT_BYTES`], or whose `worker_id`
+//!   is longer than [`MAX_WORKER_ID_BYTES`], is ignored (counted, and
+//!   logged at most once a minute, not once per message);
+//! - at most [`MAX_WORKERS_LISTED`] workers, holding at most
+//!   [`MAX_LISTED_BYTES`] of heartbeats, are listed (so a `workers` reply
+//!   stays well under RabbitMQ 4.x's 16 MiB message limit). A new worker
+//!   arriving when the directory is full first makes it forget the workers
+//!   gone for long (at most once per [`PRUNE_EVERY`] arrivals, so a flood
+//!   of new ids costs amortised O(log n) per heartbeat, not O(n)); if it
+//!   is still full, the least recently heard from is dropped (an index by
+//!   arrival order makes that O(log n)). A real worker dropped this way is
+//!   listed again at its next heartbeat.
 
 use chrono::{DateTime, Utc};
 use futures_lite::StreamExt;
@@ -27,40 +42,215 @@ use warren_shared::{
 const MISSED: i64 = 3;
 /// How long a lost or stopped worker stays listed (ms).
 const FORGET_AFTER_MS: i64 = 3_600_000;
+/// Most workers listed at once.
+pub const MAX_WORKERS_LISTED: usize = 10_000;
+/// Most bytes of heartbeats (their JSON bodies) listed at once: with the
+/// few dozen bytes each entry adds, a `workers` reply stays under 9 MiB.
+pub const MAX_LISTED_BYTES: usize = 8 * 1024 * 1024;
+/// Longest `worker_id` recorded; a heartbeat with a longer one is ignored.
+pub const MAX_WORKER_ID_BYTES: usize = 256;
+/// Largest heartbeat recorded (its JSON body); a larger one is ignored
+/// unread. A worker's heartbeat is a few hundred bytes, more only with
+/// hundreds of queues.
+pub const MAX_HEARTBEAT_BYTES: usize = 64 * 1024;
+/// New workers arriving in a full directory between two looks for the
+/// forgotten ones.
+pub const PRUNE_EVERY: usize = 1_024;
+/// Ignored heartbeats are logged at most this often (ms).
+const WARN_EVERY_MS: i64 = 60_000;
 
-/// Workers by id.
+/// A listed worker: its entry, the size it is counted for, and its place
+/// in the arrival order.
+#[derive(Debug)]
+struct Listed {
+    entry: WorkerEntry,
+    bytes: usize,
+    seq: u64,
+}
+
+/// Workers by id, bounded (see the module's doc).
 #[derive(Debug, Default)]
 pub struct WorkerDirectory {
-    workers: BTreeMap<String, WorkerEntry>,
+    workers: BTreeMap<String, Listed>,
+    /// Worker ids by the sequence number of their last heartbeat: the
+    /// first is the least recently heard from.
+    by_arrival: BTreeMap<u64, String>,
+    next_seq: u64,
+    /// Sum of the listed workers' `bytes`.
+    bytes: usize,
+    /// New workers that found the directory full.
+    full_arrivals: usize,
+    /// Heartbeats ignored since the last warning, and when that was.
+    unwarned: u64,
+    warned_at: Option<DateTime<Utc>>,
+    /// Heartbeats ignored, and workers dropped to make room, in all.
+    ignored_total: u64,
+    evicted_total: u64,
+    /// Times the whole directory was looked through for the forgotten.
+    prunes: u64,
+}
+
+/// Why a heartbeat was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ignored {
+    TooLarge(usize),
+    LongId(usize),
+    Undecodable,
 }
 
 impl WorkerDirectory {
+    /// Records a heartbeat as received on the wire: ignored when too
+    /// large, undecodable or with too long an id.
+    pub fn receive(&mut self, body: &[u8], now: DateTime<Utc>) {
+        if body.len() > MAX_HEARTBEAT_BYTES {
+            return self.ignore(Ignored::TooLarge(body.len()), now);
+        }
+        match serde_json::from_slice::<WorkerHeartbeat>(body) {
+            Ok(h) => self.record_sized(h, body.len(), now),
+            Err(_) => self.ignore(Ignored::Undecodable, now),
+        }
+    }
+
+    /// Records a decoded heartbeat (counted at its JSON size).
     pub fn record(&mut self, heartbeat: WorkerHeartbeat, now: DateTime<Utc>) {
-        self.workers.insert(
-            heartbeat.worker_id.clone(),
-            WorkerEntry {
-                heartbeat,
-                last_seen: now,
-            },
-        );
+        let bytes = serde_json::to_vec(&heartbeat).map_or(0, |v| v.len());
+        self.record_sized(heartbeat, bytes, now);
+    }
+
+    fn record_sized(&mut self, heartbeat: WorkerHeartbeat, bytes: usize, now: DateTime<Utc>) {
+        if bytes > MAX_HEARTBEAT_BYTES {
+            return self.ignore(Ignored::TooLarge(bytes), now);
+        }
+        if heartbeat.worker_id.len() > MAX_WORKER_ID_BYTES {
+            return self.ignore(Ignored::LongId(heartbeat.worker_id.len()), now);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = WorkerEntry {
+            heartbeat,
+            last_seen: now,
+        };
+        if let Some(listed) = self.workers.get_mut(&entry.heartbeat.worker_id) {
+            // Heard from again: a new place in the arrival order.
+            self.by_arrival.remove(&listed.seq);
+            self.by_arrival
+                .insert(seq, entry.heartbeat.worker_id.clone());
+            self.bytes = self.bytes - listed.bytes + bytes;
+            *listed = Listed { entry, bytes, seq };
+            self.shrink_to(MAX_WORKERS_LISTED, MAX_LISTED_BYTES);
+            return;
+        }
+        let full =
+            self.workers.len() >= MAX_WORKERS_LISTED || self.bytes + bytes > MAX_LISTED_BYTES;
+        if full {
+            // The first arrival in a full directory, then one in every
+            // PRUNE_EVERY, looks for the forgotten first.
+            if self.full_arrivals.is_multiple_of(PRUNE_EVERY) {
+                self.forget_gone(now);
+            }
+            self.full_arrivals += 1;
+            self.shrink_to(MAX_WORKERS_LISTED - 1, MAX_LISTED_BYTES - bytes);
+        }
+        let id = entry.heartbeat.worker_id.clone();
+        self.by_arrival.insert(seq, id.clone());
+        self.bytes += bytes;
+        self.workers.insert(id, Listed { entry, bytes, seq });
+    }
+
+    /// Drops the least recently heard from until at most `count` workers
+    /// of at most `bytes` are listed.
+    fn shrink_to(&mut self, count: usize, bytes: usize) {
+        while self.workers.len() > count || self.bytes > bytes {
+            let Some((_, id)) = self.by_arrival.pop_first() else {
+                break;
+            };
+            if let Some(gone) = self.workers.remove(&id) {
+                self.bytes -= gone.bytes;
+                self.evicted_total += 1;
+                // Logged at the 1st, 2nd, 4th, 8th, ... eviction.
+                if self.evicted_total.is_power_of_two() {
+                    tracing::warn!(
+                        worker = %id,
+                        evicted = self.evicted_total,
+                        "Worker directory full ({MAX_WORKERS_LISTED} workers, {MAX_LISTED_BYTES} bytes): \
+                         the least recently heard from are no longer listed"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Forgets the workers gone for long: O(n), so called when reading the
+    /// whole directory anyway, or at most once per [`PRUNE_EVERY`] new
+    /// workers arriving in a full directory.
+    fn forget_gone(&mut self, now: DateTime<Utc>) {
+        self.prunes += 1;
+        let (by_arrival, bytes) = (&mut self.by_arrival, &mut self.bytes);
+        self.workers.retain(|_, l| {
+            let keep = !forgotten(&l.entry, now);
+            if !keep {
+                by_arrival.remove(&l.seq);
+                *bytes -= l.bytes;
+            }
+            keep
+        });
+    }
+
+    fn ignore(&mut self, why: Ignored, now: DateTime<Utc>) {
+        self.unwarned += 1;
+        self.ignored_total += 1;
+        let due = self
+            .warned_at
+            .is_none_or(|t| (now - t).num_milliseconds() >= WARN_EVERY_MS);
+        if due {
+            let reason = match why {
+                Ignored::TooLarge(n) => {
+                    format!("a heartbeat of {n} bytes (the limit is {MAX_HEARTBEAT_BYTES})")
+                }
+                Ignored::LongId(n) => {
+                    format!("a worker_id of {n} bytes (the limit is {MAX_WORKER_ID_BYTES})")
+                }
+                Ignored::Undecodable => "an undecodable heartbeat".to_owned(),
+            };
+            tracing::warn!(
+                ignored = self.unwarned,
+                "Heartbeats ignored since the last warning; the last had {reason}"
+            );
+            self.unwarned = 0;
+            self.warned_at = Some(now);
+        }
+    }
+
+    /// How many workers are listed.
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// Heartbeats ignored so far (too large, undecodable, too long an id).
+    pub fn ignored(&self) -> u64 {
+        self.ignored_total
+    }
+
+    /// Workers dropped so far to make room for others.
+    pub fn evicted(&self) -> u64 {
+        self.evicted_total
     }
 
     /// Every worker, by id, with its state as of `now`; forgets those gone
     /// for long.
     pub fn report(&mut self, now: DateTime<Utc>) -> WorkersReport {
-        let silent = |w: &WorkerEntry| (now - w.last_seen).num_milliseconds();
-        self.workers.retain(|_, w| {
-            let overdue = MISSED.saturating_mul(w.heartbeat.interval_ms as i64);
-            silent(w) < overdue.saturating_add(FORGET_AFTER_MS)
-                && !(w.heartbeat.state == WorkerState::Stopping && silent(w) >= FORGET_AFTER_MS)
-        });
+        self.forget_gone(now);
         let workers = self
             .workers
             .values()
-            .map(|w| {
-                let mut w = w.clone();
-                let overdue = MISSED.saturating_mul(w.heartbeat.interval_ms as i64);
-                if w.heartbeat.state == WorkerState::Running && silent(&w) >= overdue {
+            .map(|l| {
+                let mut w = l.entry.clone();
+                if w.heartbeat.state == WorkerState::Running && silent(&w, now) >= overdue(&w) {
                     w.heartbeat.state = WorkerState::Lost;
                 }
                 w
@@ -68,6 +258,23 @@ impl WorkerDirectory {
             .collect();
         WorkersReport { workers }
     }
+}
+
+/// Milliseconds since `w` was heard from.
+fn silent(w: &WorkerEntry, now: DateTime<Utc>) -> i64 {
+    (now - w.last_seen).num_milliseconds()
+}
+
+/// Milliseconds of silence after which `w` is lost.
+fn overdue(w: &WorkerEntry) -> i64 {
+    MISSED.saturating_mul(i64::try_from(w.heartbeat.interval_ms).unwrap_or(i64::MAX))
+}
+
+/// Whether `w` has been gone long enough to be forgotten.
+fn forgotten(w: &WorkerEntry, now: DateTime<Utc>) -> bool {
+    let s = silent(w, now);
+    s >= overdue(w).saturating_add(FORGET_AFTER_MS)
+        || w.heartbeat.state == WorkerState::Stopping && s >= FORGET_AFTER_MS
 }
 
 /// The directory, shared between the heartbeat listener, the scheduler's
@@ -86,10 +293,10 @@ pub async fn listen(
         warren_shared::amqp::private_queue(conn, &[(&events, "worker.*.heartbeat")]).await?;
     tokio::spawn(async move {
         while let Some(Ok(d)) = heartbeats.next().await {
-            match serde_json::from_slice::<WorkerHeartbeat>(&d.data) {
-                Ok(h) => workers.lock().expect("not poisoned").record(h, Utc::now()),
-                Err(e) => tracing::warn!(error = %e, "Undecodable heartbeat ignored"),
-            }
+            workers
+                .lock()
+                .expect("not poisoned")
+                .receive(&d.data, Utc::now());
         }
     });
     Ok(())
@@ -144,5 +351,168 @@ mod tests {
             ]
         );
         assert!(states(&mut r, t0 + Duration::hours(2)).is_empty());
+    }
+
+    fn at(t0: DateTime<Utc>, ms: i64) -> DateTime<Utc> {
+        t0 + Duration::milliseconds(ms)
+    }
+
+    fn listed(r: &WorkerDirectory, id: &str) -> bool {
+        r.workers.contains_key(id)
+    }
+
+    /// The index and the byte count agree with the listed workers.
+    fn consistent(r: &WorkerDirectory) {
+        assert_eq!(r.workers.len(), r.by_arrival.len());
+        for (seq, id) in &r.by_arrival {
+            assert_eq!(r.workers[id].seq, *seq);
+        }
+        assert_eq!(r.bytes, r.workers.values().map(|l| l.bytes).sum::<usize>());
+        assert!(r.workers.len() <= MAX_WORKERS_LISTED);
+        assert!(r.bytes <= MAX_LISTED_BYTES);
+    }
+
+    #[test]
+    fn long_ids_large_and_undecodable_heartbeats_are_ignored() {
+        let mut r = WorkerDirectory::default();
+        let t0 = Utc::now();
+        r.record(
+            beat(&"x".repeat(MAX_WORKER_ID_BYTES + 1), WorkerState::Running),
+            t0,
+        );
+        r.record(
+            beat(&"y".repeat(MAX_WORKER_ID_BYTES), WorkerState::Running),
+            t0,
+        );
+        let mut huge = beat("huge", WorkerState::Running);
+        huge.host = "h".repeat(MAX_HEARTBEAT_BYTES);
+        r.receive(&serde_json::to_vec(&huge).unwrap(), t0);
+        r.receive(b"{\"worker_id\": 1}", t0);
+        let ok = serde_json::to_vec(&beat("ok", WorkerState::Running)).unwrap();
+        r.receive(&ok, t0);
+        assert_eq!(r.ignored(), 3);
+        assert_eq!(r.len(), 2);
+        assert!(listed(&r, &"y".repeat(MAX_WORKER_ID_BYTES)) && listed(&r, "ok"));
+        assert_eq!(r.workers["ok"].bytes, ok.len());
+        // One warning for the three (within a minute), then the count restarts.
+        assert_eq!(r.unwarned, 2);
+        r.receive(b"[]", at(t0, WARN_EVERY_MS));
+        assert_eq!(r.unwarned, 0);
+        consistent(&r);
+    }
+
+    #[test]
+    fn a_full_directory_forgets_the_gone_first() {
+        let mut r = WorkerDirectory::default();
+        let t0 = Utc::now();
+        for i in 0..MAX_WORKERS_LISTED {
+            r.record(beat(&format!("w{i}"), WorkerState::Running), t0);
+        }
+        assert_eq!(r.len(), MAX_WORKERS_LISTED);
+        // Two hours later every one of them is forgotten: the newcomer
+        // makes room by forgetting them, not by evicting one.
+        r.record(beat("new", WorkerState::Running), t0 + Duration::hours(2));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.evicted(), 0);
+        consistent(&r);
+    }
+
+    #[test]
+    fn a_full_directory_drops_the_least_recently_heard_from() {
+        let mut r = WorkerDirectory::default();
+        let t0 = Utc::now();
+        for i in 0..MAX_WORKERS_LISTED {
+            r.record(
+                beat(&format!("w{i}"), WorkerState::Running),
+                at(t0, i as i64),
+            );
+        }
+        // w0 is heard from again: w1 is now the least recently heard from.
+        r.record(beat("w0", WorkerState::Running), at(t0, 20_000));
+        assert_eq!(r.len(), MAX_WORKERS_LISTED);
+        r.record(beat("x", WorkerState::Running), at(t0, 20_001));
+        assert_eq!(r.len(), MAX_WORKERS_LISTED);
+        assert!(listed(&r, "w0") && listed(&r, "x") && listed(&r, "w2"));
+        assert!(!listed(&r, "w1"));
+        assert_eq!(r.evicted(), 1);
+        consistent(&r);
+        // The report lists them all, the silent ones lost.
+        let report = r.report(at(t0, 20_002));
+        assert_eq!(report.workers.len(), MAX_WORKERS_LISTED);
+        assert_eq!(
+            report
+                .workers
+                .iter()
+                .filter(|w| w.heartbeat.state == WorkerState::Lost)
+                .count(),
+            MAX_WORKERS_LISTED - 2
+        );
+    }
+
+    #[test]
+    fn a_flood_of_new_ids_is_bounded_and_looked_through_rarely() {
+        let mut r = WorkerDirectory::default();
+        let t0 = Utc::now();
+        let flood = 5 * MAX_WORKERS_LISTED;
+        for i in 0..flood {
+            r.record(
+                beat(&format!("f{i}"), WorkerState::Running),
+                at(t0, i as i64),
+            );
+        }
+        consistent(&r);
+        assert_eq!(r.len(), MAX_WORKERS_LISTED);
+        // The newest are the ones listed.
+        assert!(listed(&r, &format!("f{}", flood - 1)));
+        assert!(!listed(&r, &format!("f{}", flood - MAX_WORKERS_LISTED - 1)));
+        assert_eq!(r.evicted(), (flood - MAX_WORKERS_LISTED) as u64);
+        // Amortised: one look through the whole directory per PRUNE_EVERY
+        // arrivals in a full directory, not one per heartbeat.
+        let arrivals = flood - MAX_WORKERS_LISTED;
+        assert!(
+            r.prunes <= (arrivals / PRUNE_EVERY + 1) as u64,
+            "{} prunes for {arrivals} arrivals",
+            r.prunes
+        );
+        // A known worker's heartbeat never looks through the directory.
+        let before = r.prunes;
+        for _ in 0..1_000 {
+            r.record(
+                beat(&format!("f{}", flood - 1), WorkerState::Running),
+                at(t0, flood as i64),
+            );
+        }
+        assert_eq!(r.prunes, before);
+        assert_eq!(r.len(), MAX_WORKERS_LISTED);
+    }
+
+    #[test]
+    fn the_listed_heartbeats_are_bounded_in_bytes() {
+        let mut r = WorkerDirectory::default();
+        let t0 = Utc::now();
+        let queues: Vec<String> = (0..1_000).map(|i| format!("queue-{i:050}")).collect();
+        let mut sent = 0;
+        for i in 0..300 {
+            let mut b = beat(&format!("big{i}"), WorkerState::Running);
+            b.queues = queues.clone();
+            let body = serde_json::to_vec(&b).unwrap();
+            assert!(body.len() <= MAX_HEARTBEAT_BYTES, "{}", body.len());
+            sent += body.len();
+            r.receive(&body, at(t0, i));
+        }
+        assert!(sent > MAX_LISTED_BYTES);
+        consistent(&r);
+        assert!(r.bytes > MAX_LISTED_BYTES - MAX_HEARTBEAT_BYTES);
+        assert!(listed(&r, "big299") && !listed(&r, "big0"));
+        // A worker growing its heartbeat also keeps the bound.
+        let mut b = beat("big299", WorkerState::Running);
+        b.queues = queues.iter().chain(&queues).cloned().collect();
+        b.queues.truncate(1_150);
+        r.record(b, at(t0, 1_000));
+        consistent(&r);
+        assert!(listed(&r, "big299"));
+        // And the whole report fits in a message well under 16 MiB.
+        let report = serde_json::to_vec(&r.report(at(t0, 1_001))).unwrap();
+        assert!(report.len() < 9 * 1024 * 1024, "{}", report.len());
     }
 }
