@@ -1,7 +1,8 @@
 //! What a child runs: this program re-executed as `scheduler` or `worker`
 //! (hidden subcommands). The worker's `effect` handler appends a line per
 //! run to `effects-{pid}.log`, which the parent reads back here to check
-//! that every task ran; its `crash` handler is the poison.
+//! that every task ran; its `crash` handler is the poison; `big` and
+//! `echo` serve the bombs.
 
 use crate::{CONCURRENCY, ChildArgs};
 use serde_json::json;
@@ -20,6 +21,11 @@ pub async fn scheduler(args: ChildArgs) -> anyhow::Result<()> {
     let config = warren_scheduler::SchedulerConfig {
         amqp: args.amqp(),
         store: StoreLocation::parse(&args.store),
+        bounds: warren_scheduler::config::Bounds {
+            max_active_tasks: args.max_active_tasks,
+            max_queues: args.max_queues,
+            ..Default::default()
+        },
         ..Default::default()
     };
     warren_harness::serve::scheduler(config).await?;
@@ -48,6 +54,13 @@ pub async fn worker(args: ChildArgs) -> anyhow::Result<()> {
             Ok(json!({"done": ctx.task_id}))
         }
     });
+    // For the bombs: `big` answers a string of `input.bytes` bytes, and
+    // `echo` its input (neither records an effect).
+    registry.register("big", |ctx| async move {
+        let n = ctx.input["bytes"].as_u64().unwrap_or(0) as usize;
+        Ok(json!("x".repeat(n)))
+    });
+    registry.register("echo", |ctx| async move { Ok(ctx.input) });
     registry.register("crash", |_ctx| async move {
         // The poison: takes its worker down with it, every time.
         std::process::abort();

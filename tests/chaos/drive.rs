@@ -1,10 +1,11 @@
 //! The workload and the faults: diamonds submitted in chunks with a fault
-//! between chunks, then waiting for every workflow to end and the queues to
-//! drain, then gathering what the invariants are checked on.
+//! (and, with `--bombs`, bombs) between chunks, then waiting for every
+//! workflow to end and the queues to drain, then gathering what the
+//! invariants are checked on.
 
 use crate::{
-    Fault, POISON_ID, RunArgs, broker, child::recorded_effects, fleet::Fleet, report::report,
-    store::Reader,
+    Fault, POISON_ID, RunArgs, bombs::Bombs, broker, child::recorded_effects, fleet::Fleet,
+    report::report, store::Reader,
 };
 use serde_json::json;
 use std::{
@@ -48,12 +49,14 @@ pub async fn drive(
     let per_chunk = args.workflows.div_ceil(chunks);
     let mut next = 0;
     let mut broker_restarts = 0;
+    let mut bombs = Bombs::new(amqp, args.bombs, args.max_queues);
     for step in 0..chunks {
         let end = (next + per_chunk).min(args.workflows);
         for i in next..end {
             client.submit(diamond(i)).await?;
         }
         next = end;
+        bombs.throw_due(step, chunks).await?;
         tokio::time::sleep(Duration::from_millis(fastrand::u64(150..500))).await;
         self_deaths += fleet.revive()?;
         let Some(&fault) = faults.get(step) else {
@@ -86,10 +89,11 @@ pub async fn drive(
         *injected.entry(fault).or_default() += 1;
         println!("fault {:>3}/{}: {fault:?}", step + 1, faults.len());
     }
+    bombs.settle(&client).await?;
     client.close().await;
 
     // Wait for every workflow to end, replacing workers the poison kills.
-    let expected = args.workflows + 1;
+    let expected = args.workflows + 1 + bombs.recorded();
     let statuses = loop {
         let statuses = store.statuses().await?;
         let finished = statuses
@@ -118,7 +122,8 @@ pub async fn drive(
     let poison_error = store.poison_error().await?;
     let effects = recorded_effects(&fleet.args.dir)?;
     let dead = broker::dead_letters(amqp).await?;
-    Ok(report(
+    let verdict = bombs.verdict(&store.bomb_reports().await?, &dead);
+    let passed = report(
         args,
         &injected,
         self_deaths,
@@ -129,7 +134,12 @@ pub async fn drive(
         &dead,
         poison_error,
         active_kills,
-    ))
+        &verdict,
+    );
+    if passed {
+        bombs.delete_queues().await?;
+    }
+    Ok(passed)
 }
 
 fn diamond(i: usize) -> serde_json::Value {

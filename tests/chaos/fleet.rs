@@ -52,13 +52,16 @@ impl Fleet {
             QueueType::Classic => "classic",
             QueueType::Quorum => "quorum",
         };
-        let flags: [(&str, &OsStr); 6] = [
+        let (tasks, queues) = (a.max_active_tasks.to_string(), a.max_queues.to_string());
+        let flags: [(&str, &OsStr); 8] = [
             ("--amqp-addr", a.amqp_addr.as_ref()),
             ("--namespace", a.namespace.as_ref()),
             ("--dir", a.dir.as_ref()),
             ("--id", id.as_ref()),
             ("--store", a.store.as_ref()),
             ("--queue-type", queue_type.as_ref()),
+            ("--max-active-tasks", tasks.as_ref()),
+            ("--max-queues", queues.as_ref()),
         ];
         let args = std::iter::once(OsStr::new(mode))
             .chain(flags.into_iter().flat_map(|(f, v)| [OsStr::new(f), v]));

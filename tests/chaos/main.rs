@@ -16,14 +16,22 @@
 //! It restarts and kills the local broker: run it on a machine where nothing
 //! else depends on that broker, never next to the test suite.
 //!
+//! With `--bombs N` it also throws N rounds of issue 15's hostile and
+//! oversized requests between the chunks of workflows (see `bombs`): the
+//! invariants must hold all the same, and each bomb must end as the limits
+//! say. `--max-active-tasks` gives the schedulers a memory budget, so that
+//! requests wait in the broker while the faults hit.
+//!
 //! Layout: this file holds the flags, the fault kinds and the run's set-up
 //! and tear-down; `child` is what a scheduler or worker child runs (and the
 //! effects its handlers record); `fleet` starts, kills and replaces the
 //! children (through warren-harness); `broker` restarts and disconnects the
 //! broker and plants and reads its messages; `drive` runs the workload and
-//! the faults; `store` reads the schedulers' store; `report` checks the
-//! invariants and prints them.
+//! the faults; `bombs` throws the bombs and judges how they ended; `store`
+//! reads the schedulers' store; `report` checks the invariants and prints
+//! them.
 
+mod bombs;
 mod broker;
 mod child;
 mod drive;
@@ -41,7 +49,7 @@ use std::{
 };
 use store::Reader;
 use warren_harness::Launcher;
-use warren_scheduler::store::StoreLocation;
+use warren_scheduler::{config::Bounds, store::StoreLocation};
 use warren_shared::{AmqpConfig, QueueType};
 
 #[derive(Parser)]
@@ -55,6 +63,9 @@ struct Cli {
 enum Mode {
     /// Run the workload and the faults, then check the invariants.
     Run(RunArgs),
+    /// Delete what a failed run left on the broker (its namespace, the
+    /// bombs' queues included); a failed run keeps them for inspection.
+    Clean(CleanArgs),
     /// (internal) Run a scheduler.
     #[command(hide = true)]
     Scheduler(ChildArgs),
@@ -103,6 +114,27 @@ struct RunArgs {
     /// Warren's durable queues: classic or quorum.
     #[arg(long, value_enum, default_value_t = QueueType::Classic)]
     queue_type: QueueType,
+    /// Rounds of issue 15's bombs thrown between the chunks of workflows
+    /// (see `bombs.rs`); 0 throws none.
+    #[arg(long, default_value_t = 0)]
+    bombs: usize,
+    /// The schedulers' memory budget in tasks (WARREN_MAX_ACTIVE_TASKS);
+    /// below the workflows' tasks, requests wait in the broker.
+    #[arg(long, default_value_t = Bounds::default().max_active_tasks)]
+    max_active_tasks: usize,
+    /// The schedulers' bound on distinct task queues (WARREN_MAX_QUEUES).
+    #[arg(long, default_value_t = Bounds::default().max_queues)]
+    max_queues: usize,
+}
+
+#[derive(Args, Clone)]
+struct CleanArgs {
+    /// The run's namespace (`chaos-...`, printed when it started).
+    #[arg(long)]
+    namespace: String,
+    /// Broker address.
+    #[arg(long, env = "AMQP_ADDR", default_value = warren_shared::amqp::DEFAULT_AMQP_ADDR, hide_env_values = true)]
+    amqp_addr: String,
 }
 
 #[derive(Args, Clone)]
@@ -120,6 +152,12 @@ struct ChildArgs {
     store: String,
     #[arg(long, value_enum, default_value_t = QueueType::Classic)]
     queue_type: QueueType,
+    /// (schedulers only)
+    #[arg(long, default_value_t = Bounds::default().max_active_tasks)]
+    max_active_tasks: usize,
+    /// (schedulers only)
+    #[arg(long, default_value_t = Bounds::default().max_queues)]
+    max_queues: usize,
 }
 
 impl ChildArgs {
@@ -153,6 +191,7 @@ fn main() -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let outcome = match cli.mode {
         Mode::Run(args) => rt.block_on(run(args)),
+        Mode::Clean(args) => rt.block_on(clean(args)).map(|()| true),
         Mode::Scheduler(args) => rt.block_on(child::scheduler(args)).map(|()| true),
         Mode::Worker(args) => rt.block_on(child::worker(args)).map(|()| true),
     };
@@ -185,12 +224,22 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             args.schedulers
         );
     }
+    if args.bombs > 0 && args.max_queues >= args.max_active_tasks {
+        // Bomb (e) is a workflow of max_queues + 1 tasks: larger than the
+        // budget, it would wait for every other workflow to end, and the
+        // held workflows of (f) and (g) end only when cancelled.
+        bail!(
+            "--bombs with --max-active-tasks {} needs --max-queues below it",
+            args.max_active_tasks
+        );
+    }
     let store = Reader::new(&location, &ns);
     println!(
-        "chaos: {} workflows, {} scheduler(s) on {location}, {:?} queues, namespace {ns}, logs in {}",
+        "chaos: {} workflows, {} scheduler(s) on {location}, {:?} queues, {} round(s) of bombs, namespace {ns}, logs in {}",
         args.workflows,
         args.schedulers,
         args.queue_type,
+        args.bombs,
         dir.path().display()
     );
     let child_args = ChildArgs {
@@ -203,6 +252,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             StoreLocation::Postgres(url) => url.clone(),
         },
         queue_type: args.queue_type,
+        max_active_tasks: args.max_active_tasks,
+        max_queues: args.max_queues,
     };
     broker::plant_dead_letters(&amqp).await?;
     let launcher = Launcher::new(dir.path())?;
@@ -227,4 +278,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     }
     println!("elapsed: {:.1} s", started.elapsed().as_secs_f64());
     Ok(passed)
+}
+
+/// Deletes a run's namespace from the broker, the bombs' queues too.
+async fn clean(args: CleanArgs) -> anyhow::Result<()> {
+    let amqp = AmqpConfig::new(args.amqp_addr, args.namespace);
+    bombs::Bombs::delete_queues_of(&amqp).await?;
+    warren_harness::namespace::delete(&amqp, "chaos cleanup").await?;
+    Ok(())
 }

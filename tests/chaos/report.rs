@@ -1,7 +1,11 @@
 //! The verdict: the faults injected and the invariants checked, printed
 //! as tables; true when every invariant holds.
 
-use crate::{Fault, POISON_ID, RunArgs, broker::planted};
+use crate::{
+    Fault, POISON_ID, RunArgs,
+    bombs::{Verdict, is_bombs},
+    broker::planted,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Checks the invariants on what the run left, prints the faults and the
@@ -18,6 +22,7 @@ pub fn report(
     dead: &[String],
     poison_error: Option<String>,
     active_kills: usize,
+    bombs: &Verdict,
 ) -> bool {
     let n = args.workflows;
     let tasks: Vec<(String, String)> = (0..n)
@@ -39,9 +44,10 @@ pub fn report(
                 .is_some_and(|v| v.iter().filter(|s| s.as_str() == "succeeded").count() == 1)
         })
         .count();
+    // The diamonds' results (not the poison's, not the bombs').
     let committed: usize = results
         .iter()
-        .filter(|(k, _)| k.0 != POISON_ID)
+        .filter(|(k, _)| k.0 != POISON_ID && !k.0.starts_with("bomb-"))
         .map(|(_, v)| v.len())
         .sum();
     let with_effect = tasks
@@ -65,7 +71,10 @@ pub fn report(
         .chain(&bad_tasks)
         .map(String::as_str)
         .collect();
-    let distinct: BTreeSet<&str> = dead.iter().map(String::as_str).collect();
+    // Dead letters the bombs caused (refused task messages, oversized
+    // results) are judged with the bombs.
+    let poison: Vec<&String> = dead.iter().filter(|b| !is_bombs(b)).collect();
+    let distinct: BTreeSet<&str> = poison.iter().map(|b| b.as_str()).collect();
     let dead_ok = distinct == intended;
     let leftovers: u32 = depths
         .iter()
@@ -97,7 +106,7 @@ pub fn report(
         "worker deaths not caused by chaos", self_deaths
     );
     println!();
-    let checks: Vec<(&str, bool, String)> = vec![
+    let mut checks: Vec<(&str, bool, String)> = vec![
         (
             "every workflow finished and succeeded",
             succeeded == n,
@@ -133,10 +142,25 @@ pub fn report(
                 "{}/{} distinct, {} copies",
                 distinct.len(),
                 intended.len(),
-                dead.len() - distinct.len()
+                poison.len() - distinct.len()
             ),
         ),
     ];
+    if args.bombs > 0 {
+        let mut detail = format!(
+            "{}/{} bombs, {} answers, {} dead letters",
+            bombs.as_expected, bombs.thrown, bombs.answers, bombs.dead_letters
+        );
+        for u in &bombs.unexpected {
+            detail.push_str("; ");
+            detail.push_str(u);
+        }
+        checks.push((
+            "every bomb ended as its limit says",
+            bombs.as_expected == bombs.thrown && bombs.unexpected.is_empty(),
+            detail,
+        ));
+    }
     println!("{:<46} {:<6} detail", "invariant", "result");
     let mut passed = true;
     for (name, ok, detail) in &checks {

@@ -1,6 +1,6 @@
 //! The schedulers' store read behind their backs (SQLite or PostgreSQL):
-//! workflow statuses, committed results, the poison's error, and which
-//! scheduler owns partitions.
+//! workflow statuses, committed results, the poison's error, the bombs'
+//! reports, and which scheduler owns partitions.
 
 use crate::POISON_ID;
 use std::{collections::HashMap, path::PathBuf, time::Duration};
@@ -125,6 +125,31 @@ impl Reader {
                 .as_str()
                 .map(str::to_owned)
         }))
+    }
+
+    /// The bombs' workflows: id -> (status, stored report as JSON, `null`
+    /// when none or unreadable).
+    pub async fn bomb_reports(
+        &self,
+    ) -> anyhow::Result<HashMap<String, (String, serde_json::Value)>> {
+        Ok(self
+            .rows(
+                "SELECT id, status, report FROM workflows WHERE id LIKE 'bomb-%'",
+                3,
+            )
+            .await?
+            .into_iter()
+            .map(|mut r| {
+                let report = r[2]
+                    .take()
+                    .and_then(|j| serde_json::from_str(&j).ok())
+                    .unwrap_or_default();
+                (
+                    r[0].take().unwrap_or_default(),
+                    (r[1].take().unwrap_or_default(), report),
+                )
+            })
+            .collect())
     }
 
     /// The pid of a scheduler owning partitions (the owner of a random
