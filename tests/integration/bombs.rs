@@ -32,11 +32,12 @@ use warren_worker::Registry;
 
 /// How soon a bomb must be answered.
 const ANSWER: Duration = Duration::from_secs(20);
-/// How soon a workflow moving 21 outputs of 8 MiB must end: seconds in
-/// a release build, but a debug build's serde_json escapes strings at a
-/// few tens of MB/s (its per-byte precondition checks: measured, 85% of
-/// the scheduler's CPU), and the scheduler serialises each output several
-/// times (measured, stored, sent), about 80 s on 2 cores.
+/// How soon a workflow moving 21 outputs of about the result limit must
+/// end: seconds in a release build, but a debug build's serde_json escapes
+/// strings at a few tens of MB/s (its per-byte precondition checks:
+/// measured, 85% of the scheduler's CPU), and the scheduler serialises
+/// each output several times (measured, stored, sent): with 8 MiB results,
+/// about 80 s on 2 cores.
 const ANSWER_MOVING_OUTPUTS: Duration = if cfg!(debug_assertions) {
     Duration::from_secs(240)
 } else {
@@ -390,7 +391,8 @@ async fn bomb_b_input_expanding_past_the_limit_fails_the_task() {
 }
 
 /// (c) An 8 MiB output echoed into 20 dependents: the worker refuses a
-/// result over its limit and publishes a failed one naming it.
+/// result over its limit (`WARREN_MAX_RESULT_BYTES`, default 2 MiB) and
+/// publishes a failed one naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bomb_c_an_output_over_the_result_limit_fails_its_task() {
     let mut env = Env::new().await;
@@ -408,7 +410,8 @@ async fn bomb_c_an_output_over_the_result_limit_fails_its_task() {
     eprintln!("bomb c (over): answered in {:?}", started.elapsed());
     assert_eq!(report["status"], "failed", "{}", str_of(&report["error"]));
     let message = str_of(&report["tasks"]["big"]["error"]["message"]);
-    for needle in ["`big`", "8388608"] {
+    let limit = warren_shared::limits::DEFAULT_MAX_RESULT_BYTES.to_string();
+    for needle in ["`big`", limit.as_str()] {
         assert!(message.contains(needle), "`{message}` lacks {needle}");
     }
     assert_eq!(report["tasks"]["d0"]["state"], "skipped");
@@ -421,7 +424,8 @@ async fn bomb_c_an_output_over_the_result_limit_fails_its_task() {
 }
 
 /// (c') The same with an output just under the limit: everything runs,
-/// and the final report (21 outputs of ~8 MiB) elides the outputs it
+/// and the final report (21 outputs just under the result limit, more
+/// than the 8 MiB report limit) elides the outputs it
 /// cannot hold, which remain readable one task at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bomb_c_outputs_just_under_the_limit_are_elided_from_the_report() {
@@ -430,7 +434,12 @@ async fn bomb_c_outputs_just_under_the_limit_are_elided_from_the_report() {
     let mut s = ChildScheduler::start(&env, &logs, &[]).await;
     env.worker(with_big(), &["default"], 4, "w");
     let mut raw = Raw::open(&env.amqp).await;
-    let bytes = 8 * MIB - 64 * 1024;
+    let bytes = warren_shared::limits::DEFAULT_MAX_RESULT_BYTES - 64 * 1024;
+    let max_report = 8 * MIB;
+    assert!(
+        21 * bytes > 2 * max_report,
+        "the outputs must not fit a report"
+    );
     let mut tasks = vec![json!({"id": "big", "type": "big", "input": {"bytes": bytes}})];
     tasks.extend((0..20).map(|i| {
         json!({"id": format!("d{i}"), "type": "echo", "depends_on": ["big"], "input": "${big.output}"})
@@ -448,7 +457,7 @@ async fn bomb_c_outputs_just_under_the_limit_are_elided_from_the_report() {
         "{}",
         str_of(&report["error"])
     );
-    assert!(size <= 9 * MIB, "a report of {size} bytes");
+    assert!(size <= max_report, "a report of {size} bytes");
     let elided: Vec<&String> = report["tasks"]
         .as_object()
         .unwrap()
@@ -456,7 +465,9 @@ async fn bomb_c_outputs_just_under_the_limit_are_elided_from_the_report() {
         .filter(|(_, t)| t.get("output_elided").is_some())
         .map(|(id, _)| id)
         .collect();
-    assert!(elided.len() >= 20, "elided: {elided:?}");
+    // At most what fits the report is kept: the others are elided.
+    let kept = max_report / bytes;
+    assert!(elided.len() >= 21 - kept, "elided: {elided:?}");
     for id in &elided {
         let t = &report["tasks"][id.as_str()];
         assert!(t.get("output").is_none(), "{id} has both");
@@ -684,7 +695,7 @@ async fn bomb_g_oversized_results_are_dead_lettered() {
         .unwrap();
     dispatched(&env, "bomb-g", "t").await;
     // For the running attempt, then a flood of them: 9 MiB each, over the
-    // default 8 MiB + 64 KiB.
+    // default 2 MiB, and the 8 MiB it was.
     let hostile = json!({"workflow_id": "bomb-g", "task_id": "t", "attempt": 1,
         "status": "succeeded", "output": "x".repeat(9 * MIB)})
     .to_string();
