@@ -22,6 +22,13 @@ pub async fn scheduler(addr: String, c: ChildArgs) -> anyhow::Result<()> {
         } else {
             warren_scheduler::engine::DispatchOrder::CriticalPath
         },
+        http_addr: c.http_addr,
+        bounds: warren_scheduler::config::Bounds {
+            max_active_tasks: c
+                .max_active_tasks
+                .unwrap_or(warren_scheduler::config::Bounds::default().max_active_tasks),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let counters: serde_json::Map<String, Value> = warren_harness::serve::scheduler(config)

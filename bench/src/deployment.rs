@@ -13,6 +13,7 @@ use warren_shared::AmqpConfig;
 pub struct Deployment {
     pub amqp: AmqpConfig,
     dir: tempfile::TempDir,
+    launcher: Launcher,
     pub scheduler: Child,
     /// Further schedulers on the same (PostgreSQL) store, standing by.
     standbys: Vec<Child>,
@@ -32,6 +33,10 @@ pub struct Setup {
     /// schedulers share it.
     pub store: Option<String>,
     pub schedulers: usize,
+    /// The scheduler's memory budget in tasks (default Warren's).
+    pub max_active_tasks: Option<usize>,
+    /// Where the scheduler serves `/metrics` (default nowhere).
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl Setup {
@@ -44,6 +49,8 @@ impl Setup {
             type_limits: String::new(),
             store: None,
             schedulers: 1,
+            max_active_tasks: None,
+            http_addr: None,
         }
     }
 }
@@ -57,14 +64,9 @@ impl Deployment {
         let ns = warren_harness::namespace::fresh("bench");
         let dir = tempfile::Builder::new().prefix("warren-bench-").tempdir()?;
         let launcher = Launcher::new(dir.path())?.env("RUST_LOG", "warn");
-        let spawn = |mode: &str, log: &str, args: &[String]| -> anyhow::Result<Child> {
-            let mut all: Vec<OsString> = ["--amqp-addr", addr, mode, "--namespace", &ns, "--dir"]
-                .map(OsString::from)
-                .into();
-            all.push(dir.path().into());
-            all.extend(args.iter().map(OsString::from));
-            Ok(launcher.spawn(log, all)?)
-        };
+        let amqp = AmqpConfig::new(addr, ns);
+        let spawn =
+            |mode: &str, log: &str, args: &[String]| spawn_child(&launcher, &amqp, mode, log, args);
         let mut args = vec![
             "--window".to_owned(),
             setup.window.to_string(),
@@ -77,6 +79,12 @@ impl Deployment {
         if let Some(url) = &setup.store {
             args.extend(["--store".to_owned(), url.clone()]);
         }
+        if let Some(n) = setup.max_active_tasks {
+            args.extend(["--max-active-tasks".to_owned(), n.to_string()]);
+        }
+        if let Some(a) = setup.http_addr {
+            args.extend(["--http-addr".to_owned(), a.to_string()]);
+        }
         let scheduler = spawn("scheduler", "scheduler", &args)?;
         let standbys = (1..setup.schedulers)
             .map(|i| spawn("scheduler", &format!("scheduler-{i}"), &args))
@@ -84,24 +92,30 @@ impl Deployment {
         let workers = setup
             .workers
             .iter()
-            .map(|(id, concurrency)| {
-                let args = [
-                    "--concurrency".to_owned(),
-                    concurrency.to_string(),
-                    "--worker-id".to_owned(),
-                    id.clone(),
-                ];
-                spawn("worker", id, &args)
-            })
+            .map(|(id, concurrency)| spawn("worker", id, &worker_args(id, *concurrency)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Deployment {
-            amqp: AmqpConfig::new(addr, ns),
+            amqp,
             dir,
+            launcher,
             scheduler,
             standbys,
             workers,
             store: setup.store.clone(),
         })
+    }
+
+    /// Starts one more worker `id` of `concurrency` slots.
+    pub fn add_worker(&mut self, id: &str, concurrency: u16) -> anyhow::Result<()> {
+        let w = spawn_child(
+            &self.launcher,
+            &self.amqp,
+            "worker",
+            id,
+            &worker_args(id, concurrency),
+        )?;
+        self.workers.push(w);
+        Ok(())
     }
 
     /// CPU seconds used so far by the scheduler and by the workers.
@@ -149,4 +163,38 @@ impl Deployment {
         warren_harness::namespace::delete(&self.amqp, "bench cleanup").await?;
         Ok(sum)
     }
+}
+
+/// Starts this program as a `mode` child on `amqp`'s namespace, logging to
+/// `{log}.log` in the launcher's directory (the deployment's).
+fn spawn_child(
+    launcher: &Launcher,
+    amqp: &AmqpConfig,
+    mode: &str,
+    log: &str,
+    args: &[String],
+) -> anyhow::Result<Child> {
+    let mut all: Vec<OsString> = [
+        "--amqp-addr",
+        &amqp.addr,
+        mode,
+        "--namespace",
+        &amqp.namespace,
+        "--dir",
+    ]
+    .map(OsString::from)
+    .into();
+    all.push(launcher.dir().into());
+    all.extend(args.iter().map(OsString::from));
+    Ok(launcher.spawn(log, all)?)
+}
+
+/// A worker child's arguments.
+fn worker_args(id: &str, concurrency: u16) -> [String; 4] {
+    [
+        "--concurrency".to_owned(),
+        concurrency.to_string(),
+        "--worker-id".to_owned(),
+        id.to_owned(),
+    ]
 }

@@ -20,11 +20,14 @@
 //! - `fairshare`, `priority`, `critical`, `limits`, `pools`: the scheduling
 //!   policy's scenarios; `stores`: SQLite beside PostgreSQL with one and two
 //!   schedulers (see docs/benchmarks.md).
+//! - `backlog`: 200,000 tasks submitted with no worker running and a memory
+//!   budget of 50,000: what the scheduler holds and its peak RSS while the
+//!   backlog waits, then the time to drain it once a worker starts.
 //!
 //! Layout: this file holds the flags and starts a run or a child;
 //! `rounds` runs the ceiling and the scenarios round after round and takes
 //! the medians; `ceiling` is the bare-lapin pipeline; `scenarios` (with
-//! `throughput`, `policy` and `stores` under it) are Warren's; `deployment`
+//! `throughput`, `policy`, `stores` and `backlog` under it) are Warren's; `deployment`
 //! starts and stops the children (through warren-harness); `child` is what
 //! a child runs; `figures` holds a figure, the statistics, and the summary
 //! table and JSON.
@@ -164,6 +167,16 @@ struct Opts {
         hide_env_values = true
     )]
     pg_url: String,
+    /// Tasks in all of the backlog scenario's workflows.
+    #[arg(long, default_value_t = 200_000)]
+    backlog: usize,
+    /// Tasks per workflow in the backlog scenario.
+    #[arg(long, default_value_t = 1_000)]
+    backlog_workflow: usize,
+    /// The scheduler's memory budget in the backlog scenario
+    /// (WARREN_MAX_ACTIVE_TASKS).
+    #[arg(long, default_value_t = 50_000)]
+    backlog_budget: usize,
     /// Worker concurrency (= prefetch); the default is the ceiling
     /// worker's prefetch, so both pipelines may hold as much in flight.
     #[arg(long, default_value_t = 256)]
@@ -190,6 +203,12 @@ struct ChildArgs {
     /// The worker's id.
     #[arg(long, default_value = "bench-worker")]
     worker_id: String,
+    /// The scheduler's memory budget in tasks (default Warren's).
+    #[arg(long)]
+    max_active_tasks: Option<usize>,
+    /// Where the scheduler serves `/metrics` (default nowhere).
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
     /// The scheduler's store (default: SQLite in `dir`).
     #[arg(long)]
     store: Option<String>,

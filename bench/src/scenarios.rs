@@ -3,8 +3,10 @@
 //!
 //! Each runs on a deployment of its own (a fresh namespace and store) and
 //! returns its figures: `throughput` measures Warren beside the ceiling,
-//! `policy` the scheduling policy, `stores` SQLite beside PostgreSQL.
+//! `policy` the scheduling policy, `stores` SQLite beside PostgreSQL,
+//! `backlog` the memory budget.
 
+mod backlog;
 mod policy;
 mod stores;
 mod throughput;
@@ -38,6 +40,9 @@ pub enum Scenario {
     /// Fan-out and chain on SQLite, PostgreSQL with 1 scheduler and with 2
     /// (one standing by), and the takeover pause when the active one dies.
     Stores,
+    /// 200,000 tasks waiting with no worker, within a budget of 50,000:
+    /// tasks held, peak RSS, then the time to drain.
+    Backlog,
 }
 
 impl Scenario {
@@ -54,6 +59,7 @@ impl Scenario {
             Scenario::Limits => policy::limits(addr, o).await,
             Scenario::Pools => policy::pools(addr).await,
             Scenario::Stores => stores::stores(addr, o).await,
+            Scenario::Backlog => backlog::backlog(addr, o, c).await,
         }
     }
 }
