@@ -916,6 +916,85 @@ async fn bomb_h_a_backlog_stays_within_the_budget_then_completes() {
     env.finish().await;
 }
 
+/// (h') Control requests while submissions wait for the budget: with
+/// `WARREN_MAX_ACTIVE_TASKS=50` full of workflows that cannot progress
+/// (no worker) and more submissions waiting than the requests' prefetch,
+/// a `status` and a `cancel` (which would make room) are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bomb_h_control_requests_are_not_held_behind_waiting_submissions() {
+    let mut env = Env::new().await;
+    env.track_queue("held");
+    let logs = tempfile::tempdir().unwrap();
+    let mut s = ChildScheduler::start(&env, &logs, &[("WARREN_MAX_ACTIVE_TASKS", "50")]).await;
+    let tasks = |queue: &str| -> Vec<Value> {
+        (0..10)
+            .map(|t| json!({"id": format!("t{t}"), "type": "echo", "queue": queue}))
+            .collect()
+    };
+    env.client
+        .submit(json!({"id": "bomb-h-held", "tasks": tasks("held")}))
+        .await
+        .unwrap();
+    dispatched(&env, "bomb-h-held", "t0").await;
+    // 4 more fit, 96 wait: more than the requests the broker hands over
+    // at once (the requests prefetch, 64).
+    let mut waits = Vec::new();
+    for i in 0..100 {
+        let client = env.client.clone();
+        let request = json!({"id": format!("bomb-h-{i}"), "tasks": tasks("default")});
+        waits.push(tokio::spawn(async move {
+            client.submit_and_wait(request, 4 * DEADLINE).await
+        }));
+    }
+    // Until the scheduler holds all it may of them and the rest wait in
+    // the broker's queue, ahead of the control requests below.
+    let conn = warren_shared::amqp::connect(&env.amqp.addr, "bomb h'")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let workflows = env.amqp.topology().workflows();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let waiting = s.metric("warren_requests_waiting").await.unwrap_or(0.0);
+        let queued = ch
+            .queue_declare(
+                workflows.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        if waiting > 0.0 && queued > 0 {
+            eprintln!(
+                "bomb h': {waiting} requests waiting in the scheduler, {queued} in the broker"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the submissions did not wait");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    warren_shared::amqp::close(&conn, "looked").await;
+    let started = Instant::now();
+    let status = env.client.status("bomb-h-held", ANSWER).await;
+    eprintln!("bomb h': status answered in {:?}", started.elapsed());
+    assert_eq!(status.unwrap().status, WorkflowStatus::Running);
+    let cancelled = env.client.cancel("bomb-h-held", ANSWER).await.unwrap();
+    assert_eq!(cancelled.status, WorkflowStatus::Cancelled);
+    env.builtin_worker("w");
+    for w in waits {
+        let r = w.await.unwrap().unwrap();
+        assert_eq!(r.status, WorkflowStatus::Succeeded, "{r:?}");
+    }
+    ordinary(&env).await;
+    s.assert_bounded("h'");
+    s.kill();
+    env.finish().await;
+}
+
 /// (i) Heartbeats under 20,000 distinct worker ids, and under ids of
 /// 4 KiB: the `workers` answer lists at most 10,000, none of the long ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
