@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::time::Duration;
 use warren_shared::cli::BrokerArgs;
-use warren_worker::{Registry, Worker, WorkerConfig};
+use warren_worker::{Registry, Worker, WorkerConfig, kinds};
 
 /// A Warren worker pool running the built-in handlers (echo, sleep, fail).
 /// Embed the `warren-worker` library to register your own.
@@ -42,9 +42,18 @@ struct Args {
     #[arg(long, env = "WARREN_MAX_RESULT_BYTES", default_value_t = warren_shared::limits::DEFAULT_MAX_RESULT_BYTES)]
     max_result_bytes: usize,
     /// Enables the `shell` task kind for exactly these commands
-    /// (comma-separated names or absolute paths); off when empty.
+    /// (comma-separated names or absolute paths); off when empty. Each is
+    /// resolved to an absolute path through this process's PATH at start.
     #[arg(long, env = "WARREN_SHELL_ALLOW", value_delimiter = ',')]
     shell_allow: Vec<String>,
+    /// Environment variables a `shell` task may set: names, or prefixes
+    /// ending in `*` (comma-separated); none when empty. PATH, HOME, LD_*
+    /// and other loader and interpreter variables are never allowed.
+    #[arg(long, env = "WARREN_SHELL_ENV_ALLOW", value_delimiter = ',')]
+    shell_env_allow: Vec<String>,
+    /// Bytes kept of each of a `shell` command's stdout and stderr.
+    #[arg(long, env = "WARREN_SHELL_MAX_OUTPUT_BYTES", default_value_t = kinds::DEFAULT_MAX_OUTPUT_BYTES)]
+    shell_max_output_bytes: usize,
     /// Enables the `http` task kind for exactly these hosts (`host` or
     /// `host:port`, comma-separated); off when empty.
     #[arg(long, env = "WARREN_HTTP_ALLOW_HOSTS", value_delimiter = ',')]
@@ -76,8 +85,16 @@ async fn main() -> anyhow::Result<()> {
         .filter(|c| !c.is_empty())
         .collect();
     if !shell.is_empty() {
-        tracing::info!(commands = ?shell, "Task kind `shell` enabled");
-        warren_worker::kinds::register_shell(&mut registry, shell);
+        let mut settings = kinds::ShellConfig::new(shell);
+        settings.env_allow = args.shell_env_allow;
+        settings.max_output_bytes = args.shell_max_output_bytes;
+        let shell = kinds::Shell::new(settings)?;
+        let commands: Vec<String> = shell
+            .commands()
+            .map(|(name, path)| format!("{name}={}", path.display()))
+            .collect();
+        tracing::info!(?commands, "Task kind `shell` enabled");
+        shell.register(&mut registry);
     }
     let hosts: Vec<String> = args
         .http_allow_hosts
@@ -86,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     if !hosts.is_empty() {
         tracing::info!(hosts = ?hosts, "Task kind `http` enabled");
-        warren_worker::kinds::register_http(&mut registry, hosts);
+        kinds::register_http(&mut registry, hosts);
     }
     Worker::new(config, registry).run(shutdown).await?;
     Ok(())
