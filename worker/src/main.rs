@@ -58,6 +58,13 @@ struct Args {
     /// `host:port`, comma-separated); off when empty.
     #[arg(long, env = "WARREN_HTTP_ALLOW_HOSTS", value_delimiter = ',')]
     http_allow_hosts: Vec<String>,
+    /// Milliseconds an `http` request may take, from connecting to the end
+    /// of the body, when its task gives no `timeout_ms`.
+    #[arg(long, env = "WARREN_HTTP_TIMEOUT_MS", default_value_t = 30_000)]
+    http_timeout_ms: u64,
+    /// Bytes kept of an `http` response body; the rest is not read.
+    #[arg(long, env = "WARREN_HTTP_MAX_RESPONSE_BYTES", default_value_t = kinds::DEFAULT_MAX_OUTPUT_BYTES)]
+    http_max_response_bytes: usize,
 }
 
 #[tokio::main]
@@ -103,7 +110,10 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     if !hosts.is_empty() {
         tracing::info!(hosts = ?hosts, "Task kind `http` enabled");
-        kinds::register_http(&mut registry, hosts);
+        let mut settings = kinds::HttpConfig::new(hosts);
+        settings.default_timeout = Duration::from_millis(args.http_timeout_ms);
+        settings.max_body_bytes = args.http_max_response_bytes;
+        kinds::register_http_with(&mut registry, settings);
     }
     Worker::new(config, registry).run(shutdown).await?;
     Ok(())

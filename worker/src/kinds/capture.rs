@@ -31,6 +31,10 @@ impl Capture {
         self.seen > self.kept.len() as u64
     }
 
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.kept
+    }
+
     /// What was kept, as text (invalid UTF-8 replaced).
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.kept).into_owned()
@@ -57,7 +61,7 @@ mod tests {
         c.push(b"abc");
         assert!(!c.truncated());
         c.push(b"defg");
-        assert_eq!((&c.kept[..], c.truncated()), (&b"abcde"[..], true));
+        assert_eq!((c.bytes(), c.truncated()), (&b"abcde"[..], true));
 
         let mut c = Capture::new(4);
         c.drain(&b"abcd"[..]).await;
@@ -66,6 +70,6 @@ mod tests {
         let big = vec![b'x'; 100_000];
         let mut c = Capture::new(70_000);
         c.drain(&big[..]).await;
-        assert_eq!((c.kept.len(), c.seen), (70_000, 100_000));
+        assert_eq!((c.bytes().len(), c.seen), (70_000, 100_000));
     }
 }

@@ -5,7 +5,7 @@
 //!   through a shell interpreter), with arguments, environment, working
 //!   directory, stdin and timeout from the input. Output: exit code,
 //!   stdout, stderr.
-//! - `http` ([`register_http`]): sends a request to a host of the
+//! - `http` ([`register_http_with`]): sends a request to a host of the
 //!   allow-list. Output: status, headers, body (parsed when JSON), or the
 //!   body alone on request.
 //!
@@ -49,12 +49,28 @@
 //!   its output is read for at most one more second. Killed processes are
 //!   reaped by whoever is PID 1: the Docker image runs the worker under
 //!   `tini` for that.
+//!
+//! **`http`**
+//! - The response body is read up to `WARREN_HTTP_MAX_RESPONSE_BYTES`
+//!   (1 MiB) and no further: the connection is dropped there and the
+//!   output says `"body_truncated": true` (in the `full` shape).
+//! - A request without `timeout_ms` gets the worker's default
+//!   (`WARREN_HTTP_TIMEOUT_MS`, 30 s), from connecting to the last byte of
+//!   the body.
+//! - A `Host` header in the input fails the task (not retried): the host
+//!   is the URL's, the one the allow-list checked. Header names and values
+//!   are checked before anything is sent.
+//! - A URL's userinfo (`user:password@`) is sent as basic authentication
+//!   but never written into an error or a log: it shows as `***@`.
+//! - Only the response headers of [`http::SAFE_RESPONSE_HEADERS`] are
+//!   copied into the output (no `Set-Cookie`, no authentication headers),
+//!   several values of one header joined with `, `.
 
 mod capture;
 pub mod http;
 pub mod shell;
 
-pub use http::register_http;
+pub use http::{HttpConfig, register_http, register_http_with};
 pub use shell::{Shell, ShellConfig, register_shell};
 
 use crate::handler::HandlerError;
