@@ -24,10 +24,18 @@ RUN touch shared/src/lib.rs scheduler/src/lib.rs worker/src/lib.rs producer/src/
  && cargo build --release --bins -p warren-scheduler -p warren-worker -p warren-cli
 
 FROM debian:bookworm-slim
+# tini runs as PID 1: it passes SIGTERM on to the Warren process (graceful
+# shutdown) and reaps orphans. A `shell` task's killed process group leaves
+# orphans re-parented to PID 1; a Warren process there would never reap
+# them and they would pile up as zombies.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home /data warren && mkdir -p /data && chown warren /data
 COPY --from=build /src/target/release/warren-scheduler /src/target/release/warren-worker /src/target/release/warren /usr/local/bin/
 COPY examples /examples
 USER warren
 WORKDIR /data
 ENV WARREN_STORE=/data/warren.db
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["warren-scheduler"]
