@@ -11,6 +11,7 @@ mod flows;
 mod http;
 mod idempotency;
 mod kinds;
+mod kinds_hardened;
 mod limits;
 mod peers;
 mod polyglot;
