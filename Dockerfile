@@ -29,7 +29,7 @@ FROM debian:bookworm-slim
 # orphans re-parented to PID 1; a Warren process there would never reap
 # them and they would pile up as zombies.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tini \
+ && apt-get install -y --no-install-recommends tini ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home /data warren && mkdir -p /data && chown warren /data
 COPY --from=build /src/target/release/warren-scheduler /src/target/release/warren-worker /src/target/release/warren /usr/local/bin/
