@@ -2,7 +2,7 @@
 //! outcome (JSON, and a verdict on stderr), a workflow's task table, and
 //! the table of workers.
 
-use std::process::ExitCode;
+use std::{borrow::Cow, process::ExitCode};
 use warren_shared::wire::{TaskReport, TaskState, WorkersReport, WorkflowReport, WorkflowStatus};
 
 /// Prints a final report: JSON on stdout, a one-line verdict on stderr.
@@ -11,12 +11,16 @@ pub fn outcome(report: &WorkflowReport) -> ExitCode {
         "{}",
         serde_json::to_string_pretty(report).expect("serialisable")
     );
-    eprintln!("workflow {} {}", report.workflow_id, report.status.as_str());
+    eprintln!(
+        "workflow {} {}",
+        safe(&report.workflow_id),
+        report.status.as_str()
+    );
     for e in &report.errors {
-        eprintln!("  {}: {}", e.code, e.message);
+        eprintln!("  {}: {}", safe(&e.code), safe(&e.message));
     }
     if let Some(e) = &report.error {
-        eprintln!("  {e}");
+        eprintln!("  {}", safe(e));
     }
     if report.status == WorkflowStatus::Succeeded {
         ExitCode::SUCCESS
@@ -29,14 +33,14 @@ pub fn outcome(report: &WorkflowReport) -> ExitCode {
 pub fn table(report: &WorkflowReport) {
     println!(
         "workflow {}: {}",
-        report.workflow_id,
+        safe(&report.workflow_id),
         report.status.as_str()
     );
     if let Some(e) = &report.error {
-        println!("error: {e}");
+        println!("error: {}", safe(e));
     }
     for e in &report.errors {
-        println!("  {}: {}", e.code, e.message);
+        println!("  {}: {}", safe(&e.code), safe(&e.message));
     }
     if report.tasks.is_empty() {
         return;
@@ -44,7 +48,7 @@ pub fn table(report: &WorkflowReport) {
     let width = report
         .tasks
         .keys()
-        .map(String::len)
+        .map(|k| safe(k).len())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -55,11 +59,11 @@ pub fn table(report: &WorkflowReport) {
     for (id, t) in &report.tasks {
         println!(
             "{:<width$}  {:<10}  {:>8}  {:>10}  {}",
-            id,
+            safe(id),
             t.state.as_str(),
             t.attempts,
             duration(t),
-            t.worker.as_deref().unwrap_or("-")
+            safe(t.worker.as_deref().unwrap_or("-"))
         );
     }
 }
@@ -98,13 +102,13 @@ pub fn workers(report: &WorkersReport) {
             let h = &w.heartbeat;
             let ago = (chrono::Utc::now() - w.last_seen).num_milliseconds().max(0);
             [
-                h.worker_id.clone(),
+                safe(&h.worker_id).into_owned(),
                 h.state.as_str().to_owned(),
-                h.host.clone(),
-                h.queues.join(","),
+                safe(&h.host).into_owned(),
+                safe(&h.queues.join(",")).into_owned(),
                 h.concurrency.to_string(),
                 h.in_flight.to_string(),
-                h.version.clone(),
+                safe(&h.version).into_owned(),
                 format!("{:.1}s ago", ago as f64 / 1e3),
             ]
         })
@@ -139,5 +143,38 @@ pub fn workers(report: &WorkersReport) {
     line(header.to_vec());
     for r in &rows {
         line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// `s` fit for a terminal: control characters (which could move the
+/// cursor, recolour or retitle the terminal: any string here came from
+/// the wire) are shown escaped, `\u{1b}`, and the rest as it is.
+pub fn safe(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(safe("worker-1"), "worker-1");
+        assert_eq!(safe("é ü 漢"), "é ü 漢");
+        assert_eq!(safe("a\x1b]0;pwned\x07b"), "a\\u{1b}]0;pwned\\u{7}b");
+        assert_eq!(safe("x\ny\u{9b}2J"), "x\\u{a}y\\u{9b}2J");
     }
 }
