@@ -36,7 +36,7 @@ use std::{
     time::Duration,
 };
 use warren_producer::Client;
-use warren_shared::AmqpConfig;
+use warren_shared::{AmqpConfig, wire::WorkflowStatus};
 
 const MIB: usize = 1024 * 1024;
 /// The queue no worker takes: the running workflows of (f) and (g).
@@ -175,7 +175,7 @@ impl Bombs {
     pub async fn settle(&mut self, client: &Client) -> anyhow::Result<()> {
         for t in &self.thrown {
             if matches!(t.kind, Kind::Duplicates | Kind::OversizedResults) {
-                client.cancel(&t.id, ASK).await?;
+                cancel(client, &t.id).await?;
             }
         }
         if self.thrown.iter().any(|t| t.kind == Kind::WorkerIds) {
@@ -434,6 +434,29 @@ impl Bombs {
         }
         warren_shared::amqp::close(&conn, "deleted").await;
         Ok(())
+    }
+}
+
+/// Cancels `id` until the answer says it has ended: under faults a cancel
+/// may be answered by a scheduler that has not loaded the workflow yet
+/// (`not_found`, or still `running`), so the answer is checked, not
+/// trusted.
+async fn cancel(client: &Client, id: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + ASK;
+    loop {
+        let answer = client.cancel(id, ASK).await;
+        match &answer {
+            Ok(r) if r.status.is_final() && r.status != WorkflowStatus::NotFound => return Ok(()),
+            Ok(r) => println!(
+                "cancel of {id} answered {}; asking again",
+                r.status.as_str()
+            ),
+            Err(e) => println!("cancel of {id}: {e}; asking again"),
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{id} could not be cancelled: {answer:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

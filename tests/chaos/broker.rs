@@ -151,6 +151,7 @@ pub async fn queue_depths(
     let mut depths = BTreeMap::new();
     let mut queues = vec![
         topology.workflows(),
+        topology.control_requests(),
         topology.results(),
         topology.task_queue("default"),
         topology.suspect_queue("default"),
