@@ -1019,6 +1019,47 @@ async fn bomb_h_control_requests_are_not_held_behind_waiting_submissions() {
     env.finish().await;
 }
 
+/// (h'') A cancel of a submission held in the scheduler for the budget
+/// takes hold: the submission is taken at once and cancelled, instead of
+/// the cancel answering `not_found` and the workflow running later anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bomb_h_a_waiting_submission_can_be_cancelled() {
+    let mut env = Env::new().await;
+    env.track_queue("held");
+    let logs = tempfile::tempdir().unwrap();
+    let mut s = ChildScheduler::start(&env, &logs, &[("WARREN_MAX_ACTIVE_TASKS", "10")]).await;
+    let tasks = |queue: &str| -> Vec<Value> {
+        (0..10)
+            .map(|t| json!({"id": format!("t{t}"), "type": "echo", "queue": queue}))
+            .collect()
+    };
+    env.client
+        .submit(json!({"id": "bomb-h2-held", "tasks": tasks("held")}))
+        .await
+        .unwrap();
+    dispatched(&env, "bomb-h2-held", "t0").await;
+    env.client
+        .submit(json!({"id": "bomb-h2-waits", "tasks": tasks("held")}))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while s.metric("warren_requests_waiting").await.unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the submission did not wait");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancelled = env.client.cancel("bomb-h2-waits", ANSWER).await.unwrap();
+    assert_eq!(cancelled.status, WorkflowStatus::Cancelled, "{cancelled:?}");
+    let again = env.client.status("bomb-h2-waits", ANSWER).await.unwrap();
+    assert_eq!(again.status, WorkflowStatus::Cancelled);
+    let held = env.client.cancel("bomb-h2-held", ANSWER).await.unwrap();
+    assert_eq!(held.status, WorkflowStatus::Cancelled);
+    env.builtin_worker("w");
+    ordinary(&env).await;
+    s.assert_bounded("h''");
+    s.kill();
+    env.finish().await;
+}
+
 /// (i) Heartbeats under 20,000 distinct worker ids, and under ids of
 /// 4 KiB: the `workers` answer lists at most 10,000, none of the long ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

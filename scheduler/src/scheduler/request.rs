@@ -281,7 +281,7 @@ fn apply_submit(
         Err(r) => r.id.clone(),
     };
     if engine.is_active(&id) {
-        tracing::info!(workflow = %id, "Duplicate submission of a running workflow");
+        tracing::debug!(workflow = %id, "Duplicate submission of a running workflow");
         match reply {
             Some(to) => engine.add_waiter(&id, to),
             None => engine.note_duplicate(),
@@ -289,7 +289,7 @@ fn apply_submit(
         return;
     }
     if let Some(k) = known.get(&id) {
-        tracing::info!(workflow = %id, status = %k.status, "Duplicate submission of an ended workflow");
+        tracing::debug!(workflow = %id, status = %k.status, "Duplicate submission of an ended workflow");
         engine.note_duplicate();
         if let (Some(to), Some(report)) = (reply, &k.report) {
             engine.reply_with(&to, report);

@@ -143,6 +143,22 @@ impl Scheduler {
                 waiting.push(tag, request);
                 continue;
             }
+            // A status or cancel of a submission still waiting for room:
+            // that submission is taken first, over the budget (one at a
+            // time), so the answer is about it and a cancel takes hold.
+            if let Item::Request(request, _) = &item
+                && request.budget_cost().is_none()
+                && let Some(id) = request.lookup_id()
+                && let Some((tag, submission)) = waiting.take(id)
+            {
+                tags.request.push(tag);
+                self.apply(
+                    engine,
+                    Item::Request(submission, Some(tag)),
+                    &mut known,
+                    now,
+                );
+            }
             self.apply(engine, item, &mut known, now);
         }
         self.metrics

@@ -36,6 +36,17 @@ impl Waiting {
         self.queue.push_back((tag, request));
     }
 
+    /// Takes the waiting submission of workflow `id` out of the list, if
+    /// any: a status or cancel of it is answered as if it had been taken
+    /// (at most `requests_prefetch` entries to look through).
+    pub(super) fn take(&mut self, id: &str) -> Option<(u64, Request)> {
+        let at = self
+            .queue
+            .iter()
+            .position(|(_, r)| r.budget_cost().is_some() && r.lookup_id() == Some(id))?;
+        self.queue.remove(at)
+    }
+
     /// True when the first waiting submission fits in the budget now.
     pub(super) fn first_fits(&self, engine: &Engine) -> bool {
         self.queue
