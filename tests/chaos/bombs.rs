@@ -1,5 +1,5 @@
 //! The `bombs` scenario (`--bombs N`): issue 15's hostile and oversized
-//! requests (the battery of tests/integration/bombs.rs), N rounds of them
+//! requests (the battery of tests/integration/bombs/), N rounds of them
 //! thrown between the chunks of ordinary workflows, so that they meet the
 //! faults too. The ordinary workflows must all complete as before (the
 //! usual invariants); each bomb must end as the limits say, read from the
