@@ -1,30 +1,19 @@
 //! The memory budget's bombs (h): a backlog within the budget, control
 //! requests never held behind waiting submissions, a waiting submission
 //! cancelled.
-// The `use` list is shared by the bombs' files; each uses part of it.
-#![allow(unused_imports)]
-
 use super::child::*;
-use crate::support::{DEADLINE, Env, Proc, binaries, http_get, store_env};
-use lapin::{
-    BasicProperties,
-    options::{BasicGetOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
-};
+use crate::support::{DEADLINE, Env};
+use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use serde_json::{Value, json};
 use std::{
-    collections::{BTreeMap, HashSet},
     net::SocketAddr,
-    path::PathBuf,
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
-use warren_shared::{AmqpConfig, wire::WorkflowStatus};
-use warren_worker::Registry;
+use warren_shared::wire::WorkflowStatus;
 
 /// How soon a bomb must be answered.
 /// What a [`Sampler`] saw of the budget's gauges.

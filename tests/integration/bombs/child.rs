@@ -1,25 +1,13 @@
 //! What the bombs share: the scheduler as a child process (peak RSS,
 //! `/metrics`), raw AMQP to send and read hostile messages, and the
 //! ordinary workflow that must still succeed after each bomb.
-// The `use` list is shared by the bombs' files; each uses part of it.
-#![allow(unused_imports)]
-
 use crate::support::{DEADLINE, Env, Proc, binaries, http_get, store_env};
-use lapin::{
-    BasicProperties,
-    options::{BasicGetOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
-};
+use lapin::BasicProperties;
 use serde_json::{Value, json};
 use std::{
-    collections::{BTreeMap, HashSet},
     net::SocketAddr,
     path::PathBuf,
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 use warren_shared::{AmqpConfig, wire::WorkflowStatus};

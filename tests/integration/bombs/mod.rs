@@ -9,32 +9,21 @@
 //! worker runs in-process. Raw AMQP ([`Raw`]) sends what the client library
 //! would refuse to build and reads answers as JSON, unknown fields included.
 
-// The `use` list is shared by the bombs' files; each uses part of it.
-#![allow(unused_imports)]
-
 mod budget;
 mod child;
 
-use crate::support::{DEADLINE, Env, Proc, binaries, http_get, store_env};
+use crate::support::{DEADLINE, Env, http_get};
 use child::*;
 use lapin::{
-    BasicProperties,
     options::{BasicGetOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
 use serde_json::{Value, json};
 use std::{
     collections::{BTreeMap, HashSet},
-    net::SocketAddr,
-    path::PathBuf,
-    process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
-use warren_shared::{AmqpConfig, wire::WorkflowStatus};
+use warren_shared::wire::WorkflowStatus;
 use warren_worker::Registry;
 
 /// How soon a bomb must be answered.
