@@ -456,19 +456,7 @@ impl Db {
         for wf in wfs {
             let wf_id: Arc<str> = Arc::from(wf.id.as_str());
             let mut tasks = Vec::new();
-            let rows = task_stmt.query_map([&wf.id], |r| {
-                Ok(TaskRecord::<String> {
-                    task_id: r.get(0)?,
-                    state: r.get(1)?,
-                    attempt: r.get(2)?,
-                    due_at_ms: r.get(3)?,
-                    output: r.get(4)?,
-                    error: r.get(5)?,
-                    worker: r.get(6)?,
-                    started_at: r.get(7)?,
-                    finished_at: r.get(8)?,
-                })
-            })?;
+            let rows = task_stmt.query_map([&wf.id], task_record)?;
             for row in rows {
                 tasks.push(row?.decode(wf_id.clone())?);
             }
@@ -551,22 +539,10 @@ impl Db {
             "SELECT task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at
              FROM tasks WHERE workflow_id = ?1 AND task_id = ?2",
         )?;
-        stmt.query_row([workflow_id, task_id], |r| {
-            Ok(TaskRecord::<String> {
-                task_id: r.get(0)?,
-                state: r.get(1)?,
-                attempt: r.get(2)?,
-                due_at_ms: r.get(3)?,
-                output: r.get(4)?,
-                error: r.get(5)?,
-                worker: r.get(6)?,
-                started_at: r.get(7)?,
-                finished_at: r.get(8)?,
-            })
-        })
-        .optional()?
-        .map(|t| t.decode(Arc::from(workflow_id)))
-        .transpose()
+        stmt.query_row([workflow_id, task_id], task_record)
+            .optional()?
+            .map(|t| t.decode(Arc::from(workflow_id)))
+            .transpose()
     }
 
     /// Messages still in the outbox (published ones are deleted).
@@ -576,6 +552,22 @@ impl Db {
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?
             as u64)
     }
+}
+
+/// A `tasks` row selected as `task_id, state, attempt, due_at_ms, output,
+/// error, worker, started_at, finished_at`.
+fn task_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord<String>> {
+    Ok(TaskRecord {
+        task_id: r.get(0)?,
+        state: r.get(1)?,
+        attempt: r.get(2)?,
+        due_at_ms: r.get(3)?,
+        output: r.get(4)?,
+        error: r.get(5)?,
+        worker: r.get(6)?,
+        started_at: r.get(7)?,
+        finished_at: r.get(8)?,
+    })
 }
 
 #[cfg(test)]
