@@ -170,30 +170,40 @@ async fn list(State(s): State<Sources>, extract::Query(p): extract::Query<ListPa
     }
 }
 
-async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -> Response {
+/// Asks the loop about a running workflow: `Ok(None)` when the loop does
+/// not hold it (or this scheduler is a standby, whose loop is not
+/// running: read the store), a 503 when the loop does not answer in time.
+async fn ask_loop<T>(
+    s: &Sources,
+    query: impl FnOnce(oneshot::Sender<Option<T>>) -> Query,
+) -> Result<Option<T>, Response> {
     let (answer, answered) = oneshot::channel();
     let running = async {
         if !s.store.partitioned().is_none_or(Partitions::is_leading) {
-            return None; // a standby's loop is not running: read the store
+            return None;
         }
-        s.queries
-            .send(Query::Report {
-                id: id.clone(),
-                answer,
-            })
-            .await
-            .ok()?;
+        s.queries.send(query(answer)).await.ok()?;
         answered.await.ok()?
     };
-    match tokio::time::timeout(ANSWER_WITHIN, running).await {
-        Ok(Some(report)) => return Json(report).into_response(),
-        Ok(None) => {}
-        Err(_) => {
-            return error(
+    tokio::time::timeout(ANSWER_WITHIN, running)
+        .await
+        .map_err(|_| {
+            error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the scheduler is not answering (no broker session?)",
-            );
-        }
+            )
+        })
+}
+
+async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -> Response {
+    let asked = ask_loop(&s, |answer| Query::Report {
+        id: id.clone(),
+        answer,
+    });
+    match asked.await {
+        Ok(Some(report)) => return Json(report).into_response(),
+        Ok(None) => {}
+        Err(unavailable) => return unavailable,
     }
     let key = id.clone();
     match s.store.lookup(vec![key]).await {
@@ -228,31 +238,16 @@ async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -> Response 
 }
 
 async fn task(State(s): State<Sources>, Path((id, task)): Path<(String, String)>) -> Response {
-    let (answer, answered) = oneshot::channel();
-    let running = async {
-        if !s.store.partitioned().is_none_or(Partitions::is_leading) {
-            return None; // a standby's loop is not running: read the store
-        }
-        s.queries
-            .send(Query::Task {
-                id: id.clone(),
-                task: task.clone(),
-                answer,
-            })
-            .await
-            .ok()?;
-        answered.await.ok()?
-    };
-    match tokio::time::timeout(ANSWER_WITHIN, running).await {
+    let asked = ask_loop(&s, |answer| Query::Task {
+        id: id.clone(),
+        task: task.clone(),
+        answer,
+    });
+    match asked.await {
         Ok(Some(Some(report))) => return Json(report).into_response(),
         Ok(Some(None)) => return no_task(&id, &task),
         Ok(None) => {}
-        Err(_) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the scheduler is not answering (no broker session?)",
-            );
-        }
+        Err(unavailable) => return unavailable,
     }
     // Ended, or running under another scheduler: its stored row.
     match s.store.lookup(vec![id.clone()]).await {
