@@ -1,7 +1,7 @@
 //! Unit tests of what the engine builds at most: a task's resolved input
 //! and a report, and one task read alone.
 
-use super::tests::{config, dispatched, final_report, result, submit};
+use super::tests::{config, dispatched, final_report, final_report_in, result, submit};
 use super::*;
 use crate::batch::OutKind;
 use serde_json::{Value, json};
@@ -27,11 +27,7 @@ fn failed_at_dispatch(e: &mut Engine) -> WorkflowReport {
         !out.iter().any(|(_, m)| m.kind == OutKind::Task),
         "nothing reaches a worker"
     );
-    let ev = out
-        .iter()
-        .find(|(_, m)| m.kind == OutKind::Event && !m.routing_key.ends_with(".running"))
-        .expect("a final event");
-    serde_json::from_slice(&ev.1.body).unwrap()
+    final_report_in(&out)
 }
 
 #[test]

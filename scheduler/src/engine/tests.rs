@@ -67,6 +67,11 @@ pub(super) fn result(m: &TaskMessage, ok: bool, retryable: bool, output: Value) 
 
 pub(super) fn final_report(e: &mut Engine) -> WorkflowReport {
     let (_, out) = e.take_batch();
+    final_report_in(&out)
+}
+
+/// The final event's report among a batch's messages.
+pub(super) fn final_report_in(out: &[(u64, Arc<OutMsg>)]) -> WorkflowReport {
     let ev = out
         .iter()
         .find(|(_, m)| m.kind == OutKind::Event && !m.routing_key.ends_with(".running"))
