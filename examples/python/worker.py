@@ -8,8 +8,10 @@ Environment: AMQP_ADDR, WARREN_NAMESPACE (as for the producer), WARREN_QUEUE
 (default python), WARREN_WORKER_ID.
 
 It follows docs/protocol.md: take a task message, run the handler, publish
-the result to {ns}.results and wait for the broker's confirm, then ack the
-task. A crash before the ack makes the broker redeliver the task (at least
+the result (with the task message's `token`, without which it is not
+applied) to {ns}.results and wait for the broker's confirm, then ack the
+task. It needs only a worker's permissions (docs/security.md): it declares
+its own queue and nothing else. A crash before the ack makes the broker redeliver the task (at least
 once); the scheduler ignores a second result for the same attempt. It does
 not count redeliveries (see "Poison tasks" in the protocol): a task that
 crashes this worker every time is redelivered until an operator removes it.
@@ -59,7 +61,7 @@ def properties(kind, message_id, headers=None):
         delivery_mode=2,
         type=kind,
         message_id=message_id,
-        headers={"warren-protocol": 1, **(headers or {})},
+        headers={"warren-protocol": 2, **(headers or {})},
     )
 
 
@@ -70,6 +72,7 @@ def run(task):
         "workflow_id": task["workflow_id"],
         "task_id": task["task_id"],
         "attempt": task["attempt"],
+        "token": task.get("token", ""),
         "worker": WORKER_ID,
         "started_at": started,
     }
@@ -91,13 +94,10 @@ def main():
     conn = pika.BlockingConnection(pika.URLParameters(URL))
     ch = conn.channel()
     ch.confirm_delivery()
-    # Declare what this worker uses exactly as Warren does (idempotent).
+    # Its own queue, with the arguments Warren gives it (idempotent); the
+    # exchanges and the queue's binding are the scheduler's.
     tasks = f"{NS}.tasks.{QUEUE}"
-    ch.exchange_declare(f"{NS}.tasks", "direct", durable=True)
-    ch.exchange_declare(f"{NS}.results", "direct", durable=True)
-    ch.exchange_declare(f"{NS}.dead", "fanout", durable=True)
     ch.queue_declare(tasks, durable=True, arguments={"x-max-priority": 10})
-    ch.queue_bind(tasks, f"{NS}.tasks", routing_key=QUEUE)
     ch.basic_qos(prefetch_count=1)
 
     def on_task(ch, method, props, body):
@@ -118,16 +118,15 @@ def main():
             return
         result = run(task)
         # With several schedulers (PostgreSQL store) the task names the queue
-        # of its workflow's partition; otherwise results go to {ns}.results.
+        # of its workflow's partition, bound to {ns}.results by its name;
+        # otherwise the key is empty (the shared results queue).
         reply_to = props.reply_to or ""
         partition = reply_to[len(f"{NS}.results."):]
-        if reply_to.startswith(f"{NS}.results.") and partition.isdigit():
-            exchange, key = "", reply_to
-        else:
-            exchange, key = f"{NS}.results", ""
+        is_partition = reply_to.startswith(f"{NS}.results.") and partition.isdigit()
+        key = reply_to if is_partition else ""
         # basic_publish returns once the broker has confirmed the result.
         ch.basic_publish(
-            exchange, key, json.dumps(result).encode(),
+            f"{NS}.results", key, json.dumps(result).encode(),
             properties("warren.result", "/".join(map(str, ids))),
             mandatory=True,
         )

@@ -152,11 +152,7 @@ impl Client {
         &self,
         conn: &Connection,
     ) -> Result<(Channel, String, CancellationToken), warren_shared::Error> {
-        let setup = conn
-            .create_channel()
-            .await
-            .map_err(warren_shared::Error::amqp("channel.open"))?;
-        self.topology.declare(&setup).await?;
+        self.topology.declare_or_check(conn).await?;
         let publish = amqp::confirm_channel(conn).await?;
         let (_replies, reply_queue, mut consumer) = amqp::private_queue(conn, &[]).await?;
         let dead = CancellationToken::new();

@@ -4,6 +4,7 @@
 //! from ([`Recovered`]). The engine produces these and the stores persist
 //! them; neither depends on the other.
 
+use crate::tokens::AttemptKey;
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Arc};
 use warren_shared::wire::{ResultStatus, TaskError, TaskState, WorkflowStatus};
@@ -148,7 +149,7 @@ pub struct RunningWorkflow {
 }
 
 /// Everything the scheduler needs to resume.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Recovered {
     pub running: Vec<RunningWorkflow>,
     pub outbox: Vec<(u64, Arc<OutMsg>)>,
@@ -157,6 +158,23 @@ pub struct Recovered {
     /// Partitioned stores: places held per limited type by the owned
     /// partitions.
     pub type_places: HashMap<String, u32>,
+    /// The key of attempt tokens (`tokens.rs`), created with the store
+    /// and the same for every scheduler sharing it.
+    pub attempt_key: AttemptKey,
+}
+
+impl Recovered {
+    /// Nothing to resume yet, under the store's `attempt_key`.
+    pub fn new(attempt_key: AttemptKey) -> Recovered {
+        Recovered {
+            running: Vec::new(),
+            outbox: Vec::new(),
+            next_outbox_seq: 0,
+            next_workflow_seq: 0,
+            type_places: HashMap::new(),
+            attempt_key,
+        }
+    }
 }
 
 /// A workflow known to the store, as looked up by id.

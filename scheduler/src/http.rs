@@ -415,6 +415,11 @@ pub fn render(m: &Metrics) -> String {
             "Results ignored: duplicates, late, or for ended workflows.",
         ),
         (
+            "warren_results_forged_total",
+            &m.engine.results_forged,
+            "Results refused without their attempt's token (dead-lettered).",
+        ),
+        (
             "warren_batches_committed_total",
             &m.batches_committed,
             "Store transactions.",
@@ -453,6 +458,11 @@ pub fn render(m: &Metrics) -> String {
             "warren_results_too_large_total",
             &m.results_too_large,
             "Results over WARREN_MAX_RESULT_BYTES, dead-lettered unread.",
+        ),
+        (
+            "warren_replies_refused_total",
+            &m.replies_refused,
+            "Requests refused (dead-lettered) for a reply_to the scheduler may not write to.",
         ),
         (
             "warren_messages_refused_total",

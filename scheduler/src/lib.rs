@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod store;
 pub mod template;
+pub mod tokens;
 pub mod validate;
 pub mod workers;
 

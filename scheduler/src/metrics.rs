@@ -32,6 +32,8 @@ pub struct Metrics {
     pub workflows_running: AtomicU64,
     /// Results over `max_result_bytes`, dead-lettered unread.
     pub results_too_large: AtomicU64,
+    /// Requests refused for a `reply_to` the scheduler must not write to.
+    pub replies_refused: AtomicU64,
     /// Gauge: submissions held unacked (waiting in the broker) because
     /// the memory budget is full.
     pub requests_waiting: AtomicU64,
@@ -64,11 +66,13 @@ impl Metrics {
             ("leases_expired", Metrics::get(&e.leases_expired)),
             ("results_committed", Metrics::get(&e.results_committed)),
             ("results_ignored", Metrics::get(&e.results_ignored)),
+            ("results_forged", Metrics::get(&e.results_forged)),
             ("dead_lettered", Metrics::get(&e.dead_lettered)),
             ("inputs_too_large", Metrics::get(&e.inputs_too_large)),
             ("reports_elided", Metrics::get(&e.reports_elided)),
             ("messages_refused", Metrics::get(&e.messages_refused)),
             ("results_too_large", Metrics::get(&self.results_too_large)),
+            ("replies_refused", Metrics::get(&self.replies_refused)),
             ("forwarded", Metrics::get(&self.forwarded)),
             ("batches_committed", Metrics::get(&self.batches_committed)),
             ("reconnects", Metrics::get(&self.reconnects)),

@@ -2,7 +2,7 @@
 //! topology, how to reach the broker, and how to shut down.
 //!
 //! Layout:
-//! - `wire`: the JSON messages of protocol v1 (requests, tasks, results,
+//! - `wire`: the JSON messages of protocol v2 (requests, tasks, results,
 //!   reports) and the headers Warren sets. Only this crate defines them.
 //! - `topology`: the exchange and queue names derived from a namespace, and
 //!   their idempotent declaration.
@@ -13,6 +13,8 @@
 //! - `backoff`: capped exponential backoff with jitter for reconnects.
 //! - `session`: a broker session's two connections and the wait between
 //!   sessions, shared by the scheduler and the worker.
+//! - `roles`: the broker permissions of each role (scheduler, worker,
+//!   producer, observer) in a namespace, as docs/security.md tables them.
 //! - `cli` (feature `cli`): the broker flags every binary takes.
 //! - `shutdown`: ctrl-c and SIGTERM as a `CancellationToken`.
 
@@ -24,6 +26,7 @@ pub mod backoff;
 pub mod cli;
 pub mod error;
 pub mod limits;
+pub mod roles;
 pub mod session;
 pub mod shutdown;
 pub mod topology;

@@ -7,7 +7,7 @@
 
 use crate::{amqp::QueueType, error::Error};
 use lapin::{
-    Channel, ExchangeKind,
+    Channel, Connection, ExchangeKind,
     options::{
         ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
         QueueDeleteOptions,
@@ -139,16 +139,64 @@ impl Topology {
         format!("{}.suspect.{}", self.namespace, queue)
     }
 
-    /// Direct exchange and durable queue of task results (empty routing key).
+    /// Direct exchange and durable queue of task results (empty routing
+    /// key). Partition queues are bound to the exchange too, each with its
+    /// own name as the key ([`Topology::result_route`]), so that a worker
+    /// needs no right to the default exchange, which reaches every queue.
     pub fn results(&self) -> String {
         format!("{}.results", self.namespace)
+    }
+
+    /// The routing key on the [`Topology::results`] exchange of a result
+    /// whose task message named `reply_to`: that partition's queue when it
+    /// is one of this namespace's, the shared results queue otherwise.
+    pub fn result_route<'a>(&self, reply_to: Option<&'a str>) -> &'a str {
+        match reply_to {
+            Some(to) if self.is_partition_queue(to) => to,
+            _ => "",
+        }
+    }
+
+    /// Topic exchange through which a worker puts a task back into its own
+    /// pool's queues: key `tasks.{queue}` (given back unstarted) or
+    /// `suspect.{queue}` (moved aside after a crash). A worker's topic
+    /// permissions on it name its queues, so it cannot reach another pool
+    /// (docs/security.md); the task exchange stays the scheduler's alone.
+    pub fn requeue(&self) -> String {
+        format!("{}.requeue", self.namespace)
+    }
+
+    /// The key on [`Topology::requeue`] of a pool's task queue.
+    pub fn requeue_task_key(queue: &str) -> String {
+        format!("tasks.{queue}")
+    }
+
+    /// The key on [`Topology::requeue`] of a pool's suspect queue.
+    pub fn requeue_suspect_key(queue: &str) -> String {
+        format!("suspect.{queue}")
+    }
+
+    /// The prefix of named reply queues a client may own: `{ns}.reply.`
+    /// (docs/security.md). With server-named queues (`amq.gen-...`) and
+    /// direct reply-to (`amq.rabbitmq.reply-to`), the only queues the
+    /// scheduler answers to.
+    pub fn reply_prefix(&self) -> String {
+        format!("{}.reply.", self.namespace)
+    }
+
+    /// True when the scheduler may publish to `queue` as a request's
+    /// `reply_to` ([`is_reply_queue`] in this namespace).
+    pub fn is_reply_queue(&self, queue: &str) -> bool {
+        is_reply_queue(&self.namespace, queue)
     }
 
     /// The durable queue of one partition of the workflows, when several
     /// schedulers share the namespace (PostgreSQL store): results of the
     /// partition's tasks (their task messages carry it as `reply_to`) and
-    /// requests forwarded by the scheduler that received them. Reached
-    /// through the default exchange (routing key = this name).
+    /// requests forwarded by the scheduler that received them. Results
+    /// reach it through the results exchange, forwards through the default
+    /// exchange (routing key = this name in both), which only schedulers
+    /// may write to: a forward that did not come that way is not one.
     pub fn partition_queue(&self, partition: u16) -> String {
         format!("{}.results.{}", self.namespace, partition)
     }
@@ -167,9 +215,11 @@ impl Topology {
         ch: &Channel,
         partitions: u16,
     ) -> Result<(), Error> {
+        let results = self.results();
         for p in 0..partitions {
             let name = self.partition_queue(p);
             declare_queue(ch, &name, self.queue_args(&name, false)).await?;
+            bind(ch, &name, &results, &name).await?;
         }
         Ok(())
     }
@@ -203,6 +253,7 @@ impl Topology {
             (self.events(), ExchangeKind::Topic),
             (self.control(), ExchangeKind::Fanout),
             (self.dead(), ExchangeKind::Fanout),
+            (self.requeue(), ExchangeKind::Topic),
         ] {
             ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
                 .await
@@ -216,38 +267,76 @@ impl Topology {
             (self.dead(), self.dead(), ""),
         ] {
             declare_queue(ch, &name, self.queue_args(&name, false)).await?;
-            ch.queue_bind(
-                name.as_str().into(),
-                exchange.as_str().into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::amqp("queue.bind"))?;
+            bind(ch, &name, &exchange, key).await?;
         }
         Ok(())
     }
 
-    /// Declares a worker pool's priority queue and binds it. Idempotent.
+    /// A producer's part: the whole declaration ([`Topology::declare`])
+    /// where its user may configure the namespace, so that requests
+    /// published before any scheduler ran wait in their queue; for a
+    /// producer of least privilege (no configure right, docs/security.md),
+    /// refused, a passive check that the requests' exchange exists, on a
+    /// fresh channel (the refusal closed the first).
+    pub async fn declare_or_check(&self, conn: &Connection) -> Result<(), Error> {
+        let setup = conn
+            .create_channel()
+            .await
+            .map_err(Error::amqp("channel.open"))?;
+        match self.declare(&setup).await {
+            Err(Error::Amqp { source, .. }) if is_access_refused(&source) => {
+                let check = conn
+                    .create_channel()
+                    .await
+                    .map_err(Error::amqp("channel.open"))?;
+                let passive = ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                let workflows = self.workflows();
+                check
+                    .exchange_declare(
+                        workflows.as_str().into(),
+                        ExchangeKind::Direct,
+                        passive,
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(Error::amqp("exchange.declare (passive)"))?;
+                let _ = check.close(200, "checked".into()).await;
+                Ok(())
+            }
+            other => {
+                let _ = setup.close(200, "declared".into()).await;
+                other
+            }
+        }
+    }
+
+    /// Declares a worker pool's priority queue and binds it to the task
+    /// exchange: the scheduler's part, before the queue's first task
+    /// message. Idempotent.
     pub async fn declare_task_queue(&self, ch: &Channel, queue: &str) -> Result<(), Error> {
         let name = self.task_queue(queue);
         declare_queue(ch, &name, self.queue_args(&name, true)).await?;
-        ch.queue_bind(
-            name.as_str().into(),
-            self.tasks_exchange().as_str().into(),
-            queue.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(Error::amqp("queue.bind"))
+        bind(ch, &name, &self.tasks_exchange(), queue).await
     }
 
-    /// Declares a pool's suspect queue (see [`Topology::suspect_queue`]).
-    pub async fn declare_suspect_queue(&self, ch: &Channel, queue: &str) -> Result<(), Error> {
-        let name = self.suspect_queue(queue);
-        declare_queue(ch, &name, self.queue_args(&name, true)).await
+    /// A worker's part: declares its pool's task and suspect queues (see
+    /// [`Topology::suspect_queue`]) and binds both to the
+    /// [`Topology::requeue`] exchange, which must exist (the scheduler
+    /// declares it; until then this fails with NOT_FOUND and the worker
+    /// tries again with its next session). It binds nothing to the task
+    /// exchange, which the scheduler does: a worker with the right to bind
+    /// there could copy another pool's tasks. Idempotent.
+    pub async fn declare_pool(&self, ch: &Channel, queue: &str) -> Result<(), Error> {
+        let requeue = self.requeue();
+        let tasks = self.task_queue(queue);
+        declare_queue(ch, &tasks, self.queue_args(&tasks, true)).await?;
+        bind(ch, &tasks, &requeue, &Self::requeue_task_key(queue)).await?;
+        let suspects = self.suspect_queue(queue);
+        declare_queue(ch, &suspects, self.queue_args(&suspects, true)).await?;
+        bind(ch, &suspects, &requeue, &Self::requeue_suspect_key(queue)).await
     }
 
     /// Deletes everything of this namespace, including the named task
@@ -279,6 +368,7 @@ impl Topology {
             self.events(),
             self.control(),
             self.dead(),
+            self.requeue(),
         ] {
             ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                 .await
@@ -286,6 +376,18 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), Error> {
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(Error::amqp("queue.bind"))
 }
 
 async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), Error> {
@@ -300,6 +402,29 @@ async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(),
     .await
     .map(|_| ())
     .map_err(|e| conflict_or("queue", name, e, "queue.declare"))
+}
+
+/// True when the scheduler of `namespace` may publish to `queue` as a
+/// request's `reply_to`: a queue a producer can own (server-named
+/// `amq.gen-...`, direct reply-to `amq.rabbitmq.reply-to...`, or named
+/// `{namespace}.reply.{name}`) and no other role's queue. Anything else
+/// would make the scheduler a confused deputy, writing reports through its
+/// own rights into queues the producer cannot write to (task queues,
+/// another namespace's).
+pub fn is_reply_queue(namespace: &str, queue: &str) -> bool {
+    queue.len() <= 255
+        && (queue.starts_with("amq.gen-")
+            || queue.starts_with("amq.rabbitmq.reply-to")
+            || queue
+                .strip_prefix(namespace)
+                .and_then(|rest| rest.strip_prefix(".reply."))
+                .is_some_and(|name| !name.is_empty()))
+}
+
+/// True when the broker refused an operation for the user's permissions.
+pub fn is_access_refused(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)))
 }
 
 fn conflict_or(kind: &'static str, name: &str, e: lapin::Error, during: &'static str) -> Error {
@@ -342,6 +467,42 @@ mod tests {
             "acme.tasks.1",
         ] {
             assert!(!t.is_partition_queue(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn results_reach_partition_queues_by_their_name_and_the_rest_the_shared_queue() {
+        let t = Topology::new("acme");
+        assert_eq!(t.result_route(Some("acme.results.3")), "acme.results.3");
+        for other in [None, Some(""), Some("acme.tasks.x"), Some("acme.workflows")] {
+            assert_eq!(t.result_route(other), "", "{other:?}");
+        }
+    }
+
+    #[test]
+    fn replies_go_only_to_queues_a_producer_can_own() {
+        let t = Topology::new("acme");
+        for ok in [
+            "amq.gen-Xf3kq",
+            "amq.rabbitmq.reply-to",
+            "amq.rabbitmq.reply-to.g1h2AA==",
+            "acme.reply.shell-42",
+        ] {
+            assert!(t.is_reply_queue(ok), "{ok}");
+        }
+        let long = format!("acme.reply.{}", "x".repeat(250));
+        for refused in [
+            "acme.tasks.default",
+            "acme.workflows",
+            "acme.results.1",
+            "acme.reply.",
+            "other.reply.x",
+            "acmereply.x",
+            "amq.gen",
+            "",
+            long.as_str(),
+        ] {
+            assert!(!t.is_reply_queue(refused), "{refused}");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Wire format v1: every JSON body Warren sends or accepts.
+//! Wire format v2: every JSON body Warren sends or accepts.
 //!
 //! docs/protocol.md is the contract for other languages; these types are its
 //! single Rust definition. Requests are strict (`deny_unknown_fields`) so a
@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Protocol version written to the `warren-protocol` header.
-pub const PROTOCOL_VERSION: i64 = 1;
+/// Protocol version written to the `warren-protocol` header: 2 since task
+/// messages carry a `token` that results must echo, and workers reach the
+/// results and their own pools' queues through exchanges only
+/// (docs/protocol.md, "Versions").
+pub const PROTOCOL_VERSION: i64 = 2;
 /// Header carrying [`PROTOCOL_VERSION`] on everything Warren publishes.
 pub const HEADER_PROTOCOL: &str = "warren-protocol";
 /// Header on a dead-lettered message saying why it could not be processed.
@@ -288,12 +291,34 @@ pub struct TaskMessage {
     /// Attempts the scheduler will make in all.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// This attempt's token: unguessable, known only to the scheduler and
+    /// to whoever received the message; a result is applied only if it
+    /// carries it back. Empty from a scheduler older than protocol 2.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 impl TaskMessage {
     /// The AMQP `message_id` of this attempt.
     pub fn message_id(&self) -> String {
         format!("{}/{}/{}", self.workflow_id, self.task_id, self.attempt)
+    }
+
+    /// A result of this attempt by `worker`, with the attempt's ids and
+    /// token copied: `status`, and nothing else set yet.
+    pub fn result(&self, status: ResultStatus, worker: &str) -> TaskResult {
+        TaskResult {
+            workflow_id: self.workflow_id.clone(),
+            task_id: self.task_id.clone(),
+            attempt: self.attempt,
+            token: self.token.clone(),
+            status,
+            output: None,
+            error: None,
+            worker: worker.to_owned(),
+            started_at: None,
+            finished_at: None,
+        }
     }
 }
 
@@ -337,6 +362,10 @@ pub struct TaskResult {
     pub task_id: String,
     /// Copied from the task message.
     pub attempt: u32,
+    /// Copied from the task message: without the attempt's token a result
+    /// is not applied (dead-lettered, counted).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
     /// `succeeded` or `failed`.
     pub status: ResultStatus,
     /// Any JSON; `null` when absent.

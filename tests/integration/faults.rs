@@ -133,8 +133,10 @@ async fn a_hung_worker_is_caught_by_the_lease_and_its_late_result_ignored() {
     assert_eq!(report.tasks["a"].attempts, 2);
     assert_eq!(report.tasks["a"].worker.as_deref(), Some("healthy"));
     assert_eq!(Metrics::get(&s.metrics.engine.leases_expired), 1);
-    // The hung worker wakes up and answers attempt 1: nothing changes.
-    let late = json!({"workflow_id": "hang", "task_id": "a", "attempt": 1, "status": "succeeded", "output": "late"});
+    // The hung worker wakes up and answers attempt 1, with its token:
+    // nothing changes.
+    let token = serde_json::from_slice::<serde_json::Value>(&held.data).unwrap()["token"].clone();
+    let late = json!({"workflow_id": "hang", "task_id": "a", "attempt": 1, "token": token, "status": "succeeded", "output": "late"});
     ch.basic_publish(
         topology.results().as_str().into(),
         "".into(),

@@ -58,7 +58,7 @@ async fn duplicate_submission_runs_once_and_answers_every_submitter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicated_result_message_changes_nothing() {
+async fn a_replayed_result_without_the_token_changes_nothing() {
     let mut env = Env::new().await;
     let log = Log::default();
     let gate = Arc::new(Semaphore::new(0));
@@ -86,6 +86,10 @@ async fn duplicated_result_message_changes_nothing() {
         workflow_id: "dres".into(),
         task_id: "a".into(),
         attempt: 1,
+        // Whoever replays a result without having received the task
+        // message cannot know the attempt's token (the replay of a real
+        // result is an engine test: `results_ignored`).
+        token: "0".repeat(64),
         status: ResultStatus::Failed,
         output: None,
         error: Some(TaskError {
@@ -113,8 +117,8 @@ async fn duplicated_result_message_changes_nothing() {
         .await
         .unwrap();
     }
-    wait_until("both duplicates to be ignored", || {
-        Metrics::get(&s.metrics.engine.results_ignored) == 2
+    wait_until("both forged results to be refused", || {
+        Metrics::get(&s.metrics.engine.results_forged) == 2
     })
     .await;
     gate.add_permits(1);

@@ -66,16 +66,28 @@ async fn plain_amqp_worker_and_event_observer() {
     assert_eq!(p.delivery_mode(), &Some(2));
     assert_eq!(
         p.headers().as_ref().unwrap().inner().get("warren-protocol"),
-        Some(&AMQPValue::LongLongInt(1))
+        Some(&AMQPValue::LongLongInt(2))
     );
-    let task: Value = serde_json::from_slice(&d.data).unwrap();
+    let mut task: Value = serde_json::from_slice(&d.data).unwrap();
+    let token = task
+        .as_object_mut()
+        .unwrap()
+        .remove("token")
+        .expect("a task message carries its attempt's token");
+    assert!(
+        token
+            .as_str()
+            .is_some_and(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{token}"
+    );
     assert_eq!(
         task,
         json!({"workflow_id": "rawwf", "task_id": "t", "attempt": 1, "type": "py.add_one",
                "input": {"k": 41}, "timeout_ms": 1000, "max_attempts": 1})
     );
-    // A result written by hand, with no Warren headers at all.
-    let result = json!({"workflow_id": "rawwf", "task_id": "t", "attempt": 1,
+    // A result written by hand, with no Warren headers at all, but the
+    // attempt's token.
+    let result = json!({"workflow_id": "rawwf", "task_id": "t", "attempt": 1, "token": token,
                         "status": "succeeded", "output": {"k": 42}, "worker": "python-7"});
     let confirm = ch
         .basic_publish(

@@ -33,6 +33,9 @@ TIMEOUT = 30
 problems = []
 
 
+# The protocol version docs/protocol.md describes (header warren-protocol).
+PROTOCOL = 2
+
 def strict(schema):
     """The schema with additionalProperties: false wherever it lists
     properties and says nothing of others."""
@@ -91,8 +94,8 @@ def check_props(props, kind, where, message_id=None, priority=None):
         if got != want:
             problems.append(f"{where}: property {field} is {got!r}, protocol says {want!r}")
     version = (props.headers or {}).get("warren-protocol")
-    if version != 1:
-        problems.append(f"{where}: header warren-protocol is {version!r}, protocol says 1")
+    if version != PROTOCOL:
+        problems.append(f"{where}: header warren-protocol is {version!r}, protocol says {PROTOCOL}")
     if message_id is not None and props.message_id != message_id:
         problems.append(f"{where}: message_id is {props.message_id!r}, protocol says {message_id!r}")
     if priority is not None and props.priority != priority:
@@ -170,14 +173,18 @@ def main():
     if task and (task.get("input") != {"from_a": 7} or task.get("max_attempts") != 2):
         problems.append(f"task message b: input or max_attempts not as requested: {task}")
     now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    if task and not task.get("token"):
+        problems.append(f"task message b: no token: {task}")
+    # The result carries the attempt's token back, or it is not applied.
     result = {"workflow_id": wf, "task_id": "b", "attempt": 1, "status": "succeeded",
+              "token": (task or {}).get("token", ""),
               "output": {"checked": True}, "worker": "wire-check",
               "started_at": now, "finished_at": now}
     check("task-result", result, "our result")
     ch.basic_publish(f"{NS}.results", "", json.dumps(result).encode(),
                      pika.BasicProperties(content_type="application/json", delivery_mode=2,
                                           type="warren.result", message_id=f"{wf}/b/1",
-                                          headers={"warren-protocol": 1}),
+                                          headers={"warren-protocol": PROTOCOL}),
                      mandatory=True)
 
     # The outcome, RPC style.

@@ -68,38 +68,43 @@ pub(crate) async fn execute(ex: Arc<Executor>, r: Received) {
     }
 }
 
-/// The ids of a task body that did not decode as a whole.
-fn readable_ids(body: &[u8]) -> Option<(String, String, u32)> {
+/// The ids (and token) of a task body that did not decode as a whole:
+/// enough to answer its attempt with a failed result.
+fn readable_ids(body: &[u8]) -> Option<TaskMessage> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    Some((
-        v.get("workflow_id")?.as_str()?.to_owned(),
-        v.get("task_id")?.as_str()?.to_owned(),
-        u32::try_from(v.get("attempt")?.as_u64()?).ok()?,
-    ))
+    Some(TaskMessage {
+        workflow_id: v.get("workflow_id")?.as_str()?.to_owned(),
+        task_id: v.get("task_id")?.as_str()?.to_owned(),
+        attempt: u32::try_from(v.get("attempt")?.as_u64()?).ok()?,
+        kind: String::new(),
+        input: Value::Null,
+        timeout_ms: None,
+        max_attempts: 1,
+        token: v
+            .get("token")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
 
 async fn run_task(ex: &Executor, r: &Received) {
     let started_at = Utc::now();
-    let msg: TaskMessage = match serde_json::from_slice(&r.delivery.data) {
+    let mut msg: TaskMessage = match serde_json::from_slice(&r.delivery.data) {
         Ok(m) => m,
         Err(e) => {
             let reason = format!("undecodable task message: {e}");
             match readable_ids(&r.delivery.data) {
-                Some((workflow_id, task_id, attempt)) => {
-                    tracing::warn!(workflow = %workflow_id, task = %task_id, %reason, "Failing undecodable task");
+                Some(ids) => {
+                    tracing::warn!(workflow = %ids.workflow_id, task = %ids.task_id, %reason, "Failing undecodable task");
                     let result = TaskResult {
-                        workflow_id,
-                        task_id,
-                        attempt,
-                        status: ResultStatus::Failed,
-                        output: None,
                         error: Some(TaskError {
                             message: reason,
                             retryable: false,
                         }),
-                        worker: ex.worker_id.clone(),
                         started_at: Some(started_at),
                         finished_at: Some(Utc::now()),
+                        ..ids.result(ResultStatus::Failed, &ex.worker_id)
                     };
                     ex.publisher.result(r, &result).await;
                 }
@@ -127,7 +132,7 @@ async fn run_task(ex: &Executor, r: &Received) {
                 attempt: msg.attempt,
                 max_attempts: msg.max_attempts,
                 kind: msg.kind.clone(),
-                input: msg.input,
+                input: std::mem::take(&mut msg.input),
             };
             // A panic in the handler becomes a failed result, not a dead
             // worker (this already runs in a task of its own).
@@ -178,15 +183,11 @@ async fn run_task(ex: &Executor, r: &Received) {
         }
     };
     let result = TaskResult {
-        workflow_id: msg.workflow_id,
-        task_id: msg.task_id,
-        attempt: msg.attempt,
-        status,
         output,
         error,
-        worker: ex.worker_id.clone(),
         started_at: Some(started_at),
         finished_at: Some(Utc::now()),
+        ..msg.result(status, &ex.worker_id)
     };
     ex.publisher.result(r, &result).await;
 }

@@ -13,7 +13,7 @@ use crate::publish::{Outgoing, Publisher, Received};
 use chrono::Utc;
 use lapin::{BasicProperties, types::AMQPValue};
 use warren_shared::{
-    amqp,
+    Topology, amqp,
     wire::{HEADER_DELIVERIES, ResultStatus, TaskError, TaskMessage, TaskResult},
 };
 
@@ -43,20 +43,15 @@ pub(crate) async fn suspect(
         tracing::error!(workflow = %msg.workflow_id, task = %msg.task_id, deliveries, "Giving up on a task that never finishes");
         let now = Utc::now();
         let result = TaskResult {
-            workflow_id: msg.workflow_id,
-            task_id: msg.task_id,
-            attempt: msg.attempt,
-            status: ResultStatus::Failed,
-            output: None,
             error: Some(TaskError {
                 message: format!(
                     "delivered {deliveries} times without finishing: the task crashes, hangs or outlives its worker"
                 ),
                 retryable: false,
             }),
-            worker: worker_id.to_owned(),
             started_at: Some(now),
             finished_at: Some(now),
+            ..msg.result(ResultStatus::Failed, worker_id)
         };
         publisher.result(r, &result).await;
         return;
@@ -65,10 +60,13 @@ pub(crate) async fn suspect(
     let mut headers = d.properties.headers().clone().unwrap_or_default();
     headers.insert(HEADER_DELIVERIES.into(), AMQPValue::LongLongInt(deliveries));
     let props = d.properties.clone().with_headers(headers);
-    let target = publisher.topology().suspect_queue(&r.queue);
+    // Through the requeue exchange: a worker may write to its own pools'
+    // queues only (docs/security.md), never through the default exchange.
+    let exchange = publisher.topology().requeue();
+    let key = Topology::requeue_suspect_key(&r.queue);
     let moved = Outgoing {
-        exchange: "",
-        key: &target,
+        exchange: &exchange,
+        key: &key,
         body: &d.data,
         props,
     };

@@ -54,6 +54,7 @@ pub(crate) fn oversized(result: &TaskResult, size: usize, limit: usize) -> TaskR
         workflow_id: result.workflow_id.clone(),
         task_id: result.task_id.clone(),
         attempt: result.attempt,
+        token: result.token.clone(),
         status: ResultStatus::Failed,
         output: None,
         error: Some(TaskError {
@@ -195,14 +196,17 @@ impl Publisher {
     pub async fn result(&self, r: &Received, result: &TaskResult) {
         let body = encode_result(result, self.max_result_bytes);
         // A scheduler sharing the namespace with others names the queue of
-        // the workflow's partition in `reply_to`; anything else goes to the
-        // results exchange (whichever scheduler receives it forwards it).
-        let (exchange, key) = match r.delivery.properties.reply_to() {
-            Some(to) if self.topology.is_partition_queue(to.as_str()) => {
-                (String::new(), to.as_str().to_owned())
-            }
-            _ => (self.topology.results(), String::new()),
-        };
+        // the workflow's partition in `reply_to`, bound to the results
+        // exchange by its name; anything else goes to the shared results
+        // queue (whichever scheduler receives it forwards it).
+        let exchange = self.topology.results();
+        let key = self.topology.result_route(
+            r.delivery
+                .properties
+                .reply_to()
+                .as_ref()
+                .map(|q| q.as_str()),
+        );
         let props = amqp::with_message_id(
             amqp::json_properties().with_type(TYPE_RESULT.into()),
             &format!(
@@ -212,7 +216,7 @@ impl Publisher {
         );
         let out = Outgoing {
             exchange: &exchange,
-            key: &key,
+            key,
             body: &body,
             props,
         };
@@ -231,11 +235,12 @@ impl Publisher {
             return;
         }
         let key = match r.source {
-            Source::Tasks => self.topology.task_queue(&r.queue),
-            Source::Suspect => self.topology.suspect_queue(&r.queue),
+            Source::Tasks => Topology::requeue_task_key(&r.queue),
+            Source::Suspect => Topology::requeue_suspect_key(&r.queue),
         };
+        let exchange = self.topology.requeue();
         let out = Outgoing {
-            exchange: "",
+            exchange: &exchange,
             key: &key,
             body: &r.delivery.data,
             props: r.delivery.properties.clone(),
@@ -275,6 +280,7 @@ mod tests {
             workflow_id: "wf".into(),
             task_id: "big".into(),
             attempt: 2,
+            token: "t".into(),
             status: ResultStatus::Succeeded,
             output: Some(output),
             error: None,

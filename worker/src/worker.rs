@@ -132,10 +132,11 @@ impl Worker {
             .create_channel()
             .await
             .map_err(warren_shared::Error::amqp("channel.open"))?;
-        topology.declare(&setup).await?;
+        // Its own queues only: the exchanges and the task queues' bindings
+        // are the scheduler's (docs/security.md), so a worker needs no
+        // right to configure them.
         for q in &cfg.queues {
-            topology.declare_task_queue(&setup, q).await?;
-            topology.declare_suspect_queue(&setup, q).await?;
+            topology.declare_pool(&setup, q).await?;
         }
         cancel::listen(consume_conn, &topology, self.cancels.clone()).await?;
         let (settler, settled) = Settler::spawn();

@@ -85,7 +85,8 @@ fn a_report_over_the_limit_leaves_out_the_largest_outputs() {
             "small" => json!("s"),
             _ => json!("z".repeat(30_000)),
         };
-        e.on_result(result(m, true, false, output), Utc::now());
+        e.on_result(result(m, true, false, output), Utc::now())
+            .expect("the attempt's token");
     }
     let report = final_report(&mut e);
     assert_eq!(report.status, WorkflowStatus::Succeeded);
@@ -110,9 +111,11 @@ fn a_report_of_very_many_tasks_lists_what_fits_failed_first() {
     submit(&mut e, json!({"id": "w", "tasks": tasks}));
     let msgs = dispatched(&mut e);
     let failing = msgs.iter().find(|m| m.task_id == "zz").unwrap();
-    e.on_result(result(failing, false, false, Value::Null), Utc::now());
+    e.on_result(result(failing, false, false, Value::Null), Utc::now())
+        .expect("the attempt's token");
     for m in msgs.iter().filter(|m| m.task_id != "zz") {
-        e.on_result(result(m, true, false, json!(1)), Utc::now());
+        e.on_result(result(m, true, false, json!(1)), Utc::now())
+            .expect("the attempt's token");
     }
     let report = final_report(&mut e);
     assert_eq!(report.status, WorkflowStatus::Failed);
@@ -137,7 +140,8 @@ fn one_task_is_read_alone_with_its_output_in_full() {
     e.on_result(
         result(&a[0], true, false, json!("q".repeat(20_000))),
         Utc::now(),
-    );
+    )
+    .expect("the attempt's token");
     let running = e.report("w").unwrap();
     assert_eq!(running.tasks["a"].output_elided, Some(20_002));
     let alone = e.task_report("w", "a").unwrap().unwrap();
@@ -186,10 +190,12 @@ fn the_budget_counts_tasks_and_bytes_held_and_frees_them_at_the_end() {
     e.on_result(
         result(&msgs[0], true, false, json!("x".repeat(1000))),
         Utc::now(),
-    );
+    )
+    .expect("the attempt's token");
     assert_eq!(Counters::get(&counters.active_bytes), bytes + 1002);
     for m in &msgs[1..] {
-        e.on_result(result(m, true, false, json!(1)), Utc::now());
+        e.on_result(result(m, true, false, json!(1)), Utc::now())
+            .expect("the attempt's token");
     }
     assert!(!e.is_active("w"));
     assert_eq!(Counters::get(&counters.active_tasks), 0);
@@ -213,7 +219,8 @@ fn new_queues_past_the_bound_are_rejected_until_workflows_using_others_end() {
     let same = valid(json!({"id": "w3", "tasks": [{"id": "a", "type": "echo", "queue": "q1"}]}));
     assert!(e.queue_bound_rejection(&same).is_none());
     for m in dispatched(&mut e) {
-        e.on_result(result(&m, true, false, json!(1)), Utc::now());
+        e.on_result(result(&m, true, false, json!(1)), Utc::now())
+            .expect("the attempt's token");
     }
     assert!(
         e.queue_bound_rejection(&third).is_none(),

@@ -34,6 +34,8 @@ pub struct Counters {
     pub results_committed: AtomicU64,
     /// Results for an attempt that already has one, or that is not running.
     pub results_ignored: AtomicU64,
+    /// Results refused for not carrying their attempt's token.
+    pub results_forged: AtomicU64,
     /// Messages dead-lettered.
     pub dead_lettered: AtomicU64,
     /// Tasks failed because their resolved input passed the limit.

@@ -180,6 +180,7 @@ impl Engine {
             input,
             timeout_ms: spec.timeout_ms,
             max_attempts: spec.retry.unwrap_or_default().max_attempts,
+            token: self.attempt_key.token(id, &spec.id, t.attempt),
         };
         let queue = spec.queue.clone();
         let priority = wf.priority;

@@ -47,11 +47,13 @@ mod workflow;
 pub use counters::Counters;
 pub use intake::MAX_WAITERS;
 pub use limits::{TypeLimitError, TypeLimits, TypeUsage};
+pub use outcome::Forged;
 pub use queue::DispatchOrder;
 
 pub use workflow::ReportBounds;
 
 use self::{emit::to_json, queue::QueueState, workflow::Workflow};
+use crate::tokens::AttemptKey;
 use crate::{
     batch::{Op, OutMsg, RunningWorkflow, TypePlaceRow, Unreadable},
     bounds::Bounds,
@@ -103,6 +105,9 @@ pub struct EngineConfig {
     pub owned: Vec<u16>,
     /// What the engine builds and holds at most.
     pub bounds: Bounds,
+    /// The key of attempt tokens: the store's (`Recovered::attempt_key`);
+    /// by default a random one, for tests and tools.
+    pub attempt_key: AttemptKey,
 }
 
 impl Default for EngineConfig {
@@ -118,6 +123,7 @@ impl Default for EngineConfig {
             partitions: 1,
             owned: vec![0],
             bounds: Bounds::default(),
+            attempt_key: AttemptKey::random(),
         }
     }
 }
@@ -186,6 +192,8 @@ pub struct Engine {
     /// The last dispatch stopped at `max_batch_bytes` with tasks left to
     /// dispatch: the loop takes another turn at once.
     dispatch_cut: bool,
+    /// Signs each task message's token and verifies each result's.
+    attempt_key: AttemptKey,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
@@ -199,6 +207,8 @@ pub fn stored_report(
         topology: Topology::new("report"),
         window: 1,
         lease_grace: Duration::ZERO,
+        // It dispatches nothing: no token is made or verified.
+        attempt_key: AttemptKey::fixed(0),
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(config, Arc::default());
@@ -261,6 +271,7 @@ impl Engine {
             unused_queues: Vec::new(),
             batch_bytes: 0,
             dispatch_cut: false,
+            attempt_key: config.attempt_key,
         }
     }
 

@@ -11,25 +11,55 @@ use warren_shared::wire::{
     ResultStatus, TaskError, TaskMessage, TaskResult, TaskState, WorkflowReport, WorkflowStatus,
 };
 
+/// A result that does not carry its attempt's token (see
+/// `tokens.rs`): not applied; the caller dead-letters it with this
+/// reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forged {
+    /// Why it was refused, naming the attempt.
+    pub reason: String,
+}
+
 impl Engine {
     /// Applies a task result. Results for an attempt that is not running
-    /// (duplicates, late results) change nothing and are counted.
-    pub fn on_result(&mut self, r: TaskResult, now: DateTime<Utc>) {
+    /// (duplicates, late results) change nothing and are counted. A result
+    /// without its attempt's token changes nothing either, and is handed
+    /// back as [`Forged`] (counted as `results_forged`).
+    pub fn on_result(&mut self, r: TaskResult, now: DateTime<Utc>) -> Result<(), Forged> {
+        if !self
+            .attempt_key
+            .verify(&r.workflow_id, &r.task_id, r.attempt, &r.token)
+        {
+            Counters::add(&self.counters.results_forged, 1);
+            let what = if r.token.is_empty() {
+                "without a token"
+            } else {
+                "with a wrong token"
+            };
+            let reason = format!(
+                "result {what} for attempt {} of task `{}` of workflow `{}`: not applied (protocol 2: a result carries its task message's `token`)",
+                r.attempt,
+                crate::validate::shortened(&r.task_id, 256),
+                crate::validate::shortened(&r.workflow_id, 256),
+            );
+            tracing::warn!(%reason, "Result refused");
+            return Err(Forged { reason });
+        }
         let Some(wf) = self.workflows.get_mut(r.workflow_id.as_str()) else {
             Counters::add(&self.counters.results_ignored, 1);
             tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Result for a workflow that is not running ignored");
-            return;
+            return Ok(());
         };
         let Some(i) = wf.index.get(r.task_id.as_str()).map(|&i| i as usize) else {
             Counters::add(&self.counters.results_ignored, 1);
             tracing::warn!(workflow = %r.workflow_id, task = %r.task_id, "Result for an unknown task ignored");
-            return;
+            return Ok(());
         };
         let t = &wf.tasks[i];
         if t.state != TaskState::Running || t.attempt != r.attempt {
             Counters::add(&self.counters.results_ignored, 1);
             tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Duplicate or late result ignored");
-            return;
+            return Ok(());
         }
         Counters::add(&self.counters.results_committed, 1);
         let id = wf.id.clone();
@@ -103,6 +133,7 @@ impl Engine {
         }
         self.hold_bytes(received);
         self.maybe_finish(&id, now);
+        Ok(())
     }
 
     /// Cancels a running workflow: every task not yet final becomes

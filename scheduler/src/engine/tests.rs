@@ -45,23 +45,18 @@ pub(super) fn dispatched(e: &mut Engine) -> Vec<TaskMessage> {
 }
 
 pub(super) fn result(m: &TaskMessage, ok: bool, retryable: bool, output: Value) -> TaskResult {
+    let status = if ok {
+        ResultStatus::Succeeded
+    } else {
+        ResultStatus::Failed
+    };
     TaskResult {
-        workflow_id: m.workflow_id.clone(),
-        task_id: m.task_id.clone(),
-        attempt: m.attempt,
-        status: if ok {
-            ResultStatus::Succeeded
-        } else {
-            ResultStatus::Failed
-        },
         output: ok.then_some(output),
         error: (!ok).then(|| TaskError {
             message: "boom".into(),
             retryable,
         }),
-        worker: "w".into(),
-        started_at: None,
-        finished_at: None,
+        ..m.result(status, "w")
     }
 }
 
@@ -94,22 +89,71 @@ fn diamond_with_templates() {
     let a = dispatched(&mut e);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].input, json!({"n": 2}));
-    e.on_result(result(&a[0], true, false, a[0].input.clone()), Utc::now());
+    e.on_result(result(&a[0], true, false, a[0].input.clone()), Utc::now())
+        .expect("the attempt's token");
     let bc = dispatched(&mut e);
     assert_eq!(
         bc.iter().map(|m| m.input.clone()).collect::<Vec<_>>(),
         vec![json!(2), json!("c got 2")]
     );
-    e.on_result(result(&bc[0], true, false, json!(2)), Utc::now());
+    e.on_result(result(&bc[0], true, false, json!(2)), Utc::now())
+        .expect("the attempt's token");
     assert!(dispatched(&mut e).is_empty(), "join waits for both parents");
-    e.on_result(result(&bc[1], true, false, json!("c got 2")), Utc::now());
+    e.on_result(result(&bc[1], true, false, json!("c got 2")), Utc::now())
+        .expect("the attempt's token");
     let j = dispatched(&mut e);
     assert_eq!(j[0].input, json!([2, "c got 2"]));
-    e.on_result(result(&j[0], true, false, json!("done")), Utc::now());
+    e.on_result(result(&j[0], true, false, json!("done")), Utc::now())
+        .expect("the attempt's token");
     let report = final_report(&mut e);
     assert_eq!(report.status, WorkflowStatus::Succeeded);
     assert_eq!(report.tasks["j"].output, Some(json!("done")));
     assert!(!e.is_active("d"));
+}
+
+#[test]
+fn a_result_without_its_attempts_token_changes_nothing() {
+    let mut e = engine(10);
+    submit(
+        &mut e,
+        json!({"id": "f", "tasks": [
+            {"id": "a", "type": "echo", "input": 1, "retry": {"max_attempts": 2}},
+            {"id": "b", "type": "echo", "depends_on": ["a"], "input": "${a.output}"}
+        ]}),
+    );
+    let a = dispatched(&mut e);
+    let real = result(&a[0], true, false, json!("real"));
+    let forgeries = [
+        TaskResult {
+            token: String::new(),
+            ..result(&a[0], true, false, json!("forged"))
+        },
+        TaskResult {
+            token: "0".repeat(64),
+            ..result(&a[0], true, false, json!("forged"))
+        },
+        TaskResult {
+            // The token of another attempt of the same task.
+            token: e.attempt_key.token("f", "a", 2),
+            ..result(&a[0], true, false, json!("forged"))
+        },
+        TaskResult {
+            // The real token, moved to another task.
+            task_id: "b".into(),
+            ..real.clone()
+        },
+    ];
+    for forged in forgeries {
+        let refused = e.on_result(forged, Utc::now()).unwrap_err();
+        assert!(refused.reason.contains("not applied"), "{}", refused.reason);
+    }
+    assert_eq!(Counters::get(&e.counters.results_forged), 4);
+    assert_eq!(Counters::get(&e.counters.results_committed), 0);
+    assert!(dispatched(&mut e).is_empty(), "nothing was unlocked");
+    e.on_result(real, Utc::now()).expect("the attempt's token");
+    let b = dispatched(&mut e);
+    assert_eq!(b[0].input, json!("real"));
+    assert_ne!(b[0].token, a[0].token, "each attempt has its own token");
 }
 
 #[test]
@@ -126,7 +170,8 @@ fn cancel_stops_every_unfinished_task_and_frees_the_window() {
         ]}),
     );
     let a = dispatched(&mut e);
-    e.on_result(result(&a[0], true, false, json!(1)), Utc::now());
+    e.on_result(result(&a[0], true, false, json!(1)), Utc::now())
+        .expect("the attempt's token");
     let bc = dispatched(&mut e);
     assert_eq!(bc.len(), 2, "the window of 2 is full");
 
@@ -151,7 +196,8 @@ fn cancel_stops_every_unfinished_task_and_frees_the_window() {
     assert!(e.cancel("x", Utc::now()).is_none(), "only once");
 
     // A late result changes nothing; the window is free again.
-    e.on_result(result(&bc[0], true, false, json!(2)), Utc::now());
+    e.on_result(result(&bc[0], true, false, json!(2)), Utc::now())
+        .expect("the attempt's token");
     assert_eq!(Counters::get(&counters.results_ignored), 1);
     submit(
         &mut e,
@@ -171,7 +217,8 @@ fn progress_is_announced_once_per_interval_for_changed_workflows() {
         ]}),
     );
     let ab = dispatched(&mut e);
-    e.on_result(result(&ab[0], true, false, json!(1)), Utc::now());
+    e.on_result(result(&ab[0], true, false, json!(1)), Utc::now())
+        .expect("the attempt's token");
     let progress = |e: &mut Engine, at| -> Vec<WorkflowProgress> {
         e.emit_progress(at);
         let (_, out) = e.take_batch();
@@ -197,7 +244,8 @@ fn progress_is_announced_once_per_interval_for_changed_workflows() {
             (TaskState::Succeeded, 1)
         ]
     );
-    e.on_result(result(&ab[1], true, false, json!(2)), Utc::now());
+    e.on_result(result(&ab[1], true, false, json!(2)), Utc::now())
+        .expect("the attempt's token");
     assert!(progress(&mut e, later).is_empty(), "once per interval");
     let even_later = later + chrono::Duration::milliseconds(PROGRESS_INTERVAL_MS);
     assert_eq!(progress(&mut e, even_later).len(), 1);
@@ -218,7 +266,8 @@ fn retry_then_exhaustion_skips_dependents() {
     let first = dispatched(&mut e);
     assert_eq!(first.len(), 2);
     let now = Utc::now();
-    e.on_result(result(&first[0], false, true, Value::Null), now);
+    e.on_result(result(&first[0], false, true, Value::Null), now)
+        .expect("the attempt's token");
     assert!(
         dispatched(&mut e).is_empty(),
         "the retry waits for its due time"
@@ -233,11 +282,14 @@ fn retry_then_exhaustion_skips_dependents() {
     let second = dispatched(&mut e);
     assert_eq!((second[0].task_id.as_str(), second[0].attempt), ("a", 2));
     // A late duplicate of attempt 1 changes nothing.
-    e.on_result(result(&first[0], true, false, json!(1)), Utc::now());
+    e.on_result(result(&first[0], true, false, json!(1)), Utc::now())
+        .expect("the attempt's token");
     assert_eq!(Counters::get(&e.counters.results_ignored), 1);
-    e.on_result(result(&second[0], false, true, Value::Null), Utc::now());
+    e.on_result(result(&second[0], false, true, Value::Null), Utc::now())
+        .expect("the attempt's token");
     assert!(e.is_active("r"), "waits for the running sibling");
-    e.on_result(result(&first[1], true, false, json!("slept")), Utc::now());
+    e.on_result(result(&first[1], true, false, json!("slept")), Utc::now())
+        .expect("the attempt's token");
     let report = final_report(&mut e);
     assert_eq!(report.status, WorkflowStatus::Failed);
     assert_eq!(report.tasks["a"].state, TaskState::Failed);
@@ -260,7 +312,8 @@ fn non_retryable_failure_is_final() {
         ]}),
     );
     let a = dispatched(&mut e);
-    e.on_result(result(&a[0], false, false, Value::Null), Utc::now());
+    e.on_result(result(&a[0], false, false, Value::Null), Utc::now())
+        .expect("the attempt's token");
     assert_eq!(final_report(&mut e).tasks["a"].attempts, 1);
 }
 
@@ -280,7 +333,8 @@ fn window_and_priority_order() {
         json!({"id": "high", "priority": 9, "tasks": [{"id": "h", "type": "echo"}]}),
     );
     assert!(dispatched(&mut e).is_empty());
-    e.on_result(result(&first[0], true, false, json!(null)), Utc::now());
+    e.on_result(result(&first[0], true, false, json!(null)), Utc::now())
+        .expect("the attempt's token");
     let next = dispatched(&mut e);
     assert_eq!(
         next[0].workflow_id, "high",
@@ -332,7 +386,8 @@ fn max_concurrency_caps_a_workflow_and_not_its_neighbours() {
     assert_eq!(of(&first, "free"), 2, "the other workflow is not held up");
     assert!(dispatched(&mut e).is_empty());
     let capped: Vec<&TaskMessage> = first.iter().filter(|m| m.workflow_id == "capped").collect();
-    e.on_result(result(capped[0], true, false, json!(1)), Utc::now());
+    e.on_result(result(capped[0], true, false, json!(1)), Utc::now())
+        .expect("the attempt's token");
     let next = dispatched(&mut e);
     assert_eq!(next.len(), 1, "one slot freed, one task");
     assert_eq!(next[0].workflow_id, "capped");
@@ -382,7 +437,8 @@ fn a_type_limit_holds_across_workflows_and_holds_up_no_other_type() {
     );
     assert!(dispatched(&mut e).is_empty());
     let charge = first.iter().find(|m| m.kind == "charge").unwrap();
-    e.on_result(result(charge, true, false, json!(1)), Utc::now());
+    e.on_result(result(charge, true, false, json!(1)), Utc::now())
+        .expect("the attempt's token");
     let next = dispatched(&mut e);
     assert_eq!(next.len(), 1, "one place freed, one charge");
     assert_eq!(next[0].kind, "charge");
@@ -439,7 +495,8 @@ fn type_limits_are_never_exceeded_and_nothing_stalls() {
                 e.cancel(&wf, Utc::now());
                 running.retain(|r| r.workflow_id != wf);
             } else {
-                e.on_result(result(&m, true, false, json!(1)), Utc::now());
+                e.on_result(result(&m, true, false, json!(1)), Utc::now())
+                    .expect("the attempt's token");
             }
         }
         assert_eq!(e.active_workflows(), 0, "seed {seed}: a workflow stalled");
@@ -532,7 +589,8 @@ fn missing_template_path_fails_the_task() {
         ]}),
     );
     let a = dispatched(&mut e);
-    e.on_result(result(&a[0], true, false, json!({"x": 1})), Utc::now());
+    e.on_result(result(&a[0], true, false, json!({"x": 1})), Utc::now())
+        .expect("the attempt's token");
     e.dispatch(Utc::now());
     let report = final_report(&mut e);
     assert_eq!(report.status, WorkflowStatus::Failed);
@@ -566,9 +624,11 @@ fn an_expired_lease_fails_the_attempt_and_a_late_result_is_ignored() {
     let second = dispatched(&mut e);
     assert_eq!(second[0].attempt, 2);
     // The hung attempt's result arrives after all: ignored.
-    e.on_result(result(&first[0], true, false, json!("late")), Utc::now());
+    e.on_result(result(&first[0], true, false, json!("late")), Utc::now())
+        .expect("the attempt's token");
     assert_eq!(Counters::get(&e.counters.results_ignored), 1);
-    e.on_result(result(&second[0], true, false, json!("ok")), Utc::now());
+    e.on_result(result(&second[0], true, false, json!("ok")), Utc::now())
+        .expect("the attempt's token");
     let report = final_report(&mut e);
     assert_eq!(report.status, WorkflowStatus::Succeeded);
     assert_eq!(report.tasks["a"].output, Some(json!("ok")));

@@ -5,13 +5,14 @@
 use crate::{
     batch::{Known, ReplyTo, TaskRow},
     engine::Engine,
+    metrics::Metrics,
     validate::{self, Rejected},
 };
 use chrono::Utc;
 use lapin::message::Delivery;
 use serde::Deserialize;
 use std::{collections::HashMap, sync::Arc};
-use warren_shared::topology::CONTROL_ROUTING_KEY;
+use warren_shared::topology::{CONTROL_ROUTING_KEY, is_reply_queue};
 use warren_shared::wire::{
     ControlKind, ControlRequest, TaskReport, WorkflowReport, WorkflowStatus,
 };
@@ -119,19 +120,30 @@ struct ControlPeek {
     control: Option<serde::de::IgnoredAny>,
 }
 
-fn reply_of(d: &Delivery) -> Option<ReplyTo> {
-    let queue = d.properties.reply_to().as_ref()?.as_str();
+/// Where to answer the request: `Ok(None)` without `reply_to`; an `Err`
+/// with the reason when `reply_to` names a queue the scheduler must not
+/// write to (see [`is_reply_queue`]).
+fn reply_of(d: &Delivery, namespace: &str) -> Result<Option<ReplyTo>, String> {
+    let Some(queue) = d.properties.reply_to().as_ref().map(|q| q.as_str()) else {
+        return Ok(None);
+    };
     if queue.is_empty() {
-        return None;
+        return Ok(None);
     }
-    Some(ReplyTo {
+    if !is_reply_queue(namespace, queue) {
+        return Err(format!(
+            "reply_to `{}` refused: the scheduler answers only to a server-named queue (amq.gen-...), direct reply-to (amq.rabbitmq.reply-to) or a queue named {namespace}.reply.<name>; the request was not applied",
+            validate::shortened(queue, 256),
+        ));
+    }
+    Ok(Some(ReplyTo {
         queue: queue.to_owned(),
         correlation_id: d
             .properties
             .correlation_id()
             .as_ref()
             .map(|c| c.as_str().to_owned()),
-    })
+    }))
 }
 
 /// A body with `control`: a control request, or an invalid one.
@@ -179,7 +191,17 @@ impl Scheduler {
     /// validated (with an id generated in an `owned` partition when it has
     /// none).
     pub(super) fn parse_request(&self, d: Delivery, owned: &Ownership) -> Request {
-        let reply = reply_of(&d);
+        let reply = match reply_of(&d, &self.config.amqp.namespace) {
+            Ok(reply) => reply,
+            Err(reason) => {
+                Metrics::add(&self.metrics.replies_refused, 1);
+                return Request::Invalid {
+                    reason,
+                    body: d.data,
+                    reply: None,
+                };
+            }
+        };
         let limits = &self.config.limits;
         let body = d.data;
         if body.len() <= limits.max_body_bytes

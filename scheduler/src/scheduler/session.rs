@@ -216,6 +216,7 @@ impl Scheduler {
                 partitions,
                 owned: owned.to_vec(),
                 bounds: cfg.bounds.clone(),
+                attempt_key: recovered.attempt_key.clone(),
             },
             self.metrics.engine.clone(),
         );

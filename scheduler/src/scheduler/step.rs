@@ -259,12 +259,17 @@ impl Scheduler {
                 }
                 Inbound::Owned(i, d) => {
                     tags.owned[i] = Some(d.delivery_tag);
-                    let forwarded = d
-                        .properties
-                        .headers()
-                        .as_ref()
-                        .and_then(|h| h.inner().get(HEADER_FORWARDED).cloned())
-                        .is_some();
+                    // Forwards come through the default exchange, which
+                    // only schedulers may write to (docs/security.md);
+                    // workers reach this queue through the results
+                    // exchange, so a "forward" from one is read as the
+                    // result it claims not to be, and dead-lettered.
+                    let forwarded = d.exchange.as_str().is_empty()
+                        && d.properties
+                            .headers()
+                            .as_ref()
+                            .and_then(|h| h.inner().get(HEADER_FORWARDED).cloned())
+                            .is_some();
                     (d, forwarded, None)
                 }
                 Inbound::Ended { queue, reason } => {
@@ -336,7 +341,15 @@ impl Scheduler {
         match item {
             Item::Request(request, _) => self.apply_request(engine, request, known, now),
             Item::Result { parsed, body } => match parsed {
-                Ok(result) => engine.on_result(result, now),
+                Ok(result) => {
+                    if let Err(forged) = engine.on_result(result, now) {
+                        engine.dead_letter(
+                            body,
+                            &self.config.amqp.topology().results(),
+                            &forged.reason,
+                        );
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Undecodable result dead-lettered");
                     engine.dead_letter(

@@ -10,6 +10,7 @@ use super::rows::{
     OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text, headers_text, ts,
 };
 use crate::batch::{Known, Op, Recovered, TaskRow};
+use crate::tokens::AttemptKey;
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{path::Path, sync::Arc};
@@ -262,7 +263,26 @@ impl Db {
             }
             Some(Err(e)) => return Err(StoreError::Corrupt(format!("schema_version: {e}"))),
         }
+        // The key of attempt tokens, made once with the store.
+        let key = AttemptKey::generate_hex().ok_or_else(|| {
+            StoreError::Corrupt("the system gave no random bytes for the attempt key".into())
+        })?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('attempt_key', ?1)",
+            [key],
+        )?;
         Ok(Db { conn, _lock: lock })
+    }
+
+    /// The store's key of attempt tokens (`tokens.rs`).
+    fn attempt_key(&self) -> Result<AttemptKey, StoreError> {
+        let stored: String = self.conn.query_row(
+            "SELECT value FROM meta WHERE key = 'attempt_key'",
+            [],
+            |r| r.get(0),
+        )?;
+        AttemptKey::from_hex(&stored)
+            .ok_or_else(|| StoreError::Corrupt("meta.attempt_key is not a 32-byte hex key".into()))
     }
 
     /// Applies one batch in one transaction.
@@ -399,7 +419,7 @@ impl Db {
 
     /// Loads what a restarted scheduler resumes from.
     fn recover(&self) -> Result<Recovered, StoreError> {
-        let mut out = Recovered::default();
+        let mut out = Recovered::new(self.attempt_key()?);
         let mut stmt = self.conn.prepare(
             "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body
              FROM outbox ORDER BY seq",

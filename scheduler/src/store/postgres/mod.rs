@@ -136,7 +136,7 @@ impl PgStore {
         let owned = self.partitions.owned();
         let parts: Vec<i32> = owned.iter().map(|&p| i32::from(p)).collect();
         let client = get(&self.pool).await?;
-        let mut out = Recovered::default();
+        let mut out = Recovered::new(schema::attempt_key(&client).await?);
         for r in client
             .query(
                 "SELECT seq, kind, exchange, routing_key, message_id, correlation_id, priority, headers, body, part

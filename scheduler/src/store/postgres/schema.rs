@@ -3,6 +3,7 @@
 
 use super::pg;
 use crate::store::StoreError;
+use crate::tokens::AttemptKey;
 use warren_shared::topology::fnv1a;
 
 /// The schema's migrations, in order; version N is `MIGRATIONS[N - 1]`.
@@ -86,6 +87,12 @@ CREATE TABLE type_places (
 );
 DROP TABLE leader;
 ",
+    "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+",
 ];
 
 /// The schema of a Warren namespace: `warren_` and the namespace when it is
@@ -163,6 +170,32 @@ pub(super) async fn migrate(
         .map_err(pg)?;
         tracing::info!(schema, version, "Store schema migrated");
     }
+    // The key of attempt tokens, made once with the schema and shared by
+    // every scheduler of the namespace (tokens.rs).
+    let key = AttemptKey::generate_hex().ok_or_else(|| {
+        StoreError::Corrupt("the system gave no random bytes for the attempt key".into())
+    })?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.meta (key, value) VALUES ('attempt_key', $1) ON CONFLICT (key) DO NOTHING"
+        ),
+        &[&key],
+    )
+    .await
+    .map_err(pg)?;
     tx.commit().await.map_err(pg)?;
     Ok(())
+}
+
+/// The namespace's key of attempt tokens (`tokens.rs`).
+pub(super) async fn attempt_key(
+    client: &deadpool_postgres::Object,
+) -> Result<AttemptKey, StoreError> {
+    let stored: String = client
+        .query_one("SELECT value FROM meta WHERE key = 'attempt_key'", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    AttemptKey::from_hex(&stored)
+        .ok_or_else(|| StoreError::Corrupt("meta.attempt_key is not a 32-byte hex key".into()))
 }
