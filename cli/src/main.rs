@@ -1,6 +1,6 @@
 //! `warren`: submit workflows (JSON or YAML) and watch them run, show their
-//! status, cancel them, draw their DAG, or run a whole system in one
-//! process on an example (`warren dev FILE`).
+//! status, cancel them, draw their DAG, print a role's broker permissions,
+//! or run a whole system in one process on an example (`warren dev FILE`).
 //!
 //! Layout: this file holds the flags and runs each command; `request`
 //! reads request files, `progress` draws `submit --wait`'s bar, `print`
@@ -22,6 +22,7 @@ use std::{
 };
 use warren_producer::Client;
 use warren_shared::cli::BrokerArgs;
+use warren_shared::roles::{self, Role};
 use warren_shared::wire::WorkflowStatus;
 
 #[derive(Parser, Debug)]
@@ -95,6 +96,21 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Print the `rabbitmqctl` commands that grant USER a role's broker
+    /// permissions in this namespace (docs/security.md); runs nothing.
+    Permissions {
+        /// scheduler, worker, producer or observer.
+        #[arg(value_enum)]
+        role: RoleArg,
+        /// The broker user to grant them to.
+        user: String,
+        /// The vhost.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+        /// A worker's pools (task queue names); repeat for several.
+        #[arg(long = "queue", default_value = "default")]
+        queues: Vec<String>,
+    },
     /// Run a scheduler and a worker (built-in handlers) in this process on a
     /// throwaway store and namespace, submit FILE, print the outcome, exit.
     Dev {
@@ -103,6 +119,15 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+}
+
+/// The roles of docs/security.md, as `warren permissions` names them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RoleArg {
+    Scheduler,
+    Worker,
+    Producer,
+    Observer,
 }
 
 fn main() -> ExitCode {
@@ -221,6 +246,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print::workers(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Permissions {
+            role,
+            user,
+            vhost,
+            queues,
+        } => {
+            let role = match role {
+                RoleArg::Scheduler => Role::Scheduler,
+                RoleArg::Worker => Role::Worker { queues },
+                RoleArg::Producer => Role::Producer,
+                RoleArg::Observer => Role::Observer,
+            };
+            let p = roles::permissions(&amqp.namespace, &role);
+            for line in roles::rabbitmqctl_commands(&vhost, &user, &p) {
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }
