@@ -243,6 +243,24 @@ mod tests {
     }
 
     #[test]
+    fn docs_security_md_shows_exactly_these_grants() {
+        let doc = include_str!("../../docs/security.md");
+        for role in [
+            Role::Scheduler,
+            Role::Worker {
+                queues: vec!["default".into()],
+            },
+            Role::Producer,
+            Role::Observer,
+        ] {
+            let user = format!("warren-{}", role.name());
+            for line in rabbitmqctl_commands("/", &user, &permissions("warren", &role)) {
+                assert!(doc.contains(&line), "docs/security.md lacks: {line}");
+            }
+        }
+    }
+
+    #[test]
     fn names_are_escaped_and_commands_quoted() {
         assert_eq!(escape("a.b+c"), r"a\.b\+c");
         let p = permissions("my.ns", &Role::Observer);
