@@ -1,8 +1,8 @@
 //! What a client with a foothold on the vhost cannot make the scheduler do
-//! (docs/security.md): apply a result it forged, or write an answer into a
-//! queue it names as `reply_to`.
+//! (docs/security.md): apply a result it forged, write an answer into a
+//! queue it names as `reply_to`, or pass a request off as a forward.
 
-use crate::support::{DEADLINE, Env, Log, add_gated, wait_until};
+use crate::support::{DEADLINE, Env, Log, add_gated, pg_url, wait_until};
 use futures_lite::StreamExt;
 use lapin::{
     BasicProperties, Channel, Consumer,
@@ -12,8 +12,9 @@ use lapin::{
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use warren_scheduler::Metrics;
-use warren_shared::wire::{TaskState, WorkflowStatus};
+use warren_scheduler::{Metrics, store::StoreLocation};
+use warren_shared::topology::{PARTITIONS, partition_of};
+use warren_shared::wire::{HEADER_FORWARDED, TaskState, WorkflowStatus};
 use warren_worker::Registry;
 
 /// Consumes `{ns}.dead` (before anything lands there).
@@ -252,6 +253,55 @@ async fn a_reply_to_naming_another_roles_queue_is_refused_whole() {
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&answer.data).unwrap();
     assert_eq!(report["status"], "not_found");
+    warren_shared::amqp::close(&conn, "done").await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_that_did_not_come_from_a_scheduler_is_no_request() {
+    let mut env = Env::new().await;
+    // Partition queues exist on a PostgreSQL store only.
+    env.store = StoreLocation::Postgres(pg_url());
+    let s = env.scheduler(env.scheduler_config());
+    env.builtin_worker("w");
+    let ns = env.amqp.namespace.clone();
+    let t = warren_shared::Topology::new(ns.clone());
+    let conn = env.amqp.connect("forwarder").await.unwrap();
+    let ch = warren_shared::amqp::confirm_channel(&conn).await.unwrap();
+    let mut dead = dead_letters(&ch, &ns).await;
+    let forward = |id: &str| {
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert(
+            HEADER_FORWARDED.into(),
+            AMQPValue::LongString("request".into()),
+        );
+        let body = json!({"id": id, "tasks": [{"id": "a", "type": "echo", "input": 1}]});
+        let queue = t.partition_queue(partition_of(id, PARTITIONS));
+        (
+            queue,
+            body.to_string(),
+            warren_shared::amqp::json_properties().with_headers(headers),
+        )
+    };
+    // A first workflow: the session has declared the partition queues.
+    let first = json!({"id": "first", "tasks": [{"id": "a", "type": "echo", "input": 1}]});
+    let report = env.client.submit_and_wait(first, DEADLINE).await.unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded);
+    // As a worker can: through the results exchange, keyed by the
+    // partition queue's name. Read as the result it is not.
+    let (queue, body, props) = forward("not-forwarded");
+    publish(&ch, &t.results(), &queue, body.as_bytes(), props).await;
+    let reason = next_reason(&mut dead).await;
+    assert!(reason.contains("undecodable result"), "{reason}");
+    let status = env.client.status("not-forwarded", DEADLINE).await.unwrap();
+    assert_eq!(status.status, WorkflowStatus::NotFound);
+    // As a scheduler does: through the default exchange. Applied.
+    let (queue, body, props) = forward("forwarded");
+    publish(&ch, "", &queue, body.as_bytes(), props).await;
+    wait_until("the forwarded workflow to be accepted", || {
+        Metrics::get(&s.metrics.engine.workflows_accepted) == 2
+    })
+    .await;
     warren_shared::amqp::close(&conn, "done").await;
     env.finish().await;
 }
