@@ -45,6 +45,9 @@ pub async fn run(
         store_path.display()
     );
 
+    // The client first: it declares the namespace's exchanges, which the
+    // worker binds its queues to (it declares no exchange itself).
+    let client = Client::connect(&amqp).await?;
     let stop = CancellationToken::new();
     let scheduler = Scheduler::new(SchedulerConfig {
         amqp: amqp.clone(),
@@ -64,7 +67,6 @@ pub async fn run(
     );
     let worker = tokio::spawn(worker.run(stop.clone()));
 
-    let client = Client::connect(&amqp).await?;
     let outcome = tokio::select! {
         r = client.submit_and_wait(request, timeout) => r.map_err(anyhow::Error::from),
         r = wait_failed(scheduler, worker, stop.clone()) => Err(r),
