@@ -8,6 +8,8 @@
 //!   their idempotent declaration.
 //! - `amqp`: connecting (with the password kept out of every message),
 //!   confirmed publishing, dead-lettering.
+//! - `redact`: every password a broker or store address can carry,
+//!   hidden for logs, errors and `Debug`.
 //! - `limits`: size limits the processes share, chosen against the
 //!   broker's message size limit.
 //! - `backoff`: capped exponential backoff with jitter for reconnects.
@@ -26,14 +28,16 @@ pub mod backoff;
 pub mod cli;
 pub mod error;
 pub mod limits;
+pub mod redact;
 pub mod roles;
 pub mod session;
 pub mod shutdown;
 pub mod topology;
 pub mod wire;
 
-pub use amqp::{AmqpConfig, QueueType, redact_addr};
+pub use amqp::{AmqpConfig, QueueType};
 pub use error::Error;
+pub use redact::redact_addr;
 pub use topology::Topology;
 
 /// This machine's name (from `/etc/hostname`), or `unknown`.
