@@ -58,8 +58,10 @@ pub enum StoreError {
     /// database stays unreachable.
     #[error("state store (PostgreSQL): {0}")]
     Postgres(String),
-    /// `WARREN_STORE` starts like a PostgreSQL URL but does not parse as
-    /// one. The scheduler does not start.
+    /// `WARREN_STORE` is a PostgreSQL address that does not parse, asks
+    /// for TLS in a way Warren does not support, or names a CA file
+    /// (`sslrootcert`) that cannot be read or holds no PEM certificate.
+    /// The scheduler does not start.
     #[error("state store address: {0}")]
     Url(String),
     /// This scheduler may no longer commit for the partitions it owned:
@@ -121,17 +123,23 @@ impl From<Unreadable> for StoreError {
 }
 
 /// Where the state lives: `WARREN_STORE` is a SQLite file path, or a
-/// `postgres://` / `postgresql://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// PostgreSQL address: a `postgres://` / `postgresql://` URL or libpq's
+/// `key=value` form (`host=db dbname=warren sslmode=verify-full`), with
+/// libpq's `sslmode` and `sslrootcert` (`postgres::address`). Shown
+/// (`Display`, `Debug`) without any password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     Sqlite(PathBuf),
     Postgres(String),
 }
 
 impl StoreLocation {
-    /// A `postgres://` or `postgresql://` URL, else a SQLite file path.
+    /// A `postgres://` or `postgresql://` URL, or a string that starts
+    /// with a libpq key and `=` (`host=`, `dbname=`, `user=`, ...), is
+    /// PostgreSQL; anything else is a SQLite file path (write `./host=x`
+    /// for a file of such a name).
     pub fn parse(s: &str) -> StoreLocation {
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        if postgres::address::is_url(s) || postgres::address::is_key_value(s) {
             StoreLocation::Postgres(s.to_owned())
         } else {
             StoreLocation::Sqlite(PathBuf::from(s))
@@ -140,11 +148,25 @@ impl StoreLocation {
 }
 
 impl std::fmt::Display for StoreLocation {
-    /// The path, or the URL without its password.
+    /// The path, or the address without its password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreLocation::Sqlite(p) => write!(f, "{}", p.display()),
             StoreLocation::Postgres(url) => f.write_str(&warren_shared::redact_addr(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreLocation {
+    /// As `Display`: a `SchedulerConfig` printed with `{:?}` shows no
+    /// password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            StoreLocation::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&warren_shared::redact_addr(url))
+                .finish(),
         }
     }
 }
@@ -307,5 +329,50 @@ impl Store {
             Store::Sqlite(s) => s.outbox_len().await,
             Store::Postgres(p) => p.outbox_len().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::StoreLocation;
+    use std::path::PathBuf;
+
+    #[test]
+    fn which_store_an_address_names() {
+        for (s, postgres) in [
+            ("postgres://u:p@db/w", true),
+            ("postgresql://db/w?sslmode=verify-full", true),
+            ("host=db dbname=w password=p", true),
+            ("warren.db", false),
+            ("./host=x", false),
+            ("/var/lib/warren/warren.db", false),
+        ] {
+            let expected = if postgres {
+                StoreLocation::Postgres(s.to_owned())
+            } else {
+                StoreLocation::Sqlite(PathBuf::from(s))
+            };
+            assert_eq!(StoreLocation::parse(s), expected, "{s}");
+        }
+    }
+
+    #[test]
+    fn shown_without_the_password() {
+        for s in [
+            "postgres://u:pa/ss@db/w?sslmode=verify-full",
+            "postgres://u@db/w?password=pa/ss",
+            "host=db password='pa/ss' sslmode=require",
+        ] {
+            let location = StoreLocation::parse(s);
+            for shown in [format!("{location}"), format!("{location:?}")] {
+                assert!(!shown.contains("pa/ss"), "{shown}");
+                assert!(shown.contains("***"), "{shown}");
+            }
+        }
+        let config = crate::SchedulerConfig {
+            store: StoreLocation::parse("postgres://u:pa/ss@db/w"),
+            ..Default::default()
+        };
+        assert!(!format!("{config:?}").contains("pa/ss"));
     }
 }

@@ -1,4 +1,6 @@
-//! The PostgreSQL state store (`WARREN_STORE=postgres://...`).
+//! The PostgreSQL state store (`WARREN_STORE=postgres://...`, or libpq's
+//! `key=value` form), over TLS when the address's `sslmode` asks
+//! (`address.rs` reads the address, `tls.rs` makes the connections).
 //!
 //! Same tables and the same batches as SQLite: one transaction per batch,
 //! each kind of op one statement over arrays, all of them pipelined
@@ -18,12 +20,14 @@
 //! This file holds [`PgStore`]: the connection pool and the calls both
 //! stores have.
 
+pub(crate) mod address;
 mod batch;
 mod partitions;
 mod places;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use partitions::{BALANCE_EVERY, Balance, Partitions};
 pub use schema::schema_of;
@@ -35,7 +39,6 @@ use batch::Batch;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::{collections::HashMap, sync::Arc, time::Duration};
-use tokio_postgres::NoTls;
 use warren_shared::{
     topology::{PARTITIONS, partition_of},
     wire::WorkflowSummary,
@@ -47,7 +50,7 @@ pub struct PgStore {
     pool: Pool,
     /// What this scheduler owns, and the calls about it.
     partitions: Partitions,
-    /// `postgres://user@host:port/db (schema s)`, for logs.
+    /// `postgres://user@host:port/db (schema s, sslmode=...)`, for logs.
     pub(super) describe: String,
 }
 
@@ -61,10 +64,11 @@ impl PgStore {
     /// this scheduler partitions to own.
     pub async fn connect(url: &str, namespace: &str) -> Result<PgStore, StoreError> {
         let schema = schema_of(namespace);
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
-        let describe = describe(&config, &schema);
+        let address::Address { mut config, tls } = address::parse(url)?;
+        let describe = describe(&config, &schema, &tls);
+        // The roots are read now: a CA file that cannot be used stops the
+        // start, before any connection.
+        let tls = tls::MakeTls::new(&tls)?;
         // Names the namespace's sessions in pg_stat_activity (PostgreSQL
         // keeps the first 63 bytes).
         config.application_name(format!("warren {schema}"));
@@ -72,7 +76,7 @@ impl PgStore {
         config.connect_timeout(Duration::from_secs(10));
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -95,7 +99,7 @@ impl PgStore {
         }
         drop(client);
         Ok(PgStore {
-            partitions: Partitions::new(pool.clone(), config, &schema, describe.clone()),
+            partitions: Partitions::new(pool.clone(), config, tls, &schema, describe.clone()),
             pool,
             describe,
         })
@@ -390,8 +394,9 @@ async fn running_workflows(
     Ok(running)
 }
 
-/// `postgres://user@host:port/db (schema s)`, without the password.
-fn describe(c: &tokio_postgres::Config, schema: &str) -> String {
+/// `postgres://user@host:port/db (schema s, sslmode=...)`, without the
+/// password.
+fn describe(c: &tokio_postgres::Config, schema: &str, tls: &address::TlsSettings) -> String {
     let host = c
         .get_hosts()
         .first()
@@ -402,9 +407,10 @@ fn describe(c: &tokio_postgres::Config, schema: &str) -> String {
         .unwrap_or_default();
     let port = c.get_ports().first().copied().unwrap_or(5432);
     format!(
-        "postgres://{}@{host}:{port}/{} (schema {schema})",
+        "postgres://{}@{host}:{port}/{} (schema {schema}, {})",
         c.get_user().unwrap_or(""),
-        c.get_dbname().unwrap_or("")
+        c.get_dbname().unwrap_or(""),
+        tls::checks(tls)
     )
 }
 

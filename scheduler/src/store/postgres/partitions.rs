@@ -10,7 +10,7 @@
 //! drops its locks at once, and the others take its partitions over,
 //! bumping each one's epoch in the `partitions` table.
 
-use super::{get, pg, running_workflows};
+use super::{get, pg, running_workflows, tls::MakeTls};
 use crate::batch::RunningWorkflow;
 use crate::store::StoreError;
 use deadpool_postgres::Pool;
@@ -22,7 +22,6 @@ use std::{
     },
     time::Duration,
 };
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use warren_shared::topology::{PARTITIONS, fnv1a};
 
@@ -61,6 +60,8 @@ pub struct Partitions {
     pub(super) pool: Pool,
     /// How to connect (for the lock connection).
     config: tokio_postgres::Config,
+    /// Its TLS, as the pool's.
+    tls: MakeTls,
     /// First key of the namespace's advisory locks: partition `p` is the
     /// lock `(lock_key, p)`, membership the shared lock `(lock_key,
     /// MEMBER_LOCK)`, and type places take a transaction lock `(lock_key,
@@ -85,12 +86,14 @@ impl Partitions {
     pub(super) fn new(
         pool: Pool,
         config: tokio_postgres::Config,
+        tls: MakeTls,
         schema: &str,
         describe: String,
     ) -> Partitions {
         Partitions {
             pool,
             config,
+            tls,
             lock_key: (fnv1a(&format!("warren:{schema}")) & 0x7fff_ffff) as i32,
             owned: std::sync::Mutex::new(Vec::new()),
             leading: Arc::new(AtomicBool::new(false)),
@@ -148,7 +151,7 @@ impl Partitions {
             .keepalives_idle(Duration::from_secs(5))
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3);
-        let (client, conn) = lock_config.connect(NoTls).await.map_err(pg)?;
+        let (client, conn) = lock_config.connect(self.tls.clone()).await.map_err(pg)?;
         let connected = Arc::new(AtomicBool::new(true));
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         {
