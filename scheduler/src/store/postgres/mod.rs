@@ -55,7 +55,24 @@ pub struct PgStore {
 }
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Postgres(e.to_string())
+    StoreError::Postgres(with_causes(&e))
+}
+
+/// `e` and its causes, each once: tokio-postgres shows only its kind
+/// ("db error", "error performing TLS handshake"), the why (the server's
+/// message, the refused certificate) is its source.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl PgStore {
@@ -417,5 +434,5 @@ fn describe(c: &tokio_postgres::Config, schema: &str, tls: &address::TlsSettings
 async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
     pool.get()
         .await
-        .map_err(|e| StoreError::Postgres(e.to_string()))
+        .map_err(|e| StoreError::Postgres(with_causes(&e)))
 }
