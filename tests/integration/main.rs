@@ -15,6 +15,7 @@ mod kinds;
 mod kinds_hardened;
 mod limits;
 mod peers;
+mod pg_tls;
 mod polyglot;
 mod quorum;
 mod rabbitmq43;
