@@ -14,7 +14,7 @@
 //! connections keep working. The test must run as root (or as the
 //! server's user) on the server's machine.
 
-use crate::support::{DEADLINE, Env, pg_url};
+use crate::support::{DEADLINE, Env, drop_store_schema, pg_url};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -62,15 +62,16 @@ impl Server {
         }
     }
 
-    /// A URL for `host` with the query `params`.
+    /// A URL for `host` with the query `params` (none when empty).
     fn url(&self, host: &str, params: &str) -> StoreLocation {
         let password = self
             .password
             .as_deref()
             .map(|p| format!(":{}", encode(p)))
             .unwrap_or_default();
+        let query = if params.is_empty() { "" } else { "?" };
         let url = format!(
-            "postgres://{}{password}@{host}:{}/{}?{params}",
+            "postgres://{}{password}@{host}:{}/{}{query}{params}",
             encode(&self.user),
             self.port,
             encode(&self.dbname)
@@ -234,6 +235,20 @@ async fn try_store(location: &StoreLocation, namespace: &str) -> Result<(), Stri
     Ok(())
 }
 
+/// Whether any connection of the namespace's store is TLS (`None` when
+/// it has none).
+async fn ssl_of(admin: &tokio_postgres::Client, namespace: &str) -> Option<bool> {
+    admin
+        .query_one(
+            "SELECT bool_or(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = $1",
+            &[&format!("warren {}", schema_of(namespace))],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_over_tls_checks_the_server() {
     let mut env = Env::new().await;
@@ -376,6 +391,29 @@ async fn the_store_over_tls_checks_the_server() {
     .await
     .unwrap_err();
     assert!(e.contains("not signed by a trusted CA"), "{e}");
+
+    // Without sslmode Warren stays on plain TCP (libpq would prefer);
+    // prefer takes the TLS the server offers.
+    let plain_ns = format!("{ns}-modes");
+    let plain = Store::connect(&server.url(&server.host, ""), &plain_ns)
+        .await
+        .unwrap();
+    assert_eq!(
+        ssl_of(&admin, &plain_ns).await,
+        Some(false),
+        "the default is plain"
+    );
+    plain.close().await;
+    let prefer = Store::connect(&server.url(&server.host, "sslmode=prefer"), &plain_ns)
+        .await
+        .unwrap();
+    assert_eq!(
+        ssl_of(&admin, &plain_ns).await,
+        Some(true),
+        "prefer takes TLS"
+    );
+    prefer.close().await;
+    drop_store_schema(&StoreLocation::Postgres(pg_url()), &plain_ns).await;
 
     // A CA file that cannot be read stops the start, before connecting.
     let missing = scratch.path().join("missing.pem");
