@@ -407,7 +407,10 @@ pub async fn drop_store_schema(store: &StoreLocation, namespace: &str) {
         return;
     };
     let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
-        eprintln!("cannot reach {url} to drop the test's schema");
+        eprintln!(
+            "cannot reach {} to drop the test's schema",
+            warren_shared::redact_addr(url)
+        );
         return;
     };
     let conn = tokio::spawn(conn);
