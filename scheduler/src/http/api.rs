@@ -1,0 +1,218 @@
+//! The status API: `/healthz`, the workflow list, a workflow's report, one
+//! task, the worker registry.
+
+use super::{ANSWER_WITHIN, Query, REPORT_BOUNDS, Sources, error};
+use crate::{
+    batch::RunningWorkflow,
+    metrics::Metrics,
+    store::{Partitions, Store, StoreError},
+};
+use axum::{
+    Json,
+    extract::{self, Path, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use warren_shared::wire::{TaskReport, WorkflowSummary};
+
+pub(super) async fn healthz(State(s): State<Sources>) -> Response {
+    let broker = Metrics::get(&s.metrics.broker_connected) == 1;
+    let store = matches!(
+        tokio::time::timeout(ANSWER_WITHIN, s.store.ping()).await,
+        Ok(Ok(()))
+    );
+    // A standby (another scheduler is active on its PostgreSQL store) is
+    // alive but not serving: 503, with `active: false`.
+    let active = s.store.partitioned().is_none_or(Partitions::is_leading);
+    let status = if broker && store && active {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"broker": broker, "store": store, "active": active})),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ListParams {
+    status: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+#[derive(serde::Serialize)]
+struct ListPage {
+    workflows: Vec<WorkflowSummary>,
+    limit: u32,
+    offset: u32,
+}
+
+pub(super) async fn list(
+    State(s): State<Sources>,
+    extract::Query(p): extract::Query<ListParams>,
+) -> Response {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "limit must be 1 to 500");
+    }
+    let offset = p.offset.unwrap_or(0);
+    let status = p.status.filter(|s| !s.is_empty());
+    let found = s.store.list_workflows(status, limit, offset).await;
+    match found {
+        Ok(workflows) => Json(ListPage {
+            workflows,
+            limit,
+            offset,
+        })
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Asks the loop about a running workflow: `Ok(None)` when the loop does
+/// not hold it (or this scheduler is a standby, whose loop is not
+/// running: read the store), a 503 when the loop does not answer in time.
+async fn ask_loop<T>(
+    s: &Sources,
+    query: impl FnOnce(oneshot::Sender<Option<T>>) -> Query,
+) -> Result<Option<T>, Response> {
+    let (answer, answered) = oneshot::channel();
+    let running = async {
+        if !s.store.partitioned().is_none_or(Partitions::is_leading) {
+            return None;
+        }
+        s.queries.send(query(answer)).await.ok()?;
+        answered.await.ok()?
+    };
+    tokio::time::timeout(ANSWER_WITHIN, running)
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the scheduler is not answering (no broker session?)",
+            )
+        })
+}
+
+pub(super) async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -> Response {
+    let asked = ask_loop(&s, |answer| Query::Report {
+        id: id.clone(),
+        answer,
+    });
+    match asked.await {
+        Ok(Some(report)) => return Json(report).into_response(),
+        Ok(None) => {}
+        Err(unavailable) => return unavailable,
+    }
+    let key = id.clone();
+    match s.store.lookup(vec![key]).await {
+        Ok(mut found) => match found.pop().flatten() {
+            Some(known) => match known.report {
+                Some(report) => {
+                    ([(header::CONTENT_TYPE, "application/json")], report).into_response()
+                }
+                // Running, and not in this scheduler's memory: owned by
+                // another scheduler (read as stored), or between a restart
+                // and its recovery.
+                None => match stored_running(&s.store, &id).await {
+                    // Rebuilt off the loop's thread: O(tasks) of work.
+                    Ok(Some(stored)) => match tokio::task::spawn_blocking(move || {
+                        crate::engine::stored_report(stored, REPORT_BOUNDS)
+                    })
+                    .await
+                    {
+                        Ok(Ok(Some(report))) => Json(report).into_response(),
+                        Ok(Ok(None)) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
+                        Ok(Err(e)) => store_error(e.into()),
+                        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                    },
+                    Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "not loaded yet"),
+                    Err(e) => store_error(e),
+                },
+            },
+            None => error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
+        },
+        Err(e) => store_error(e),
+    }
+}
+
+pub(super) async fn task(
+    State(s): State<Sources>,
+    Path((id, task)): Path<(String, String)>,
+) -> Response {
+    let asked = ask_loop(&s, |answer| Query::Task {
+        id: id.clone(),
+        task: task.clone(),
+        answer,
+    });
+    match asked.await {
+        Ok(Some(Some(report))) => return Json(report).into_response(),
+        Ok(Some(None)) => return no_task(&id, &task),
+        Ok(None) => {}
+        Err(unavailable) => return unavailable,
+    }
+    // Ended, or running under another scheduler: its stored row.
+    match s.store.lookup(vec![id.clone()]).await {
+        Ok(found) if found.first().is_some_and(Option::is_some) => {}
+        Ok(_) => return error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
+        Err(e) => return store_error(e),
+    }
+    match s.store.task_row(&id, &task).await {
+        Ok(Some(row)) => match row.output.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Err(e)) => store_error(StoreError::Corrupt(format!("output of {task}: {e}"))),
+            output => Json(TaskReport {
+                state: row.state,
+                attempts: row.attempt,
+                depends_on: Vec::new(),
+                output: output.and_then(Result::ok),
+                output_elided: None,
+                error: row.error,
+                worker: row.worker,
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+            })
+            .into_response(),
+        },
+        Ok(None) => no_task(&id, &task),
+        Err(e) => store_error(e),
+    }
+}
+
+fn no_task(id: &str, task: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("workflow {id} has no task {task}"),
+    )
+}
+
+/// A running workflow another scheduler owns, as stored; `None` on SQLite,
+/// whose one scheduler holds every running workflow in memory.
+async fn stored_running(store: &Store, id: &str) -> Result<Option<RunningWorkflow>, StoreError> {
+    match store.partitioned() {
+        Some(parts) => parts.running_workflow(id).await,
+        None => Ok(None),
+    }
+}
+
+/// 503 when the store is closed (the scheduler is stopping), else 500.
+fn store_error(e: StoreError) -> Response {
+    let code = match e {
+        StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(code, e.to_string())
+}
+
+pub(super) async fn list_workers(State(s): State<Sources>) -> Response {
+    let report = s
+        .workers
+        .lock()
+        .expect("not poisoned")
+        .report(chrono::Utc::now());
+    Json(report).into_response()
+}
