@@ -35,6 +35,10 @@ pub struct SchedulerConfig {
     /// `None` (the default) serves nothing. Port 0 picks a free port (see
     /// [`crate::Scheduler::http_addr`]).
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Who the HTTP endpoint lets in (default: no tokens, which allows
+    /// a loopback `http_addr` only, read-only, and the loopback names and
+    /// the address listened on as `Host`). See [`crate::http::auth`].
+    pub http_access: crate::http::Access,
     /// Which of a workflow's ready tasks goes first (default: critical path).
     pub dispatch_order: crate::engine::DispatchOrder,
     /// Most tasks of a type (`kind`) running at once across all workers,
@@ -56,6 +60,7 @@ impl Default for SchedulerConfig {
             results_prefetch: 2000,
             max_batch: 2000,
             http_addr: None,
+            http_access: crate::http::Access::default(),
             dispatch_order: crate::engine::DispatchOrder::CriticalPath,
             type_limits: Vec::new(),
             bounds: Bounds::default(),

@@ -1,8 +1,14 @@
 //! `warren-scheduler`: runs the scheduler with settings from flags and env.
 
+use anyhow::Context;
 use clap::Parser;
+use std::io::Read;
 use warren_scheduler::{
-    Scheduler, SchedulerConfig, bounds::Bounds, engine::TypeLimits, store::StoreLocation,
+    Scheduler, SchedulerConfig,
+    bounds::Bounds,
+    engine::TypeLimits,
+    http::{Access, Hosts, Scope, Tokens},
+    store::StoreLocation,
     validate::Limits,
 };
 use warren_shared::cli::BrokerArgs;
@@ -77,9 +83,22 @@ struct Args {
     #[arg(long, env = "WARREN_MAX_MESSAGE_BYTES", default_value_t = Bounds::default().max_message_bytes)]
     max_message_bytes: usize,
     /// Address of the HTTP endpoint (/healthz, /metrics, /api/..., the web
-    /// page), e.g. 127.0.0.1:8080; none by default.
+    /// page), e.g. 127.0.0.1:8080; none by default. Without tokens only a
+    /// loopback address is accepted.
     #[arg(long, env = "WARREN_HTTP_ADDR")]
     http_addr: Option<std::net::SocketAddr>,
+    /// A file of the HTTP endpoint's bearer tokens, one `read TOKEN` or
+    /// `admin TOKEN` per line (`#` comments). The variables
+    /// WARREN_HTTP_READ_TOKEN and WARREN_HTTP_ADMIN_TOKEN add one each
+    /// (there are no flags for them: a command line is visible to every
+    /// user of the host).
+    #[arg(long, env = "WARREN_HTTP_TOKENS_FILE")]
+    http_tokens_file: Option<std::path::PathBuf>,
+    /// Host names the HTTP endpoint answers to besides localhost,
+    /// 127.0.0.1, [::1] and the address it listens on, comma-separated
+    /// `host` (any port) or `host:port`; other `Host`s get 421.
+    #[arg(long, env = "WARREN_HTTP_HOSTS", default_value = "")]
+    http_hosts: String,
     /// Which of a workflow's ready tasks goes first: `critical-path`
     /// (longest remaining path, weighted by duration hints) or `fifo`.
     #[arg(long, env = "WARREN_DISPATCH_ORDER", value_enum, default_value_t = Order::CriticalPath)]
@@ -127,6 +146,10 @@ async fn main() -> anyhow::Result<()> {
         dispatch_window: args.dispatch_window,
         lease_grace: std::time::Duration::from_millis(args.lease_grace_ms),
         http_addr: args.http_addr,
+        http_access: Access {
+            tokens: http_tokens(args.http_tokens_file.as_deref())?,
+            hosts: Hosts::parse(&args.http_hosts).context("WARREN_HTTP_HOSTS")?,
+        },
         dispatch_order: match args.dispatch_order {
             Order::CriticalPath => warren_scheduler::engine::DispatchOrder::CriticalPath,
             Order::Fifo => warren_scheduler::engine::DispatchOrder::Fifo,
@@ -139,4 +162,41 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = warren_shared::shutdown::on_signal();
     Scheduler::new(config).run(shutdown).await?;
     Ok(())
+}
+
+/// Largest tokens file read.
+const MAX_TOKENS_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The HTTP endpoint's tokens: those of the file, and one each from
+/// WARREN_HTTP_READ_TOKEN and WARREN_HTTP_ADMIN_TOKEN (empty counts as
+/// unset). Errors name the file or the variable and the line, never a
+/// token.
+fn http_tokens(file: Option<&std::path::Path>) -> anyhow::Result<Tokens> {
+    let mut tokens = Tokens::default();
+    if let Some(path) = file {
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_TOKENS_FILE_BYTES + 1).read_to_string(&mut text))
+            .with_context(|| format!("reading the tokens file {}", path.display()))?;
+        if text.len() as u64 > MAX_TOKENS_FILE_BYTES {
+            anyhow::bail!(
+                "the tokens file {} is over {MAX_TOKENS_FILE_BYTES} bytes",
+                path.display()
+            );
+        }
+        tokens
+            .add_file(&text)
+            .with_context(|| format!("in the tokens file {}", path.display()))?;
+    }
+    for (var, scope) in [
+        ("WARREN_HTTP_READ_TOKEN", Scope::Read),
+        ("WARREN_HTTP_ADMIN_TOKEN", Scope::Admin),
+    ] {
+        match std::env::var(var) {
+            Ok(token) if !token.is_empty() => tokens.add(scope, token.trim(), var)?,
+            Ok(_) | Err(std::env::VarError::NotPresent) => {}
+            Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!("{var} is not text"),
+        }
+    }
+    Ok(tokens)
 }

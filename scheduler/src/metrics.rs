@@ -46,6 +46,15 @@ pub struct Metrics {
     /// Gauge: 1 once this scheduler is the active one of its store (0 for
     /// a standby).
     pub active: AtomicU64,
+    /// HTTP requests refused for want of a valid token (401).
+    pub http_unauthorized: AtomicU64,
+    /// HTTP requests refused for a token of too small a scope (403).
+    pub http_forbidden: AtomicU64,
+    /// HTTP requests refused for a `Host` not the endpoint's (421) or
+    /// none (400).
+    pub http_misdirected: AtomicU64,
+    /// HTTP requests refused for a body over the limit (413).
+    pub http_too_large: AtomicU64,
 }
 
 impl Metrics {
@@ -78,6 +87,10 @@ impl Metrics {
             ("reconnects", Metrics::get(&self.reconnects)),
             ("messages_received", Metrics::get(&self.messages_received)),
             ("messages_published", Metrics::get(&self.messages_published)),
+            ("http_unauthorized", Metrics::get(&self.http_unauthorized)),
+            ("http_forbidden", Metrics::get(&self.http_forbidden)),
+            ("http_misdirected", Metrics::get(&self.http_misdirected)),
+            ("http_too_large", Metrics::get(&self.http_too_large)),
         ]
     }
 

@@ -66,6 +66,12 @@ pub enum SchedulerError {
         #[source]
         source: std::io::Error,
     },
+    /// The HTTP endpoint was to listen past loopback without tokens,
+    /// serving every workflow to whoever reaches it: refused at start,
+    /// before anything else. Final: configure tokens, or listen on
+    /// loopback.
+    #[error("{0}")]
+    HttpWithoutTokens(String),
 }
 
 impl SchedulerError {
@@ -74,7 +80,9 @@ impl SchedulerError {
         match self {
             SchedulerError::Broker(e) => e.is_transient(),
             SchedulerError::ConsumerEnded { .. } => true,
-            SchedulerError::Store(_) | SchedulerError::Http { .. } => false,
+            SchedulerError::Store(_)
+            | SchedulerError::Http { .. }
+            | SchedulerError::HttpWithoutTokens(_) => false,
         }
     }
 }
@@ -123,6 +131,10 @@ impl Scheduler {
     /// trusted (unacked deliveries come back, unconfirmed outbox messages
     /// are published again).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
+        if let Some(addr) = self.config.http_addr {
+            http::auth::check_exposure(addr, &self.config.http_access.tokens)
+                .map_err(SchedulerError::HttpWithoutTokens)?;
+        }
         // Readable at once (the HTTP endpoint of a standby serves the
         // store's workflows); committing waits for `lead` below.
         let store = Store::connect(&self.config.store, &self.config.amqp.namespace).await?;
@@ -157,7 +169,8 @@ impl Scheduler {
             store: store.clone(),
             queries: queries_tx,
         };
-        let (bound, join) = http::serve(addr, sources, http_stop.clone())
+        let access = self.config.http_access.clone();
+        let (bound, join) = http::serve(addr, sources, access, http_stop.clone())
             .await
             .map_err(|e| SchedulerError::Http {
                 addr: addr.to_string(),

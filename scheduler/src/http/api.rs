@@ -1,21 +1,26 @@
-//! The status API: `/healthz`, the workflow list, a workflow's report, one
-//! task, the worker registry.
+//! The status API: `/healthz`, `/api/whoami`, the workflow list, a
+//! workflow's report, one task, the worker registry.
 
-use super::{ANSWER_WITHIN, Query, REPORT_BOUNDS, Sources, error};
+use super::{ANSWER_WITHIN, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
 use crate::{
     batch::RunningWorkflow,
     metrics::Metrics,
     store::{Partitions, Store, StoreError},
+    validate::MAX_ID_LEN,
 };
 use axum::{
-    Json,
+    Extension, Json,
     extract::{self, Path, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
-use warren_shared::wire::{TaskReport, WorkflowSummary};
+use warren_shared::wire::{TaskReport, WorkflowStatus, WorkflowSummary};
+
+/// Largest `offset` of the workflow list: each row skipped is read by the
+/// store, so paging is kept shallow (filter by `status` to go further).
+pub const MAX_LIST_OFFSET: u32 = 100_000;
 
 pub(super) async fn healthz(State(s): State<Sources>) -> Response {
     let broker = Metrics::get(&s.metrics.broker_connected) == 1;
@@ -61,7 +66,21 @@ pub(super) async fn list(
         return error(StatusCode::BAD_REQUEST, "limit must be 1 to 500");
     }
     let offset = p.offset.unwrap_or(0);
+    if offset > MAX_LIST_OFFSET {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("offset must be at most {MAX_LIST_OFFSET}; filter by status to go further"),
+        );
+    }
     let status = p.status.filter(|s| !s.is_empty());
+    if let Some(st) = &status
+        && WorkflowStatus::parse(st).is_none_or(|st| st == WorkflowStatus::NotFound)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "status must be running, succeeded, failed, rejected or cancelled",
+        );
+    }
     let found = s.store.list_workflows(status, limit, offset).await;
     match found {
         Ok(workflows) => Json(ListPage {
@@ -72,6 +91,18 @@ pub(super) async fn list(
         .into_response(),
         Err(e) => store_error(e),
     }
+}
+
+/// What the caller may do: `{"scope": "read"|"admin", "token": bool}`
+/// (`token` false: no tokens are configured, everyone on loopback reads).
+/// The page asks it to know whether to offer actions.
+pub(super) async fn whoami(Extension(g): Extension<Granted>) -> Response {
+    Json(serde_json::json!({"scope": g.scope.as_str(), "token": g.token})).into_response()
+}
+
+/// A workflow id longer than any can be: answered without a look-up.
+fn too_long(id: &str) -> bool {
+    id.chars().count() > MAX_ID_LEN
 }
 
 /// Asks the loop about a running workflow: `Ok(None)` when the loop does
@@ -100,6 +131,9 @@ async fn ask_loop<T>(
 }
 
 pub(super) async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -> Response {
+    if too_long(&id) {
+        return no_workflow(&id);
+    }
     let asked = ask_loop(&s, |answer| Query::Report {
         id: id.clone(),
         answer,
@@ -135,7 +169,7 @@ pub(super) async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -
                     Err(e) => store_error(e),
                 },
             },
-            None => error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
+            None => no_workflow(&id),
         },
         Err(e) => store_error(e),
     }
@@ -145,6 +179,9 @@ pub(super) async fn task(
     State(s): State<Sources>,
     Path((id, task)): Path<(String, String)>,
 ) -> Response {
+    if too_long(&id) {
+        return no_workflow(&id);
+    }
     let asked = ask_loop(&s, |answer| Query::Task {
         id: id.clone(),
         task: task.clone(),
@@ -159,7 +196,7 @@ pub(super) async fn task(
     // Ended, or running under another scheduler: its stored row.
     match s.store.lookup(vec![id.clone()]).await {
         Ok(found) if found.first().is_some_and(Option::is_some) => {}
-        Ok(_) => return error(StatusCode::NOT_FOUND, format!("no workflow {id}")),
+        Ok(_) => return no_workflow(&id),
         Err(e) => return store_error(e),
     }
     match s.store.task_row(&id, &task).await {
@@ -181,6 +218,13 @@ pub(super) async fn task(
         Ok(None) => no_task(&id, &task),
         Err(e) => store_error(e),
     }
+}
+
+fn no_workflow(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no workflow {}", crate::validate::shortened(id, MAX_ID_LEN)),
+    )
 }
 
 fn no_task(id: &str, task: &str) -> Response {

@@ -1,29 +1,46 @@
-//! The scheduler's HTTP endpoint (off unless `http_addr` is set):
+//! The scheduler's HTTP endpoint (off unless `http_addr` is set).
 //!
-//! - `GET /healthz`: 200 when the broker session is up and the store
-//!   answers, else 503; JSON `{"broker": bool, "store": bool}`.
+//! Open to anyone who reaches it:
+//! - `GET /healthz`: 200 when the broker session is up, the store answers
+//!   and this scheduler is active, else 503; JSON `{"broker": bool,
+//!   "store": bool, "active": bool}` and nothing else. No token and no
+//!   `Host` check: load balancers probe it by address.
+//! - `GET /` and `GET /workflows/{id}`: the web page (`page.html`), which
+//!   holds no data: its script reads the API with the token it is given.
+//!
+//! With a token of scope `read` (or `admin`):
 //! - `GET /metrics`: Prometheus text format.
+//! - `GET /api/whoami`: `{"scope": "read"|"admin", "token": bool}`.
 //! - `GET /api/workflows?status=S&limit=N&offset=K`: recent workflows,
-//!   newest first (limit 1..=500, default 50).
+//!   newest first (limit 1..=500, default 50; offset at most 100,000).
 //! - `GET /api/workflows/{id}`: a workflow's report (running workflows
 //!   from the scheduler's memory, within [`REPORT_BOUNDS`]; ended ones
 //!   as stored, within the report limit).
 //! - `GET /api/workflows/{id}/tasks/{task}`: one task, its output in full.
 //! - `GET /api/workers`: the worker registry.
-//! - `GET /` and `GET /workflows/{id}`: the web page (see `page.html`).
 //!
-//! The handlers of the status API are in `api`, the Prometheus text in
-//! `prometheus`.
+//! Without tokens configured the endpoint listens on loopback only (see
+//! [`auth::check_exposure`]) and everyone gets `read`. Who may do what is
+//! `auth`; the names it answers to (against DNS rebinding) `hosts`; the
+//! connections and their bounds `server`; the handlers of the API `api`,
+//! the Prometheus text `prometheus`.
 
 mod api;
+pub mod auth;
+pub mod hosts;
 mod prometheus;
+mod server;
 
+pub use auth::{Scope, Tokens};
+pub use hosts::Hosts;
 pub use prometheus::render;
 
 use crate::{engine::ReportBounds, metrics::Metrics, store::Store, workers::SharedWorkers};
 use axum::{
     Json, Router,
-    http::StatusCode,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
@@ -31,6 +48,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use warren_shared::wire::{TaskReport, WorkflowReport};
+
+/// Largest request body: no request takes one, so this only leaves room
+/// for a client that sends `{}`. Past it: 413.
+pub const MAX_BODY_BYTES: usize = 1024;
 
 /// How long a request waits for the scheduler's loop or the store.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -76,35 +97,124 @@ pub struct Sources {
     pub queries: mpsc::Sender<Query>,
 }
 
+/// Who the endpoint lets in: its tokens and the names it answers to
+/// besides the loopback names and its own address.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub tokens: Tokens,
+    pub hosts: Hosts,
+}
+
 /// Serves until `shutdown`. Returns the bound address once listening.
+/// Refuses (before binding) a non-loopback `addr` without tokens.
 pub async fn serve(
     addr: SocketAddr,
     sources: Sources,
+    access: Access,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let app = Router::new()
-        .route("/", get(page))
-        .route("/workflows/{id}", get(page))
-        .route("/healthz", get(api::healthz))
+    auth::check_exposure(addr, &access.tokens)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let hosts = access.hosts.with_defaults(bound);
+    if access.tokens.is_empty() {
+        tracing::info!(
+            addr = %bound,
+            %hosts,
+            "HTTP endpoint listening on loopback without tokens: read-only, open to every \
+             process of this host; set tokens to allow actions or other addresses"
+        );
+    } else {
+        tracing::info!(addr = %bound, tokens = ?access.tokens, %hosts, "HTTP endpoint listening");
+    }
+    let app = router(sources, access.tokens, hosts);
+    Ok((bound, tokio::spawn(server::run(listener, app, shutdown))))
+}
+
+/// The routes, each group behind what it needs: the page and `/healthz`
+/// nothing (`/healthz` not even a known `Host`), the API a `read` token.
+fn router(sources: Sources, tokens: Tokens, hosts: Hosts) -> Router {
+    let tokens = Arc::new(tokens);
+    let metrics = sources.metrics.clone();
+    let needs = |scope| {
+        middleware::from_fn_with_state(
+            auth::Needs {
+                tokens: tokens.clone(),
+                scope,
+                metrics: metrics.clone(),
+            },
+            auth::require,
+        )
+    };
+    let read = Router::new()
         .route("/metrics", get(prometheus::prometheus))
+        .route("/api/whoami", get(api::whoami))
         .route("/api/workflows", get(api::list))
         .route("/api/workflows/{id}", get(api::workflow))
         .route("/api/workflows/{id}/tasks/{task}", get(api::task))
         .route("/api/workers", get(api::list_workers))
-        .with_state(sources);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "HTTP endpoint listening");
-    let join = tokio::spawn(async move {
-        let stop = async move { shutdown.cancelled().await };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP endpoint stopped");
-        }
-    });
-    Ok((bound, join))
+        .route_layer(needs(Scope::Read));
+    let named = Router::new()
+        .route("/", get(page))
+        .route("/workflows/{id}", get(page))
+        .merge(read)
+        .route_layer(middleware::from_fn_with_state(
+            hosts::HostCheck {
+                hosts: Arc::new(hosts),
+                metrics: metrics.clone(),
+            },
+            hosts::check,
+        ));
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .merge(named)
+        .layer(middleware::from_fn_with_state(metrics, limit_body))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(protect))
+        .with_state(sources)
+}
+
+/// Middleware: 413 for a declared body over [`MAX_BODY_BYTES`], before
+/// anything reads it (a body without a length is cut at the same limit by
+/// any handler that reads one).
+async fn limit_body(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > MAX_BODY_BYTES as u64) {
+        Metrics::add(&m.http_too_large, 1);
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a request body of {n} bytes, over the limit of {MAX_BODY_BYTES}"),
+        );
+    }
+    next.run(req).await
+}
+
+/// Middleware: headers on every answer. Nothing is cached (the API's
+/// answers are per token), MIME types are not sniffed, no referrer is
+/// sent, and the page is never framed (its cancel button could be
+/// clicked through another site's frame) nor talks to another origin.
+async fn protect(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    r
 }
 
 /// An error answer: `{"error": message}`.

@@ -194,6 +194,24 @@ pub fn render(m: &Metrics) -> String {
     }
     family(
         &mut out,
+        "warren_http_refused_total",
+        "counter",
+        "HTTP requests refused: no valid token (401), too small a scope (403), a Host not the endpoint's or none (421, 400), a body over the limit (413).",
+    );
+    for (reason, c) in [
+        ("unauthorized", &m.http_unauthorized),
+        ("forbidden", &m.http_forbidden),
+        ("misdirected", &m.http_misdirected),
+        ("too_large", &m.http_too_large),
+    ] {
+        let _ = writeln!(
+            out,
+            "warren_http_refused_total{{reason=\"{reason}\"}} {}",
+            g(c)
+        );
+    }
+    family(
+        &mut out,
         "warren_broker_connected",
         "gauge",
         "1 while the scheduler has a broker session.",
