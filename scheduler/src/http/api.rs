@@ -1,22 +1,24 @@
 //! The status API: `/healthz`, `/api/whoami`, the workflow list, a
-//! workflow's report, one task, the worker registry.
+//! workflow's report, one task, the worker registry; and the one action,
+//! cancelling a workflow.
 
-use super::{ANSWER_WITHIN, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
+use super::{ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
 use crate::{
-    batch::RunningWorkflow,
+    batch::{Known, RunningWorkflow},
     metrics::Metrics,
     store::{Partitions, Store, StoreError},
     validate::MAX_ID_LEN,
 };
 use axum::{
     Extension, Json,
-    extract::{self, Path, State},
+    body::Bytes,
+    extract::{self, Path, State, rejection::BytesRejection},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
-use warren_shared::wire::{TaskReport, WorkflowStatus, WorkflowSummary};
+use warren_shared::wire::{TaskReport, WorkflowReport, WorkflowStatus, WorkflowSummary};
 
 /// Largest `offset` of the workflow list: each row skipped is read by the
 /// store, so paging is kept shallow (filter by `status` to go further).
@@ -259,4 +261,83 @@ pub(super) async fn list_workers(State(s): State<Sources>) -> Response {
         .expect("not poisoned")
         .report(chrono::Utc::now());
     Json(report).into_response()
+}
+
+/// `POST /api/workflows/{id}/cancel`: a `cancel` control request, applied
+/// by the loop exactly as one from the broker is (see `Query::Cancel`),
+/// answered with the report its reply would carry: 200, or 404 with
+/// status `not_found`. A workflow this scheduler does not run is answered
+/// from the store as the control request would be (ended: its report;
+/// unknown: `not_found`); one running elsewhere gets 409 (another
+/// scheduler owns it) or 503 (standing by, or between broker sessions).
+pub(super) async fn cancel(
+    State(s): State<Sources>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // No body is used; one without a length is cut at the limit here.
+    if let Err(rejected) = body {
+        if rejected.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Metrics::add(&s.metrics.http_too_large, 1);
+        }
+        return error(rejected.status(), rejected.body_text());
+    }
+    if too_long(&id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("workflow ids are at most {MAX_ID_LEN} characters"),
+        );
+    }
+    let asked = ask_loop(&s, |answer| Query::Cancel {
+        id: id.clone(),
+        answer,
+    });
+    let elsewhere = match asked.await {
+        Ok(Some(Cancelled::Report(json))) => return report(json),
+        Ok(Some(Cancelled::NotOwned)) => true,
+        Ok(None) => false,
+        Err(unavailable) => return unavailable,
+    };
+    match s.store.lookup(vec![id.clone()]).await {
+        Ok(mut found) => match found.pop().flatten() {
+            Some(Known {
+                report: Some(ended),
+                ..
+            }) => report(ended.into_bytes()),
+            Some(_) if elsewhere => error(
+                StatusCode::CONFLICT,
+                format!(
+                    "workflow {id} runs on another scheduler (the owner of its partition, \
+                     or it is changing hands): cancel it through that scheduler's endpoint, or \
+                     with a `cancel` control request (`warren cancel`), which reaches the owner"
+                ),
+            ),
+            Some(_) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "workflow {id} is running, but this scheduler cannot cancel it now \
+                     (standing by, or between broker sessions): retry, or send a `cancel` \
+                     control request (`warren cancel`)"
+                ),
+            ),
+            None => report(serde_json::to_vec(&WorkflowReport::not_found(&id)).unwrap_or_default()),
+        },
+        Err(e) => store_error(e),
+    }
+}
+
+/// A control request's report as an answer: 404 when it says
+/// `not_found`, else 200.
+fn report(json: Vec<u8>) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        status: Option<WorkflowStatus>,
+    }
+    let code = match serde_json::from_slice::<Peek>(&json) {
+        Ok(Peek {
+            status: Some(WorkflowStatus::NotFound),
+        }) => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    };
+    (code, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }

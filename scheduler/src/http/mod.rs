@@ -19,6 +19,10 @@
 //! - `GET /api/workflows/{id}/tasks/{task}`: one task, its output in full.
 //! - `GET /api/workers`: the worker registry.
 //!
+//! With a token of scope `admin`:
+//! - `POST /api/workflows/{id}/cancel`: a `cancel` control request,
+//!   applied by the loop in its next batch; answers the reply's report.
+//!
 //! Without tokens configured the endpoint listens on loopback only (see
 //! [`auth::check_exposure`]) and everyone gets `read`. Who may do what is
 //! `auth`; the names it answers to (against DNS rebinding) `hosts`; the
@@ -42,15 +46,15 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use warren_shared::wire::{TaskReport, WorkflowReport};
 
-/// Largest request body: no request takes one, so this only leaves room
-/// for a client that sends `{}`. Past it: 413.
+/// Largest request body: no request takes one (a cancel has none), so
+/// this only leaves room for a client that sends `{}`. Past it: 413.
 pub const MAX_BODY_BYTES: usize = 1024;
 
 /// How long a request waits for the scheduler's loop or the store.
@@ -84,6 +88,26 @@ pub enum Query {
         task: String,
         answer: oneshot::Sender<Option<Option<TaskReport>>>,
     },
+    /// Cancel a workflow exactly as a `cancel` control request does: the
+    /// loop applies it in a batch (committed, the workers' notice and the
+    /// outcome published) and answers once that batch is done. `None` when
+    /// the loop did not take it (the sender is dropped if the batch
+    /// fails).
+    Cancel {
+        id: String,
+        answer: oneshot::Sender<Option<Cancelled>>,
+    },
+}
+
+/// What came of a [`Query::Cancel`].
+#[derive(Debug)]
+pub enum Cancelled {
+    /// The JSON of the report a `cancel` control request's reply carries:
+    /// the workflow cancelled, or as it is when it was not running
+    /// (ended, or `not_found`).
+    Report(Vec<u8>),
+    /// Another scheduler owns the workflow's partition (PostgreSQL).
+    NotOwned,
 }
 
 /// What the endpoint answers from: the scheduler's metrics and the
@@ -133,7 +157,8 @@ pub async fn serve(
 }
 
 /// The routes, each group behind what it needs: the page and `/healthz`
-/// nothing (`/healthz` not even a known `Host`), the API a `read` token.
+/// nothing (`/healthz` not even a known `Host`), the API a `read` token,
+/// the actions an `admin` one.
 fn router(sources: Sources, tokens: Tokens, hosts: Hosts) -> Router {
     let tokens = Arc::new(tokens);
     let metrics = sources.metrics.clone();
@@ -155,10 +180,14 @@ fn router(sources: Sources, tokens: Tokens, hosts: Hosts) -> Router {
         .route("/api/workflows/{id}/tasks/{task}", get(api::task))
         .route("/api/workers", get(api::list_workers))
         .route_layer(needs(Scope::Read));
+    let admin = Router::new()
+        .route("/api/workflows/{id}/cancel", post(api::cancel))
+        .route_layer(needs(Scope::Admin));
     let named = Router::new()
         .route("/", get(page))
         .route("/workflows/{id}", get(page))
         .merge(read)
+        .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             hosts::HostCheck {
                 hosts: Arc::new(hosts),
@@ -177,7 +206,7 @@ fn router(sources: Sources, tokens: Tokens, hosts: Hosts) -> Router {
 
 /// Middleware: 413 for a declared body over [`MAX_BODY_BYTES`], before
 /// anything reads it (a body without a length is cut at the same limit by
-/// any handler that reads one).
+/// the one handler that reads one).
 async fn limit_body(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let declared = req
         .headers()

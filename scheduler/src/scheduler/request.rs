@@ -1,6 +1,7 @@
 //! Requests on `{ns}.workflows`: parsing one (a workflow to validate, or a
 //! control request: `status`, `cancel`, `workers`) and applying it to the
-//! engine, answering duplicates from what the store knows.
+//! engine, answering duplicates from what the store knows. A cancel from
+//! the HTTP endpoint is applied here too, answered through [`Reply`].
 
 use crate::{
     batch::{Known, ReplyTo, TaskRow},
@@ -11,7 +12,10 @@ use crate::{
 use chrono::Utc;
 use lapin::message::Delivery;
 use serde::Deserialize;
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 use warren_shared::topology::{CONTROL_ROUTING_KEY, is_reply_queue};
 use warren_shared::wire::{
     ControlKind, ControlRequest, TaskReport, WorkflowReport, WorkflowStatus,
@@ -30,7 +34,7 @@ pub(super) enum Request {
     },
     Cancel {
         id: String,
-        reply: ReplyTo,
+        reply: Reply,
     },
     Workers {
         reply: ReplyTo,
@@ -40,6 +44,38 @@ pub(super) enum Request {
         body: Vec<u8>,
         reply: Option<ReplyTo>,
     },
+}
+
+/// Where the answer to a `cancel` goes.
+pub(super) enum Reply {
+    /// The `reply_to` of a control request from the broker: the answer is
+    /// a message of the batch.
+    Queue(ReplyTo),
+    /// The HTTP endpoint (`POST /api/workflows/{id}/cancel`): the answer's
+    /// JSON is left here, and handed over by the loop once the batch is
+    /// committed and published.
+    Http(Arc<OnceLock<Vec<u8>>>),
+}
+
+impl Reply {
+    fn report(&self, engine: &mut Engine, report: &WorkflowReport) {
+        match self {
+            Reply::Queue(to) => engine.reply_report(to, report),
+            Reply::Http(answer) => {
+                let _ = answer.set(serde_json::to_vec(report).expect("reports serialise"));
+            }
+        }
+    }
+
+    /// An already serialised report.
+    fn report_json(&self, engine: &mut Engine, json: &str) {
+        match self {
+            Reply::Queue(to) => engine.reply_with(to, json),
+            Reply::Http(answer) => {
+                let _ = answer.set(json.as_bytes().to_vec());
+            }
+        }
+    }
 }
 
 /// A workflow submitted: the verdict of its validation, the body as
@@ -169,7 +205,7 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
             },
             ControlKind::Cancel => Request::Cancel {
                 id: c.workflow_id,
-                reply,
+                reply: Reply::Queue(reply),
             },
             ControlKind::Workers => Request::Workers { reply },
         },
@@ -255,7 +291,7 @@ impl Scheduler {
                 id,
                 task: None,
                 reply,
-            } => apply_status(engine, &id, &reply, &known.workflows),
+            } => apply_status(engine, &id, &Reply::Queue(reply), &known.workflows),
             Request::Status {
                 id,
                 task: Some(task),
@@ -352,7 +388,7 @@ fn apply_submit(
 fn apply_cancel(
     engine: &mut Engine,
     id: String,
-    reply: ReplyTo,
+    reply: Reply,
     known: &mut HashMap<String, Known>,
     now: chrono::DateTime<Utc>,
 ) {
@@ -368,7 +404,7 @@ fn apply_cancel(
                     report: json,
                 },
             );
-            engine.reply_report(&reply, &report);
+            reply.report(engine, &report);
         }
         // Not running (ended, or unknown): answer with what is known.
         None => apply_status(engine, &id, &reply, known),
@@ -377,17 +413,17 @@ fn apply_cancel(
 
 /// `status`: the running workflow's report, else the stored final one,
 /// else `not_found`.
-fn apply_status(engine: &mut Engine, id: &str, reply: &ReplyTo, known: &HashMap<String, Known>) {
+fn apply_status(engine: &mut Engine, id: &str, reply: &Reply, known: &HashMap<String, Known>) {
     if let Some(report) = engine.report(id) {
-        engine.reply_report(reply, &report);
+        reply.report(engine, &report);
     } else if let Some(Known {
         report: Some(report),
         ..
     }) = known.get(id)
     {
-        engine.reply_with(reply, report);
+        reply.report_json(engine, report);
     } else {
-        engine.reply_report(reply, &WorkflowReport::not_found(id));
+        reply.report(engine, &WorkflowReport::not_found(id));
     }
 }
 

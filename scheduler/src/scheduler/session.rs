@@ -7,7 +7,9 @@
 //! the session at this quiet point, between batches), a delivery, an HTTP
 //! query about a running workflow, the next due timer or progress event,
 //! and the idle flush of published outbox rows. A delivery or timer makes
-//! a batch of whatever else has arrived (see `step`).
+//! a batch of whatever else has arrived (see `step`); so does a cancel
+//! from the HTTP endpoint, applied in that batch as a `cancel` control
+//! request is and answered once the batch is committed and published.
 
 use crate::{
     batch::{Op, OutMsg, Recovered},
@@ -20,10 +22,10 @@ use chrono::Utc;
 use lapin::Connection;
 use std::{
     collections::HashSet,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, OnceLock, atomic::Ordering},
     time::Duration,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use warren_shared::{Topology, amqp, session::Connections, topology::PARTITIONS};
 
@@ -32,6 +34,7 @@ use super::{
     consume::{self, Consumers, Inbound},
     ownership::Ownership,
     publisher::Publisher,
+    request::{Reply, Request},
     step::{Ctx, LoopState},
     waiting::Waiting,
 };
@@ -160,6 +163,7 @@ impl Scheduler {
             publisher,
             refused: HashSet::new(),
             waiting: Waiting::default(),
+            http: Vec::new(),
         };
         self.serve(cx, state, (consumers, publish_conn), &ownership)
             .await
@@ -289,6 +293,9 @@ impl Scheduler {
         let outcome = loop {
             self.gauges(&state.engine);
             let wake = wait(cx, &state.engine, &mut rx, next_balance, &mut kick).await;
+            // A cancel from the HTTP endpoint, answered once its batch is
+            // done (dropped unanswered if the batch fails).
+            let mut cancel = None;
             let first = match wake {
                 Wake::Stopped => break Ok(End::Stopped),
                 Wake::Balance => {
@@ -307,10 +314,24 @@ impl Scheduler {
                     }
                 }
                 Wake::Inbound(msg) => msg,
-                Wake::Query(q) => {
-                    answer(&state.engine, q);
-                    continue;
-                }
+                Wake::Query(q) => match answer(&state.engine, q) {
+                    None => continue,
+                    Some((id, asked)) if !ownership.owns(ownership.part_of(&id)) => {
+                        let _ = asked.send(Some(http::Cancelled::NotOwned));
+                        continue;
+                    }
+                    Some((id, asked)) => {
+                        // The same request as a `cancel` from the broker,
+                        // answered through the endpoint instead.
+                        let reply = Arc::new(OnceLock::new());
+                        state.http.push(Request::Cancel {
+                            id,
+                            reply: Reply::Http(reply.clone()),
+                        });
+                        cancel = Some((reply, asked));
+                        None
+                    }
+                },
                 Wake::Due => None,
                 Wake::Flush => {
                     let (ops, _) = state.engine.take_batch();
@@ -323,6 +344,9 @@ impl Scheduler {
             let step = self.step(&mut state, store, &ctx, &mut batch).await;
             if let Err(e) = step {
                 break Err(e);
+            }
+            if let Some((reply, asked)) = cancel {
+                let _ = asked.send(reply.get().cloned().map(http::Cancelled::Report));
             }
             // Room freed for a waiting submission: take it without waiting
             // for a delivery to wake the loop.
@@ -454,8 +478,12 @@ fn gather(
     }
 }
 
-/// Answers an HTTP query from the engine.
-fn answer(engine: &Engine, q: http::Query) {
+/// A cancel from the HTTP endpoint: the workflow, and where to answer.
+type HttpCancel = (String, oneshot::Sender<Option<http::Cancelled>>);
+
+/// Answers an HTTP query from the engine; a cancel is not answered here
+/// but handed back, to be applied in a batch.
+fn answer(engine: &Engine, q: http::Query) -> Option<HttpCancel> {
     match q {
         http::Query::Report { id, answer } => {
             let _ = answer.send(engine.report_within(&id, http::REPORT_BOUNDS));
@@ -463,7 +491,9 @@ fn answer(engine: &Engine, q: http::Query) {
         http::Query::Task { id, task, answer } => {
             let _ = answer.send(engine.task_report(&id, &task));
         }
+        http::Query::Cancel { id, answer } => return Some((id, answer)),
     }
+    None
 }
 
 async fn sleep_opt(d: Option<Duration>) {

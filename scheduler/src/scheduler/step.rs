@@ -59,6 +59,9 @@ pub(super) struct LoopState {
     pub(super) refused: HashSet<String>,
     /// Submissions waiting, unacked, for room in the memory budget.
     pub(super) waiting: Waiting,
+    /// Requests from the HTTP endpoint (a cancel), applied with the next
+    /// batch like the deliveries; nothing to ack.
+    pub(super) http: Vec<Request>,
 }
 
 /// A delivery of this scheduler's partitions, decoded.
@@ -107,6 +110,7 @@ impl Scheduler {
             publisher,
             refused,
             waiting,
+            http,
         } = state;
         let now = Utc::now();
         Metrics::add(&self.metrics.messages_received, batch.len() as u64);
@@ -126,6 +130,7 @@ impl Scheduler {
             );
             items.extend(own);
         }
+        items.extend(http.drain(..).map(|r| Item::Request(r, None)));
         let mut known = look_up(engine, store, &items).await?;
         for item in items {
             if let Item::Request(request, Some(tag)) = &item
