@@ -1,15 +1,30 @@
 //! The web page in a real browser: headless Chromium (Debian's `chromium`
 //! package; `.ci/run` installs it) loads a running workflow's page, and the
 //! test reads the DAG it rendered. With `WARREN_SCREENSHOT=path.png` it
-//! also saves a screenshot (the one in docs/ was made this way).
+//! also saves a screenshot (the one in docs/ was made this way). With
+//! tokens, the test drives the page as a user would (over the DevTools
+//! protocol): it gives a token, and an admin cancels the workflow.
 
 use crate::support::{DEADLINE, Env, wait_until, wait_until_async};
-use serde_json::json;
-use std::{net::SocketAddr, process::Command};
-use warren_scheduler::Metrics;
+use serde_json::{Value, json};
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Instant,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use warren_scheduler::{
+    Metrics, SchedulerConfig,
+    http::{Access, Tokens},
+};
 use warren_shared::wire::WorkflowStatus;
+use warren_worker::Registry;
 
-/// Chromium's flags for a closed network and a throwaway profile.
+/// Chromium's flags for a closed network and a throwaway profile. For a
+/// dump or a screenshot, add `--virtual-time-budget` (see [`rendered`]).
 fn chromium(profile: &std::path::Path) -> Command {
     let mut c = Command::new("chromium");
     c.args([
@@ -22,12 +37,14 @@ fn chromium(profile: &std::path::Path) -> Command {
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1100,420",
-        // Lets the page's fetches and first drawing finish before the dump.
-        "--virtual-time-budget=5000",
     ])
     .arg(format!("--user-data-dir={}", profile.display()));
     c
 }
+
+/// Lets the page's fetches and first drawing finish before a dump or a
+/// screenshot.
+const SETTLE: &str = "--virtual-time-budget=5000";
 
 /// The DOM of `url` after its scripts ran.
 async fn rendered(addr: SocketAddr, path: &str) -> String {
@@ -35,6 +52,7 @@ async fn rendered(addr: SocketAddr, path: &str) -> String {
     tokio::task::spawn_blocking(move || {
         let profile = tempfile::tempdir().unwrap();
         let out = chromium(profile.path())
+            .arg(SETTLE)
             .arg("--dump-dom")
             .arg(&url)
             .output()
@@ -124,6 +142,7 @@ async fn the_page_draws_a_running_workflows_dag_with_task_states() {
         tokio::task::spawn_blocking(move || {
             let profile = tempfile::tempdir().unwrap();
             let ok = chromium(profile.path())
+                .arg(SETTLE)
                 .arg(format!("--screenshot={path}"))
                 .arg(url)
                 .status()
@@ -167,6 +186,331 @@ async fn the_page_draws_a_running_workflows_dag_with_task_states() {
         list.contains("data-worker=\"w\" data-state=\"running\""),
         "{list}"
     );
+    scheduler.stop().await;
+    env.finish().await;
+}
+
+/// A headless Chromium driven over the DevTools protocol: a WebSocket of
+/// JSON messages, spoken here by hand (text frames only) rather than
+/// through a crate for one test.
+struct Browser {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let child = chromium(profile.path())
+            .args(["--remote-debugging-port=0", "about:blank"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium runs (apt-get install chromium; see .ci/run)");
+        // Chromium writes the port it chose to its profile.
+        let file = profile.path().join("DevToolsActivePort");
+        let mut port = None;
+        wait_until("chromium's DevTools port", || {
+            port = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.lines().next()?.parse().ok());
+            port.is_some()
+        })
+        .await;
+        Browser {
+            child,
+            port: port.unwrap(),
+            _profile: profile,
+        }
+    }
+
+    /// A new tab (its own sessionStorage) showing `url`.
+    async fn tab(&self, url: &str) -> Tab {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let req = format!(
+            "PUT /json/new?{url} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        // Chromium keeps the connection open: read what Content-Length says.
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .expect("a Content-Length");
+        let mut body = vec![0; length];
+        within(s.read_exact(&mut body)).await;
+        let target: Value = serde_json::from_slice(&body).unwrap();
+        let ws = target["webSocketDebuggerUrl"].as_str().unwrap();
+        let path = ws.split_once(&format!(":{}", self.port)).unwrap().1;
+        let mut ws = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let handshake = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            self.port
+        );
+        ws.write_all(handshake.as_bytes()).await.unwrap();
+        let head = read_head(&mut ws).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        Tab { ws, next_id: 0 }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // SIGTERM, so that Chromium takes its helper processes down with
+        // it; SIGKILL if it has not gone within the deadline.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `io` within the deadline.
+async fn within<T>(io: impl std::future::Future<Output = std::io::Result<T>>) -> T {
+    tokio::time::timeout(DEADLINE, io)
+        .await
+        .expect("chromium answers in time")
+        .unwrap()
+}
+
+/// An HTTP answer's head, read byte by byte up to the blank line.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(within(s.read_u8()).await);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// One tab's DevTools connection.
+struct Tab {
+    ws: TcpStream,
+    next_id: u64,
+}
+
+impl Tab {
+    /// The value of `js` in the page (a promise is awaited); `None` when
+    /// it threw, or the page was between two documents.
+    async fn eval(&mut self, js: &str) -> Option<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let call = json!({"id": id, "method": "Runtime.evaluate", "params": {
+            "expression": js, "awaitPromise": true, "returnByValue": true
+        }});
+        self.send(&call.to_string()).await;
+        loop {
+            let message: Value = serde_json::from_str(&self.receive().await).unwrap();
+            if message["id"] == id {
+                let result = &message["result"];
+                if message.get("error").is_some() || result.get("exceptionDetails").is_some() {
+                    return None;
+                }
+                return Some(result["result"]["value"].clone());
+            }
+        }
+    }
+
+    /// Evaluates `js` until it is `true`; fails the test after the
+    /// deadline.
+    async fn wait_for(&mut self, what: &str, js: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.eval(js).await != Some(Value::Bool(true)) {
+            let page = self.eval("document.body.innerText").await;
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the page says {page:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Fills in the token form and submits it, as a user would.
+    async fn give_token(&mut self, token: &str) {
+        self.wait_for("the token form", "!!document.getElementById('token-form')")
+            .await;
+        let js = format!(
+            "document.getElementById('token').value = {token:?}; \
+             document.getElementById('token-form').requestSubmit(); true"
+        );
+        assert_eq!(self.eval(&js).await, Some(Value::Bool(true)));
+    }
+
+    /// A masked text frame (clients must mask).
+    async fn send(&mut self, text: &str) {
+        let payload = text.as_bytes();
+        let mut frame = vec![0x81u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend((n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend((n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x5a, 0x17, 0xc3, 0x08];
+        frame.extend(mask);
+        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        self.ws.write_all(&frame).await.unwrap();
+    }
+
+    /// The next message, its frames joined.
+    async fn receive(&mut self) -> String {
+        let mut message = Vec::new();
+        loop {
+            let read = async {
+                let mut h = [0u8; 2];
+                self.ws.read_exact(&mut h).await?;
+                let len = match h[1] & 0x7f {
+                    126 => u64::from(self.ws.read_u16().await?),
+                    127 => self.ws.read_u64().await?,
+                    n => u64::from(n),
+                };
+                let mut payload = vec![0; usize::try_from(len).unwrap()];
+                self.ws.read_exact(&mut payload).await?;
+                std::io::Result::Ok((h[0], payload))
+            };
+            let (first, payload) = tokio::time::timeout(DEADLINE, read)
+                .await
+                .expect("a DevTools message in time")
+                .unwrap();
+            match first & 0x0f {
+                0x8 => panic!("chromium closed the DevTools connection"),
+                0x9 | 0xa => continue, // ping, pong
+                _ => message.extend(payload),
+            }
+            if first & 0x80 != 0 {
+                return String::from_utf8(message).unwrap();
+            }
+        }
+    }
+}
+
+const READ: &str = "page-read-token-0123456789";
+const ADMIN: &str = "page-admin-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_page_asks_for_one_and_admins_cancel() {
+    let mut env = Env::new().await;
+    let mut tokens = Tokens::default();
+    tokens
+        .add_file(&format!("read {READ}\nadmin {ADMIN}\n"))
+        .unwrap();
+    let config = SchedulerConfig {
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        http_access: Access {
+            tokens,
+            ..Access::default()
+        },
+        ..env.scheduler_config()
+    };
+    let scheduler = env.scheduler(config);
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let mut registry = Registry::with_builtins();
+    crate::support::add_gated(
+        &mut registry,
+        "gated",
+        &crate::support::Log::default(),
+        "w",
+        Some(&gate),
+    );
+    env.worker(registry, &["default"], 4, "w");
+    wait_until("the endpoint listens", || scheduler.http.get().is_some()).await;
+    let addr = *scheduler.http.get().unwrap();
+    let client = env.client.clone();
+    let outcome = tokio::spawn(async move {
+        client
+            .submit_and_wait(
+                json!({"id": "page-2", "tasks": [
+                    {"id": "create", "type": "echo"},
+                    {"id": "pay", "type": "gated", "depends_on": ["create"]}
+                ]}),
+                DEADLINE,
+            )
+            .await
+    });
+    wait_until("pay running", || {
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 2
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    let url = format!("http://{addr}/workflows/page-2");
+    let mut tab = browser.tab(&url).await;
+    // No token yet: a form, and no data. A wrong token is refused.
+    tab.give_token("not-a-token-of-this-endpoint").await;
+    tab.wait_for(
+        "the refusal",
+        "document.getElementById('error').textContent.includes('not one of')",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("document.getElementById('summary') === null")
+            .await,
+        Some(Value::Bool(true))
+    );
+    // A read token shows the workflow, without the cancel button.
+    tab.give_token(READ).await;
+    tab.wait_for(
+        "the running workflow",
+        "document.getElementById('summary')?.dataset.status === 'running' \
+         && document.querySelector('#who [data-scope]')?.dataset.scope === 'read'",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("document.getElementById('cancel') === null").await,
+        Some(Value::Bool(true))
+    );
+    // Forgotten, then an admin token: the button, and the token kept in
+    // this tab's sessionStorage, never in the URL.
+    assert!(
+        tab.eval("document.getElementById('forget').click(); true")
+            .await
+            .is_some()
+    );
+    tab.give_token(ADMIN).await;
+    tab.wait_for("the cancel button", "!!document.getElementById('cancel')")
+        .await;
+    let kept = format!(
+        "sessionStorage.getItem('warren-token') === {ADMIN:?} \
+         && !location.href.includes({ADMIN:?})"
+    );
+    assert_eq!(tab.eval(&kept).await, Some(Value::Bool(true)));
+    // Clicked (and confirmed): the workflow is cancelled.
+    let click = "window.confirm = () => true; document.getElementById('cancel').click(); true";
+    assert!(tab.eval(click).await.is_some());
+    let report = outcome.await.unwrap().unwrap();
+    assert_eq!(report.status, WorkflowStatus::Cancelled);
+    tab.wait_for(
+        "the page to show it cancelled",
+        "document.getElementById('summary')?.dataset.status === 'cancelled'",
+    )
+    .await;
+    // A new tab has its own sessionStorage: the token is asked for again.
+    let mut other = browser.tab(&url).await;
+    other
+        .wait_for("the token form", "!!document.getElementById('token-form')")
+        .await;
+    drop(browser);
     scheduler.stop().await;
     env.finish().await;
 }
