@@ -10,6 +10,7 @@ mod faults;
 mod flows;
 mod forgery;
 mod http;
+mod http_auth;
 mod idempotency;
 mod kinds;
 mod kinds_hardened;
