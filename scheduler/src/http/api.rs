@@ -296,7 +296,17 @@ pub(super) async fn cancel(
         Ok(Some(Cancelled::Report(json))) => return report(json),
         Ok(Some(Cancelled::NotOwned)) => true,
         Ok(None) => false,
-        Err(unavailable) => return unavailable,
+        // Not taken since (the loop drops a cancel whose asker is gone),
+        // unless it was being committed at that moment.
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the scheduler did not answer within {ANSWER_WITHIN:?} (no broker \
+                     session?); see the workflow's status before trying again"
+                ),
+            );
+        }
     };
     match s.store.lookup(vec![id.clone()]).await {
         Ok(mut found) => match found.pop().flatten() {

@@ -316,6 +316,9 @@ impl Scheduler {
                 Wake::Inbound(msg) => msg,
                 Wake::Query(q) => match answer(&state.engine, q) {
                     None => continue,
+                    // The endpoint gave up waiting (answered 503): a cancel
+                    // asked before this session began is not applied late.
+                    Some((_, asked)) if asked.is_closed() => continue,
                     Some((id, asked)) if !ownership.owns(ownership.part_of(&id)) => {
                         let _ = asked.send(Some(http::Cancelled::NotOwned));
                         continue;
