@@ -15,7 +15,7 @@ use ring::{
     rand::{SecureRandom, SystemRandom},
 };
 
-/// Bytes of a new key.
+/// Bytes of a key.
 const KEY_BYTES: usize = 32;
 
 /// The store's key of attempt tokens. Its `Debug` shows nothing of it.
@@ -38,7 +38,7 @@ impl AttemptKey {
     }
 
     /// The key the store keeps as hex; `None` when it is not hex of
-    /// [`KEY_BYTES`] bytes.
+    /// 32 bytes.
     pub fn from_hex(stored: &str) -> Option<AttemptKey> {
         let bytes = unhex(stored)?;
         (bytes.len() == KEY_BYTES).then(|| AttemptKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
