@@ -4,7 +4,7 @@
 //! from ([`Recovered`]). The engine produces these and the stores persist
 //! them; neither depends on the other.
 
-use crate::tokens::AttemptKey;
+use crate::attempt_key::AttemptKey;
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Arc};
 use warren_shared::wire::{ResultStatus, TaskError, TaskState, WorkflowStatus};
@@ -158,7 +158,7 @@ pub struct Recovered {
     /// Partitioned stores: places held per limited type by the owned
     /// partitions.
     pub type_places: HashMap<String, u32>,
-    /// The key of attempt tokens (`tokens.rs`), created with the store
+    /// The key of attempt tokens (`attempt_key.rs`), created with the store
     /// and the same for every scheduler sharing it.
     pub attempt_key: AttemptKey,
 }

@@ -21,7 +21,10 @@
 //! - `histogram`: the histogram type the engine observes into.
 //! - `http`: `/healthz`, `/metrics`, `/api/...` and the web page.
 //! - `workers`: the workers heard from in heartbeats.
+//! - `attempt_key`: the key that signs each task message's token and
+//!   verifies each result's.
 
+pub mod attempt_key;
 pub mod batch;
 pub mod bounds;
 pub mod config;
@@ -32,7 +35,6 @@ pub mod metrics;
 pub mod scheduler;
 pub mod store;
 pub mod template;
-pub mod tokens;
 pub mod validate;
 pub mod workers;
 

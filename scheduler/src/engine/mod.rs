@@ -53,7 +53,7 @@ pub use queue::DispatchOrder;
 pub use workflow::ReportBounds;
 
 use self::{emit::to_json, queue::QueueState, workflow::Workflow};
-use crate::tokens::AttemptKey;
+use crate::attempt_key::AttemptKey;
 use crate::{
     batch::{Op, OutMsg, RunningWorkflow, TypePlaceRow, Unreadable},
     bounds::Bounds,

@@ -12,7 +12,7 @@ use warren_shared::wire::{
 };
 
 /// A result that does not carry its attempt's token (see
-/// `tokens.rs`): not applied; the caller dead-letters it with this
+/// `attempt_key.rs`): not applied; the caller dead-letters it with this
 /// reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forged {

@@ -9,8 +9,8 @@ use super::StoreError;
 use super::rows::{
     OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text, headers_text, ts,
 };
+use crate::attempt_key::AttemptKey;
 use crate::batch::{Known, Op, Recovered, TaskRow};
-use crate::tokens::AttemptKey;
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{path::Path, sync::Arc};
@@ -274,7 +274,7 @@ impl Db {
         Ok(Db { conn, _lock: lock })
     }
 
-    /// The store's key of attempt tokens (`tokens.rs`).
+    /// The store's key of attempt tokens (`attempt_key.rs`).
     fn attempt_key(&self) -> Result<AttemptKey, StoreError> {
         let stored: String = self.conn.query_row(
             "SELECT value FROM meta WHERE key = 'attempt_key'",

@@ -2,8 +2,8 @@
 //! the versioned migrations that create it at startup.
 
 use super::pg;
+use crate::attempt_key::AttemptKey;
 use crate::store::StoreError;
-use crate::tokens::AttemptKey;
 use warren_shared::topology::fnv1a;
 
 /// The schema's migrations, in order; version N is `MIGRATIONS[N - 1]`.
@@ -171,7 +171,7 @@ pub(super) async fn migrate(
         tracing::info!(schema, version, "Store schema migrated");
     }
     // The key of attempt tokens, made once with the schema and shared by
-    // every scheduler of the namespace (tokens.rs).
+    // every scheduler of the namespace (attempt_key.rs).
     let key = AttemptKey::generate_hex().ok_or_else(|| {
         StoreError::Corrupt("the system gave no random bytes for the attempt key".into())
     })?;
@@ -187,7 +187,7 @@ pub(super) async fn migrate(
     Ok(())
 }
 
-/// The namespace's key of attempt tokens (`tokens.rs`).
+/// The namespace's key of attempt tokens (`attempt_key.rs`).
 pub(super) async fn attempt_key(
     client: &deadpool_postgres::Object,
 ) -> Result<AttemptKey, StoreError> {
