@@ -29,6 +29,13 @@ pub enum WorkerError {
     /// running on the old session are abandoned to redelivery.
     #[error("the consumer of `{queue}` ended: {reason}")]
     ConsumerEnded { queue: String, reason: String },
+    /// The session's publishing channel or connection closed while the
+    /// session ran (the broker closes a channel that publishes to an
+    /// exchange that does not exist, say), with the broker's reason. Nothing
+    /// the session caused could be confirmed any more, so it ends at once;
+    /// a new session cures it (`run` never returns it).
+    #[error("the publishing channel or connection closed: {reason}")]
+    PublishLost { reason: String },
     /// The configuration cannot work: no queue to consume, or a
     /// concurrency of 0. Found before connecting; no session cures it.
     #[error("invalid worker configuration: {0}")]
@@ -40,7 +47,7 @@ impl WorkerError {
     pub fn is_transient(&self) -> bool {
         match self {
             WorkerError::Broker(e) => e.is_transient(),
-            WorkerError::ConsumerEnded { .. } => true,
+            WorkerError::ConsumerEnded { .. } | WorkerError::PublishLost { .. } => true,
             WorkerError::Config(_) => false,
         }
     }

@@ -14,13 +14,21 @@
 //! A result is bounded too: one whose JSON body exceeds the worker's
 //! `max_result_bytes` is never published; a failed, non-retryable result
 //! naming the task, the size and the limit goes instead ([`encode_result`]).
+//!
+//! The publishing side itself can be lost: the broker closes the channel
+//! (a publish to an exchange that does not exist) or the connection fails.
+//! [`watch`] hears it at once, and a publish failing on a channel no longer
+//! open says so too ([`Publisher::lost`]): the session then ends.
 
 use crate::settle::{Settle, Settler};
+use futures_lite::StreamExt;
 use lapin::{
-    BasicProperties, Channel,
+    BasicProperties, Channel, Connection, Event,
     message::Delivery,
     options::{BasicAckOptions, BasicRejectOptions},
 };
+use std::sync::OnceLock;
+use tokio_util::sync::CancellationToken;
 use warren_shared::{
     Topology, amqp,
     wire::{ResultStatus, TYPE_RESULT, TaskError, TaskResult},
@@ -89,6 +97,31 @@ pub(crate) struct Received {
     pub delivery: Delivery,
 }
 
+/// Watches `conn`, a session's publishing connection, from this call on
+/// (not from the first poll: lapin drops the events nobody listens to yet).
+/// Resolves with the broker's reason when it closes a channel of `conn`
+/// with an error (a publish to an exchange that does not exist: 404
+/// NOT_FOUND, a message over its size limit: 406), or when `conn` fails
+/// (closed by the broker, heartbeats missed, the socket lost). Channels
+/// and connections closed normally (code 200) are not errors.
+///
+/// The one listener of `conn`'s events: lapin hands each event to a
+/// single listener.
+pub(crate) fn watch(conn: &Connection) -> impl Future<Output = String> + Send + 'static {
+    let events = conn.events_listener();
+    async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            if let Event::Error(e) = event {
+                return e.to_string();
+            }
+        }
+        // The events end only with the connection's last handle; the
+        // publishes still tell (`publish_then_settle`).
+        std::future::pending().await
+    }
+}
+
 /// One message a delivery caused, for [`Publisher::publish_then_settle`].
 pub(crate) struct Outgoing<'a> {
     pub exchange: &'a str,
@@ -107,6 +140,16 @@ pub(crate) struct Publisher {
     settler: Settler,
     /// The largest result body published, in bytes.
     max_result_bytes: usize,
+    /// Set once the publishing channel or connection is found closed.
+    lost: Lost,
+}
+
+/// Why the publishing side was lost (the first reason heard), and a token
+/// cancelled once it is.
+#[derive(Default)]
+struct Lost {
+    reason: OnceLock<String>,
+    token: CancellationToken,
 }
 
 impl Publisher {
@@ -122,11 +165,24 @@ impl Publisher {
             topology,
             settler,
             max_result_bytes,
+            lost: Lost::default(),
         }
     }
 
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Marks the publishing side lost, for `reason` (the first one kept).
+    pub fn lose(&self, reason: &str) {
+        let _ = self.lost.reason.set(reason.to_owned());
+        self.lost.token.cancel();
+    }
+
+    /// Resolves with the reason once the publishing side is lost.
+    pub async fn lost(&self) -> String {
+        self.lost.token.cancelled().await;
+        self.lost.reason.get().cloned().unwrap_or_default()
     }
 
     /// Acks a task whose outcome is safely on the broker.
@@ -157,6 +213,7 @@ impl Publisher {
     /// confirm, then acks the delivery. When the confirm does not come (a
     /// nack, no queue to route to, a lost channel) the delivery is
     /// requeued, never acked, and the error returned for the caller to log.
+    /// A lost channel also marks the publisher lost.
     pub async fn publish_then_settle(
         &self,
         r: &Received,
@@ -183,6 +240,9 @@ impl Publisher {
                 Ok(())
             }
             Err(e) => {
+                if !self.channel.status().connected() {
+                    self.lose(&e.to_string());
+                }
                 self.requeue(r).await;
                 Err(e)
             }

@@ -6,6 +6,10 @@
 //! result and await its confirm, then ack the task. If the worker dies
 //! anywhere before the ack, the broker redelivers the task: delivery is at
 //! least once, and the scheduler ignores a second result for an attempt.
+//!
+//! A session ends at the first fault: a consumer that ends, or its
+//! publishing channel or connection closed (heard at once from the
+//! connection's events, not at the next publish).
 
 use crate::{
     cancel::{self, Cancels},
@@ -15,7 +19,7 @@ use crate::{
     forward::{self, Consumer, Ended},
     handler::Registry,
     heartbeat::{self, Beat},
-    publish::{Publisher, Source},
+    publish::{self, Publisher, Source},
     settle::Settler,
     slots::{self, Slots},
     suspects::{self, Poller},
@@ -126,6 +130,9 @@ impl Worker {
         failures: u32,
     ) -> Result<(), WorkerError> {
         let (consume_conn, publish_conn) = (&conns.consume, &conns.publish);
+        // Listening from the start: a channel closed before the loop waits
+        // is heard too.
+        let mut publish_failed = std::pin::pin!(publish::watch(publish_conn));
         let cfg = &self.config;
         let topology = cfg.amqp.topology();
         let setup = publish_conn
@@ -276,6 +283,11 @@ impl Worker {
                 });
                 Err(WorkerError::ConsumerEnded { queue, reason })
             }
+            reason = &mut publish_failed => {
+                executor.publisher.lose(&reason);
+                Err(WorkerError::PublishLost { reason })
+            }
+            reason = executor.publisher.lost() => Err(WorkerError::PublishLost { reason }),
         };
         // No task starts after this. Shutting down, the consumers are
         // cancelled and give back what they hold unstarted; after a fault
