@@ -33,7 +33,8 @@ pub enum WorkerError {
     /// session ran (the broker closes a channel that publishes to an
     /// exchange that does not exist, say), with the broker's reason. Nothing
     /// the session caused could be confirmed any more, so it ends at once;
-    /// a new session cures it (`run` never returns it).
+    /// a new session cures it (`run` never returns it). What the worker
+    /// held unanswered is given back (see `publish`).
     #[error("the publishing channel or connection closed: {reason}")]
     PublishLost { reason: String },
     /// The configuration cannot work: no queue to consume, or a

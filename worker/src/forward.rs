@@ -7,8 +7,11 @@
 //! as it came, then acked. Left unacked, it would return to the queue
 //! marked `redelivered` when the session closes, and the next worker would
 //! take it for a task that crashed a worker (see `poison`). When the
-//! session fails instead, nothing can be published: what is unacked
-//! returns with the session.
+//! session loses its publishing channel, the consumer is cancelled the same
+//! way and what it holds goes to the publisher, which holds it for the
+//! session to give back through a fresh channel (see `publish`). After any
+//! other fault nothing can be published: what is unacked returns with the
+//! session.
 
 use crate::{
     execute::{self, Executor},
@@ -42,8 +45,9 @@ pub(crate) struct Consumer {
     pub tracker: TaskTracker,
     /// No task starts once it is cancelled.
     pub stop: CancellationToken,
-    /// Cancelled before `stop` when the worker shuts down gracefully: the
-    /// consumer then gives back what it holds unstarted.
+    /// Cancelled before `stop` when the worker shuts down gracefully or
+    /// loses its publishing side: the consumer then gives back what it
+    /// holds unstarted.
     pub graceful: CancellationToken,
     pub ended: mpsc::Sender<Ended>,
 }
@@ -70,6 +74,7 @@ pub(crate) async fn forward(mut c: Consumer) {
             None => None,
         };
         let received = c.received(delivery);
+        c.executor.publisher.started(&received);
         let executor = c.executor.clone();
         c.tracker.spawn(async move {
             execute::execute(executor, received).await;
@@ -88,8 +93,9 @@ impl Consumer {
         }
     }
 
-    /// After `stop`: on a graceful shutdown, cancels the consumer and gives
-    /// back `waiting` and whatever the broker delivered before the cancel.
+    /// After `stop`: on a graceful shutdown (or a lost publishing side),
+    /// cancels the consumer and gives back `waiting` and whatever the
+    /// broker delivered before the cancel.
     async fn stopped(mut self, waiting: Option<Delivery>) {
         if !self.graceful.is_cancelled() {
             return;

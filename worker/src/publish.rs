@@ -15,10 +15,15 @@
 //! `max_result_bytes` is never published; a failed, non-retryable result
 //! naming the task, the size and the limit goes instead ([`encode_result`]).
 //!
-//! The publishing side itself can be lost: the broker closes the channel
-//! (a publish to an exchange that does not exist) or the connection fails.
-//! [`watch`] hears it at once, and a publish failing on a channel no longer
-//! open says so too ([`Publisher::lost`]): the session then ends.
+//! When the publishing side itself is lost (the broker closed the channel
+//! or the connection: [`watch`] hears it at once, a failed publish too),
+//! nothing is requeued: a requeued delivery comes back marked
+//! `redelivered`, and the next worker would take it for a task that
+//! crashed a worker (see `poison`). The publisher instead holds a copy of
+//! every delivery it has not answered ([`Unanswered`]: the running tasks,
+//! and those whose message could not be published), and the session,
+//! ending, gives them back through a fresh channel
+//! ([`Publisher::give_back_unanswered`]).
 
 use crate::settle::{Settle, Settler};
 use futures_lite::StreamExt;
@@ -27,7 +32,10 @@ use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicRejectOptions},
 };
-use std::sync::OnceLock;
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, MutexGuard, OnceLock},
+};
 use tokio_util::sync::CancellationToken;
 use warren_shared::{
     Topology, amqp,
@@ -80,7 +88,7 @@ pub(crate) fn oversized(result: &TaskResult, size: usize, limit: usize) -> TaskR
 }
 
 /// Which queue of a pool a delivery came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Source {
     /// `{ns}.tasks.{queue}`: tasks run concurrently.
     Tasks,
@@ -95,6 +103,59 @@ pub(crate) struct Received {
     pub queue: String,
     pub source: Source,
     pub delivery: Delivery,
+}
+
+/// A copy of `r`, to give back after `r` itself is gone with its task.
+fn copy(r: &Received) -> Received {
+    let d = &r.delivery;
+    Received {
+        queue: r.queue.clone(),
+        source: r.source,
+        delivery: Delivery {
+            delivery_tag: d.delivery_tag,
+            exchange: d.exchange.clone(),
+            routing_key: d.routing_key.clone(),
+            redelivered: d.redelivered,
+            properties: d.properties.clone(),
+            data: d.data.clone(),
+            acker: d.acker.clone(),
+        },
+    }
+}
+
+/// Copies of the deliveries a session started or failed to answer, and has
+/// not answered since, by channel (their source) and delivery tag: what to
+/// give back if publishing is lost. At most the running tasks (the
+/// session's `concurrency` and one suspect) and the deliveries the
+/// consumers held unstarted when it was lost.
+///
+/// A delivery that came `redelivered` is never held: given back, it would
+/// lose the mark that makes it a suspect. Left unacked, it returns to its
+/// queue with the session as it came, and its count (in its header, raised
+/// only when it is moved to the suspect queue) does not change.
+#[derive(Default)]
+pub(crate) struct Unanswered(BTreeMap<(Source, u64), Received>);
+
+impl Unanswered {
+    /// Holds a copy of `r` (once), unless it came redelivered.
+    fn hold(&mut self, r: &Received) {
+        if r.delivery.redelivered {
+            return;
+        }
+        self.0
+            .entry((r.source, r.delivery.delivery_tag))
+            .or_insert_with(|| copy(r));
+    }
+
+    /// Forgets `r`: it is acked, or requeued.
+    fn answered(&mut self, r: &Received) {
+        self.0.remove(&(r.source, r.delivery.delivery_tag));
+    }
+
+    /// Everything held, in delivery order per channel.
+    fn take(&mut self) -> Vec<Received> {
+        std::mem::take(&mut self.0).into_values().collect()
+    }
 }
 
 /// Watches `conn`, a session's publishing connection, from this call on
@@ -142,6 +203,8 @@ pub(crate) struct Publisher {
     max_result_bytes: usize,
     /// Set once the publishing channel or connection is found closed.
     lost: Lost,
+    /// What to give back if publishing is lost.
+    unanswered: Mutex<Unanswered>,
 }
 
 /// Why the publishing side was lost (the first reason heard), and a token
@@ -150,6 +213,22 @@ pub(crate) struct Publisher {
 struct Lost {
     reason: OnceLock<String>,
     token: CancellationToken,
+}
+
+/// Publishes `out` on `ch` and awaits the broker's confirm.
+async fn send(ch: &Channel, out: Outgoing<'_>) -> Result<(), warren_shared::Error> {
+    let confirm = amqp::publish(
+        ch,
+        amqp::Publish {
+            exchange: out.exchange,
+            routing_key: out.key,
+            mandatory: true,
+            body: out.body,
+            properties: out.props,
+        },
+    )
+    .await?;
+    amqp::confirmed(confirm, out.exchange, out.key).await
 }
 
 impl Publisher {
@@ -166,6 +245,7 @@ impl Publisher {
             settler,
             max_result_bytes,
             lost: Lost::default(),
+            unanswered: Mutex::default(),
         }
     }
 
@@ -173,10 +253,25 @@ impl Publisher {
         &self.topology
     }
 
-    /// Marks the publishing side lost, for `reason` (the first one kept).
+    /// Records that `r`'s task starts: until it is answered, a copy is
+    /// held, to give back if publishing is lost meanwhile.
+    pub fn started(&self, r: &Received) {
+        self.unanswered().hold(r);
+    }
+
+    fn unanswered(&self) -> MutexGuard<'_, Unanswered> {
+        self.unanswered.lock().expect("not poisoned")
+    }
+
+    /// Marks the publishing side lost, for `reason` (the first one kept):
+    /// from now on, what cannot be published is held, not requeued.
     pub fn lose(&self, reason: &str) {
         let _ = self.lost.reason.set(reason.to_owned());
         self.lost.token.cancel();
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.token.is_cancelled()
     }
 
     /// Resolves with the reason once the publishing side is lost.
@@ -187,6 +282,7 @@ impl Publisher {
 
     /// Acks a task whose outcome is safely on the broker.
     pub async fn ack(&self, r: &Received) {
+        self.unanswered().answered(r);
         let d = &r.delivery;
         match r.source {
             Source::Tasks => self
@@ -202,6 +298,7 @@ impl Publisher {
 
     /// Returns a task to its queue.
     async fn requeue(&self, r: &Received) {
+        self.unanswered().answered(r);
         let d = &r.delivery;
         let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
         if r.source == Source::Tasks {
@@ -210,39 +307,29 @@ impl Publisher {
     }
 
     /// Publishes what a delivery caused (mandatory), awaits the broker's
-    /// confirm, then acks the delivery. When the confirm does not come (a
-    /// nack, no queue to route to, a lost channel) the delivery is
-    /// requeued, never acked, and the error returned for the caller to log.
-    /// A lost channel also marks the publisher lost.
+    /// confirm, then acks the delivery. When the broker refuses the message
+    /// (a nack, no queue to route to) the delivery is requeued, never
+    /// acked; when the channel is gone, the publisher is marked lost and
+    /// the delivery held, for the session to give back. Either way the
+    /// error is returned for the caller to log.
     pub async fn publish_then_settle(
         &self,
         r: &Received,
         out: Outgoing<'_>,
     ) -> Result<(), warren_shared::Error> {
-        let sent = async {
-            let confirm = amqp::publish(
-                &self.channel,
-                amqp::Publish {
-                    exchange: out.exchange,
-                    routing_key: out.key,
-                    mandatory: true,
-                    body: out.body,
-                    properties: out.props,
-                },
-            )
-            .await?;
-            amqp::confirmed(confirm, out.exchange, out.key).await
-        }
-        .await;
-        match sent {
+        match send(&self.channel, out).await {
             Ok(()) => {
                 self.ack(r).await;
                 Ok(())
             }
+            // Not this message's fault: a requeue would mark the delivery
+            // as if its task had crashed a worker.
+            Err(e) if !self.channel.status().connected() => {
+                self.lose(&e.to_string());
+                self.unanswered().hold(r);
+                Err(e)
+            }
             Err(e) => {
-                if !self.channel.status().connected() {
-                    self.lose(&e.to_string());
-                }
                 self.requeue(r).await;
                 Err(e)
             }
@@ -280,8 +367,14 @@ impl Publisher {
             body: &body,
             props,
         };
-        if let Err(e) = self.publish_then_settle(r, out).await {
-            tracing::error!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not confirmed; requeueing the task");
+        match self.publish_then_settle(r, out).await {
+            Ok(()) => {}
+            Err(e) if self.is_lost() => {
+                tracing::debug!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not published: publishing is lost; the task returns to its queue with the session");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not confirmed; requeueing the task");
+            }
         }
     }
 
@@ -289,25 +382,66 @@ impl Publisher {
     /// marking it: publishes it again as it came (confirmed), then acks
     /// it. A requeue would set `redelivered`, which the next worker reads
     /// as "its last run crashed". A delivery that came redelivered keeps
-    /// that mark: it is left unacked, to return with the session.
+    /// that mark: it is left unacked, to return with the session. Once
+    /// publishing is lost, it is held, for the session to give back.
     pub async fn give_back(&self, r: &Received) {
         if r.delivery.redelivered {
             return;
         }
+        if self.is_lost() {
+            self.unanswered().hold(r);
+            return;
+        }
+        let (exchange, key) = self.way_back(r);
+        if let Err(e) = self
+            .publish_then_settle(r, given_back(r, &exchange, &key))
+            .await
+        {
+            tracing::warn!(error = %e, queue = %key, "Could not give a task back; it returns with the session");
+        }
+    }
+
+    /// The way back to the queue `r` came from: the requeue exchange and
+    /// the queue's key on it.
+    fn way_back(&self, r: &Received) -> (String, String) {
         let key = match r.source {
             Source::Tasks => Topology::requeue_task_key(&r.queue),
             Source::Suspect => Topology::requeue_suspect_key(&r.queue),
         };
-        let exchange = self.topology.requeue();
-        let out = Outgoing {
-            exchange: &exchange,
-            key: &key,
-            body: &r.delivery.data,
-            props: r.delivery.properties.clone(),
-        };
-        if let Err(e) = self.publish_then_settle(r, out).await {
-            tracing::warn!(error = %e, queue = %key, "Could not give a task back; it returns with the session");
+        (self.topology.requeue(), key)
+    }
+
+    /// True when deliveries are held unanswered.
+    pub fn holds_unanswered(&self) -> bool {
+        !self.unanswered().0.is_empty()
+    }
+
+    /// After publishing was lost and every task of the session stopped:
+    /// gives back what is held unanswered through `ch`, a fresh confirmed
+    /// channel: each delivery published again to its queue as it came,
+    /// confirmed, then acked. One whose consuming channel is gone too (it
+    /// cannot be acked any more) or that cannot be published is left to
+    /// return with the session. Returns how many were given back and how
+    /// many left.
+    pub async fn give_back_unanswered(&self, ch: &Channel) -> (usize, usize) {
+        let held = self.unanswered().take();
+        let mut given = 0;
+        for r in &held {
+            if !r.delivery.acker.usable() {
+                continue;
+            }
+            let (exchange, key) = self.way_back(r);
+            match send(ch, given_back(r, &exchange, &key)).await {
+                Ok(()) => {
+                    self.ack(r).await;
+                    given += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, queue = %key, "Could not give a task back; it returns with the session");
+                }
+            }
         }
+        (given, held.len() - given)
     }
 
     /// Sends a task message nothing can be made of to `{ns}.dead`, then
@@ -324,9 +458,23 @@ impl Publisher {
             body: &d.data,
             props,
         };
-        if let Err(e) = self.publish_then_settle(r, out).await {
-            tracing::error!(error = %e, "Dead-lettering failed; requeueing");
+        match self.publish_then_settle(r, out).await {
+            Ok(()) => {}
+            Err(e) if self.is_lost() => {
+                tracing::debug!(error = %e, "Dead-lettering failed: publishing is lost; the message returns to its queue with the session");
+            }
+            Err(e) => tracing::error!(error = %e, "Dead-lettering failed; requeueing"),
         }
+    }
+}
+
+/// `r` published again as it came, to `key` on `exchange`: its queue.
+fn given_back<'a>(r: &'a Received, exchange: &'a str, key: &'a str) -> Outgoing<'a> {
+    Outgoing {
+        exchange,
+        key,
+        body: &r.delivery.data,
+        props: r.delivery.properties.clone(),
     }
 }
 
@@ -348,6 +496,66 @@ mod tests {
             started_at: Some(chrono::Utc::now()),
             finished_at: Some(chrono::Utc::now()),
         }
+    }
+
+    fn received(source: Source, tag: u64, redelivered: bool) -> Received {
+        Received {
+            queue: "default".into(),
+            source,
+            delivery: Delivery::mock(tag, "".into(), "k".into(), redelivered, vec![tag as u8]),
+        }
+    }
+
+    fn keys(held: &[Received]) -> Vec<(Source, u64, Vec<u8>)> {
+        held.iter()
+            .map(|r| (r.source, r.delivery.delivery_tag, r.delivery.data.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn what_is_held_is_what_was_started_and_not_answered_in_delivery_order() {
+        let mut u = Unanswered::default();
+        let (t1, t2, t3) = (
+            received(Source::Tasks, 1, false),
+            received(Source::Tasks, 2, false),
+            received(Source::Tasks, 3, false),
+        );
+        // Tags are per channel: a suspect's 1 is not the task's 1.
+        let s1 = received(Source::Suspect, 1, false);
+        for r in [&t3, &s1, &t1, &t2] {
+            u.hold(r);
+        }
+        u.answered(&t2);
+        // Held again after a failed publish: still once.
+        u.hold(&t3);
+        assert_eq!(
+            keys(&u.take()),
+            vec![
+                (Source::Tasks, 1, vec![1]),
+                (Source::Tasks, 3, vec![3]),
+                (Source::Suspect, 1, vec![1]),
+            ]
+        );
+        assert!(u.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_redelivered_delivery_is_never_held() {
+        let mut u = Unanswered::default();
+        u.hold(&received(Source::Tasks, 1, true));
+        assert!(
+            u.take().is_empty(),
+            "given back, it would lose the mark that makes it a suspect"
+        );
+    }
+
+    #[test]
+    fn a_copy_is_the_delivery_as_it_came() {
+        let mut r = received(Source::Suspect, 7, false);
+        r.delivery.properties = amqp::json_properties().with_priority(3);
+        let c = copy(&r);
+        assert_eq!((c.queue.as_str(), c.source), ("default", Source::Suspect));
+        assert_eq!(c.delivery, r.delivery);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!
 //! A session ends at the first fault: a consumer that ends, or its
 //! publishing channel or connection closed (heard at once from the
-//! connection's events, not at the next publish).
+//! connection's events, not at the next publish). After the latter the
+//! consuming side still works, so what the session held unanswered is given
+//! back through a fresh channel before it closes, rather than left to
+//! return marked `redelivered` as if its tasks had crashed a worker.
 
 use crate::{
     cancel::{self, Cancels},
@@ -26,10 +29,11 @@ use crate::{
 };
 use chrono::Utc;
 use lapin::{
+    Connection,
     options::{BasicConsumeOptions, BasicQosOptions},
     types::{FieldTable, ShortString},
 };
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use warren_shared::{
@@ -37,6 +41,10 @@ use warren_shared::{
     session::{Connections, Reconnect},
     wire::WorkerState,
 };
+
+/// How long a session that lost its publishing channel may take to give
+/// back what it held; what is left returns with the session.
+const GIVE_BACK_WAIT: Duration = Duration::from_secs(5);
 
 /// A worker pool, ready to [`run`](Worker::run).
 #[derive(Debug)]
@@ -289,20 +297,27 @@ impl Worker {
             }
             reason = executor.publisher.lost() => Err(WorkerError::PublishLost { reason }),
         };
+        let publish_lost = matches!(outcome, Err(WorkerError::PublishLost { .. }));
         // No task starts after this. Shutting down, the consumers are
-        // cancelled and give back what they hold unstarted; after a fault
-        // it stays unacked and returns to its queue with the session.
-        if outcome.is_ok() {
+        // cancelled and give back what they hold unstarted (after a lost
+        // publishing side, the publisher holds it, to give back below);
+        // after another fault it stays unacked and returns to its queue
+        // with the session.
+        if outcome.is_ok() || publish_lost {
             graceful.cancel();
         }
         stop.cancel();
         while forwards.join_next().await.is_some() {}
         tracker.close();
         if outcome.is_err() {
-            // The session is gone: no result of a running task can be acked
-            // on it, and the broker is redelivering those tasks already.
+            // The session is failing: running tasks stop at once. Their
+            // results could not be published (after a lost publishing side)
+            // or acked (after a lost consuming one).
             executor.abandon.cancel();
             tracker.wait().await;
+            if publish_lost {
+                give_back_held(publish_conn, &executor.publisher).await;
+            }
         } else {
             self.drain(&tracker, &executor.abandon).await;
             // The last heartbeat: the registry shows it stopping, not lost.
@@ -335,6 +350,42 @@ impl Worker {
             );
             abandon.cancel();
             tracker.wait().await;
+        }
+    }
+}
+
+/// After the session lost its publishing channel, with every task stopped:
+/// gives back what it held unanswered (running tasks, results that could
+/// not be published, deliveries the consumers held unstarted) through a
+/// fresh channel of the publishing connection, within [`GIVE_BACK_WAIT`].
+/// Their tasks run again, as ordinary tasks rather than suspects: none of
+/// them crashed a worker. When no channel can be opened (the connection is
+/// gone too) they return with the session, marked `redelivered`, as after
+/// any lost connection.
+async fn give_back_held(publish_conn: &Connection, publisher: &Publisher) {
+    if !publisher.holds_unanswered() {
+        return;
+    }
+    let give_back = async {
+        let ch = amqp::confirm_channel(publish_conn).await?;
+        let counts = publisher.give_back_unanswered(&ch).await;
+        let _ = ch.close(200, "given back".into()).await;
+        Ok::<_, warren_shared::Error>(counts)
+    };
+    match tokio::time::timeout(GIVE_BACK_WAIT, give_back).await {
+        Ok(Ok((0, 0))) => {}
+        Ok(Ok((given, left))) => {
+            tracing::info!(
+                given,
+                left,
+                "Tasks held when publishing was lost given back to their queues"
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "No channel to give tasks back on; they return with the session");
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?GIVE_BACK_WAIT, "Giving tasks back took too long; the rest return with the session");
         }
     }
 }
