@@ -33,10 +33,13 @@ impl Connections {
     }
 
     /// Closes both (consuming first: its unacked deliveries return to their
-    /// queues).
+    /// queues), each unless it is closed already.
     pub async fn close(&self, reason: &str) {
-        amqp::close(&self.consume, reason).await;
-        amqp::close(&self.publish, reason).await;
+        for conn in [&self.consume, &self.publish] {
+            if conn.status().connected() {
+                amqp::close(conn, reason).await;
+            }
+        }
     }
 }
 

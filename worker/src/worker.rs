@@ -126,6 +126,8 @@ impl Worker {
         let outcome = self.consume(shutdown, &conns, connected, failures).await;
         // Closing the consuming connection requeues any unacked delivery
         // (prefetched ones that were never started, abandoned ones).
+        // `consume` closes both itself once its session ran; this is for a
+        // session that failed while starting.
         conns.close("worker stopping").await;
         outcome
     }
@@ -325,10 +327,16 @@ impl Worker {
             last.state = WorkerState::Stopping;
             heartbeat::publish(&publish, &topology, &last).await;
         }
-        // Every task is done: let the settler send the acks it still holds
-        // (and close the publishing channel, as nothing publishes now).
-        drop((executor, publish));
+        // Every task is done: let the settler send the acks it still holds.
+        drop(executor);
         let _ = settled.await;
+        // Closed while this session's channels are still held. A channel
+        // handle dropped first makes lapin close that channel on its own,
+        // racing the connection's close, which then fails: the socket is
+        // dropped without a close handshake, and acks just sent (a given
+        // back task's) can be lost, the task then coming back twice.
+        conns.close("worker stopping").await;
+        drop(publish);
         outcome
     }
 
