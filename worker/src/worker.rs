@@ -46,6 +46,13 @@ use warren_shared::{
 /// back what it held; what is left returns with the session.
 const GIVE_BACK_WAIT: Duration = Duration::from_secs(5);
 
+/// A session that fails sooner than this after it began is one more failed
+/// attempt, not a recovery: the backoff goes on growing and the failure is
+/// logged at debug. Otherwise a cause that outlives a new session (an
+/// exchange deleted, which closes the publishing channel at the first
+/// heartbeat) would start sessions ten times a second, each with a warning.
+const STABLE_SESSION: Duration = Duration::from_secs(1);
+
 /// A worker pool, ready to [`run`](Worker::run).
 #[derive(Debug)]
 pub struct Worker {
@@ -92,6 +99,7 @@ impl Worker {
         let mut reconnect = Reconnect::new(cfg.worker_id.clone());
         loop {
             let mut connected = false;
+            let began = tokio::time::Instant::now();
             let error = match self
                 .session(&shutdown, &mut connected, reconnect.failures())
                 .await
@@ -103,7 +111,8 @@ impl Worker {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            if !reconnect.wait(&error, connected, &shutdown).await {
+            let recovered = connected && began.elapsed() >= STABLE_SESSION;
+            if !reconnect.wait(&error, recovered, &shutdown).await {
                 tracing::info!(worker = %cfg.worker_id, "Worker stopped");
                 return Ok(());
             }
