@@ -18,6 +18,7 @@ mod limits;
 mod peers;
 mod pg_tls;
 mod polyglot;
+mod publish_channel;
 mod quorum;
 mod rabbitmq43;
 mod roles;
