@@ -72,6 +72,9 @@ pub(crate) async fn poll(p: Poller) {
                     source: Source::Suspect,
                     delivery,
                 };
+                // Held a copy of, like a consumer's deliveries, so that a
+                // lost publishing side gives it back as it came.
+                p.executor.publisher.started(&received);
                 let run = p
                     .tracker
                     .spawn(execute::execute(p.executor.clone(), received));
