@@ -76,6 +76,7 @@ impl Metrics {
             ("results_committed", Metrics::get(&e.results_committed)),
             ("results_ignored", Metrics::get(&e.results_ignored)),
             ("results_forged", Metrics::get(&e.results_forged)),
+            ("deadlines_passed", Metrics::get(&e.deadlines_passed)),
             ("dead_lettered", Metrics::get(&e.dead_lettered)),
             ("inputs_too_large", Metrics::get(&e.inputs_too_large)),
             ("reports_elided", Metrics::get(&e.reports_elided)),

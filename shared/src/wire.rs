@@ -67,6 +67,16 @@ pub struct WorkflowRequest {
     /// Most of this workflow's tasks running at once; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// RFC 3339 instant after which the request is no longer wanted: taken
+    /// later (it waited in the broker), it is rejected with code `expired`
+    /// rather than run late. Read as text so that a malformed one is a
+    /// validation error of its own (`invalid_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Longest the workflow may run, from its start (ms): past it, it ends
+    /// `failed` with reason `deadline`, its running tasks told to stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
     /// The DAG.
     pub tasks: Vec<TaskSpec>,
 }

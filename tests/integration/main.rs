@@ -5,6 +5,7 @@ mod bombs;
 mod browser;
 mod cli;
 mod control;
+mod deadlines;
 mod dispatch;
 mod faults;
 mod flows;

@@ -36,6 +36,8 @@ pub struct Counters {
     pub results_ignored: AtomicU64,
     /// Results refused for not carrying their attempt's token.
     pub results_forged: AtomicU64,
+    /// Workflows ended `failed` by their `deadline_ms`.
+    pub deadlines_passed: AtomicU64,
     /// Messages dead-lettered.
     pub dead_lettered: AtomicU64,
     /// Tasks failed because their resolved input passed the limit.

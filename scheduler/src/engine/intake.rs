@@ -143,6 +143,7 @@ impl Engine {
         let roots: Vec<u32> = (0..wf.tasks.len() as u32)
             .filter(|&i| wf.waiting[i as usize] == 0)
             .collect();
+        self.arm_deadline(&wf);
         self.workflows.insert(id.clone(), wf);
         for i in roots {
             self.make_ready(&id, i);
@@ -229,6 +230,7 @@ impl Engine {
         } else {
             Vec::new()
         };
+        self.arm_deadline(&wf);
         self.workflows.insert(wf_id.clone(), wf);
         for i in ready {
             self.make_ready(&wf_id, i);

@@ -194,6 +194,9 @@ pub struct Engine {
     dispatch_cut: bool,
     /// Signs each task message's token and verifies each result's.
     attempt_key: AttemptKey,
+    /// Workflows with a `deadline_ms`, by when it passes (ms since the
+    /// epoch); ended ones are dropped when they come up.
+    deadlines: BinaryHeap<Reverse<(i64, Arc<str>)>>,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
@@ -272,6 +275,7 @@ impl Engine {
             batch_bytes: 0,
             dispatch_cut: false,
             attempt_key: config.attempt_key,
+            deadlines: BinaryHeap::new(),
         }
     }
 
@@ -447,13 +451,23 @@ impl Engine {
         self.emit_event(&wf.id, status, body);
     }
 
-    /// When the next retry or lease is due (ms since the epoch).
+    /// When the next retry, lease or deadline is due (ms since the epoch).
     pub fn next_due_ms(&self) -> Option<i64> {
         let retry = self.retries.peek().map(|Reverse((due, ..))| *due);
         let lease = self.leases.peek().map(|Reverse((due, ..))| *due);
-        match (retry, lease) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let deadline = self.deadlines.peek().map(|Reverse((due, _))| *due);
+        [retry, lease, deadline].into_iter().flatten().min()
+    }
+
+    /// Arms the deadline of a workflow just accepted or restored: it
+    /// passes `deadline_ms` after the workflow's start.
+    fn arm_deadline(&mut self, wf: &Workflow) {
+        if let Some(ms) = wf.deadline_ms {
+            let due = wf
+                .created_at
+                .timestamp_millis()
+                .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
+            self.deadlines.push(Reverse((due, wf.id.clone())));
         }
     }
 

@@ -142,7 +142,45 @@ impl Engine {
     /// ignored). Returns the final report, or `None` when the workflow is
     /// not running here.
     pub fn cancel(&mut self, id: &str, now: DateTime<Utc>) -> Option<WorkflowReport> {
-        let wf = self.workflows.get_mut(id)?;
+        let id = self.workflows.get(id)?.id.clone();
+        self.stop_unfinished(&id, now);
+        self.workflows
+            .get_mut(&id)
+            .expect("present above")
+            .cancelled = true;
+        let report =
+            self.workflows[&id].report(WorkflowStatus::Cancelled, Some(now), self.report_bounds());
+        self.maybe_finish(&id, now);
+        Some(report)
+    }
+
+    /// Ends a running workflow whose `deadline_ms` has passed: as a
+    /// cancel (its unfinished tasks `cancelled`, the running ones told to
+    /// stop), but it ends `failed`, its report saying why (`error`, and an
+    /// entry with code `deadline` in `errors`).
+    fn pass_deadline(&mut self, id: &Arc<str>, now: DateTime<Utc>) {
+        let Some(wf) = self.workflows.get(id) else {
+            return;
+        };
+        let ms = wf.deadline_ms.unwrap_or(0);
+        tracing::info!(workflow = %id, deadline_ms = ms, "Workflow past its deadline");
+        Counters::add(&self.counters.deadlines_passed, 1);
+        self.stop_unfinished(id, now);
+        let wf = self.workflows.get_mut(id).expect("present above");
+        wf.deadline_passed = true;
+        wf.failure = Some(format!(
+            "deadline: not finished within deadline_ms ({ms} ms) of its start"
+        ));
+        self.maybe_finish(id, now);
+    }
+
+    /// Every task of `id` not yet final becomes `cancelled`; workers are
+    /// told on `{ns}.control` to stop the running ones, whose dispatch
+    /// slots are freed. Queued ready items, retries and leases of these
+    /// tasks find them no longer ready, retrying or running, and are
+    /// dropped.
+    fn stop_unfinished(&mut self, id: &Arc<str>, now: DateTime<Utc>) {
+        let wf = self.workflows.get_mut(id).expect("caller checked");
         let id = wf.id.clone();
         let mut stopped = 0;
         for j in 0..wf.tasks.len() {
@@ -171,22 +209,24 @@ impl Engine {
         }
         debug_assert_eq!(wf.running, 0, "every running task was counted");
         wf.unfinished = 0;
-        wf.cancelled = true;
-        // Queued ready items, retries and leases of these tasks find them
-        // no longer ready, retrying or running, and are dropped.
         if stopped > 0 {
             self.emit_cancel_notice(&id);
         }
-        let report =
-            self.workflows[&id].report(WorkflowStatus::Cancelled, Some(now), self.report_bounds());
-        self.maybe_finish(&id, now);
-        Some(report)
     }
 
-    /// Makes every retry due by `now_ms` ready again, and fails every
-    /// attempt whose lease has ended without a result.
+    /// Makes every retry due by `now_ms` ready again, fails every attempt
+    /// whose lease has ended without a result, and ends every workflow
+    /// past its deadline.
     pub fn fire_due(&mut self, now_ms: i64) {
         self.expire_leases(now_ms);
+        let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        while let Some(Reverse((due, _))) = self.deadlines.peek() {
+            if *due > now_ms {
+                break;
+            }
+            let Reverse((_, id)) = self.deadlines.pop().expect("peeked");
+            self.pass_deadline(&id, now);
+        }
         while let Some(Reverse((due, ..))) = self.retries.peek() {
             if *due > now_ms {
                 break;

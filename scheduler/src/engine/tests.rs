@@ -157,6 +157,65 @@ fn a_result_without_its_attempts_token_changes_nothing() {
 }
 
 #[test]
+fn a_workflow_past_its_deadline_ends_failed_and_its_running_tasks_are_stopped() {
+    let mut e = engine(10);
+    submit(
+        &mut e,
+        json!({"id": "late", "deadline_ms": 1000, "tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "depends_on": ["a"]}
+        ]}),
+    );
+    let a = dispatched(&mut e);
+    assert_eq!(a.len(), 1);
+    let due = e.next_due_ms().expect("the deadline is a timer");
+    e.fire_due(due - 1);
+    assert!(e.is_active("late"), "not before its deadline");
+    e.fire_due(due);
+    assert!(!e.is_active("late"));
+    let (_, out) = e.take_batch();
+    assert!(
+        out.iter().any(|(_, m)| m.kind == OutKind::Control),
+        "the running task's worker is told to stop"
+    );
+    let report = final_report_in(&out);
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(report.errors[0].code, "deadline");
+    assert!(
+        report.error.as_deref().unwrap().starts_with("deadline"),
+        "{report:?}"
+    );
+    use TaskState::Cancelled;
+    assert_eq!(report.tasks["a"].state, Cancelled);
+    assert_eq!(report.tasks["b"].state, Cancelled);
+    assert_eq!(Counters::get(&e.counters.deadlines_passed), 1);
+    // Its result, arriving after, changes nothing.
+    e.on_result(result(&a[0], true, false, json!(1)), Utc::now())
+        .expect("the attempt's token");
+    assert_eq!(Counters::get(&e.counters.results_ignored), 1);
+    assert_eq!(e.next_due_ms(), None, "nothing left to wake for");
+}
+
+#[test]
+fn a_workflow_that_ends_in_time_is_not_touched_by_its_deadline() {
+    let mut e = engine(10);
+    submit(
+        &mut e,
+        json!({"id": "quick", "deadline_ms": 1000, "tasks": [{"id": "a", "type": "echo"}]}),
+    );
+    let a = dispatched(&mut e);
+    let due = e.next_due_ms().unwrap();
+    e.on_result(result(&a[0], true, false, json!(1)), Utc::now())
+        .expect("the attempt's token");
+    assert_eq!(final_report(&mut e).status, WorkflowStatus::Succeeded);
+    e.fire_due(due);
+    assert_eq!(Counters::get(&e.counters.deadlines_passed), 0);
+    let (ops, out) = e.take_batch();
+    assert!(ops.is_empty() && out.is_empty(), "nothing more happens");
+}
+
+#[test]
 fn cancel_stops_every_unfinished_task_and_frees_the_window() {
     let counters = Arc::new(Counters::default());
     let mut e = Engine::new(config(2), counters.clone());

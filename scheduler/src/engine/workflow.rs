@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
 };
 use warren_shared::wire::{
-    TaskError, TaskReport, TaskSpec, TaskState, WorkflowReport, WorkflowStatus,
+    Rejection, TaskError, TaskReport, TaskSpec, TaskState, WorkflowReport, WorkflowStatus,
 };
 
 /// A task's state in memory (its durable form is a [`TaskRow`]).
@@ -133,6 +133,10 @@ pub(super) struct Workflow {
     pub(super) failure: Option<String>,
     /// Set by a cancel request.
     pub(super) cancelled: bool,
+    /// Longest it may run from its start (`deadline_ms`).
+    pub(super) deadline_ms: Option<u64>,
+    /// Set when it ended at its deadline: the report says so (`deadline`).
+    pub(super) deadline_passed: bool,
     /// In `Engine::progress_dirty`: marks it once per interval, not once
     /// per task (no hashing of the id on every result).
     pub(super) progress_marked: bool,
@@ -161,7 +165,15 @@ impl Workflow {
             status,
             tasks: BTreeMap::new(),
             tasks_elided: 0,
-            errors: Vec::new(),
+            errors: if self.deadline_passed {
+                vec![Rejection {
+                    code: "deadline".into(),
+                    message: self.failure.clone().unwrap_or_default(),
+                    task: None,
+                }]
+            } else {
+                Vec::new()
+            },
             error: self.failure.clone(),
             created_at: Some(self.created_at),
             finished_at,
@@ -335,6 +347,8 @@ pub(super) fn build(
         unfinished: n as u32,
         failure: None,
         cancelled: false,
+        deadline_ms: v.deadline_ms,
+        deadline_passed: false,
         progress_marked: false,
         replies,
         held_bytes: 0,

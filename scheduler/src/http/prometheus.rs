@@ -119,6 +119,11 @@ pub fn render(m: &Metrics) -> String {
             "Results refused without their attempt's token (dead-lettered).",
         ),
         (
+            "warren_deadlines_passed_total",
+            &m.engine.deadlines_passed,
+            "Workflows ended failed by their deadline_ms.",
+        ),
+        (
             "warren_batches_committed_total",
             &m.batches_committed,
             "Store transactions.",

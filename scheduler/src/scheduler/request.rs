@@ -354,9 +354,11 @@ fn apply_submit(
         }
         return;
     }
-    let verdict = verdict.and_then(|v| match engine.queue_bound_rejection(&v) {
-        Some(rejected) => Err(rejected),
-        None => Ok(v),
+    let verdict = verdict.and_then(|v| expired(v, now)).and_then(|v| {
+        match engine.queue_bound_rejection(&v) {
+            Some(rejected) => Err(rejected),
+            None => Ok(v),
+        }
     });
     match verdict {
         Ok(v) => {
@@ -380,6 +382,30 @@ fn apply_submit(
             );
             engine.reject(r, reply, now);
         }
+    }
+}
+
+/// A request taken after its `expires_at` (it waited in the broker, or
+/// for room in the memory budget) is rejected `expired`, not run late.
+fn expired(
+    v: validate::ValidWorkflow,
+    now: chrono::DateTime<Utc>,
+) -> Result<validate::ValidWorkflow, Rejected> {
+    match v.expires_at {
+        Some(at) if at <= now => Err(Rejected {
+            errors: vec![warren_shared::wire::Rejection {
+                code: "expired".into(),
+                message: format!(
+                    "expires_at {} passed before the request was taken ({}): not run late",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+                task: None,
+            }],
+            id: v.id,
+            name: v.name,
+        }),
+        _ => Ok(v),
     }
 }
 

@@ -6,6 +6,7 @@
 //! ranges, limits) is checked in full and reported together.
 
 use crate::template::{self, Source};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -54,6 +55,10 @@ pub struct ValidWorkflow {
     pub input: Value,
     /// Most tasks running at once (`u32::MAX` when unlimited).
     pub max_concurrency: u32,
+    /// After this the request is no longer wanted (`expired` if taken later).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Longest the workflow may run from its start, in ms.
+    pub deadline_ms: Option<u64>,
     pub tasks: Vec<TaskSpec>,
     /// For each task, the indexes of the tasks it depends on.
     pub deps: Vec<Vec<u32>>,
@@ -269,6 +274,27 @@ fn check(
             "priority_out_of_range",
             None,
             format!("priority {} is out of range 0..=9", request.priority),
+        ));
+    }
+    let expires_at = match request.expires_at.as_deref().map(parse_time) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(message)) => {
+            errors.push(problem(
+                "invalid_time",
+                None,
+                format!("expires_at: {message}"),
+            ));
+            None
+        }
+    };
+    if let Some(ms) = request.deadline_ms
+        && !(1..=MAX_DEADLINE_MS).contains(&ms)
+    {
+        errors.push(problem(
+            "invalid_deadline",
+            None,
+            format!("deadline_ms {ms} is out of range 1..={MAX_DEADLINE_MS} (366 days)"),
         ));
     }
     if request.max_concurrency == Some(0) {
@@ -541,10 +567,29 @@ fn check(
         priority: request.priority as u8,
         input: request.input,
         max_concurrency: request.max_concurrency.unwrap_or(u32::MAX),
+        expires_at,
+        deadline_ms: request.deadline_ms,
         tasks: request.tasks,
         deps,
         templated,
     })
+}
+
+/// Longest `deadline_ms` (and, later, delay) accepted: 366 days.
+pub const MAX_DEADLINE_MS: u64 = 366 * 24 * 3600 * 1000;
+
+/// An RFC 3339 instant (`2026-12-03T10:00:00Z`, any offset), at most 64
+/// characters; the message says what is wrong, echoing at most 64.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if s.len() > 64 {
+        return Err(format!(
+            "`{}…` is longer than any RFC 3339 time",
+            shortened(s, 64)
+        ));
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}), e.g. 2026-12-03T10:00:00Z"))
 }
 
 /// Most steps (tasks and edges visited) spent checking that templates name

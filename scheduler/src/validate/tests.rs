@@ -274,3 +274,36 @@ fn limits_and_syntax() {
         "a rejection keeps the producer's id when it can be read"
     );
 }
+
+#[test]
+fn times_and_deadlines_are_checked() {
+    let task = json!([{"id": "a", "type": "echo"}]);
+    check(
+        json!({"expires_at": "tomorrow", "tasks": task}),
+        &[(
+            "invalid_time",
+            "expires_at: `tomorrow` is not an RFC 3339 time",
+        )],
+    );
+    check(
+        json!({"expires_at": "x".repeat(1_000), "tasks": task}),
+        &[("invalid_time", "longer than any RFC 3339 time")],
+    );
+    check(
+        json!({"deadline_ms": 0, "tasks": task}),
+        &[("invalid_deadline", "out of range 1..=")],
+    );
+    check(
+        json!({"deadline_ms": 367u64 * 24 * 3600 * 1000, "tasks": task}),
+        &[("invalid_deadline", "366 days")],
+    );
+    let v =
+        run(json!({"expires_at": "2026-12-03T10:00:00+01:00", "deadline_ms": 5000, "tasks": task}))
+            .unwrap();
+    assert_eq!(
+        v.expires_at.unwrap().to_rfc3339(),
+        "2026-12-03T09:00:00+00:00",
+        "any offset, kept in UTC"
+    );
+    assert_eq!(v.deadline_ms, Some(5000));
+}
