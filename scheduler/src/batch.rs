@@ -98,7 +98,9 @@ pub struct TaskRow {
 /// One change inside a batch transaction.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// A new workflow: accepted (`definition` set) or rejected (`report` set).
+    /// A new workflow: accepted (`definition` set; `scheduled` ones with
+    /// their report too, saying when they start) or rejected (`report`
+    /// only).
     InsertWorkflow {
         id: Arc<str>,
         seq: u64,
@@ -108,6 +110,12 @@ pub enum Op {
         definition: Option<Arc<[u8]>>,
         report: Option<String>,
         created_at: DateTime<Utc>,
+    },
+    /// A scheduled workflow starts: `running` from now (`created_at`
+    /// becomes its start), its report cleared.
+    StartWorkflow {
+        id: Arc<str>,
+        started_at: DateTime<Utc>,
     },
     /// A workflow reached a final state.
     FinishWorkflow {
@@ -148,10 +156,22 @@ pub struct RunningWorkflow {
     pub replies: Vec<(String, Option<String>)>,
 }
 
+/// A workflow that was waiting for its start (`scheduled`).
+#[derive(Debug, Clone)]
+pub struct ScheduledWorkflow {
+    pub id: String,
+    pub name: Option<String>,
+    /// When it starts (ms since the epoch).
+    pub due_ms: i64,
+    pub replies: Vec<(String, Option<String>)>,
+}
+
 /// Everything the scheduler needs to resume.
 #[derive(Debug)]
 pub struct Recovered {
     pub running: Vec<RunningWorkflow>,
+    /// Workflows waiting for their start.
+    pub scheduled: Vec<ScheduledWorkflow>,
     pub outbox: Vec<(u64, Arc<OutMsg>)>,
     pub next_outbox_seq: u64,
     pub next_workflow_seq: u64,
@@ -168,6 +188,7 @@ impl Recovered {
     pub fn new(attempt_key: AttemptKey) -> Recovered {
         Recovered {
             running: Vec::new(),
+            scheduled: Vec::new(),
             outbox: Vec::new(),
             next_outbox_seq: 0,
             next_workflow_seq: 0,

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub messages_published: AtomicU64,
     /// Gauge: workflows running now.
     pub workflows_running: AtomicU64,
+    /// Gauge: workflows waiting for their start (`scheduled`).
+    pub workflows_scheduled: AtomicU64,
     /// Results over `max_result_bytes`, dead-lettered unread.
     pub results_too_large: AtomicU64,
     /// Requests refused for a `reply_to` the scheduler must not write to.

@@ -73,6 +73,15 @@ pub struct WorkflowRequest {
     /// validation error of its own (`invalid_time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// RFC 3339 instant before which the workflow does not start: it is
+    /// accepted and stored at once (`scheduled`) and started when due; a
+    /// time already past starts it at once. Not with `delay_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// Start this long after the scheduler accepts the request (ms); as
+    /// `not_before`, relative. Not with `not_before`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
     /// Longest the workflow may run, from its start (ms): past it, it ends
     /// `failed` with reason `deadline`, its running tasks told to stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,6 +409,9 @@ pub struct TaskResult {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WorkflowStatus {
+    /// Accepted with a start time ahead (`not_before`, `delay_ms`): kept
+    /// in the store, started when due; the report's `not_before` says when.
+    Scheduled,
     /// Accepted; tasks are being dispatched.
     Running,
     /// Every task succeeded.
@@ -417,12 +429,13 @@ pub enum WorkflowStatus {
 impl WorkflowStatus {
     /// True once nothing about the workflow will change any more.
     pub fn is_final(self) -> bool {
-        !matches!(self, WorkflowStatus::Running)
+        !matches!(self, WorkflowStatus::Running | WorkflowStatus::Scheduled)
     }
 
     /// The word used on the wire and in event routing keys.
     pub fn as_str(self) -> &'static str {
         match self {
+            WorkflowStatus::Scheduled => "scheduled",
             WorkflowStatus::Running => "running",
             WorkflowStatus::Succeeded => "succeeded",
             WorkflowStatus::Failed => "failed",
@@ -435,6 +448,7 @@ impl WorkflowStatus {
     /// The status a word of [`WorkflowStatus::as_str`] names.
     pub fn parse(s: &str) -> Option<WorkflowStatus> {
         Some(match s {
+            "scheduled" => WorkflowStatus::Scheduled,
             "running" => WorkflowStatus::Running,
             "succeeded" => WorkflowStatus::Succeeded,
             "failed" => WorkflowStatus::Failed,
@@ -582,7 +596,11 @@ pub struct WorkflowReport {
     /// For `failed`: which task failed and why, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// When the scheduler received it.
+    /// For `scheduled`: when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// When the scheduler received it (a delayed workflow: when it
+    /// started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
     /// When it ended; absent while it runs.
@@ -641,6 +659,7 @@ impl WorkflowReport {
             tasks_elided: 0,
             errors: Vec::new(),
             error: None,
+            not_before: None,
             created_at: None,
             finished_at: None,
         }

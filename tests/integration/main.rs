@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod control;
 mod deadlines;
+mod delays;
 mod dispatch;
 mod faults;
 mod flows;

@@ -36,6 +36,10 @@ pub struct Counters {
     pub results_ignored: AtomicU64,
     /// Results refused for not carrying their attempt's token.
     pub results_forged: AtomicU64,
+    /// Workflows accepted with a start ahead (`scheduled`).
+    pub workflows_scheduled: AtomicU64,
+    /// Scheduled workflows started when due.
+    pub workflows_started: AtomicU64,
     /// Workflows ended `failed` by their `deadline_ms`.
     pub deadlines_passed: AtomicU64,
     /// Messages dead-lettered.

@@ -7,11 +7,12 @@
 use super::{
     Counters, Engine,
     emit::to_json,
+    scheduled::scheduled_report,
     workflow::{TaskRt, build, restored},
 };
 use crate::{
     batch::{Op, ReplyTo, RunningWorkflow, Unreadable},
-    validate::{self, Limits, Rejected, ValidWorkflow},
+    validate::{self, Rejected, ValidWorkflow},
 };
 use chrono::{DateTime, Utc};
 use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
@@ -27,6 +28,9 @@ impl Engine {
     /// `reply_to` too.
     pub fn add_waiter(&mut self, id: &str, reply: ReplyTo) {
         Counters::add(&self.counters.workflows_duplicate, 1);
+        if self.add_scheduled_waiter(id, reply.clone()) {
+            return;
+        }
         if let Some(w) = self.workflows.get_mut(id) {
             if w.replies.contains(&reply) {
                 return; // the same request redelivered
@@ -70,6 +74,7 @@ impl Engine {
             tasks_elided: 0,
             errors: r.errors,
             error: None,
+            not_before: None,
             created_at: Some(now),
             finished_at: Some(now),
         };
@@ -92,7 +97,9 @@ impl Engine {
         self.emit_event(&r.id, WorkflowStatus::Rejected, body);
     }
 
-    /// Accepts a validated workflow: records it and makes its roots ready.
+    /// Accepts a validated workflow: records it and makes its roots ready,
+    /// or, with a start time ahead, records it `scheduled`
+    /// (`scheduled.rs`).
     pub fn accept(
         &mut self,
         v: ValidWorkflow,
@@ -104,14 +111,24 @@ impl Engine {
         let seq = self.next_workflow_seq;
         self.next_workflow_seq += 1;
         let id: Arc<str> = Arc::from(v.id.as_str());
+        let due = v.start.map(|s| s.due(now)).filter(|due| *due > now);
+        let status = if due.is_some() {
+            WorkflowStatus::Scheduled
+        } else {
+            WorkflowStatus::Running
+        };
+        let report = due.map(|due| {
+            let r = scheduled_report(&id, v.name.clone(), due);
+            String::from_utf8_lossy(&to_json(&r)).into_owned()
+        });
         self.ops.push(Op::InsertWorkflow {
             id: id.clone(),
             seq,
             name: v.name.clone(),
             priority: v.priority,
-            status: WorkflowStatus::Running,
+            status,
             definition: Some(definition.clone()),
-            report: None,
+            report,
             created_at: now,
         });
         let mut replies = Vec::new();
@@ -123,6 +140,22 @@ impl Engine {
             });
             replies.push(to);
         }
+        match due {
+            Some(due) => self.schedule(id, v.name, due, replies),
+            None => self.begin(v, &definition, replies, now),
+        }
+    }
+
+    /// Starts an accepted workflow: builds it, announces it and makes its
+    /// roots ready (what the store needs is already in the batch).
+    pub(super) fn begin(
+        &mut self,
+        v: ValidWorkflow,
+        definition: &[u8],
+        replies: Vec<ReplyTo>,
+        now: DateTime<Utc>,
+    ) {
+        let id: Arc<str> = Arc::from(v.id.as_str());
         let mut wf = build(id.clone(), v, now, replies, |_| TaskRt::pending());
         wf.held_bytes = definition.len();
         self.hold(&wf);
@@ -136,6 +169,7 @@ impl Engine {
             tasks_elided: 0,
             errors: Vec::new(),
             error: None,
+            not_before: None,
             created_at: Some(now),
             finished_at: None,
         };
@@ -152,21 +186,12 @@ impl Engine {
 
     /// Rebuilds a workflow that was running when the scheduler stopped.
     pub fn restore(&mut self, r: RunningWorkflow) -> Result<(), Unreadable> {
-        let unlimited = Limits {
-            max_body_bytes: usize::MAX,
-            max_tasks: usize::MAX,
-            max_input_depth: usize::MAX,
-            max_reported_errors: validate::MAX_REPORTED_ERRORS,
-        };
-        let id = r.id.clone();
-        let v = validate::validate(&r.definition, Some(&r.id), &unlimited, || id.clone()).map_err(
-            |rej| {
-                Unreadable(format!(
-                    "stored definition of workflow {} no longer validates: {:?}",
-                    r.id, rej.errors
-                ))
-            },
-        )?;
+        let v = validate::validate_stored(&r.definition, &r.id).map_err(|rej| {
+            Unreadable(format!(
+                "stored definition of workflow {} no longer validates: {:?}",
+                r.id, rej.errors
+            ))
+        })?;
         let replies = r
             .replies
             .into_iter()

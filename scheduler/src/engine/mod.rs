@@ -40,6 +40,7 @@ mod intake;
 mod limits;
 mod outcome;
 mod queue;
+mod scheduled;
 #[cfg(test)]
 mod tests;
 mod workflow;
@@ -197,6 +198,11 @@ pub struct Engine {
     /// Workflows with a `deadline_ms`, by when it passes (ms since the
     /// epoch); ended ones are dropped when they come up.
     deadlines: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+    /// Workflows waiting for their start, by id (`scheduled.rs`).
+    scheduled: HashMap<Arc<str>, scheduled::Scheduled>,
+    /// Their starts, earliest first; cancelled ones are dropped when they
+    /// come up.
+    starts: BinaryHeap<Reverse<(i64, Arc<str>)>>,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
@@ -276,6 +282,8 @@ impl Engine {
             dispatch_cut: false,
             attempt_key: config.attempt_key,
             deadlines: BinaryHeap::new(),
+            scheduled: HashMap::new(),
+            starts: BinaryHeap::new(),
         }
     }
 
@@ -451,12 +459,16 @@ impl Engine {
         self.emit_event(&wf.id, status, body);
     }
 
-    /// When the next retry, lease or deadline is due (ms since the epoch).
+    /// When the next retry, lease, deadline or delayed start is due (ms
+    /// since the epoch).
     pub fn next_due_ms(&self) -> Option<i64> {
         let retry = self.retries.peek().map(|Reverse((due, ..))| *due);
         let lease = self.leases.peek().map(|Reverse((due, ..))| *due);
         let deadline = self.deadlines.peek().map(|Reverse((due, _))| *due);
-        [retry, lease, deadline].into_iter().flatten().min()
+        [retry, lease, deadline, self.next_start_ms()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Arms the deadline of a workflow just accepted or restored: it

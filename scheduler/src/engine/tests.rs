@@ -693,3 +693,77 @@ fn an_expired_lease_fails_the_attempt_and_a_late_result_is_ignored() {
     assert_eq!(report.tasks["a"].output, Some(json!("ok")));
     assert_eq!(report.tasks["a"].attempts, 2);
 }
+
+#[test]
+fn a_delayed_workflow_is_stored_scheduled_and_starts_when_due() {
+    let mut e = engine(10);
+    let body = json!({"id": "later", "delay_ms": 60_000, "tasks": [{"id": "a", "type": "echo"}]});
+    let bytes = body.to_string().into_bytes();
+    let v = validate::validate(&bytes, None, &Limits::default(), || "gen".into()).unwrap();
+    let accepted = Utc::now();
+    e.accept(v, Arc::from(bytes.clone()), None, accepted);
+    let (ops, out) = e.take_batch();
+    assert!(
+        ops.iter().any(|op| matches!(op, Op::InsertWorkflow { status: WorkflowStatus::Scheduled, report: Some(r), .. } if r.contains("not_before"))),
+        "stored scheduled, with its due time: {ops:?}"
+    );
+    assert!(
+        out.iter().all(|(_, m)| m.kind != OutKind::Task),
+        "nothing dispatched"
+    );
+    assert!(
+        out.iter()
+            .any(|(_, m)| m.routing_key == "workflow.later.scheduled")
+    );
+    assert!(e.is_scheduled("later") && !e.is_active("later"));
+    let due = accepted.timestamp_millis() + 60_000;
+    assert_eq!(e.next_due_ms(), Some(due));
+    assert_eq!(
+        e.scheduled_status("later")
+            .unwrap()
+            .not_before
+            .unwrap()
+            .timestamp_millis(),
+        due
+    );
+    assert!(e.take_due_starts(due - 1, 10).is_empty(), "not before");
+    let taken = e.take_due_starts(due, 10);
+    assert_eq!(taken.len(), 1);
+    let v = validate::validate_stored(&bytes, "later").unwrap();
+    e.start_scheduled(v, &bytes, Utc::now());
+    let (ops, _) = e.take_batch();
+    assert!(ops.iter().any(|op| matches!(op, Op::StartWorkflow { .. })));
+    assert!(e.is_active("later") && !e.is_scheduled("later"));
+    assert_eq!(dispatched(&mut e).len(), 1);
+    assert_eq!(Counters::get(&e.counters.workflows_started), 1);
+}
+
+#[test]
+fn a_scheduled_workflow_can_be_cancelled_and_then_never_starts() {
+    let mut e = engine(10);
+    submit(
+        &mut e,
+        json!({"id": "never", "not_before": "2999-01-01T00:00:00Z", "tasks": [{"id": "a", "type": "echo"}]}),
+    );
+    assert!(e.is_scheduled("never"));
+    let report = e.cancel_scheduled("never", Utc::now()).unwrap();
+    assert_eq!(report.status, WorkflowStatus::Cancelled);
+    assert!(!e.is_scheduled("never"));
+    let due = e.next_due_ms().unwrap();
+    assert!(
+        e.take_due_starts(due, 10).is_empty(),
+        "its start is dropped"
+    );
+    assert_eq!(e.next_due_ms(), None);
+}
+
+#[test]
+fn a_start_time_already_past_starts_at_once() {
+    let mut e = engine(10);
+    submit(
+        &mut e,
+        json!({"id": "now", "not_before": "2000-01-01T00:00:00Z", "tasks": [{"id": "a", "type": "echo"}]}),
+    );
+    assert!(e.is_active("now"));
+    assert_eq!(dispatched(&mut e).len(), 1);
+}

@@ -175,6 +175,7 @@ impl Workflow {
                 Vec::new()
             },
             error: self.failure.clone(),
+            not_before: None,
             created_at: Some(self.created_at),
             finished_at,
         };

@@ -80,7 +80,7 @@ pub(super) async fn list(
     {
         return error(
             StatusCode::BAD_REQUEST,
-            "status must be running, succeeded, failed, rejected or cancelled",
+            "status must be scheduled, running, succeeded, failed, rejected or cancelled",
         );
     }
     let found = s.store.list_workflows(status, limit, offset).await;

@@ -49,6 +49,17 @@ pub fn render(m: &Metrics) -> String {
     let _ = writeln!(out, "warren_workflows_running {}", g(&m.workflows_running));
     family(
         &mut out,
+        "warren_workflows_scheduled",
+        "gauge",
+        "Workflows accepted with a start ahead, waiting for it.",
+    );
+    let _ = writeln!(
+        out,
+        "warren_workflows_scheduled {}",
+        g(&m.workflows_scheduled)
+    );
+    family(
+        &mut out,
         "warren_tasks_total",
         "counter",
         "Task events: dispatched attempts, final successes and failures, retries, dead letters.",

@@ -338,8 +338,8 @@ fn apply_submit(
         Ok(v) => v.id.clone(),
         Err(r) => r.id.clone(),
     };
-    if engine.is_active(&id) {
-        tracing::debug!(workflow = %id, "Duplicate submission of a running workflow");
+    if engine.is_active(&id) || engine.is_scheduled(&id) {
+        tracing::debug!(workflow = %id, "Duplicate submission of a running or scheduled workflow");
         match reply {
             Some(to) => engine.add_waiter(&id, to),
             None => engine.note_duplicate(),
@@ -354,12 +354,13 @@ fn apply_submit(
         }
         return;
     }
-    let verdict = verdict.and_then(|v| expired(v, now)).and_then(|v| {
-        match engine.queue_bound_rejection(&v) {
+    let verdict = verdict
+        .and_then(|v| expired(v, now))
+        .and_then(|v| too_far(v, now))
+        .and_then(|v| match engine.queue_bound_rejection(&v) {
             Some(rejected) => Err(rejected),
             None => Ok(v),
-        }
-    });
+        });
     match verdict {
         Ok(v) => {
             tracing::info!(workflow = %v.id, tasks = v.tasks.len(), priority = v.priority, "Workflow accepted");
@@ -409,6 +410,30 @@ fn expired(
     }
 }
 
+/// A `not_before` further ahead than `delay_ms` may be (366 days) is
+/// refused, as a `delay_ms` that long is by validation.
+fn too_far(
+    v: validate::ValidWorkflow,
+    now: chrono::DateTime<Utc>,
+) -> Result<validate::ValidWorkflow, Rejected> {
+    let limit = now + chrono::Duration::milliseconds(validate::MAX_DEADLINE_MS as i64);
+    match v.start.map(|s| s.due(now)) {
+        Some(due) if due > limit => Err(Rejected {
+            errors: vec![warren_shared::wire::Rejection {
+                code: "invalid_delay".into(),
+                message: format!(
+                    "not_before {} is more than 366 days ahead",
+                    due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+                task: None,
+            }],
+            id: v.id,
+            name: v.name,
+        }),
+        _ => Ok(v),
+    }
+}
+
 /// `cancel`: a running workflow is cancelled and its report sent; any
 /// other is answered as `status` would be.
 fn apply_cancel(
@@ -418,7 +443,10 @@ fn apply_cancel(
     known: &mut HashMap<String, Known>,
     now: chrono::DateTime<Utc>,
 ) {
-    match engine.cancel(&id, now) {
+    match engine
+        .cancel(&id, now)
+        .or_else(|| engine.cancel_scheduled(&id, now))
+    {
         Some(report) => {
             tracing::info!(workflow = %id, "Workflow cancelled");
             // Later requests in this batch see it as ended.
@@ -440,7 +468,7 @@ fn apply_cancel(
 /// `status`: the running workflow's report, else the stored final one,
 /// else `not_found`.
 fn apply_status(engine: &mut Engine, id: &str, reply: &Reply, known: &HashMap<String, Known>) {
-    if let Some(report) = engine.report(id) {
+    if let Some(report) = engine.report(id).or_else(|| engine.scheduled_status(id)) {
         reply.report(engine, &report);
     } else if let Some(Known {
         report: Some(report),

@@ -224,6 +224,9 @@ impl Scheduler {
             },
             self.metrics.engine.clone(),
         );
+        for wf in recovered.scheduled.drain(..) {
+            engine.restore_scheduled(wf);
+        }
         for wf in recovered.running.drain(..) {
             engine.restore(wf).map_err(StoreError::from)?;
         }
@@ -421,6 +424,9 @@ impl Scheduler {
         self.metrics
             .workflows_running
             .store(engine.active_workflows() as u64, Ordering::Relaxed);
+        self.metrics
+            .workflows_scheduled
+            .store(engine.scheduled_len() as u64, Ordering::Relaxed);
         *self.metrics.in_flight.lock().expect("not poisoned") = engine.in_flight_by_queue();
         *self.metrics.types.lock().expect("not poisoned") = engine.type_usage();
     }

@@ -170,6 +170,7 @@ impl Scheduler {
             .requests_waiting
             .store(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
         engine.fire_due(now.timestamp_millis());
+        start_due(engine, store, now).await?;
         engine.dispatch(now);
         if let Some(parts) = store.partitioned() {
             negotiate_type_places(engine, parts, refused, now).await?;
@@ -375,6 +376,45 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Most delayed workflows started in one step: the rest are due too, and
+/// the loop takes another turn at once (a step stays bounded when
+/// thousands fall due together).
+const MAX_STARTS_PER_STEP: usize = 1_000;
+
+/// Starts the delayed workflows that have fallen due: their definitions
+/// read from the store in one call, each validated again as a restore
+/// would.
+async fn start_due(
+    engine: &mut Engine,
+    store: &Store,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), SchedulerError> {
+    let due = engine.take_due_starts(now.timestamp_millis(), MAX_STARTS_PER_STEP);
+    if due.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = due.iter().map(|id| id.to_string()).collect();
+    let mut found: HashMap<String, Vec<u8>> = store
+        .scheduled_definitions(ids)
+        .await?
+        .into_iter()
+        .collect();
+    for id in due {
+        match found.remove(&*id) {
+            Some(definition) => match crate::validate::validate_stored(&definition, &id) {
+                Ok(v) => engine.start_scheduled(v, &definition, now),
+                Err(r) => engine.fail_scheduled(
+                    &id,
+                    &format!("its stored definition no longer validates: {:?}", r.errors),
+                    now,
+                ),
+            },
+            None => engine.fail_scheduled(&id, "its stored definition is gone", now),
+        }
+    }
+    Ok(())
 }
 
 /// What the store knows of the requests' workflows that the engine does

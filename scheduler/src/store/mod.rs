@@ -270,6 +270,18 @@ impl Store {
         }
     }
 
+    /// The stored definitions of those of `ids` still waiting for their
+    /// start (`scheduled`), as (id, definition).
+    pub async fn scheduled_definitions(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.scheduled_definitions(ids).await,
+            Store::Postgres(p) => p.scheduled_definitions(&ids).await,
+        }
+    }
+
     /// Looks up workflows by id.
     pub async fn lookup(&self, ids: Vec<String>) -> Result<Vec<Option<Known>>, StoreError> {
         match self {

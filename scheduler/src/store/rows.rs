@@ -208,3 +208,28 @@ impl<T: Stamp> SummaryRecord<T> {
         }
     }
 }
+
+/// A workflow waiting for its start, from its row: its due time is the
+/// `not_before` of the report stored with it (the report status requests
+/// answer), so the store keeps no column of its own for it.
+pub(super) fn scheduled_workflow(
+    id: String,
+    name: Option<String>,
+    report: Option<&str>,
+    replies: Vec<(String, Option<String>)>,
+) -> Result<crate::batch::ScheduledWorkflow, StoreError> {
+    let due = report
+        .and_then(|r| serde_json::from_str::<warren_shared::wire::WorkflowReport>(r).ok())
+        .and_then(|r| r.not_before)
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "scheduled workflow {id} has no readable not_before in its report"
+            ))
+        })?;
+    Ok(crate::batch::ScheduledWorkflow {
+        id,
+        name,
+        due_ms: due.timestamp_millis(),
+        replies,
+    })
+}

@@ -7,7 +7,8 @@
 
 use super::StoreError;
 use super::rows::{
-    OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text, headers_text, ts,
+    OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text, headers_text,
+    scheduled_workflow, ts,
 };
 use crate::attempt_key::AttemptKey;
 use crate::batch::{Known, Op, Recovered, TaskRow};
@@ -163,6 +164,15 @@ impl SqliteStore {
         self.call(|db| db.recover()).await?
     }
 
+    /// The stored definitions of those of `ids` still waiting for their
+    /// start.
+    pub async fn scheduled_definitions(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.call(move |db| db.scheduled_definitions(&ids)).await?
+    }
+
     /// Looks up workflows by id.
     pub async fn lookup(&self, ids: Vec<String>) -> Result<Vec<Option<Known>>, StoreError> {
         self.call(move |db| db.lookup(&ids)).await?
@@ -300,7 +310,7 @@ impl Db {
                     report,
                     created_at,
                 } => {
-                    let finished = report.as_ref().map(|_| ts(created_at));
+                    let finished = status.is_final().then(|| ts(created_at));
                     tx.prepare_cached(
                         "INSERT INTO workflows (id, seq, name, priority, status, definition, report, created_at, finished_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -316,6 +326,12 @@ impl Db {
                         ts(created_at),
                         finished
                     ])?;
+                }
+                Op::StartWorkflow { id, started_at } => {
+                    tx.prepare_cached(
+                        "UPDATE workflows SET status = 'running', report = NULL, created_at = ?2 WHERE id = ?1",
+                    )?
+                    .execute(params![&**id, ts(started_at)])?;
                 }
                 Op::FinishWorkflow {
                     id,
@@ -484,6 +500,37 @@ impl Db {
                 .query_map([&wf.id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             out.running.push(wf.decode(tasks, replies)?);
+        }
+        let mut scheduled_stmt = self
+            .conn
+            .prepare("SELECT id, name, report FROM workflows WHERE status = 'scheduled'")?;
+        let scheduled: Vec<(String, Option<String>, Option<String>)> = scheduled_stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, name, report) in scheduled {
+            let replies = reply_stmt
+                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            out.scheduled
+                .push(scheduled_workflow(id, name, report.as_deref(), replies)?);
+        }
+        Ok(out)
+    }
+
+    /// The stored definitions of those of `ids` still waiting for their
+    /// start.
+    fn scheduled_definitions(&self, ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT definition FROM workflows WHERE id = ?1 AND status = 'scheduled'",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(Some(d)) = stmt
+                .query_row([id], |r| r.get::<_, Option<Vec<u8>>>(0))
+                .optional()?
+            {
+                out.push((id.clone(), d));
+            }
         }
         Ok(out)
     }

@@ -59,11 +59,35 @@ pub struct ValidWorkflow {
     pub expires_at: Option<DateTime<Utc>>,
     /// Longest the workflow may run from its start, in ms.
     pub deadline_ms: Option<u64>,
+    /// When it may start, if not at once.
+    pub start: Option<Start>,
     pub tasks: Vec<TaskSpec>,
     /// For each task, the indexes of the tasks it depends on.
     pub deps: Vec<Vec<u32>>,
     /// For each task, whether its input holds templates.
     pub templated: Vec<bool>,
+}
+
+/// When a delayed workflow starts: at a time, or a delay after the
+/// scheduler accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// `not_before`.
+    At(DateTime<Utc>),
+    /// `delay_ms`.
+    After(u64),
+}
+
+impl Start {
+    /// The start time of a workflow accepted at `now`.
+    pub fn due(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Start::At(t) => t,
+            Start::After(ms) => {
+                now + chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
+            }
+        }
+    }
 }
 
 /// A request that failed validation: the id it is recorded under and why.
@@ -287,6 +311,37 @@ fn check(
             ));
             None
         }
+    };
+    let start = match (request.not_before.as_deref(), request.delay_ms) {
+        (Some(_), Some(_)) => {
+            errors.push(problem(
+                "invalid_delay",
+                None,
+                "give not_before or delay_ms, not both",
+            ));
+            None
+        }
+        (Some(at), None) => match parse_time(at) {
+            Ok(t) => Some(Start::At(t)),
+            Err(message) => {
+                errors.push(problem(
+                    "invalid_time",
+                    None,
+                    format!("not_before: {message}"),
+                ));
+                None
+            }
+        },
+        (None, Some(ms)) if ms > MAX_DEADLINE_MS => {
+            errors.push(problem(
+                "invalid_delay",
+                None,
+                format!("delay_ms {ms} is over {MAX_DEADLINE_MS} (366 days)"),
+            ));
+            None
+        }
+        (None, Some(ms)) => Some(Start::After(ms)),
+        (None, None) => None,
     };
     if let Some(ms) = request.deadline_ms
         && !(1..=MAX_DEADLINE_MS).contains(&ms)
@@ -569,13 +624,28 @@ fn check(
         max_concurrency: request.max_concurrency.unwrap_or(u32::MAX),
         expires_at,
         deadline_ms: request.deadline_ms,
+        start,
         tasks: request.tasks,
         deps,
         templated,
     })
 }
 
-/// Longest `deadline_ms` (and, later, delay) accepted: 366 days.
+/// Validates a definition the store kept (accepted earlier, under the
+/// limits of its day): without the size limits, which it passed once.
+pub fn validate_stored(definition: &[u8], id: &str) -> Result<ValidWorkflow, Rejected> {
+    let unlimited = Limits {
+        max_body_bytes: usize::MAX,
+        max_tasks: usize::MAX,
+        max_input_depth: usize::MAX,
+        max_reported_errors: MAX_REPORTED_ERRORS,
+    };
+    validate(definition, Some(id), &unlimited, || id.to_owned())
+}
+
+/// Longest `deadline_ms` and `delay_ms` accepted: 366 days. (A
+/// `not_before` further ahead is refused when the scheduler accepts the
+/// request: validation has no clock.)
 pub const MAX_DEADLINE_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// An RFC 3339 instant (`2026-12-03T10:00:00Z`, any offset), at most 64

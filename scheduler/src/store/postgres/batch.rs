@@ -29,6 +29,8 @@ pub(super) struct Batch<'a> {
     wf_created: Vec<DateTime<Utc>>,
     wf_finished: Vec<Option<DateTime<Utc>>>,
 
+    start_id: Vec<&'a str>,
+    start_at: Vec<DateTime<Utc>>,
     fin_id: Vec<&'a str>,
     fin_status: Vec<&'static str>,
     fin_report: Vec<&'a str>,
@@ -102,9 +104,13 @@ impl<'a> Batch<'a> {
                     b.wf_priority.push(i16::from(*priority));
                     b.wf_status.push(status.as_str());
                     b.wf_definition.push(definition.as_deref());
-                    b.wf_finished.push(report.as_ref().map(|_| *created_at));
+                    b.wf_finished.push(status.is_final().then_some(*created_at));
                     b.wf_report.push(report.as_deref());
                     b.wf_created.push(*created_at);
+                }
+                Op::StartWorkflow { id, started_at } => {
+                    b.start_id.push(id);
+                    b.start_at.push(*started_at);
                 }
                 Op::FinishWorkflow {
                     id,
@@ -238,6 +244,14 @@ impl<'a> Batch<'a> {
                     &self.wf_created,
                     &self.wf_finished,
                 ],
+            ));
+        }
+        if !self.start_id.is_empty() {
+            stmts.push((
+                "UPDATE workflows w SET status = 'running', report = NULL, created_at = s.at
+                 FROM unnest($1::text[], $2::timestamptz[]) AS s(id, at)
+                 WHERE w.id = s.id",
+                vec![&self.start_id, &self.start_at],
             ));
         }
         if !self.fin_id.is_empty() {

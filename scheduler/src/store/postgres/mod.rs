@@ -33,8 +33,8 @@ pub use partitions::{BALANCE_EVERY, Balance, Partitions};
 pub use schema::schema_of;
 
 use super::StoreError;
-use super::rows::{OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord};
-use crate::batch::{Known, Op, Recovered, RunningWorkflow, TaskRow};
+use super::rows::{OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, scheduled_workflow};
+use crate::batch::{Known, Op, Recovered, RunningWorkflow, ScheduledWorkflow, TaskRow};
 use batch::Batch;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -204,7 +204,28 @@ impl PgStore {
             .filter(|id| owned.contains(&partition_of(id, PARTITIONS)))
             .collect();
         out.running = running_workflows(&client, &ids).await?;
+        out.scheduled = scheduled_workflows(&client, &owned).await?;
         Ok(out)
+    }
+
+    /// The stored definitions of those of `ids` still waiting for their
+    /// start.
+    pub async fn scheduled_definitions(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let client = get(&self.pool).await?;
+        Ok(client
+            .query(
+                "SELECT id, definition FROM workflows
+                 WHERE id = ANY($1) AND status = 'scheduled' AND definition IS NOT NULL",
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
     }
 
     pub async fn lookup(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
@@ -344,6 +365,42 @@ impl PgStore {
 
 /// The running workflows among `ids`, with their tasks and waiters, in
 /// the order they were accepted.
+/// The workflows of the `owned` partitions waiting for their start, with
+/// their waiters.
+async fn scheduled_workflows(
+    client: &deadpool_postgres::Object,
+    owned: &[u16],
+) -> Result<Vec<ScheduledWorkflow>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT w.id, w.name, w.report,
+                    COALESCE(array_agg(r.reply_to) FILTER (WHERE r.reply_to IS NOT NULL), '{}'),
+                    COALESCE(array_agg(r.correlation_id) FILTER (WHERE r.reply_to IS NOT NULL), '{}')
+             FROM workflows w LEFT JOIN replies r ON r.workflow_id = w.id
+             WHERE w.status = 'scheduled' GROUP BY w.id",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let id: String = r.get(0);
+        if !owned.contains(&partition_of(&id, PARTITIONS)) {
+            continue;
+        }
+        let to: Vec<String> = r.get(3);
+        let corr: Vec<Option<String>> = r.get(4);
+        let report: Option<String> = r.get(2);
+        out.push(scheduled_workflow(
+            id,
+            r.get(1),
+            report.as_deref(),
+            to.into_iter().zip(corr).collect(),
+        )?);
+    }
+    Ok(out)
+}
+
 async fn running_workflows(
     client: &deadpool_postgres::Object,
     ids: &[String],
