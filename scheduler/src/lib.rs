@@ -32,6 +32,7 @@ pub mod engine;
 pub mod histogram;
 pub mod http;
 pub mod metrics;
+pub mod schedule;
 pub mod scheduler;
 pub mod store;
 pub mod template;
