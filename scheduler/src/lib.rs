@@ -21,6 +21,9 @@
 //! - `histogram`: the histogram type the engine observes into.
 //! - `http`: `/healthz`, `/metrics`, `/api/...` and the web page.
 //! - `workers`: the workers heard from in heartbeats.
+//! - `schedule`: when schedules fire (cron with time zones, intervals),
+//!   what an outage missed, and each firing's workflow id; the time
+//!   arithmetic only, which schedules (issue 17) are being built on.
 //! - `attempt_key`: the key that signs each task message's token and
 //!   verifies each result's.
 
