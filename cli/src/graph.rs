@@ -47,6 +47,7 @@ pub fn render(report: &WorkflowReport, format: Format) -> String {
         TaskState::Ready => "#fff3b0",
         TaskState::Running => "#9ecbff",
         TaskState::Retrying => "#ffd08a",
+        TaskState::Delayed => "#e6d8ff",
         TaskState::Succeeded => "#a8e6a1",
         TaskState::Failed => "#ff9b9b",
         TaskState::Skipped | TaskState::Cancelled => "#c8c8c8",

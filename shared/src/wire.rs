@@ -118,6 +118,11 @@ pub struct TaskSpec {
     /// that orders dispatch (a task without a hint weighs 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_hint_ms: Option<u64>,
+    /// Run no earlier than this long after the task's dependencies are met
+    /// (polling loops, cool-downs): it waits `delayed` in the scheduler's
+    /// store, not in the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 /// Name of the task queue a task goes to when its request names none.
@@ -473,6 +478,8 @@ pub enum TaskState {
     Running,
     /// An attempt failed; the next one is due at a set time.
     Retrying,
+    /// Dependencies met; waiting for its `delay_ms` before it is ready.
+    Delayed,
     /// An attempt succeeded.
     Succeeded,
     /// Attempts exhausted, or a non-retryable error.
@@ -500,6 +507,7 @@ impl TaskState {
             TaskState::Ready => "ready",
             TaskState::Running => "running",
             TaskState::Retrying => "retrying",
+            TaskState::Delayed => "delayed",
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Skipped => "skipped",
@@ -514,6 +522,7 @@ impl TaskState {
             "ready" => TaskState::Ready,
             "running" => TaskState::Running,
             "retrying" => TaskState::Retrying,
+            "delayed" => TaskState::Delayed,
             "succeeded" => TaskState::Succeeded,
             "failed" => TaskState::Failed,
             "skipped" => TaskState::Skipped,
@@ -728,6 +737,7 @@ mod tests {
             TaskState::Ready,
             TaskState::Running,
             TaskState::Retrying,
+            TaskState::Delayed,
             TaskState::Succeeded,
             TaskState::Failed,
             TaskState::Skipped,

@@ -105,3 +105,29 @@ async fn a_scheduled_workflow_can_be_cancelled_and_its_submitter_hears_it() {
     assert_eq!(far.errors[0].code, "invalid_delay");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_a_delay_runs_that_long_after_its_dependency_and_not_before() {
+    let mut env = Env::new().await;
+    let _s = env.scheduler(env.scheduler_config());
+    env.builtin_worker("w");
+    let report = env
+        .client
+        .submit_and_wait(
+            json!({"id": "poll", "tasks": [
+                {"id": "a", "type": "echo", "input": 1},
+                {"id": "b", "type": "echo", "depends_on": ["a"], "delay_ms": 1000, "input": 2}
+            ]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
+    let a_done = report.tasks["a"].finished_at.unwrap();
+    let b_started = report.tasks["b"].started_at.unwrap();
+    assert!(
+        b_started >= a_done + chrono::Duration::milliseconds(1000),
+        "b started {b_started}, a finished {a_done}"
+    );
+    env.finish().await;
+}

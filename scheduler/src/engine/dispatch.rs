@@ -19,12 +19,32 @@ use std::{cmp::Reverse, sync::Arc};
 use warren_shared::wire::{TaskError, TaskMessage, TaskState};
 
 impl Engine {
-    /// Task `task` of workflow `id` is ready: it joins its queue.
+    /// Task `task` of workflow `id` is ready: it joins its queue; or, the
+    /// first time (its dependencies just met) with a `delay_ms`, it waits
+    /// `delayed` until then, a timer like a retry's.
     pub(super) fn make_ready(&mut self, id: &Arc<str>, task: u32) {
         let Some(wf) = self.workflows.get_mut(id) else {
             return;
         };
-        wf.tasks[task as usize].state = TaskState::Ready;
+        let t = &mut wf.tasks[task as usize];
+        if let Some(delay) = wf.specs[task as usize].delay_ms.filter(|d| *d > 0)
+            && t.state == TaskState::Pending
+        {
+            let due = Utc::now()
+                .timestamp_millis()
+                .saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+            t.state = TaskState::Delayed;
+            t.due_at_ms = Some(due);
+            let attempt = t.attempt;
+            let row = wf.row(task);
+            self.ops.push(Op::Task(row));
+            self.seq += 1;
+            self.retries
+                .push(Reverse((due, self.seq, id.clone(), task, attempt)));
+            return;
+        }
+        t.state = TaskState::Ready;
+        t.due_at_ms = None;
         self.seq += 1;
         let rank = match self.order {
             DispatchOrder::CriticalPath => wf.rank[task as usize],

@@ -232,7 +232,7 @@ impl Engine {
                         )));
                     }
                 }
-                TaskState::Retrying => {
+                TaskState::Retrying | TaskState::Delayed => {
                     let t = &wf.tasks[i as usize];
                     self.seq += 1;
                     self.retries.push(Reverse((

@@ -405,7 +405,10 @@ impl Engine {
             for j in 0..wf.tasks.len() {
                 if matches!(
                     wf.tasks[j].state,
-                    TaskState::Pending | TaskState::Ready | TaskState::Retrying
+                    TaskState::Pending
+                        | TaskState::Ready
+                        | TaskState::Retrying
+                        | TaskState::Delayed
                 ) {
                     wf.tasks[j].state = TaskState::Skipped;
                     wf.tasks[j].due_at_ms = None;

@@ -198,7 +198,10 @@ impl Engine {
                         },
                     );
                 }
-                TaskState::Pending | TaskState::Ready | TaskState::Retrying => {}
+                TaskState::Pending
+                | TaskState::Ready
+                | TaskState::Retrying
+                | TaskState::Delayed => {}
                 _ => continue,
             }
             let t = &mut wf.tasks[j];
@@ -234,7 +237,7 @@ impl Engine {
             let Reverse((_, _, id, task, attempt)) = self.retries.pop().expect("peeked");
             let live = self.workflows.get(&id).is_some_and(|w| {
                 let t = &w.tasks[task as usize];
-                t.state == TaskState::Retrying && t.attempt == attempt
+                matches!(t.state, TaskState::Retrying | TaskState::Delayed) && t.attempt == attempt
             });
             if live {
                 self.make_ready(&id, task);

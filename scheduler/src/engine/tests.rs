@@ -767,3 +767,42 @@ fn a_start_time_already_past_starts_at_once() {
     assert!(e.is_active("now"));
     assert_eq!(dispatched(&mut e).len(), 1);
 }
+
+#[test]
+fn a_task_with_a_delay_waits_that_long_after_its_dependencies_once() {
+    let mut e = engine(10);
+    submit(
+        &mut e,
+        json!({"id": "poll", "tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "depends_on": ["a"], "delay_ms": 5000,
+             "retry": {"max_attempts": 2, "backoff_ms": 0}}
+        ]}),
+    );
+    let a = dispatched(&mut e);
+    let before = Utc::now().timestamp_millis();
+    e.on_result(result(&a[0], true, false, json!(1)), Utc::now())
+        .expect("the attempt's token");
+    let (ops, out) = e.take_batch();
+    assert!(out.iter().all(|(_, m)| m.kind != OutKind::Task), "b waits");
+    assert!(
+        ops.iter().any(|op| matches!(op, Op::Task(row) if row.task_id == "b" && row.state == TaskState::Delayed && row.due_at_ms.is_some())),
+        "the wait is stored: {ops:?}"
+    );
+    let due = e.next_due_ms().unwrap();
+    assert!(due >= before + 5000);
+    e.fire_due(due - 1);
+    assert!(dispatched(&mut e).is_empty(), "not before its delay");
+    e.fire_due(due);
+    let b = dispatched(&mut e);
+    assert_eq!(b.len(), 1);
+    // A retry of it waits for its backoff only, not the delay again.
+    e.on_result(result(&b[0], false, true, Value::Null), Utc::now())
+        .expect("the attempt's token");
+    e.fire_due(Utc::now().timestamp_millis());
+    assert_eq!(
+        dispatched(&mut e).len(),
+        1,
+        "the retry is not delayed again"
+    );
+}

@@ -489,6 +489,18 @@ fn check(
                 ),
             ));
         }
+        if let Some(delay) = t.delay_ms
+            && delay > MAX_DURATION_MS
+        {
+            errors.push(problem(
+                "invalid_delay",
+                id,
+                format!(
+                    "task `{}`: delay_ms must be 0..={MAX_DURATION_MS}, not {delay}",
+                    t.id
+                ),
+            ));
+        }
         if let Some(hint) = t.duration_hint_ms
             && hint > MAX_DURATION_MS
         {
