@@ -53,6 +53,13 @@ enum Command {
         /// Seconds to wait with --wait.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Start it at this time (RFC 3339, e.g. 2026-12-24T18:00:00Z):
+        /// accepted now, `scheduled` until then.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Start it this long from now (1500ms, 90s, 10m, 2h, 1d).
+        #[arg(long = "in", value_name = "DURATION")]
+        after: Option<String>,
     },
     /// Print a workflow's state and a table of its tasks.
     Status {
@@ -156,8 +163,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             wait,
             timeout,
+            at,
+            after,
         } => {
-            let request = request::read(&file)?;
+            let mut request = request::read(&file)?;
+            request::set_start(&mut request, at.as_deref(), after.as_deref())?;
             let client = Client::connect(&amqp).await?;
             if !wait {
                 let id = client.submit(request).await?;

@@ -36,6 +36,12 @@ pub fn table(report: &WorkflowReport) {
         safe(&report.workflow_id),
         report.status.as_str()
     );
+    if let Some(at) = report.not_before {
+        println!(
+            "starts at {}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
     if let Some(e) = &report.error {
         println!("error: {}", safe(e));
     }

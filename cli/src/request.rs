@@ -28,3 +28,72 @@ pub fn read(file: &Path) -> anyhow::Result<Value> {
     }
     Ok(v)
 }
+
+/// When `warren submit` should start the workflow: `--at TIME` (RFC 3339)
+/// or `--in DURATION`, set on the request as `not_before` or `delay_ms`
+/// (the request's own, if it has one, is replaced).
+pub fn set_start(request: &mut Value, at: Option<&str>, after: Option<&str>) -> anyhow::Result<()> {
+    let Some(obj) = request.as_object_mut() else {
+        anyhow::bail!("a workflow request must be a JSON object");
+    };
+    match (at, after) {
+        (Some(_), Some(_)) => anyhow::bail!("give --at or --in, not both"),
+        (Some(at), None) => {
+            chrono::DateTime::parse_from_rfc3339(at).with_context(|| {
+                format!("--at {at}: not an RFC 3339 time, e.g. 2026-12-24T18:00:00Z")
+            })?;
+            obj.remove("delay_ms");
+            obj.insert("not_before".into(), Value::String(at.to_owned()));
+        }
+        (None, Some(after)) => {
+            obj.remove("not_before");
+            obj.insert("delay_ms".into(), Value::from(duration_ms(after)?));
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// `1500ms`, `90s`, `10m`, `2h`, `1d` (one number and a unit) in ms.
+pub fn duration_ms(s: &str) -> anyhow::Result<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("--in {s}: expected a number and a unit, e.g. 90s or 10m"))?;
+    let per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("--in {s}: the unit must be ms, s, m, h or d"),
+    };
+    n.checked_mul(per)
+        .with_context(|| format!("--in {s}: too long"))
+}
+
+#[cfg(test)]
+mod start_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn durations_and_start_times_become_request_fields() {
+        assert_eq!(duration_ms("1500ms").unwrap(), 1500);
+        assert_eq!(duration_ms("90s").unwrap(), 90_000);
+        assert_eq!(duration_ms("10m").unwrap(), 600_000);
+        assert_eq!(duration_ms("2h").unwrap(), 7_200_000);
+        assert_eq!(duration_ms("1d").unwrap(), 86_400_000);
+        for bad in ["", "10", "m", "10x", "-5s", "99999999999999999999d"] {
+            assert!(duration_ms(bad).is_err(), "{bad}");
+        }
+        let mut r = json!({"not_before": "2026-01-01T00:00:00Z", "tasks": []});
+        set_start(&mut r, None, Some("5s")).unwrap();
+        assert_eq!(r, json!({"delay_ms": 5000, "tasks": []}));
+        set_start(&mut r, Some("2026-12-24T18:00:00+01:00"), None).unwrap();
+        assert_eq!(r, json!({"not_before": "2026-12-24T18:00:00+01:00", "tasks": []}));
+        assert!(set_start(&mut r, Some("soon"), None).is_err());
+        assert!(set_start(&mut r, Some("2026-12-24T18:00:00Z"), Some("5s")).is_err());
+    }
+}
