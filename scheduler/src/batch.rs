@@ -156,6 +156,18 @@ pub struct RunningWorkflow {
     pub replies: Vec<(String, Option<String>)>,
 }
 
+impl ReplyTo {
+    /// The stored `(reply_to, correlation_id)` rows of a workflow.
+    pub fn from_rows(rows: Vec<(String, Option<String>)>) -> Vec<ReplyTo> {
+        rows.into_iter()
+            .map(|(queue, correlation_id)| ReplyTo {
+                queue,
+                correlation_id,
+            })
+            .collect()
+    }
+}
+
 /// A workflow that was waiting for its start (`scheduled`).
 #[derive(Debug, Clone)]
 pub struct ScheduledWorkflow {

@@ -192,14 +192,7 @@ impl Engine {
                 r.id, rej.errors
             ))
         })?;
-        let replies = r
-            .replies
-            .into_iter()
-            .map(|(queue, correlation_id)| ReplyTo {
-                queue,
-                correlation_id,
-            })
-            .collect();
+        let replies = ReplyTo::from_rows(r.replies);
         let wf_id: Arc<str> = Arc::from(r.id.as_str());
         let mut wf = restored(wf_id.clone(), v, r.created_at, replies, r.tasks)?;
         wf.held_bytes = r.definition.len() + wf.tasks.iter().map(|t| t.output_bytes).sum::<usize>();

@@ -76,14 +76,7 @@ impl Engine {
     /// Restores a workflow that was waiting for its start when the store
     /// was last closed (or whose partition this scheduler took over).
     pub fn restore_scheduled(&mut self, w: ScheduledWorkflow) {
-        let replies = w
-            .replies
-            .into_iter()
-            .map(|(queue, correlation_id)| ReplyTo {
-                queue,
-                correlation_id,
-            })
-            .collect();
+        let replies = ReplyTo::from_rows(w.replies);
         self.keep_scheduled(
             Arc::from(w.id.as_str()),
             Scheduled {
