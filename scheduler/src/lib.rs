@@ -26,6 +26,8 @@
 //!   arithmetic only, which schedules (issue 17) are being built on.
 //! - `attempt_key`: the key that signs each task message's token and
 //!   verifies each result's.
+//! - `pauses`: paused task queues and types, as the control requests
+//!   change them and the stores keep them.
 
 pub mod attempt_key;
 pub mod batch;
@@ -35,6 +37,7 @@ pub mod engine;
 pub mod histogram;
 pub mod http;
 pub mod metrics;
+pub mod pauses;
 pub mod schedule;
 pub mod scheduler;
 pub mod store;

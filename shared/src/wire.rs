@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+mod pauses;
+pub use pauses::{PauseEntry, Paused, PausesReport};
+
 /// Protocol version written to the `warren-protocol` header: 2 since task
 /// messages carry a `token` that results must echo, and workers reach the
 /// results and their own pools' queues through exchanges only

@@ -13,6 +13,7 @@ pub use postgres::{Balance, Partitions};
 pub use sqlite::SqliteStore;
 
 use crate::batch::{Known, Op, Recovered, TaskRow, Unreadable};
+use crate::pauses::{Pause, PauseChange, PauseOutcome};
 use std::{path::PathBuf, sync::Arc};
 use tokio_util::sync::CancellationToken;
 use warren_shared::wire::WorkflowSummary;
@@ -340,6 +341,25 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.outbox_len().await,
             Store::Postgres(p) => p.outbox_len().await,
+        }
+    }
+
+    /// Every paused task queue and type, namespace-wide.
+    pub async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.pauses().await,
+            Store::Postgres(p) => p.pauses().await,
+        }
+    }
+
+    /// Applies a `pause` or `resume` in a transaction of its own (not a
+    /// batch's: a pause belongs to no partition, and any scheduler may
+    /// apply one), and returns every pause stored now. A `pause` past
+    /// `MAX_PAUSES` is refused in the outcome, not as an error.
+    pub async fn change_pause(&self, change: PauseChange) -> Result<PauseOutcome, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.change_pause(change).await,
+            Store::Postgres(p) => p.change_pause(&change).await,
         }
     }
 }

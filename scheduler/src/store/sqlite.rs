@@ -3,7 +3,8 @@
 //!
 //! SQLite calls block, so the connection lives on a thread of its own
 //! ([`SqliteStore`] is the handle to it) and the async side sends it
-//! closures. Each batch of [`Op`]s is one transaction.
+//! closures. Each batch of [`Op`]s is one transaction. Paused task queues
+//! and types are in `pauses` (the `pauses` child module).
 
 use super::StoreError;
 use super::rows::{
@@ -17,6 +18,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::{path::Path, sync::Arc};
 use tokio::sync::oneshot;
 use warren_shared::wire::WorkflowSummary;
+
+mod pauses;
 
 /// Version of the schema below, kept in `meta`.
 const SCHEMA_VERSION: i64 = 1;
@@ -74,6 +77,12 @@ CREATE TABLE IF NOT EXISTS replies (
     correlation_id TEXT
 );
 CREATE INDEX IF NOT EXISTS replies_by_workflow ON replies (workflow_id);
+CREATE TABLE IF NOT EXISTS pauses (
+    kind  TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
 ";
 
 /// The connection, owned by the store thread.

@@ -187,7 +187,7 @@ fn valid_task_id(id: &str) -> bool {
 }
 
 /// True for `[A-Za-z0-9._-]{1,100}`.
-fn valid_queue(q: &str) -> bool {
+pub fn valid_queue(q: &str) -> bool {
     !q.is_empty()
         && q.len() <= 100
         && q.bytes()

@@ -15,7 +15,8 @@
 //! transaction, so a scheduler that lost a partition (its connection
 //! dropped, another took it over) can commit nothing more: its batch fails
 //! and it starts again with what it still owns. Limits per task type are
-//! shared through the store (`places.rs`).
+//! shared through the store (`places.rs`), and so are paused task queues
+//! and types (`pauses.rs`).
 //!
 //! This file holds [`PgStore`]: the connection pool and the calls both
 //! stores have.
@@ -23,6 +24,7 @@
 pub(crate) mod address;
 mod batch;
 mod partitions;
+mod pauses;
 mod places;
 mod schema;
 #[cfg(test)]

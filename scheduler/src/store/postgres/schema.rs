@@ -93,6 +93,14 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 ",
+    "
+CREATE TABLE pauses (
+    kind  TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    since TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+",
 ];
 
 /// The schema of a Warren namespace: `warren_` and the namespace when it is

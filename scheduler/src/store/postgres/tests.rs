@@ -330,3 +330,59 @@ async fn a_schema_newer_than_this_scheduler_is_refused() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn pauses_are_shared_idempotent_and_bounded_across_schedulers() {
+    use crate::pauses::{MAX_PAUSES, PauseChange, PauseKind};
+    let ns = Ns::new();
+    let a = ns.open().await;
+    let b = Store::connect(&StoreLocation::Postgres(url()), &ns.0)
+        .await
+        .unwrap();
+    let change = |pause, kind, name: &str| PauseChange {
+        pause,
+        kind,
+        name: name.into(),
+    };
+    let first = a
+        .change_pause(change(true, PauseKind::Queue, "q"))
+        .await
+        .unwrap();
+    assert_eq!(first.refused, None);
+    assert_eq!(b.pauses().await.unwrap(), first.pauses, "one table for all");
+    let again = b
+        .change_pause(change(true, PauseKind::Queue, "q"))
+        .await
+        .unwrap();
+    assert_eq!(again.pauses, first.pauses, "a second pause keeps the first");
+    // Fill up to one short of the bound, then race for the last place
+    // from both schedulers: exactly one pause gets it.
+    ns.sql(&format!(
+        "INSERT INTO pauses (kind, name, since)
+         SELECT 'type', 'filler-' || i, now() FROM generate_series(2, {MAX_PAUSES} - 1) i"
+    ))
+    .await;
+    let racers = (0..10).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            store
+                .change_pause(change(true, PauseKind::Type, &format!("racer-{i}")))
+                .await
+                .unwrap()
+        }
+    });
+    let outcomes = futures_util::future::join_all(racers).await;
+    let accepted = outcomes.iter().filter(|o| o.refused.is_none()).count();
+    assert_eq!(accepted, 1, "{outcomes:?}");
+    let refused = outcomes.iter().find_map(|o| o.refused.clone()).unwrap();
+    assert_eq!(refused.code, "too_many_pauses");
+    assert_eq!(a.pauses().await.unwrap().len(), MAX_PAUSES);
+    let resumed = a
+        .change_pause(change(false, PauseKind::Queue, "q"))
+        .await
+        .unwrap();
+    assert_eq!(resumed.pauses.len(), MAX_PAUSES - 1);
+    assert!(!resumed.pauses.iter().any(|p| p.kind == PauseKind::Queue));
+    b.close().await;
+    a.close().await;
+}
