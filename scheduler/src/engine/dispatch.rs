@@ -3,7 +3,8 @@
 //! into their task queues, best first, while each queue has room in its
 //! window, its workflow room under `max_concurrency` and its type a free
 //! place (else it is parked), resolving each task's input templates on
-//! the way.
+//! the way. Paused queues are skipped, and tasks of paused types are held
+//! (`pauses`).
 
 use super::{
     Counters, Engine,
@@ -85,7 +86,9 @@ impl Engine {
         let queues: Vec<String> = self
             .queues
             .iter()
-            .filter(|(_, q)| q.has_ready() && q.in_flight < self.window)
+            .filter(|(name, q)| {
+                q.has_ready() && q.in_flight < self.window && !self.pauses.queue_paused(name)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in queues {
@@ -109,7 +112,11 @@ impl Engine {
                 let Some((workflow, mut item)) = q.pop(full) else {
                     break;
                 };
-                if self.limits.popped_at_limit(&mut item) {
+                self.limits.unreserve(&mut item);
+                let Some(item) = self.hold_if_paused(&workflow, item) else {
+                    continue;
+                };
+                if self.limits.at_limit(&item) {
                     let priority = self.workflows.get(&workflow).map_or(0, |wf| wf.priority);
                     self.limits.park(priority, workflow, item);
                     continue;

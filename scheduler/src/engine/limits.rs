@@ -183,19 +183,33 @@ impl TypeLimits {
         }
     }
 
-    /// `item` came out of its queue: frees the place its release reserved
-    /// (if it was released), and says whether its type is at its limit
-    /// here, in which case it must be [parked](TypeLimits::park).
-    pub(super) fn popped_at_limit(&mut self, item: &mut ReadyItem) -> bool {
-        let Some(s) = item.limit else {
-            return false;
-        };
-        let slot = &mut self.slots[s as usize];
-        if item.released {
+    /// `item` came out of its queue (or is dropped from it): frees the
+    /// place its release reserved, if it was released.
+    pub(super) fn unreserve(&mut self, item: &mut ReadyItem) {
+        if let Some(s) = item.limit
+            && item.released
+        {
             item.released = false;
-            slot.released -= 1;
+            self.unreserve_slots(&[s]);
         }
-        slot.running >= slot.max.min(slot.cap)
+    }
+
+    /// Frees one reserved place of each of `slots` (their released tasks
+    /// were unmarked).
+    pub(super) fn unreserve_slots(&mut self, slots: &[u16]) {
+        for &s in slots {
+            let slot = &mut self.slots[s as usize];
+            slot.released = slot.released.saturating_sub(1);
+        }
+    }
+
+    /// True when `item`'s type is at its limit here: it must be
+    /// [parked](TypeLimits::park).
+    pub(super) fn at_limit(&self, item: &ReadyItem) -> bool {
+        item.limit.is_some_and(|s| {
+            let slot = &self.slots[s as usize];
+            slot.running >= slot.max.min(slot.cap)
+        })
     }
 
     /// Parks a ready task of a limited type until a place frees.
@@ -348,7 +362,11 @@ impl Engine {
 
     /// Puts parked tasks back into their queues while their type has free
     /// places; parked tasks no longer ready (cancelled, ended) are dropped.
-    /// True when one was put back.
+    /// One whose queue is paused goes back without reserving a place (it
+    /// would hold it until the queue resumes, and the type's tasks of
+    /// other queues would wait for it): it is parked again if its type is
+    /// at its limit when the queue resumes. True when one was put back
+    /// with a place.
     pub(super) fn release_parked(&mut self) -> bool {
         let mut any = false;
         for slot in &mut self.limits.slots {
@@ -362,13 +380,16 @@ impl Engine {
                 if wf.tasks[p.item.task as usize].state != TaskState::Ready {
                     continue;
                 }
-                p.item.released = true;
-                slot.released += 1;
+                let queue = &wf.specs[p.item.task as usize].queue;
+                if !self.pauses.queue_paused(queue) {
+                    p.item.released = true;
+                    slot.released += 1;
+                    any = true;
+                }
                 self.queues
-                    .entry(wf.specs[p.item.task as usize].queue.clone())
+                    .entry(queue.clone())
                     .or_default()
                     .push(p.priority, &p.workflow, p.item);
-                any = true;
             }
         }
         any

@@ -25,10 +25,13 @@
 //! - `counters`: what the engine counts (read by `Metrics`).
 //! - `budget`: what the engine holds (the memory budget, the queues in
 //!   use) and its bounds.
+//! - `pauses`: paused task queues and types, and the ready tasks they hold.
 //!
 //! Dependencies between them go one way: `intake` and `outcome` use
-//! `dispatch`, which uses `limits`, `emit`, `queue` and `workflow`;
-//! `limits` uses `queue`; `workflow`, `queue` and `counters` use none.
+//! `dispatch`, which uses `pauses`, `limits`, `emit`, `queue` and
+//! `workflow`; `pauses` and `limits` use `queue`, and each other only for
+//! the places of limited types (a paused queue holds none); `workflow`,
+//! `queue` and `counters` use none.
 
 #[cfg(test)]
 mod bounds_tests;
@@ -39,6 +42,9 @@ mod emit;
 mod intake;
 mod limits;
 mod outcome;
+#[cfg(test)]
+mod pause_tests;
+mod pauses;
 mod queue;
 mod scheduled;
 #[cfg(test)]
@@ -49,6 +55,7 @@ pub use counters::Counters;
 pub use intake::MAX_WAITERS;
 pub use limits::{TypeLimitError, TypeLimits, TypeUsage};
 pub use outcome::Forged;
+pub use pauses::PauseUsage;
 pub use queue::DispatchOrder;
 
 pub use workflow::ReportBounds;
@@ -169,6 +176,8 @@ pub struct Engine {
     next_progress_ms: i64,
     /// Places and parked tasks of each limited task type.
     limits: TypeLimits,
+    /// Paused task queues and types, and the ready tasks held for them.
+    pauses: pauses::Pauses,
     /// The store's partition count (1 unless several schedulers may share
     /// the namespace) and the partition messages of no workflow are filed
     /// under (one this scheduler owns).
@@ -269,6 +278,7 @@ impl Engine {
             progress_dirty: HashSet::new(),
             next_progress_ms: 0,
             limits: TypeLimits::new(config.type_limits),
+            pauses: pauses::Pauses::default(),
             partitions: config.partitions.max(1),
             home: config.owned.first().copied().unwrap_or(0),
             owned: config.owned,
@@ -430,6 +440,7 @@ impl Engine {
         }
         let wf = self.workflows.remove(id).expect("present above");
         self.release(&wf);
+        self.drop_paused_ready(&wf);
         let status = if wf.cancelled {
             Counters::add(&self.counters.workflows_cancelled, 1);
             WorkflowStatus::Cancelled

@@ -64,6 +64,9 @@ pub(super) struct QueueState {
     levels: BTreeMap<u8, Level>,
     /// Tasks of the queue dispatched and not yet answered.
     pub(super) in_flight: usize,
+    /// Ready tasks in `levels` (some may have been cancelled since: they
+    /// are dropped when popped).
+    ready: usize,
 }
 
 /// The ready tasks of one priority in one queue.
@@ -78,6 +81,7 @@ impl QueueState {
     /// Adds a ready task of `workflow` at `priority`; a workflow new to
     /// the level takes the last turn.
     pub(super) fn push(&mut self, priority: u8, workflow: &Arc<str>, item: ReadyItem) {
+        self.ready += 1;
         let level = self.levels.entry(priority).or_default();
         match level.ready.get_mut(workflow) {
             Some(heap) => heap.push(item),
@@ -118,11 +122,56 @@ impl QueueState {
         if level.turns.is_empty() {
             self.levels.remove(&priority);
         }
+        self.ready -= 1;
         Some((workflow, item))
     }
 
     /// True when some task of the queue is ready.
     pub(super) fn has_ready(&self) -> bool {
         !self.levels.is_empty()
+    }
+
+    /// How many tasks of the queue are ready.
+    pub(super) fn ready_count(&self) -> usize {
+        self.ready
+    }
+
+    /// Takes every ready task of `workflow` out of the queue (it ended
+    /// while the queue was paused, so they would not be popped and
+    /// dropped). O(workflows with ready tasks at its priority).
+    pub(super) fn remove_workflow(&mut self, workflow: &Arc<str>) -> Vec<ReadyItem> {
+        let mut removed = Vec::new();
+        self.levels.retain(|_, level| {
+            if let Some(heap) = level.ready.remove(workflow) {
+                level.turns.retain(|w| w != workflow);
+                removed.extend(heap.into_vec());
+            }
+            !level.turns.is_empty()
+        });
+        self.ready -= removed.len();
+        removed
+    }
+
+    /// Clears the `released` mark of every ready task (the queue was
+    /// paused: they no longer hold their type's places) and returns the
+    /// limit slot of each that had it.
+    pub(super) fn clear_released(&mut self) -> Vec<u16> {
+        let mut slots = Vec::new();
+        for level in self.levels.values_mut() {
+            for heap in level.ready.values_mut() {
+                if !heap.iter().any(|i| i.released) {
+                    continue;
+                }
+                let mut items = std::mem::take(heap).into_vec();
+                for i in &mut items {
+                    if i.released {
+                        i.released = false;
+                        slots.extend(i.limit);
+                    }
+                }
+                *heap = BinaryHeap::from(items);
+            }
+        }
+        slots
     }
 }
