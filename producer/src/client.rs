@@ -351,12 +351,8 @@ impl Client {
 
     /// Asks the scheduler for a workflow's current report.
     pub async fn status(&self, id: &str, timeout: Duration) -> Result<WorkflowReport, ClientError> {
-        let body = serde_json::to_vec(&ControlRequest {
-            control: ControlKind::Status,
-            workflow_id: id.to_owned(),
-            task_id: None,
-        })
-        .expect("wire types always serialise");
+        let body = serde_json::to_vec(&ControlRequest::new(ControlKind::Status, id))
+            .expect("wire types always serialise");
         self.ask(id, &body, timeout, Ask::Control).await
     }
 
@@ -370,9 +366,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<WorkflowReport, ClientError> {
         let body = serde_json::to_vec(&ControlRequest {
-            control: ControlKind::Status,
-            workflow_id: id.to_owned(),
             task_id: Some(task_id.to_owned()),
+            ..ControlRequest::new(ControlKind::Status, id)
         })
         .expect("wire types always serialise");
         self.ask(id, &body, timeout, Ask::Control).await
@@ -383,24 +378,16 @@ impl Client {
     /// ended workflow stays as it ended; an unknown id is `not_found`).
     /// Cancelling twice is harmless.
     pub async fn cancel(&self, id: &str, timeout: Duration) -> Result<WorkflowReport, ClientError> {
-        let body = serde_json::to_vec(&ControlRequest {
-            control: ControlKind::Cancel,
-            workflow_id: id.to_owned(),
-            task_id: None,
-        })
-        .expect("wire types always serialise");
+        let body = serde_json::to_vec(&ControlRequest::new(ControlKind::Cancel, id))
+            .expect("wire types always serialise");
         self.ask(id, &body, timeout, Ask::Control).await
     }
 
     /// The scheduler's worker registry: every worker heard from in
     /// heartbeats, with its state (`running`, `stopping` or `lost`).
     pub async fn workers(&self, timeout: Duration) -> Result<WorkersReport, ClientError> {
-        let body = serde_json::to_vec(&ControlRequest {
-            control: ControlKind::Workers,
-            workflow_id: String::new(),
-            task_id: None,
-        })
-        .expect("wire types always serialise");
+        let body = serde_json::to_vec(&ControlRequest::new(ControlKind::Workers, ""))
+            .expect("wire types always serialise");
         self.ask("workers", &body, timeout, Ask::Control).await
     }
 

@@ -25,6 +25,9 @@ pub enum OutKind {
     Reply,
     /// The worker registry, to a producer's `reply_to` queue.
     WorkersReply,
+    /// What is paused (the answer to `pause` and `resume`), to a
+    /// producer's `reply_to` queue.
+    PausesReply,
     /// A state change on `{ns}.events`.
     Event,
     /// A message dead-lettered to `{ns}.dead`.
@@ -42,6 +45,7 @@ impl OutKind {
             OutKind::Task => "task",
             OutKind::Reply => "reply",
             OutKind::WorkersReply => "workers_reply",
+            OutKind::PausesReply => "pauses_reply",
             OutKind::Event => "event",
             OutKind::Dead => "dead",
             OutKind::Control => "control",
@@ -53,6 +57,7 @@ impl OutKind {
             "task" => OutKind::Task,
             "reply" => OutKind::Reply,
             "workers_reply" => OutKind::WorkersReply,
+            "pauses_reply" => OutKind::PausesReply,
             "event" => OutKind::Event,
             "dead" => OutKind::Dead,
             "control" => OutKind::Control,

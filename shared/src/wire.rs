@@ -48,6 +48,9 @@ pub const TYPE_CONTROL: &str = "warren.control";
 pub const TYPE_HEARTBEAT: &str = "warren.heartbeat";
 /// AMQP `type` property of the answer to a `workers` control request.
 pub const TYPE_WORKERS: &str = "warren.workers";
+/// AMQP `type` property of the answer to a `pause` or `resume` control
+/// request.
+pub const TYPE_PAUSES: &str = "warren.pauses";
 
 /// A workflow request, published by a producer to `{ns}.workflows`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -174,16 +177,37 @@ impl Default for RetryPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ControlRequest {
-    /// What is asked: `status`, `cancel` or `workers`.
+    /// What is asked: `status`, `cancel`, `workers`, `pause` or `resume`.
     pub control: ControlKind,
     /// Required by `status` and `cancel`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub workflow_id: String,
     /// `status` only: answer with this one task of the workflow, its
     /// output in full (as `tasks`, the only entry), instead of the whole
     /// report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
+    /// `pause` and `resume`: the task queue to pause or resume (exactly
+    /// one of `queue` and `type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// `pause` and `resume`: the task type to pause or resume.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+impl ControlRequest {
+    /// A request of `control` about workflow `workflow_id` (empty for
+    /// none), every other field unset.
+    pub fn new(control: ControlKind, workflow_id: impl Into<String>) -> ControlRequest {
+        ControlRequest {
+            control,
+            workflow_id: workflow_id.into(),
+            task_id: None,
+            queue: None,
+            kind: None,
+        }
+    }
 }
 
 /// What a worker announces about itself, every `interval_ms`, on
@@ -276,6 +300,11 @@ pub enum ControlKind {
     /// Reply with the worker registry ([`WorkersReport`]); `workflow_id`
     /// is not needed.
     Workers,
+    /// Hold the dispatch of a task queue's or a task type's tasks (`queue`
+    /// or `type`), then reply with what is paused ([`PausesReport`]).
+    Pause,
+    /// Release what a `pause` held, then reply with what is paused.
+    Resume,
 }
 
 /// A notice the scheduler broadcasts to every worker on `{ns}.control`.

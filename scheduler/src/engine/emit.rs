@@ -1,6 +1,6 @@
 //! Every message the engine sends, built in one place: task messages,
-//! replies (reports and the workers registry), events, dead letters,
-//! control notices and progress events.
+//! replies (reports, the workers registry, what is paused), events, dead
+//! letters, control notices and progress events.
 //!
 //! Each message but progress is numbered, written to the outbox in the
 //! batch's transaction ([`Op::Outbox`]) and published once that commits;
@@ -15,8 +15,8 @@ use std::{collections::BTreeMap, sync::Arc};
 use warren_shared::{
     topology::partition_of,
     wire::{
-        ControlNotice, HEADER_DEAD_QUEUE, HEADER_DEAD_REASON, NoticeKind, TaskMessage,
-        WorkersReport, WorkflowProgress, WorkflowReport, WorkflowStatus,
+        ControlNotice, HEADER_DEAD_QUEUE, HEADER_DEAD_REASON, NoticeKind, PausesReport,
+        TaskMessage, WorkersReport, WorkflowProgress, WorkflowReport, WorkflowStatus,
     },
 };
 
@@ -133,6 +133,11 @@ impl Engine {
     /// Answers a `workers` control request with the registry's report.
     pub fn reply_workers(&mut self, to: &ReplyTo, report: &WorkersReport) {
         self.emit_to(OutKind::WorkersReply, to, to_json(report));
+    }
+
+    /// Answers a `pause` or `resume` control request with what is paused.
+    pub fn reply_pauses(&mut self, to: &ReplyTo, report: &PausesReport) {
+        self.emit_to(OutKind::PausesReply, to, to_json(report));
     }
 
     /// Sends an already serialised report to `to`.

@@ -27,7 +27,10 @@ use std::{
 };
 use warren_shared::{
     Topology, amqp,
-    wire::{HEADER_FORWARDED, TYPE_CONTROL, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK, TYPE_WORKERS},
+    wire::{
+        HEADER_FORWARDED, TYPE_CONTROL, TYPE_PAUSES, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK,
+        TYPE_WORKERS,
+    },
 };
 
 use super::SchedulerError;
@@ -116,6 +119,7 @@ impl Publisher {
             OutKind::Task => p.with_type(TYPE_TASK.into()),
             OutKind::Reply | OutKind::Event => p.with_type(TYPE_REPORT.into()),
             OutKind::WorkersReply => p.with_type(TYPE_WORKERS.into()),
+            OutKind::PausesReply => p.with_type(TYPE_PAUSES.into()),
             OutKind::Progress => p.with_type(TYPE_PROGRESS.into()),
             OutKind::Control => p.with_type(TYPE_CONTROL.into()),
             OutKind::Dead => p,
@@ -317,10 +321,12 @@ impl Publisher {
             {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {}
                 Confirmation::Ack(Some(_)) => match m.kind {
-                    OutKind::Reply | OutKind::WorkersReply => tracing::warn!(
-                        reply_to = %m.routing_key,
-                        "Reply queue no longer exists; the outcome is still on the events exchange"
-                    ),
+                    OutKind::Reply | OutKind::WorkersReply | OutKind::PausesReply => {
+                        tracing::warn!(
+                            reply_to = %m.routing_key,
+                            "Reply queue no longer exists; the outcome is still on the events exchange"
+                        )
+                    }
                     OutKind::Task => returned.push(m.clone()),
                     // Not mandatory: never returned.
                     OutKind::Event | OutKind::Progress | OutKind::Control => {}

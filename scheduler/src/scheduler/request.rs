@@ -1,12 +1,17 @@
 //! Requests on `{ns}.workflows`: parsing one (a workflow to validate, or a
-//! control request: `status`, `cancel`, `workers`) and applying it to the
-//! engine, answering duplicates from what the store knows. A cancel from
-//! the HTTP endpoint is applied here too, answered through [`Reply`].
+//! control request: `status`, `cancel`, `workers`, `pause`, `resume`) and
+//! applying it to the engine, answering duplicates from what the store
+//! knows. A cancel from the HTTP endpoint is applied here too, answered
+//! through [`Reply`]. A `pause` or `resume` is applied to the store first
+//! ([`Request::change_pause`]), in a transaction of its own, then to the
+//! engine with the batch.
 
 use crate::{
     batch::{Known, ReplyTo, TaskRow},
     engine::Engine,
     metrics::Metrics,
+    pauses::{self, PauseChange, PauseKind, PauseOutcome},
+    store::{Store, StoreError},
     validate::{self, Rejected},
 };
 use chrono::Utc;
@@ -38,6 +43,13 @@ pub(super) enum Request {
     },
     Workers {
         reply: ReplyTo,
+    },
+    /// `pause` or `resume`: `outcome` is the store's, filled in by
+    /// [`Request::change_pause`] before the batch's requests are applied.
+    Pause {
+        change: PauseChange,
+        reply: ReplyTo,
+        outcome: Option<PauseOutcome>,
     },
     Invalid {
         reason: String,
@@ -135,8 +147,21 @@ impl Request {
                 verdict: Err(r), ..
             }) => Some(&r.id),
             Request::Status { id, .. } | Request::Cancel { id, .. } => Some(id),
-            Request::Invalid { .. } | Request::Workers { .. } => None,
+            Request::Invalid { .. } | Request::Workers { .. } | Request::Pause { .. } => None,
         }
+    }
+
+    /// A `pause` or `resume`: applies it to the store, keeping what the
+    /// store answers (every pause now) for [`Scheduler::apply_request`].
+    /// Any other request: nothing.
+    pub(super) async fn change_pause(&mut self, store: &Store) -> Result<(), StoreError> {
+        if let Request::Pause {
+            change, outcome, ..
+        } = self
+        {
+            *outcome = Some(store.change_pause(change.clone()).await?);
+        }
+        Ok(())
     }
 }
 
@@ -196,7 +221,30 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
         }
         Ok(c)
     });
+    let parsed = parsed.and_then(|c| {
+        let pausing = matches!(c.control, ControlKind::Pause | ControlKind::Resume);
+        if !pausing && (c.queue.is_some() || c.kind.is_some()) {
+            return Err(serde::de::Error::custom(
+                "`queue` and `type` are fields of `pause` and `resume` only",
+            ));
+        }
+        Ok(c)
+    });
     match (parsed, reply) {
+        (Ok(c), Some(reply)) if matches!(c.control, ControlKind::Pause | ControlKind::Resume) => {
+            match pause_change(c) {
+                Ok(change) => Request::Pause {
+                    change,
+                    reply,
+                    outcome: None,
+                },
+                Err(why) => Request::Invalid {
+                    reason: format!("invalid control request: {why}"),
+                    body,
+                    reply: Some(reply),
+                },
+            }
+        }
         (Ok(c), Some(reply)) => match c.control {
             ControlKind::Status => Request::Status {
                 id: c.workflow_id,
@@ -208,6 +256,7 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
                 reply: Reply::Queue(reply),
             },
             ControlKind::Workers => Request::Workers { reply },
+            ControlKind::Pause | ControlKind::Resume => unreachable!("matched above"),
         },
         (Ok(_), None) => Request::Invalid {
             reason: "control request without reply_to: there is nowhere to answer".into(),
@@ -220,6 +269,30 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
             reply,
         },
     }
+}
+
+/// The change a `pause` or `resume` asks for: exactly one of `queue` and
+/// `type`, a name a queue or type may have, nothing else.
+fn pause_change(c: ControlRequest) -> Result<PauseChange, String> {
+    let pause = c.control == ControlKind::Pause;
+    let word = if pause { "pause" } else { "resume" };
+    if !c.workflow_id.is_empty() || c.task_id.is_some() {
+        return Err(format!(
+            "`{word}` takes `queue` or `type`, not `workflow_id` or `task_id`"
+        ));
+    }
+    let (kind, name) = match (c.queue, c.kind) {
+        (Some(q), None) => (PauseKind::Queue, q),
+        (None, Some(t)) => (PauseKind::Type, t),
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "`{word}` takes one of `queue` and `type`, not both"
+            ));
+        }
+        (None, None) => return Err(format!("`{word}` needs `queue` or `type`")),
+    };
+    pauses::check_name(kind, &name)?;
+    Ok(PauseChange { pause, kind, name })
 }
 
 impl Scheduler {
@@ -287,6 +360,11 @@ impl Scheduler {
                 let report = self.workers.lock().expect("not poisoned").report(now);
                 engine.reply_workers(&reply, &report);
             }
+            Request::Pause {
+                change,
+                reply,
+                outcome,
+            } => apply_pause(engine, &change, &reply, outcome),
             Request::Status {
                 id,
                 task: None,
@@ -319,6 +397,34 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// `pause` or `resume`, already applied to the store: the engine takes
+/// what the store holds now (the change, and any another scheduler made),
+/// and the answer says it.
+fn apply_pause(
+    engine: &mut Engine,
+    change: &PauseChange,
+    reply: &ReplyTo,
+    outcome: Option<PauseOutcome>,
+) {
+    let Some(PauseOutcome { pauses, refused }) = outcome else {
+        // `step` applies every pause to the store first; not answered, so
+        // the asker tries again.
+        tracing::error!(kind = change.kind.as_str(), name = %change.name, "A pause was not applied to the store");
+        return;
+    };
+    engine.set_pauses(&pauses);
+    let (kind, name) = (change.kind.as_str(), &change.name);
+    match (&refused, change.pause) {
+        (Some(r), _) => tracing::warn!(kind, %name, reason = %r.message, "Pause refused"),
+        (None, true) => tracing::info!(kind, %name, "Dispatch paused"),
+        (None, false) => tracing::info!(kind, %name, "Dispatch resumed"),
+    }
+    engine.reply_pauses(
+        reply,
+        &pauses::report(&pauses, refused.into_iter().collect()),
+    );
 }
 
 /// A workflow submitted: a duplicate of a running or ended one is answered,

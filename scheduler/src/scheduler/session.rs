@@ -15,7 +15,7 @@ use crate::{
     batch::{Op, OutMsg, Recovered},
     engine::{Engine, EngineConfig},
     http,
-    store::{Balance, Partitions, Store, StoreError, postgres::BALANCE_EVERY},
+    store::{Balance, Store, StoreError, postgres::BALANCE_EVERY},
     workers,
 };
 use chrono::Utc;
@@ -81,8 +81,9 @@ enum Wake {
 enum Balanced {
     /// Nothing to do.
     Quiet,
-    /// Nothing changed, but limited types wait for places: a batch of
-    /// nothing asks the store again.
+    /// Nothing changed, but limited types wait for places (a batch of
+    /// nothing asks the store again), or a queue or type was resumed (it
+    /// dispatches what was held).
     Ask,
     /// The owned partitions changed: the session ends.
     Changed(End),
@@ -142,6 +143,8 @@ impl Scheduler {
             .declare(consume_conn, publish_conn, &topology, &ownership)
             .await?;
         let mut engine = self.load_engine(&topology, &mut recovered, partitions, &owned)?;
+        // Before the first dispatch: what is paused stays held.
+        engine.set_pauses(&cx.store.pauses().await?);
         self.republish(
             &mut engine,
             (&mut publisher, publish_conn),
@@ -303,11 +306,8 @@ impl Scheduler {
                 Wake::Stopped => break Ok(End::Stopped),
                 Wake::Balance => {
                     next_balance = Some(tokio::time::Instant::now() + BALANCE_EVERY);
-                    let Some(parts) = store.partitioned() else {
-                        continue;
-                    };
                     match self
-                        .balance(parts, &mut state.engine, &mut state.refused)
+                        .balance(store, &mut state.engine, &mut state.refused)
                         .await
                     {
                         Ok(Balanced::Quiet) => continue,
@@ -382,28 +382,39 @@ impl Scheduler {
         outcome
     }
 
-    /// The balance tick: evens out the partitions among the schedulers and,
-    /// when they stay as they are, learns which schedulers want places of
-    /// limited types.
+    /// The balance tick (partitioned stores): evens out the partitions
+    /// among the schedulers and, when they stay as they are, learns which
+    /// schedulers want places of limited types and what is paused (a
+    /// `pause` or `resume` another scheduler applied holds here from this
+    /// tick on).
     async fn balance(
         &self,
-        parts: &Partitions,
+        store: &Store,
         engine: &mut Engine,
         refused: &mut HashSet<String>,
     ) -> Result<Balanced, SchedulerError> {
+        let Some(parts) = store.partitioned() else {
+            return Ok(Balanced::Quiet);
+        };
         match parts.balance().await? {
             Balance::Unchanged => {
                 if !self.config.type_limits.is_empty() {
                     let waiting = parts.type_waiters().await?;
                     engine.set_type_waiters(&waiting);
                 }
-                if !engine.has_parked() {
-                    return Ok(Balanced::Quiet);
+                let resumed = engine.set_pauses(&store.pauses().await?);
+                if engine.has_parked() {
+                    refused.clear();
+                    // A batch of nothing: asks for places again, or uses a
+                    // share raised since.
+                    return Ok(Balanced::Ask);
                 }
-                refused.clear();
-                // A batch of nothing: asks for places again, or uses a
-                // share raised since.
-                Ok(Balanced::Ask)
+                // A batch of nothing dispatches what was resumed.
+                Ok(if resumed {
+                    Balanced::Ask
+                } else {
+                    Balanced::Quiet
+                })
             }
             Balance::Acquired(n) => {
                 tracing::info!(partitions = n, "Took partitions over; loading them");

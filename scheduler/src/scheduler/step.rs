@@ -132,6 +132,11 @@ impl Scheduler {
         }
         items.extend(http.drain(..).map(|r| Item::Request(r, None)));
         let mut known = look_up(engine, store, &items).await?;
+        for item in &mut items {
+            if let Item::Request(request, _) = item {
+                request.change_pause(store).await?;
+            }
+        }
         for item in items {
             if let Item::Request(request, Some(tag)) = &item
                 && let Some(cost) = request.budget_cost()
