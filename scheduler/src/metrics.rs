@@ -4,7 +4,7 @@
 //! [`Counters`], which `Metrics` holds and reads; the counters and gauges
 //! of the I/O loop (batches, messages, sessions) live here.
 
-use crate::engine::{Counters, TypeUsage};
+use crate::engine::{Counters, PauseUsage, TypeUsage};
 use std::{
     collections::BTreeMap,
     sync::{
@@ -43,6 +43,9 @@ pub struct Metrics {
     pub in_flight: Mutex<BTreeMap<String, u64>>,
     /// Gauges: running, limit and waiting tasks of each limited task type.
     pub types: Mutex<Vec<TypeUsage>>,
+    /// Gauges: each paused task queue and type, with the ready tasks it
+    /// holds back here.
+    pub paused: Mutex<Vec<PauseUsage>>,
     /// Gauge: 1 while a broker session is up.
     pub broker_connected: AtomicU64,
     /// Gauge: 1 once this scheduler is the active one of its store (0 for

@@ -1,6 +1,6 @@
 //! The status API: `/healthz`, `/api/whoami`, the workflow list, a
-//! workflow's report, one task, the worker registry; and the one action,
-//! cancelling a workflow.
+//! workflow's report, one task, the worker registry, what is paused; and
+//! the one action, cancelling a workflow.
 
 use super::{ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
 use crate::{
@@ -252,6 +252,15 @@ fn store_error(e: StoreError) -> Response {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(code, e.to_string())
+}
+
+/// `GET /api/pauses`: what is paused, namespace-wide, as stored (also on
+/// a standby): the answer a `pause` or `resume` control request gets.
+pub(super) async fn pauses(State(s): State<Sources>) -> Response {
+    match s.store.pauses().await {
+        Ok(pauses) => Json(crate::pauses::report(&pauses, Vec::new())).into_response(),
+        Err(e) => store_error(e),
+    }
 }
 
 pub(super) async fn list_workers(State(s): State<Sources>) -> Response {

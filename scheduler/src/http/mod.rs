@@ -18,6 +18,8 @@
 //!   as stored, within the report limit).
 //! - `GET /api/workflows/{id}/tasks/{task}`: one task, its output in full.
 //! - `GET /api/workers`: the worker registry.
+//! - `GET /api/pauses`: the paused task queues and types (as stored, so
+//!   the same from every scheduler of the namespace).
 //!
 //! With a token of scope `admin`:
 //! - `POST /api/workflows/{id}/cancel`: a `cancel` control request,
@@ -179,6 +181,7 @@ fn router(sources: Sources, tokens: Tokens, hosts: Hosts) -> Router {
         .route("/api/workflows/{id}", get(api::workflow))
         .route("/api/workflows/{id}/tasks/{task}", get(api::task))
         .route("/api/workers", get(api::list_workers))
+        .route("/api/pauses", get(api::pauses))
         .route_layer(needs(Scope::Read));
     let admin = Router::new()
         .route("/api/workflows/{id}/cancel", post(api::cancel))

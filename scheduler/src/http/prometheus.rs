@@ -113,6 +113,38 @@ pub fn render(m: &Metrics) -> String {
             let _ = writeln!(out, "{name}{{type=\"{}\"}} {}", label(&u.kind), value(u));
         }
     }
+    let paused = m.paused.lock().expect("not poisoned").clone();
+    if !paused.is_empty() {
+        family(
+            &mut out,
+            "warren_paused",
+            "gauge",
+            "1 for each task queue and task type whose dispatch is paused (pause control request).",
+        );
+        for p in &paused {
+            let _ = writeln!(
+                out,
+                "warren_paused{{kind=\"{}\",name=\"{}\"}} 1",
+                p.kind.as_str(),
+                label(&p.name)
+            );
+        }
+        family(
+            &mut out,
+            "warren_paused_ready_tasks",
+            "gauge",
+            "Ready tasks this scheduler holds back for a paused queue or type.",
+        );
+        for p in &paused {
+            let _ = writeln!(
+                out,
+                "warren_paused_ready_tasks{{kind=\"{}\",name=\"{}\"}} {}",
+                p.kind.as_str(),
+                label(&p.name),
+                p.held
+            );
+        }
+    }
     for (name, c, help) in [
         (
             "warren_results_total",

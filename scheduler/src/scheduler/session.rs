@@ -440,6 +440,7 @@ impl Scheduler {
             .store(engine.scheduled_len() as u64, Ordering::Relaxed);
         *self.metrics.in_flight.lock().expect("not poisoned") = engine.in_flight_by_queue();
         *self.metrics.types.lock().expect("not poisoned") = engine.type_usage();
+        *self.metrics.paused.lock().expect("not poisoned") = engine.pause_usage();
     }
 }
 
