@@ -1,6 +1,7 @@
 //! `warren`: submit workflows (JSON or YAML) and watch them run, show their
-//! status, cancel them, draw their DAG, print a role's broker permissions,
-//! or run a whole system in one process on an example (`warren dev FILE`).
+//! status, cancel them, draw their DAG, pause and resume task queues and
+//! types, print a role's broker permissions, or run a whole system in one
+//! process on an example (`warren dev FILE`).
 //!
 //! Layout: this file holds the flags and runs each command; `request`
 //! reads request files, `progress` draws `submit --wait`'s bar, `print`
@@ -20,7 +21,7 @@ use std::{
     process::ExitCode,
     time::Duration,
 };
-use warren_producer::Client;
+use warren_producer::{Client, PauseTarget};
 use warren_shared::cli::BrokerArgs;
 use warren_shared::roles::{self, Role};
 use warren_shared::wire::WorkflowStatus;
@@ -103,6 +104,30 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Pause the dispatch of a task queue's or a task type's tasks, in
+    /// every scheduler of the namespace (running tasks finish, everything
+    /// else flows), and print what is paused.
+    Pause {
+        #[command(flatten)]
+        target: PauseArgs,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the scheduler's answer.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Resume what `pause` paused, and print what is still paused.
+    Resume {
+        #[command(flatten)]
+        target: PauseArgs,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the scheduler's answer.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Print the `rabbitmqctl` commands that grant USER a role's broker
     /// permissions in this namespace (docs/security.md); runs nothing.
     Permissions {
@@ -126,6 +151,29 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+}
+
+/// What `pause` and `resume` act on: one task queue or one task type.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct PauseArgs {
+    /// A task queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// A task type.
+    #[arg(long = "type")]
+    kind: Option<String>,
+}
+
+impl PauseArgs {
+    fn target(self) -> PauseTarget {
+        match (self.queue, self.kind) {
+            (Some(q), _) => PauseTarget::Queue(q),
+            (None, Some(t)) => PauseTarget::Type(t),
+            // clap requires one of the two.
+            (None, None) => unreachable!("one of --queue and --type is required"),
+        }
+    }
 }
 
 /// The roles of docs/security.md, as `warren permissions` names them.
@@ -257,6 +305,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print::workers(&report);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause {
+            target,
+            json,
+            timeout,
+        } => {
+            let client = Client::connect(&amqp).await?;
+            let paused = client
+                .pause(&target.target(), Duration::from_secs(timeout))
+                .await;
+            client.close().await;
+            print::pauses(&paused?, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume {
+            target,
+            json,
+            timeout,
+        } => {
+            let client = Client::connect(&amqp).await?;
+            let paused = client
+                .resume(&target.target(), Duration::from_secs(timeout))
+                .await;
+            client.close().await;
+            print::pauses(&paused?, json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Permissions {

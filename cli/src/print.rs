@@ -1,9 +1,11 @@
 //! How the CLI prints what the scheduler answers: a workflow's final
-//! outcome (JSON, and a verdict on stderr), a workflow's task table, and
-//! the table of workers.
+//! outcome (JSON, and a verdict on stderr), a workflow's task table, the
+//! table of workers, and what is paused.
 
 use std::{borrow::Cow, process::ExitCode};
-use warren_shared::wire::{TaskReport, TaskState, WorkersReport, WorkflowReport, WorkflowStatus};
+use warren_shared::wire::{
+    Paused, TaskReport, TaskState, WorkersReport, WorkflowReport, WorkflowStatus,
+};
 
 /// Prints a final report: JSON on stdout, a one-line verdict on stderr.
 pub fn outcome(report: &WorkflowReport) -> ExitCode {
@@ -170,6 +172,31 @@ pub fn safe(s: &str) -> Cow<'_, str> {
             })
             .collect(),
     )
+}
+
+/// What is paused: as JSON (`{"queues": [...], "types": [...]}`), or one
+/// line per paused queue and type.
+pub fn pauses(paused: &Paused, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(paused).expect("serialisable")
+        );
+        return;
+    }
+    if paused.is_empty() {
+        println!("nothing is paused");
+        return;
+    }
+    for (what, entries) in [("queue", &paused.queues), ("type", &paused.types)] {
+        for e in entries {
+            println!(
+                "paused {what} {} since {}",
+                safe(&e.name),
+                e.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! [`Client`]: submit, wait, status over plain AMQP.
+//! [`Client`]: submit, wait, status, cancel, pause and resume over plain
+//! AMQP.
 //!
 //! Answers come back RPC-style: every request carries `reply_to` (this
 //! client's exclusive, server-named queue) and a fresh `correlation_id`,
@@ -26,9 +27,19 @@ use warren_shared::{
     backoff::Backoff,
     topology::CONTROL_ROUTING_KEY,
     wire::{
-        ControlKind, ControlRequest, TYPE_PROGRESS, WorkersReport, WorkflowProgress, WorkflowReport,
+        ControlKind, ControlRequest, Paused, Rejection, TYPE_PROGRESS, WorkersReport,
+        WorkflowProgress, WorkflowReport,
     },
 };
+
+/// What [`Client::pause`] and [`Client::resume`] act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PauseTarget {
+    /// Every task of a task queue.
+    Queue(String),
+    /// Every task of a task type (in whichever queue).
+    Type(String),
+}
 
 /// How long [`Client::submit`] keeps trying to get a request confirmed.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(60);
@@ -43,6 +54,10 @@ pub enum ClientError {
     InvalidRequest(String),
     #[error("the scheduler's reply does not decode: {0}")]
     InvalidReply(String),
+    /// The scheduler did not apply the request (e.g. `too_many_pauses`,
+    /// `invalid_control`).
+    #[error("refused ({code}): {message}")]
+    Refused { code: String, message: String },
     #[error(
         "no answer for workflow {workflow} within {after:?}; is a scheduler running on namespace `{namespace}`?"
     )]
@@ -248,7 +263,7 @@ impl Client {
     }
 
     /// Waits out a backoff delay, or fails if it would pass `deadline`.
-    async fn pause(
+    async fn back_off(
         backoff: &mut Backoff,
         deadline: Instant,
         started: Instant,
@@ -289,7 +304,7 @@ impl Client {
             match attempt.await {
                 Ok(()) => return Ok(id),
                 Err(e @ warren_shared::Error::Unroutable { .. }) => return Err(e.into()),
-                Err(e) => Self::pause(&mut backoff, deadline, started, e).await?,
+                Err(e) => Self::back_off(&mut backoff, deadline, started, e).await?,
             }
         }
     }
@@ -391,6 +406,70 @@ impl Client {
         self.ask("workers", &body, timeout, Ask::Control).await
     }
 
+    /// Pauses the dispatch of a task queue's or a task type's tasks, in
+    /// every scheduler of the namespace (running tasks finish), and
+    /// returns what is paused now. Pausing twice is harmless.
+    pub async fn pause(
+        &self,
+        target: &PauseTarget,
+        timeout: Duration,
+    ) -> Result<Paused, ClientError> {
+        self.change_pause(ControlKind::Pause, target, timeout).await
+    }
+
+    /// Resumes what [`Client::pause`] paused, and returns what is still
+    /// paused. Resuming what is not paused is harmless.
+    pub async fn resume(
+        &self,
+        target: &PauseTarget,
+        timeout: Duration,
+    ) -> Result<Paused, ClientError> {
+        self.change_pause(ControlKind::Resume, target, timeout)
+            .await
+    }
+
+    async fn change_pause(
+        &self,
+        control: ControlKind,
+        target: &PauseTarget,
+        timeout: Duration,
+    ) -> Result<Paused, ClientError> {
+        let (queue, kind) = match target {
+            PauseTarget::Queue(q) => (Some(q.clone()), None),
+            PauseTarget::Type(t) => (None, Some(t.clone())),
+        };
+        let body = serde_json::to_vec(&ControlRequest {
+            queue,
+            kind,
+            ..ControlRequest::new(control, "")
+        })
+        .expect("wire types always serialise");
+        // The answer, or a `rejected` report for an invalid request: both
+        // carry `errors`.
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            paused: Option<Paused>,
+            #[serde(default)]
+            errors: Vec<Rejection>,
+        }
+        let what = if control == ControlKind::Pause {
+            "pause"
+        } else {
+            "resume"
+        };
+        let answer: Answer = self.ask(what, &body, timeout, Ask::Control).await?;
+        if let Some(e) = answer.errors.into_iter().next() {
+            return Err(ClientError::Refused {
+                code: e.code,
+                message: e.message,
+            });
+        }
+        answer
+            .paused
+            .ok_or_else(|| ClientError::InvalidReply("the answer says nothing of pauses".into()))
+    }
+
     /// Sends `body` with a reply address and waits for the answer, sending
     /// it again from a new connection if the old one dies meanwhile. With
     /// `watch`, the reply queue also receives the workflow's progress events.
@@ -412,7 +491,7 @@ impl Client {
             let s = match self.session().await {
                 Ok(s) => s,
                 Err(e) => {
-                    Self::pause(&mut backoff, deadline, started, e).await?;
+                    Self::back_off(&mut backoff, deadline, started, e).await?;
                     continue;
                 }
             };
@@ -435,7 +514,7 @@ impl Client {
                 if matches!(e, warren_shared::Error::Unroutable { .. }) {
                     return Err(e.into());
                 }
-                Self::pause(&mut backoff, deadline, started, e).await?;
+                Self::back_off(&mut backoff, deadline, started, e).await?;
                 continue;
             }
             tokio::select! {

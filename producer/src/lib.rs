@@ -8,4 +8,4 @@
 
 pub mod client;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, PauseTarget};
