@@ -460,7 +460,7 @@ pub async fn committed_results(env: &Env, workflow: &str) -> Vec<(String, u32, S
 
 /// Paths of the workspace's binaries (`warren`, `warren-scheduler`,
 /// `warren-worker`, `chaos`), built once per test run with the same
-/// profile as the tests.
+/// profile as the tests (`release`, `dev` or a custom one).
 pub fn binaries() -> &'static HashMap<String, PathBuf> {
     static BINS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BINS.get_or_init(|| {
@@ -475,8 +475,23 @@ pub fn binaries() -> &'static HashMap<String, PathBuf> {
                 "warren-worker",
             ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
+        // The test binary's profile, read from where it was built
+        // (`target/{profile}/deps/`): `debug` is `dev`; a custom profile
+        // (`--profile p`, defined by `CARGO_PROFILE_P_INHERITS`) is
+        // passed on, so that its builds never share `target/debug` with
+        // another checkout's.
+        let profile = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.file_name()?.to_str()?.to_owned()));
+        match profile.as_deref() {
+            Some("debug") => {}
+            Some(p) => {
+                cmd.args(["--profile", p]);
+            }
+            None if !cfg!(debug_assertions) => {
+                cmd.arg("--release");
+            }
+            None => {}
         }
         // Cargo gives the test process the variables it sets for the
         // package under test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...); build
@@ -484,6 +499,7 @@ pub fn binaries() -> &'static HashMap<String, PathBuf> {
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
             let keep = matches!(key.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR")
+                || key.starts_with("CARGO_PROFILE_")
                 || key.starts_with("CARGO_BUILD_")
                 || key.starts_with("CARGO_REGISTRIES_")
                 || key.starts_with("CARGO_NET_");
