@@ -1,5 +1,6 @@
 //! The binaries as an operator runs them: `warren dev`, and
-//! `warren-scheduler` + `warren-worker` driven by `warren submit/status`,
+//! `warren-scheduler` + `warren-worker` driven by `warren
+//! submit/status/cancel/pause/resume`,
 //! configured through the environment and stopped with SIGTERM.
 
 use crate::support::{
@@ -266,6 +267,29 @@ fn operator_commands_yaml_progress_status_cancel_graph_workers() {
         "{out}"
     );
     assert!(out.contains("label=\"c\\npending\""), "{out}");
+
+    // Pause and resume: each prints what is paused; a bad name is refused.
+    let (code, out, err) = warren(&ns, &["pause", "--queue", "emails"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("paused queue emails since "), "{out}");
+    let (code, out, err) = warren(&ns, &["pause", "--type", "payments.charge", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let paused: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(paused["queues"][0]["name"], "emails", "{out}");
+    assert_eq!(paused["types"][0]["name"], "payments.charge", "{out}");
+    let (code, _, err) = warren(&ns, &["pause", "--queue", "a", "--type", "b"]);
+    assert_eq!(code, 2, "one of --queue and --type: {err}");
+    let (code, _, err) = warren(&ns, &["pause", "--queue", "no spaces"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("refused (invalid_control)"), "{err}");
+    let (code, out, _) = warren(&ns, &["resume", "--queue", "emails"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("paused type payments.charge since "),
+        "{out}"
+    );
+    let (code, out, _) = warren(&ns, &["resume", "--type", "payments.charge"]);
+    assert_eq!((code, out.as_str()), (0, "nothing is paused\n"));
 
     // The worker registry: a worker killed outright is lost after three
     // missed heartbeats; one stopped with SIGTERM says it is stopping.

@@ -17,6 +17,7 @@ mod idempotency;
 mod kinds;
 mod kinds_hardened;
 mod limits;
+mod pause;
 mod peers;
 mod pg_tls;
 mod polyglot;
