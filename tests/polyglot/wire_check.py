@@ -313,6 +313,33 @@ def main():
             break
         time.sleep(0.1)
 
+    # Pausing a task queue and resuming it: each answer says what is
+    # paused. A pause naming both a queue and a type is refused by the
+    # schema (as written, not made strict) and by the scheduler.
+    for control, corr, want in [("pause", "pause", ["wirecheck-paused"]),
+                                ("pause", "pause-again", ["wirecheck-paused"]),
+                                ("resume", "resume", [])]:
+        req = {"control": control, "queue": "wirecheck-paused"}
+        check("control-request", req, f"our {corr} request")
+        publish_request(req, corr)
+        _, props, body = next_reply(corr, f"{corr} reply")
+        answer = check("pauses-report", body, f"{corr} reply")
+        check_props(props, "warren.pauses", f"{corr} reply")
+        queues = [q.get("name") for q in (answer or {}).get("paused", {}).get("queues", [])]
+        if queues != want or (answer or {}).get("errors"):
+            problems.append(f"{corr} reply: paused queues {queues}, expected {want}: {answer}")
+    both = {"control": "pause", "queue": "q", "type": "t"}
+    as_written = json.loads((SCHEMAS / "control-request.json").read_text())
+    if jsonschema.Draft202012Validator(as_written).is_valid(both):
+        problems.append("control-request schema: a pause of both a queue and a type passes")
+    publish_request(both, "both")
+    _, props, body = next_reply("both", "reply to a pause of both")
+    refused = check("workflow-report", body, "reply to a pause of both")
+    check_props(props, "warren.report", "reply to a pause of both")
+    codes = [e.get("code") for e in (refused or {}).get("errors", [])]
+    if (refused or {}).get("status") != "rejected" or codes != ["invalid_control"]:
+        problems.append(f"reply to a pause of both: {refused}")
+
     ch.queue_delete(own)
     conn.close()
     for kind, n in seen.items():
