@@ -92,7 +92,10 @@ mod start_tests {
         set_start(&mut r, None, Some("5s")).unwrap();
         assert_eq!(r, json!({"delay_ms": 5000, "tasks": []}));
         set_start(&mut r, Some("2026-12-24T18:00:00+01:00"), None).unwrap();
-        assert_eq!(r, json!({"not_before": "2026-12-24T18:00:00+01:00", "tasks": []}));
+        assert_eq!(
+            r,
+            json!({"not_before": "2026-12-24T18:00:00+01:00", "tasks": []})
+        );
         assert!(set_start(&mut r, Some("soon"), None).is_err());
         assert!(set_start(&mut r, Some("2026-12-24T18:00:00Z"), Some("5s")).is_err());
     }
