@@ -687,6 +687,9 @@ pub struct WorkflowSummary {
     /// When it ended, RFC 3339 in UTC; absent while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// For `scheduled`: when it starts, RFC 3339 in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 impl WorkflowReport {

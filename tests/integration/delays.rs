@@ -3,7 +3,7 @@
 //! when due and not before, also across a scheduler restart, and can be
 //! cancelled while it waits.
 
-use crate::support::{DEADLINE, Env, wait_until_async};
+use crate::support::{DEADLINE, Env, http_get, wait_until, wait_until_async};
 use serde_json::json;
 use warren_scheduler::Metrics;
 use warren_shared::wire::WorkflowStatus;
@@ -61,11 +61,14 @@ async fn a_delayed_workflow_starts_when_due_and_not_before_also_across_a_restart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_workflow_can_be_cancelled_and_its_submitter_hears_it() {
     let mut env = Env::new().await;
-    let s = env.scheduler(env.scheduler_config());
+    let mut config = env.scheduler_config();
+    config.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    let s = env.scheduler(config);
     env.builtin_worker("w");
-    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let waiter = tokio::spawn({
-        let c = env.client.clone();
+        let (c, tomorrow) = (env.client.clone(), tomorrow.clone());
         async move {
             c.submit_and_wait(
                 json!({"id": "someday", "not_before": tomorrow, "tasks": [
@@ -83,6 +86,17 @@ async fn a_scheduled_workflow_can_be_cancelled_and_its_submitter_hears_it() {
         }
     })
     .await;
+    // The list says when it starts.
+    wait_until("the endpoint listens", || s.http.get().is_some()).await;
+    let (code, _, body) = http_get(*s.http.get().unwrap(), "/api/workflows?status=scheduled").await;
+    assert_eq!(code, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = &page["workflows"][0];
+    assert_eq!(listed["workflow_id"], "someday", "{page}");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(listed["not_before"].as_str().unwrap()).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(&tomorrow).unwrap(),
+    );
     let cancelled = env.client.cancel("someday", DEADLINE).await.unwrap();
     assert_eq!(cancelled.status, WorkflowStatus::Cancelled);
     let outcome = waiter.await.unwrap().unwrap();

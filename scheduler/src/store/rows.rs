@@ -193,6 +193,8 @@ pub(super) struct SummaryRecord<T> {
     pub priority: i64,
     pub created_at: T,
     pub finished_at: Option<T>,
+    /// The stored report of a `scheduled` workflow (none for others).
+    pub scheduled_report: Option<String>,
 }
 
 impl<T: Stamp> SummaryRecord<T> {
@@ -205,6 +207,11 @@ impl<T: Stamp> SummaryRecord<T> {
             priority: self.priority,
             created_at: self.created_at.text(),
             finished_at: self.finished_at.map(Stamp::text),
+            not_before: self
+                .scheduled_report
+                .and_then(|r| serde_json::from_str::<warren_shared::wire::WorkflowReport>(&r).ok())
+                .and_then(|r| r.not_before)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         }
     }
 }

@@ -572,10 +572,12 @@ impl Db {
     ) -> Result<Vec<WorkflowSummary>, StoreError> {
         // Two statements, so that each uses its index.
         let mut stmt = self.conn.prepare_cached(if status.is_some() {
-            "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+            "SELECT id, name, status, priority, created_at, finished_at,
+                    CASE WHEN status = 'scheduled' THEN report END FROM workflows
              WHERE status = ?1 ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
         } else {
-            "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+            "SELECT id, name, status, priority, created_at, finished_at,
+                    CASE WHEN status = 'scheduled' THEN report END FROM workflows
              WHERE ?1 IS NULL ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
         })?;
         let rows = stmt.query_map(rusqlite::params![status, limit, offset], |r| {
@@ -586,6 +588,7 @@ impl Db {
                 priority: r.get(3)?,
                 created_at: r.get(4)?,
                 finished_at: r.get(5)?,
+                scheduled_report: r.get(6)?,
             })
         })?;
         rows.map(|r| r.map(SummaryRecord::decode))

@@ -262,24 +262,29 @@ impl PgStore {
     ) -> Result<Vec<WorkflowSummary>, StoreError> {
         let client = get(&self.pool).await?;
         let (limit, offset) = (i64::from(limit), i64::from(offset));
-        let rows =
-            match status {
-                Some(s) => client
+        let rows = match status {
+            Some(s) => {
+                client
                     .query(
-                        "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+                        "SELECT id, name, status, priority, created_at, finished_at,
+                            CASE WHEN status = 'scheduled' THEN report END FROM workflows
                      WHERE status = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3",
                         &[&s, &limit, &offset],
                     )
-                    .await,
-                None => client
+                    .await
+            }
+            None => {
+                client
                     .query(
-                        "SELECT id, name, status, priority, created_at, finished_at FROM workflows
+                        "SELECT id, name, status, priority, created_at, finished_at,
+                            CASE WHEN status = 'scheduled' THEN report END FROM workflows
                      ORDER BY seq DESC LIMIT $1 OFFSET $2",
                         &[&limit, &offset],
                     )
-                    .await,
+                    .await
             }
-            .map_err(pg)?;
+        }
+        .map_err(pg)?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -290,6 +295,7 @@ impl PgStore {
                     priority: i64::from(r.get::<_, i16>(3)),
                     created_at: r.get(4),
                     finished_at: r.get(5),
+                    scheduled_report: r.get(6),
                 }
                 .decode()
             })
