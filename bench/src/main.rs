@@ -23,11 +23,14 @@
 //! - `backlog`: 200,000 tasks submitted with no worker running and a memory
 //!   budget of 50,000: what the scheduler holds and its peak RSS while the
 //!   backlog waits, then the time to drain it once a worker starts.
+//! - `delayed`: 100,000 workflows submitted with one `not_before`: the
+//!   scheduler's RSS while they wait, and how late they start when all
+//!   fall due at once.
 //!
 //! Layout: this file holds the flags and starts a run or a child;
 //! `rounds` runs the ceiling and the scenarios round after round and takes
 //! the medians; `ceiling` is the bare-lapin pipeline; `scenarios` (with
-//! `throughput`, `policy`, `stores` and `backlog` under it) are Warren's; `deployment`
+//! `throughput`, `policy`, `stores`, `backlog` and `delayed` under it) are Warren's; `deployment`
 //! starts and stops the children (through warren-harness); `child` is what
 //! a child runs; `figures` holds a figure, the statistics, and the summary
 //! table and JSON.
@@ -177,6 +180,16 @@ struct Opts {
     /// (WARREN_MAX_ACTIVE_TASKS).
     #[arg(long, default_value_t = 50_000)]
     backlog_budget: usize,
+    /// Workflows (one no-op task each) waiting in the delayed scenario.
+    #[arg(long, default_value_t = 100_000)]
+    delayed: usize,
+    /// Seconds from submitting to the delayed scenario's common
+    /// `not_before` (default 20 s + 2 ms per workflow: 220 s for 100,000).
+    #[arg(long)]
+    delayed_lead_s: Option<u64>,
+    /// Run the delayed scenario on PostgreSQL (`--pg-url`), not SQLite.
+    #[arg(long)]
+    delayed_pg: bool,
     /// Worker concurrency (= prefetch); the default is the ceiling
     /// worker's prefetch, so both pipelines may hold as much in flight.
     #[arg(long, default_value_t = 256)]

@@ -4,9 +4,10 @@
 //! Each runs on a deployment of its own (a fresh namespace and store) and
 //! returns its figures: `throughput` measures Warren beside the ceiling,
 //! `policy` the scheduling policy, `stores` SQLite beside PostgreSQL,
-//! `backlog` the memory budget.
+//! `backlog` the memory budget, `delayed` delayed starts.
 
 mod backlog;
+mod delayed;
 mod policy;
 mod stores;
 mod throughput;
@@ -43,6 +44,9 @@ pub enum Scenario {
     /// 200,000 tasks waiting with no worker, within a budget of 50,000:
     /// tasks held, peak RSS, then the time to drain.
     Backlog,
+    /// 100,000 workflows waiting for one `not_before`: the scheduler's RSS
+    /// while they wait, their start lateness when all fall due.
+    Delayed,
 }
 
 impl Scenario {
@@ -60,6 +64,7 @@ impl Scenario {
             Scenario::Pools => policy::pools(addr).await,
             Scenario::Stores => stores::stores(addr, o).await,
             Scenario::Backlog => backlog::backlog(addr, o, c).await,
+            Scenario::Delayed => delayed::delayed(addr, o, c).await,
         }
     }
 }

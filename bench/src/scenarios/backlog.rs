@@ -172,7 +172,7 @@ pub async fn backlog(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Fi
 
 /// A local address nothing listens on (bound, then released for the
 /// scheduler to take).
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(super) fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -196,7 +196,7 @@ async fn queued_requests(d: &Deployment) -> anyhow::Result<u32> {
 
 /// `GET /metrics` (std's blocking TCP on the blocking pool: the bench
 /// needs no HTTP client for one page).
-async fn metrics(addr: SocketAddr) -> anyhow::Result<String> {
+pub(super) async fn metrics(addr: SocketAddr) -> anyhow::Result<String> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -216,7 +216,7 @@ async fn metrics(addr: SocketAddr) -> anyhow::Result<String> {
 }
 
 /// The value of metric `name` (a line `name value`) in Prometheus text.
-fn gauge(body: &str, name: &str) -> Option<u64> {
+pub(super) fn gauge(body: &str, name: &str) -> Option<u64> {
     body.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == name).then(|| v.trim().parse::<f64>().ok().map(|v| v as u64))?
