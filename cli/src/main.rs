@@ -311,28 +311,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
             json,
             timeout,
-        } => {
-            let client = Client::connect(&amqp).await?;
-            let paused = client
-                .pause(&target.target(), Duration::from_secs(timeout))
-                .await;
-            client.close().await;
-            print::pauses(&paused?, json);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => pause_or_resume(&amqp, target, Duration::from_secs(timeout), json, true).await,
         Command::Resume {
             target,
             json,
             timeout,
-        } => {
-            let client = Client::connect(&amqp).await?;
-            let paused = client
-                .resume(&target.target(), Duration::from_secs(timeout))
-                .await;
-            client.close().await;
-            print::pauses(&paused?, json);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => pause_or_resume(&amqp, target, Duration::from_secs(timeout), json, false).await,
         Command::Permissions {
             role,
             user,
@@ -357,4 +341,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(print::outcome(&report))
         }
     }
+}
+
+/// `warren pause` (`pause`) or `warren resume`: asks, then prints what is
+/// paused.
+async fn pause_or_resume(
+    amqp: &warren_shared::AmqpConfig,
+    target: PauseArgs,
+    timeout: Duration,
+    json: bool,
+    pause: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(amqp).await?;
+    let target = target.target();
+    let paused = if pause {
+        client.pause(&target, timeout).await
+    } else {
+        client.resume(&target, timeout).await
+    };
+    client.close().await;
+    print::pauses(&paused?, json);
+    Ok(ExitCode::SUCCESS)
 }
