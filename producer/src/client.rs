@@ -27,7 +27,8 @@ use warren_shared::{
     backoff::Backoff,
     topology::CONTROL_ROUTING_KEY,
     wire::{
-        ControlKind, ControlRequest, Paused, Rejection, TYPE_PROGRESS, WorkersReport,
+        ControlKind, ControlRequest, Paused, Rejection, ScheduleReport, ScheduleSpec, SchedulesPage,
+        TYPE_PROGRESS, WorkersReport,
         WorkflowProgress, WorkflowReport,
     },
 };
@@ -470,6 +471,89 @@ impl Client {
             .ok_or_else(|| ClientError::InvalidReply("the answer says nothing of pauses".into()))
     }
 
+    /// Stores a new schedule (`schedule.create`) and returns the answer:
+    /// outcome `created`, or `rejected` with `errors` (an invalid schedule,
+    /// `schedule_exists`, `too_many_schedules`).
+    pub async fn schedule_create(
+        &self,
+        spec: ScheduleSpec,
+        timeout: Duration,
+    ) -> Result<ScheduleReport, ClientError> {
+        let id = spec.id.clone();
+        let body = serde_json::to_vec(&ControlRequest {
+            schedule: Some(Box::new(spec)),
+            ..ControlRequest::new(ControlKind::ScheduleCreate, "")
+        })
+        .expect("wire types always serialise");
+        self.ask_schedule(&id, &body, timeout).await
+    }
+
+    /// `schedule.get`, `schedule.pause`, `schedule.resume`,
+    /// `schedule.trigger` or `schedule.delete` of schedule `id`: the
+    /// answer's `outcome` says what happened (`not_found` for an unknown
+    /// id). A trigger sent again after a lost connection fires again.
+    pub async fn schedule(
+        &self,
+        control: ControlKind,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<ScheduleReport, ClientError> {
+        let body = serde_json::to_vec(&ControlRequest {
+            schedule_id: Some(id.to_owned()),
+            ..ControlRequest::new(control, "")
+        })
+        .expect("wire types always serialise");
+        self.ask_schedule(id, &body, timeout).await
+    }
+
+    /// One page of `schedule.list`: schedules in id order after `after`.
+    pub async fn schedule_list(
+        &self,
+        after: Option<&str>,
+        limit: Option<u32>,
+        timeout: Duration,
+    ) -> Result<SchedulesPage, ClientError> {
+        let body = serde_json::to_vec(&ControlRequest {
+            after: after.map(str::to_owned),
+            limit,
+            ..ControlRequest::new(ControlKind::ScheduleList, "")
+        })
+        .expect("wire types always serialise");
+        let page: SchedulesPage = self
+            .ask("schedule.list", &body, timeout, Ask::Control)
+            .await?;
+        refused(page.errors.first())?;
+        Ok(page)
+    }
+
+    /// Asks a `schedule.*` request about one schedule. An invalid request
+    /// is answered with a `rejected` workflow report: that is an error.
+    async fn ask_schedule(
+        &self,
+        id: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<ScheduleReport, ClientError> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Answer {
+            Schedule(ScheduleReport),
+            Other {
+                #[serde(default)]
+                errors: Vec<Rejection>,
+            },
+        }
+        match self.ask(id, body, timeout, Ask::Control).await? {
+            Answer::Schedule(report) => Ok(report),
+            Answer::Other { errors } => {
+                refused(errors.first())?;
+                Err(ClientError::InvalidReply(
+                    "the answer says nothing of schedules".into(),
+                ))
+            }
+        }
+    }
+
     /// Sends `body` with a reply address and waits for the answer, sending
     /// it again from a new connection if the old one dies meanwhile. With
     /// `watch`, the reply queue also receives the workflow's progress events.
@@ -547,5 +631,16 @@ impl Client {
         if let Some(s) = self.session.lock().await.take() {
             amqp::close(&s.conn, "client closing").await;
         }
+    }
+}
+
+/// The first error of an answer, as [`ClientError::Refused`].
+fn refused(first: Option<&Rejection>) -> Result<(), ClientError> {
+    match first {
+        Some(e) => Err(ClientError::Refused {
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }),
+        None => Ok(()),
     }
 }

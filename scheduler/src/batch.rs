@@ -7,7 +7,9 @@
 use crate::attempt_key::AttemptKey;
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Arc};
-use warren_shared::wire::{ResultStatus, TaskError, TaskState, WorkflowStatus};
+use warren_shared::wire::{
+    CatchUp, Overlap, ResultStatus, TaskError, TaskState, WorkflowStatus,
+};
 
 /// Where to send a workflow's outcome: a producer's `reply_to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,13 @@ pub enum OutKind {
     /// What is paused (the answer to `pause` and `resume`), to a
     /// producer's `reply_to` queue.
     PausesReply,
+    /// A schedule (the answer to a `schedule.*` request), to a producer's
+    /// `reply_to` queue.
+    ScheduleReply,
+    /// A page of schedules (the answer to `schedule.list`).
+    SchedulesReply,
+    /// A schedule's firing: its workflow request, to `{ns}.workflows`.
+    Firing,
     /// A state change on `{ns}.events`.
     Event,
     /// A message dead-lettered to `{ns}.dead`.
@@ -46,6 +55,9 @@ impl OutKind {
             OutKind::Reply => "reply",
             OutKind::WorkersReply => "workers_reply",
             OutKind::PausesReply => "pauses_reply",
+            OutKind::ScheduleReply => "schedule_reply",
+            OutKind::SchedulesReply => "schedules_reply",
+            OutKind::Firing => "firing",
             OutKind::Event => "event",
             OutKind::Dead => "dead",
             OutKind::Control => "control",
@@ -58,6 +70,9 @@ impl OutKind {
             "reply" => OutKind::Reply,
             "workers_reply" => OutKind::WorkersReply,
             "pauses_reply" => OutKind::PausesReply,
+            "schedule_reply" => OutKind::ScheduleReply,
+            "schedules_reply" => OutKind::SchedulesReply,
+            "firing" => OutKind::Firing,
             "event" => OutKind::Event,
             "dead" => OutKind::Dead,
             "control" => OutKind::Control,
@@ -148,6 +163,49 @@ pub enum Op {
     /// Partitioned stores: the places of each limited type that each owned
     /// partition holds and still wants.
     TypePlaces(Vec<TypePlaceRow>),
+    /// A new schedule, with the workflow request its firings submit.
+    InsertSchedule {
+        row: ScheduleRow,
+        workflow: Vec<u8>,
+    },
+    /// A schedule's state after a firing, a pause or a resume (the last
+    /// of a batch wins).
+    ScheduleState {
+        id: Arc<str>,
+        state: ScheduleState,
+    },
+    DeleteSchedule(Arc<str>),
+}
+
+/// A stored schedule, all but the workflow its firings submit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRow {
+    pub id: Arc<str>,
+    pub cron: Option<String>,
+    pub every_ms: Option<u64>,
+    pub timezone: String,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
+    /// Its creation (an `every_ms` schedule's anchor).
+    pub created_at: DateTime<Utc>,
+    pub state: ScheduleState,
+}
+
+/// What changes of a schedule as it fires, pauses and resumes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleState {
+    pub paused: bool,
+    /// Its next firing; `None` while paused or when it never fires again.
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// Its last firing, submitted or skipped.
+    pub last_fire_at: Option<DateTime<Utc>>,
+    /// The workflow its last submitted firing started.
+    pub last_workflow_id: Option<String>,
+    /// Whether the last firing was skipped.
+    pub last_skipped: bool,
+    /// Firings that submitted a workflow, and firings skipped.
+    pub fired: u64,
+    pub skipped: u64,
 }
 
 /// A workflow that was running when the store was last closed.
@@ -198,6 +256,8 @@ pub struct Recovered {
     /// The key of attempt tokens (`attempt_key.rs`), created with the store
     /// and the same for every scheduler sharing it.
     pub attempt_key: AttemptKey,
+    /// The schedules of the owned partitions.
+    pub schedules: Vec<ScheduleRow>,
 }
 
 impl Recovered {
@@ -211,6 +271,7 @@ impl Recovered {
             next_workflow_seq: 0,
             type_places: HashMap::new(),
             attempt_key,
+            schedules: Vec::new(),
         }
     }
 }

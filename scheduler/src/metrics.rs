@@ -32,6 +32,8 @@ pub struct Metrics {
     pub workflows_running: AtomicU64,
     /// Gauge: workflows waiting for their start (`scheduled`).
     pub workflows_scheduled: AtomicU64,
+    /// Gauge: schedules this scheduler holds (fires).
+    pub schedules: AtomicU64,
     /// Results over `max_result_bytes`, dead-lettered unread.
     pub results_too_large: AtomicU64,
     /// Requests refused for a `reply_to` the scheduler must not write to.

@@ -17,6 +17,7 @@ mod consume;
 mod ownership;
 mod publisher;
 mod request;
+mod schedules;
 mod session;
 mod step;
 mod waiting;

@@ -12,7 +12,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 mod pauses;
+mod schedules;
 pub use pauses::{PauseEntry, Paused, PausesReport};
+pub use schedules::{CatchUp, Overlap, ScheduleInfo, ScheduleReport, ScheduleSpec, SchedulesPage};
 
 /// Protocol version written to the `warren-protocol` header: 2 since task
 /// messages carry a `token` that results must echo, and workers reach the
@@ -51,6 +53,11 @@ pub const TYPE_WORKERS: &str = "warren.workers";
 /// AMQP `type` property of the answer to a `pause` or `resume` control
 /// request.
 pub const TYPE_PAUSES: &str = "warren.pauses";
+/// AMQP `type` property of the answer to a `schedule.*` control request
+/// about one schedule.
+pub const TYPE_SCHEDULE: &str = "warren.schedule";
+/// AMQP `type` property of the answer to `schedule.list`.
+pub const TYPE_SCHEDULES: &str = "warren.schedules";
 
 /// A workflow request, published by a producer to `{ns}.workflows`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -177,7 +184,8 @@ impl Default for RetryPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ControlRequest {
-    /// What is asked: `status`, `cancel`, `workers`, `pause` or `resume`.
+    /// What is asked: `status`, `cancel`, `workers`, `pause`, `resume`,
+    /// or one of the `schedule.*` requests.
     pub control: ControlKind,
     /// Required by `status` and `cancel`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -194,6 +202,20 @@ pub struct ControlRequest {
     /// `pause` and `resume`: the task type to pause or resume.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// `schedule.create`: the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Box<ScheduleSpec>>,
+    /// `schedule.get`, `pause`, `resume`, `trigger` and `delete`: which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<String>,
+    /// `schedule.list`: start after this schedule id (the previous page's
+    /// `next_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// `schedule.list`: most schedules in the answer (default and most
+    /// 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 impl ControlRequest {
@@ -206,6 +228,10 @@ impl ControlRequest {
             task_id: None,
             queue: None,
             kind: None,
+            schedule: None,
+            schedule_id: None,
+            after: None,
+            limit: None,
         }
     }
 }
@@ -305,6 +331,44 @@ pub enum ControlKind {
     Pause,
     /// Release what a `pause` held, then reply with what is paused.
     Resume,
+    /// Store a new schedule (`schedule`), then reply with it
+    /// ([`ScheduleReport`]).
+    #[serde(rename = "schedule.create")]
+    ScheduleCreate,
+    /// Reply with a schedule (`schedule_id`), its workflow included.
+    #[serde(rename = "schedule.get")]
+    ScheduleGet,
+    /// Reply with a page of schedules ([`SchedulesPage`]; `after`, `limit`).
+    #[serde(rename = "schedule.list")]
+    ScheduleList,
+    /// Hold a schedule's firings.
+    #[serde(rename = "schedule.pause")]
+    SchedulePause,
+    /// Let a paused schedule fire again, from its next firing after now.
+    #[serde(rename = "schedule.resume")]
+    ScheduleResume,
+    /// Fire a schedule now, once, besides its own firings.
+    #[serde(rename = "schedule.trigger")]
+    ScheduleTrigger,
+    /// Delete a schedule (the workflows it started run on).
+    #[serde(rename = "schedule.delete")]
+    ScheduleDelete,
+}
+
+impl ControlKind {
+    /// Whether this is one of the `schedule.*` requests.
+    pub fn is_schedule(self) -> bool {
+        matches!(
+            self,
+            ControlKind::ScheduleCreate
+                | ControlKind::ScheduleGet
+                | ControlKind::ScheduleList
+                | ControlKind::SchedulePause
+                | ControlKind::ScheduleResume
+                | ControlKind::ScheduleTrigger
+                | ControlKind::ScheduleDelete
+        )
+    }
 }
 
 /// A notice the scheduler broadcasts to every worker on `{ns}.control`.

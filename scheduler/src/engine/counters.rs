@@ -38,6 +38,11 @@ pub struct Counters {
     pub results_forged: AtomicU64,
     /// Workflows accepted with a start ahead (`scheduled`).
     pub workflows_scheduled: AtomicU64,
+    /// Schedule firings that submitted a workflow.
+    pub schedule_firings: AtomicU64,
+    /// Schedule firings skipped (`overlap: skip`, or missed and not caught
+    /// up).
+    pub schedule_firings_skipped: AtomicU64,
     /// Scheduled workflows started when due.
     pub workflows_started: AtomicU64,
     /// Workflows ended `failed` by their `deadline_ms`.

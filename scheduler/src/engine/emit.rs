@@ -48,7 +48,7 @@ fn message(
 
 impl Engine {
     /// Numbers `msg` and adds it to the batch's outbox.
-    fn emit(&mut self, msg: OutMsg) {
+    pub(super) fn emit(&mut self, msg: OutMsg) {
         self.batch_bytes += msg.body.len();
         let seq = self.next_outbox;
         self.next_outbox += 1;
@@ -75,7 +75,7 @@ impl Engine {
     }
 
     /// A message to a producer's `reply_to` queue.
-    fn emit_to(&mut self, kind: OutKind, to: &ReplyTo, body: Vec<u8>) {
+    pub(super) fn emit_to(&mut self, kind: OutKind, to: &ReplyTo, body: Vec<u8>) {
         self.emit(OutMsg {
             correlation_id: to.correlation_id.clone(),
             ..message(kind, String::new(), to.queue.clone(), body, self.home)

@@ -47,6 +47,7 @@ mod pause_tests;
 mod pauses;
 mod queue;
 mod scheduled;
+pub mod schedules;
 #[cfg(test)]
 mod tests;
 mod workflow;
@@ -212,6 +213,8 @@ pub struct Engine {
     /// Their starts, earliest first; cancelled ones are dropped when they
     /// come up.
     starts: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+    /// The schedules of the owned partitions, and their next firings.
+    schedules: schedules::Schedules,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
@@ -294,6 +297,7 @@ impl Engine {
             deadlines: BinaryHeap::new(),
             scheduled: HashMap::new(),
             starts: BinaryHeap::new(),
+            schedules: schedules::Schedules::default(),
         }
     }
 
@@ -479,7 +483,13 @@ impl Engine {
         let retry = self.retries.peek().map(|Reverse((due, ..))| *due);
         let lease = self.leases.peek().map(|Reverse((due, ..))| *due);
         let deadline = self.deadlines.peek().map(|Reverse((due, _))| *due);
-        [retry, lease, deadline, self.next_start_ms()]
+        [
+            retry,
+            lease,
+            deadline,
+            self.next_start_ms(),
+            self.next_fire_ms(),
+        ]
             .into_iter()
             .flatten()
             .min()

@@ -60,6 +60,13 @@ pub fn render(m: &Metrics) -> String {
     );
     family(
         &mut out,
+        "warren_schedules",
+        "gauge",
+        "Schedules this scheduler holds and fires (those of its partitions).",
+    );
+    let _ = writeln!(out, "warren_schedules {}", g(&m.schedules));
+    family(
+        &mut out,
         "warren_tasks_total",
         "counter",
         "Task events: dispatched attempts, final successes and failures, retries, dead letters.",
@@ -160,6 +167,16 @@ pub fn render(m: &Metrics) -> String {
             "warren_results_forged_total",
             &m.engine.results_forged,
             "Results refused without their attempt's token (dead-lettered).",
+        ),
+        (
+            "warren_schedule_firings_total",
+            &m.engine.schedule_firings,
+            "Schedule firings that submitted their workflow.",
+        ),
+        (
+            "warren_schedule_firings_skipped_total",
+            &m.engine.schedule_firings_skipped,
+            "Schedule firings skipped: overlap skip, or missed and not caught up.",
         ),
         (
             "warren_deadlines_passed_total",

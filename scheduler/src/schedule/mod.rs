@@ -89,6 +89,7 @@
 //! always fits the 128-character workflow id limit.
 
 mod cron;
+mod spec;
 mod zoned;
 
 #[cfg(test)]
@@ -97,6 +98,9 @@ mod dst_tests;
 mod tests;
 
 pub use self::cron::MAX_CRON_LEN;
+pub use self::spec::{
+    CheckedSchedule, MAX_CATCH_UP, MAX_SCHEDULE_BYTES, MAX_SCHEDULES, check, firing_body,
+};
 
 use self::cron::CronExpr;
 use self::zoned::Zoned;

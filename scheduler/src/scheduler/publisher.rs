@@ -28,7 +28,7 @@ use std::{
 use warren_shared::{
     Topology, amqp,
     wire::{
-        HEADER_FORWARDED, TYPE_CONTROL, TYPE_PAUSES, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK,
+        HEADER_FORWARDED, TYPE_CONTROL, TYPE_PAUSES, TYPE_SCHEDULE, TYPE_SCHEDULES, TYPE_PROGRESS, TYPE_REPORT, TYPE_TASK,
         TYPE_WORKERS,
     },
 };
@@ -120,6 +120,10 @@ impl Publisher {
             OutKind::Reply | OutKind::Event => p.with_type(TYPE_REPORT.into()),
             OutKind::WorkersReply => p.with_type(TYPE_WORKERS.into()),
             OutKind::PausesReply => p.with_type(TYPE_PAUSES.into()),
+            OutKind::ScheduleReply => p.with_type(TYPE_SCHEDULE.into()),
+            OutKind::SchedulesReply => p.with_type(TYPE_SCHEDULES.into()),
+            // A workflow request, as a producer publishes one.
+            OutKind::Firing => p,
             OutKind::Progress => p.with_type(TYPE_PROGRESS.into()),
             OutKind::Control => p.with_type(TYPE_CONTROL.into()),
             OutKind::Dead => p,
@@ -321,7 +325,11 @@ impl Publisher {
             {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {}
                 Confirmation::Ack(Some(_)) => match m.kind {
-                    OutKind::Reply | OutKind::WorkersReply | OutKind::PausesReply => {
+                    OutKind::Reply
+                    | OutKind::WorkersReply
+                    | OutKind::PausesReply
+                    | OutKind::ScheduleReply
+                    | OutKind::SchedulesReply => {
                         tracing::warn!(
                             reply_to = %m.routing_key,
                             "Reply queue no longer exists; the outcome is still on the events exchange"
@@ -333,6 +341,11 @@ impl Publisher {
                     OutKind::Dead => tracing::error!(
                         exchange = %m.exchange,
                         "Message returned unroutable; is the dead-letter queue deleted?"
+                    ),
+                    OutKind::Firing => tracing::error!(
+                        exchange = %m.exchange,
+                        workflow = ?m.message_id,
+                        "A schedule's firing returned unroutable; is the requests queue deleted?"
                     ),
                 },
                 Confirmation::Nack(_) => {

@@ -1,5 +1,6 @@
 //! Requests on `{ns}.workflows`: parsing one (a workflow to validate, or a
-//! control request: `status`, `cancel`, `workers`, `pause`, `resume`) and
+//! control request: `status`, `cancel`, `workers`, `pause`, `resume`, and
+//! the `schedule.*` ones, whose own room is `schedules.rs`) and
 //! applying it to the engine, answering duplicates from what the store
 //! knows. A cancel from the HTTP endpoint is applied here too, answered
 //! through [`Reply`]. A `pause` or `resume` is applied to the store first
@@ -26,7 +27,11 @@ use warren_shared::wire::{
     ControlKind, ControlRequest, TaskReport, WorkflowReport, WorkflowStatus,
 };
 
-use super::{Scheduler, ownership::Ownership};
+use super::{
+    Scheduler,
+    ownership::Ownership,
+    schedules::{self, ScheduleRequest},
+};
 
 /// What a request turned out to be, after parsing.
 pub(super) enum Request {
@@ -51,6 +56,8 @@ pub(super) enum Request {
         reply: ReplyTo,
         outcome: Option<PauseOutcome>,
     },
+    /// One of the `schedule.*` requests (`schedules.rs`).
+    Schedule(ScheduleRequest),
     Invalid {
         reason: String,
         body: Vec<u8>,
@@ -67,6 +74,9 @@ pub(super) enum Reply {
     /// JSON is left here, and handed over by the loop once the batch is
     /// committed and published.
     Http(Arc<OnceLock<Vec<u8>>>),
+    /// A `cancel` without `reply_to` (a schedule's `cancel_previous` sends
+    /// these): not answered.
+    Nowhere,
 }
 
 impl Reply {
@@ -76,6 +86,7 @@ impl Reply {
             Reply::Http(answer) => {
                 let _ = answer.set(serde_json::to_vec(report).expect("reports serialise"));
             }
+            Reply::Nowhere => {}
         }
     }
 
@@ -86,6 +97,7 @@ impl Reply {
             Reply::Http(answer) => {
                 let _ = answer.set(json.as_bytes().to_vec());
             }
+            Reply::Nowhere => {}
         }
     }
 }
@@ -147,7 +159,19 @@ impl Request {
                 verdict: Err(r), ..
             }) => Some(&r.id),
             Request::Status { id, .. } | Request::Cancel { id, .. } => Some(id),
-            Request::Invalid { .. } | Request::Workers { .. } | Request::Pause { .. } => None,
+            Request::Invalid { .. }
+            | Request::Workers { .. }
+            | Request::Pause { .. }
+            | Request::Schedule(_) => None,
+        }
+    }
+
+    /// What decides which scheduler applies the request (partitioned
+    /// stores): the workflow it is about, or the schedule it changes.
+    pub(super) fn route_id(&self) -> Option<&str> {
+        match self {
+            Request::Schedule(s) => s.route_id(),
+            other => other.lookup_id(),
         }
     }
 
@@ -223,14 +247,35 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
     });
     let parsed = parsed.and_then(|c| {
         let pausing = matches!(c.control, ControlKind::Pause | ControlKind::Resume);
-        if !pausing && (c.queue.is_some() || c.kind.is_some()) {
+        if !pausing && !c.control.is_schedule() && (c.queue.is_some() || c.kind.is_some()) {
             return Err(serde::de::Error::custom(
                 "`queue` and `type` are fields of `pause` and `resume` only",
+            ));
+        }
+        let scheduling = c.control.is_schedule();
+        if !scheduling
+            && (c.schedule.is_some()
+                || c.schedule_id.is_some()
+                || c.after.is_some()
+                || c.limit.is_some())
+        {
+            return Err(serde::de::Error::custom(
+                "`schedule`, `schedule_id`, `after` and `limit` are fields of the `schedule.*` requests only",
             ));
         }
         Ok(c)
     });
     match (parsed, reply) {
+        (Ok(c), Some(reply)) if c.control.is_schedule() => {
+            match schedules::parse(c, reply.clone()) {
+                Ok(request) => Request::Schedule(request),
+                Err(why) => Request::Invalid {
+                    reason: format!("invalid control request: {why}"),
+                    body,
+                    reply: Some(reply),
+                },
+            }
+        }
         (Ok(c), Some(reply)) if matches!(c.control, ControlKind::Pause | ControlKind::Resume) => {
             match pause_change(c) {
                 Ok(change) => Request::Pause {
@@ -256,7 +301,11 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
                 reply: Reply::Queue(reply),
             },
             ControlKind::Workers => Request::Workers { reply },
-            ControlKind::Pause | ControlKind::Resume => unreachable!("matched above"),
+            _ => unreachable!("matched above"),
+        },
+        (Ok(c), None) if c.control == ControlKind::Cancel => Request::Cancel {
+            id: c.workflow_id,
+            reply: Reply::Nowhere,
         },
         (Ok(_), None) => Request::Invalid {
             reason: "control request without reply_to: there is nowhere to answer".into(),
@@ -365,6 +414,9 @@ impl Scheduler {
                 reply,
                 outcome,
             } => apply_pause(engine, &change, &reply, outcome),
+            Request::Schedule(request) => {
+                schedules::apply(engine, request, &self.config.limits, now);
+            }
             Request::Status {
                 id,
                 task: None,

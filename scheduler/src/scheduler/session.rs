@@ -233,6 +233,10 @@ impl Scheduler {
         for wf in recovered.running.drain(..) {
             engine.restore(wf).map_err(StoreError::from)?;
         }
+        let now = Utc::now();
+        for row in recovered.schedules.drain(..) {
+            engine.restore_schedule(row, now);
+        }
         if partitions > 1 {
             engine.set_type_places(&recovered.type_places);
         }
@@ -438,6 +442,9 @@ impl Scheduler {
         self.metrics
             .workflows_scheduled
             .store(engine.scheduled_len() as u64, Ordering::Relaxed);
+        self.metrics
+            .schedules
+            .store(engine.schedules_len() as u64, Ordering::Relaxed);
         *self.metrics.in_flight.lock().expect("not poisoned") = engine.in_flight_by_queue();
         *self.metrics.types.lock().expect("not poisoned") = engine.type_usage();
         *self.metrics.paused.lock().expect("not poisoned") = engine.pause_usage();

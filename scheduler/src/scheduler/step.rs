@@ -31,6 +31,7 @@ use super::{
     ownership::Ownership,
     publisher::{Forward, Publisher},
     request::{Lookups, Request},
+    schedules,
     waiting::{self, Waiting},
 };
 
@@ -132,9 +133,13 @@ impl Scheduler {
         }
         items.extend(http.drain(..).map(|r| Item::Request(r, None)));
         let mut known = look_up(engine, store, &items).await?;
+        let mut creates = 0;
         for item in &mut items {
             if let Item::Request(request, _) = item {
                 request.change_pause(store).await?;
+                if let Request::Schedule(s) = request {
+                    s.prepare(store, &mut creates).await?;
+                }
             }
         }
         for item in items {
@@ -176,6 +181,7 @@ impl Scheduler {
             .store(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
         engine.fire_due(now.timestamp_millis());
         start_due(engine, store, now).await?;
+        schedules::fire_due(engine, store, now).await?;
         engine.dispatch(now);
         if let Some(parts) = store.partitioned() {
             negotiate_type_places(engine, parts, refused, now).await?;
@@ -298,7 +304,7 @@ impl Scheduler {
                 } else {
                     parsed
                 };
-                match (copy, parsed.lookup_id().map(|id| owned.part_of(id))) {
+                match (copy, parsed.route_id().map(|id| owned.part_of(id))) {
                     (Some((properties, body)), Some(part)) if !owned.owns(part) => {
                         forwards.push(Forward {
                             part,

@@ -364,6 +364,55 @@ impl Store {
     }
 }
 
+/// A schedule as listed: its row, and the status of its last firing's
+/// workflow (`None` when the store holds no such workflow).
+pub type ListedSchedule = (crate::batch::ScheduleRow, Option<String>);
+
+impl Store {
+    /// Schedules in id order after `after`, at most `limit`.
+    pub async fn schedules_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<ListedSchedule>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.schedules_page(after, limit).await,
+            Store::Postgres(p) => p.schedules_page(after.as_deref(), limit).await,
+        }
+    }
+
+    /// One schedule, with the workflow request its firings submit.
+    pub async fn schedule(
+        &self,
+        id: &str,
+    ) -> Result<Option<(ListedSchedule, Vec<u8>)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.schedule(id.to_owned()).await,
+            Store::Postgres(p) => p.schedule(id).await,
+        }
+    }
+
+    /// The workflow requests of those of `ids` still stored, as (id,
+    /// workflow): what their firings submit.
+    pub async fn schedule_workflows(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.schedule_workflows(ids).await,
+            Store::Postgres(p) => p.schedule_workflows(&ids).await,
+        }
+    }
+
+    /// How many schedules the namespace holds.
+    pub async fn schedule_count(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.schedule_count().await,
+            Store::Postgres(p) => p.schedule_count().await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod location_tests {
     use super::StoreLocation;

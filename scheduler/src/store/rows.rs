@@ -240,3 +240,59 @@ pub(super) fn scheduled_workflow(
         replies,
     })
 }
+
+/// The columns of `schedules` a [`ScheduleRecord`] is read from, in its
+/// order (both stores keep times as milliseconds since the epoch).
+pub(super) const SCHEDULE_COLUMNS: &str = "s.id, s.cron, s.every_ms, s.timezone, s.overlap, s.catch_up, s.created_ms, \
+     s.paused, s.next_fire_ms, s.last_fire_ms, s.last_workflow_id, s.last_skipped, s.fired, s.skipped";
+
+/// A row of `schedules` as read (all but the workflow).
+pub(super) struct ScheduleRecord {
+    pub id: String,
+    pub cron: Option<String>,
+    pub every_ms: Option<i64>,
+    pub timezone: String,
+    pub overlap: String,
+    pub catch_up: String,
+    pub created_ms: i64,
+    pub paused: bool,
+    pub next_fire_ms: Option<i64>,
+    pub last_fire_ms: Option<i64>,
+    pub last_workflow_id: Option<String>,
+    pub last_skipped: bool,
+    pub fired: i64,
+    pub skipped: i64,
+}
+
+fn millis(ms: i64, what: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("schedule {what} of {ms} ms")))
+}
+
+fn word<T: serde::de::DeserializeOwned>(w: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(w.to_owned()))
+        .map_err(|_| StoreError::Corrupt(format!("schedule {what} `{w}`")))
+}
+
+impl ScheduleRecord {
+    pub fn decode(self) -> Result<crate::batch::ScheduleRow, StoreError> {
+        Ok(crate::batch::ScheduleRow {
+            id: Arc::from(self.id),
+            cron: self.cron,
+            every_ms: self.every_ms.map(|ms| ms.max(0) as u64),
+            timezone: self.timezone,
+            overlap: word(&self.overlap, "overlap")?,
+            catch_up: word(&self.catch_up, "catch_up")?,
+            created_at: millis(self.created_ms, "created_at")?,
+            state: crate::batch::ScheduleState {
+                paused: self.paused,
+                next_fire_at: self.next_fire_ms.map(|t| millis(t, "next_fire_at")).transpose()?,
+                last_fire_at: self.last_fire_ms.map(|t| millis(t, "last_fire_at")).transpose()?,
+                last_workflow_id: self.last_workflow_id,
+                last_skipped: self.last_skipped,
+                fired: self.fired.max(0) as u64,
+                skipped: self.skipped.max(0) as u64,
+            },
+        })
+    }
+}

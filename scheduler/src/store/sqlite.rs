@@ -4,7 +4,8 @@
 //! SQLite calls block, so the connection lives on a thread of its own
 //! ([`SqliteStore`] is the handle to it) and the async side sends it
 //! closures. Each batch of [`Op`]s is one transaction. Paused task queues
-//! and types are in `pauses` (the `pauses` child module).
+//! and types are in `pauses` (the `pauses` child module), schedules in
+//! `schedules` (the `schedules` one).
 
 use super::StoreError;
 use super::rows::{
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use warren_shared::wire::WorkflowSummary;
 
 mod pauses;
+mod schedules;
 
 /// Version of the schema below, kept in `meta`.
 const SCHEMA_VERSION: i64 = 1;
@@ -83,6 +85,23 @@ CREATE TABLE IF NOT EXISTS pauses (
     since TEXT NOT NULL,
     PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    id               TEXT PRIMARY KEY,
+    cron             TEXT,
+    every_ms         INTEGER,
+    timezone         TEXT NOT NULL,
+    overlap          TEXT NOT NULL,
+    catch_up         TEXT NOT NULL,
+    workflow         BLOB NOT NULL,
+    created_ms       INTEGER NOT NULL,
+    paused           INTEGER NOT NULL DEFAULT 0,
+    next_fire_ms     INTEGER,
+    last_fire_ms     INTEGER,
+    last_workflow_id TEXT,
+    last_skipped     INTEGER NOT NULL DEFAULT 0,
+    fired            INTEGER NOT NULL DEFAULT 0,
+    skipped          INTEGER NOT NULL DEFAULT 0
+);
 ";
 
 /// The connection, owned by the store thread.
@@ -426,6 +445,9 @@ impl Db {
                 // One scheduler owns everything: its limits are counted in
                 // memory alone.
                 Op::TypePlaces(_) => {}
+                Op::InsertSchedule { .. } | Op::ScheduleState { .. } | Op::DeleteSchedule(_) => {
+                    schedules::write(&tx, op)?;
+                }
             }
         }
         tx.commit()?;
@@ -523,6 +545,7 @@ impl Db {
             out.scheduled
                 .push(scheduled_workflow(id, name, report.as_deref(), replies)?);
         }
+        out.schedules = schedules::all(&self.conn)?;
         Ok(out)
     }
 

@@ -66,6 +66,9 @@ pub(super) struct Batch<'a> {
     place_part: Vec<i32>,
     place_held: Vec<i32>,
     place_wanted: Vec<i32>,
+
+    /// Schedule ops, written in order, a statement each.
+    schedules: Vec<&'a Op>,
 }
 
 /// PostgreSQL text cannot hold NUL; strings from the wire (worker names,
@@ -176,6 +179,9 @@ impl<'a> Batch<'a> {
                         b.place_held.push(row.held.min(i32::MAX as u32) as i32);
                         b.place_wanted.push(row.wanted.min(i32::MAX as u32) as i32);
                     }
+                }
+                Op::InsertSchedule { .. } | Op::ScheduleState { .. } | Op::DeleteSchedule(_) => {
+                    b.schedules.push(op);
                 }
             }
         }
@@ -336,6 +342,14 @@ impl<'a> Batch<'a> {
                     &self.place_wanted,
                 ],
             ));
+        }
+        let schedule_stmts: Vec<_> = self
+            .schedules
+            .iter()
+            .filter_map(|op| super::schedules::statement(op))
+            .collect();
+        for (sql, params) in &schedule_stmts {
+            stmts.push((sql, params.iter().map(|p| &**p as _).collect()));
         }
         let mut prepared = Vec::with_capacity(stmts.len());
         for (sql, _) in &stmts {

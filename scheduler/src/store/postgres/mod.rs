@@ -26,6 +26,7 @@ mod batch;
 mod partitions;
 mod pauses;
 mod places;
+mod schedules;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -207,6 +208,7 @@ impl PgStore {
             .collect();
         out.running = running_workflows(&client, &ids).await?;
         out.scheduled = scheduled_workflows(&client, &owned).await?;
+        out.schedules = schedules::owned_schedules(&client, &owned).await?;
         Ok(out)
     }
 

@@ -101,6 +101,25 @@ CREATE TABLE pauses (
     PRIMARY KEY (kind, name)
 );
 ",
+    "
+CREATE TABLE schedules (
+    id               TEXT PRIMARY KEY,
+    cron             TEXT,
+    every_ms         INT8,
+    timezone         TEXT NOT NULL,
+    overlap          TEXT NOT NULL,
+    catch_up         TEXT NOT NULL,
+    workflow         BYTEA NOT NULL,
+    created_ms       INT8 NOT NULL,
+    paused           BOOLEAN NOT NULL DEFAULT false,
+    next_fire_ms     INT8,
+    last_fire_ms     INT8,
+    last_workflow_id TEXT,
+    last_skipped     BOOLEAN NOT NULL DEFAULT false,
+    fired            INT8 NOT NULL DEFAULT 0,
+    skipped          INT8 NOT NULL DEFAULT 0
+);
+",
 ];
 
 /// The schema of a Warren namespace: `warren_` and the namespace when it is
