@@ -27,9 +27,8 @@ use warren_shared::{
     backoff::Backoff,
     topology::CONTROL_ROUTING_KEY,
     wire::{
-        ControlKind, ControlRequest, Paused, Rejection, ScheduleReport, ScheduleSpec, SchedulesPage,
-        TYPE_PROGRESS, WorkersReport,
-        WorkflowProgress, WorkflowReport,
+        ControlKind, ControlRequest, Paused, Rejection, ScheduleReport, ScheduleSpec,
+        SchedulesPage, TYPE_PROGRESS, WorkersReport, WorkflowProgress, WorkflowReport,
     },
 };
 
@@ -537,14 +536,14 @@ impl Client {
         #[derive(serde::Deserialize)]
         #[serde(untagged)]
         enum Answer {
-            Schedule(ScheduleReport),
+            Schedule(Box<ScheduleReport>),
             Other {
                 #[serde(default)]
                 errors: Vec<Rejection>,
             },
         }
         match self.ask(id, body, timeout, Ask::Control).await? {
-            Answer::Schedule(report) => Ok(report),
+            Answer::Schedule(report) => Ok(*report),
             Answer::Other { errors } => {
                 refused(errors.first())?;
                 Err(ClientError::InvalidReply(

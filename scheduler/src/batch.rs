@@ -7,9 +7,7 @@
 use crate::attempt_key::AttemptKey;
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Arc};
-use warren_shared::wire::{
-    CatchUp, Overlap, ResultStatus, TaskError, TaskState, WorkflowStatus,
-};
+use warren_shared::wire::{CatchUp, Overlap, ResultStatus, TaskError, TaskState, WorkflowStatus};
 
 /// Where to send a workflow's outcome: a producer's `reply_to`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,6 +25,7 @@ mod publish_channel;
 mod quorum;
 mod rabbitmq43;
 mod roles;
+mod schedules;
 mod support;
 mod tls;
 mod validation;

@@ -57,6 +57,14 @@ impl RunningScheduler {
             .expect_err("the scheduler should have failed")
     }
 
+    /// Kills it: its task is dropped wherever it is (in a commit, between
+    /// publishing and acking, ...), with no wind-down, as a crash would;
+    /// its connections close as the dropped task lets them go.
+    pub async fn kill(self) {
+        self.join.abort();
+        let _ = self.join.await;
+    }
+
     /// Stops it cleanly and checks it had not failed.
     pub async fn stop(self) {
         self.stop.cancel();

@@ -490,9 +490,9 @@ impl Engine {
             self.next_start_ms(),
             self.next_fire_ms(),
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Arms the deadline of a workflow just accepted or restored: it

@@ -35,8 +35,7 @@ use std::{
 use warren_shared::{
     topology::{CONTROL_ROUTING_KEY, partition_of},
     wire::{
-        CatchUp, ControlKind, ControlRequest, Overlap, ScheduleInfo, ScheduleReport,
-        SchedulesPage,
+        CatchUp, ControlKind, ControlRequest, Overlap, ScheduleInfo, ScheduleReport, SchedulesPage,
     },
 };
 

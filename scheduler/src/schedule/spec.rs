@@ -3,9 +3,7 @@
 //! with the placeholders filled in for a sample firing). And the body of
 //! one firing's request.
 
-use super::{
-    MAX_SCHEDULE_ID_LEN, Timing, TimingSpec, firing_workflow_id, valid_schedule_id,
-};
+use super::{MAX_SCHEDULE_ID_LEN, Timing, TimingSpec, firing_workflow_id, valid_schedule_id};
 use crate::validate::{self, Limits, MAX_ECHO_CHARS, shortened};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -110,7 +108,8 @@ fn check_workflow(spec: &ScheduleSpec, limits: &Limits) -> Vec<Rejection> {
         )];
     }
     let sample_id = "x".repeat(MAX_SCHEDULE_ID_LEN);
-    let sample_time = DateTime::<Utc>::from_timestamp_millis(253_402_300_799_999).unwrap_or_default();
+    let sample_time =
+        DateTime::<Utc>::from_timestamp_millis(253_402_300_799_999).unwrap_or_default();
     let body = firing_body(&spec.workflow, &sample_id, sample_time);
     match validate::validate(&body, None, limits, || sample_id.clone()) {
         Ok(_) => Vec::new(),
@@ -168,7 +167,11 @@ mod tests {
     }
 
     fn codes(r: Result<CheckedSchedule, Vec<Rejection>>) -> Vec<String> {
-        r.err().unwrap_or_default().into_iter().map(|e| e.code).collect()
+        r.err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.code)
+            .collect()
     }
 
     fn workflow() -> Value {
@@ -178,7 +181,9 @@ mod tests {
     #[test]
     fn a_good_schedule_passes() {
         let now = Utc::now();
-        let s = spec(json!({"id": "nightly", "cron": "0 2 * * *", "timezone": "Europe/Berlin", "workflow": workflow()}));
+        let s = spec(
+            json!({"id": "nightly", "cron": "0 2 * * *", "timezone": "Europe/Berlin", "workflow": workflow()}),
+        );
         assert!(check(s, now, &Limits::default()).is_ok());
     }
 
@@ -187,28 +192,63 @@ mod tests {
         let now = Utc::now();
         let limits = Limits::default();
         let cases = [
-            (json!({"id": "a b", "every_ms": 1000, "workflow": workflow()}), vec!["invalid_schedule_id"]),
-            (json!({"id": "x", "cron": "61 * * * *", "workflow": workflow()}), vec!["invalid_cron"]),
-            (json!({"id": "x", "cron": "* * * * *", "timezone": "Mars/Olympus", "workflow": workflow()}), vec!["unknown_timezone"]),
-            (json!({"id": "x", "workflow": workflow()}), vec!["invalid_schedule"]),
-            (json!({"id": "x", "every_ms": 10, "workflow": workflow()}), vec!["invalid_schedule"]),
-            (json!({"id": "x", "every_ms": 1000, "workflow": [1]}), vec!["invalid_schedule"]),
-            (json!({"id": "x", "every_ms": 1000, "workflow": {"id": "fixed", "tasks": []}}), vec!["invalid_schedule"]),
-            (json!({"id": "x", "every_ms": 1000, "workflow": {"expires_at": "2030-01-01T00:00:00Z", "tasks": []}}), vec!["invalid_schedule"]),
-            (json!({"id": "x", "every_ms": 1000, "workflow": {"tasks": []}}), vec!["empty_workflow"]),
-            (json!({"id": "", "cron": "bad", "workflow": workflow()}), vec!["invalid_schedule_id", "invalid_cron"]),
+            (
+                json!({"id": "a b", "every_ms": 1000, "workflow": workflow()}),
+                vec!["invalid_schedule_id"],
+            ),
+            (
+                json!({"id": "x", "cron": "61 * * * *", "workflow": workflow()}),
+                vec!["invalid_cron"],
+            ),
+            (
+                json!({"id": "x", "cron": "* * * * *", "timezone": "Mars/Olympus", "workflow": workflow()}),
+                vec!["unknown_timezone"],
+            ),
+            (
+                json!({"id": "x", "workflow": workflow()}),
+                vec!["invalid_schedule"],
+            ),
+            (
+                json!({"id": "x", "every_ms": 10, "workflow": workflow()}),
+                vec!["invalid_schedule"],
+            ),
+            (
+                json!({"id": "x", "every_ms": 1000, "workflow": [1]}),
+                vec!["invalid_schedule"],
+            ),
+            (
+                json!({"id": "x", "every_ms": 1000, "workflow": {"id": "fixed", "tasks": []}}),
+                vec!["invalid_schedule"],
+            ),
+            (
+                json!({"id": "x", "every_ms": 1000, "workflow": {"expires_at": "2030-01-01T00:00:00Z", "tasks": []}}),
+                vec!["invalid_schedule"],
+            ),
+            (
+                json!({"id": "x", "every_ms": 1000, "workflow": {"tasks": []}}),
+                vec!["no_tasks"],
+            ),
+            (
+                json!({"id": "", "cron": "bad", "workflow": workflow()}),
+                vec!["invalid_schedule_id", "invalid_cron"],
+            ),
         ];
         for (s, want) in cases {
             let got = codes(check(spec(s.clone()), now, &limits));
             assert_eq!(got, want, "{s}");
         }
         let big = json!({"id": "x", "every_ms": 1000, "workflow": {"input": "a".repeat(MAX_SCHEDULE_BYTES), "tasks": []}});
-        assert_eq!(codes(check(spec(big), now, &limits)), vec!["schedule_too_large"]);
+        assert_eq!(
+            codes(check(spec(big), now, &limits)),
+            vec!["schedule_too_large"]
+        );
     }
 
     #[test]
     fn a_firing_fills_in_its_id_and_time() {
-        let at = DateTime::parse_from_rfc3339("2026-03-29T01:00:00Z").unwrap().to_utc();
+        let at = DateTime::parse_from_rfc3339("2026-03-29T01:00:00Z")
+            .unwrap()
+            .to_utc();
         let wf = json!({
             "input": {"who": "${schedule.id}", "deep": ["run ${schedule.fire_time} of ${schedule.id}"]},
             "tasks": [{"id": "a", "type": "noop", "input": "${schedule.fire_time}"}, {"id": "b", "type": "noop"}]
@@ -216,7 +256,10 @@ mod tests {
         let body: Value = serde_json::from_slice(&firing_body(&wf, "nightly", at)).unwrap();
         assert_eq!(body["id"], "nightly:2026-03-29T01:00:00Z");
         assert_eq!(body["input"]["who"], "nightly");
-        assert_eq!(body["input"]["deep"][0], "run 2026-03-29T01:00:00.000Z of nightly");
+        assert_eq!(
+            body["input"]["deep"][0],
+            "run 2026-03-29T01:00:00.000Z of nightly"
+        );
         assert_eq!(body["tasks"][0]["input"], "2026-03-29T01:00:00.000Z");
         assert!(body["tasks"][1].get("input").is_none());
     }

@@ -77,8 +77,7 @@ pub(super) fn parse(c: ControlRequest, reply: ReplyTo) -> Result<ScheduleRequest
         ControlKind::ScheduleDelete => "schedule.delete",
         _ => return Err("not a schedule request".into()),
     };
-    if !c.workflow_id.is_empty() || c.task_id.is_some() || c.queue.is_some() || c.kind.is_some()
-    {
+    if !c.workflow_id.is_empty() || c.task_id.is_some() || c.queue.is_some() || c.kind.is_some() {
         return Err(format!(
             "`{word}` takes no `workflow_id`, `task_id`, `queue` or `type`"
         ));
@@ -118,7 +117,10 @@ pub(super) fn parse(c: ControlRequest, reply: ReplyTo) -> Result<ScheduleRequest
             found: None,
         },
         ControlKind::ScheduleList => {
-            if c.after.as_deref().is_some_and(|a| a.len() > MAX_SCHEDULE_ID_LEN) {
+            if c.after
+                .as_deref()
+                .is_some_and(|a| a.len() > MAX_SCHEDULE_ID_LEN)
+            {
                 return Err(format!(
                     "`after` is a schedule id, at most {MAX_SCHEDULE_ID_LEN} characters"
                 ));
@@ -202,7 +204,12 @@ fn rejection(code: &str, message: String) -> Rejection {
 }
 
 /// Applies a prepared request to the engine and answers it.
-pub(super) fn apply(engine: &mut Engine, request: ScheduleRequest, limits: &Limits, now: DateTime<Utc>) {
+pub(super) fn apply(
+    engine: &mut Engine,
+    request: ScheduleRequest,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) {
     match request {
         ScheduleRequest::Create {
             spec,
@@ -345,11 +352,8 @@ pub(super) async fn fire_due(
         return Ok(());
     }
     let ids: Vec<String> = due.iter().map(|id| id.to_string()).collect();
-    let workflows: HashMap<String, Vec<u8>> = store
-        .schedule_workflows(ids)
-        .await?
-        .into_iter()
-        .collect();
+    let workflows: HashMap<String, Vec<u8>> =
+        store.schedule_workflows(ids).await?.into_iter().collect();
     let mut running: HashSet<String> = HashSet::new();
     let mut ask = Vec::new();
     for id in &due {
@@ -365,9 +369,8 @@ pub(super) async fn fire_due(
         let known = store.lookup(ask.clone()).await?;
         for (id, k) in ask.into_iter().zip(known) {
             // Not in the store: its request has not been taken yet.
-            let ended = k.is_some_and(|k| {
-                WorkflowStatus::parse(&k.status).is_some_and(|s| s.is_final())
-            });
+            let ended =
+                k.is_some_and(|k| WorkflowStatus::parse(&k.status).is_some_and(|s| s.is_final()));
             if !ended {
                 running.insert(id);
             }
@@ -377,7 +380,12 @@ pub(super) async fn fire_due(
         let previous_running = engine
             .previous_firing(&id)
             .is_some_and(|p| running.contains(p));
-        engine.fire_schedule(&id, workflows.get(&*id).map(Vec::as_slice), previous_running, now);
+        engine.fire_schedule(
+            &id,
+            workflows.get(&*id).map(Vec::as_slice),
+            previous_running,
+            now,
+        );
     }
     Ok(())
 }

@@ -286,8 +286,14 @@ impl ScheduleRecord {
             created_at: millis(self.created_ms, "created_at")?,
             state: crate::batch::ScheduleState {
                 paused: self.paused,
-                next_fire_at: self.next_fire_ms.map(|t| millis(t, "next_fire_at")).transpose()?,
-                last_fire_at: self.last_fire_ms.map(|t| millis(t, "last_fire_at")).transpose()?,
+                next_fire_at: self
+                    .next_fire_ms
+                    .map(|t| millis(t, "next_fire_at"))
+                    .transpose()?,
+                last_fire_at: self
+                    .last_fire_ms
+                    .map(|t| millis(t, "last_fire_at"))
+                    .transpose()?,
                 last_workflow_id: self.last_workflow_id,
                 last_skipped: self.last_skipped,
                 fired: self.fired.max(0) as u64,
