@@ -46,6 +46,8 @@ mod outcome;
 mod pause_tests;
 mod pauses;
 mod queue;
+#[cfg(test)]
+mod schedule_tests;
 mod scheduled;
 pub mod schedules;
 #[cfg(test)]
