@@ -332,6 +332,13 @@ async fn schedule_requests_are_answered_with_their_outcome() {
         assert_eq!(r.outcome, "rejected", "{bad}");
         assert_eq!(r.errors[0].code, code, "{bad}: {r:?}");
     }
+    // A schedule over 1 MiB is refused, and nothing is stored.
+    let huge = json!({"id": "huge", "every_ms": 1000, "workflow": {
+        "input": "x".repeat(1100 * 1024), "tasks": [{"id": "a", "type": "echo"}]
+    }});
+    let r = c.schedule_create(spec(huge), DEADLINE).await.unwrap();
+    assert_eq!(r.errors[0].code, "schedule_too_large", "{:?}", r.errors);
+    assert_eq!(get(&env, "huge").await.outcome, "not_found");
     // Get shows the workflow; trigger fires it now with the placeholders
     // filled in.
     let got = get(&env, "yearly").await;
