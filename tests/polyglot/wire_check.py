@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 import uuid
@@ -102,6 +103,129 @@ def check_props(props, kind, where, message_id=None, priority=None):
         problems.append(f"{where}: priority is {props.priority!r}, protocol says {priority!r}")
 
 
+def epoch_ms(text):
+    """Milliseconds since the epoch of an RFC 3339 time (any number of
+    fractional digits), or None."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text or "")
+    if not m:
+        return None
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    whole = datetime.datetime.fromisoformat(m.group(1) + zone)
+    return int(whole.timestamp()) * 1000 + int((m.group(2) or "0")[:3].ljust(3, "0"))
+
+
+def check_schedules(ch, publish_request, next_message, next_reply):
+    """A schedule's life through the control requests, as a foreign client
+    sees it: create (every_ms 1000), its firing on {ns}.workflows, get,
+    list (paged), pause, trigger, delete; and a refused create and a
+    malformed request."""
+    sid = "wire-sched-" + uuid.uuid4().hex[:8]
+    # Copies of what reaches the requests queue with key "": the firings
+    # (the schedule requests themselves go with key "control").
+    firings = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(firings, f"{NS}.workflows", routing_key="")
+    workflow = {
+        "name": "wire schedule",
+        "input": {"schedule": "${schedule.id}", "at": "${schedule.fire_time}"},
+        "tasks": [{"id": "e", "type": "echo",
+                   "input": {"note": "fired ${schedule.fire_time} by ${schedule.id}"}}],
+    }
+
+    def ask(req, corr, kind="schedule-report", typ="warren.schedule"):
+        check("control-request", req, f"our {corr} request")
+        publish_request(req, corr, "control")
+        _, props, body = next_reply(corr, f"{corr} reply")
+        answer = check(kind, body, f"{corr} reply")
+        check_props(props, typ, f"{corr} reply")
+        return answer or {}
+
+    created = ask({"control": "schedule.create",
+                   "schedule": {"id": sid, "every_ms": 1000, "overlap": "allow",
+                                "catch_up": "none", "workflow": workflow}}, "schedule-create")
+    shown = created.get("schedule") or {}
+    if (created.get("outcome") != "created" or created.get("schedule_id") != sid
+            or shown.get("workflow") != workflow or shown.get("timezone") != "UTC"
+            or not shown.get("next_fire_at") or shown.get("paused") is not False):
+        problems.append(f"schedule create: {created}")
+    anchor = epoch_ms(shown.get("created_at"))
+
+    # The first firing: a workflow request as a producer publishes one.
+    while True:
+        _, props, body = next_message(firings, "a schedule firing")
+        request = json.loads(body)
+        if str(request.get("id", "")).startswith(sid + ":"):
+            break
+    check("workflow-request", request, "schedule firing")
+    wid = request["id"]
+    fired_at = epoch_ms(wid[len(sid) + 1:])
+    if (props.content_type != "application/json" or props.delivery_mode != 2
+            or (props.headers or {}).get("warren-protocol") != PROTOCOL
+            or props.message_id != wid or props.type is not None or props.reply_to is not None):
+        problems.append(f"schedule firing: properties {props}")
+    at = request.get("input", {}).get("at", "")
+    if (request.get("input", {}).get("schedule") != sid or epoch_ms(at) != fired_at
+            or not re.fullmatch(r".*T\d\d:\d\d:\d\d\.\d{3}Z", at)
+            or request["tasks"][0].get("input") != {"note": f"fired {at} by {sid}"}):
+        problems.append(f"schedule firing: placeholders not filled in as documented: {request}")
+    if anchor is None or fired_at is None or fired_at <= anchor or (fired_at - anchor) % 1000:
+        problems.append(f"schedule firing: {wid} is not created_at + k * every_ms "
+                        f"(created_at {shown.get('created_at')})")
+    ch.queue_delete(firings)
+
+    got = ask({"control": "schedule.get", "schedule_id": sid}, "schedule-get")
+    info = got.get("schedule") or {}
+    if (got.get("outcome") != "found" or info.get("workflow") != workflow
+            or info.get("fired", 0) < 1 or not info.get("last_workflow_id")):
+        problems.append(f"schedule get: {got}")
+    page = ask({"control": "schedule.list", "limit": 1}, "schedule-list",
+               "schedules-page", "warren.schedules")
+    if [s.get("id") for s in page.get("schedules", [])] != [sid] or page.get("next_after") != sid:
+        problems.append(f"schedule list (limit 1): {page}")
+    page = ask({"control": "schedule.list", "after": sid}, "schedule-list-after",
+               "schedules-page", "warren.schedules")
+    if page.get("schedules") != [] or "next_after" in page:
+        problems.append(f"schedule list after the last: {page}")
+    paused = ask({"control": "schedule.pause", "schedule_id": sid}, "schedule-pause")
+    if paused.get("outcome") != "paused" or "next_fire_at" in (paused.get("schedule") or {}):
+        problems.append(f"schedule pause: {paused}")
+    triggered = ask({"control": "schedule.trigger", "schedule_id": sid}, "schedule-trigger")
+    if (triggered.get("outcome") != "triggered"
+            or not str(triggered.get("workflow_id", "")).startswith(sid + ":")):
+        problems.append(f"schedule trigger: {triggered}")
+    deleted = ask({"control": "schedule.delete", "schedule_id": sid}, "schedule-delete")
+    if deleted.get("outcome") != "deleted" or (deleted.get("schedule") or {}).get("id") != sid:
+        problems.append(f"schedule delete: {deleted}")
+    gone = ask({"control": "schedule.get", "schedule_id": sid}, "schedule-get-deleted")
+    if gone.get("outcome") != "not_found" or "schedule" in gone:
+        problems.append(f"schedule get after delete: {gone}")
+
+    # A refused create lists every problem, each with its documented code.
+    refused = ask({"control": "schedule.create",
+                   "schedule": {"id": sid + "-bad", "cron": "0 25 * * *",
+                                "timezone": "Mars/Olympus", "workflow": workflow}},
+                  "schedule-create-bad")
+    codes = [e.get("code") for e in refused.get("errors", [])]
+    if refused.get("outcome") != "rejected" or codes != ["invalid_cron", "unknown_timezone"]:
+        problems.append(f"refused schedule create: {refused}")
+    documented = (SCHEMAS.parent / "protocol.md").read_text()
+    for code in codes:
+        if f"`{code}`" not in documented:
+            problems.append(f"refused schedule create: code {code} is not in docs/protocol.md")
+    # A malformed request: refused by the schema as written, and answered
+    # with a rejected workflow report.
+    malformed = {"control": "schedule.get"}
+    as_written = json.loads((SCHEMAS / "control-request.json").read_text())
+    if jsonschema.Draft202012Validator(as_written).is_valid(malformed):
+        problems.append("control-request schema: a schedule.get without schedule_id passes")
+    publish_request(malformed, "schedule-malformed", "control")
+    _, props, body = next_reply("schedule-malformed", "reply to a malformed schedule request")
+    rejected = check("workflow-report", body, "reply to a malformed schedule request")
+    check_props(props, "warren.report", "reply to a malformed schedule request")
+    codes = [e.get("code") for e in (rejected or {}).get("errors", [])]
+    if (rejected or {}).get("status") != "rejected" or codes != ["invalid_control"]:
+        problems.append(f"reply to a malformed schedule request: {rejected}")
+
+
 def main():
     conn = pika.BlockingConnection(pika.URLParameters(URL))
     ch = conn.channel()
@@ -125,9 +249,9 @@ def main():
         spy[name] = q
     replies = ch.queue_declare("", exclusive=True).method.queue
 
-    def publish_request(body, corr):
+    def publish_request(body, corr, key=""):
         ch.basic_publish(
-            f"{NS}.workflows", "", json.dumps(body).encode(),
+            f"{NS}.workflows", key, json.dumps(body).encode(),
             pika.BasicProperties(content_type="application/json", delivery_mode=2,
                                  reply_to=replies, correlation_id=corr),
             mandatory=True,
@@ -339,6 +463,8 @@ def main():
     codes = [e.get("code") for e in (refused or {}).get("errors", [])]
     if (refused or {}).get("status") != "rejected" or codes != ["invalid_control"]:
         problems.append(f"reply to a pause of both: {refused}")
+
+    check_schedules(ch, publish_request, next_message, next_reply)
 
     ch.queue_delete(own)
     conn.close()
