@@ -39,15 +39,18 @@ PROTOCOL = 2
 
 def strict(schema):
     """The schema with additionalProperties: false wherever it lists
-    properties and says nothing of others."""
+    properties and says nothing of others; but not in an `if`, which
+    names one field to test, not the object's fields (made strict it
+    would never hold, and its `then` would never be checked)."""
     s = copy.deepcopy(schema)
 
     def walk(node):
         if isinstance(node, dict):
             if "properties" in node and "additionalProperties" not in node:
                 node["additionalProperties"] = False
-            for v in node.values():
-                walk(v)
+            for k, v in node.items():
+                if k != "if":
+                    walk(v)
         elif isinstance(node, list):
             for v in node:
                 walk(v)
