@@ -19,7 +19,7 @@ pub use schedules::{CatchUp, Overlap, ScheduleInfo, ScheduleReport, ScheduleSpec
 /// Protocol version written to the `warren-protocol` header: 2 since task
 /// messages carry a `token` that results must echo, and workers reach the
 /// results and their own pools' queues through exchanges only
-/// (docs/protocol.md, "Versions").
+/// (docs/protocol.md, "Versioning").
 pub const PROTOCOL_VERSION: i64 = 2;
 /// Header carrying [`PROTOCOL_VERSION`] on everything Warren publishes.
 pub const HEADER_PROTOCOL: &str = "warren-protocol";

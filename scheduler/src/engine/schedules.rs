@@ -98,8 +98,10 @@ fn timing_of(row: &ScheduleRow) -> Option<Timing> {
     .ok()
 }
 
-/// The answer's view of a schedule; `last_status` is what is known of the
-/// last firing's workflow.
+/// The answer's view of a schedule; `last_status` is the status of the
+/// last firing's workflow where it is known (`submitted` from a store that
+/// does not hold it yet), `None` where it is not (the outcome is then left
+/// out).
 pub fn info(row: &ScheduleRow, last_status: Option<&str>) -> ScheduleInfo {
     let s = &row.state;
     let last_outcome = if s.last_skipped {
@@ -107,7 +109,8 @@ pub fn info(row: &ScheduleRow, last_status: Option<&str>) -> ScheduleInfo {
     } else {
         s.last_workflow_id
             .as_ref()
-            .map(|_| last_status.unwrap_or("submitted").to_owned())
+            .and(last_status)
+            .map(str::to_owned)
     };
     ScheduleInfo {
         id: row.id.to_string(),
@@ -129,6 +132,22 @@ pub fn info(row: &ScheduleRow, last_status: Option<&str>) -> ScheduleInfo {
 }
 
 impl Engine {
+    /// The answer's view of a schedule this engine holds: the last
+    /// firing's workflow is `running` (or `scheduled`) while this engine
+    /// holds it, else unknown here.
+    fn info_here(&self, row: &ScheduleRow) -> ScheduleInfo {
+        let status = row.state.last_workflow_id.as_deref().and_then(|w| {
+            if self.is_active(w) {
+                Some("running")
+            } else if self.is_scheduled(w) {
+                Some("scheduled")
+            } else {
+                None
+            }
+        });
+        info(row, status)
+    }
+
     /// Holds a stored schedule of an owned partition, settling the firings
     /// it missed by its `catch_up` policy: `none` skips them, `latest`
     /// fires the most recent, `all` each of the most recent
@@ -241,6 +260,14 @@ impl Engine {
         };
         let Some(workflow) = workflow.and_then(|w| serde_json::from_slice(w).ok()) else {
             tracing::error!(schedule = %id, "A schedule's stored workflow is missing or unreadable; it no longer fires");
+            let why = warren_shared::wire::Rejection {
+                code: "schedule_unreadable".into(),
+                message:
+                    "the schedule's stored workflow is missing or unreadable; it no longer fires"
+                        .into(),
+                task: None,
+            };
+            self.unanswered_triggers(&id, armed.pending, "rejected", vec![why]);
             return;
         };
         let mut firings: Vec<(DateTime<Utc>, Option<ReplyTo>)> = Vec::new();
@@ -271,7 +298,7 @@ impl Engine {
                     let report = ScheduleReport {
                         schedule_id: id.to_string(),
                         outcome: "skipped".into(),
-                        schedule: Some(info(&armed.row, Some("running"))),
+                        schedule: Some(self.info_here(&armed.row)),
                         workflow_id: None,
                         errors: Vec::new(),
                     };
@@ -308,7 +335,7 @@ impl Engine {
                 let report = ScheduleReport {
                     schedule_id: id.to_string(),
                     outcome: "triggered".into(),
-                    schedule: Some(info(&armed.row, None)),
+                    schedule: Some(info(&armed.row, Some("submitted"))),
                     workflow_id: Some(workflow_id),
                     errors: Vec::new(),
                 };
@@ -415,7 +442,7 @@ impl Engine {
             self.schedules.arm(&id);
         }
         let row = &self.schedules.armed.get(id)?.row;
-        Some(info(row, None))
+        Some(self.info_here(row))
     }
 
     /// `schedule.trigger`: one firing now, besides the schedule's own,
@@ -435,8 +462,30 @@ impl Engine {
     /// id. The workflows it started run on.
     pub fn delete_schedule(&mut self, id: &str) -> Option<ScheduleInfo> {
         let (id, a) = self.schedules.armed.remove_entry(id)?;
-        self.ops.push(Op::DeleteSchedule(id));
-        Some(info(&a.row, None))
+        self.ops.push(Op::DeleteSchedule(id.clone()));
+        // Triggers not fired yet are answered: the schedule is gone.
+        self.unanswered_triggers(&id, a.pending, "not_found", Vec::new());
+        Some(self.info_here(&a.row))
+    }
+
+    /// Answers the triggers among `pending` that will not fire.
+    fn unanswered_triggers(
+        &mut self,
+        id: &str,
+        pending: VecDeque<(DateTime<Utc>, Option<ReplyTo>)>,
+        outcome: &str,
+        errors: Vec<warren_shared::wire::Rejection>,
+    ) {
+        for to in pending.into_iter().filter_map(|(_, reply)| reply) {
+            let report = ScheduleReport {
+                schedule_id: id.to_owned(),
+                outcome: outcome.to_owned(),
+                schedule: None,
+                workflow_id: None,
+                errors: errors.clone(),
+            };
+            self.reply_schedule(&to, &report);
+        }
     }
 
     /// Answers a `schedule.*` request about one schedule.

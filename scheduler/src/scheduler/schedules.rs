@@ -226,7 +226,7 @@ pub(super) fn apply(
         ScheduleRequest::Get { id, reply, found } => {
             let answer = match found {
                 Some(((row, status), workflow)) => {
-                    let mut shown = info(&row, status.as_deref());
+                    let mut shown = info(&row, Some(status.as_deref().unwrap_or("submitted")));
                     shown.workflow = serde_json::from_slice(&workflow).ok();
                     ScheduleReport {
                         schedule: Some(shown),
@@ -246,7 +246,7 @@ pub(super) fn apply(
             let answer = SchedulesPage {
                 schedules: page
                     .iter()
-                    .map(|(row, status)| info(row, status.as_deref()))
+                    .map(|(row, status)| info(row, Some(status.as_deref().unwrap_or("submitted"))))
                     .collect(),
                 next_after,
                 errors: Vec::new(),
@@ -317,7 +317,9 @@ fn create(
     let existing = engine
         .schedule_row(&id)
         .map(|row| info(row, None))
-        .or_else(|| existing.map(|(row, status)| info(&row, status.as_deref())));
+        .or_else(|| {
+            existing.map(|(row, status)| info(&row, Some(status.as_deref().unwrap_or("submitted"))))
+        });
     if let Some(shown) = existing {
         return ScheduleReport {
             schedule: Some(shown),

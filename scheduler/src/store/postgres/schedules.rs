@@ -46,7 +46,7 @@ impl PgStore {
                 &format!(
                     "SELECT {SCHEDULE_COLUMNS}, w.status FROM schedules s
                      LEFT JOIN workflows w ON w.id = s.last_workflow_id
-                     WHERE s.id > $1 ORDER BY s.id LIMIT $2"
+                     WHERE s.id > $1 COLLATE \"C\" ORDER BY s.id COLLATE \"C\" LIMIT $2"
                 ),
                 &[&after.unwrap_or(""), &i64::from(limit)],
             )
