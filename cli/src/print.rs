@@ -121,20 +121,29 @@ pub fn workers(report: &WorkersReport) {
             ]
         })
         .collect();
-    let header = [
-        "WORKER",
-        "STATE",
-        "HOST",
-        "QUEUES",
-        "CONCURRENCY",
-        "IN FLIGHT",
-        "VERSION",
-        "LAST SEEN",
-    ];
-    let widths: Vec<usize> = (0..header.len())
+    columns(
+        &[
+            "WORKER",
+            "STATE",
+            "HOST",
+            "QUEUES",
+            "CONCURRENCY",
+            "IN FLIGHT",
+            "VERSION",
+            "LAST SEEN",
+        ],
+        &rows,
+    );
+}
+
+/// A table: each column as wide as its widest cell, two spaces apart,
+/// no trailing spaces. The cells are printed as given: make them
+/// [`safe`] first.
+pub fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
         .map(|i| {
             rows.iter()
-                .map(|r| r[i].len())
+                .map(|r| r[i].chars().count())
                 .chain([header[i].len()])
                 .max()
                 .unwrap_or(0)
@@ -149,7 +158,7 @@ pub fn workers(report: &WorkersReport) {
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
-    for r in &rows {
+    for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
 }
