@@ -1,18 +1,20 @@
 //! `warren`: submit workflows (JSON or YAML) and watch them run, show their
 //! status, cancel them, draw their DAG, pause and resume task queues and
-//! types, print a role's broker permissions, or run a whole system in one
-//! process on an example (`warren dev FILE`).
+//! types, manage schedules, print a role's broker permissions, or run a
+//! whole system in one process on an example (`warren dev FILE`).
 //!
 //! Layout: this file holds the flags and runs each command; `request`
 //! reads request files, `progress` draws `submit --wait`'s bar, `print`
-//! prints outcomes and tables, `graph` renders DAGs, and `dev` runs a
-//! scheduler and a worker in-process for `warren dev`.
+//! prints outcomes and tables, `graph` renders DAGs, `schedule` holds the
+//! `warren schedule ...` commands, and `dev` runs a scheduler and a worker
+//! in-process for `warren dev`.
 
 mod dev;
 mod graph;
 mod print;
 mod progress;
 mod request;
+mod schedule;
 
 use clap::{Parser, Subcommand};
 use progress::ProgressBar;
@@ -127,6 +129,12 @@ enum Command {
         /// Seconds to wait for the scheduler's answer.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+    },
+    /// Create, list, show, pause, resume, trigger or delete schedules:
+    /// workflows submitted by a cron expression or at a fixed interval.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
     },
     /// Print the `rabbitmqctl` commands that grant USER a role's broker
     /// permissions in this namespace (docs/security.md); runs nothing.
@@ -317,6 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             timeout,
         } => pause_or_resume(&amqp, target, Duration::from_secs(timeout), json, false).await,
+        Command::Schedule { command } => schedule::run(&amqp, command).await,
         Command::Permissions {
             role,
             user,
