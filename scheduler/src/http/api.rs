@@ -1,11 +1,13 @@
 //! The status API: `/healthz`, `/api/whoami`, the workflow list, a
-//! workflow's report, one task, the worker registry, what is paused; and
-//! the one action, cancelling a workflow.
+//! workflow's report, one task, the worker registry, what is paused, the
+//! schedules; and the one action, cancelling a workflow.
 
 use super::{ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
 use crate::{
     batch::{Known, RunningWorkflow},
+    engine::schedules::info,
     metrics::Metrics,
+    schedule::MAX_SCHEDULE_ID_LEN,
     store::{Partitions, Store, StoreError},
     validate::MAX_ID_LEN,
 };
@@ -18,7 +20,9 @@ use axum::{
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
-use warren_shared::wire::{TaskReport, WorkflowReport, WorkflowStatus, WorkflowSummary};
+use warren_shared::wire::{
+    SchedulesPage, TaskReport, WorkflowReport, WorkflowStatus, WorkflowSummary,
+};
 
 /// Largest `offset` of the workflow list: each row skipped is read by the
 /// store, so paging is kept shallow (filter by `status` to go further).
@@ -259,6 +263,59 @@ fn store_error(e: StoreError) -> Response {
 pub(super) async fn pauses(State(s): State<Sources>) -> Response {
     match s.store.pauses().await {
         Ok(pauses) => Json(crate::pauses::report(&pauses, Vec::new())).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Most schedules in one `/api/schedules` page, and its default: as many
+/// as a `schedule.list` answer holds.
+pub const MAX_SCHEDULES_PAGE: u32 = 1_000;
+
+#[derive(serde::Deserialize)]
+pub(super) struct SchedulesParams {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/schedules?after=ID&limit=N`: schedules in id order after
+/// `after`, as stored (also on a standby): the page a `schedule.list`
+/// control request answers, `next_after` naming where the next one starts.
+pub(super) async fn schedules(
+    State(s): State<Sources>,
+    extract::Query(p): extract::Query<SchedulesParams>,
+) -> Response {
+    let limit = p.limit.unwrap_or(MAX_SCHEDULES_PAGE);
+    if !(1..=MAX_SCHEDULES_PAGE).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1 to {MAX_SCHEDULES_PAGE}"),
+        );
+    }
+    let after = p.after.filter(|a| !a.is_empty());
+    if after
+        .as_deref()
+        .is_some_and(|a| a.chars().count() > MAX_SCHEDULE_ID_LEN)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("after is a schedule id, at most {MAX_SCHEDULE_ID_LEN} characters"),
+        );
+    }
+    match s.store.schedules_page(after, limit).await {
+        Ok(page) => {
+            let next_after = (page.len() == limit as usize)
+                .then(|| page.last().map(|(row, _)| row.id.to_string()))
+                .flatten();
+            Json(SchedulesPage {
+                schedules: page
+                    .iter()
+                    .map(|(row, status)| info(row, status.as_deref()))
+                    .collect(),
+                next_after,
+                errors: Vec::new(),
+            })
+            .into_response()
+        }
         Err(e) => store_error(e),
     }
 }

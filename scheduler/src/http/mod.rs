@@ -20,6 +20,8 @@
 //! - `GET /api/workers`: the worker registry.
 //! - `GET /api/pauses`: the paused task queues and types (as stored, so
 //!   the same from every scheduler of the namespace).
+//! - `GET /api/schedules?after=ID&limit=N`: schedules in id order (limit
+//!   1..=1000, default 1000), as stored: a `schedule.list` answer.
 //!
 //! With a token of scope `admin`:
 //! - `POST /api/workflows/{id}/cancel`: a `cancel` control request,
@@ -182,6 +184,7 @@ fn router(sources: Sources, tokens: Tokens, hosts: Hosts) -> Router {
         .route("/api/workflows/{id}/tasks/{task}", get(api::task))
         .route("/api/workers", get(api::list_workers))
         .route("/api/pauses", get(api::pauses))
+        .route("/api/schedules", get(api::schedules))
         .route_layer(needs(Scope::Read));
     let admin = Router::new()
         .route("/api/workflows/{id}/cancel", post(api::cancel))
