@@ -16,11 +16,12 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use warren_producer::PauseTarget;
 use warren_scheduler::{
     Metrics, SchedulerConfig,
     http::{Access, Tokens},
 };
-use warren_shared::wire::WorkflowStatus;
+use warren_shared::wire::{ControlKind, WorkflowStatus};
 use warren_worker::Registry;
 
 /// Chromium's flags for a closed network and a throwaway profile. For a
@@ -186,6 +187,87 @@ async fn the_page_draws_a_running_workflows_dag_with_task_states() {
         list.contains("data-worker=\"w\" data-state=\"running\""),
         "{list}"
     );
+    scheduler.stop().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_page_shows_schedules_and_what_is_paused() {
+    let mut env = Env::new().await;
+    let (scheduler, _gate, addr) = env.with_http("w").await;
+    let list = rendered(addr, "/").await;
+    assert!(list.contains("No schedules."), "{list}");
+    assert!(list.contains("id=\"paused-none\""), "{list}");
+
+    for (id, timing) in [
+        (
+            "nightly",
+            json!({"cron": "0 2 * * *", "timezone": "Europe/Paris"}),
+        ),
+        ("hourly", json!({"every_ms": 3_600_000})),
+    ] {
+        let mut spec = json!({"id": id, "workflow": {"tasks": [{"id": "t", "type": "echo"}]}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(timing.as_object().unwrap().clone());
+        let report = env
+            .client
+            .schedule_create(serde_json::from_value(spec).unwrap(), DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, "created", "{report:?}");
+    }
+    // A firing of `hourly`, run to its end; then `hourly` is paused.
+    let fired = env
+        .client
+        .schedule(ControlKind::ScheduleTrigger, "hourly", DEADLINE)
+        .await
+        .unwrap();
+    let workflow = fired.workflow_id.expect("a trigger names its workflow");
+    wait_until_async("the firing's workflow succeeded", || async {
+        env.client.status(&workflow, DEADLINE).await.unwrap().status == WorkflowStatus::Succeeded
+    })
+    .await;
+    env.client
+        .schedule(ControlKind::SchedulePause, "hourly", DEADLINE)
+        .await
+        .unwrap();
+    env.client
+        .pause(&PauseTarget::Queue("emails".into()), DEADLINE)
+        .await
+        .unwrap();
+
+    let list = rendered(addr, "/").await;
+    assert!(list.contains("<h3>Schedules</h3>"), "{list}");
+    assert!(
+        list.contains("data-schedule=\"nightly\" data-paused=\"false\" data-last-outcome=\"\""),
+        "{list}"
+    );
+    assert!(list.contains("cron 0 2 * * *"), "{list}");
+    assert!(list.contains("Europe/Paris"), "{list}");
+    assert!(
+        list.contains(
+            "data-schedule=\"hourly\" data-paused=\"true\" data-last-outcome=\"succeeded\""
+        ),
+        "{list}"
+    );
+    assert!(list.contains("every 1h"), "{list}");
+    assert!(
+        list.contains(&format!(
+            "href=\"/workflows/{}\"",
+            workflow.replace(':', "%3A")
+        )),
+        "the last firing links to its workflow: {list}"
+    );
+    assert!(list.contains("<h3>Paused</h3>"), "{list}");
+    assert!(
+        list.contains("data-pause-kind=\"queue\" data-pause-name=\"emails\""),
+        "{list}"
+    );
+    env.client
+        .resume(&PauseTarget::Queue("emails".into()), DEADLINE)
+        .await
+        .unwrap();
     scheduler.stop().await;
     env.finish().await;
 }

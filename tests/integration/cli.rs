@@ -1,6 +1,6 @@
 //! The binaries as an operator runs them: `warren dev`, and
 //! `warren-scheduler` + `warren-worker` driven by `warren
-//! submit/status/cancel/pause/resume`,
+//! submit/status/cancel/pause/resume/schedule`,
 //! configured through the environment and stopped with SIGTERM.
 
 use crate::support::{
@@ -366,6 +366,223 @@ fn operator_commands_yaml_progress_status_cancel_graph_workers() {
             .any(|l| l["workflow"] == "long" && l["task"] == "slow" && l["message"].is_string()),
         "{logs}"
     );
+    delete_namespace(&ns);
+}
+
+/// Runs `warren ARGS` against `ns` with `input` on stdin.
+fn warren_stdin(ns: &str, args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(&binaries()["warren"])
+        .args(args)
+        .env("AMQP_ADDR", amqp_addr())
+        .env("WARREN_NAMESPACE", ns)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The cells of `warren schedule list`'s row for `id` (split on runs of
+/// two spaces or more: a cron expression holds single spaces).
+fn schedule_row(ns: &str, id: &str) -> Option<Vec<String>> {
+    let (code, out, err) = warren(ns, &["schedule", "list"]);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .find(|l| l.starts_with(&format!("{id} ")))
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+}
+
+#[test]
+fn schedule_commands_add_list_trigger_pause_resume_rm() {
+    let ns = format!(
+        "wt-sched-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut scheduler = start("warren-scheduler", &amqp_addr(), &ns, dir.path(), &[]);
+    let mut worker = start("warren-worker", &amqp_addr(), &ns, dir.path(), &[]);
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+
+    // An hourly schedule: it does not fire by itself within the test.
+    let hourly = file(
+        "hourly.json",
+        r#"{"id": "hourly", "every_ms": 3600000, "workflow": {"tasks": [
+            {"id": "a", "type": "echo", "input": {"at": "${schedule.fire_time}"}}]}}"#,
+    );
+    let (code, out, err) = warren(&ns, &["schedule", "add", &hourly]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("schedule hourly created; next firing at "),
+        "{out}"
+    );
+    let (code, _, err) = warren(&ns, &["schedule", "add", &hourly]);
+    assert_eq!(code, 1, "the id is taken: {err}");
+    assert!(err.contains("schedule hourly rejected"), "{err}");
+
+    let (code, out, _) = warren(&ns, &["schedule", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines()
+            .next()
+            .unwrap()
+            .split("  ")
+            .filter(|c| !c.is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>(),
+        [
+            "SCHEDULE",
+            "TIMING",
+            "TIMEZONE",
+            "PAUSED",
+            "NEXT FIRING",
+            "LAST FIRING",
+            "LAST OUTCOME",
+            "FIRED/SKIPPED"
+        ],
+        "{out}"
+    );
+    let row = schedule_row(&ns, "hourly").expect("hourly is listed");
+    assert_eq!(row[..4], ["hourly", "every 1h", "UTC", "no"], "{row:?}");
+    assert!(row[4].ends_with('Z'), "next firing: {row:?}");
+    assert_eq!(row[5..], ["-", "-", "0/0"], "{row:?}");
+
+    // A trigger prints the workflow it submitted, which runs.
+    let (code, out, err) = warren(&ns, &["schedule", "trigger", "hourly"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let workflow = out.trim().to_owned();
+    assert!(workflow.starts_with("hourly:"), "{out}");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, out, _) = warren(&ns, &["status", &workflow, "--json"]);
+        let report: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        if report["status"] == "succeeded" {
+            // The firing's time, in its input and in its id.
+            let time = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+            let at = report["tasks"]["a"]["output"]["at"].as_str().unwrap();
+            assert_eq!(time(at), time(&workflow["hourly:".len()..]), "{out}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{workflow} never succeeded: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let row = schedule_row(&ns, "hourly").unwrap();
+        if row[6] == format!("succeeded ({workflow})") {
+            assert_eq!(row[7], "1/0", "{row:?}");
+            assert!(row[5].ends_with('Z'), "last firing: {row:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the list never showed it: {row:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Pause, get, resume.
+    let (code, out, err) = warren(&ns, &["schedule", "pause", "hourly"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "schedule hourly paused\n"),
+        "{err}"
+    );
+    let row = schedule_row(&ns, "hourly").unwrap();
+    assert_eq!(row[3..5], ["yes", "-"], "paused, no next firing: {row:?}");
+    let (code, out, err) = warren(&ns, &["schedule", "get", "hourly"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["id"], "hourly");
+    assert_eq!(shown["paused"], true);
+    assert_eq!(shown["every_ms"], 3_600_000);
+    assert_eq!(shown["last_workflow_id"], workflow.as_str());
+    assert_eq!(shown["workflow"]["tasks"][0]["type"], "echo", "{out}");
+    let (code, out, err) = warren(&ns, &["schedule", "resume", "hourly"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("schedule hourly resumed; next firing at "),
+        "{out}"
+    );
+    assert_eq!(schedule_row(&ns, "hourly").unwrap()[3], "no");
+
+    // From stdin, a cron schedule in a zone; a bad cron is refused with
+    // its code.
+    let (code, out, err) = warren_stdin(
+        &ns,
+        &["schedule", "add", "-"],
+        r#"{"id": "weekdays", "cron": "0 9 * * MON-FRI", "timezone": "Europe/Paris",
+            "workflow": {"tasks": [{"id": "a", "type": "echo"}]}}"#,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let row = schedule_row(&ns, "weekdays").expect("weekdays is listed");
+    assert_eq!(
+        row[..4],
+        ["weekdays", "cron 0 9 * * MON-FRI", "Europe/Paris", "no"],
+        "{row:?}"
+    );
+    let bad = file(
+        "bad.json",
+        r#"{"id": "bad", "cron": "61 * * * *", "workflow": {"tasks": [{"id": "a", "type": "echo"}]}}"#,
+    );
+    let (code, _, err) = warren(&ns, &["schedule", "add", &bad]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.trim_start().starts_with("invalid_cron: ")),
+        "{err}"
+    );
+    assert!(schedule_row(&ns, "bad").is_none());
+    // A file that is no schedule never reaches the scheduler.
+    let (code, _, err) = warren_stdin(&ns, &["schedule", "add", "-"], r#"{"id": "x", "every": 5}"#);
+    assert_eq!(code, 2);
+    assert!(err.contains("stdin is not a valid schedule"), "{err}");
+
+    // Delete; then it is unknown to every command.
+    let (code, out, err) = warren(&ns, &["schedule", "rm", "hourly"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "schedule hourly deleted\n"),
+        "{err}"
+    );
+    assert!(schedule_row(&ns, "hourly").is_none());
+    for cmd in ["get", "trigger", "pause", "rm"] {
+        let (code, out, err) = warren(&ns, &["schedule", cmd, "hourly"]);
+        assert_eq!(code, 1, "{cmd}: {out}{err}");
+        assert_eq!(err, "no schedule hourly\n", "{cmd}");
+    }
+    let (code, _, _) = warren(&ns, &["schedule", "rm", "weekdays"]);
+    assert_eq!(code, 0);
+    let (code, out, _) = warren(&ns, &["schedule", "list"]);
+    assert_eq!((code, out.as_str()), (0, "no schedules\n"));
+
+    assert!(terminate(&mut worker).success());
+    assert!(terminate(&mut scheduler).success());
     delete_namespace(&ns);
 }
 

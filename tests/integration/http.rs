@@ -4,7 +4,7 @@
 use crate::support::{DEADLINE, Env, http_get, wait_until, wait_until_async};
 use serde_json::{Value, json};
 use warren_scheduler::Metrics;
-use warren_shared::wire::WorkflowStatus;
+use warren_shared::wire::{ControlKind, WorkflowStatus};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_api_and_page() {
@@ -170,6 +170,95 @@ async fn health_metrics_api_and_page() {
     assert!(page.contains("<title>Warren</title>"));
 
     gate.add_permits(1);
+    scheduler.stop().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_api_pages_the_stored_schedules() {
+    let mut env = Env::new().await;
+    let (scheduler, _gate, addr) = env.with_http("w1").await;
+    let (code, _, body) = http_get(addr, "/api/schedules").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"schedules": []})
+    );
+
+    for (id, timing) in [
+        ("b-hourly", json!({"every_ms": 3_600_000})),
+        (
+            "a-nightly",
+            json!({"cron": "0 2 * * *", "timezone": "Europe/Paris"}),
+        ),
+    ] {
+        let mut spec = json!({"id": id, "workflow": {"tasks": [{"id": "t", "type": "echo"}]}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(timing.as_object().unwrap().clone());
+        let report = env
+            .client
+            .schedule_create(serde_json::from_value(spec).unwrap(), DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, "created", "{report:?}");
+    }
+    env.client
+        .schedule(ControlKind::SchedulePause, "b-hourly", DEADLINE)
+        .await
+        .unwrap();
+
+    let page = |path: &'static str| async move {
+        let (code, ty, body) = http_get(addr, path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert!(ty.starts_with("application/json"), "{ty}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let all = page("/api/schedules").await;
+    let listed = all["schedules"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{all}");
+    assert!(all.get("next_after").is_none(), "one page: {all}");
+    let (a, b) = (&listed[0], &listed[1]);
+    assert_eq!(a["id"], "a-nightly", "in id order: {all}");
+    assert_eq!(a["cron"], "0 2 * * *");
+    assert_eq!(a["timezone"], "Europe/Paris");
+    assert_eq!(a["paused"], false);
+    assert!(a["next_fire_at"].is_string(), "{a}");
+    assert!(a.get("workflow").is_none(), "the list leaves workflows out");
+    assert_eq!(b["id"], "b-hourly");
+    assert_eq!(b["every_ms"], 3_600_000);
+    assert_eq!(b["timezone"], "UTC");
+    assert_eq!(b["paused"], true);
+    assert!(b.get("next_fire_at").is_none(), "paused: {b}");
+    assert_eq!(
+        (b["fired"].clone(), b["skipped"].clone()),
+        (json!(0), json!(0))
+    );
+
+    // A page at a time.
+    let first = page("/api/schedules?limit=1").await;
+    assert_eq!(first["schedules"][0]["id"], "a-nightly");
+    assert_eq!(first["next_after"], "a-nightly");
+    let second = page("/api/schedules?limit=1&after=a-nightly").await;
+    assert_eq!(second["schedules"][0]["id"], "b-hourly");
+    assert_eq!(
+        second["next_after"], "b-hourly",
+        "a full page names its last"
+    );
+    let last = page("/api/schedules?limit=1&after=b-hourly").await;
+    assert_eq!(last, json!({"schedules": []}));
+    for bad in [
+        "/api/schedules?limit=0",
+        "/api/schedules?limit=1001",
+        "/api/schedules?limit=many",
+    ] {
+        let (code, _, body) = http_get(addr, bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    let long = format!("/api/schedules?after={}", "x".repeat(101));
+    let (code, _, body) = http_get(addr, &long).await;
+    assert_eq!(code, 400, "{body}");
+
     scheduler.stop().await;
     env.finish().await;
 }
