@@ -222,7 +222,9 @@ fn table(schedules: &[ScheduleInfo]) {
             let last = match (&s.last_outcome, &s.last_workflow_id) {
                 (Some(o), Some(w)) if o != "skipped" => format!("{o} ({w})"),
                 (Some(o), _) => o.clone(),
-                (None, _) => "-".into(),
+                // Its status is not known where the answer was made.
+                (None, Some(w)) => format!("? ({w})"),
+                (None, None) => "-".into(),
             };
             [
                 safe(&s.id).into_owned(),
