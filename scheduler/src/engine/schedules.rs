@@ -63,6 +63,13 @@ pub(super) struct Schedules {
 }
 
 impl Schedules {
+    /// Holds a schedule and arms its next firing.
+    fn hold(&mut self, armed: Armed) {
+        let id = armed.row.id.clone();
+        self.armed.insert(id.clone(), armed);
+        self.arm(&id);
+    }
+
     fn arm(&mut self, id: &Arc<str>) {
         if let Some(a) = self.armed.get(id)
             && let Some(due) = a.due_ms()
@@ -182,16 +189,11 @@ impl Engine {
                 state: s.clone(),
             });
         }
-        let id = row.id.clone();
-        self.schedules.armed.insert(
-            id.clone(),
-            Armed {
-                row,
-                timing,
-                pending,
-            },
-        );
-        self.schedules.arm(&id);
+        self.schedules.hold(Armed {
+            row,
+            timing,
+            pending,
+        });
     }
 
     /// How many schedules this engine fires.
@@ -346,8 +348,7 @@ impl Engine {
             id: id.clone(),
             state: armed.row.state.clone(),
         });
-        self.schedules.armed.insert(id.clone(), armed);
-        self.schedules.arm(&id);
+        self.schedules.hold(armed);
     }
 
     /// `overlap: cancel_previous`: the previous firing's workflow is
@@ -405,16 +406,11 @@ impl Engine {
             row: row.clone(),
             workflow,
         });
-        let id = row.id.clone();
-        self.schedules.armed.insert(
-            id.clone(),
-            Armed {
-                row,
-                timing,
-                pending: VecDeque::new(),
-            },
-        );
-        self.schedules.arm(&id);
+        self.schedules.hold(Armed {
+            row,
+            timing,
+            pending: VecDeque::new(),
+        });
         shown
     }
 

@@ -346,7 +346,7 @@ impl<'a> Batch<'a> {
         let schedule_stmts: Vec<_> = self
             .schedules
             .iter()
-            .filter_map(|op| super::schedules::statement(op))
+            .flat_map(|op| super::schedules::statements(op))
             .collect();
         for (sql, params) in &schedule_stmts {
             stmts.push((sql, params.iter().map(|p| &**p as _).collect()));

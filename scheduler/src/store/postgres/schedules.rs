@@ -124,18 +124,17 @@ pub(super) async fn owned_schedules(
 
 type Params<'p> = Vec<Box<dyn ToSql + Sync + Send + 'p>>;
 
-/// One schedule op of a batch as a statement and its parameters (a few
+/// One schedule op of a batch as statements and their parameters (a few
 /// per batch: one per schedule created, fired, paused, resumed or
-/// deleted; they are pipelined with the rest of the batch).
-pub(super) fn statement(op: &Op) -> Option<(&'static str, Params<'_>)> {
-    let ms = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_millis());
-    Some(match op {
-        Op::InsertSchedule { row, workflow } => {
-            let s = &row.state;
+/// deleted; they are pipelined with the rest of the batch). A new
+/// schedule is its fixed columns, then its state as any change of state
+/// writes it.
+pub(super) fn statements(op: &Op) -> Vec<(&'static str, Params<'_>)> {
+    match op {
+        Op::InsertSchedule { row, workflow } => vec![
             (
-                "INSERT INTO schedules (id, cron, every_ms, timezone, overlap, catch_up, workflow, created_ms,
-                                        paused, next_fire_ms, last_fire_ms, last_workflow_id, last_skipped, fired, skipped)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                "INSERT INTO schedules (id, cron, every_ms, timezone, overlap, catch_up, workflow, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 vec![
                     Box::new(&*row.id),
                     Box::new(row.cron.as_deref()),
@@ -145,32 +144,31 @@ pub(super) fn statement(op: &Op) -> Option<(&'static str, Params<'_>)> {
                     Box::new(row.catch_up.as_str()),
                     Box::new(workflow.as_slice()),
                     Box::new(row.created_at.timestamp_millis()),
-                    Box::new(s.paused),
-                    Box::new(ms(s.next_fire_at)),
-                    Box::new(ms(s.last_fire_at)),
-                    Box::new(s.last_workflow_id.as_deref()),
-                    Box::new(s.last_skipped),
-                    Box::new(s.fired as i64),
-                    Box::new(s.skipped as i64),
                 ],
-            )
-        }
-        Op::ScheduleState { id, state: s } => (
-            "UPDATE schedules SET paused = $2, next_fire_ms = $3, last_fire_ms = $4, last_workflow_id = $5,
-                                  last_skipped = $6, fired = $7, skipped = $8
-             WHERE id = $1",
-            vec![
-                Box::new(&**id),
-                Box::new(s.paused),
-                Box::new(ms(s.next_fire_at)),
-                Box::new(ms(s.last_fire_at)),
-                Box::new(s.last_workflow_id.as_deref()),
-                Box::new(s.last_skipped),
-                Box::new(s.fired as i64),
-                Box::new(s.skipped as i64),
-            ],
-        ),
-        Op::DeleteSchedule(id) => ("DELETE FROM schedules WHERE id = $1", vec![Box::new(&**id)]),
-        _ => return None,
-    })
+            ),
+            state(&row.id, &row.state),
+        ],
+        Op::ScheduleState { id, state: s } => vec![state(id, s)],
+        Op::DeleteSchedule(id) => vec![("DELETE FROM schedules WHERE id = $1", vec![Box::new(&**id)])],
+        _ => Vec::new(),
+    }
+}
+
+fn state<'a>(id: &'a str, s: &'a crate::batch::ScheduleState) -> (&'static str, Params<'a>) {
+    let ms = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_millis());
+    (
+        "UPDATE schedules SET paused = $2, next_fire_ms = $3, last_fire_ms = $4, last_workflow_id = $5,
+                              last_skipped = $6, fired = $7, skipped = $8
+         WHERE id = $1",
+        vec![
+            Box::new(id),
+            Box::new(s.paused),
+            Box::new(ms(s.next_fire_at)),
+            Box::new(ms(s.last_fire_at)),
+            Box::new(s.last_workflow_id.as_deref()),
+            Box::new(s.last_skipped),
+            Box::new(s.fired as i64),
+            Box::new(s.skipped as i64),
+        ],
+    )
 }

@@ -135,15 +135,14 @@ fn ms(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_millis())
 }
 
-/// Writes one schedule op of a batch.
+/// Writes one schedule op of a batch: a new schedule is its fixed
+/// columns, then its state as any change of state writes it.
 pub(super) fn write(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), StoreError> {
     match op {
         Op::InsertSchedule { row, workflow } => {
-            let s = &row.state;
             tx.prepare_cached(
-                "INSERT INTO schedules (id, cron, every_ms, timezone, overlap, catch_up, workflow, created_ms,
-                                        paused, next_fire_ms, last_fire_ms, last_workflow_id, last_skipped, fired, skipped)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                "INSERT INTO schedules (id, cron, every_ms, timezone, overlap, catch_up, workflow, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 &*row.id,
@@ -154,37 +153,38 @@ pub(super) fn write(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), Store
                 row.catch_up.as_str(),
                 workflow,
                 row.created_at.timestamp_millis(),
-                s.paused,
-                ms(s.next_fire_at),
-                ms(s.last_fire_at),
-                s.last_workflow_id,
-                s.last_skipped,
-                s.fired as i64,
-                s.skipped as i64,
             ])?;
+            write_state(tx, &row.id, &row.state)?;
         }
-        Op::ScheduleState { id, state: s } => {
-            tx.prepare_cached(
-                "UPDATE schedules SET paused = ?2, next_fire_ms = ?3, last_fire_ms = ?4, last_workflow_id = ?5,
-                                      last_skipped = ?6, fired = ?7, skipped = ?8
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                &**id,
-                s.paused,
-                ms(s.next_fire_at),
-                ms(s.last_fire_at),
-                s.last_workflow_id,
-                s.last_skipped,
-                s.fired as i64,
-                s.skipped as i64,
-            ])?;
-        }
+        Op::ScheduleState { id, state } => write_state(tx, id, state)?,
         Op::DeleteSchedule(id) => {
             tx.prepare_cached("DELETE FROM schedules WHERE id = ?1")?
                 .execute([&**id])?;
         }
         _ => {}
     }
+    Ok(())
+}
+
+fn write_state(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    s: &crate::batch::ScheduleState,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE schedules SET paused = ?2, next_fire_ms = ?3, last_fire_ms = ?4, last_workflow_id = ?5,
+                              last_skipped = ?6, fired = ?7, skipped = ?8
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        s.paused,
+        ms(s.next_fire_at),
+        ms(s.last_fire_at),
+        s.last_workflow_id,
+        s.last_skipped,
+        s.fired as i64,
+        s.skipped as i64,
+    ])?;
     Ok(())
 }
