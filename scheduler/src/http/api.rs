@@ -3,6 +3,7 @@
 //! schedules; and the one action, cancelling a workflow.
 
 use super::{ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
+use crate::schedule::MAX_LIST;
 use crate::{
     batch::{Known, RunningWorkflow},
     engine::schedules::info,
@@ -267,10 +268,6 @@ pub(super) async fn pauses(State(s): State<Sources>) -> Response {
     }
 }
 
-/// Most schedules in one `/api/schedules` page, and its default: as many
-/// as a `schedule.list` answer holds.
-pub const MAX_SCHEDULES_PAGE: u32 = 1_000;
-
 #[derive(serde::Deserialize)]
 pub(super) struct SchedulesParams {
     after: Option<String>,
@@ -284,11 +281,11 @@ pub(super) async fn schedules(
     State(s): State<Sources>,
     extract::Query(p): extract::Query<SchedulesParams>,
 ) -> Response {
-    let limit = p.limit.unwrap_or(MAX_SCHEDULES_PAGE);
-    if !(1..=MAX_SCHEDULES_PAGE).contains(&limit) {
+    let limit = p.limit.unwrap_or(MAX_LIST);
+    if !(1..=MAX_LIST).contains(&limit) {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("limit must be 1 to {MAX_SCHEDULES_PAGE}"),
+            format!("limit must be 1 to {MAX_LIST}"),
         );
     }
     let after = p.after.filter(|a| !a.is_empty());

@@ -99,7 +99,7 @@ mod tests;
 
 pub use self::cron::MAX_CRON_LEN;
 pub use self::spec::{
-    CheckedSchedule, MAX_CATCH_UP, MAX_SCHEDULE_BYTES, MAX_SCHEDULES, check, firing_body,
+    CheckedSchedule, MAX_CATCH_UP, MAX_LIST, MAX_SCHEDULE_BYTES, MAX_SCHEDULES, check, firing_body,
 };
 
 use self::cron::CronExpr;

@@ -14,6 +14,9 @@ pub const MAX_SCHEDULES: usize = 10_000;
 /// Largest schedule, as stored (its workflow request and its timing), in
 /// bytes.
 pub const MAX_SCHEDULE_BYTES: usize = 1024 * 1024;
+/// Most schedules in one `schedule.list` answer or `/api/schedules` page
+/// (and the default).
+pub const MAX_LIST: u32 = 1_000;
 /// Most missed firings `catch_up: all` fires (the most recent ones).
 pub const MAX_CATCH_UP: usize = 100;
 

@@ -11,7 +11,7 @@
 use crate::{
     batch::ReplyTo,
     engine::{Engine, schedules::info},
-    schedule::{self, MAX_SCHEDULE_ID_LEN, MAX_SCHEDULES},
+    schedule::{self, MAX_LIST, MAX_SCHEDULE_ID_LEN, MAX_SCHEDULES},
     store::{ListedSchedule, Store, StoreError},
     validate::{self, Limits},
 };
@@ -21,9 +21,6 @@ use warren_shared::wire::{
     ControlKind, ControlRequest, Rejection, ScheduleReport, ScheduleSpec, SchedulesPage,
     WorkflowStatus,
 };
-
-/// Most schedules in one `schedule.list` answer (and its default).
-pub const MAX_LIST: u32 = 1_000;
 
 /// Most schedules fired in one step: the rest are due too, and the loop
 /// takes another turn at once.
