@@ -32,6 +32,7 @@
 pub mod attempt_key;
 pub mod batch;
 pub mod bounds;
+pub mod condition;
 pub mod config;
 pub mod engine;
 pub mod histogram;

@@ -25,8 +25,22 @@ pub struct Ref {
     pub path: Vec<String>,
 }
 
+impl Ref {
+    /// The reference as written between `${` and `}`.
+    pub fn text(&self) -> String {
+        let head = match &self.source {
+            Source::WorkflowInput => "workflow.input".to_owned(),
+            Source::TaskOutput(t) => format!("{t}.output"),
+        };
+        std::iter::once(head)
+            .chain(self.path.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
 /// Parses the body of `${...}` (without the braces).
-fn parse_ref(body: &str) -> Result<Ref, String> {
+pub(crate) fn parse_ref(body: &str) -> Result<Ref, String> {
     let mut parts = body.split('.');
     let head = parts.next().unwrap_or_default();
     let field = parts.next();
@@ -225,7 +239,11 @@ pub fn json_len_within<T: serde::Serialize + ?Sized>(v: &T, max: usize) -> Optio
     Some(count.n)
 }
 
-fn fetch<'a>(r: &Ref, lookup: &dyn Fn(&Source) -> Option<&'a Value>) -> Result<&'a Value, String> {
+/// The value a reference names, or why there is none.
+pub(crate) fn fetch<'a>(
+    r: &Ref,
+    lookup: &dyn Fn(&Source) -> Option<&'a Value>,
+) -> Result<&'a Value, String> {
     let what = match &r.source {
         Source::WorkflowInput => "workflow input".to_owned(),
         Source::TaskOutput(t) => format!("output of task `{t}`"),
