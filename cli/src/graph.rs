@@ -31,6 +31,7 @@ pub fn report_of_request(request: &Value) -> anyhow::Result<WorkflowReport> {
                 output: None,
                 output_elided: None,
                 error: None,
+                skip_reason: None,
                 worker: None,
                 started_at: None,
                 finished_at: None,

@@ -7,7 +7,9 @@
 use crate::attempt_key::AttemptKey;
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Arc};
-use warren_shared::wire::{CatchUp, Overlap, ResultStatus, TaskError, TaskState, WorkflowStatus};
+use warren_shared::wire::{
+    CatchUp, Overlap, ResultStatus, SkipReason, TaskError, TaskState, WorkflowStatus,
+};
 
 /// Where to send a workflow's outcome: a producer's `reply_to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +106,9 @@ pub struct TaskRow {
     pub workflow_id: Arc<str>,
     pub task_id: String,
     pub state: TaskState,
+    /// Why a `skipped` task was skipped (stored in its state word,
+    /// `skipped:condition`: see `store/rows.rs`).
+    pub skip_reason: Option<SkipReason>,
     pub attempt: u32,
     pub due_at_ms: Option<i64>,
     pub output: Option<String>,

@@ -99,8 +99,102 @@ pub struct WorkflowRequest {
     /// `failed` with reason `deadline`, its running tasks told to stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// What a failure makes of the workflow: `fail` (the default), or
+    /// `handled`: it ends `succeeded` when every task that failed has a
+    /// direct dependent with `run_if: any_failed` that succeeded.
+    #[serde(default, skip_serializing_if = "OnFailure::is_default")]
+    pub on_failure: OnFailure,
     /// The DAG.
     pub tasks: Vec<TaskSpec>,
+}
+
+/// What a failure makes of a workflow (`on_failure`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// It ends `failed` (the default).
+    #[default]
+    Fail,
+    /// It ends `succeeded` when each failed task's failure was handled: a
+    /// direct dependent with `run_if: any_failed` succeeded.
+    Handled,
+}
+
+impl OnFailure {
+    /// Whether this is the default (`fail`).
+    pub fn is_default(&self) -> bool {
+        *self == OnFailure::Fail
+    }
+}
+
+/// When a task whose dependencies have all ended runs (`run_if`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunIf {
+    /// Every dependency succeeded (the default); a dependency skipped
+    /// skips it (`upstream_skipped`).
+    #[default]
+    AllSucceeded,
+    /// Every dependency ended, whatever its outcome (cleanup).
+    AllDone,
+    /// At least one dependency failed (compensation); else it is skipped
+    /// (`trigger_rule`).
+    AnyFailed,
+}
+
+impl RunIf {
+    /// Whether this is the default (`all_succeeded`).
+    pub fn is_default(&self) -> bool {
+        *self == RunIf::AllSucceeded
+    }
+
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunIf::AllSucceeded => "all_succeeded",
+            RunIf::AllDone => "all_done",
+            RunIf::AnyFailed => "any_failed",
+        }
+    }
+}
+
+/// Why a task ended `skipped` without running.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Another task failed first: nothing more starts (fail-fast), but
+    /// tasks with `run_if: all_done` or `any_failed`.
+    WorkflowFailed,
+    /// A dependency was skipped, and its `run_if` is `all_succeeded`.
+    UpstreamSkipped,
+    /// Its `when` was false.
+    Condition,
+    /// Its `run_if` did not hold (`any_failed`, and none failed).
+    TriggerRule,
+}
+
+impl SkipReason {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::WorkflowFailed => "workflow_failed",
+            SkipReason::UpstreamSkipped => "upstream_skipped",
+            SkipReason::Condition => "condition",
+            SkipReason::TriggerRule => "trigger_rule",
+        }
+    }
+
+    /// The reason a word names.
+    pub fn parse(s: &str) -> Option<SkipReason> {
+        [
+            SkipReason::WorkflowFailed,
+            SkipReason::UpstreamSkipped,
+            SkipReason::Condition,
+            SkipReason::TriggerRule,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 /// One task of a workflow request.
@@ -115,7 +209,8 @@ pub struct TaskSpec {
     /// Task queue (worker pool); default `default`.
     #[serde(default = "default_queue")]
     pub queue: String,
-    /// Tasks that must succeed before this one starts.
+    /// Tasks that must end before this one starts (succeed, unless
+    /// `run_if` says otherwise).
     #[serde(default)]
     pub depends_on: Vec<String>,
     /// Input, with `${task.output.path}` / `${workflow.input.path}` templates.
@@ -136,6 +231,14 @@ pub struct TaskSpec {
     /// store, not in the broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
+    /// Runs only if this condition over templates is true when the task's
+    /// dependencies are met, else ends `skipped` (`condition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Which outcomes of its dependencies let it run (default
+    /// `all_succeeded`).
+    #[serde(default, skip_serializing_if = "RunIf::is_default")]
+    pub run_if: RunIf,
 }
 
 /// Name of the task queue a task goes to when its request names none.
@@ -663,6 +766,9 @@ pub struct TaskReport {
     /// Why its last attempt failed (none once it succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
+    /// Why it was skipped (state `skipped` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
     /// The worker that answered its last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
@@ -819,6 +925,7 @@ mod tests {
                     message: "boom".into(),
                     retryable: true,
                 }),
+                skip_reason: None,
                 worker: None,
                 started_at: None,
                 finished_at: None,

@@ -179,9 +179,9 @@ impl Engine {
             .collect();
         self.arm_deadline(&wf);
         self.workflows.insert(id.clone(), wf);
-        for i in roots {
-            self.make_ready(&id, i);
-        }
+        self.settle(&id, Vec::new(), roots);
+        // Every task may have been skipped by its condition.
+        self.maybe_finish(&id, now);
     }
 
     /// Rebuilds a workflow that was running when the scheduler stopped.
@@ -239,20 +239,14 @@ impl Engine {
                 _ => {}
             }
         }
-        let ready: Vec<u32> = if wf.failure.is_none() {
-            (0..wf.tasks.len() as u32)
-                .filter(|&i| {
-                    wf.tasks[i as usize].state == TaskState::Pending && wf.waiting[i as usize] == 0
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let undecided: Vec<u32> = (0..wf.tasks.len() as u32)
+            .filter(|&i| {
+                wf.tasks[i as usize].state == TaskState::Pending && wf.waiting[i as usize] == 0
+            })
+            .collect();
         self.arm_deadline(&wf);
         self.workflows.insert(wf_id.clone(), wf);
-        for i in ready {
-            self.make_ready(&wf_id, i);
-        }
+        self.settle(&wf_id, Vec::new(), undecided);
         self.maybe_finish(&wf_id, Utc::now());
         Ok(())
     }

@@ -46,6 +46,9 @@ mod outcome;
 mod pause_tests;
 mod pauses;
 mod queue;
+mod rules;
+#[cfg(test)]
+mod rules_tests;
 #[cfg(test)]
 mod schedule_tests;
 mod scheduled;
@@ -393,10 +396,14 @@ impl Engine {
             error.message = crate::validate::shortened(&error.message, MAX_ERROR_CHARS);
         }
         let policy = wf.specs[i as usize].retry.unwrap_or_default();
+        // After the workflow failed, only tasks whose rule lets them run
+        // after a failure (`run_if`) are tried again.
+        let may_go_on = wf.failure.is_none()
+            || wf.specs[i as usize].run_if != warren_shared::wire::RunIf::AllSucceeded;
         let t = &mut wf.tasks[i as usize];
-        let retry = error.retryable && t.attempt < policy.max_attempts && wf.failure.is_none();
-        t.error = Some(error);
+        let retry = error.retryable && t.attempt < policy.max_attempts && may_go_on;
         if retry {
+            t.error = Some(error);
             Counters::add(&self.counters.tasks_retried, 1);
             let due = now.timestamp_millis() + retry_delay_ms(&policy, t.attempt) as i64;
             t.state = TaskState::Retrying;
@@ -409,31 +416,8 @@ impl Engine {
                 .push(Reverse((due, self.seq, id.clone(), i, attempt)));
             return;
         }
-        Counters::add(&self.counters.tasks_failed, 1);
-        t.state = TaskState::Failed;
-        t.due_at_ms = None;
-        wf.unfinished -= 1;
-        let row = wf.row(i);
-        self.ops.push(Op::Task(row));
-        if wf.failure.is_none() {
-            wf.failure = Some(wf.failure_line(i as usize));
-            // Nothing that has not started will start now.
-            for j in 0..wf.tasks.len() {
-                if matches!(
-                    wf.tasks[j].state,
-                    TaskState::Pending
-                        | TaskState::Ready
-                        | TaskState::Retrying
-                        | TaskState::Delayed
-                ) {
-                    wf.tasks[j].state = TaskState::Skipped;
-                    wf.tasks[j].due_at_ms = None;
-                    wf.unfinished -= 1;
-                    let row = wf.row(j as u32);
-                    self.ops.push(Op::Task(row));
-                }
-            }
-        }
+        let ended = rules::fail_for_good(wf, i as usize, error, &mut self.ops, &self.counters);
+        self.settle(id, ended, Vec::new());
     }
 
     /// Ends the workflow when nothing is left to run.
@@ -441,10 +425,20 @@ impl Engine {
         let Some(wf) = self.workflows.get(id) else {
             return;
         };
-        if wf.running > 0 || (wf.unfinished > 0 && wf.failure.is_none()) {
+        // After a failure, what has not started was skipped, but tasks
+        // whose rule lets them run after one (`run_if`): they run first.
+        if wf.running > 0 || wf.unfinished > 0 {
             return;
         }
-        let wf = self.workflows.remove(id).expect("present above");
+        let mut wf = self.workflows.remove(id).expect("present above");
+        if wf.failure.is_some()
+            && !wf.cancelled
+            && wf.on_failure == warren_shared::wire::OnFailure::Handled
+            && rules::failures_handled(&wf)
+        {
+            tracing::info!(workflow = %wf.id, "Its failures were handled (on_failure: handled)");
+            wf.failure = None;
+        }
         self.release(&wf);
         self.drop_paused_ready(&wf);
         let status = if wf.cancelled {

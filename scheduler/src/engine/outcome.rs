@@ -110,18 +110,7 @@ impl Engine {
                 wf.unfinished -= 1;
                 let row = wf.row(i);
                 self.ops.push(Op::Task(row));
-                if wf.failure.is_none() {
-                    let mut ready = Vec::new();
-                    for &d in &wf.dependents[i as usize] {
-                        wf.waiting[d as usize] -= 1;
-                        if wf.waiting[d as usize] == 0 {
-                            ready.push(d);
-                        }
-                    }
-                    for d in ready {
-                        self.make_ready(&id, d);
-                    }
-                }
+                self.settle(&id, vec![i], Vec::new());
             }
             ResultStatus::Failed => {
                 let error = r.error.unwrap_or_else(|| TaskError {

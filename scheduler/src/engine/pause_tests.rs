@@ -179,6 +179,7 @@ fn a_restored_workflow_stays_paused() {
         workflow_id: Arc::from("w"),
         task_id: task.into(),
         state,
+        skip_reason: None,
         attempt,
         due_at_ms,
         output: Some("1".into()),

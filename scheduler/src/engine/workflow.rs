@@ -20,13 +20,16 @@ use std::{
     sync::Arc,
 };
 use warren_shared::wire::{
-    Rejection, TaskError, TaskReport, TaskSpec, TaskState, WorkflowReport, WorkflowStatus,
+    Rejection, SkipReason, TaskError, TaskReport, TaskSpec, TaskState, WorkflowReport,
+    WorkflowStatus,
 };
 
 /// A task's state in memory (its durable form is a [`TaskRow`]).
 #[derive(Debug, Clone)]
 pub(super) struct TaskRt {
     pub(super) state: TaskState,
+    /// Why it was skipped, when it was.
+    pub(super) skip_reason: Option<SkipReason>,
     /// The current (or last) attempt, from 1; 0 before the first.
     pub(super) attempt: u32,
     /// When a retrying task is due (ms since the epoch).
@@ -46,6 +49,7 @@ impl TaskRt {
     pub(super) fn pending() -> TaskRt {
         TaskRt {
             state: TaskState::Pending,
+            skip_reason: None,
             attempt: 0,
             due_at_ms: None,
             output: None,
@@ -63,6 +67,7 @@ impl TaskRt {
             workflow_id,
             task_id,
             state: self.state,
+            skip_reason: self.skip_reason,
             attempt: self.attempt,
             due_at_ms: self.due_at_ms,
             output: self.output.as_ref().map(Value::to_string),
@@ -78,6 +83,7 @@ impl TaskRt {
     pub(super) fn from_row(row: TaskRow) -> Result<TaskRt, serde_json::Error> {
         Ok(TaskRt {
             state: row.state,
+            skip_reason: row.skip_reason,
             attempt: row.attempt,
             due_at_ms: row.due_at_ms,
             output_bytes: row.output.as_ref().map_or(0, String::len),
@@ -120,7 +126,7 @@ pub(super) struct Workflow {
     /// Each task's remaining critical path: its weight (duration hint, or
     /// 1) plus the heaviest path through its dependents to the end.
     pub(super) rank: Vec<u64>,
-    /// Dependencies of each task that have not succeeded yet.
+    /// Dependencies of each task that have not ended yet.
     pub(super) waiting: Vec<u32>,
     pub(super) tasks: Vec<TaskRt>,
     /// Tasks dispatched whose result has not arrived.
@@ -133,6 +139,8 @@ pub(super) struct Workflow {
     pub(super) failure: Option<String>,
     /// Set by a cancel request.
     pub(super) cancelled: bool,
+    /// What a failure makes of it (`on_failure`).
+    pub(super) on_failure: warren_shared::wire::OnFailure,
     /// Longest it may run from its start (`deadline_ms`).
     pub(super) deadline_ms: Option<u64>,
     /// Set when it ended at its deadline: the report says so (`deadline`).
@@ -258,6 +266,7 @@ impl Workflow {
             output: if with_output { t.output.clone() } else { None },
             output_elided: None,
             error: t.error.clone(),
+            skip_reason: t.skip_reason,
             worker: t.worker.clone(),
             started_at: t.started_at,
             finished_at: t.finished_at,
@@ -348,6 +357,7 @@ pub(super) fn build(
         unfinished: n as u32,
         failure: None,
         cancelled: false,
+        on_failure: v.on_failure,
         deadline_ms: v.deadline_ms,
         deadline_passed: false,
         progress_marked: false,
@@ -385,7 +395,7 @@ pub(super) fn restored(
     }
     for i in 0..wf.tasks.len() {
         let state = wf.tasks[i].state;
-        if state == TaskState::Succeeded {
+        if state.is_final() {
             for &d in &wf.dependents[i] {
                 wf.waiting[d as usize] -= 1;
             }

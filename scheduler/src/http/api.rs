@@ -216,6 +216,7 @@ pub(super) async fn task(
                 output: output.and_then(Result::ok),
                 output_elided: None,
                 error: row.error,
+                skip_reason: row.skip_reason,
                 worker: row.worker,
                 started_at: row.started_at,
                 finished_at: row.finished_at,

@@ -690,6 +690,7 @@ fn stored_task_report(row: &TaskRow) -> TaskReport {
             .and_then(|o| serde_json::from_str(o).ok()),
         output_elided: None,
         error: row.error.clone(),
+        skip_reason: row.skip_reason,
         worker: row.worker.clone(),
         started_at: row.started_at,
         finished_at: row.finished_at,

@@ -12,7 +12,7 @@ use super::StoreError;
 use crate::batch::{OutKind, OutMsg, RunningWorkflow, TaskRow};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use warren_shared::wire::{TaskError, TaskState, WorkflowSummary};
+use warren_shared::wire::{SkipReason, TaskError, TaskState, WorkflowSummary};
 
 /// A timestamp as a store keeps it: RFC 3339 text in SQLite (written by
 /// [`ts`]), a `timestamptz` in PostgreSQL.
@@ -50,6 +50,25 @@ impl Stamp for DateTime<Utc> {
 /// in UTC, to the microsecond.
 pub(super) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A task's state as stored: its word, and for a skipped task with a
+/// reason, `skipped:{reason}` (`skipped:condition`), so that the reason
+/// needs no column of its own.
+pub(super) fn state_text(row: &TaskRow) -> std::borrow::Cow<'static, str> {
+    match (row.state, row.skip_reason) {
+        (TaskState::Skipped, Some(r)) => format!("skipped:{}", r.as_str()).into(),
+        (state, _) => state.as_str().into(),
+    }
+}
+
+/// The state and skip reason a stored state word gives.
+fn parse_state(word: &str) -> Option<(TaskState, Option<SkipReason>)> {
+    match word.split_once(':') {
+        Some(("skipped", reason)) => Some((TaskState::Skipped, Some(SkipReason::parse(reason)?))),
+        Some(_) => None,
+        None => Some((TaskState::parse(word)?, None)),
+    }
 }
 
 /// A task's error as stored (JSON), if it has one.
@@ -131,7 +150,7 @@ pub(super) struct TaskRecord<T> {
 impl<T: Stamp> TaskRecord<T> {
     /// The task's durable state, as a task of `workflow_id`.
     pub fn decode(self, workflow_id: Arc<str>) -> Result<TaskRow, StoreError> {
-        let state = TaskState::parse(&self.state)
+        let (state, skip_reason) = parse_state(&self.state)
             .ok_or_else(|| StoreError::Corrupt(format!("task state `{}`", self.state)))?;
         let error = self
             .error
@@ -142,6 +161,7 @@ impl<T: Stamp> TaskRecord<T> {
             workflow_id,
             task_id: self.task_id,
             state,
+            skip_reason,
             attempt: self.attempt,
             due_at_ms: self.due_at_ms,
             output: self.output,

@@ -10,7 +10,7 @@
 use super::StoreError;
 use super::rows::{
     OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text, headers_text,
-    scheduled_workflow, ts,
+    scheduled_workflow, state_text, ts,
 };
 use crate::attempt_key::AttemptKey;
 use crate::batch::{Known, Op, Recovered, TaskRow};
@@ -385,7 +385,7 @@ impl Db {
                     .execute(params![
                         &*row.workflow_id,
                         row.task_id,
-                        row.state.as_str(),
+                        state_text(row),
                         row.attempt,
                         row.due_at_ms,
                         row.output,
@@ -683,6 +683,7 @@ mod tests {
             workflow_id: wf.clone(),
             task_id: task.into(),
             state,
+            skip_reason: None,
             attempt,
             due_at_ms: None,
             output: None,

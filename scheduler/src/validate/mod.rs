@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use warren_shared::wire::{Rejection, TaskSpec, WorkflowRequest};
+use warren_shared::wire::{Rejection, RunIf, TaskSpec, WorkflowRequest};
 
 /// Size limits applied to every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,8 @@ pub struct ValidWorkflow {
     pub expires_at: Option<DateTime<Utc>>,
     /// Longest the workflow may run from its start, in ms.
     pub deadline_ms: Option<u64>,
+    /// What a failure makes of it.
+    pub on_failure: warren_shared::wire::OnFailure,
     /// When it may start, if not at once.
     pub start: Option<Start>,
     pub tasks: Vec<TaskSpec>,
@@ -585,6 +587,26 @@ fn check(
             ));
         }
         templated.push(template::has_templates(&t.input));
+        if let Some(when) = &t.when {
+            match crate::condition::Condition::parse(when) {
+                Ok(c) => refs.extend(c.references().into_iter().cloned()),
+                Err(e) => errors.push(problem(
+                    "invalid_condition",
+                    id,
+                    format!("task `{}`: `when` {e}", t.id),
+                )),
+            }
+        }
+        if t.run_if == RunIf::AnyFailed && t.depends_on.is_empty() {
+            errors.push(problem(
+                "invalid_run_if",
+                id,
+                format!(
+                    "task `{}`: `run_if: any_failed` on a task without dependencies would never run",
+                    t.id
+                ),
+            ));
+        }
         for r in &refs {
             let Source::TaskOutput(name) = &r.source else {
                 continue;
@@ -636,6 +658,7 @@ fn check(
         max_concurrency: request.max_concurrency.unwrap_or(u32::MAX),
         expires_at,
         deadline_ms: request.deadline_ms,
+        on_failure: request.on_failure,
         start,
         tasks: request.tasks,
         deps,

@@ -307,3 +307,43 @@ fn times_and_deadlines_are_checked() {
     );
     assert_eq!(v.deadline_ms, Some(5000));
 }
+
+#[test]
+fn conditions_and_trigger_rules_are_checked() {
+    let accepted = run(json!({"on_failure": "handled", "tasks": [
+        {"id": "a", "type": "echo"},
+        {"id": "b", "type": "echo", "depends_on": ["a"], "when": "${a.output.ok} == true"},
+        {"id": "c", "type": "echo", "depends_on": ["a"], "run_if": "any_failed"},
+        {"id": "d", "type": "echo", "depends_on": ["b", "c"], "run_if": "all_done"}
+    ]}));
+    assert!(accepted.is_ok(), "{accepted:?}");
+    check(
+        json!({"tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "depends_on": ["a"], "when": "${a.output.n} < \"x\" &&"}
+        ]}),
+        &[("invalid_condition", "task `b`: `when`")],
+    );
+    check(
+        json!({"tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "when": "${a.output.ok}"},
+            {"id": "c", "type": "echo", "when": "${zz.output.ok}"}
+        ]}),
+        &[
+            ("template_unknown_task", "`zz`"),
+            (
+                "template_not_ancestor",
+                "task `b` references the output of `a`",
+            ),
+        ],
+    );
+    check(
+        json!({"tasks": [{"id": "a", "type": "echo", "run_if": "any_failed"}]}),
+        &[("invalid_run_if", "never run")],
+    );
+    check(
+        json!({"tasks": [{"id": "a", "type": "echo", "run_if": "sometimes"}]}),
+        &[("invalid_request", "unknown variant")],
+    );
+}

@@ -8,7 +8,7 @@ use super::pg;
 use crate::batch::{Op, TaskRow};
 use crate::store::{
     StoreError,
-    rows::{error_text, headers_text},
+    rows::{error_text, headers_text, state_text},
 };
 use chrono::{DateTime, Utc};
 use std::{borrow::Cow, collections::HashMap};
@@ -214,7 +214,7 @@ impl<'a> Batch<'a> {
         for t in self.tasks {
             t_wf.push(&*t.workflow_id);
             t_id.push(t.task_id.as_str());
-            t_state.push(t.state.as_str());
+            t_state.push(state_text(t));
             t_attempt.push(t.attempt as i32);
             t_due.push(t.due_at_ms);
             t_output.push(t.output.as_deref());

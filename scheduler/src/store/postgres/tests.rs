@@ -80,6 +80,7 @@ fn row(wf: &Arc<str>, task: &str, state: TaskState, attempt: u32) -> Op {
         workflow_id: wf.clone(),
         task_id: task.into(),
         state,
+        skip_reason: None,
         attempt,
         due_at_ms: Some(5),
         output: Some("{\"x\":1}".into()),
