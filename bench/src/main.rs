@@ -26,11 +26,13 @@
 //! - `delayed`: 100,000 workflows submitted with one `not_before`: the
 //!   scheduler's RSS while they wait, and how late they start when all
 //!   fall due at once.
+//! - `schedules`: 1,000 schedules firing every second for a minute: each
+//!   slot fired once, and how late each firing's workflow is accepted.
 //!
 //! Layout: this file holds the flags and starts a run or a child;
 //! `rounds` runs the ceiling and the scenarios round after round and takes
 //! the medians; `ceiling` is the bare-lapin pipeline; `scenarios` (with
-//! `throughput`, `policy`, `stores`, `backlog` and `delayed` under it) are Warren's; `deployment`
+//! `throughput`, `policy`, `stores`, `backlog`, `delayed` and `schedules` under it) are Warren's; `deployment`
 //! starts and stops the children (through warren-harness); `child` is what
 //! a child runs; `figures` holds a figure, the statistics, and the summary
 //! table and JSON.
@@ -190,6 +192,18 @@ struct Opts {
     /// Run the delayed scenario on PostgreSQL (`--pg-url`), not SQLite.
     #[arg(long)]
     delayed_pg: bool,
+    /// Schedules in the schedules scenario.
+    #[arg(long, default_value_t = 1_000)]
+    schedules: usize,
+    /// Their interval (`every_ms`; at least 1,000).
+    #[arg(long, default_value_t = 1_000)]
+    schedules_every_ms: u64,
+    /// Seconds of the schedules scenario's measured window.
+    #[arg(long, default_value_t = 60)]
+    schedules_s: u64,
+    /// Run the schedules scenario on PostgreSQL (`--pg-url`), not SQLite.
+    #[arg(long)]
+    schedules_pg: bool,
     /// Worker concurrency (= prefetch); the default is the ceiling
     /// worker's prefetch, so both pipelines may hold as much in flight.
     #[arg(long, default_value_t = 256)]

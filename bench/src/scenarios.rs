@@ -4,11 +4,13 @@
 //! Each runs on a deployment of its own (a fresh namespace and store) and
 //! returns its figures: `throughput` measures Warren beside the ceiling,
 //! `policy` the scheduling policy, `stores` SQLite beside PostgreSQL,
-//! `backlog` the memory budget, `delayed` delayed starts.
+//! `backlog` the memory budget, `delayed` delayed starts, `schedules`
+//! schedules' firing lateness.
 
 mod backlog;
 mod delayed;
 mod policy;
+mod schedules;
 mod stores;
 mod throughput;
 
@@ -47,6 +49,9 @@ pub enum Scenario {
     /// 100,000 workflows waiting for one `not_before`: the scheduler's RSS
     /// while they wait, their start lateness when all fall due.
     Delayed,
+    /// 1,000 schedules firing every second for a minute: each slot once,
+    /// and how late each firing's workflow is accepted.
+    Schedules,
 }
 
 impl Scenario {
@@ -65,6 +70,7 @@ impl Scenario {
             Scenario::Stores => stores::stores(addr, o).await,
             Scenario::Backlog => backlog::backlog(addr, o, c).await,
             Scenario::Delayed => delayed::delayed(addr, o, c).await,
+            Scenario::Schedules => schedules::schedules(addr, o, c).await,
         }
     }
 }

@@ -201,7 +201,7 @@ pub async fn delayed(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Fi
 }
 
 /// A process's resident memory now (`VmRSS`), in MB.
-fn rss_mb(pid: u32) -> Option<f64> {
+pub(super) fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
