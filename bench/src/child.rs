@@ -23,6 +23,9 @@ pub async fn scheduler(addr: String, c: ChildArgs) -> anyhow::Result<()> {
             warren_scheduler::engine::DispatchOrder::CriticalPath
         },
         http_addr: c.http_addr,
+        requests_prefetch: c
+            .requests_prefetch
+            .unwrap_or(warren_scheduler::SchedulerConfig::default().requests_prefetch),
         bounds: warren_scheduler::config::Bounds {
             max_active_tasks: c
                 .max_active_tasks

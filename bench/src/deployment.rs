@@ -37,6 +37,8 @@ pub struct Setup {
     pub max_active_tasks: Option<usize>,
     /// Where the scheduler serves `/metrics` (default nowhere).
     pub http_addr: Option<std::net::SocketAddr>,
+    /// The scheduler's prefetch of workflow requests (default Warren's).
+    pub requests_prefetch: Option<u16>,
 }
 
 impl Setup {
@@ -51,6 +53,7 @@ impl Setup {
             schedulers: 1,
             max_active_tasks: None,
             http_addr: None,
+            requests_prefetch: None,
         }
     }
 }
@@ -81,6 +84,9 @@ impl Deployment {
         }
         if let Some(n) = setup.max_active_tasks {
             args.extend(["--max-active-tasks".to_owned(), n.to_string()]);
+        }
+        if let Some(n) = setup.requests_prefetch {
+            args.extend(["--requests-prefetch".to_owned(), n.to_string()]);
         }
         if let Some(a) = setup.http_addr {
             args.extend(["--http-addr".to_owned(), a.to_string()]);

@@ -204,6 +204,10 @@ struct Opts {
     /// Run the schedules scenario on PostgreSQL (`--pg-url`), not SQLite.
     #[arg(long)]
     schedules_pg: bool,
+    /// The scheduler's prefetch of workflow requests in the schedules
+    /// scenario (default Warren's, 64).
+    #[arg(long)]
+    schedules_prefetch: Option<u16>,
     /// Worker concurrency (= prefetch); the default is the ceiling
     /// worker's prefetch, so both pipelines may hold as much in flight.
     #[arg(long, default_value_t = 256)]
@@ -236,6 +240,9 @@ struct ChildArgs {
     /// Where the scheduler serves `/metrics` (default nowhere).
     #[arg(long)]
     http_addr: Option<std::net::SocketAddr>,
+    /// The scheduler's prefetch of workflow requests (default Warren's).
+    #[arg(long)]
+    requests_prefetch: Option<u16>,
     /// The scheduler's store (default: SQLite in `dir`).
     #[arg(long)]
     store: Option<String>,

@@ -65,6 +65,7 @@ pub async fn schedules(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<
         addr,
         &Setup {
             store: store.clone(),
+            requests_prefetch: o.schedules_prefetch,
             ..Setup::new(o.concurrency)
         },
     )?;
@@ -76,13 +77,15 @@ pub async fn schedules(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<
     let pid = d.scheduler.pid();
     let rss_before = rss_mb(pid).unwrap_or(f64::NAN);
     println!(
-        "  {n} schedules every {every_ms} ms, {} s measured, store {}",
+        "  {n} schedules every {every_ms} ms, {} s measured, store {}, requests prefetch {}",
         window.as_secs(),
         if store.is_some() {
             "PostgreSQL"
         } else {
             "SQLite"
-        }
+        },
+        o.schedules_prefetch
+            .map_or_else(|| "Warren's".to_owned(), |p| p.to_string())
     );
 
     // Every schedule created at once.
@@ -306,6 +309,11 @@ pub async fn schedules(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<
         Figure::info(
             name("duplicate submissions (scheduler)"),
             counter("workflows_duplicate") as f64,
+            "wfs",
+        ),
+        Figure::info(
+            name("accepted per scheduler transaction (all)"),
+            counter("workflows_accepted") as f64 / counter("batches_committed").max(1) as f64,
             "wfs",
         ),
         Figure::info(name("scheduler RSS before creating"), rss_before, "MB"),
