@@ -229,6 +229,75 @@ def check_schedules(ch, publish_request, next_message, next_reply):
         problems.append(f"reply to a malformed schedule request: {rejected}")
 
 
+def check_rules(wf, publish_request, next_reply):
+    """Conditions and trigger rules, run by the Rust worker's built-ins: a
+    `when` that is false, a failure compensated (`run_if: any_failed`,
+    `on_failure: handled`), cleanup (`run_if: all_done`); every skip
+    reason on the wire, each documented. And a request refused for a bad
+    condition and a compensation without dependencies."""
+    rid = wf + "-rules"
+    request = {
+        "id": rid, "on_failure": "handled", "input": {"limit": 1000},
+        "tasks": [
+            {"id": "check", "type": "echo", "input": {"approved": False, "amount": 250}},
+            {"id": "approve", "type": "echo", "depends_on": ["check"],
+             "when": "${check.output.approved} && ${check.output.amount} <= ${workflow.input.limit}"},
+            {"id": "after_approve", "type": "echo", "depends_on": ["approve"]},
+            {"id": "undo_check", "type": "echo", "depends_on": ["check"], "run_if": "any_failed"},
+            {"id": "ship", "type": "fail", "depends_on": ["check"],
+             "input": {"retryable": False, "message": "no carrier"}},
+            {"id": "confirm", "type": "echo", "depends_on": ["ship"]},
+            {"id": "refund", "type": "echo", "depends_on": ["ship"], "run_if": "any_failed",
+             "input": {"amount": "${check.output.amount}"}},
+            {"id": "close", "type": "echo", "depends_on": ["approve", "confirm", "refund"],
+             "run_if": "all_done"},
+        ],
+    }
+    check("workflow-request", request, "our rules request")
+    publish_request(request, "rules")
+    _, props, body = next_reply("rules", "outcome of the rules workflow")
+    report = check("workflow-report", body, "outcome of the rules workflow") or {}
+    check_props(props, "warren.report", "outcome of the rules workflow")
+    tasks = report.get("tasks", {})
+    got = {k: (v.get("state"), v.get("skip_reason")) for k, v in tasks.items()}
+    want = {
+        "check": ("succeeded", None),
+        "approve": ("skipped", "condition"),
+        "after_approve": ("skipped", "upstream_skipped"),
+        "undo_check": ("skipped", "trigger_rule"),
+        "ship": ("failed", None),
+        "confirm": ("skipped", "workflow_failed"),
+        "refund": ("succeeded", None),
+        "close": ("succeeded", None),
+    }
+    if report.get("status") != "succeeded" or "error" in report or got != want:
+        problems.append(f"rules outcome: expected succeeded (on_failure: handled) with "
+                        f"{want}, got {report.get('status')} with {got}: {report}")
+    if tasks.get("refund", {}).get("output") != {"amount": 250}:
+        problems.append(f"rules outcome: refund's output: {tasks.get('refund')}")
+    documented = (SCHEMAS.parent / "protocol.md").read_text()
+    for reason in sorted({r for _, r in want.values() if r}):
+        if f"`{reason}`" not in documented:
+            problems.append(f"rules outcome: skip_reason {reason} is not in docs/protocol.md")
+
+    bad = {"id": rid + "-bad", "tasks": [
+        {"id": "x", "type": "echo", "run_if": "any_failed"},
+        {"id": "y", "type": "echo", "depends_on": ["x"], "when": "${x.output.n} < 1 <"},
+    ]}
+    check("workflow-request", bad, "our bad rules request")
+    publish_request(bad, "rules-bad")
+    _, props, body = next_reply("rules-bad", "rejection of the bad rules request")
+    rejected = check("workflow-report", body, "rejection of the bad rules request") or {}
+    check_props(props, "warren.report", "rejection of the bad rules request")
+    codes = sorted(e.get("code") for e in rejected.get("errors", []))
+    if rejected.get("status") != "rejected" or codes != ["invalid_condition", "invalid_run_if"]:
+        problems.append(f"bad rules request: codes {codes}, expected invalid_condition "
+                        f"and invalid_run_if: {rejected}")
+    for code in codes:
+        if f"`{code}`" not in documented:
+            problems.append(f"bad rules request: code {code} is not in docs/protocol.md")
+
+
 def main():
     conn = pika.BlockingConnection(pika.URLParameters(URL))
     ch = conn.channel()
@@ -467,6 +536,7 @@ def main():
     if (refused or {}).get("status") != "rejected" or codes != ["invalid_control"]:
         problems.append(f"reply to a pause of both: {refused}")
 
+    check_rules(wf, publish_request, next_reply)
     check_schedules(ch, publish_request, next_message, next_reply)
 
     ch.queue_delete(own)
