@@ -40,6 +40,9 @@ pub struct Bounds {
     /// divided by its largest message: results at `max_result_bytes`,
     /// requests at `Limits::max_body_bytes` (never below 16 and 4).
     pub max_in_flight_bytes: usize,
+    /// Most instances of one mapped task (`map`; default 10,000): a wider
+    /// array fails the task.
+    pub max_map_width: usize,
     /// Largest message the scheduler publishes (default 16 MiB, RabbitMQ
     /// 4.x's `max_message_size`): a larger one is never sent, and one the
     /// broker refuses anyway ends what it belonged to.
@@ -58,6 +61,7 @@ impl Default for Bounds {
             max_active_bytes: 512 * MIB,
             max_batch_bytes: 64 * MIB,
             max_in_flight_bytes: 512 * MIB,
+            max_map_width: 10_000,
             max_message_bytes: warren_shared::limits::BROKER_MAX_MESSAGE_BYTES,
         }
     }

@@ -26,15 +26,17 @@
 //! the wrong type at evaluation fails the task with the reason.
 //! `&&` and `||` short-circuit.
 //!
-//! Bounds: at most [`MAX_CONDITION_LEN`] bytes and [`MAX_DEPTH`] nested
-//! operators or parentheses.
+//! Bounds: at most [`MAX_CONDITION_LEN`] bytes, and [`MAX_DEPTH`]
+//! operators (`!`, `&&`, `||`) and levels of parentheses together.
 
 use crate::template::{self, Ref, Source};
 use serde_json::Value;
 
 /// Longest `when` accepted (bytes).
 pub const MAX_CONDITION_LEN: usize = 4096;
-/// Deepest nesting of operators and parentheses.
+/// Most operators (`!`, `&&`, `||`) and levels of parentheses in one
+/// condition: what bounds the depth of its tree, so that evaluating it
+/// never recurses deeper.
 pub const MAX_DEPTH: usize = 32;
 
 /// A parsed, type-checked condition.
@@ -456,6 +458,7 @@ mod tests {
         c.eval(&|s: &Source| match s {
             Source::WorkflowInput => outputs.get("input"),
             Source::TaskOutput(t) => outputs.get(t.as_str()),
+            Source::Item | Source::Index => None,
         })
     }
 

@@ -62,6 +62,9 @@ struct Args {
     /// dead-lettered. Keep it at least the workers' WARREN_MAX_RESULT_BYTES.
     #[arg(long, env = "WARREN_MAX_RESULT_BYTES", default_value_t = Bounds::default().max_result_bytes)]
     max_result_bytes: usize,
+    /// Most instances of one mapped task; a wider array fails the task.
+    #[arg(long, env = "WARREN_MAX_MAP_WIDTH", default_value_t = Bounds::default().max_map_width)]
+    max_map_width: usize,
     /// Most distinct task queues used by running workflows at once.
     #[arg(long, env = "WARREN_MAX_QUEUES", default_value_t = Bounds::default().max_queues)]
     max_queues: usize,
@@ -142,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
             max_batch_bytes: args.max_batch_bytes,
             max_in_flight_bytes: args.max_in_flight_bytes,
             max_message_bytes: args.max_message_bytes,
+            max_map_width: args.max_map_width,
         },
         dispatch_window: args.dispatch_window,
         lease_grace: std::time::Duration::from_millis(args.lease_grace_ms),

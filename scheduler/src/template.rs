@@ -16,6 +16,11 @@ pub enum Source {
     WorkflowInput,
     /// `${task_id.output...}`
     TaskOutput(String),
+    /// `${item...}`: in a mapped task's input, the element of the array
+    /// its instance runs for.
+    Item,
+    /// `${index}`: in a mapped task's input, the instance's position.
+    Index,
 }
 
 /// One `${...}` reference.
@@ -31,6 +36,8 @@ impl Ref {
         let head = match &self.source {
             Source::WorkflowInput => "workflow.input".to_owned(),
             Source::TaskOutput(t) => format!("{t}.output"),
+            Source::Item => "item".to_owned(),
+            Source::Index => "index".to_owned(),
         };
         std::iter::once(head)
             .chain(self.path.iter().cloned())
@@ -49,6 +56,15 @@ pub(crate) fn parse_ref(body: &str) -> Result<Ref, String> {
         return Err(format!("template `${{{body}}}` has an empty path segment"));
     }
     match (head, field) {
+        ("item", field) => Ok(Ref {
+            source: Source::Item,
+            path: field.map(str::to_owned).into_iter().chain(path).collect(),
+        }),
+        ("index", None) => Ok(Ref {
+            source: Source::Index,
+            path,
+        }),
+        ("index", Some(_)) => Err(format!("template `${{{body}}}`: `index` has no fields")),
         ("workflow", Some("input")) => Ok(Ref {
             source: Source::WorkflowInput,
             path,
@@ -92,6 +108,16 @@ fn split(s: &str) -> Result<Vec<Piece<'_>>, String> {
         pieces.push(Piece::Text(rest));
     }
     Ok(pieces)
+}
+
+/// The one reference a string that is exactly `${...}` holds (a `map`).
+pub fn single_ref(s: &str) -> Result<Ref, String> {
+    match split(s)?.as_slice() {
+        [Piece::Ref(r)] => Ok(r.clone()),
+        _ => Err(format!(
+            "`{s}` must be exactly one template, such as `${{list.output.items}}`"
+        )),
+    }
 }
 
 /// Collects every reference in `value`; the first malformed template is an
@@ -247,6 +273,8 @@ pub(crate) fn fetch<'a>(
     let what = match &r.source {
         Source::WorkflowInput => "workflow input".to_owned(),
         Source::TaskOutput(t) => format!("output of task `{t}`"),
+        Source::Item => "item".to_owned(),
+        Source::Index => "index".to_owned(),
     };
     let mut current = lookup(&r.source).ok_or_else(|| format!("no {what} is available"))?;
     for (i, seg) in r.path.iter().enumerate() {
@@ -278,7 +306,7 @@ mod tests {
             match s {
                 Source::WorkflowInput => Some(&wf),
                 Source::TaskOutput(t) if t == "create" => Some(&out),
-                Source::TaskOutput(_) => None,
+                Source::TaskOutput(_) | Source::Item | Source::Index => None,
             }
         };
         let got = resolve(&input, &lookup, usize::MAX / 2);
@@ -344,7 +372,7 @@ mod tests {
         let lookup = |s: &Source| -> Option<&Value> {
             match s {
                 Source::WorkflowInput => Some(&big),
-                Source::TaskOutput(_) => None,
+                _ => None,
             }
         };
         // 200 references of ~1 KB each: 200 KB resolved, over a 10 KB

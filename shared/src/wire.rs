@@ -239,6 +239,12 @@ pub struct TaskSpec {
     /// `all_succeeded`).
     #[serde(default, skip_serializing_if = "RunIf::is_default")]
     pub run_if: RunIf,
+    /// Runs one instance of the task per element of the array this
+    /// template resolves to (`${list.output.files}`), each instance's
+    /// input seeing `${item}` and `${index}`; its output is the array of
+    /// the instances' outputs, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<String>,
 }
 
 /// Name of the task queue a task goes to when its request names none.
@@ -679,6 +685,9 @@ pub enum TaskState {
     Retrying,
     /// Dependencies met; waiting for its `delay_ms` before it is ready.
     Delayed,
+    /// A mapped task (`map`) whose instances (`task[0]`, `task[1]`, ...)
+    /// run.
+    Mapped,
     /// An attempt succeeded.
     Succeeded,
     /// Attempts exhausted, or a non-retryable error.
@@ -707,6 +716,7 @@ impl TaskState {
             TaskState::Running => "running",
             TaskState::Retrying => "retrying",
             TaskState::Delayed => "delayed",
+            TaskState::Mapped => "mapped",
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Skipped => "skipped",
@@ -722,6 +732,7 @@ impl TaskState {
             "running" => TaskState::Running,
             "retrying" => TaskState::Retrying,
             "delayed" => TaskState::Delayed,
+            "mapped" => TaskState::Mapped,
             "succeeded" => TaskState::Succeeded,
             "failed" => TaskState::Failed,
             "skipped" => TaskState::Skipped,

@@ -30,6 +30,13 @@ impl Engine {
         self.publish_held();
     }
 
+    /// `tasks` more held by a running workflow (a mapped task's
+    /// instances).
+    pub(super) fn hold_tasks(&mut self, tasks: usize) {
+        self.held_tasks += tasks;
+        self.publish_held();
+    }
+
     /// `bytes` more held by a running workflow (an output received).
     pub(super) fn hold_bytes(&mut self, bytes: usize) {
         self.held_bytes += bytes;

@@ -15,7 +15,6 @@ use crate::{
     template::{self, ResolveError, Source},
 };
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use std::{cmp::Reverse, sync::Arc};
 use warren_shared::wire::{TaskError, TaskMessage, TaskState};
 
@@ -144,15 +143,7 @@ impl Engine {
         let spec = &wf.specs[i as usize];
         let max = self.bounds.max_task_input_bytes;
         let input = if wf.templated[i as usize] {
-            let (index, tasks, wf_input) = (&wf.index, &wf.tasks, &wf.input);
-            let lookup = |s: &Source| -> Option<&Value> {
-                match s {
-                    Source::WorkflowInput => Some(wf_input),
-                    Source::TaskOutput(name) => {
-                        tasks[*index.get(name.as_str())? as usize].output.as_ref()
-                    }
-                }
-            };
+            let lookup = |s: &Source| wf.source(i as usize, s);
             template::resolve(&spec.input, &lookup, max)
         } else {
             Ok(spec.input.clone())

@@ -41,6 +41,9 @@ mod dispatch;
 mod emit;
 mod intake;
 mod limits;
+mod map;
+#[cfg(test)]
+mod map_tests;
 mod outcome;
 #[cfg(test)]
 mod pause_tests;
@@ -433,6 +436,7 @@ impl Engine {
         let mut wf = self.workflows.remove(id).expect("present above");
         if wf.failure.is_some()
             && !wf.cancelled
+            && !wf.deadline_passed
             && wf.on_failure == warren_shared::wire::OnFailure::Handled
             && rules::failures_handled(&wf)
         {

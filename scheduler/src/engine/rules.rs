@@ -19,7 +19,11 @@
 //! A skipped task has ended too: what waits on it is decided in turn, in
 //! one pass over a work list (no recursion, whatever the DAG's depth).
 
-use super::{Counters, Engine, workflow::Workflow};
+use super::{
+    Counters, Engine,
+    map::{self, Expansion},
+    workflow::Workflow,
+};
 use crate::{batch::Op, condition::Condition, template::Source};
 use std::{collections::VecDeque, sync::Arc};
 use warren_shared::wire::{RunIf, SkipReason, TaskError, TaskState};
@@ -53,13 +57,7 @@ fn decide(wf: &Workflow, d: usize) -> Decision {
     let Some(when) = &spec.when else {
         return Decision::Run;
     };
-    let lookup = |s: &Source| match s {
-        Source::WorkflowInput => Some(&wf.input),
-        Source::TaskOutput(t) => wf
-            .index
-            .get(t.as_str())
-            .and_then(|&j| wf.tasks[j as usize].output.as_ref()),
-    };
+    let lookup = |s: &Source| wf.source(d, s);
     match Condition::parse(when).and_then(|c| c.eval(&lookup)) {
         Ok(true) => Decision::Run,
         Ok(false) => Decision::Skip(SkipReason::Condition),
@@ -139,12 +137,14 @@ impl Engine {
     /// this leaves with no dependency waiting, in one pass, and makes
     /// ready those that run.
     pub(super) fn settle(&mut self, id: &Arc<str>, ended: Vec<u32>, decide_now: Vec<u32>) {
+        let max_width = self.bounds.max_map_width;
         let Some(wf) = self.workflows.get_mut(id) else {
             return;
         };
         let mut ended: VecDeque<u32> = ended.into();
         let mut to_decide: VecDeque<u32> = decide_now.into();
         let mut run = Vec::new();
+        let (mut held_tasks, mut held_bytes) = (0, 0);
         loop {
             if let Some(d) = to_decide.pop_front() {
                 let d = d as usize;
@@ -152,6 +152,18 @@ impl Engine {
                     continue;
                 }
                 match decide(wf, d) {
+                    Decision::Run if wf.specs[d].map.is_some() => {
+                        match map::expand(wf, d as u32, max_width, &mut self.ops, &self.counters) {
+                            Expansion::Instances(added) => {
+                                held_tasks += added.len();
+                                run.extend(added);
+                            }
+                            Expansion::Ended(more, bytes) => {
+                                held_bytes += bytes;
+                                ended.extend(more);
+                            }
+                        }
+                    }
                     Decision::Run => run.push(d as u32),
                     Decision::Skip(reason) => {
                         skip(wf, d, reason, &mut self.ops);
@@ -166,6 +178,9 @@ impl Engine {
             let Some(i) = ended.pop_front() else {
                 break;
             };
+            let (more, bytes) = map::instance_ended(wf, i, &mut self.ops, &self.counters);
+            held_bytes += bytes;
+            ended.extend(more);
             for k in 0..wf.dependents[i as usize].len() {
                 let d = wf.dependents[i as usize][k];
                 if wf.tasks[d as usize].state != TaskState::Pending {
@@ -177,6 +192,8 @@ impl Engine {
                 }
             }
         }
+        self.hold_tasks(held_tasks);
+        self.hold_bytes(held_bytes);
         for d in run {
             // A failure decided later in the pass may have stopped it.
             let still = self

@@ -9,6 +9,7 @@
 //! conversions between a task in memory and its row are here, side by
 //! side ([`TaskRt::to_row`], [`TaskRt::from_row`]).
 
+use crate::template::Source;
 use crate::{
     batch::{ReplyTo, TaskRow, Unreadable},
     validate::ValidWorkflow,
@@ -141,6 +142,10 @@ pub(super) struct Workflow {
     pub(super) cancelled: bool,
     /// What a failure makes of it (`on_failure`).
     pub(super) on_failure: warren_shared::wire::OnFailure,
+    /// Mapped tasks whose instances were added, by task (`map.rs`).
+    pub(super) maps: HashMap<u32, super::map::MapRt>,
+    /// The instances of mapped tasks, by task.
+    pub(super) instances: HashMap<u32, super::map::Instance>,
     /// Longest it may run from its start (`deadline_ms`).
     pub(super) deadline_ms: Option<u64>,
     /// Set when it ended at its deadline: the report says so (`deadline`).
@@ -298,6 +303,25 @@ impl Workflow {
         self.tasks[i as usize].to_row(self.id.clone(), self.specs[i as usize].id.clone())
     }
 
+    /// What a template in task `i`'s input or condition reads: the
+    /// workflow input, a task's output, and for an instance of a mapped
+    /// task its element (`${item}`) and position (`${index}`).
+    pub(super) fn source(&self, i: usize, s: &Source) -> Option<&Value> {
+        match s {
+            Source::WorkflowInput => Some(&self.input),
+            Source::TaskOutput(name) => self.tasks[*self.index.get(name.as_str())? as usize]
+                .output
+                .as_ref(),
+            Source::Item => {
+                let instance = self.instances.get(&(i as u32))?;
+                let m = instance.of as usize;
+                let k = instance.index.as_u64()? as usize;
+                super::map::items(self, m).ok()?.get(k)
+            }
+            Source::Index => Some(&self.instances.get(&(i as u32))?.index),
+        }
+    }
+
     /// The workflow's one-line error when task `i` failed for good.
     pub(super) fn failure_line(&self, i: usize) -> String {
         let t = &self.tasks[i];
@@ -358,6 +382,8 @@ pub(super) fn build(
         failure: None,
         cancelled: false,
         on_failure: v.on_failure,
+        maps: HashMap::new(),
+        instances: HashMap::new(),
         deadline_ms: v.deadline_ms,
         deadline_passed: false,
         progress_marked: false,
@@ -393,6 +419,8 @@ pub(super) fn restored(
     if let Some(c) = corrupt {
         return Err(Unreadable(c));
     }
+    // What is left are the rows of mapped tasks' instances.
+    super::map::expand_restored(&mut wf, rows).map_err(Unreadable)?;
     for i in 0..wf.tasks.len() {
         let state = wf.tasks[i].state;
         if state.is_final() {

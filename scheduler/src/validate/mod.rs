@@ -587,8 +587,42 @@ fn check(
             ));
         }
         templated.push(template::has_templates(&t.input));
+        let per_instance = |r: &template::Ref| matches!(r.source, Source::Item | Source::Index);
+        if t.map.is_none() && refs.iter().any(per_instance) {
+            errors.push(problem(
+                "invalid_map",
+                id,
+                format!(
+                    "task `{}`: `${{item}}` and `${{index}}` are for the input of a mapped task (`map`)",
+                    t.id
+                ),
+            ));
+        }
+        if let Some(map) = &t.map {
+            match template::single_ref(map) {
+                Ok(r) if per_instance(&r) => errors.push(problem(
+                    "invalid_map",
+                    id,
+                    format!("task `{}`: `map` names a task's output or the workflow input, not `${{item}}` or `${{index}}`", t.id),
+                )),
+                Ok(r) => refs.push(r),
+                Err(e) => errors.push(problem(
+                    "invalid_map",
+                    id,
+                    format!("task `{}`: {e}", t.id),
+                )),
+            }
+        }
         if let Some(when) = &t.when {
             match crate::condition::Condition::parse(when) {
+                Ok(c) if c.references().into_iter().any(per_instance) => errors.push(problem(
+                    "invalid_condition",
+                    id,
+                    format!(
+                        "task `{}`: `when` is decided once for the task, before any instance: it cannot read `${{item}}` or `${{index}}`",
+                        t.id
+                    ),
+                )),
                 Ok(c) => refs.extend(c.references().into_iter().cloned()),
                 Err(e) => errors.push(problem(
                     "invalid_condition",

@@ -347,3 +347,45 @@ fn conditions_and_trigger_rules_are_checked() {
         &[("invalid_request", "unknown variant")],
     );
 }
+
+#[test]
+fn maps_are_checked() {
+    let accepted = run(json!({"tasks": [
+        {"id": "list", "type": "echo"},
+        {"id": "each", "type": "echo", "depends_on": ["list"], "map": "${list.output.files}",
+         "input": {"f": "${item.name}", "i": "${index}"}},
+        {"id": "all", "type": "echo", "depends_on": ["each"], "input": "${each.output}"}
+    ]}));
+    assert!(accepted.is_ok(), "{accepted:?}");
+    check(
+        json!({"tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "depends_on": ["a"], "map": "files: ${a.output}"}
+        ]}),
+        &[("invalid_map", "exactly one template")],
+    );
+    check(
+        json!({"tasks": [{"id": "a", "type": "echo", "input": "${item}"}]}),
+        &[("invalid_map", "for the input of a mapped task")],
+    );
+    check(
+        json!({"tasks": [{"id": "a", "type": "echo", "map": "${index}"}]}),
+        &[("invalid_map", "not `${item}`")],
+    );
+    check(
+        json!({"tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "b", "type": "echo", "map": "${a.output}"}
+        ]}),
+        &[(
+            "template_not_ancestor",
+            "task `b` references the output of `a`",
+        )],
+    );
+    check(
+        json!({"tasks": [
+            {"id": "a", "type": "echo", "map": "${workflow.input}", "when": "${item} == 1"}
+        ]}),
+        &[("invalid_condition", "before any instance")],
+    );
+}
