@@ -204,3 +204,21 @@ fn a_restored_workflow_keeps_its_reasons_and_runs_its_compensation() {
     assert_eq!(r.status, WorkflowStatus::Failed);
     assert_eq!(skipped(&r, "b"), Some(SkipReason::WorkflowFailed));
 }
+
+#[test]
+fn a_passed_deadline_is_a_failure_no_compensation_handles() {
+    let mut e = engine(10);
+    submit(
+        &mut e,
+        json!({"id": "late", "deadline_ms": 1000, "on_failure": "handled", "tasks": [
+            {"id": "a", "type": "echo"},
+            {"id": "fix", "type": "echo", "depends_on": ["a"], "run_if": "any_failed"}
+        ]}),
+    );
+    dispatched(&mut e);
+    let due = e.next_due_ms().expect("the deadline is a timer");
+    e.fire_due(due);
+    let r = final_report(&mut e);
+    assert_eq!(r.status, WorkflowStatus::Failed, "{r:?}");
+    assert_eq!(r.errors[0].code, "deadline");
+}
