@@ -187,3 +187,24 @@ fn a_restore_in_the_middle_of_a_map_runs_what_is_left() {
         WorkflowStatus::Succeeded
     );
 }
+
+#[test]
+fn the_instances_of_a_cleanup_map_run_after_a_failure() {
+    let mut e = engine(10);
+    submit(
+        &mut e,
+        json!({"id": "c", "input": {"items": ["x", "y"]}, "tasks": [
+            {"id": "work", "type": "echo"},
+            {"id": "clean", "type": "echo", "depends_on": ["work"], "run_if": "all_done",
+             "map": "${workflow.input.items}", "input": "${item}"}
+        ]}),
+    );
+    let work = dispatched(&mut e);
+    e.on_result(result(&work[0], false, false, json!(null)), Utc::now())
+        .unwrap();
+    let cleaners = echo(&mut e);
+    assert_eq!(ids(&cleaners), ["clean[0]", "clean[1]"]);
+    let r = final_report(&mut e);
+    assert_eq!(r.status, WorkflowStatus::Failed);
+    assert_eq!(r.tasks["clean"].output, Some(json!(["x", "y"])));
+}

@@ -402,7 +402,7 @@ impl Engine {
         // After the workflow failed, only tasks whose rule lets them run
         // after a failure (`run_if`) are tried again.
         let may_go_on = wf.failure.is_none()
-            || wf.specs[i as usize].run_if != warren_shared::wire::RunIf::AllSucceeded;
+            || rules::rule(wf, i as usize) != warren_shared::wire::RunIf::AllSucceeded;
         let t = &mut wf.tasks[i as usize];
         let retry = error.retryable && t.attempt < policy.max_attempts && may_go_on;
         if retry {

@@ -35,8 +35,25 @@ enum Decision {
     Fail(TaskError),
 }
 
+/// The rule task `j` runs by: its own, or for an instance of a mapped
+/// task, the mapped task's (an instance has no dependencies of its own).
+pub(super) fn rule(wf: &Workflow, j: usize) -> RunIf {
+    match wf.instances.get(&(j as u32)) {
+        Some(instance) => wf.specs[instance.of as usize].run_if,
+        None => wf.specs[j].run_if,
+    }
+}
+
 /// The decision for task `d`, all of whose dependencies have ended.
 fn decide(wf: &Workflow, d: usize) -> Decision {
+    if wf.instances.contains_key(&(d as u32)) {
+        // Its mapped task was decided: it runs, unless a failure stops it.
+        return if wf.failure.is_some() && rule(wf, d) == RunIf::AllSucceeded {
+            Decision::Skip(SkipReason::WorkflowFailed)
+        } else {
+            Decision::Run
+        };
+    }
     let spec = &wf.specs[d];
     let mut states = spec
         .depends_on
@@ -74,7 +91,7 @@ fn stopped_by_failure(wf: &Workflow, j: usize) -> bool {
     matches!(
         wf.tasks[j].state,
         TaskState::Pending | TaskState::Ready | TaskState::Retrying | TaskState::Delayed
-    ) && wf.specs[j].run_if == RunIf::AllSucceeded
+    ) && rule(wf, j) == RunIf::AllSucceeded
 }
 
 /// Ends task `i` skipped for `reason`.
