@@ -64,12 +64,17 @@ enum Command {
         #[arg(long = "in", value_name = "DURATION")]
         after: Option<String>,
     },
-    /// Print a workflow's state and a table of its tasks.
+    /// Print a workflow's state and a table of its tasks: a mapped task's
+    /// instances folded into its row with their counts by state, a skipped
+    /// task's `skip_reason`.
     Status {
         id: String,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Show each instance of a mapped task (`resize[0]`, ...) under it.
+        #[arg(long)]
+        instances: bool,
         /// Seconds to wait for the scheduler's answer.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
@@ -85,12 +90,18 @@ enum Command {
     },
     /// Print a workflow's DAG as Graphviz DOT or Mermaid: from a request file
     /// (JSON or YAML), or from a submitted workflow's id, with each task's
-    /// state.
+    /// state. A mapped task is one node with its instances' counts; a
+    /// task's `when`, `map` and a `run_if` other than `all_succeeded` are
+    /// drawn when the request is known (a file, or `--request`).
     Graph {
         /// A request file, or a workflow id.
         source: String,
         #[arg(long, value_enum, default_value_t = graph::Format::Dot)]
         format: graph::Format,
+        /// With a workflow id: its request file, to draw what the report
+        /// does not say (`when`, `run_if`, `map`).
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
         /// Seconds to wait for the scheduler's answer (for an id).
         #[arg(long, default_value_t = 10)]
         timeout: u64,
@@ -252,14 +263,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client.close().await;
             Ok(print::outcome(&report?))
         }
-        Command::Status { id, json, timeout } => {
+        Command::Status {
+            id,
+            json,
+            instances,
+            timeout,
+        } => {
             let client = Client::connect(&amqp).await?;
             let report = client.status(&id, Duration::from_secs(timeout)).await?;
             client.close().await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print::table(&report);
+                print::table(&report, instances);
             }
             Ok(if report.status == WorkflowStatus::NotFound {
                 ExitCode::from(1)
@@ -271,7 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = Client::connect(&amqp).await?;
             let report = client.cancel(&id, Duration::from_secs(timeout)).await?;
             client.close().await;
-            print::table(&report);
+            print::table(&report, false);
             Ok(match report.status {
                 WorkflowStatus::Cancelled => ExitCode::SUCCESS,
                 WorkflowStatus::NotFound => ExitCode::from(1),
@@ -287,10 +303,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Graph {
             source,
             format,
+            request: request_file,
             timeout,
         } => {
-            let report = if Path::new(&source).is_file() {
-                graph::report_of_request(&request::read(Path::new(&source))?)?
+            let specs = match &request_file {
+                Some(file) => graph::specs_of(&graph::parse_request(&request::read(file)?)?),
+                None => graph::Specs::new(),
+            };
+            let (report, specs) = if Path::new(&source).is_file() {
+                let parsed = graph::parse_request(&request::read(Path::new(&source))?)?;
+                (graph::report_of_request(&parsed), graph::specs_of(&parsed))
             } else {
                 let client = Client::connect(&amqp).await?;
                 let report = client.status(&source, Duration::from_secs(timeout)).await?;
@@ -299,9 +321,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("no file and no workflow named {source}");
                     return Ok(ExitCode::from(1));
                 }
-                report
+                (report, specs)
             };
-            print!("{}", graph::render(&report, format));
+            print!("{}", graph::render(&report, &specs, format));
             Ok(ExitCode::SUCCESS)
         }
         Command::Workers { json, timeout } => {

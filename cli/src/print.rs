@@ -2,7 +2,7 @@
 //! outcome (JSON, and a verdict on stderr), a workflow's task table, the
 //! table of workers, and what is paused.
 
-use std::{borrow::Cow, process::ExitCode};
+use std::{borrow::Cow, collections::BTreeMap, process::ExitCode};
 use warren_shared::wire::{
     Paused, TaskReport, TaskState, WorkersReport, WorkflowReport, WorkflowStatus,
 };
@@ -31,8 +31,13 @@ pub fn outcome(report: &WorkflowReport) -> ExitCode {
     }
 }
 
-/// A workflow's state, its errors, and a table of its tasks.
-pub fn table(report: &WorkflowReport) {
+/// A workflow's state, its errors, and a table of its tasks. The
+/// instances of a mapped task (`resize[0]`, `resize[1]`, ...) are folded
+/// into its row, which counts them by state, unless `instances` asks for
+/// them (each then under its mapped task, in order). A last column,
+/// `DETAIL`, appears when a task has one: a mapped task's counts, a
+/// skipped task's `skip_reason`.
+pub fn table(report: &WorkflowReport, instances: bool) {
     println!(
         "workflow {}: {}",
         safe(&report.workflow_id),
@@ -53,26 +58,133 @@ pub fn table(report: &WorkflowReport) {
     if report.tasks.is_empty() {
         return;
     }
-    let width = report
-        .tasks
-        .keys()
-        .map(|k| safe(k).len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!(
-        "{:<width$}  {:<10}  {:>8}  {:>10}  WORKER",
-        "TASK", "STATE", "ATTEMPTS", "DURATION"
-    );
-    for (id, t) in &report.tasks {
-        println!(
-            "{:<width$}  {:<10}  {:>8}  {:>10}  {}",
-            safe(id),
-            t.state.as_str(),
-            t.attempts,
+    let maps = Maps::of(report);
+    let row = |id: &str, t: &TaskReport| {
+        [
+            safe(id).into_owned(),
+            t.state.as_str().to_owned(),
+            t.attempts.to_string(),
             duration(t),
-            safe(t.worker.as_deref().unwrap_or("-"))
+            safe(t.worker.as_deref().unwrap_or("-")).into_owned(),
+            detail(&maps, id, t),
+        ]
+    };
+    let mut rows = Vec::new();
+    let mut folded = 0;
+    for (id, t) in &report.tasks {
+        if maps.is_instance(id) {
+            continue;
+        }
+        rows.push(row(id, t));
+        let mine = maps.instances(id);
+        if instances {
+            rows.extend(mine.iter().map(|(i, t)| row(i, t)));
+        } else {
+            folded += mine.len();
+        }
+    }
+    let header = ["TASK", "STATE", "ATTEMPTS", "DURATION", "WORKER", "DETAIL"];
+    if rows.iter().any(|r| !r[5].is_empty()) {
+        columns(&header, &rows);
+    } else {
+        let rows: Vec<[String; 5]> = rows
+            .into_iter()
+            .map(|[a, b, c, d, e, _]| [a, b, c, d, e])
+            .collect();
+        columns(
+            &[header[0], header[1], header[2], header[3], header[4]],
+            &rows,
         );
+    }
+    if folded > 0 {
+        println!("({folded} instances of mapped tasks not shown: --instances shows them)");
+    }
+}
+
+/// A task's detail in the status table: a mapped task's instances by
+/// state (`3/5 succeeded, 2 running`), a skipped task's reason.
+fn detail(maps: &Maps, id: &str, t: &TaskReport) -> String {
+    if let Some(counts) = maps.counts(id) {
+        return counts;
+    }
+    match (t.state, t.skip_reason) {
+        (TaskState::Skipped, Some(reason)) => reason.as_str().to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// If `id` names an instance of a mapped task (`resize[3]`): the mapped
+/// task's id and the instance's position. (Task ids are letters, digits,
+/// `_` and `-`, so only an instance has brackets.)
+pub fn instance_of(id: &str) -> Option<(&str, usize)> {
+    let (task, k) = id.strip_suffix(']')?.rsplit_once('[')?;
+    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()) || (k.len() > 1 && k.starts_with('0'))
+    {
+        return None;
+    }
+    Some((task, k.parse().ok()?))
+}
+
+/// The mapped tasks of a report and their instances, in order.
+pub struct Maps<'a> {
+    by_task: BTreeMap<&'a str, Vec<(usize, &'a str, &'a TaskReport)>>,
+}
+
+impl<'a> Maps<'a> {
+    /// Groups the report's instances under their mapped tasks (an id
+    /// looking like an instance whose task is not in the report is taken
+    /// as a task of its own).
+    pub fn of(report: &'a WorkflowReport) -> Maps<'a> {
+        let mut by_task: BTreeMap<&str, Vec<(usize, &str, &TaskReport)>> = BTreeMap::new();
+        for (id, t) in &report.tasks {
+            if let Some((task, k)) = instance_of(id)
+                && report.tasks.contains_key(task)
+            {
+                by_task.entry(task).or_default().push((k, id, t));
+            }
+        }
+        for v in by_task.values_mut() {
+            v.sort_by_key(|(k, _, _)| *k);
+        }
+        Maps { by_task }
+    }
+
+    /// Whether `id` is an instance of a mapped task of the report.
+    pub fn is_instance(&self, id: &str) -> bool {
+        instance_of(id).is_some_and(|(task, _)| self.by_task.contains_key(task))
+    }
+
+    /// The instances of `task`, in order (none if it is not mapped).
+    pub fn instances(&self, task: &str) -> Vec<(&'a str, &'a TaskReport)> {
+        self.by_task
+            .get(task)
+            .map(|v| v.iter().map(|(_, id, t)| (*id, *t)).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many instances `task` has, if it is a mapped task with some in
+    /// the report.
+    pub fn width(&self, task: &str) -> Option<usize> {
+        self.by_task.get(task).map(Vec::len)
+    }
+
+    /// `task`'s instances by state: `3/5 succeeded`, then the other
+    /// states there are, most first (`3/5 succeeded, 1 running, 1
+    /// failed`); `None` if it has no instance in the report.
+    pub fn counts(&self, task: &str) -> Option<String> {
+        let instances = self.by_task.get(task)?;
+        let mut by_state: BTreeMap<TaskState, usize> = BTreeMap::new();
+        for (_, _, t) in instances {
+            *by_state.entry(t.state).or_default() += 1;
+        }
+        let done = by_state.remove(&TaskState::Succeeded).unwrap_or(0);
+        let mut others: Vec<(TaskState, usize)> = by_state.into_iter().collect();
+        others.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut s = format!("{done}/{} succeeded", instances.len());
+        for (state, n) in others {
+            s.push_str(&format!(", {n} {}", state.as_str()));
+        }
+        Some(s)
     }
 }
 
@@ -210,7 +322,62 @@ pub fn pauses(paused: &Paused, json: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::safe;
+    use super::{Maps, instance_of, safe};
+    use warren_shared::wire::{TaskReport, TaskState, WorkflowReport};
+
+    #[test]
+    fn instances_are_told_from_tasks() {
+        assert_eq!(instance_of("resize[0]"), Some(("resize", 0)));
+        assert_eq!(instance_of("resize[12]"), Some(("resize", 12)));
+        for not in [
+            "resize",
+            "resize[]",
+            "resize[x]",
+            "resize[01]",
+            "resize[1",
+            "r[1]x",
+        ] {
+            assert_eq!(instance_of(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn a_mapped_tasks_instances_are_counted_by_state_in_order() {
+        let task = |state| -> TaskReport {
+            serde_json::from_value(serde_json::json!({"state": state, "attempts": 1})).unwrap()
+        };
+        let mut r = WorkflowReport::not_found("w");
+        r.tasks.insert("x".into(), task("mapped"));
+        for (k, state) in [
+            "succeeded",
+            "running",
+            "failed",
+            "running",
+            "succeeded",
+            "succeeded",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r.tasks.insert(format!("x[{k}]"), task(state));
+        }
+        // Not an instance: no task `y` in the report.
+        r.tasks.insert("y[0]".into(), task("succeeded"));
+        r.tasks.insert("x[10]".into(), task("pending"));
+        let maps = Maps::of(&r);
+        assert_eq!(
+            maps.counts("x").as_deref(),
+            Some("3/7 succeeded, 2 running, 1 pending, 1 failed")
+        );
+        assert_eq!(maps.counts("y[0]"), None);
+        assert!(maps.is_instance("x[10]") && !maps.is_instance("y[0]"));
+        let order: Vec<&str> = maps.instances("x").into_iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            order,
+            ["x[0]", "x[1]", "x[2]", "x[3]", "x[4]", "x[5]", "x[10]"]
+        );
+        assert_eq!(r.tasks["x[2]"].state, TaskState::Failed);
+    }
 
     #[test]
     fn control_characters_are_escaped() {
