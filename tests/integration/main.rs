@@ -8,6 +8,7 @@ mod control;
 mod deadlines;
 mod delays;
 mod dispatch;
+mod dynamic;
 mod faults;
 mod flows;
 mod forgery;
