@@ -298,6 +298,181 @@ def check_rules(wf, publish_request, next_reply):
             problems.append(f"bad rules request: code {code} is not in docs/protocol.md")
 
 
+def check_map(ch, wf, own, publish_request, next_message, next_reply):
+    """Mapped tasks, as a foreign client sees them: list -> map -> reduce,
+    the instances `each[k]` served by this script (their task messages,
+    results echoing the bracketed task_id, a status answer and a progress
+    event while the map runs), the outputs collected in order, an empty
+    map, a map over a value that is not an array, and a request refused
+    with invalid_map."""
+    mid = wf + "-map"
+    documented = (SCHEMAS.parent / "protocol.md").read_text()
+    # Copies of this workflow's task messages to `default`, its results,
+    # and its events.
+    spies = {}
+    for name, exchange, key in [("tasks", f"{NS}.tasks", "default"),
+                                ("results", f"{NS}.results", ""),
+                                ("events", f"{NS}.events", f"workflow.{mid}.*")]:
+        q = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(q, exchange, routing_key=key)
+        spies[name] = q
+    files = [{"path": "a.png"}, {"path": "b.png"}, {"path": "c.png"}]
+    request = {
+        "id": mid, "priority": 2, "input": {"files": files, "none": []},
+        "tasks": [
+            {"id": "list", "type": "echo", "input": {"files": "${workflow.input.files}"}},
+            {"id": "each", "type": "py.each", "queue": "wirecheck", "depends_on": ["list"],
+             "map": "${list.output.files}", "timeout_ms": 60000,
+             "input": {"path": "${item.path}", "n": "${index}", "label": "${index}: ${item.path}"}},
+            {"id": "none", "type": "echo", "map": "${workflow.input.none}", "input": "${item}"},
+            {"id": "reduce", "type": "echo", "depends_on": ["each", "none"],
+             "input": {"all": "${each.output}", "none": "${none.output}"}},
+        ],
+    }
+    check("workflow-request", request, "our map request")
+    publish_request(request, "map")
+
+    # The instances reach this worker, each a task of its own.
+    instances = {}
+    for _ in files:
+        _, props, body = next_message(own, "task message of an instance")
+        t = check("task-message", body, "task message of an instance") or {}
+        tid = t.get("task_id")
+        check_props(props, "warren.task", f"task message {tid}", f"{mid}/{tid}/1", 2)
+        instances[tid] = (t, props)
+    want_ids = [f"each[{k}]" for k in range(len(files))]
+    if sorted(instances) != want_ids:
+        problems.append(f"map: instances {sorted(instances)}, expected {want_ids}")
+    for k, f in enumerate(files):
+        t = instances.get(f"each[{k}]", ({}, None))[0]
+        want = {"path": f["path"], "n": k, "label": f"{k}: {f['path']}"}
+        if t and (t.get("input") != want or t.get("type") != "py.each"):
+            problems.append(f"map: instance each[{k}]: input {t.get('input')}, expected {want}")
+
+    # While they run: the mapped task is `mapped`, in a status answer and
+    # in a progress event.
+    status = {"control": "status", "workflow_id": mid}
+    check("control-request", status, "our map status request")
+    publish_request(status, "map-status", "control")
+    _, props, body = next_reply("map-status", "status of the running map")
+    running = check("workflow-report", body, "status of the running map") or {}
+    states = {k: v.get("state") for k, v in running.get("tasks", {}).items()}
+    want_states = {"list": "succeeded", "none": "succeeded", "each": "mapped", "reduce": "pending",
+                   "each[0]": "running", "each[1]": "running", "each[2]": "running"}
+    if running.get("status") != "running" or states != want_states:
+        problems.append(f"map: status while running: {states}, expected {want_states}")
+    if running.get("tasks", {}).get("none", {}).get("output") != []:
+        problems.append(f"map: an empty map's output is not []: {running.get('tasks', {}).get('none')}")
+    one = {"control": "status", "workflow_id": mid, "task_id": "each[1]"}
+    check("control-request", one, "our status request of an instance")
+    publish_request(one, "map-status-one", "control")
+    _, props, body = next_reply("map-status-one", "status of an instance")
+    answer = check("workflow-report", body, "status of an instance") or {}
+    if list(answer.get("tasks", {})) != ["each[1]"]:
+        problems.append(f"map: status of each[1]: {answer}")
+    while True:  # progress comes about a second after the instances start
+        method, props, body = next_message(spies["events"], "progress of the map")
+        if props.type == "warren.progress":
+            progress = check("workflow-progress", body, f"event {method.routing_key}") or {}
+            check_props(props, "warren.progress", f"event {method.routing_key}")
+            break
+        check("workflow-report", body, f"event {method.routing_key}")
+    want = {"succeeded": 2, "mapped": 1, "running": 3, "pending": 1}
+    if progress.get("tasks") != want or progress.get("total") != 7:
+        problems.append(f"map: progress {progress}, expected total 7 and {want}")
+
+    # Answered last first: the collected output keeps the elements' order.
+    outputs = [{"thumb": f["path"].upper()} for f in files]
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    for k in reversed(range(len(files))):
+        t, _ = instances.get(f"each[{k}]", ({}, None))
+        result = {"workflow_id": mid, "task_id": t.get("task_id", f"each[{k}]"),
+                  "attempt": 1, "token": t.get("token", ""), "status": "succeeded",
+                  "output": outputs[k], "worker": "wire-check",
+                  "started_at": now, "finished_at": now}
+        check("task-result", result, f"our result of each[{k}]")
+        ch.basic_publish(f"{NS}.results", "", json.dumps(result).encode(),
+                         pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                              type="warren.result",
+                                              message_id=f"{mid}/each[{k}]/1",
+                                              headers={"warren-protocol": PROTOCOL}),
+                         mandatory=True)
+
+    _, props, body = next_reply("map", "outcome of the map workflow")
+    report = check("workflow-report", body, "outcome of the map workflow") or {}
+    check_props(props, "warren.report", "outcome of the map workflow")
+    tasks = report.get("tasks", {})
+    if report.get("status") != "succeeded" or sorted(tasks) != sorted(want_states):
+        problems.append(f"map outcome: {report}")
+    mapped = tasks.get("each", {})
+    if (mapped.get("state") != "succeeded" or mapped.get("output") != outputs
+            or mapped.get("attempts") != 0 or mapped.get("depends_on") != ["list"]):
+        problems.append(f"map outcome: the mapped task: {mapped}")
+    for k in range(len(files)):
+        inst = tasks.get(f"each[{k}]", {})
+        if (inst.get("state") != "succeeded" or inst.get("output") != outputs[k]
+                or inst.get("attempts") != 1 or "depends_on" in inst
+                or inst.get("worker") != "wire-check"):
+            problems.append(f"map outcome: instance each[{k}]: {inst}")
+    if tasks.get("reduce", {}).get("output") != {"all": outputs, "none": []}:
+        problems.append(f"map outcome: reduce's output: {tasks.get('reduce')}")
+
+    # Copies of the rest: task messages list and reduce (the empty map
+    # has no instance), the five results.
+    seen_tasks, seen_results = set(), set()
+    while seen_tasks != {"list", "reduce"}:
+        _, props, body = next_message(spies["tasks"], "task message copy of the map workflow")
+        t = check("task-message", body, "task message copy") or {}
+        if t.get("workflow_id") == mid:
+            check_props(props, "warren.task", f"task message {t.get('task_id')}",
+                        f"{mid}/{t.get('task_id')}/1", 2)
+            seen_tasks.add(t.get("task_id"))
+    while seen_results != {"list", "reduce", *want_ids}:
+        _, props, body = next_message(spies["results"], "result copy of the map workflow")
+        r = check("task-result", body, "result copy") or {}
+        if r.get("workflow_id") == mid:
+            seen_results.add(r.get("task_id"))
+    for q in spies.values():
+        ch.queue_delete(q)
+
+    # A map over a value that is not an array fails the mapped task, not
+    # retried, before any instance.
+    flat = {"id": mid + "-flat", "input": {"n": 3},
+            "tasks": [{"id": "m", "type": "echo", "map": "${workflow.input.n}", "input": "${item}",
+                       "retry": {"max_attempts": 3}}]}
+    check("workflow-request", flat, "our map over a number")
+    publish_request(flat, "map-flat")
+    _, props, body = next_reply("map-flat", "outcome of a map over a number")
+    failed = check("workflow-report", body, "outcome of a map over a number") or {}
+    m = failed.get("tasks", {}).get("m", {})
+    error = m.get("error") or {}
+    if (failed.get("status") != "failed" or list(failed.get("tasks", {})) != ["m"]
+            or m.get("state") != "failed" or m.get("attempts") != 0
+            or "map_not_array" not in error.get("message", "") or error.get("retryable")):
+        problems.append(f"map over a number: {failed}")
+    if "map_not_array" not in documented:
+        problems.append("map over a number: map_not_array is not in docs/protocol.md")
+
+    # Refused: ${index} outside a mapped task, a map that is not one
+    # template (which the schema, as written, refuses too).
+    bad = {"id": mid + "-bad", "tasks": [
+        {"id": "x", "type": "echo", "input": {"i": "${index}"}},
+        {"id": "y", "type": "echo", "depends_on": ["x"], "map": "list: ${x.output}"},
+    ]}
+    as_written = json.loads((SCHEMAS / "workflow-request.json").read_text())
+    if jsonschema.Draft202012Validator(as_written).is_valid(bad):
+        problems.append("workflow-request schema: a map that is not one template passes")
+    publish_request(bad, "map-bad")
+    _, props, body = next_reply("map-bad", "rejection of the bad map request")
+    rejected = check("workflow-report", body, "rejection of the bad map request") or {}
+    check_props(props, "warren.report", "rejection of the bad map request")
+    errors = sorted((e.get("code"), e.get("task")) for e in rejected.get("errors", []))
+    if rejected.get("status") != "rejected" or errors != [("invalid_map", "x"), ("invalid_map", "y")]:
+        problems.append(f"bad map request: {errors}, expected invalid_map for x and y: {rejected}")
+    if "`invalid_map`" not in documented:
+        problems.append("bad map request: code invalid_map is not in docs/protocol.md")
+
+
 def main():
     conn = pika.BlockingConnection(pika.URLParameters(URL))
     ch = conn.channel()
@@ -537,6 +712,7 @@ def main():
         problems.append(f"reply to a pause of both: {refused}")
 
     check_rules(wf, publish_request, next_reply)
+    check_map(ch, wf, own, publish_request, next_message, next_reply)
     check_schedules(ch, publish_request, next_message, next_reply)
 
     ch.queue_delete(own)
