@@ -524,7 +524,6 @@ async fn a_mapped_workflow_survives_a_scheduler_restart_mid_map() {
 /// `undo` ran and succeeded. Ignored until the engine decides what a
 /// failed instance asks of `on_failure: handled`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine: a failed instance is never counted as handled (on_failure: handled)"]
 async fn a_failed_instance_compensated_on_its_mapped_task_is_handled() {
     let mut env = Env::new().await;
     let scheduler = env.scheduler(env.scheduler_config());

@@ -129,19 +129,26 @@ fn add_instances(
     Ok((first..first + width as u32).collect())
 }
 
-/// Expands the `mapped` tasks of a restored workflow again, from the
-/// arrays as stored, giving each instance its stored row (`rows`: those
-/// not of the workflow's own tasks).
+/// Expands the mapped tasks of a restored workflow again, giving each
+/// instance its stored row (`rows`: those not of the workflow's own
+/// tasks): a `mapped` one from its array as stored, one that has ended
+/// with the instances it had (every one of which has a row).
 pub(super) fn expand_restored(
     wf: &mut Workflow,
     mut rows: HashMap<String, TaskRow>,
 ) -> Result<(), String> {
     for m in 0..wf.specs.len() {
-        if wf.tasks[m].state != TaskState::Mapped {
-            continue;
+        let width = match wf.tasks[m].state {
+            _ if wf.specs[m].map.is_none() => continue,
+            TaskState::Mapped => items(wf, m)?.len(),
+            s if s.is_final() => (0..)
+                .take_while(|&k| rows.contains_key(&instance_id(&wf.specs[m].id, k)))
+                .count(),
+            _ => continue,
+        };
+        if width > 0 || wf.tasks[m].state == TaskState::Mapped {
+            add_instances(wf, m, width, &mut rows).map_err(|e| e.to_string())?;
         }
-        let width = items(wf, m)?.len();
-        add_instances(wf, m, width, &mut rows).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -162,14 +169,22 @@ pub(super) enum Expansion {
 pub(super) fn expand(
     wf: &mut Workflow,
     m: u32,
-    max_width: usize,
+    bounds: &crate::bounds::Bounds,
     ops: &mut Vec<Op>,
     counters: &Counters,
 ) -> Expansion {
+    let max_width = bounds.max_map_width;
     let width = match items(wf, m as usize) {
         Ok(items) if items.len() > max_width => Err(format!(
             "`map` resolved to {} items, over the limit of {max_width} (WARREN_MAX_MAP_WIDTH)",
             items.len()
+        )),
+        Ok(items) if wf.tasks.len() + items.len() > bounds.max_active_tasks => Err(format!(
+            "`map` resolved to {} items: the workflow would hold {} tasks, over the limit of {} \
+             (WARREN_MAX_ACTIVE_TASKS)",
+            items.len(),
+            wf.tasks.len() + items.len(),
+            bounds.max_active_tasks
         )),
         Ok(items) => Ok(items.len()),
         Err(e) => Err(e),
@@ -188,9 +203,10 @@ pub(super) fn expand(
         }
     };
     wf.tasks[m as usize].state = TaskState::Mapped;
+    wf.tasks[m as usize].started_at = Some(chrono::Utc::now());
     let added = add_instances(wf, m as usize, width, &mut HashMap::new()).expect("no rows to read");
     if width == 0 {
-        let (ended, bytes) = end_mapped(wf, m, ops, counters);
+        let (ended, bytes) = end_mapped(wf, m, bounds.max_task_input_bytes, ops, counters);
         return Expansion::Ended(ended, bytes);
     }
     ops.push(Op::Task(wf.row(m)));
@@ -203,6 +219,7 @@ pub(super) fn expand(
 pub(super) fn instance_ended(
     wf: &mut Workflow,
     i: u32,
+    max_output: usize,
     ops: &mut Vec<Op>,
     counters: &Counters,
 ) -> (Vec<u32>, usize) {
@@ -216,15 +233,18 @@ pub(super) fn instance_ended(
     if map.left > 0 || wf.tasks[m as usize].state != TaskState::Mapped {
         return (Vec::new(), 0);
     }
-    end_mapped(wf, m, ops, counters)
+    end_mapped(wf, m, max_output, ops, counters)
 }
 
 /// Mapped task `m`, all of whose instances have ended, ends: succeeded
 /// with their outputs in order when each succeeded, else failed. Returns
 /// the tasks that ended and the bytes of its output.
+/// The collected output may be at most `max_output` bytes of JSON (what a
+/// dependent may read as input).
 pub(super) fn end_mapped(
     wf: &mut Workflow,
     m: u32,
+    max_output: usize,
     ops: &mut Vec<Op>,
     counters: &Counters,
 ) -> (Vec<u32>, usize) {
@@ -232,6 +252,7 @@ pub(super) fn end_mapped(
         .maps
         .get(&m)
         .map_or((0, 0), |map| (map.first as usize, map.width as usize));
+    wf.tasks[m as usize].finished_at = Some(chrono::Utc::now());
     let instances = &wf.tasks[first..first + width];
     if let Some(k) = instances
         .iter()
@@ -242,6 +263,25 @@ pub(super) fn end_mapped(
                 "instance `{}` {}",
                 instance_id(&wf.specs[m as usize].id, k),
                 instances[k].state.as_str()
+            ),
+            retryable: false,
+        };
+        return (
+            rules::fail_for_good(wf, m as usize, error, ops, counters),
+            0,
+        );
+    }
+    // Measured before it is built: the outputs are held already.
+    let bytes = instances
+        .iter()
+        .map(|t| t.output_bytes.max(4) + 1)
+        .sum::<usize>()
+        + 1;
+    if bytes > max_output {
+        let error = TaskError {
+            message: format!(
+                "the outputs of its {width} instances come to about {bytes} bytes of JSON, over the \
+                 limit of {max_output} (WARREN_MAX_TASK_INPUT_BYTES) that a dependent may read"
             ),
             retryable: false,
         };
@@ -261,7 +301,6 @@ pub(super) fn end_mapped(
     t.state = TaskState::Succeeded;
     t.output = Some(output);
     t.output_bytes = bytes;
-    t.finished_at = Some(chrono::Utc::now());
     wf.unfinished -= 1;
     wf.held_bytes += bytes;
     ops.push(Op::Task(wf.row(m)));

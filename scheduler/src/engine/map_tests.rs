@@ -208,3 +208,88 @@ fn the_instances_of_a_cleanup_map_run_after_a_failure() {
     assert_eq!(r.status, WorkflowStatus::Failed);
     assert_eq!(r.tasks["clean"].output, Some(json!(["x", "y"])));
 }
+
+#[test]
+fn a_cancel_ends_the_mapped_task_cancelled_and_collected_outputs_are_bounded() {
+    let mut e = engine(10);
+    submit(&mut e, list_map_reduce(json!(["a", "b"])));
+    echo(&mut e);
+    dispatched(&mut e);
+    e.cancel("lmr", Utc::now()).expect("running");
+    let (_, out) = e.take_batch();
+    let r = super::tests::final_report_in(&out);
+    assert_eq!(r.tasks["resize"].state, TaskState::Cancelled, "{r:?}");
+    assert_eq!(r.tasks["resize[1]"].state, TaskState::Cancelled);
+
+    // Outputs of 2 × 60 bytes do not fit a 100-byte input.
+    let mut c = config(10);
+    c.bounds.max_task_input_bytes = 100;
+    let mut e = Engine::new(c, Arc::default());
+    submit(&mut e, list_map_reduce(json!(["a", "b"])));
+    echo(&mut e);
+    for m in dispatched(&mut e) {
+        e.on_result(result(&m, true, false, json!("x".repeat(60))), Utc::now())
+            .unwrap();
+    }
+    let r = final_report(&mut e);
+    assert_eq!(r.status, WorkflowStatus::Failed);
+    let error = r.tasks["resize"].error.clone().unwrap();
+    assert!(
+        error.message.contains("WARREN_MAX_TASK_INPUT_BYTES"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_restore_after_the_map_ended_keeps_its_instances() {
+    let body = list_map_reduce(json!(["a", "b"]));
+    let mut e = engine(10);
+    submit(&mut e, body.clone());
+    let mut ops = Vec::new();
+    for _ in 0..2 {
+        e.dispatch(Utc::now());
+        let (more, out) = e.take_batch();
+        ops.extend(more);
+        for (_, m) in out
+            .iter()
+            .filter(|(_, m)| m.kind == crate::batch::OutKind::Task)
+        {
+            let m: TaskMessage = serde_json::from_slice(&m.body).unwrap();
+            e.on_result(result(&m, true, false, m.input.clone()), Utc::now())
+                .unwrap();
+        }
+    }
+    // reduce is ready now; the map has ended.
+    let (more, _) = e.take_batch();
+    ops.extend(more);
+    let rows: Vec<TaskRow> = ops
+        .into_iter()
+        .filter_map(|op| match op {
+            Op::Task(row) => Some(row),
+            _ => None,
+        })
+        .collect();
+    let mut restored = engine(10);
+    restored
+        .restore(RunningWorkflow {
+            id: "lmr".into(),
+            seq: 1,
+            definition: serde_json::to_vec(&body).unwrap(),
+            created_at: Utc::now(),
+            tasks: rows,
+            replies: Vec::new(),
+        })
+        .unwrap();
+    let report = restored.report("lmr").expect("running");
+    assert_eq!(report.tasks["resize"].state, TaskState::Succeeded);
+    assert_eq!(
+        report.tasks["resize[1]"].state,
+        TaskState::Succeeded,
+        "{report:?}"
+    );
+    assert_eq!(ids(&echo(&mut restored)), ["reduce"]);
+    assert_eq!(
+        final_report(&mut restored).status,
+        WorkflowStatus::Succeeded
+    );
+}

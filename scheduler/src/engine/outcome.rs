@@ -190,7 +190,8 @@ impl Engine {
                 TaskState::Pending
                 | TaskState::Ready
                 | TaskState::Retrying
-                | TaskState::Delayed => {}
+                | TaskState::Delayed
+                | TaskState::Mapped => {}
                 _ => continue,
             }
             let t = &mut wf.tasks[j];

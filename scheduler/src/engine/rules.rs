@@ -135,10 +135,13 @@ pub(super) fn fail_for_good(
 }
 
 /// With `on_failure: handled`: every task that failed has a direct
-/// dependent with `run_if: any_failed` that succeeded.
+/// dependent with `run_if: any_failed` that succeeded (a failed instance
+/// of a mapped task is handled with its mapped task, which failed with
+/// it).
 pub(super) fn failures_handled(wf: &Workflow) -> bool {
     (0..wf.tasks.len())
         .filter(|&i| wf.tasks[i].state == TaskState::Failed)
+        .filter(|&i| !wf.instances.contains_key(&(i as u32)))
         .all(|i| {
             wf.dependents[i].iter().any(|&d| {
                 wf.specs[d as usize].run_if == RunIf::AnyFailed
@@ -154,7 +157,7 @@ impl Engine {
     /// this leaves with no dependency waiting, in one pass, and makes
     /// ready those that run.
     pub(super) fn settle(&mut self, id: &Arc<str>, ended: Vec<u32>, decide_now: Vec<u32>) {
-        let max_width = self.bounds.max_map_width;
+        let max_output = self.bounds.max_task_input_bytes;
         let Some(wf) = self.workflows.get_mut(id) else {
             return;
         };
@@ -170,7 +173,8 @@ impl Engine {
                 }
                 match decide(wf, d) {
                     Decision::Run if wf.specs[d].map.is_some() => {
-                        match map::expand(wf, d as u32, max_width, &mut self.ops, &self.counters) {
+                        match map::expand(wf, d as u32, &self.bounds, &mut self.ops, &self.counters)
+                        {
                             Expansion::Instances(added) => {
                                 held_tasks += added.len();
                                 run.extend(added);
@@ -195,7 +199,8 @@ impl Engine {
             let Some(i) = ended.pop_front() else {
                 break;
             };
-            let (more, bytes) = map::instance_ended(wf, i, &mut self.ops, &self.counters);
+            let (more, bytes) =
+                map::instance_ended(wf, i, max_output, &mut self.ops, &self.counters);
             held_bytes += bytes;
             ended.extend(more);
             for k in 0..wf.dependents[i as usize].len() {

@@ -414,6 +414,15 @@ fn check(
                 Some(&t.id),
                 format!("task id `{}` must be 1 to {MAX_ID_LEN} characters of letters, digits, `_` or `-`", t.id),
             ));
+        } else if matches!(t.id.as_str(), "item" | "index") {
+            errors.push(problem(
+                "invalid_task_id",
+                Some(&t.id),
+                format!(
+                    "task id `{}` is reserved: `${{{}}}` is a mapped task's element or position",
+                    t.id, t.id
+                ),
+            ));
         }
         if index.insert(&t.id, i as u32).is_some() {
             errors.push(problem(

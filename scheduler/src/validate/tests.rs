@@ -389,3 +389,14 @@ fn maps_are_checked() {
         &[("invalid_condition", "before any instance")],
     );
 }
+
+#[test]
+fn item_and_index_are_reserved_task_ids() {
+    check(
+        json!({"tasks": [{"id": "item", "type": "echo"}, {"id": "index", "type": "echo"}]}),
+        &[
+            ("invalid_task_id", "reserved"),
+            ("invalid_task_id", "reserved"),
+        ],
+    );
+}
