@@ -262,3 +262,152 @@ async fn schedules_api_pages_the_stored_schedules() {
     scheduler.stop().await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_list_filters_by_name_time_and_id_prefix() {
+    let mut env = Env::new().await;
+    let (scheduler, _gate, addr) = env.with_http("w1").await;
+    for (id, name) in [
+        ("f-alpha-1", "nightly report"),
+        ("f-alpha-2", "weekly report"),
+        ("f-beta-1", "50%_off"),
+        ("f-beta-2", "backup"),
+    ] {
+        let report = env
+            .client
+            .submit_and_wait(
+                json!({"id": id, "name": name, "tasks": [{"id": "a", "type": "echo"}]}),
+                DEADLINE,
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.status, WorkflowStatus::Succeeded);
+        // Creation times apart, so that a range can tell them apart.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let list = |path: String| async move {
+        let (code, _, body) = http_get(addr, &path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        page["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["workflow_id"].as_str().unwrap().to_owned(),
+                    w["created_at"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let ids = |page: Vec<(String, String)>| page.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    let all = list("/api/workflows".into()).await;
+    assert_eq!(
+        ids(all.clone()),
+        ["f-beta-2", "f-beta-1", "f-alpha-2", "f-alpha-1"],
+        "newest first"
+    );
+    let created = |id: &str| all.iter().find(|(w, _)| w == id).unwrap().1.clone();
+
+    // By name: a substring, `%` and `_` plain characters.
+    assert_eq!(
+        ids(list("/api/workflows?name=report".into()).await),
+        ["f-alpha-2", "f-alpha-1"]
+    );
+    assert_eq!(
+        ids(list("/api/workflows?name=%25_".into()).await),
+        ["f-beta-1"]
+    );
+    assert_eq!(
+        ids(list("/api/workflows?name=Report".into()).await),
+        Vec::<String>::new(),
+        "case-sensitive"
+    );
+    // By id prefix, with the other filters.
+    assert_eq!(
+        ids(list("/api/workflows?id_prefix=f-beta".into()).await),
+        ["f-beta-2", "f-beta-1"]
+    );
+    assert_eq!(
+        ids(list("/api/workflows?id_prefix=f-alpha-1".into()).await),
+        ["f-alpha-1"]
+    );
+    assert_eq!(
+        ids(list("/api/workflows?id_prefix=f-&name=report&status=succeeded&limit=1".into()).await),
+        ["f-alpha-2"]
+    );
+    assert_eq!(
+        ids(list("/api/workflows?id_prefix=f-%25".into()).await),
+        Vec::<String>::new()
+    );
+    // By creation time: `from` inclusive, `to` exclusive.
+    let (b1, a2) = (created("f-beta-1"), created("f-alpha-2"));
+    assert_eq!(
+        ids(list(format!("/api/workflows?from={a2}&to={b1}")).await),
+        ["f-alpha-2"]
+    );
+    assert_eq!(
+        ids(list(format!("/api/workflows?from={b1}")).await),
+        ["f-beta-2", "f-beta-1"]
+    );
+    assert_eq!(
+        ids(list(format!("/api/workflows?to={a2}")).await),
+        ["f-alpha-1"]
+    );
+    // The same instant at another offset.
+    let shifted = chrono::DateTime::parse_from_rfc3339(&b1)
+        .unwrap()
+        .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+        .replace('+', "%2B");
+    assert_eq!(
+        ids(list(format!("/api/workflows?from={shifted}")).await),
+        ["f-beta-2", "f-beta-1"]
+    );
+    assert_eq!(
+        ids(list("/api/workflows?limit=1000&from=&name=".into()).await).len(),
+        4,
+        "empty filters are none"
+    );
+
+    // Bad values: 400, with the reason.
+    for bad in [
+        "/api/workflows?limit=1001".to_owned(),
+        "/api/workflows?limit=-1".to_owned(),
+        "/api/workflows?status=lost".to_owned(),
+        "/api/workflows?from=yesterday".to_owned(),
+        "/api/workflows?to=2024-13-01T00:00:00Z".to_owned(),
+        "/api/workflows?from=2024-05-01".to_owned(),
+        format!("/api/workflows?from={b1}&to={a2}"),
+        format!(
+            "/api/workflows?from=2024-05-01T00:00:00.{}Z",
+            "1".repeat(40)
+        ),
+        format!("/api/workflows?name={}", "n".repeat(257)),
+        format!("/api/workflows?id_prefix={}", "i".repeat(129)),
+        "/api/workflows?nmae=report".to_owned(),
+    ] {
+        let (code, ty, body) = http_get(addr, &bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(ty.starts_with("application/json"), "{bad}: {ty}");
+        assert!(
+            serde_json::from_str::<Value>(&body).unwrap()["error"].is_string(),
+            "{bad}: {body}"
+        );
+    }
+    // At the bounds: fine.
+    let (code, _, body) = http_get(
+        addr,
+        &format!(
+            "/api/workflows?name={}&id_prefix={}",
+            "n".repeat(256),
+            "i".repeat(128)
+        ),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+
+    scheduler.stop().await;
+    env.finish().await;
+}

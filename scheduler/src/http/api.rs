@@ -2,7 +2,12 @@
 //! workflow's report, one task, the worker registry, what is paused, the
 //! schedules; and the one action, cancelling a workflow.
 
-use super::{ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
+use super::{
+    ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources,
+    auth::Granted,
+    error,
+    filter::{MAX_ID_PREFIX, MAX_NAME_FILTER, WorkflowFilter},
+};
 use crate::schedule::MAX_LIST;
 use crate::{
     batch::{Known, RunningWorkflow},
@@ -15,10 +20,14 @@ use crate::{
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{self, Path, State, rejection::BytesRejection},
+    extract::{
+        self, Path, State,
+        rejection::{BytesRejection, QueryRejection},
+    },
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use warren_shared::wire::{
@@ -50,9 +59,17 @@ pub(super) async fn healthz(State(s): State<Sources>) -> Response {
         .into_response()
 }
 
+/// Most workflows one list answers (`limit`).
+pub const MAX_LIST_LIMIT: u32 = 1_000;
+
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ListParams {
     status: Option<String>,
+    name: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    id_prefix: Option<String>,
     limit: Option<u32>,
     offset: Option<u32>,
 }
@@ -64,31 +81,92 @@ struct ListPage {
     offset: u32,
 }
 
+/// An RFC 3339 time of the list's `from` or `to`, or why not.
+fn list_time(which: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, String> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    // The longest RFC 3339 time: nanoseconds and an offset.
+    const MAX_TIME: usize = "2024-01-01T00:00:00.123456789+00:00".len();
+    if v.len() > MAX_TIME {
+        return Err(format!(
+            "{which} is {} bytes; an RFC 3339 time is at most {MAX_TIME}",
+            v.len()
+        ));
+    }
+    DateTime::parse_from_rfc3339(&v)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| format!("{which} must be an RFC 3339 time (2024-05-01T12:00:00Z): {e}"))
+}
+
+/// A text filter of the list, at most `max` characters, or why not.
+fn list_text(which: &str, value: Option<String>, max: usize) -> Result<Option<String>, String> {
+    match value.filter(|v| !v.is_empty()) {
+        Some(v) if v.chars().count() > max => Err(format!(
+            "{which} is {} characters; at most {max}",
+            v.chars().count()
+        )),
+        v => Ok(v),
+    }
+}
+
+/// The list's filters, checked: every one bounded; else why not (a 400).
+fn list_filter(p: ListParams) -> Result<WorkflowFilter, String> {
+    let status = p.status.filter(|s| !s.is_empty());
+    if let Some(st) = &status
+        && WorkflowStatus::parse(st).is_none_or(|st| st == WorkflowStatus::NotFound)
+    {
+        return Err(
+            "status must be scheduled, running, succeeded, failed, rejected or cancelled".into(),
+        );
+    }
+    let filter = WorkflowFilter {
+        status,
+        name: list_text("name", p.name, MAX_NAME_FILTER)?,
+        from: list_time("from", p.from)?,
+        to: list_time("to", p.to)?,
+        id_prefix: list_text("id_prefix", p.id_prefix, MAX_ID_PREFIX)?,
+    };
+    if let (Some(from), Some(to)) = (filter.from, filter.to)
+        && from > to
+    {
+        return Err("from is after to".into());
+    }
+    Ok(filter)
+}
+
+/// `GET /api/workflows?status=&name=&from=&to=&id_prefix=&limit=&offset=`:
+/// workflows newest first, of one status, whose name contains `name`,
+/// created in `[from, to)`, whose id starts with `id_prefix`.
 pub(super) async fn list(
     State(s): State<Sources>,
-    extract::Query(p): extract::Query<ListParams>,
+    params: Result<extract::Query<ListParams>, QueryRejection>,
 ) -> Response {
+    let p = match params {
+        Ok(extract::Query(p)) => p,
+        Err(rejected) => return error(StatusCode::BAD_REQUEST, rejected.body_text()),
+    };
     let limit = p.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return error(StatusCode::BAD_REQUEST, "limit must be 1 to 500");
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1 to {MAX_LIST_LIMIT}"),
+        );
     }
     let offset = p.offset.unwrap_or(0);
     if offset > MAX_LIST_OFFSET {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("offset must be at most {MAX_LIST_OFFSET}; filter by status to go further"),
+            format!(
+                "offset must be at most {MAX_LIST_OFFSET}; filter by status or time to go further"
+            ),
         );
     }
-    let status = p.status.filter(|s| !s.is_empty());
-    if let Some(st) = &status
-        && WorkflowStatus::parse(st).is_none_or(|st| st == WorkflowStatus::NotFound)
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "status must be scheduled, running, succeeded, failed, rejected or cancelled",
-        );
-    }
-    let found = s.store.list_workflows(status, limit, offset).await;
+    let filter = match list_filter(p) {
+        Ok(f) => f,
+        Err(bad) => return error(StatusCode::BAD_REQUEST, bad),
+    };
+    let found = s.store.list_workflows(filter, limit, offset).await;
     match found {
         Ok(workflows) => Json(ListPage {
             workflows,

@@ -291,16 +291,19 @@ impl Store {
         }
     }
 
-    /// Workflows, newest first, optionally of one status only.
+    /// Workflows, newest first, that `filter` keeps (an `Option<String>`
+    /// is a status alone): each filter a bound parameter of the query,
+    /// its values checked by the caller (the HTTP endpoint bounds them).
     pub async fn list_workflows(
         &self,
-        status: Option<String>,
+        filter: impl Into<crate::http::WorkflowFilter>,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<WorkflowSummary>, StoreError> {
+        let filter = filter.into();
         match self {
-            Store::Sqlite(s) => s.list_workflows(status, limit, offset).await,
-            Store::Postgres(p) => p.list_workflows(status.as_deref(), limit, offset).await,
+            Store::Sqlite(s) => s.list_workflows(filter, limit, offset).await,
+            Store::Postgres(p) => p.list_workflows(&filter, limit, offset).await,
         }
     }
 

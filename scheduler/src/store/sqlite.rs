@@ -206,14 +206,14 @@ impl SqliteStore {
         self.call(move |db| db.lookup(&ids)).await?
     }
 
-    /// Workflows, newest first, optionally of one status only.
+    /// Workflows, newest first, that `filter` keeps.
     pub async fn list_workflows(
         &self,
-        status: Option<String>,
+        filter: crate::http::WorkflowFilter,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<WorkflowSummary>, StoreError> {
-        self.call(move |db| db.list_workflows(status.as_deref(), limit, offset))
+        self.call(move |db| db.list_workflows(&filter, limit, offset))
             .await?
     }
 
@@ -586,34 +586,58 @@ impl Db {
             .collect()
     }
 
-    /// Workflows, newest first, optionally of one status only.
+    /// Workflows, newest first, that `filter` keeps: every filter a bound
+    /// parameter (`instr` and `substr`, so that `%` and `_` are plain
+    /// characters); times compared as the stored text, which `ts` writes
+    /// in one fixed-width form.
     fn list_workflows(
         &self,
-        status: Option<&str>,
+        filter: &crate::http::WorkflowFilter,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<WorkflowSummary>, StoreError> {
         // Two statements, so that each uses its index.
-        let mut stmt = self.conn.prepare_cached(if status.is_some() {
+        let mut stmt = self.conn.prepare_cached(if filter.status.is_some() {
             "SELECT id, name, status, priority, created_at, finished_at,
                     CASE WHEN status = 'scheduled' THEN report END FROM workflows
-             WHERE status = ?1 ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+             WHERE status = ?1
+               AND (?4 IS NULL OR instr(name, ?4) > 0)
+               AND (?5 IS NULL OR created_at >= ?5)
+               AND (?6 IS NULL OR created_at < ?6)
+               AND (?7 IS NULL OR substr(id, 1, length(?7)) = ?7)
+             ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
         } else {
             "SELECT id, name, status, priority, created_at, finished_at,
                     CASE WHEN status = 'scheduled' THEN report END FROM workflows
-             WHERE ?1 IS NULL ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+             WHERE ?1 IS NULL
+               AND (?4 IS NULL OR instr(name, ?4) > 0)
+               AND (?5 IS NULL OR created_at >= ?5)
+               AND (?6 IS NULL OR created_at < ?6)
+               AND (?7 IS NULL OR substr(id, 1, length(?7)) = ?7)
+             ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
         })?;
-        let rows = stmt.query_map(rusqlite::params![status, limit, offset], |r| {
-            Ok(SummaryRecord::<String> {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                status: r.get(2)?,
-                priority: r.get(3)?,
-                created_at: r.get(4)?,
-                finished_at: r.get(5)?,
-                scheduled_report: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            rusqlite::params![
+                filter.status,
+                limit,
+                offset,
+                filter.name,
+                filter.from.as_ref().map(super::rows::ts),
+                filter.to.as_ref().map(super::rows::ts),
+                filter.id_prefix,
+            ],
+            |r| {
+                Ok(SummaryRecord::<String> {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    status: r.get(2)?,
+                    priority: r.get(3)?,
+                    created_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    scheduled_report: r.get(6)?,
+                })
+            },
+        )?;
         rows.map(|r| r.map(SummaryRecord::decode))
             .collect::<Result<_, _>>()
             .map_err(StoreError::from)
