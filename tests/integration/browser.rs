@@ -21,7 +21,7 @@ use warren_scheduler::{
     Metrics, SchedulerConfig,
     http::{Access, Tokens},
 };
-use warren_shared::wire::{ControlKind, WorkflowStatus};
+use warren_shared::wire::{ControlKind, TaskState, WorkflowStatus};
 use warren_worker::Registry;
 
 /// Chromium's flags for a closed network and a throwaway profile. For a
@@ -593,6 +593,219 @@ async fn with_tokens_the_page_asks_for_one_and_admins_cancel() {
         .wait_for("the token form", "!!document.getElementById('token-form')")
         .await;
     drop(browser);
+    scheduler.stop().await;
+    env.finish().await;
+}
+
+/// Evaluates `js` in the tab, which must answer `true`.
+async fn holds(tab: &mut Tab, what: &str, js: &str) {
+    let got = tab.eval(js).await;
+    let page = tab.eval("document.body.innerText").await;
+    assert_eq!(
+        got,
+        Some(Value::Bool(true)),
+        "{what}; the page says {page:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_collapses_a_mapped_task_and_shows_a_task_in_its_panel() {
+    let mut env = Env::new().await;
+    let (scheduler, _gate, addr) = env.with_http("w").await;
+    // Eight instances; the last one's `fail` refuses for good.
+    let report = env
+        .client
+        .submit_and_wait(
+            json!({"id": "page-map", "input": {"items": [0, 0, 0, 0, 0, 0, 0, 9]}, "tasks": [
+                {"id": "list", "type": "echo", "input": "${workflow.input.items}"},
+                {"id": "resize", "type": "fail", "depends_on": ["list"], "map": "${list.output}",
+                 "input": {"times": "${item}", "retryable": false,
+                           "message": "cannot resize item ${index}"}},
+                {"id": "reduce", "type": "echo", "depends_on": ["resize"]}
+            ]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Failed, "{report:?}");
+    assert_eq!(report.tasks["resize[7]"].state, TaskState::Failed);
+
+    let browser = Browser::start().await;
+    let mut tab = browser
+        .tab(&format!("http://{addr}/workflows/page-map"))
+        .await;
+    tab.wait_for(
+        "the mapped task's node",
+        "!!document.querySelector('g.node[data-task=\"resize\"]')",
+    )
+    .await;
+    // One node for the mapped task and its instances, with their counts.
+    holds(
+        &mut tab,
+        "three nodes, the instances collapsed",
+        "[...document.querySelectorAll('g.node')].map(g => g.dataset.task).sort().join() \
+         === 'list,reduce,resize'",
+    )
+    .await;
+    let label = tab
+        .eval("document.querySelector('g.node[data-task=\"resize\"] text').textContent + ' ' + document.querySelector('g.node[data-task=\"resize\"] text.info').textContent")
+        .await
+        .unwrap();
+    let label = label.as_str().unwrap();
+    assert!(label.contains("×8:") && label.contains("1 ✗"), "{label}");
+    holds(
+        &mut tab,
+        "eight instances counted",
+        "document.querySelector('g.node[data-task=\"resize\"]').dataset.instances === '8'",
+    )
+    .await;
+    // A skipped task says why.
+    holds(
+        &mut tab,
+        "reduce skipped, with its reason",
+        "document.querySelector('g.node[data-task=\"reduce\"]').dataset.state === 'skipped' \
+         && document.querySelector('g.node[data-task=\"reduce\"] text.info').textContent \
+            .includes('workflow failed')",
+    )
+    .await;
+    // Expanded: the instances are listed.
+    let click = "document.querySelector('g.toggle[data-group=\"resize\"]')\
+                 .dispatchEvent(new MouseEvent('click', {bubbles: true})); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "the instances listed",
+        "document.querySelectorAll('.instances[data-group=\"resize\"] tr[data-task]').length === 8",
+    )
+    .await;
+    // The failed one, clicked: its error in the panel.
+    let click = "document.querySelector('.instances tr[data-state=\"failed\"]').click(); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "the failed instance in the panel",
+        "document.getElementById('panel-task')?.textContent === 'resize[7]' \
+         && document.getElementById('panel-error')?.textContent.includes('cannot resize item 7')",
+    )
+    .await;
+    holds(
+        &mut tab,
+        "its state and worker",
+        "document.getElementById('panel').dataset.state === 'failed' \
+         && document.getElementById('panel').innerText.includes('w')",
+    )
+    .await;
+    // The skipped task's panel: the reason and its dependencies.
+    let click = "document.querySelector('g.node[data-task=\"reduce\"] rect')\
+                 .dispatchEvent(new MouseEvent('click', {bubbles: true})); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "reduce in the panel",
+        "document.getElementById('panel-task')?.textContent === 'reduce' \
+         && document.getElementById('panel-skip')?.textContent.startsWith('workflow_failed') \
+         && document.getElementById('panel-deps')?.textContent === 'resize'",
+    )
+    .await;
+    // And a task's output, pretty.
+    let click = "document.querySelector('g.node[data-task=\"list\"] rect')\
+                 .dispatchEvent(new MouseEvent('click', {bubbles: true})); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "list's output in the panel",
+        "document.getElementById('panel-output')?.textContent === JSON.stringify([0,0,0,0,0,0,0,9], null, 2)",
+    )
+    .await;
+    // No Re-run button: its slot is hidden until the request exists.
+    holds(
+        &mut tab,
+        "the Re-run slot hidden",
+        "document.getElementById('rerun-slot').hidden \
+         && document.getElementById('rerun-slot').childElementCount === 0",
+    )
+    .await;
+    drop(browser);
+    scheduler.stop().await;
+    env.finish().await;
+}
+
+/// A workflow of `layers` × `width` echo tasks, each depending on two of
+/// the layer before.
+fn layered(id: &str, layers: usize, width: usize) -> Value {
+    let mut tasks = Vec::new();
+    for l in 0..layers {
+        for i in 0..width {
+            let mut t = json!({"id": format!("l{l}-{i}"), "type": "echo"});
+            if l > 0 {
+                t["depends_on"] = json!([
+                    format!("l{}-{i}", l - 1),
+                    format!("l{}-{}", l - 1, (i + 1) % width)
+                ]);
+            }
+            tasks.push(t);
+        }
+    }
+    json!({"id": id, "name": "layers", "tasks": tasks})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_draws_a_thousand_task_dag_in_layers() {
+    let mut env = Env::new().await;
+    let (scheduler, _gate, addr) = env.with_http("w").await;
+    let report = env
+        .client
+        .submit_and_wait(layered("page-1000", 10, 100), DEADLINE * 4)
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded);
+    assert_eq!(report.tasks.len(), 1000);
+
+    let browser = Browser::start().await;
+    let mut tab = browser
+        .tab(&format!("http://{addr}/workflows/page-1000"))
+        .await;
+    tab.wait_for(
+        "the DAG drawn",
+        "document.querySelectorAll('g.node').length === 1000",
+    )
+    .await;
+    holds(
+        &mut tab,
+        "1,800 edges, ten layers",
+        "document.querySelectorAll('path.edge').length === 1800 \
+         && new Set([...document.querySelectorAll('g.node')].map(g => g.transform.baseVal[0].matrix.e)).size === 10",
+    )
+    .await;
+    // Drawn in well under a second (a frozen page would not be).
+    let ms = tab
+        .eval("Number(document.body.dataset.renderMs)")
+        .await
+        .unwrap();
+    assert!(ms.as_f64().unwrap() < 1000.0, "drawn in {ms} ms");
+    // A click still answers at once.
+    let click = "document.querySelector('g.node[data-task=\"l9-42\"] rect')\
+                 .dispatchEvent(new MouseEvent('click', {bubbles: true})); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "l9-42 in the panel",
+        "document.getElementById('panel-deps')?.textContent === 'l8-42, l8-43'",
+    )
+    .await;
+    drop(browser);
+    if let Ok(path) = std::env::var("WARREN_SCREENSHOT_DAG") {
+        let url = format!("http://{addr}/workflows/page-1000");
+        tokio::task::spawn_blocking(move || {
+            let profile = tempfile::tempdir().unwrap();
+            let ok = chromium(profile.path())
+                .arg(SETTLE)
+                .arg("--window-size=2640,2760")
+                .arg(format!("--screenshot={path}"))
+                .arg(url)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "screenshot");
+        })
+        .await
+        .unwrap();
+    }
     scheduler.stop().await;
     env.finish().await;
 }
