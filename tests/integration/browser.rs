@@ -722,6 +722,16 @@ async fn the_page_collapses_a_mapped_task_and_shows_a_task_in_its_panel() {
     )
     .await;
     drop(browser);
+    // The list's search: a prefix lists the matches, the filters kept in
+    // the form.
+    let list = rendered(addr, "/?status=failed&id=page-m").await;
+    assert!(
+        list.contains("data-workflow=\"page-map\" data-status=\"failed\""),
+        "{list}"
+    );
+    assert!(list.contains("id=\"f-id\""), "{list}");
+    let none = rendered(addr, "/?status=succeeded&id=page-m").await;
+    assert!(none.contains("No workflow matches."), "{none}");
     scheduler.stop().await;
     env.finish().await;
 }
