@@ -2,13 +2,9 @@
 //! workflow's report, one task, the worker registry, what is paused, the
 //! schedules; and the one action, cancelling a workflow.
 
-use super::{
-    ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources,
-    auth::Granted,
-    error,
-    filter::{MAX_ID_PREFIX, MAX_NAME_FILTER, WorkflowFilter},
-};
+use super::{ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
 use crate::schedule::MAX_LIST;
+use crate::store::filter::{MAX_ID_PREFIX, MAX_NAME_FILTER, WorkflowFilter};
 use crate::{
     batch::{Known, RunningWorkflow},
     engine::schedules::info,

@@ -14,7 +14,7 @@
 //! - `GET /api/workflows?status=S&name=N&from=T&to=T&id_prefix=P&limit=N&offset=K`:
 //!   recent workflows, newest first, narrowed by status, a substring of
 //!   the name, the creation time (`from` inclusive, `to` exclusive, RFC
-//!   3339) and an id prefix ([`WorkflowFilter`]; names and prefixes
+//!   3339) and an id prefix ([`crate::store::filter::WorkflowFilter`]; names and prefixes
 //!   bounded as names and ids are; limit 1..=1000, default 50; offset at
 //!   most 100,000; 400 on a bad or unknown parameter).
 //! - `GET /api/workflows/{id}`: a workflow's report (running workflows
@@ -39,13 +39,11 @@
 
 mod api;
 pub mod auth;
-pub mod filter;
 pub mod hosts;
 mod prometheus;
 mod server;
 
 pub use auth::{Scope, Tokens};
-pub use filter::WorkflowFilter;
 pub use hosts::Hosts;
 pub use prometheus::render;
 

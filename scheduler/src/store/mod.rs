@@ -5,6 +5,7 @@
 //! change of a batch, and the outbox messages they cause, commit together
 //! or not at all.
 
+pub mod filter;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -296,7 +297,7 @@ impl Store {
     /// its values checked by the caller (the HTTP endpoint bounds them).
     pub async fn list_workflows(
         &self,
-        filter: impl Into<crate::http::WorkflowFilter>,
+        filter: impl Into<crate::store::filter::WorkflowFilter>,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<WorkflowSummary>, StoreError> {

@@ -209,7 +209,7 @@ impl SqliteStore {
     /// Workflows, newest first, that `filter` keeps.
     pub async fn list_workflows(
         &self,
-        filter: crate::http::WorkflowFilter,
+        filter: crate::store::filter::WorkflowFilter,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<WorkflowSummary>, StoreError> {
@@ -592,7 +592,7 @@ impl Db {
     /// in one fixed-width form.
     fn list_workflows(
         &self,
-        filter: &crate::http::WorkflowFilter,
+        filter: &crate::store::filter::WorkflowFilter,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<WorkflowSummary>, StoreError> {

@@ -261,7 +261,7 @@ impl PgStore {
     /// characters).
     pub async fn list_workflows(
         &self,
-        filter: &crate::http::WorkflowFilter,
+        filter: &crate::store::filter::WorkflowFilter,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<WorkflowSummary>, StoreError> {

@@ -1,6 +1,6 @@
-//! What the workflow list (`GET /api/workflows`) is narrowed to: checked
-//! here, at the endpoint, and handed to the store's `list_workflows`,
-//! which applies each filter as a bound SQL parameter.
+//! What a list of workflows is narrowed to (`Store::list_workflows`, which
+//! applies each filter as a bound SQL parameter; the status API's
+//! `GET /api/workflows` checks what the wire gives before building one).
 
 use chrono::{DateTime, Utc};
 
