@@ -2,9 +2,10 @@
 //! value that is not an array or too wide, a failed instance, and a
 //! restore in the middle of a map.
 
-use super::tests::{config, dispatched, engine, final_report, result, submit};
+use super::tests::{
+    config, dispatched, engine, final_report, restore_from, result, stored_rows, submit,
+};
 use super::*;
-use crate::batch::{RunningWorkflow, TaskRow};
 use serde_json::{Value, json};
 use warren_shared::wire::TaskMessage;
 
@@ -154,24 +155,10 @@ fn a_restore_in_the_middle_of_a_map_runs_what_is_left() {
     e.on_result(result(&instances[1], true, false, json!("B")), Utc::now())
         .unwrap();
     step(&mut e);
-    let mut rows: std::collections::HashMap<String, TaskRow> = Default::default();
-    for op in ops {
-        if let Op::Task(row) = op {
-            rows.insert(row.task_id.clone(), row);
-        }
-    }
+    let rows = stored_rows(ops);
     assert_eq!(rows["resize"].state, TaskState::Mapped);
     let mut restored = keyed();
-    restored
-        .restore(RunningWorkflow {
-            id: "lmr".into(),
-            seq: 1,
-            definition: serde_json::to_vec(&body).unwrap(),
-            created_at: Utc::now(),
-            tasks: rows.into_values().collect(),
-            replies: Vec::new(),
-        })
-        .unwrap();
+    restore_from(&mut restored, "lmr", &body, rows);
     // resize[0] and resize[2] were running: their leases stand; their
     // results are taken.
     for m in instances.iter().filter(|m| m.task_id != "resize[1]") {
@@ -262,24 +249,9 @@ fn a_restore_after_the_map_ended_keeps_its_instances() {
     // reduce is ready now; the map has ended.
     let (more, _) = e.take_batch();
     ops.extend(more);
-    let rows: Vec<TaskRow> = ops
-        .into_iter()
-        .filter_map(|op| match op {
-            Op::Task(row) => Some(row),
-            _ => None,
-        })
-        .collect();
+    let rows = stored_rows(ops);
     let mut restored = engine(10);
-    restored
-        .restore(RunningWorkflow {
-            id: "lmr".into(),
-            seq: 1,
-            definition: serde_json::to_vec(&body).unwrap(),
-            created_at: Utc::now(),
-            tasks: rows,
-            replies: Vec::new(),
-        })
-        .unwrap();
+    restore_from(&mut restored, "lmr", &body, rows);
     let report = restored.report("lmr").expect("running");
     assert_eq!(report.tasks["resize"].state, TaskState::Succeeded);
     assert_eq!(

@@ -2,9 +2,8 @@
 //! skipped and why, what a failure stops and what it lets run, how a
 //! workflow with handled failures ends, and the same after a restore.
 
-use super::tests::{dispatched, engine, final_report, result, submit};
+use super::tests::{dispatched, engine, final_report, restore_from, result, stored_rows, submit};
 use super::*;
-use crate::batch::{RunningWorkflow, TaskRow};
 use serde_json::{Value, json};
 use warren_shared::wire::{SkipReason, TaskMessage, WorkflowReport};
 
@@ -177,24 +176,10 @@ fn a_restored_workflow_keeps_its_reasons_and_runs_its_compensation() {
     let (more, _) = e.take_batch();
     ops.extend(more);
     // The store's rows after that batch: a failed, b skipped, fix ready.
-    let mut rows: std::collections::HashMap<String, TaskRow> = Default::default();
-    for op in ops {
-        if let Op::Task(row) = op {
-            rows.insert(row.task_id.clone(), row);
-        }
-    }
+    let rows = stored_rows(ops);
     assert_eq!(rows["b"].skip_reason, Some(SkipReason::WorkflowFailed));
     let mut restored = engine(10);
-    restored
-        .restore(RunningWorkflow {
-            id: "r".into(),
-            seq: 1,
-            definition: serde_json::to_vec(&body).unwrap(),
-            created_at: Utc::now(),
-            tasks: rows.into_values().collect(),
-            replies: Vec::new(),
-        })
-        .unwrap();
+    restore_from(&mut restored, "r", &body, rows);
     let fix = dispatched(&mut restored);
     assert_eq!(ids(&fix), ["fix"]);
     restored

@@ -65,6 +65,37 @@ pub(super) fn final_report(e: &mut Engine) -> WorkflowReport {
     final_report_in(&out)
 }
 
+/// The task rows a store would hold after `ops` (the last of each task
+/// wins), by task id.
+pub(super) fn stored_rows(ops: Vec<Op>) -> HashMap<String, crate::batch::TaskRow> {
+    let mut rows = HashMap::new();
+    for op in ops {
+        if let Op::Task(row) = op {
+            rows.insert(row.task_id.clone(), row);
+        }
+    }
+    rows
+}
+
+/// Restores workflow `id` of request `body` into `e` from `rows`, as a
+/// restarted scheduler would.
+pub(super) fn restore_from(
+    e: &mut Engine,
+    id: &str,
+    body: &Value,
+    rows: HashMap<String, crate::batch::TaskRow>,
+) {
+    e.restore(crate::batch::RunningWorkflow {
+        id: id.into(),
+        seq: 1,
+        definition: serde_json::to_vec(body).unwrap(),
+        created_at: Utc::now(),
+        tasks: rows.into_values().collect(),
+        replies: Vec::new(),
+    })
+    .unwrap();
+}
+
 /// The final event's report among a batch's messages.
 pub(super) fn final_report_in(out: &[(u64, Arc<OutMsg>)]) -> WorkflowReport {
     let ev = out
