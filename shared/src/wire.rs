@@ -812,6 +812,11 @@ pub struct WorkflowReport {
     /// naming it. Absent when none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tasks_elided: u32,
+    /// When tasks are left out (`tasks_elided`): every task of the
+    /// workflow counted by state, listed or not. Absent otherwise (count
+    /// `tasks` then).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_counts: BTreeMap<TaskState, u32>,
     /// For `rejected`: every validation problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Rejection>,
@@ -882,6 +887,7 @@ impl WorkflowReport {
             status: WorkflowStatus::NotFound,
             tasks: BTreeMap::new(),
             tasks_elided: 0,
+            task_counts: BTreeMap::new(),
             errors: Vec::new(),
             error: None,
             not_before: None,

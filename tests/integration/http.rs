@@ -411,3 +411,37 @@ async fn the_workflow_list_filters_by_name_time_and_id_prefix() {
     scheduler.stop().await;
     env.finish().await;
 }
+
+/// A running workflow larger than a report lists (the API's reports are
+/// bounded to 1,000 tasks): the report counts every task by state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_report_counts_every_task_by_state() {
+    let mut env = Env::new().await;
+    let (scheduler, gate, addr) = env.with_http("w1").await;
+    // One gated root holds 1,199 dependents pending.
+    let mut tasks = vec![json!({"id": "root", "type": "gated"})];
+    tasks.extend(
+        (0..1_199).map(|i| json!({"id": format!("t{i}"), "type": "echo", "depends_on": ["root"]})),
+    );
+    env.client
+        .submit(json!({"id": "big", "tasks": tasks}))
+        .await
+        .unwrap();
+    wait_until("the root dispatched", || {
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 1
+    })
+    .await;
+    let (code, _, body) = http_get(addr, "/api/workflows/big").await;
+    assert_eq!(code, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let listed = report["tasks"].as_object().unwrap().len() as u64;
+    let elided = report["tasks_elided"].as_u64().unwrap();
+    assert_eq!(listed + elided, 1_200, "{}", &body[..200]);
+    assert!(elided > 0);
+    assert_eq!(
+        report["task_counts"],
+        json!({"running": 1, "pending": 1_199})
+    );
+    gate.add_permits(1);
+    env.finish().await;
+}

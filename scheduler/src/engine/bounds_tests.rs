@@ -122,6 +122,9 @@ fn a_report_of_very_many_tasks_lists_what_fits_failed_first() {
     assert!(report.tasks.contains_key("zz"), "the failed task is listed");
     assert!(report.tasks_elided > 0);
     assert_eq!(report.tasks.len() + report.tasks_elided as usize, 1_001);
+    // Every task is counted, listed or not.
+    assert_eq!(report.task_counts[&TaskState::Succeeded], 1_000);
+    assert_eq!(report.task_counts[&TaskState::Failed], 1);
     let len = serde_json::to_vec(&report).unwrap().len();
     assert!(len <= 20_000, "{len}");
 }

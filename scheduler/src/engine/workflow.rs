@@ -178,6 +178,7 @@ impl Workflow {
             status,
             tasks: BTreeMap::new(),
             tasks_elided: 0,
+            task_counts: BTreeMap::new(),
             errors: if self.deadline_passed {
                 vec![Rejection {
                     code: "deadline".into(),
@@ -204,6 +205,11 @@ impl Workflow {
         // Measured: each task's entry with its output elided (the marker
         // `"output_elided":N` counted), and what the output would cost
         // instead of the marker.
+        // Every task counted by state, in case some are left out (measured
+        // with the header; dropped again if none is).
+        for t in &self.tasks {
+            *report.task_counts.entry(t.state).or_default() += 1;
+        }
         let header = json_len(&report) + r#","tasks_elided":4294967295"#.len();
         let has_output = |i: usize| self.tasks[i].output.is_some();
         let entries: Vec<TaskReport> = (0..n).map(|i| self.task_report(i, false)).collect();
@@ -239,6 +245,9 @@ impl Workflow {
             kept.push(i);
         }
         report.tasks_elided = (n - kept.len()) as u32;
+        if report.tasks_elided == 0 {
+            report.task_counts.clear();
+        }
         // Outputs, smallest first, while they fit.
         let mut by_size: Vec<usize> = kept.iter().copied().filter(|&i| has_output(i)).collect();
         by_size.sort_by_key(|&i| instead(i));
