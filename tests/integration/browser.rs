@@ -819,3 +819,34 @@ async fn the_page_draws_a_thousand_task_dag_in_layers() {
     scheduler.stop().await;
     env.finish().await;
 }
+
+/// A running workflow larger than its report lists: the page summarises
+/// every task by state (the report's `task_counts`), not only the listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_summarises_a_workflow_too_large_to_list() {
+    let mut env = Env::new().await;
+    let (scheduler, gate, addr) = env.with_http("w").await;
+    let mut tasks = vec![json!({"id": "root", "type": "gated"})];
+    tasks.extend(
+        (0..1_199).map(|i| json!({"id": format!("t{i}"), "type": "echo", "depends_on": ["root"]})),
+    );
+    env.client
+        .submit(json!({"id": "big", "tasks": tasks}))
+        .await
+        .unwrap();
+    wait_until("the root dispatched", || {
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 1
+    })
+    .await;
+    let dom = rendered(addr, "/workflows/big").await;
+    for shown in [
+        "1200 tasks: ",
+        r#"data-count="pending">1199 pending<"#,
+        r#"data-count="running">1 running<"#,
+        "the counts above are of every task",
+    ] {
+        assert!(dom.contains(shown), "`{shown}` not in the page");
+    }
+    gate.add_permits(1);
+    env.finish().await;
+}
