@@ -5,7 +5,7 @@
 //! tokens, the test drives the page as a user would (over the DevTools
 //! protocol): it gives a token, and an admin cancels the workflow.
 
-use crate::support::{DEADLINE, Env, wait_until, wait_until_async};
+use crate::support::{DEADLINE, Env, held_workflow_of_1200, wait_until, wait_until_async};
 use serde_json::{Value, json};
 use std::{
     net::SocketAddr,
@@ -826,18 +826,7 @@ async fn the_page_draws_a_thousand_task_dag_in_layers() {
 async fn the_page_summarises_a_workflow_too_large_to_list() {
     let mut env = Env::new().await;
     let (scheduler, gate, addr) = env.with_http("w").await;
-    let mut tasks = vec![json!({"id": "root", "type": "gated"})];
-    tasks.extend(
-        (0..1_199).map(|i| json!({"id": format!("t{i}"), "type": "echo", "depends_on": ["root"]})),
-    );
-    env.client
-        .submit(json!({"id": "big", "tasks": tasks}))
-        .await
-        .unwrap();
-    wait_until("the root dispatched", || {
-        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 1
-    })
-    .await;
+    held_workflow_of_1200(&env, &scheduler, "big").await;
     let dom = rendered(addr, "/workflows/big").await;
     for shown in [
         "1200 tasks: ",

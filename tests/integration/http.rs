@@ -1,7 +1,9 @@
 //! The scheduler's HTTP endpoint: health, Prometheus metrics, the status
 //! API and the web page.
 
-use crate::support::{DEADLINE, Env, http_get, wait_until, wait_until_async};
+use crate::support::{
+    DEADLINE, Env, held_workflow_of_1200, http_get, wait_until, wait_until_async,
+};
 use serde_json::{Value, json};
 use warren_scheduler::Metrics;
 use warren_shared::wire::{ControlKind, WorkflowStatus};
@@ -419,18 +421,7 @@ async fn a_bounded_report_counts_every_task_by_state() {
     let mut env = Env::new().await;
     let (scheduler, gate, addr) = env.with_http("w1").await;
     // One gated root holds 1,199 dependents pending.
-    let mut tasks = vec![json!({"id": "root", "type": "gated"})];
-    tasks.extend(
-        (0..1_199).map(|i| json!({"id": format!("t{i}"), "type": "echo", "depends_on": ["root"]})),
-    );
-    env.client
-        .submit(json!({"id": "big", "tasks": tasks}))
-        .await
-        .unwrap();
-    wait_until("the root dispatched", || {
-        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 1
-    })
-    .await;
+    held_workflow_of_1200(&env, &scheduler, "big").await;
     let (code, _, body) = http_get(addr, "/api/workflows/big").await;
     assert_eq!(code, 200, "{body}");
     let report: Value = serde_json::from_str(&body).unwrap();

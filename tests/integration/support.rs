@@ -544,6 +544,24 @@ impl Drop for Proc {
     }
 }
 
+/// Submits workflow `id` of 1,200 tasks, one `gated` root holding 1,199
+/// dependents pending (a workflow larger than a bounded report lists),
+/// and waits for the root's dispatch.
+pub async fn held_workflow_of_1200(env: &Env, scheduler: &RunningScheduler, id: &str) {
+    let mut tasks = vec![serde_json::json!({"id": "root", "type": "gated"})];
+    tasks.extend((0..1_199).map(
+        |i| serde_json::json!({"id": format!("t{i}"), "type": "echo", "depends_on": ["root"]}),
+    ));
+    env.client
+        .submit(serde_json::json!({"id": id, "tasks": tasks}))
+        .await
+        .unwrap();
+    wait_until("the root dispatched", || {
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 1
+    })
+    .await;
+}
+
 /// An observer bound to `{ns}.events` with a routing pattern.
 pub struct Events {
     conn: lapin::Connection,
