@@ -118,16 +118,17 @@ async fn an_every_second_schedule_fires_each_slot_once_across_a_killed_scheduler
     let s = env.scheduler(env.scheduler_config());
     let before = get(&env, "tick").await.schedule.unwrap().fired;
     fired_at_least(&env, "tick", before + 4).await;
-    pause_and_drain(&env, "tick").await;
+    pause_and_drain(&env, "tick", &[&s]).await;
     s.stop().await;
     let n = each_slot_once(&env, "tick", Duration::from_secs(1)).await;
     assert!(n >= 7, "only {n} firings");
     env.finish().await;
 }
 
-/// Pauses schedule `id` and waits for the workflow of its last firing to
-/// end (each takes a moment, so the earlier ones have ended too).
-async fn pause_and_drain(env: &Env, id: &str) {
+/// Pauses schedule `id` and waits for every workflow it started to end:
+/// its last firing's has (so every earlier request was taken: they share
+/// one queue), and no scheduler runs a workflow any more.
+async fn pause_and_drain(env: &Env, id: &str, schedulers: &[&RunningScheduler]) {
     let paused = env
         .client
         .schedule(ControlKind::SchedulePause, id, DEADLINE)
@@ -135,6 +136,12 @@ async fn pause_and_drain(env: &Env, id: &str) {
         .unwrap();
     let last = paused.schedule.unwrap().last_workflow_id.unwrap();
     wait_for_end(env, &last).await;
+    wait_until("every firing's workflow ended", || {
+        schedulers
+            .iter()
+            .all(|s| Metrics::get(&s.metrics.workflows_running) == 0)
+    })
+    .await;
 }
 
 /// Which of the running schedulers holds (fires) the schedules.
@@ -178,7 +185,7 @@ async fn with_three_schedulers_the_firing_one_killed_another_fires_each_slot_onc
     })
     .await;
     fired_at_least(&env, "tick3", before + 4).await;
-    pause_and_drain(&env, "tick3").await;
+    pause_and_drain(&env, "tick3", &peers.iter().collect::<Vec<_>>()).await;
     for p in peers {
         p.stop().await;
     }
