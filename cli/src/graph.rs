@@ -66,6 +66,7 @@ pub fn report_of_request(request: &WorkflowRequest) -> WorkflowReport {
                 worker: None,
                 started_at: None,
                 finished_at: None,
+                history: Vec::new(),
             },
         );
     }

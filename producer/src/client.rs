@@ -398,6 +398,34 @@ impl Client {
         self.ask(id, &body, timeout, Ask::Control).await
     }
 
+    /// Re-runs an ended workflow (`rerun`) and waits for the new run's
+    /// outcome: the tasks in `from` (none: every task that did not
+    /// succeed) and everything downstream of them run again; the others
+    /// keep their outputs. A refused rerun (the workflow still running,
+    /// an unknown task, nothing to run again, ...) comes back at once
+    /// with status `rejected` and the reason in `errors`; an unknown
+    /// workflow as `not_found`. Asking again with the same `rerun_id` is
+    /// safe: the run that id started is joined, or its outcome returned.
+    /// Without one, the client makes one up, so that a request it sends
+    /// again after a lost connection starts no second run.
+    pub async fn rerun(
+        &self,
+        id: &str,
+        from: &[&str],
+        rerun_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<WorkflowReport, ClientError> {
+        let body = serde_json::to_vec(&ControlRequest {
+            from: (!from.is_empty()).then(|| from.iter().map(|t| (*t).to_owned()).collect()),
+            rerun_id: Some(
+                rerun_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+            ),
+            ..ControlRequest::new(ControlKind::Rerun, id)
+        })
+        .expect("wire types always serialise");
+        self.ask(id, &body, timeout, Ask::Control).await
+    }
+
     /// The scheduler's worker registry: every worker heard from in
     /// heartbeats, with its state (`running`, `stopping` or `lost`).
     pub async fn workers(&self, timeout: Duration) -> Result<WorkersReport, ClientError> {

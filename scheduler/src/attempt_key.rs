@@ -56,27 +56,46 @@ impl AttemptKey {
     }
 
     /// The token of one attempt: 64 hex characters.
-    pub fn token(&self, workflow: &str, task: &str, attempt: u32) -> String {
-        hex(hmac::sign(&self.0, &message(workflow, task, attempt)).as_ref())
+    pub fn token(&self, a: Attempt<'_>) -> String {
+        hex(hmac::sign(&self.0, &message(a)).as_ref())
     }
 
     /// True when `token` is the attempt's (compared in constant time).
-    pub fn verify(&self, workflow: &str, task: &str, attempt: u32, token: &str) -> bool {
-        unhex(token).is_some_and(|tag| {
-            hmac::verify(&self.0, &message(workflow, task, attempt), &tag).is_ok()
-        })
+    pub fn verify(&self, a: Attempt<'_>, token: &str) -> bool {
+        unhex(token).is_some_and(|tag| hmac::verify(&self.0, &message(a), &tag).is_ok())
     }
 }
 
+/// One attempt, as its token names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub workflow: &'a str,
+    pub task: &'a str,
+    pub attempt: u32,
+    /// The workflow's run: 1 until a `rerun`, whose attempts count from 1
+    /// again.
+    pub run: u32,
+}
+
 /// The signed bytes: the ids with their lengths, so that no two attempts
-/// share them (`a/b` + `c` is not `a` + `b/c`).
-fn message(workflow: &str, task: &str, attempt: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(workflow.len() + task.len() + 20);
+/// share them (`a/b` + `c` is not `a` + `b/c`), then the run after the
+/// first (a first run's tokens are those of a scheduler without re-runs).
+fn message(a: Attempt<'_>) -> Vec<u8> {
+    let Attempt {
+        workflow,
+        task,
+        attempt,
+        run,
+    } = a;
+    let mut m = Vec::with_capacity(workflow.len() + task.len() + 24);
     for part in [workflow.as_bytes(), task.as_bytes()] {
         m.extend_from_slice(&(part.len() as u64).to_be_bytes());
         m.extend_from_slice(part);
     }
     m.extend_from_slice(&attempt.to_be_bytes());
+    if run > 1 {
+        m.extend_from_slice(&run.to_be_bytes());
+    }
     m
 }
 
@@ -109,18 +128,34 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn at<'a>(workflow: &'a str, task: &'a str, attempt: u32, run: u32) -> Attempt<'a> {
+        Attempt {
+            workflow,
+            task,
+            attempt,
+            run,
+        }
+    }
+
     #[test]
     fn a_token_verifies_for_its_attempt_only() {
         let key = AttemptKey::fixed(7);
-        let t = key.token("wf", "task", 1);
+        let t = key.token(at("wf", "task", 1, 1));
         assert_eq!(t.len(), 64);
-        assert!(key.verify("wf", "task", 1, &t));
-        assert!(key.verify("wf", "task", 1, &t.to_uppercase()));
-        assert!(!key.verify("wf", "task", 2, &t), "another attempt");
-        assert!(!key.verify("wf", "other", 1, &t), "another task");
-        assert!(!key.verify("w", "ftask", 1, &t), "ids are delimited");
+        assert!(key.verify(at("wf", "task", 1, 1), &t));
+        assert!(key.verify(at("wf", "task", 1, 1), &t.to_uppercase()));
+        assert!(!key.verify(at("wf", "task", 2, 1), &t), "another attempt");
+        assert!(!key.verify(at("wf", "other", 1, 1), &t), "another task");
+        assert!(!key.verify(at("w", "ftask", 1, 1), &t), "ids are delimited");
+        assert!(!key.verify(at("wf", "task", 1, 2), &t), "another run");
+        let second = key.token(at("wf", "task", 1, 2));
+        assert!(key.verify(at("wf", "task", 1, 2), &second));
         assert!(
-            !AttemptKey::fixed(8).verify("wf", "task", 1, &t),
+            !key.verify(at("wf", "task", 1, 1), &second),
+            "the first run's"
+        );
+        assert!(
+            !AttemptKey::fixed(8).verify(at("wf", "task", 1, 1), &t),
             "another key"
         );
         for bad in [
@@ -131,7 +166,7 @@ mod tests {
             &"0".repeat(64),
             &"a".repeat(10_000),
         ] {
-            assert!(!key.verify("wf", "task", 1, bad), "{bad:.20}");
+            assert!(!key.verify(at("wf", "task", 1, 1), bad), "{bad:.20}");
         }
     }
 
@@ -142,7 +177,10 @@ mod tests {
         assert_ne!(stored, AttemptKey::generate_hex().unwrap());
         let key = AttemptKey::from_hex(&stored).unwrap();
         let again = AttemptKey::from_hex(&stored).unwrap();
-        assert_eq!(key.token("a", "b", 3), again.token("a", "b", 3));
+        assert_eq!(
+            key.token(at("a", "b", 3, 1)),
+            again.token(at("a", "b", 3, 1))
+        );
         assert!(AttemptKey::from_hex("abc").is_none());
         assert!(AttemptKey::from_hex(&"ab".repeat(16)).is_none(), "16 bytes");
         assert_eq!(format!("{key:?}"), "AttemptKey(***)");

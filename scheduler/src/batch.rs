@@ -157,12 +157,26 @@ pub enum Op {
     },
     Outbox(u64, Arc<OutMsg>),
     OutboxDone(u64),
+    /// Where a workflow's outcome goes: for `run` 0, a submitter's
+    /// `reply_to`, answered at the end of every run; else the `reply_to`
+    /// of the `rerun` that started run `run`, answered at its end only.
     AddReply {
         workflow_id: Arc<str>,
         reply_to: String,
         correlation_id: Option<String>,
+        run: u32,
     },
+    /// A run ended: its rerun's `reply_to` rows (run > 0) go; the
+    /// submitters' stay, for the runs a later `rerun` starts.
     DropReplies(Arc<str>),
+    /// An ended workflow runs again (`rerun`): its run row is added, the
+    /// rows and results of the tasks it runs again (`reset`, their mapped
+    /// instances included) deleted, and the workflow is `running` again,
+    /// without a final report.
+    Rerun {
+        row: RunRow,
+        reset: Vec<String>,
+    },
     /// Partitioned stores: the places of each limited type that each owned
     /// partition holds and still wants.
     TypePlaces(Vec<TypePlaceRow>),
@@ -220,6 +234,47 @@ pub struct RunningWorkflow {
     pub created_at: DateTime<Utc>,
     pub tasks: Vec<TaskRow>,
     pub replies: Vec<(String, Option<String>)>,
+    /// Its runs after the first, oldest first (empty unless re-run).
+    pub runs: Vec<RunRow>,
+}
+
+/// Run `run` (from 2) of a workflow, started by a `rerun`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub workflow_id: Arc<str>,
+    pub run: u32,
+    pub rerun_id: Option<String>,
+    pub started_at: DateTime<Utc>,
+    /// A [`RunRecord`] as JSON.
+    pub record: String,
+}
+
+/// What a run's row records: what the rerun asked, and how the run before
+/// it ended, with the earlier outcome of each task it runs again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    /// The tasks the rerun named (empty: every one that did not succeed).
+    #[serde(default)]
+    pub from: Vec<String>,
+    /// The run before, as it ended.
+    pub previous: warren_shared::wire::RunSummary,
+    /// How each task that runs again ended in the run before (those that
+    /// had ended).
+    #[serde(default)]
+    pub tasks: std::collections::BTreeMap<String, warren_shared::wire::EarlierOutcome>,
+}
+
+/// An ended (or any) workflow as stored, whole: what a `rerun` starts from.
+#[derive(Debug, Clone)]
+pub struct StoredWorkflow {
+    /// Its status word (`succeeded`, `failed`, ...).
+    pub status: String,
+    /// Its final report, once it ended.
+    pub report: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its definition (empty for a rejected one), rows, submitters'
+    /// replies and runs.
+    pub workflow: RunningWorkflow,
 }
 
 impl ReplyTo {

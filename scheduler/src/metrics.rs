@@ -75,6 +75,7 @@ impl Metrics {
             ("workflows_succeeded", Metrics::get(&e.workflows_succeeded)),
             ("workflows_failed", Metrics::get(&e.workflows_failed)),
             ("workflows_cancelled", Metrics::get(&e.workflows_cancelled)),
+            ("workflows_rerun", Metrics::get(&e.workflows_rerun)),
             ("tasks_dispatched", Metrics::get(&e.tasks_dispatched)),
             ("tasks_succeeded", Metrics::get(&e.tasks_succeeded)),
             ("tasks_failed", Metrics::get(&e.tasks_failed)),

@@ -22,6 +22,8 @@ mod session;
 mod step;
 mod waiting;
 
+pub use request::check_rerun_fields;
+
 use crate::{
     config::SchedulerConfig, http, metrics::Metrics, store::Store, store::StoreError,
     workers::SharedWorkers,

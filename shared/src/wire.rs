@@ -14,11 +14,13 @@ use std::collections::BTreeMap;
 
 mod pauses;
 mod request;
+mod runs;
 mod schedules;
 pub use pauses::{PauseEntry, Paused, PausesReport};
 pub use request::{
     DEFAULT_QUEUE, OnFailure, RetryPolicy, RunIf, SkipReason, TaskSpec, WorkflowRequest,
 };
+pub use runs::{EarlierOutcome, RunSummary};
 pub use schedules::{CatchUp, Overlap, ScheduleInfo, ScheduleReport, ScheduleSpec, SchedulesPage};
 
 /// Protocol version written to the `warren-protocol` header: 2 since task
@@ -100,6 +102,14 @@ pub struct ControlRequest {
     /// 1,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// `rerun`: the tasks to run again, with everything downstream of
+    /// them; absent: every failed, skipped or cancelled task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Vec<String>>,
+    /// `rerun`: makes the request idempotent: a rerun of a workflow that
+    /// already started a run with this id starts none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_id: Option<String>,
 }
 
 impl ControlRequest {
@@ -116,6 +126,8 @@ impl ControlRequest {
             schedule_id: None,
             after: None,
             limit: None,
+            from: None,
+            rerun_id: None,
         }
     }
 }
@@ -237,6 +249,9 @@ pub enum ControlKind {
     /// Delete a schedule (the workflows it started run on).
     #[serde(rename = "schedule.delete")]
     ScheduleDelete,
+    /// Start a new run of an ended workflow (`from`, `rerun_id`); its
+    /// outcome goes to `reply_to` and to the workflow's submitters.
+    Rerun,
 }
 
 impl ControlKind {
@@ -565,6 +580,10 @@ pub struct TaskReport {
     /// When its last attempt ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// How it ended in earlier runs, oldest first (a task re-run by a
+    /// `rerun`); absent when it never was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<EarlierOutcome>,
 }
 
 /// A workflow's state: the outcome sent to `reply_to` and the events
@@ -608,6 +627,17 @@ pub struct WorkflowReport {
     /// When it ended; absent while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Which run this is: 1 for the submission's, each `rerun` the next.
+    #[serde(default = "first_run")]
+    pub run: u32,
+    /// Every run, once it was re-run (the last is this one); absent
+    /// before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunSummary>,
+}
+
+fn first_run() -> u32 {
+    1
 }
 
 /// A running workflow's counts of tasks by state, published now and then on
@@ -668,6 +698,8 @@ impl WorkflowReport {
             not_before: None,
             created_at: None,
             finished_at: None,
+            run: 1,
+            runs: Vec::new(),
         }
     }
 }
@@ -721,6 +753,7 @@ mod tests {
                 worker: None,
                 started_at: None,
                 finished_at: None,
+                history: Vec::new(),
             },
         );
         let text = serde_json::to_string(&r).unwrap();

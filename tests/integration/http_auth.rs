@@ -215,14 +215,14 @@ async fn tokens_scopes_and_a_cancel_by_admin() {
     // A body over the limit: 413, declared or not, and nothing happens.
     let big = format!(
         "POST {cancel} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\n\
-         Content-Length: 2048\r\nConnection: close\r\n\r\n"
+         Content-Length: 20000\r\nConnection: close\r\n\r\n"
     );
     let a = send(addr, big.as_bytes()).await;
     assert_eq!(a.status, 413, "{}", a.body);
-    let chunk = "x".repeat(2048);
+    let chunk = "x".repeat(20000);
     let chunked = format!(
         "POST {cancel} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\n\
-         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n{chunk}\r\n0\r\n\r\n"
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n4e20\r\n{chunk}\r\n0\r\n\r\n"
     );
     let a = send(addr, chunked.as_bytes()).await;
     assert_eq!(a.status, 413, "{}", a.body);

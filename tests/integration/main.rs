@@ -25,6 +25,7 @@ mod polyglot;
 mod publish_channel;
 mod quorum;
 mod rabbitmq43;
+mod rerun;
 mod roles;
 mod schedules;
 mod support;

@@ -433,6 +433,19 @@ pub async fn drop_store_schema(store: &StoreLocation, namespace: &str) {
     let _ = conn.await;
 }
 
+/// Waits until no scheduler of this process holds the test's SQLite store
+/// (a killed scheduler's store thread lets its lock go once the tasks
+/// holding the store have ended); at once on PostgreSQL.
+pub async fn store_released(env: &Env) {
+    if let StoreLocation::Sqlite(path) = &env.store {
+        let lock = format!("{}.lock", path.display());
+        wait_until("the killed scheduler's store is released", || {
+            std::fs::File::open(&lock).is_ok_and(|f| f.try_lock().is_ok())
+        })
+        .await;
+    }
+}
+
 /// Committed results (task, attempt, status) of a workflow, read from the
 /// test's store behind the scheduler's back.
 pub async fn committed_results(env: &Env, workflow: &str) -> Vec<(String, u32, String)> {

@@ -20,6 +20,8 @@ pub struct Counters {
     pub workflows_succeeded: AtomicU64,
     pub workflows_failed: AtomicU64,
     pub workflows_cancelled: AtomicU64,
+    /// Runs started by a `rerun` (an ended workflow running again).
+    pub workflows_rerun: AtomicU64,
     /// Attempts dispatched.
     pub tasks_dispatched: AtomicU64,
     /// Tasks that ended succeeded.

@@ -10,6 +10,7 @@ use super::{
     Counters, Engine,
     queue::{DispatchOrder, ReadyItem},
 };
+use crate::attempt_key::Attempt;
 use crate::{
     batch::Op,
     template::{self, ResolveError, Source},
@@ -198,7 +199,12 @@ impl Engine {
             input,
             timeout_ms: spec.timeout_ms,
             max_attempts: spec.retry.unwrap_or_default().max_attempts,
-            token: self.attempt_key.token(id, &spec.id, t.attempt),
+            token: self.attempt_key.token(Attempt {
+                workflow: id,
+                task: &spec.id,
+                attempt: t.attempt,
+                run: wf.run,
+            }),
         };
         let queue = spec.queue.clone();
         let priority = wf.priority;

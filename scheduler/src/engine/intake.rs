@@ -15,7 +15,7 @@ use crate::{
     validate::{self, Rejected, ValidWorkflow},
 };
 use chrono::{DateTime, Utc};
-use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
+use std::{cmp::Reverse, sync::Arc};
 use warren_shared::wire::{TaskState, WorkflowReport, WorkflowStatus};
 
 /// Most `reply_to` addresses one running workflow's outcome goes to: each
@@ -53,6 +53,7 @@ impl Engine {
                 workflow_id: w.id.clone(),
                 reply_to: reply.queue.clone(),
                 correlation_id: reply.correlation_id.clone(),
+                run: 0,
             });
             w.replies.push(reply);
         }
@@ -70,14 +71,10 @@ impl Engine {
             workflow_id: r.id.clone(),
             name: r.name.clone(),
             status: WorkflowStatus::Rejected,
-            tasks: BTreeMap::new(),
-            tasks_elided: 0,
-            task_counts: BTreeMap::new(),
             errors: r.errors,
-            error: None,
-            not_before: None,
             created_at: Some(now),
             finished_at: Some(now),
+            ..WorkflowReport::not_found(&r.id)
         };
         let body = to_json(&report);
         let seq = self.next_workflow_seq;
@@ -138,6 +135,7 @@ impl Engine {
                 workflow_id: id.clone(),
                 reply_to: to.queue.clone(),
                 correlation_id: to.correlation_id.clone(),
+                run: 0,
             });
             replies.push(to);
         }
@@ -166,14 +164,8 @@ impl Engine {
             workflow_id: id.to_string(),
             name: wf.name.clone(),
             status: WorkflowStatus::Running,
-            tasks: BTreeMap::new(),
-            tasks_elided: 0,
-            task_counts: BTreeMap::new(),
-            errors: Vec::new(),
-            error: None,
-            not_before: None,
             created_at: Some(now),
-            finished_at: None,
+            ..WorkflowReport::not_found(&id)
         };
         self.emit_event(&id, WorkflowStatus::Running, to_json(&event));
         let roots: Vec<u32> = (0..wf.tasks.len() as u32)
@@ -197,7 +189,10 @@ impl Engine {
         let replies = ReplyTo::from_rows(r.replies);
         let wf_id: Arc<str> = Arc::from(r.id.as_str());
         let mut wf = restored(wf_id.clone(), v, r.created_at, replies, r.tasks)?;
-        wf.held_bytes = r.definition.len() + wf.tasks.iter().map(|t| t.output_bytes).sum::<usize>();
+        super::rerun::apply_runs(&mut wf, &r.runs)?;
+        wf.held_bytes = r.definition.len()
+            + wf.tasks.iter().map(|t| t.output_bytes).sum::<usize>()
+            + wf.history_bytes;
         self.hold(&wf);
         for i in 0..wf.tasks.len() as u32 {
             match wf.tasks[i as usize].state {

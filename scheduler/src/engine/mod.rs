@@ -49,6 +49,9 @@ mod outcome;
 mod pause_tests;
 mod pauses;
 mod queue;
+mod rerun;
+#[cfg(test)]
+mod rerun_tests;
 mod rules;
 #[cfg(test)]
 mod rules_tests;
@@ -66,6 +69,7 @@ pub use limits::{TypeLimitError, TypeLimits, TypeUsage};
 pub use outcome::Forged;
 pub use pauses::PauseUsage;
 pub use queue::DispatchOrder;
+pub use rerun::{MAX_FROM, MAX_RUNS, RerunAsk, RerunOutcome, still_running};
 
 pub use workflow::ReportBounds;
 
@@ -471,7 +475,9 @@ impl Engine {
         for to in &wf.replies {
             self.emit_reply(to, body.clone());
         }
-        if !wf.replies.is_empty() {
+        // The rerun's `reply_to` is answered once; the submitters' stay,
+        // for a later run.
+        if wf.run > 1 {
             self.ops.push(Op::DropReplies(wf.id.clone()));
         }
         self.emit_event(&wf.id, status, body);
@@ -500,7 +506,7 @@ impl Engine {
     fn arm_deadline(&mut self, wf: &Workflow) {
         if let Some(ms) = wf.deadline_ms {
             let due = wf
-                .created_at
+                .run_started_at
                 .timestamp_millis()
                 .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
             self.deadlines.push(Reverse((due, wf.id.clone())));

@@ -26,10 +26,20 @@ impl Engine {
     /// without its attempt's token changes nothing either, and is handed
     /// back as [`Forged`] (counted as `results_forged`).
     pub fn on_result(&mut self, r: TaskResult, now: DateTime<Utc>) -> Result<(), Forged> {
-        if !self
-            .attempt_key
-            .verify(&r.workflow_id, &r.task_id, r.attempt, &r.token)
-        {
+        // The token names its run: the running one's, or (a late result
+        // of a workflow not running here) any run it may have had.
+        let of = |run| crate::attempt_key::Attempt {
+            workflow: &r.workflow_id,
+            task: &r.task_id,
+            attempt: r.attempt,
+            run,
+        };
+        let key = &self.attempt_key;
+        let verified = match self.workflows.get(r.workflow_id.as_str()) {
+            Some(wf) => key.verify(of(wf.run), &r.token),
+            None => (1..=super::MAX_RUNS).any(|run| key.verify(of(run), &r.token)),
+        };
+        if !verified {
             Counters::add(&self.counters.results_forged, 1);
             let what = if r.token.is_empty() {
                 "without a token"

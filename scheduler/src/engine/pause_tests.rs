@@ -199,6 +199,7 @@ fn a_restored_workflow_stays_paused() {
             row("due", TaskState::Retrying, 1, Some(0)),
         ],
         replies: Vec::new(),
+        runs: Vec::new(),
     })
     .unwrap();
     set(&mut e, &[(Q, "paused"), (T, "charge")]);

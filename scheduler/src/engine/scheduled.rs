@@ -239,6 +239,7 @@ impl Engine {
             workflow_id: id.clone(),
             reply_to: reply.queue.clone(),
             correlation_id: reply.correlation_id.clone(),
+            run: 0,
         });
         self.scheduled
             .get_mut(&id)

@@ -92,6 +92,7 @@ pub(super) fn restore_from(
         created_at: Utc::now(),
         tasks: rows.into_values().collect(),
         replies: Vec::new(),
+        runs: Vec::new(),
     })
     .unwrap();
 }
@@ -165,7 +166,12 @@ fn a_result_without_its_attempts_token_changes_nothing() {
         },
         TaskResult {
             // The token of another attempt of the same task.
-            token: e.attempt_key.token("f", "a", 2),
+            token: e.attempt_key.token(crate::attempt_key::Attempt {
+                workflow: "f",
+                task: "a",
+                attempt: 2,
+                run: 1,
+            }),
             ..result(&a[0], true, false, json!("forged"))
         },
         TaskResult {

@@ -21,8 +21,8 @@ use std::{
     sync::Arc,
 };
 use warren_shared::wire::{
-    Rejection, SkipReason, TaskError, TaskReport, TaskSpec, TaskState, WorkflowReport,
-    WorkflowStatus,
+    EarlierOutcome, Rejection, RunSummary, SkipReason, TaskError, TaskReport, TaskSpec, TaskState,
+    WorkflowReport, WorkflowStatus,
 };
 
 /// A task's state in memory (its durable form is a [`TaskRow`]).
@@ -155,9 +155,20 @@ pub(super) struct Workflow {
     pub(super) progress_marked: bool,
     /// Where the outcome goes.
     pub(super) replies: Vec<ReplyTo>,
-    /// Bytes it holds against the memory budget: its request body and the
-    /// outputs received.
+    /// Bytes it holds against the memory budget: its request body, the
+    /// outputs received and its tasks' history.
     pub(super) held_bytes: usize,
+    /// Which run this is (1 until a `rerun`), when it started (the
+    /// deadline counts from then), and the `rerun_id` that started it.
+    pub(super) run: u32,
+    pub(super) run_started_at: DateTime<Utc>,
+    pub(super) rerun_id: Option<String>,
+    /// Every run once it was re-run, the last this one (`rerun.rs`).
+    pub(super) runs: Vec<RunSummary>,
+    /// How tasks ended in earlier runs, by task.
+    pub(super) history: HashMap<u32, Vec<EarlierOutcome>>,
+    /// Bytes of JSON of `runs` and `history`, for the report's bound.
+    pub(super) history_bytes: usize,
 }
 
 impl Workflow {
@@ -192,6 +203,8 @@ impl Workflow {
             not_before: None,
             created_at: Some(self.created_at),
             finished_at,
+            run: self.run,
+            runs: super::rerun::runs_now(self, status, finished_at),
         };
         let n = self.specs.len();
         if n <= bounds.max_tasks && self.report_bytes_at_most() <= bounds.max_bytes {
@@ -284,6 +297,7 @@ impl Workflow {
             worker: t.worker.clone(),
             started_at: t.started_at,
             finished_at: t.finished_at,
+            history: self.history.get(&(i as u32)).cloned().unwrap_or_default(),
         }
     }
 
@@ -293,6 +307,7 @@ impl Workflow {
         const TASK_FIXED: usize = 256;
         let text = |s: &str| 6 * s.len() + 2;
         let mut total = 1024
+            + self.history_bytes
             + self.name.as_deref().map_or(0, text)
             + self.failure.as_deref().map_or(0, text)
             + text(&self.id);
@@ -398,6 +413,12 @@ pub(super) fn build(
         progress_marked: false,
         replies,
         held_bytes: 0,
+        run: 1,
+        run_started_at: created_at,
+        rerun_id: None,
+        runs: Vec::new(),
+        history: HashMap::new(),
+        history_bytes: 0,
     }
 }
 

@@ -1,8 +1,8 @@
 //! The status API: `/healthz`, `/api/whoami`, the workflow list, a
 //! workflow's report, one task, the worker registry, what is paused, the
-//! schedules; and the one action, cancelling a workflow.
+//! schedules; and the actions, cancelling and re-running a workflow.
 
-use super::{ANSWER_WITHIN, Cancelled, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
+use super::{ANSWER_WITHIN, Acted, Action, Query, REPORT_BOUNDS, Sources, auth::Granted, error};
 use crate::schedule::MAX_LIST;
 use crate::store::filter::{MAX_ID_PREFIX, MAX_NAME_FILTER, WorkflowFilter};
 use crate::{
@@ -294,6 +294,7 @@ pub(super) async fn task(
                 worker: row.worker,
                 started_at: row.started_at,
                 finished_at: row.finished_at,
+                history: Vec::new(),
             })
             .into_response(),
         },
@@ -426,13 +427,14 @@ pub(super) async fn cancel(
             format!("workflow ids are at most {MAX_ID_LEN} characters"),
         );
     }
-    let asked = ask_loop(&s, |answer| Query::Cancel {
+    let asked = ask_loop(&s, |answer| Query::Act {
         id: id.clone(),
+        action: Action::Cancel,
         answer,
     });
     let elsewhere = match asked.await {
-        Ok(Some(Cancelled::Report(json))) => return report(json),
-        Ok(Some(Cancelled::NotOwned)) => true,
+        Ok(Some(Acted::Report(json))) => return report(json),
+        Ok(Some(Acted::NotOwned)) => true,
         Ok(None) => false,
         // Not taken since (the loop drops a cancel whose asker is gone),
         // unless it was being committed at that moment.
@@ -471,6 +473,84 @@ pub(super) async fn cancel(
             None => report(serde_json::to_vec(&WorkflowReport::not_found(&id)).unwrap_or_default()),
         },
         Err(e) => store_error(e),
+    }
+}
+
+/// What `POST /api/workflows/{id}/rerun` may carry.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RerunBody {
+    #[serde(default)]
+    from: Option<Vec<String>>,
+    #[serde(default)]
+    rerun_id: Option<String>,
+}
+
+/// `POST /api/workflows/{id}/rerun`: a `rerun` control request (the body,
+/// if any, its `from` and `rerun_id`), applied by the loop exactly as one
+/// from the broker is, answered with the new run's report as it starts,
+/// or the refusal (status `rejected`, the reason in `errors`): 200, or 404
+/// with status `not_found`. A workflow another scheduler owns gets 409; a
+/// scheduler standing by, or between broker sessions, 503.
+pub(super) async fn rerun(
+    State(s): State<Sources>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejected) => {
+            if rejected.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Metrics::add(&s.metrics.http_too_large, 1);
+            }
+            return error(rejected.status(), rejected.body_text());
+        }
+    };
+    if too_long(&id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("workflow ids are at most {MAX_ID_LEN} characters"),
+        );
+    }
+    let asked: RerunBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RerunBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("rerun body: {e}")),
+        }
+    };
+    if let Err(why) =
+        crate::scheduler::check_rerun_fields(asked.from.as_deref(), asked.rerun_id.as_deref())
+    {
+        return error(StatusCode::BAD_REQUEST, why);
+    }
+    let mut from = asked.from.unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    from.retain(|t| seen.insert(t.clone()));
+    let ask = crate::engine::RerunAsk {
+        from,
+        rerun_id: asked.rerun_id,
+    };
+    let asked = ask_loop(&s, |answer| Query::Act {
+        id: id.clone(),
+        action: Action::Rerun(ask),
+        answer,
+    });
+    match asked.await {
+        Ok(Some(Acted::Report(json))) => report(json),
+        Ok(Some(Acted::NotOwned)) => error(
+            StatusCode::CONFLICT,
+            format!(
+                "workflow {id} belongs to another scheduler (the owner of its partition):                  re-run it with a `rerun` control request (`warren rerun`), which reaches the owner"
+            ),
+        ),
+        Ok(None) | Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the scheduler did not take the rerun within {ANSWER_WITHIN:?} (standing by, or                  no broker session?); see the workflow's status before trying again"
+            ),
+        ),
     }
 }
 

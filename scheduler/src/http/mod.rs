@@ -30,6 +30,10 @@
 //! With a token of scope `admin`:
 //! - `POST /api/workflows/{id}/cancel`: a `cancel` control request,
 //!   applied by the loop in its next batch; answers the reply's report.
+//! - `POST /api/workflows/{id}/rerun` with an optional JSON body
+//!   `{"from": [...], "rerun_id": "..."}`: a `rerun` control request,
+//!   applied the same way; answers the new run's report as it starts (or
+//!   the refusal, status `rejected`).
 //!
 //! Without tokens configured the endpoint listens on loopback only (see
 //! [`auth::check_exposure`]) and everyone gets `read`. Who may do what is
@@ -61,9 +65,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use warren_shared::wire::{TaskReport, WorkflowReport};
 
-/// Largest request body: no request takes one (a cancel has none), so
-/// this only leaves room for a client that sends `{}`. Past it: 413.
-pub const MAX_BODY_BYTES: usize = 1024;
+/// Largest request body: a rerun's (`from` naming up to 100 tasks of 128
+/// characters fits); the other requests take none. Past it: 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// How long a request waits for the scheduler's loop or the store.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -96,23 +100,32 @@ pub enum Query {
         task: String,
         answer: oneshot::Sender<Option<Option<TaskReport>>>,
     },
-    /// Cancel a workflow exactly as a `cancel` control request does: the
-    /// loop applies it in a batch (committed, the workers' notice and the
-    /// outcome published) and answers once that batch is done. `None` when
-    /// the loop did not take it (the sender is dropped if the batch
-    /// fails).
-    Cancel {
+    /// Cancel or re-run a workflow exactly as a `cancel` or `rerun`
+    /// control request does: the loop applies it in a batch (committed,
+    /// its messages published) and answers once that batch is done.
+    /// `None` when the loop did not take it (the sender is dropped if the
+    /// batch fails).
+    Act {
         id: String,
-        answer: oneshot::Sender<Option<Cancelled>>,
+        action: Action,
+        answer: oneshot::Sender<Option<Acted>>,
     },
 }
 
-/// What came of a [`Query::Cancel`].
+/// What a [`Query::Act`] asks.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Cancel,
+    Rerun(crate::engine::RerunAsk),
+}
+
+/// What came of a [`Query::Act`].
 #[derive(Debug)]
-pub enum Cancelled {
-    /// The JSON of the report a `cancel` control request's reply carries:
-    /// the workflow cancelled, or as it is when it was not running
-    /// (ended, or `not_found`).
+pub enum Acted {
+    /// The JSON of the report the control request's reply carries: for a
+    /// `cancel`, the workflow cancelled, or as it is when it was not
+    /// running (ended, or `not_found`); for a `rerun`, the new run as it
+    /// starts, or the refusal.
     Report(Vec<u8>),
     /// Another scheduler owns the workflow's partition (PostgreSQL).
     NotOwned,
@@ -192,6 +205,7 @@ fn router(sources: Sources, tokens: Tokens, hosts: Hosts) -> Router {
         .route_layer(needs(Scope::Read));
     let admin = Router::new()
         .route("/api/workflows/{id}/cancel", post(api::cancel))
+        .route("/api/workflows/{id}/rerun", post(api::rerun))
         .route_layer(needs(Scope::Admin));
     let named = Router::new()
         .route("/", get(page))

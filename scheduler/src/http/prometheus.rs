@@ -37,6 +37,7 @@ pub fn render(m: &Metrics) -> String {
         ("succeeded", &m.engine.workflows_succeeded),
         ("failed", &m.engine.workflows_failed),
         ("cancelled", &m.engine.workflows_cancelled),
+        ("rerun", &m.engine.workflows_rerun),
     ] {
         let _ = writeln!(out, "warren_workflows_total{{state=\"{state}\"}} {}", g(c));
     }

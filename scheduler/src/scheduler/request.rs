@@ -1,15 +1,15 @@
 //! Requests on `{ns}.workflows`: parsing one (a workflow to validate, or a
-//! control request: `status`, `cancel`, `workers`, `pause`, `resume`, and
-//! the `schedule.*` ones, whose own room is `schedules.rs`) and
-//! applying it to the engine, answering duplicates from what the store
-//! knows. A cancel from the HTTP endpoint is applied here too, answered
-//! through [`Reply`]. A `pause` or `resume` is applied to the store first
+//! control request: `status`, `cancel`, `rerun`, `workers`, `pause`,
+//! `resume`, and the `schedule.*` ones, whose own room is `schedules.rs`)
+//! and applying it to the engine, answering duplicates from what the store
+//! knows. A cancel or rerun from the HTTP endpoint is applied here too,
+//! answered through [`Reply`]. A `pause` or `resume` is applied to the store first
 //! ([`Request::change_pause`]), in a transaction of its own, then to the
 //! engine with the batch.
 
 use crate::{
-    batch::{Known, ReplyTo, TaskRow},
-    engine::Engine,
+    batch::{Known, ReplyTo, StoredWorkflow, TaskRow},
+    engine::{Engine, RerunAsk, RerunOutcome},
     metrics::Metrics,
     pauses::{self, PauseChange, PauseKind, PauseOutcome},
     store::{Store, StoreError},
@@ -46,6 +46,8 @@ pub(super) enum Request {
         id: String,
         reply: Reply,
     },
+    /// `rerun`: a new run of an ended workflow.
+    Rerun(Rerun),
     Workers {
         reply: ReplyTo,
     },
@@ -65,17 +67,24 @@ pub(super) enum Request {
     },
 }
 
-/// Where the answer to a `cancel` goes.
+/// A `rerun` of workflow `id`, answered through `reply`.
+pub(super) struct Rerun {
+    pub(super) id: String,
+    pub(super) ask: RerunAsk,
+    pub(super) reply: Reply,
+}
+
+/// Where the answer to a `cancel` or a `rerun` goes.
 pub(super) enum Reply {
     /// The `reply_to` of a control request from the broker: the answer is
     /// a message of the batch.
     Queue(ReplyTo),
-    /// The HTTP endpoint (`POST /api/workflows/{id}/cancel`): the answer's
-    /// JSON is left here, and handed over by the loop once the batch is
-    /// committed and published.
+    /// The HTTP endpoint (`POST /api/workflows/{id}/cancel`, `.../rerun`):
+    /// the answer's JSON is left here, and handed over by the loop once
+    /// the batch is committed and published.
     Http(Arc<OnceLock<Vec<u8>>>),
-    /// A `cancel` without `reply_to` (a schedule's `cancel_previous` sends
-    /// these): not answered.
+    /// A `cancel` or `rerun` without `reply_to` (a schedule's
+    /// `cancel_previous` sends these): not answered.
     Nowhere,
 }
 
@@ -142,6 +151,15 @@ impl Request {
         }
     }
 
+    /// The workflow a `rerun` reads back whole when the engine does not
+    /// hold it.
+    pub(super) fn rerun_id(&self) -> Option<&str> {
+        match self {
+            Request::Rerun(Rerun { id, .. }) => Some(id),
+            _ => None,
+        }
+    }
+
     /// The task a `status` request asks for alone, with its workflow.
     pub(super) fn task_lookup(&self) -> Option<(&str, &str)> {
         match self {
@@ -158,7 +176,9 @@ impl Request {
             Request::Submit(Submit {
                 verdict: Err(r), ..
             }) => Some(&r.id),
-            Request::Status { id, .. } | Request::Cancel { id, .. } => Some(id),
+            Request::Status { id, .. }
+            | Request::Cancel { id, .. }
+            | Request::Rerun(Rerun { id, .. }) => Some(id),
             Request::Invalid { .. }
             | Request::Workers { .. }
             | Request::Pause { .. }
@@ -196,6 +216,8 @@ impl Request {
 pub(super) struct Lookups {
     pub(super) workflows: HashMap<String, Known>,
     pub(super) tasks: HashMap<(String, String), TaskRow>,
+    /// The workflows `rerun` requests ask about, whole (`None`: unknown).
+    pub(super) stored: HashMap<String, Option<StoredWorkflow>>,
 }
 
 /// Lenient peek at a request body: only whether it has `control`.
@@ -252,6 +274,15 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
                 "`queue` and `type` are fields of `pause` and `resume` only",
             ));
         }
+        let rerunning = c.control == ControlKind::Rerun;
+        if !rerunning && (c.from.is_some() || c.rerun_id.is_some()) {
+            return Err(serde::de::Error::custom(
+                "`from` and `rerun_id` are fields of `rerun` only",
+            ));
+        }
+        if rerunning {
+            check_rerun(&c).map_err(serde::de::Error::custom)?;
+        }
         let scheduling = c.control.is_schedule();
         if !scheduling
             && (c.schedule.is_some()
@@ -300,6 +331,7 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
                 id: c.workflow_id,
                 reply: Reply::Queue(reply),
             },
+            ControlKind::Rerun => rerun_request(c, Reply::Queue(reply)),
             ControlKind::Workers => Request::Workers { reply },
             _ => unreachable!("matched above"),
         },
@@ -307,6 +339,7 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
             id: c.workflow_id,
             reply: Reply::Nowhere,
         },
+        (Ok(c), None) if c.control == ControlKind::Rerun => rerun_request(c, Reply::Nowhere),
         (Ok(_), None) => Request::Invalid {
             reason: "control request without reply_to: there is nowhere to answer".into(),
             body,
@@ -318,6 +351,67 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
             reply,
         },
     }
+}
+
+/// A `rerun` as parsed (its fields checked by [`check_rerun`]).
+fn rerun_request(c: ControlRequest, reply: Reply) -> Request {
+    Request::Rerun(Rerun {
+        id: c.workflow_id,
+        ask: RerunAsk {
+            from: dedup(c.from.unwrap_or_default()),
+            rerun_id: c.rerun_id,
+        },
+        reply,
+    })
+}
+
+/// The tasks named, each once, in the order first named.
+fn dedup(mut from: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    from.retain(|t| seen.insert(t.clone()));
+    from
+}
+
+/// A `rerun` names its workflow, at most [`crate::engine::MAX_FROM`]
+/// tasks of at most `MAX_ID_LEN` characters, and a `rerun_id` a workflow
+/// id could be.
+pub(super) fn check_rerun(c: &ControlRequest) -> Result<(), String> {
+    if c.workflow_id.is_empty() {
+        return Err("`rerun` needs `workflow_id`".into());
+    }
+    if c.task_id.is_some() {
+        return Err("`rerun` names its tasks in `from`, not `task_id`".into());
+    }
+    check_rerun_fields(c.from.as_deref(), c.rerun_id.as_deref())
+}
+
+/// `from` and `rerun_id` of a `rerun`, from the broker or the HTTP
+/// endpoint.
+pub fn check_rerun_fields(from: Option<&[String]>, rerun_id: Option<&str>) -> Result<(), String> {
+    let from = from.unwrap_or_default();
+    if from.len() > crate::engine::MAX_FROM {
+        return Err(format!(
+            "`from` names {} tasks; at most {} may be named",
+            from.len(),
+            crate::engine::MAX_FROM
+        ));
+    }
+    if from
+        .iter()
+        .any(|t| t.is_empty() || t.chars().count() > validate::MAX_ID_LEN)
+    {
+        return Err(format!(
+            "each task of `from` is 1 to {} characters",
+            validate::MAX_ID_LEN
+        ));
+    }
+    if rerun_id.is_some_and(|r| !validate::valid_workflow_id(r)) {
+        return Err(format!(
+            "`rerun_id` must be [A-Za-z0-9._:-]{{1,{}}}",
+            validate::MAX_ID_LEN
+        ));
+    }
+    Ok(())
 }
 
 /// The change a `pause` or `resume` asks for: exactly one of `queue` and
@@ -405,6 +499,7 @@ impl Scheduler {
             Request::Cancel { id, reply } => {
                 apply_cancel(engine, id, reply, &mut known.workflows, now);
             }
+            Request::Rerun(rerun) => apply_rerun(engine, rerun, known, now),
             Request::Workers { reply } => {
                 let report = self.workers.lock().expect("not poisoned").report(now);
                 engine.reply_workers(&reply, &report);
@@ -623,6 +718,49 @@ fn apply_cancel(
     }
 }
 
+/// `rerun`: a workflow that runs here is joined (the same `rerun_id`) or
+/// refused; an ended one starts its next run. A `reply_to` waits for the
+/// run's outcome; the HTTP endpoint is answered at once.
+fn apply_rerun(
+    engine: &mut Engine,
+    Rerun { id, ask, reply }: Rerun,
+    known: &mut Lookups,
+    now: chrono::DateTime<Utc>,
+) {
+    let waiter = match &reply {
+        Reply::Queue(to) => Some(to.clone()),
+        Reply::Http(_) | Reply::Nowhere => None,
+    };
+    let outcome = if engine.is_active(&id) || engine.is_scheduled(&id) {
+        engine.rerun_active(&id, &ask, waiter.clone())
+    } else {
+        match known.stored.remove(&id) {
+            Some(Some(stored)) => engine.rerun(stored, &ask, waiter.clone(), now),
+            Some(None) => {
+                reply.report(engine, &WorkflowReport::not_found(&id));
+                return;
+            }
+            // It ran when the batch was read, and ended in it.
+            None => crate::engine::still_running(&id),
+        }
+    };
+    match &outcome {
+        RerunOutcome::Started(_) => {
+            // Later requests of the batch see it running, not ended.
+            known.workflows.remove(&id);
+        }
+        RerunOutcome::Refused(why) => {
+            tracing::info!(workflow = %id, code = %why.code, "Rerun refused");
+        }
+        RerunOutcome::Joined(_) | RerunOutcome::Done(_) => {}
+    }
+    let answered_later =
+        matches!(outcome, RerunOutcome::Started(_) | RerunOutcome::Joined(_)) && waiter.is_some();
+    if !answered_later {
+        reply.report_json(engine, &outcome.report_json(&id));
+    }
+}
+
 /// `status`: the running workflow's report, else the stored final one,
 /// else `not_found`.
 fn apply_status(engine: &mut Engine, id: &str, reply: &Reply, known: &HashMap<String, Known>) {
@@ -694,5 +832,6 @@ fn stored_task_report(row: &TaskRow) -> TaskReport {
         worker: row.worker.clone(),
         started_at: row.started_at,
         finished_at: row.finished_at,
+        history: Vec::new(),
     }
 }

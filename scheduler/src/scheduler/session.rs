@@ -34,7 +34,7 @@ use super::{
     consume::{self, Consumers, Inbound},
     ownership::Ownership,
     publisher::Publisher,
-    request::{Reply, Request},
+    request::{self, Reply, Request},
     step::{Ctx, LoopState},
     waiting::Waiting,
 };
@@ -323,20 +323,26 @@ impl Scheduler {
                 Wake::Inbound(msg) => msg,
                 Wake::Query(q) => match answer(&state.engine, q) {
                     None => continue,
-                    // The endpoint gave up waiting (answered 503): a cancel
-                    // asked before this session began is not applied late.
-                    Some((_, asked)) if asked.is_closed() => continue,
-                    Some((id, asked)) if !ownership.owns(ownership.part_of(&id)) => {
-                        let _ = asked.send(Some(http::Cancelled::NotOwned));
+                    // The endpoint gave up waiting (answered 503): an
+                    // action asked before this session began is not
+                    // applied late.
+                    Some((_, _, asked)) if asked.is_closed() => continue,
+                    Some((id, _, asked)) if !ownership.owns(ownership.part_of(&id)) => {
+                        let _ = asked.send(Some(http::Acted::NotOwned));
                         continue;
                     }
-                    Some((id, asked)) => {
-                        // The same request as a `cancel` from the broker,
-                        // answered through the endpoint instead.
+                    Some((id, action, asked)) => {
+                        // The same request as a `cancel` or `rerun` from
+                        // the broker, answered through the endpoint.
                         let reply = Arc::new(OnceLock::new());
-                        state.http.push(Request::Cancel {
-                            id,
-                            reply: Reply::Http(reply.clone()),
+                        let answer = Reply::Http(reply.clone());
+                        state.http.push(match action {
+                            http::Action::Cancel => Request::Cancel { id, reply: answer },
+                            http::Action::Rerun(ask) => Request::Rerun(request::Rerun {
+                                id,
+                                ask,
+                                reply: answer,
+                            }),
                         });
                         cancel = Some((reply, asked));
                         None
@@ -356,7 +362,7 @@ impl Scheduler {
                 break Err(e);
             }
             if let Some((reply, asked)) = cancel {
-                let _ = asked.send(reply.get().cloned().map(http::Cancelled::Report));
+                let _ = asked.send(reply.get().cloned().map(http::Acted::Report));
             }
             // Room freed for a waiting submission: take it without waiting
             // for a delivery to wake the loop.
@@ -506,12 +512,13 @@ fn gather(
     }
 }
 
-/// A cancel from the HTTP endpoint: the workflow, and where to answer.
-type HttpCancel = (String, oneshot::Sender<Option<http::Cancelled>>);
+/// A cancel or rerun from the HTTP endpoint: the workflow, the action,
+/// and where to answer.
+type HttpAction = (String, http::Action, oneshot::Sender<Option<http::Acted>>);
 
-/// Answers an HTTP query from the engine; a cancel is not answered here
-/// but handed back, to be applied in a batch.
-fn answer(engine: &Engine, q: http::Query) -> Option<HttpCancel> {
+/// Answers an HTTP query from the engine; a cancel or rerun is not
+/// answered here but handed back, to be applied in a batch.
+fn answer(engine: &Engine, q: http::Query) -> Option<HttpAction> {
     match q {
         http::Query::Report { id, answer } => {
             let _ = answer.send(engine.report_within(&id, http::REPORT_BOUNDS));
@@ -519,7 +526,7 @@ fn answer(engine: &Engine, q: http::Query) -> Option<HttpCancel> {
         http::Query::Task { id, task, answer } => {
             let _ = answer.send(engine.task_report(&id, &task));
         }
-        http::Query::Cancel { id, answer } => return Some((id, answer)),
+        http::Query::Act { id, action, answer } => return Some((id, action, answer)),
     }
     None
 }

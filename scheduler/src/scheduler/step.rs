@@ -468,9 +468,20 @@ async fn look_up(
             tasks.insert((id.to_owned(), task.to_owned()), row);
         }
     }
+    // A rerun of a workflow not running here reads it back whole.
+    let mut stored = HashMap::new();
+    for id in items.iter().filter_map(|i| match i {
+        Item::Request(r, _) => r.rerun_id(),
+        Item::Result { .. } | Item::Oversized { .. } => None,
+    }) {
+        if !engine.is_active(id) && !engine.is_scheduled(id) && !stored.contains_key(id) {
+            stored.insert(id.to_owned(), store.stored_workflow(id).await?);
+        }
+    }
     Ok(Lookups {
         workflows: known,
         tasks,
+        stored,
     })
 }
 

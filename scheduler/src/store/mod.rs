@@ -340,6 +340,18 @@ impl Store {
         }
     }
 
+    /// Workflow `id` as stored, whole: what a `rerun` starts from (`None`
+    /// when unknown).
+    pub async fn stored_workflow(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::batch::StoredWorkflow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.stored_workflow(id.to_owned()).await,
+            Store::Postgres(p) => p.stored_workflow(id).await,
+        }
+    }
+
     /// Messages still in the outbox (published ones are deleted).
     pub async fn outbox_len(&self) -> Result<u64, StoreError> {
         match self {

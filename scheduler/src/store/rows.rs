@@ -187,6 +187,7 @@ impl<T: Stamp> WorkflowRecord<T> {
         self,
         tasks: Vec<TaskRow>,
         replies: Vec<(String, Option<String>)>,
+        runs: Vec<crate::batch::RunRow>,
     ) -> Result<RunningWorkflow, StoreError> {
         let Some(definition) = self.definition else {
             return Err(StoreError::Corrupt(format!(
@@ -201,6 +202,7 @@ impl<T: Stamp> WorkflowRecord<T> {
             created_at: self.created_at.time()?,
             tasks,
             replies,
+            runs,
         })
     }
 }

@@ -21,10 +21,11 @@ use tokio::sync::oneshot;
 use warren_shared::wire::WorkflowSummary;
 
 mod pauses;
+mod runs;
 mod schedules;
 
 /// Version of the schema below, kept in `meta`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,8 +77,17 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS replies (
     workflow_id    TEXT NOT NULL,
     reply_to       TEXT NOT NULL,
-    correlation_id TEXT
+    correlation_id TEXT,
+    run            INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS runs (
+    workflow_id TEXT NOT NULL,
+    run         INTEGER NOT NULL,
+    rerun_id    TEXT,
+    started_at  TEXT NOT NULL,
+    record      TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, run)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replies_by_workflow ON replies (workflow_id);
 CREATE TABLE IF NOT EXISTS pauses (
     kind  TEXT NOT NULL,
@@ -293,6 +303,14 @@ impl Db {
                 )?;
             }
             Some(Ok(SCHEMA_VERSION)) => {}
+            // Version 1 (before re-runs): `replies` gains its `run`.
+            Some(Ok(1)) => {
+                conn.execute_batch(&format!(
+                    "BEGIN; {} UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;",
+                    runs::MIGRATE_TO_2
+                ))
+                .map_err(open_err)?;
+            }
             Some(Ok(found)) => {
                 return Err(StoreError::SchemaVersion {
                     found,
@@ -432,16 +450,18 @@ impl Db {
                     workflow_id,
                     reply_to,
                     correlation_id,
+                    run,
                 } => {
                     tx.prepare_cached(
-                        "INSERT INTO replies (workflow_id, reply_to, correlation_id) VALUES (?1, ?2, ?3)",
+                        "INSERT INTO replies (workflow_id, reply_to, correlation_id, run) VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .execute(params![&**workflow_id, reply_to, correlation_id])?;
+                    .execute(params![&**workflow_id, reply_to, correlation_id, run])?;
                 }
                 Op::DropReplies(id) => {
-                    tx.prepare_cached("DELETE FROM replies WHERE workflow_id = ?1")?
+                    tx.prepare_cached("DELETE FROM replies WHERE workflow_id = ?1 AND run > 0")?
                         .execute([&**id])?;
                 }
+                Op::Rerun { .. } => runs::write(&tx, op)?,
                 // One scheduler owns everything: its limits are counted in
                 // memory alone.
                 Op::TypePlaces(_) => {}
@@ -530,7 +550,8 @@ impl Db {
             let replies = reply_stmt
                 .query_map([&wf.id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            out.running.push(wf.decode(tasks, replies)?);
+            let runs = runs::runs_of(&self.conn, &wf.id)?;
+            out.running.push(wf.decode(tasks, replies, runs)?);
         }
         let mut scheduled_stmt = self
             .conn

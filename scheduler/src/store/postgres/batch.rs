@@ -59,6 +59,7 @@ pub(super) struct Batch<'a> {
     rep_wf: Vec<&'a str>,
     rep_to: Vec<Cow<'a, str>>,
     rep_corr: Vec<Option<Cow<'a, str>>>,
+    rep_run: Vec<i32>,
 
     drop_replies: Vec<&'a str>,
 
@@ -69,6 +70,9 @@ pub(super) struct Batch<'a> {
 
     /// Schedule ops, written in order, a statement each.
     schedules: Vec<&'a Op>,
+
+    /// Re-runs, written before anything else.
+    reruns: super::runs::Reruns<'a>,
 }
 
 /// PostgreSQL text cannot hold NUL; strings from the wire (worker names,
@@ -161,11 +165,14 @@ impl<'a> Batch<'a> {
                     workflow_id,
                     reply_to,
                     correlation_id,
+                    run,
                 } => {
                     b.rep_wf.push(workflow_id);
                     b.rep_to.push(text(reply_to));
                     b.rep_corr.push(opt_text(correlation_id));
+                    b.rep_run.push((*run).min(i32::MAX as u32) as i32);
                 }
+                Op::Rerun { .. } => b.reruns.push(op),
                 Op::DropReplies(id) => b.drop_replies.push(id),
                 Op::TypePlaces(rows) => {
                     // The last snapshot of a batch wins.
@@ -234,6 +241,11 @@ impl<'a> Batch<'a> {
              FOR SHARE OF p",
             vec![&parts, &epochs],
         )];
+        // A re-run's deletions come before the rows its run writes.
+        let rerun_stmts = self.reruns.statements();
+        for (sql, params) in &rerun_stmts {
+            stmts.push((sql, params.clone()));
+        }
         if !self.wf_id.is_empty() {
             stmts.push((
                 "INSERT INTO workflows (id, seq, name, priority, status, definition, report, created_at, finished_at)
@@ -319,14 +331,14 @@ impl<'a> Batch<'a> {
         }
         if !self.rep_wf.is_empty() {
             stmts.push((
-                "INSERT INTO replies (workflow_id, reply_to, correlation_id)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
-                vec![&self.rep_wf, &self.rep_to, &self.rep_corr],
+                "INSERT INTO replies (workflow_id, reply_to, correlation_id, run)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[])",
+                vec![&self.rep_wf, &self.rep_to, &self.rep_corr, &self.rep_run],
             ));
         }
         if !self.drop_replies.is_empty() {
             stmts.push((
-                "DELETE FROM replies WHERE workflow_id = ANY($1)",
+                "DELETE FROM replies WHERE workflow_id = ANY($1) AND run > 0",
                 vec![&self.drop_replies],
             ));
         }

@@ -26,6 +26,7 @@ mod batch;
 mod partitions;
 mod pauses;
 mod places;
+mod runs;
 mod schedules;
 mod schema;
 #[cfg(test)]
@@ -430,12 +431,23 @@ async fn running_workflows(
     client: &deadpool_postgres::Object,
     ids: &[String],
 ) -> Result<Vec<RunningWorkflow>, StoreError> {
+    whole_workflows(client, ids, true).await
+}
+
+/// The workflows among `ids` (the running ones only, if `running_only`),
+/// with their tasks, waiters and runs, in the order they were accepted. A
+/// rejected one's definition reads back empty.
+async fn whole_workflows(
+    client: &deadpool_postgres::Object,
+    ids: &[String],
+    running_only: bool,
+) -> Result<Vec<RunningWorkflow>, StoreError> {
     let mut running = Vec::with_capacity(ids.len());
     let wfs = client
         .query(
-            "SELECT id, seq, definition, created_at FROM workflows
-             WHERE id = ANY($1) AND status = 'running' ORDER BY seq",
-            &[&ids],
+            "SELECT id, seq, COALESCE(definition, ''::bytea), created_at FROM workflows
+             WHERE id = ANY($1) AND (status = 'running' OR NOT $2) ORDER BY seq",
+            &[&ids, &running_only],
         )
         .await
         .map_err(pg)?;
@@ -480,6 +492,7 @@ async fn running_workflows(
             .or_default()
             .push((r.get(1), r.get(2)));
     }
+    let mut runs = runs::runs_of(client, ids).await?;
     for r in wfs {
         let wf = WorkflowRecord::<DateTime<Utc>> {
             id: r.get(0),
@@ -488,7 +501,8 @@ async fn running_workflows(
             created_at: r.get(3),
         };
         let (t, w) = (tasks.remove(&wf.id), replies.remove(&wf.id));
-        running.push(wf.decode(t.unwrap_or_default(), w.unwrap_or_default())?);
+        let r = runs.remove(&wf.id).unwrap_or_default();
+        running.push(wf.decode(t.unwrap_or_default(), w.unwrap_or_default(), r)?);
     }
     Ok(running)
 }

@@ -120,6 +120,7 @@ CREATE TABLE schedules (
     skipped          INT8 NOT NULL DEFAULT 0
 );
 ",
+    super::runs::MIGRATION,
 ];
 
 /// The schema of a Warren namespace: `warren_` and the namespace when it is

@@ -128,6 +128,7 @@ async fn batches_commit_recover_and_refuse_a_second_result() {
                 workflow_id: wf.clone(),
                 reply_to: "q".into(),
                 correlation_id: Some("c".into()),
+                run: 0,
             },
         ])
         .await

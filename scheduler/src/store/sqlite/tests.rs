@@ -56,6 +56,7 @@ fn batches_commit_and_recover() {
                 workflow_id: wf.clone(),
                 reply_to: "q".into(),
                 correlation_id: Some("c".into()),
+                run: 0,
             },
         ])
         .unwrap();
@@ -110,4 +111,117 @@ fn batches_commit_and_recover() {
         vec![("a".to_string(), 1, "succeeded".to_string())]
     );
     assert_eq!(db.lookup(&["wf-1".into(), "nope".into()]).unwrap()[1], None);
+}
+
+#[test]
+fn a_store_of_version_1_gains_the_runs_of_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '1');
+             CREATE TABLE replies (workflow_id TEXT NOT NULL, reply_to TEXT NOT NULL, correlation_id TEXT);
+             INSERT INTO replies VALUES ('w', 'q', NULL);",
+        )
+        .unwrap();
+    }
+    let db = Db::open(&path).unwrap();
+    let (version, run): (String, u32) = db
+        .conn
+        .query_row(
+            "SELECT (SELECT value FROM meta WHERE key = 'schema_version'), run FROM replies",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version.as_str(), run), ("2", 0), "a submitter's row");
+}
+
+#[test]
+fn a_rerun_deletes_what_runs_again_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("r.db")).unwrap();
+    let wf: Arc<str> = Arc::from("w");
+    // Whole seconds: the store keeps microseconds.
+    let now = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let reply = |to: &str, run| Op::AddReply {
+        workflow_id: wf.clone(),
+        reply_to: to.into(),
+        correlation_id: None,
+        run,
+    };
+    db.commit(&[
+        Op::InsertWorkflow {
+            id: wf.clone(),
+            seq: 1,
+            name: None,
+            priority: 0,
+            status: WorkflowStatus::Running,
+            definition: Some(Arc::from(&b"{}"[..])),
+            report: None,
+            created_at: now,
+        },
+        reply("submitter", 0),
+        row(&wf, "a", TaskState::Succeeded, 1),
+        row(&wf, "b", TaskState::Failed, 2),
+        row(&wf, "b[0]", TaskState::Failed, 2),
+        Op::Result {
+            workflow_id: wf.clone(),
+            task_id: "b".into(),
+            attempt: 1,
+            status: ResultStatus::Failed,
+        },
+        Op::FinishWorkflow {
+            id: wf.clone(),
+            status: WorkflowStatus::Failed,
+            report: "{}".into(),
+            finished_at: now,
+        },
+    ])
+    .unwrap();
+    let run = crate::batch::RunRow {
+        workflow_id: wf.clone(),
+        run: 2,
+        rerun_id: Some("r1".into()),
+        started_at: now,
+        record: "{}".into(),
+    };
+    db.commit(&[
+        Op::Rerun {
+            row: run.clone(),
+            reset: vec!["b".into(), "b[0]".into()],
+        },
+        reply("rerun", 2),
+        // Its result commits again under attempt 1.
+        Op::Result {
+            workflow_id: wf.clone(),
+            task_id: "b".into(),
+            attempt: 1,
+            status: ResultStatus::Succeeded,
+        },
+    ])
+    .unwrap();
+    let stored = db.stored_workflow("w").unwrap().unwrap();
+    assert_eq!(stored.status, "running");
+    assert_eq!(stored.report, None);
+    let tasks: Vec<&str> = stored
+        .workflow
+        .tasks
+        .iter()
+        .map(|t| t.task_id.as_str())
+        .collect();
+    assert_eq!(tasks, ["a"]);
+    assert_eq!(stored.workflow.runs, [run]);
+    assert_eq!(stored.workflow.replies, [("submitter".into(), None)]);
+    let recovered = db.recover().unwrap();
+    assert_eq!(recovered.running[0].replies.len(), 2);
+    // The run ends: its rerun's reply row goes, the submitter's stays.
+    db.commit(&[Op::DropReplies(wf.clone())]).unwrap();
+    let left: u32 = db
+        .conn
+        .query_row("SELECT count(*) FROM replies", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1);
 }

@@ -1,0 +1,136 @@
+//! Re-runs in the SQLite store: the `runs` table (one row per run after
+//! the first), the `run` of each `replies` row (0 for a submitter, N for
+//! the `rerun` that started run N), and a whole workflow read back for a
+//! `rerun`.
+
+use super::{Db, SqliteStore, task_record};
+use crate::batch::{Op, RunRow, StoredWorkflow};
+use crate::store::{
+    StoreError,
+    rows::{Stamp, WorkflowRecord, ts},
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::sync::Arc;
+
+/// The tables and columns re-runs add (schema version 2), on a store of
+/// version 1.
+pub(super) const MIGRATE_TO_2: &str =
+    "ALTER TABLE replies ADD COLUMN run INTEGER NOT NULL DEFAULT 0;";
+
+/// Writes an [`Op::Rerun`]; any other op is not this module's.
+pub(super) fn write(tx: &Transaction<'_>, op: &Op) -> Result<(), StoreError> {
+    let Op::Rerun { row, reset } = op else {
+        return Ok(());
+    };
+    let id = &*row.workflow_id;
+    tx.prepare_cached(
+        "INSERT INTO runs (workflow_id, run, rerun_id, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        id,
+        row.run,
+        row.rerun_id,
+        ts(&row.started_at),
+        row.record
+    ])?;
+    let mut tasks =
+        tx.prepare_cached("DELETE FROM tasks WHERE workflow_id = ?1 AND task_id = ?2")?;
+    let mut results =
+        tx.prepare_cached("DELETE FROM results WHERE workflow_id = ?1 AND task_id = ?2")?;
+    for task in reset {
+        tasks.execute([id, task])?;
+        results.execute([id, task])?;
+    }
+    tx.prepare_cached(
+        "UPDATE workflows SET status = 'running', report = NULL, finished_at = NULL WHERE id = ?1",
+    )?
+    .execute([id])?;
+    Ok(())
+}
+
+/// The runs after the first of workflow `id`, oldest first.
+pub(super) fn runs_of(conn: &Connection, id: &str) -> Result<Vec<RunRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT run, rerun_id, started_at, record FROM runs WHERE workflow_id = ?1 ORDER BY run",
+    )?;
+    let wf: Arc<str> = Arc::from(id);
+    let rows = stmt.query_map([id], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (run, rerun_id, started_at, record) = r?;
+        Ok(RunRow {
+            workflow_id: wf.clone(),
+            run,
+            rerun_id,
+            started_at: started_at.time()?,
+            record,
+        })
+    })
+    .collect()
+}
+
+impl SqliteStore {
+    /// Workflow `id` as stored, whole (`None` when unknown).
+    pub async fn stored_workflow(&self, id: String) -> Result<Option<StoredWorkflow>, StoreError> {
+        self.call(move |db| db.stored_workflow(&id)).await?
+    }
+}
+
+impl Db {
+    pub(super) fn stored_workflow(&self, id: &str) -> Result<Option<StoredWorkflow>, StoreError> {
+        let found = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, definition, created_at, status, report, finished_at FROM workflows WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    WorkflowRecord::<String> {
+                        id: id.to_owned(),
+                        seq: r.get(0)?,
+                        definition: r.get::<_, Option<Vec<u8>>>(1)?,
+                        created_at: r.get(2)?,
+                    },
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .optional()?;
+        let Some((mut record, status, report, finished_at)) = found else {
+            return Ok(None);
+        };
+        // A rejected workflow has no definition: read back empty.
+        record.definition.get_or_insert_with(Vec::new);
+        let wf: Arc<str> = Arc::from(id);
+        let tasks = self
+            .conn
+            .prepare_cached(
+                "SELECT task_id, state, attempt, due_at_ms, output, error, worker, started_at, finished_at
+                 FROM tasks WHERE workflow_id = ?1",
+            )?
+            .query_map([id], task_record)?
+            .map(|t| t.map_err(StoreError::from)?.decode(wf.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let replies = self
+            .conn
+            .prepare_cached(
+                "SELECT reply_to, correlation_id FROM replies WHERE workflow_id = ?1 AND run = 0",
+            )?
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let runs = runs_of(&self.conn, id)?;
+        Ok(Some(StoredWorkflow {
+            status,
+            report,
+            finished_at: finished_at.map(Stamp::time).transpose()?,
+            workflow: record.decode(tasks, replies, runs)?,
+        }))
+    }
+}
