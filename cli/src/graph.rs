@@ -85,6 +85,15 @@ fn label(id: &str, t: &TaskReport, spec: Option<&TaskSpec>, maps: &Maps) -> Vec<
         state = format!("{state}: {}", reason.as_str());
     }
     lines.push(state);
+    // A task re-run: how it ended in the runs before.
+    if !t.history.is_empty() {
+        let before: Vec<String> = t
+            .history
+            .iter()
+            .map(|h| format!("{} {}", h.run, h.state.as_str()))
+            .collect();
+        lines.push(format!("earlier runs: {}", before.join(", ")));
+    }
     if let Some(spec) = spec {
         if let Some(map) = &spec.map
             && maps.width(id).is_none()
@@ -153,6 +162,13 @@ pub fn render(report: &WorkflowReport, specs: &Specs, format: Format) -> String 
                 "digraph {} {{\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\"];\n",
                 dot_id(&report.workflow_id)
             ));
+            if report.run > 1 {
+                out.push_str(&format!(
+                    "  label=\"run {} of {}\";\n  labelloc=t;\n",
+                    report.run,
+                    dot_escape(&report.workflow_id)
+                ));
+            }
             for &(id, t) in &tasks {
                 let lines: Vec<String> = label(id, t, spec(id), &maps)
                     .iter()
@@ -185,6 +201,13 @@ pub fn render(report: &WorkflowReport, specs: &Specs, format: Format) -> String 
                 .enumerate()
                 .map(|(i, (k, _))| (*k, i))
                 .collect();
+            if report.run > 1 {
+                out.push_str(&format!(
+                    "---\ntitle: \"run {} of {}\"\n---\n",
+                    report.run,
+                    mermaid_escape(&report.workflow_id)
+                ));
+            }
             out.push_str("flowchart LR\n");
             for &(id, t) in &tasks {
                 let lines: Vec<String> = label(id, t, spec(id), &maps)

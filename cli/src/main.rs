@@ -1,5 +1,5 @@
 //! `warren`: submit workflows (JSON or YAML) and watch them run, show their
-//! status, cancel them, draw their DAG, pause and resume task queues and
+//! status, cancel and re-run them, draw their DAG, pause and resume task queues and
 //! types, manage schedules, print a role's broker permissions, or run a
 //! whole system in one process on an example (`warren dev FILE`).
 //!
@@ -86,6 +86,24 @@ enum Command {
         id: String,
         /// Seconds to wait for the scheduler's answer.
         #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Re-run an ended workflow in place and wait for the new run's
+    /// outcome: the tasks named with --from (default: every task that did
+    /// not succeed) and everything downstream of them run again; the
+    /// others keep their outputs. Prints the outcome; exits 0 only if the
+    /// run succeeded (1 if it failed or the rerun was refused).
+    Rerun {
+        id: String,
+        /// A task to run again with what follows it; repeat for several.
+        #[arg(long = "from", value_name = "TASK")]
+        from: Vec<String>,
+        /// Makes the request idempotent: asking again with the same id
+        /// joins the run it started (default: a fresh one).
+        #[arg(long, value_name = "ID")]
+        rerun_id: Option<String>,
+        /// Seconds to wait for the outcome.
+        #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
     /// Print a workflow's DAG as Graphviz DOT or Mermaid: from a request file
@@ -299,6 +317,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ExitCode::from(1)
                 }
             })
+        }
+        Command::Rerun {
+            id,
+            from,
+            rerun_id,
+            timeout,
+        } => {
+            let client = Client::connect(&amqp).await?;
+            let from: Vec<&str> = from.iter().map(String::as_str).collect();
+            let report = client
+                .rerun(
+                    &id,
+                    &from,
+                    rerun_id.as_deref(),
+                    Duration::from_secs(timeout),
+                )
+                .await;
+            client.close().await;
+            Ok(print::outcome(&report?))
         }
         Command::Graph {
             source,

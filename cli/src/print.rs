@@ -38,11 +38,17 @@ pub fn outcome(report: &WorkflowReport) -> ExitCode {
 /// `DETAIL`, appears when a task has one: a mapped task's counts, a
 /// skipped task's `skip_reason`.
 pub fn table(report: &WorkflowReport, instances: bool) {
+    let run = if report.run > 1 {
+        format!(" (run {})", report.run)
+    } else {
+        String::new()
+    };
     println!(
-        "workflow {}: {}",
+        "workflow {}: {}{run}",
         safe(&report.workflow_id),
         report.status.as_str()
     );
+    runs(report);
     if let Some(at) = report.not_before {
         println!(
             "starts at {}",
@@ -101,16 +107,59 @@ pub fn table(report: &WorkflowReport, instances: bool) {
     }
 }
 
+/// A re-run workflow's earlier runs, a line each: number, outcome, end,
+/// what the rerun named, and a failed run's error.
+fn runs(report: &WorkflowReport) {
+    let Some((_, earlier)) = report.runs.split_last() else {
+        return;
+    };
+    for r in earlier {
+        let mut line = format!("  run {}: {}", r.run, r.status.as_str());
+        if let Some(at) = r.finished_at {
+            line.push_str(&format!(
+                " at {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        if let Some(e) = &r.error {
+            line.push_str(&format!(" ({})", safe(e)));
+        }
+        println!("{line}");
+    }
+    if let Some(current) = report.runs.last() {
+        let from = if current.from.is_empty() {
+            "every task that had not succeeded".to_owned()
+        } else {
+            current
+                .from
+                .iter()
+                .map(|t| safe(t).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("  run {}: re-ran {from} and what follows", current.run);
+    }
+}
+
 /// A task's detail in the status table: a mapped task's instances by
-/// state (`3/5 succeeded, 2 running`), a skipped task's reason.
+/// state (`3/5 succeeded, 2 running`), a skipped task's reason, and how a
+/// re-run task ended in the runs before (`before: 1 failed`).
 fn detail(maps: &Maps, id: &str, t: &TaskReport) -> String {
+    let mut parts = Vec::new();
     if let Some(counts) = maps.counts(id) {
-        return counts;
+        parts.push(counts);
+    } else if let (TaskState::Skipped, Some(reason)) = (t.state, t.skip_reason) {
+        parts.push(reason.as_str().to_owned());
     }
-    match (t.state, t.skip_reason) {
-        (TaskState::Skipped, Some(reason)) => reason.as_str().to_owned(),
-        _ => String::new(),
+    if !t.history.is_empty() {
+        let before: Vec<String> = t
+            .history
+            .iter()
+            .map(|h| format!("{} {}", h.run, h.state.as_str()))
+            .collect();
+        parts.push(format!("before: {}", before.join(", ")));
     }
+    parts.join("; ")
 }
 
 /// If `id` names an instance of a mapped task (`resize[3]`): the mapped

@@ -67,7 +67,7 @@ fn warren_dev_runs_the_example_and_cleans_up() {
 }
 
 /// Runs `warren ARGS` against `ns`, returning (exit code, stdout, stderr).
-fn warren(ns: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn warren(ns: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(&binaries()["warren"])
         .args(args)
         .current_dir(examples())

@@ -190,11 +190,35 @@ async fn a_failed_workflow_rerun_from_its_failed_task_keeps_what_succeeded() {
         .collect();
     assert_eq!(load, [(1, TaskState::Skipped), (2, TaskState::Succeeded)]);
     assert_eq!(third.tasks["transform"].history.len(), 1);
+    // The CLI: the run and each task's earlier runs; a refused rerun
+    // exits 1 with its code; a rerun from a task waits for its outcome.
+    let cli = |args: &'static [&'static str]| {
+        let ns = env.amqp.namespace.clone();
+        tokio::task::spawn_blocking(move || crate::cli::warren(&ns, args))
+    };
+    let (code, out, _) = cli(&["status", "etl-1"]).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("workflow etl-1: succeeded (run 3)"), "{out}");
+    assert!(out.contains("run 1: failed"), "{out}");
+    assert!(out.contains("before: 1 skipped, 2 succeeded"), "{out}");
+    let (code, _, err) = cli(&["rerun", "etl-1", "--from", "nope"]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown_task"), "{err}");
+    let (code, out, err) = cli(&["rerun", "etl-1", "--from", "load"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let fourth: WorkflowReport = serde_json::from_str(&out).unwrap();
+    assert_eq!((fourth.status, fourth.run), (WorkflowStatus::Succeeded, 4));
+    let (_, dot, _) = cli(&["graph", "etl-1"]).await.unwrap();
+    assert!(dot.contains("run 4 of etl-1"), "{dot}");
+    assert!(
+        dot.contains("earlier runs: 1 skipped, 2 succeeded, 3 succeeded"),
+        "{dot}"
+    );
     // An unknown workflow.
     let unknown = env.client.rerun("nope", &[], None, DEADLINE).await.unwrap();
     assert_eq!(unknown.status, WorkflowStatus::NotFound);
-    assert_eq!(Metrics::get(&scheduler.metrics.engine.workflows_rerun), 2);
-    // Each result committed once per run: run 3's, with attempt 1.
+    assert_eq!(Metrics::get(&scheduler.metrics.engine.workflows_rerun), 3);
+    // Each result committed once per run: the last run's, with attempt 1.
     let results = crate::support::committed_results(&env, "etl-1").await;
     assert_eq!(
         results.iter().filter(|(task, ..)| task == "load").count(),
