@@ -214,6 +214,25 @@ async fn a_failed_workflow_rerun_from_its_failed_task_keeps_what_succeeded() {
         dot.contains("earlier runs: 1 skipped, 2 succeeded, 3 succeeded"),
         "{dot}"
     );
+    // Bounds: at most 100 tasks named; a rerun_id of an id's form.
+    let many: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let invalid = env
+        .client
+        .rerun("etl-1", &many, None, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(invalid.errors[0].code, "invalid_control", "{invalid:?}");
+    assert!(
+        invalid.errors[0].message.contains("at most 100"),
+        "{invalid:?}"
+    );
+    let invalid = env
+        .client
+        .rerun("etl-1", &[], Some("not an id"), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(invalid.errors[0].code, "invalid_control", "{invalid:?}");
     // An unknown workflow.
     let unknown = env.client.rerun("nope", &[], None, DEADLINE).await.unwrap();
     assert_eq!(unknown.status, WorkflowStatus::NotFound);

@@ -298,6 +298,62 @@ def check_rules(wf, publish_request, next_reply):
             problems.append(f"bad rules request: code {code} is not in docs/protocol.md")
 
 
+def check_rerun(wf, publish_request, next_reply):
+    """A failed workflow re-run from its failed task: the rerun's outcome
+    (run 2, the task's history), the submitter's second outcome, an
+    idempotent repeat by rerun_id, and a refusal with its documented
+    code."""
+    rid = wf + "-rerun"
+    request = {"id": rid, "tasks": [
+        {"id": "first", "type": "echo", "input": 1},
+        {"id": "flaky", "type": "fail", "depends_on": ["first"],
+         "input": {"retryable": False, "message": "still down"}},
+        {"id": "after", "type": "echo", "depends_on": ["flaky"]},
+    ]}
+    check("workflow-request", request, "our rerun workflow")
+    publish_request(request, "rerun-sub")
+    _, _, body = next_reply("rerun-sub", "first outcome of the rerun workflow")
+    first = check("workflow-report", body, "first outcome of the rerun workflow") or {}
+    if first.get("status") != "failed":
+        problems.append(f"rerun workflow: expected failed, got {first}")
+    rerun = {"control": "rerun", "workflow_id": rid, "from": ["flaky"], "rerun_id": "r-1"}
+    check("control-request", rerun, "our rerun request")
+    publish_request(rerun, "rerun", "control")
+    _, props, body = next_reply("rerun", "outcome of the rerun")
+    second = check("workflow-report", body, "outcome of the rerun") or {}
+    check_props(props, "warren.report", "outcome of the rerun")
+    history = second.get("tasks", {}).get("flaky", {}).get("history", [])
+    if (second.get("run") != 2 or second.get("status") != "failed"
+            or [h.get("state") for h in history] != ["failed"]
+            or second.get("tasks", {}).get("first", {}).get("history")
+            or [r.get("run") for r in second.get("runs", [])] != [1, 2]):
+        problems.append(f"rerun outcome: expected run 2 failed, flaky's history "
+                        f"[failed], first without history, runs [1, 2]: {second}")
+    # The submitter hears of the second run too.
+    _, _, body = next_reply("rerun-sub", "the submitter's second outcome")
+    again = check("workflow-report", body, "the submitter's second outcome") or {}
+    if again.get("run") != 2:
+        problems.append(f"submitter's second outcome: expected run 2: {again}")
+    # The same rerun_id again: answered with the report, no new run.
+    publish_request(rerun, "rerun-again", "control")
+    _, _, body = next_reply("rerun-again", "answer to the repeated rerun")
+    same = check("workflow-report", body, "answer to the repeated rerun") or {}
+    if same.get("run") != 2:
+        problems.append(f"repeated rerun: expected the run it started (2): {same}")
+    bad = {"control": "rerun", "workflow_id": rid, "from": ["ghost"]}
+    check("control-request", bad, "our refused rerun")
+    publish_request(bad, "rerun-bad", "control")
+    _, _, body = next_reply("rerun-bad", "refusal of the rerun")
+    refused = check("workflow-report", body, "refusal of the rerun") or {}
+    codes = [e.get("code") for e in refused.get("errors", [])]
+    if refused.get("status") != "rejected" or codes != ["unknown_task"]:
+        problems.append(f"refused rerun: expected rejected with unknown_task: {refused}")
+    documented = (SCHEMAS.parent / "protocol.md").read_text()
+    for code in codes:
+        if f"`{code}`" not in documented:
+            problems.append(f"refused rerun: code {code} is not in docs/protocol.md")
+
+
 def check_map(ch, wf, own, publish_request, next_message, next_reply):
     """Mapped tasks, as a foreign client sees them: list -> map -> reduce,
     the instances `each[k]` served by this script (their task messages,
@@ -513,15 +569,21 @@ def main():
             return method, props, body
         raise SystemExit(f"wire_check: consumer of {what} ended")
 
+    stash = {}
+
     def next_reply(corr, what):
         """The reply to request `corr`; other replies (outcomes of earlier
-        submissions) are checked as reports on the way."""
+        submissions) are checked as reports on the way, and kept for a
+        later ask."""
+        if stash.get(corr):
+            return stash[corr].pop(0)
         while True:
             method, props, body = next_message(replies, what)
             if props.correlation_id == corr:
                 return method, props, body
             check("workflow-report", body, f"reply to {props.correlation_id}")
             check_props(props, "warren.report", f"reply to {props.correlation_id}")
+            stash.setdefault(props.correlation_id, []).append((method, props, body))
 
     wf = "wire-" + uuid.uuid4().hex[:8]
     request = {
@@ -712,6 +774,7 @@ def main():
         problems.append(f"reply to a pause of both: {refused}")
 
     check_rules(wf, publish_request, next_reply)
+    check_rerun(wf, publish_request, next_reply)
     check_map(ch, wf, own, publish_request, next_message, next_reply)
     check_schedules(ch, publish_request, next_message, next_reply)
 

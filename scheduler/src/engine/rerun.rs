@@ -1,6 +1,7 @@
 //! Re-runs (`rerun`): an ended workflow runs again in place. The tasks
 //! the request names (`from`; by default every task that did not
-//! succeed) and everything downstream of them go back to pending, their
+//! succeed), those a cancel stopped, and everything downstream of them go
+//! back to pending, their
 //! rows and results deleted; the tasks upstream keep their rows, so
 //! templates read their committed outputs. The workflow is then restored
 //! from what is left exactly as a restarted scheduler restores a running
@@ -199,12 +200,14 @@ impl Engine {
             .map(|(i, t)| (t.id.as_str(), i))
             .collect();
         let n = v.tasks.len();
-        let mut named = Vec::new();
+        let state = |i: usize| rows.get(v.tasks[i].id.as_str()).map(|r| r.state);
+        // Cancelled tasks run again whatever is named: the cancel ended
+        // the run, not them.
+        let mut named: Vec<usize> = (0..n)
+            .filter(|&i| state(i) == Some(TaskState::Cancelled))
+            .collect();
         if ask.from.is_empty() {
-            named.extend((0..n).filter(|&i| {
-                rows.get(v.tasks[i].id.as_str())
-                    .is_none_or(|r| r.state != TaskState::Succeeded)
-            }));
+            named.extend((0..n).filter(|&i| state(i) != Some(TaskState::Succeeded)));
         } else {
             for task in &ask.from {
                 match index.get(task.as_str()) {

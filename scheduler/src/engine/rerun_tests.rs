@@ -467,3 +467,56 @@ fn a_mapped_task_run_again_expands_again() {
     assert_eq!(r.status, WorkflowStatus::Succeeded);
     assert_eq!(r.tasks["each"].history[0].state, TaskState::Failed);
 }
+
+#[test]
+fn a_rerun_past_the_memory_budget_is_refused_until_room_is_made() {
+    let config = EngineConfig {
+        attempt_key: AttemptKey::fixed(1),
+        bounds: crate::bounds::Bounds {
+            max_active_tasks: 6,
+            ..Default::default()
+        },
+        ..config(10)
+    };
+    let mut e = Engine::new(config, Arc::default());
+    let mut sim = Sim::new(chain());
+    failed_chain(&mut e, &mut sim, None);
+    // Another workflow of two tasks holds the budget: 2 + 5 > 6.
+    let mut other = Sim::new(json!({"id": "o", "tasks": [
+        {"id": "x", "type": "echo"}, {"id": "y", "type": "echo", "depends_on": ["x"]}
+    ]}));
+    let ms = submit(&mut e, &mut other, None);
+    assert_eq!(code(rerun(&mut e, &sim, &[], None)), "over_capacity");
+    let ms = answer(&mut e, &mut other, &ms, &[]);
+    answer(&mut e, &mut other, &ms, &[]);
+    assert!(matches!(
+        rerun(&mut e, &sim, &[], None),
+        RerunOutcome::Started(_)
+    ));
+}
+
+#[test]
+fn a_cancelled_workflows_cancelled_tasks_run_again_whatever_is_named() {
+    let mut e = engine(10);
+    let mut sim = Sim::new(chain());
+    let ms = submit(&mut e, &mut sim, None);
+    // a and side succeed; b runs when the workflow is cancelled.
+    let ms = answer(&mut e, &mut sim, &ms, &[]);
+    assert_eq!(ids(&ms), ["b"]);
+    e.cancel("w", Utc::now()).unwrap();
+    sim.step(&mut e);
+    assert_eq!(sim.status, "cancelled");
+    // Named: d alone; b and c (cancelled) run again too.
+    rerun(&mut e, &sim, &["d"], None);
+    let mut ran = Vec::new();
+    let mut ms = sim.step(&mut e);
+    while !ms.is_empty() {
+        ran.extend(ids(&ms).into_iter().map(String::from));
+        ms = answer(&mut e, &mut sim, &ms, &[]);
+    }
+    assert_eq!(ran, ["b", "c", "d"]);
+    let r = sim.final_report();
+    assert_eq!(r.status, WorkflowStatus::Succeeded);
+    assert_eq!(r.tasks["b"].history[0].state, TaskState::Cancelled);
+    assert!(r.tasks["a"].history.is_empty());
+}
