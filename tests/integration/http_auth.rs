@@ -276,11 +276,57 @@ async fn tokens_scopes_and_a_cancel_by_admin() {
         1
     );
 
+    // A rerun of the cancelled workflow: admin only; its body checked;
+    // answered as the new run starts (its cancelled tasks run again).
+    let rerun = "/api/workflows/ha-1/rerun";
+    let post = |token: &'static str, path: String, body: &'static str| {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        async move { send(addr, raw.as_bytes()).await }
+    };
+    let a = post(READ, rerun.into(), "{}").await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    let a = post(ADMIN, rerun.into(), r#"{"form": ["h"]}"#).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = post(ADMIN, rerun.into(), r#"{"rerun_id": "a b"}"#).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = post(
+        ADMIN,
+        rerun.into(),
+        r#"{"from": ["z"], "rerun_id": "http-1"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let started = a.json();
+    assert_eq!(started["status"], "running", "{started}");
+    assert_eq!(started["run"], 2);
+    assert_eq!(started["tasks"]["a"]["state"], "succeeded");
+    assert_eq!(started["tasks"]["h"]["history"][0]["state"], "cancelled");
+    // The same rerun_id: the run it started; another: refused.
+    let a = post(ADMIN, rerun.into(), r#"{"rerun_id": "http-1"}"#).await;
+    assert_eq!((a.status, &a.json()["run"]), (200, &json!(2)), "{}", a.body);
+    let a = post(ADMIN, rerun.into(), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["status"], "rejected");
+    assert_eq!(a.json()["errors"][0]["code"], "workflow_running");
+    let a = post(ADMIN, "/api/workflows/nope/rerun".into(), "").await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    wait_until("h runs again and hangs", || {
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) >= 3
+    })
+    .await;
+    let a = call(addr, "POST", cancel, Some(ADMIN)).await;
+    assert_eq!((a.status, &a.json()["run"]), (200, &json!(2)), "{}", a.body);
+    assert_eq!(a.json()["status"], "cancelled");
+
     // What was refused is counted.
     let text = call(addr, "GET", "/metrics", Some(READ)).await.body;
     for sample in [
         "warren_http_refused_total{reason=\"unauthorized\"} 9",
-        "warren_http_refused_total{reason=\"forbidden\"} 1",
+        "warren_http_refused_total{reason=\"forbidden\"} 2",
         "warren_http_refused_total{reason=\"too_large\"} 2",
     ] {
         assert!(
