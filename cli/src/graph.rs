@@ -67,6 +67,7 @@ pub fn report_of_request(request: &WorkflowRequest) -> WorkflowReport {
                 started_at: None,
                 finished_at: None,
                 history: Vec::new(),
+                attempt_log: Vec::new(),
             },
         );
     }

@@ -149,11 +149,15 @@ pub enum Op {
     },
     Task(TaskRow),
     /// A committed result; the primary key makes committing one twice fail.
+    /// With who answered the attempt and when: a task's log of attempts.
     Result {
         workflow_id: Arc<str>,
         task_id: String,
         attempt: u32,
         status: ResultStatus,
+        worker: Option<String>,
+        started_at: Option<DateTime<Utc>>,
+        finished_at: Option<DateTime<Utc>>,
     },
     Outbox(u64, Arc<OutMsg>),
     OutboxDone(u64),

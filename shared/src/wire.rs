@@ -20,7 +20,7 @@ pub use pauses::{PauseEntry, Paused, PausesReport};
 pub use request::{
     DEFAULT_QUEUE, OnFailure, RetryPolicy, RunIf, SkipReason, TaskSpec, WorkflowRequest,
 };
-pub use runs::{EarlierOutcome, RunSummary};
+pub use runs::{AttemptLog, EarlierOutcome, RunSummary};
 pub use schedules::{CatchUp, Overlap, ScheduleInfo, ScheduleReport, ScheduleSpec, SchedulesPage};
 
 /// Protocol version written to the `warren-protocol` header: 2 since task
@@ -584,6 +584,11 @@ pub struct TaskReport {
     /// `rerun`); absent when it never was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<EarlierOutcome>,
+    /// Its attempts of this run whose result was committed, in order (an
+    /// attempt whose lease expired has none): in the answer about one
+    /// task of the HTTP endpoint only; absent elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_log: Vec<AttemptLog>,
 }
 
 /// A workflow's state: the outcome sent to `reply_to` and the events
@@ -754,6 +759,7 @@ mod tests {
                 started_at: None,
                 finished_at: None,
                 history: Vec::new(),
+                attempt_log: Vec::new(),
             },
         );
         let text = serde_json::to_string(&r).unwrap();

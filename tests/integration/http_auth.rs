@@ -318,9 +318,20 @@ async fn tokens_scopes_and_a_cancel_by_admin() {
         Metrics::get(&scheduler.metrics.engine.tasks_dispatched) >= 3
     })
     .await;
+    // One task: its log of attempts (who answered, when), and once the
+    // workflow ended, its earlier runs from the stored report.
+    let a = call(addr, "GET", "/api/workflows/ha-1/tasks/a", Some(READ)).await;
+    let log = &a.json()["attempt_log"];
+    assert_eq!(log[0]["attempt"], 1, "{}", a.body);
+    assert_eq!(log[0]["status"], "succeeded");
+    assert_eq!(log[0]["worker"], "w");
+    assert!(log[0]["finished_at"].is_string(), "{}", a.body);
     let a = call(addr, "POST", cancel, Some(ADMIN)).await;
     assert_eq!((a.status, &a.json()["run"]), (200, &json!(2)), "{}", a.body);
     assert_eq!(a.json()["status"], "cancelled");
+    let a = call(addr, "GET", "/api/workflows/ha-1/tasks/h", Some(READ)).await;
+    assert_eq!(a.json()["history"][0]["state"], "cancelled", "{}", a.body);
+    assert_eq!(a.json()["state"], "cancelled");
 
     // What was refused is counted.
     let text = call(addr, "GET", "/metrics", Some(READ)).await.body;

@@ -330,6 +330,12 @@ async fn with_three_schedulers_a_rerun_reaches_the_owner_and_outlives_it() {
     })
     .await;
     // The scheduler running it is killed; another takes its partition.
+    wait_until("the owner counts the workflow running", || {
+        peers
+            .iter()
+            .any(|p| Metrics::get(&p.metrics.workflows_running) == 1)
+    })
+    .await;
     let owner = peers
         .iter()
         .position(|p| Metrics::get(&p.metrics.workflows_running) == 1)

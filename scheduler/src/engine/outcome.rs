@@ -103,6 +103,9 @@ impl Engine {
             task_id: r.task_id,
             attempt: r.attempt,
             status: r.status,
+            worker: t.worker.clone(),
+            started_at: t.started_at,
+            finished_at: t.finished_at,
         });
         let i = i as u32;
         let mut received = 0;

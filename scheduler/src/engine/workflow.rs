@@ -298,6 +298,7 @@ impl Workflow {
             started_at: t.started_at,
             finished_at: t.finished_at,
             history: self.history.get(&(i as u32)).cloned().unwrap_or_default(),
+            attempt_log: Vec::new(),
         }
     }
 

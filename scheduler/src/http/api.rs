@@ -256,6 +256,11 @@ pub(super) async fn workflow(State(s): State<Sources>, Path(id): Path<String>) -
     }
 }
 
+/// `GET /api/workflows/{id}/tasks/{task}`: one task, its output in full,
+/// with its `attempt_log` (each attempt whose result was committed: its
+/// worker and times) from the store; a running workflow's task from the
+/// loop, an ended one's from its stored row (its `history` from the
+/// stored report).
 pub(super) async fn task(
     State(s): State<Sources>,
     Path((id, task)): Path<(String, String)>,
@@ -268,39 +273,66 @@ pub(super) async fn task(
         task: task.clone(),
         answer,
     });
-    match asked.await {
-        Ok(Some(Some(report))) => return Json(report).into_response(),
+    let mut found = match asked.await {
+        Ok(Some(Some(report))) => report,
         Ok(Some(None)) => return no_task(&id, &task),
-        Ok(None) => {}
+        Ok(None) => match stored_task(&s.store, &id, &task).await {
+            Ok(found) => found,
+            Err(answer) => return *answer,
+        },
         Err(unavailable) => return unavailable,
-    }
-    // Ended, or running under another scheduler: its stored row.
-    match s.store.lookup(vec![id.clone()]).await {
-        Ok(found) if found.first().is_some_and(Option::is_some) => {}
-        Ok(_) => return no_workflow(&id),
+    };
+    match s.store.attempt_log(&id, &task).await {
+        Ok(log) => found.attempt_log = log,
         Err(e) => return store_error(e),
     }
-    match s.store.task_row(&id, &task).await {
-        Ok(Some(row)) => match row.output.as_deref().map(serde_json::from_str::<Value>) {
-            Some(Err(e)) => store_error(StoreError::Corrupt(format!("output of {task}: {e}"))),
-            output => Json(TaskReport {
-                state: row.state,
-                attempts: row.attempt,
-                depends_on: Vec::new(),
-                output: output.and_then(Result::ok),
-                output_elided: None,
-                error: row.error,
-                skip_reason: row.skip_reason,
-                worker: row.worker,
-                started_at: row.started_at,
-                finished_at: row.finished_at,
-                history: Vec::new(),
-            })
-            .into_response(),
+    Json(found).into_response()
+}
+
+/// A task of a workflow this scheduler does not run (ended, or running
+/// under another scheduler): its stored row, and its history from the
+/// stored final report.
+async fn stored_task(store: &Store, id: &str, task: &str) -> Result<TaskReport, Box<Response>> {
+    let known = match store.lookup(vec![id.to_owned()]).await {
+        Ok(mut found) => match found.pop().flatten() {
+            Some(k) => k,
+            None => return Err(Box::new(no_workflow(id))),
         },
-        Ok(None) => no_task(&id, &task),
-        Err(e) => store_error(e),
-    }
+        Err(e) => return Err(Box::new(store_error(e))),
+    };
+    let row = match store.task_row(id, task).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(Box::new(no_task(id, task))),
+        Err(e) => return Err(Box::new(store_error(e))),
+    };
+    let output = match row.output.as_deref().map(serde_json::from_str::<Value>) {
+        Some(Err(e)) => {
+            let e = StoreError::Corrupt(format!("output of {task}: {e}"));
+            return Err(Box::new(store_error(e)));
+        }
+        output => output.and_then(Result::ok),
+    };
+    let history = known
+        .report
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<WorkflowReport>(r).ok())
+        .and_then(|mut r| r.tasks.remove(task))
+        .map(|t| t.history)
+        .unwrap_or_default();
+    Ok(TaskReport {
+        state: row.state,
+        attempts: row.attempt,
+        depends_on: Vec::new(),
+        output,
+        output_elided: None,
+        error: row.error,
+        skip_reason: row.skip_reason,
+        worker: row.worker,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+        history,
+        attempt_log: Vec::new(),
+    })
 }
 
 fn no_workflow(id: &str) -> Response {

@@ -833,5 +833,6 @@ fn stored_task_report(row: &TaskRow) -> TaskReport {
         started_at: row.started_at,
         finished_at: row.finished_at,
         history: Vec::new(),
+        attempt_log: Vec::new(),
     }
 }

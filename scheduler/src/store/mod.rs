@@ -340,6 +340,22 @@ impl Store {
         }
     }
 
+    /// The attempts of a task whose result was committed, in order: who
+    /// answered each and when.
+    pub async fn attempt_log(
+        &self,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Vec<warren_shared::wire::AttemptLog>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.attempt_log(workflow_id.to_owned(), task_id.to_owned())
+                    .await
+            }
+            Store::Postgres(p) => p.attempt_log(workflow_id, task_id).await,
+        }
+    }
+
     /// Workflow `id` as stored, whole: what a `rerun` starts from (`None`
     /// when unknown).
     pub async fn stored_workflow(

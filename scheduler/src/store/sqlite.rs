@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS results (
     attempt      INTEGER NOT NULL,
     status       TEXT NOT NULL,
     committed_at TEXT NOT NULL,
+    worker       TEXT,
+    started_at   TEXT,
+    finished_at  TEXT,
     PRIMARY KEY (workflow_id, task_id, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
@@ -418,11 +421,24 @@ impl Db {
                     task_id,
                     attempt,
                     status,
+                    worker,
+                    started_at,
+                    finished_at,
                 } => {
                     tx.prepare_cached(
-                        "INSERT INTO results (workflow_id, task_id, attempt, status, committed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO results (workflow_id, task_id, attempt, status, committed_at, worker, started_at, finished_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
-                    .execute(params![&**workflow_id, task_id, attempt, status.as_str(), ts(&Utc::now())])?;
+                    .execute(params![
+                        &**workflow_id,
+                        task_id,
+                        attempt,
+                        status.as_str(),
+                        ts(&Utc::now()),
+                        worker,
+                        started_at.as_ref().map(ts),
+                        finished_at.as_ref().map(ts)
+                    ])?;
                 }
                 Op::Outbox(seq, m) => {
                     let headers = headers_text(&m.headers)?;

@@ -1,6 +1,7 @@
-//! Re-runs on the wire: a workflow's runs and its tasks' earlier outcomes,
-//! as a report carries them once the workflow was re-run (`rerun`;
-//! docs/protocol.md, "Re-running a workflow").
+//! A workflow's past on the wire: its runs and its tasks' earlier
+//! outcomes, as a report carries them once the workflow was re-run
+//! (`rerun`; docs/protocol.md, "Re-running a workflow"), and a task's log
+//! of attempts.
 
 use super::{SkipReason, TaskError, TaskState, WorkflowStatus};
 use chrono::{DateTime, Utc};
@@ -59,6 +60,25 @@ pub struct EarlierOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     /// When its last attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One attempt of a task whose result was committed, in the `attempt_log`
+/// of a single task's answer (`GET /api/workflows/{id}/tasks/{task}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptLog {
+    /// The attempt, from 1 (in the current run).
+    pub attempt: u32,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    /// The worker that answered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// When it started, as its worker reported (else when dispatched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
 }

@@ -42,6 +42,9 @@ pub(super) struct Batch<'a> {
     res_task: Vec<&'a str>,
     res_attempt: Vec<i32>,
     res_status: Vec<&'static str>,
+    res_worker: Vec<Option<Cow<'a, str>>>,
+    res_started: Vec<Option<DateTime<Utc>>>,
+    res_finished: Vec<Option<DateTime<Utc>>>,
 
     out_seq: Vec<i64>,
     out_kind: Vec<&'static str>,
@@ -142,11 +145,17 @@ impl<'a> Batch<'a> {
                     task_id,
                     attempt,
                     status,
+                    worker,
+                    started_at,
+                    finished_at,
                 } => {
                     b.res_wf.push(workflow_id);
                     b.res_task.push(task_id);
                     b.res_attempt.push(*attempt as i32);
                     b.res_status.push(status.as_str());
+                    b.res_worker.push(opt_text(worker));
+                    b.res_started.push(*started_at);
+                    b.res_finished.push(*finished_at);
                 }
                 Op::Outbox(seq, m) => {
                     b.out_seq.push(*seq as i64);
@@ -297,13 +306,17 @@ impl<'a> Batch<'a> {
         }
         if !self.res_wf.is_empty() {
             stmts.push((
-                "INSERT INTO results (workflow_id, task_id, attempt, status)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[])",
+                "INSERT INTO results (workflow_id, task_id, attempt, status, worker, started_at, finished_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
+                                      $6::timestamptz[], $7::timestamptz[])",
                 vec![
                     &self.res_wf,
                     &self.res_task,
                     &self.res_attempt,
                     &self.res_status,
+                    &self.res_worker,
+                    &self.res_started,
+                    &self.res_finished,
                 ],
             ));
         }

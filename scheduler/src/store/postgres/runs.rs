@@ -1,6 +1,7 @@
 //! Re-runs in the PostgreSQL store: the `runs` table (one row per run
-//! after the first; migration 6), the `run` of each `replies` row (0 for a
-//! submitter, N for the `rerun` that started run N), the statements of an
+//! after the first; migration 6, which also gives each `results` row the
+//! worker and times of its attempt), the `run` of each `replies` row (0
+//! for a submitter, N for the `rerun` that started run N), the statements of an
 //! [`Op::Rerun`], and a whole workflow read back for a `rerun`.
 
 use super::{PgStore, get, pg};
@@ -10,6 +11,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
+use warren_shared::wire::AttemptLog;
 
 /// The `runs` table, and the `run` of `replies`.
 pub(super) const MIGRATION: &str = "
@@ -22,6 +24,9 @@ CREATE TABLE runs (
     PRIMARY KEY (workflow_id, run)
 );
 ALTER TABLE replies ADD COLUMN run INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE results ADD COLUMN worker TEXT,
+                    ADD COLUMN started_at TIMESTAMPTZ,
+                    ADD COLUMN finished_at TIMESTAMPTZ;
 ";
 
 /// The re-runs of one batch as columns.
@@ -122,6 +127,33 @@ pub(super) async fn runs_of(
 }
 
 impl PgStore {
+    /// The attempts of a task whose result was committed, in order.
+    pub async fn attempt_log(
+        &self,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Vec<AttemptLog>, StoreError> {
+        let rows = get(&self.pool)
+            .await?
+            .query(
+                "SELECT attempt, status, worker, started_at, finished_at FROM results
+                 WHERE workflow_id = $1 AND task_id = $2 ORDER BY attempt LIMIT 1000",
+                &[&workflow_id, &task_id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AttemptLog {
+                attempt: r.get::<_, i32>(0).max(0) as u32,
+                status: r.get(1),
+                worker: r.get(2),
+                started_at: r.get(3),
+                finished_at: r.get(4),
+            })
+            .collect())
+    }
+
     /// Workflow `id` as stored, whole (`None` when unknown).
     pub async fn stored_workflow(&self, id: &str) -> Result<Option<StoredWorkflow>, StoreError> {
         let client = get(&self.pool).await?;

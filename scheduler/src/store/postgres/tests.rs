@@ -142,6 +142,9 @@ async fn batches_commit_recover_and_refuse_a_second_result() {
                 task_id: "a".into(),
                 attempt: 2,
                 status: ResultStatus::Succeeded,
+                worker: None,
+                started_at: None,
+                finished_at: None,
             },
         ])
         .await
@@ -153,6 +156,9 @@ async fn batches_commit_recover_and_refuse_a_second_result() {
             task_id: "a".into(),
             attempt: 2,
             status: ResultStatus::Succeeded,
+            worker: None,
+            started_at: None,
+            finished_at: None,
         },
     ];
     assert!(

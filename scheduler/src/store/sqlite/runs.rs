@@ -11,11 +11,16 @@ use crate::store::{
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::sync::Arc;
+use warren_shared::wire::AttemptLog;
 
-/// The tables and columns re-runs add (schema version 2), on a store of
-/// version 1.
+/// What schema version 2 adds to a store of version 1: the `run` of
+/// `replies`, and who answered each committed attempt and when (the
+/// `runs` table is created with the others).
 pub(super) const MIGRATE_TO_2: &str =
-    "ALTER TABLE replies ADD COLUMN run INTEGER NOT NULL DEFAULT 0;";
+    "ALTER TABLE replies ADD COLUMN run INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE results ADD COLUMN worker TEXT;
+     ALTER TABLE results ADD COLUMN started_at TEXT;
+     ALTER TABLE results ADD COLUMN finished_at TEXT;";
 
 /// Writes an [`Op::Rerun`]; any other op is not this module's.
 pub(super) fn write(tx: &Transaction<'_>, op: &Op) -> Result<(), StoreError> {
@@ -76,6 +81,41 @@ pub(super) fn runs_of(conn: &Connection, id: &str) -> Result<Vec<RunRow>, StoreE
 }
 
 impl SqliteStore {
+    /// The attempts of a task whose result was committed, in order.
+    pub async fn attempt_log(
+        &self,
+        workflow_id: String,
+        task_id: String,
+    ) -> Result<Vec<AttemptLog>, StoreError> {
+        self.call(move |db| {
+            let mut stmt = db.conn.prepare_cached(
+                "SELECT attempt, status, worker, started_at, finished_at FROM results
+                 WHERE workflow_id = ?1 AND task_id = ?2 ORDER BY attempt LIMIT 1000",
+            )?;
+            let rows = stmt.query_map([&workflow_id, &task_id], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (attempt, status, worker, started_at, finished_at) = r?;
+                Ok(AttemptLog {
+                    attempt,
+                    status,
+                    worker,
+                    started_at: started_at.map(Stamp::time).transpose()?,
+                    finished_at: finished_at.map(Stamp::time).transpose()?,
+                })
+            })
+            .collect()
+        })
+        .await?
+    }
+
     /// Workflow `id` as stored, whole (`None` when unknown).
     pub async fn stored_workflow(&self, id: String) -> Result<Option<StoredWorkflow>, StoreError> {
         self.call(move |db| db.stored_workflow(&id)).await?

@@ -68,6 +68,9 @@ fn batches_commit_and_recover() {
                 task_id: "a".into(),
                 attempt: 1,
                 status: ResultStatus::Succeeded,
+                worker: None,
+                started_at: None,
+                finished_at: None,
             },
         ])
         .unwrap();
@@ -79,6 +82,9 @@ fn batches_commit_and_recover() {
                 task_id: "a".into(),
                 attempt: 1,
                 status: ResultStatus::Succeeded,
+                worker: None,
+                started_at: None,
+                finished_at: None,
             },
         ];
         assert!(db.commit(&dup).is_err());
@@ -114,7 +120,7 @@ fn batches_commit_and_recover() {
 }
 
 #[test]
-fn a_store_of_version_1_gains_the_runs_of_reruns() {
+fn a_store_of_version_1_gains_the_runs_of_reruns_and_the_attempt_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v1.db");
     {
@@ -123,7 +129,11 @@ fn a_store_of_version_1_gains_the_runs_of_reruns() {
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              INSERT INTO meta VALUES ('schema_version', '1');
              CREATE TABLE replies (workflow_id TEXT NOT NULL, reply_to TEXT NOT NULL, correlation_id TEXT);
-             INSERT INTO replies VALUES ('w', 'q', NULL);",
+             INSERT INTO replies VALUES ('w', 'q', NULL);
+             CREATE TABLE results (workflow_id TEXT NOT NULL, task_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+                                   status TEXT NOT NULL, committed_at TEXT NOT NULL,
+                                   PRIMARY KEY (workflow_id, task_id, attempt)) WITHOUT ROWID;
+             INSERT INTO results VALUES ('w', 'a', 1, 'succeeded', '2026-01-01T00:00:00Z');",
         )
         .unwrap();
     }
@@ -137,6 +147,11 @@ fn a_store_of_version_1_gains_the_runs_of_reruns() {
         )
         .unwrap();
     assert_eq!((version.as_str(), run), ("2", 0), "a submitter's row");
+    let worker: Option<String> = db
+        .conn
+        .query_row("SELECT worker FROM results", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(worker, None, "a result committed before the log");
 }
 
 #[test]
@@ -172,6 +187,9 @@ fn a_rerun_deletes_what_runs_again_and_keeps_the_rest() {
             task_id: "b".into(),
             attempt: 1,
             status: ResultStatus::Failed,
+            worker: None,
+            started_at: None,
+            finished_at: None,
         },
         Op::FinishWorkflow {
             id: wf.clone(),
@@ -200,6 +218,9 @@ fn a_rerun_deletes_what_runs_again_and_keeps_the_rest() {
             task_id: "b".into(),
             attempt: 1,
             status: ResultStatus::Succeeded,
+            worker: None,
+            started_at: None,
+            finished_at: None,
         },
     ])
     .unwrap();
