@@ -275,6 +275,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({"error": message.into()}))).into_response()
 }
 
+/// The page, with the layout library it uses inlined where it says
+/// `<!-- vendor:dagre -->` (`vendor/README.md`).
 async fn page() -> Html<&'static str> {
-    Html(include_str!("page.html"))
+    static PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        include_str!("page.html").replacen(
+            "<!-- vendor:dagre -->",
+            &format!("<script>{}</script>", include_str!("vendor/dagre.min.js")),
+            1,
+        )
+    });
+    Html(PAGE.as_str())
 }
