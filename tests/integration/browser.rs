@@ -3,13 +3,19 @@
 //! test reads the DAG it rendered. With `WARREN_SCREENSHOT=path.png` it
 //! also saves a screenshot (the one in docs/ was made this way). With
 //! tokens, the test drives the page as a user would (over the DevTools
-//! protocol): it gives a token, and an admin cancels the workflow.
+//! protocol): it gives a token, and an admin cancels a workflow, or
+//! re-runs a failed one from its failed task (`WARREN_SCREENSHOT_RERUN`
+//! saves that page: docs/img/page-rerun.png).
 
-use crate::support::{DEADLINE, Env, held_workflow_of_1200, wait_until, wait_until_async};
+use crate::support::{DEADLINE, Env, Log, held_workflow_of_1200, wait_until, wait_until_async};
 use serde_json::{Value, json};
 use std::{
     net::SocketAddr,
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 use tokio::{
@@ -22,7 +28,7 @@ use warren_scheduler::{
     http::{Access, Tokens},
 };
 use warren_shared::wire::{ControlKind, TaskState, WorkflowStatus};
-use warren_worker::Registry;
+use warren_worker::{HandlerError, Registry};
 
 /// Chromium's flags for a closed network and a throwaway profile. For a
 /// dump or a screenshot, add `--virtual-time-budget` (see [`rendered`]).
@@ -364,6 +370,30 @@ impl Drop for Browser {
     }
 }
 
+/// Standard base64 (a DevTools screenshot), decoded.
+fn base64(text: &str) -> Vec<u8> {
+    let digit = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(digit).collect();
+    // Each 4 digits are 3 bytes; a last 3 are 2, a last 2 one.
+    digits
+        .chunks(4)
+        .flat_map(|c| {
+            let n = c
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+            n.to_be_bytes()[1..c.len()].to_vec()
+        })
+        .collect()
+}
+
 /// `io` within the deadline.
 async fn within<T>(io: impl std::future::Future<Output = std::io::Result<T>>) -> T {
     tokio::time::timeout(DEADLINE, io)
@@ -388,25 +418,52 @@ struct Tab {
 }
 
 impl Tab {
-    /// The value of `js` in the page (a promise is awaited); `None` when
-    /// it threw, or the page was between two documents.
-    async fn eval(&mut self, js: &str) -> Option<Value> {
+    /// The answer to one DevTools command (`result`, or `error`).
+    async fn command(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
-        let call = json!({"id": id, "method": "Runtime.evaluate", "params": {
-            "expression": js, "awaitPromise": true, "returnByValue": true
-        }});
+        let call = json!({"id": id, "method": method, "params": params});
         self.send(&call.to_string()).await;
         loop {
             let message: Value = serde_json::from_str(&self.receive().await).unwrap();
             if message["id"] == id {
-                let result = &message["result"];
-                if message.get("error").is_some() || result.get("exceptionDetails").is_some() {
-                    return None;
-                }
-                return Some(result["result"]["value"].clone());
+                return message;
             }
         }
+    }
+
+    /// The value of `js` in the page (a promise is awaited); `None` when
+    /// it threw, or the page was between two documents.
+    async fn eval(&mut self, js: &str) -> Option<Value> {
+        let params = json!({"expression": js, "awaitPromise": true, "returnByValue": true});
+        let message = self.command("Runtime.evaluate", params).await;
+        let result = &message["result"];
+        if message.get("error").is_some() || result.get("exceptionDetails").is_some() {
+            return None;
+        }
+        Some(result["result"]["value"].clone())
+    }
+
+    /// A PNG of the whole page laid out `width` CSS pixels wide.
+    async fn screenshot(&mut self, width: u64) -> Vec<u8> {
+        let mut height = 600;
+        for _ in 0..2 {
+            let metrics =
+                json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false});
+            let set = self
+                .command("Emulation.setDeviceMetricsOverride", metrics)
+                .await;
+            assert!(set.get("error").is_none(), "{set}");
+            height = self
+                .eval("document.documentElement.scrollHeight")
+                .await
+                .and_then(|h| h.as_u64())
+                .expect("the page's height");
+        }
+        let shot = self
+            .command("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
+        base64(shot["result"]["data"].as_str().expect("a screenshot"))
     }
 
     /// Evaluates `js` until it is `true`; fails the test after the
@@ -490,22 +547,27 @@ impl Tab {
 const READ: &str = "page-read-token-0123456789";
 const ADMIN: &str = "page-admin-token-0123456789";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_tokens_the_page_asks_for_one_and_admins_cancel() {
-    let mut env = Env::new().await;
+/// `env`'s scheduler configuration with the endpoint on, and the tokens
+/// [`READ`] and [`ADMIN`].
+fn with_tokens(env: &Env) -> SchedulerConfig {
     let mut tokens = Tokens::default();
     tokens
         .add_file(&format!("read {READ}\nadmin {ADMIN}\n"))
         .unwrap();
-    let config = SchedulerConfig {
+    SchedulerConfig {
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         http_access: Access {
             tokens,
             ..Access::default()
         },
         ..env.scheduler_config()
-    };
-    let scheduler = env.scheduler(config);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_page_asks_for_one_and_admins_cancel() {
+    let mut env = Env::new().await;
+    let scheduler = env.scheduler(with_tokens(&env));
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let mut registry = Registry::with_builtins();
     crate::support::add_gated(
@@ -587,11 +649,252 @@ async fn with_tokens_the_page_asks_for_one_and_admins_cancel() {
         "document.getElementById('summary')?.dataset.status === 'cancelled'",
     )
     .await;
+    // Ended, it offers Re-run instead of Cancel.
+    tab.wait_for(
+        "Re-run instead of Cancel",
+        "!!document.getElementById('rerun') && document.getElementById('cancel') === null",
+    )
+    .await;
     // A new tab has its own sessionStorage: the token is asked for again.
     let mut other = browser.tab(&url).await;
     other
         .wait_for("the token form", "!!document.getElementById('token-form')")
         .await;
+    drop(browser);
+    scheduler.stop().await;
+    env.finish().await;
+}
+
+/// A registry with `record` (logs each attempt, echoes) and `flaky`
+/// (logs each attempt; fails for good while `broken` is set, else waits
+/// for a permit of `gate` and echoes), besides the built-in kinds.
+fn flaky_registry(
+    broken: &Arc<AtomicBool>,
+    gate: &Arc<tokio::sync::Semaphore>,
+    log: &Log,
+) -> Registry {
+    let mut r = Registry::with_builtins();
+    crate::support::add_gated(&mut r, "record", log, "w", None);
+    let (broken, gate, log) = (broken.clone(), gate.clone(), log.clone());
+    r.register("flaky", move |ctx| {
+        let (broken, gate, log) = (broken.clone(), gate.clone(), log.clone());
+        async move {
+            log.push(format!(
+                "{}/{}/{}@w",
+                ctx.workflow_id, ctx.task_id, ctx.attempt
+            ));
+            if broken.load(Ordering::SeqCst) {
+                return Err(HandlerError::fatal("the service is down"));
+            }
+            gate.acquire().await.expect("gate open").forget();
+            Ok(ctx.input)
+        }
+    });
+    r
+}
+
+/// The attempts `log` holds of `task` of `workflow`, in order.
+fn attempts(log: &Log, workflow: &str, task: &str) -> Vec<String> {
+    let prefix = format!("{workflow}/{task}/");
+    log.lines()
+        .iter()
+        .filter_map(|l| Some(l.strip_prefix(&prefix)?.split('@').next()?.to_owned()))
+        .collect()
+}
+
+/// Clicks the DAG node of `task`.
+async fn click_node(tab: &mut Tab, task: &str) {
+    let click = format!(
+        "document.querySelector('g.node[data-task=\"{task}\"] rect')\
+         .dispatchEvent(new MouseEvent('click', {{bubbles: true}})); true"
+    );
+    assert!(tab.eval(&click).await.is_some(), "{task} clicked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reruns_a_failed_workflow_from_its_failed_task_on_the_page() {
+    let mut env = Env::new().await;
+    let scheduler = env.scheduler(with_tokens(&env));
+    let (broken, log) = (Arc::new(AtomicBool::new(true)), Log::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    env.worker(flaky_registry(&broken, &gate, &log), &["default"], 4, "w");
+    wait_until("the endpoint listens", || scheduler.http.get().is_some()).await;
+    let addr = *scheduler.http.get().unwrap();
+    // A chain whose middle task fails (for good) while `broken` is set.
+    let report = env
+        .client
+        .submit_and_wait(
+            json!({"id": "page-rerun", "name": "etl", "input": {"rows": 3}, "tasks": [
+                {"id": "extract", "type": "record", "input": {"rows": "${workflow.input.rows}"}},
+                {"id": "transform", "type": "flaky", "depends_on": ["extract"],
+                 "input": {"rows": "${extract.output.rows}"}},
+                {"id": "load", "type": "record", "depends_on": ["transform"],
+                 "input": "${transform.output.rows}"}
+            ]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Failed, "{report:?}");
+    broken.store(false, Ordering::SeqCst);
+
+    let browser = Browser::start().await;
+    let mut tab = browser
+        .tab(&format!("http://{addr}/workflows/page-rerun"))
+        .await;
+    tab.give_token(ADMIN).await;
+    // Ended: Re-run, no Cancel, no run number yet (the first run).
+    tab.wait_for(
+        "the failed workflow with its Re-run button",
+        "document.getElementById('summary')?.dataset.status === 'failed' \
+         && !!document.getElementById('rerun') \
+         && !document.getElementById('rerun-slot').hidden",
+    )
+    .await;
+    holds(
+        &mut tab,
+        "no Cancel, no run number, no earlier runs",
+        "document.getElementById('cancel') === null && document.getElementById('run') === null \
+         && document.getElementById('runs') === null",
+    )
+    .await;
+    // The failed task, clicked: its panel offers to re-run from it.
+    click_node(&mut tab, "transform").await;
+    tab.wait_for(
+        "transform's panel with Re-run from this task",
+        "document.getElementById('panel-task')?.textContent === 'transform' \
+         && document.getElementById('panel-error')?.textContent.includes('the service is down') \
+         && document.getElementById('rerun-from')?.textContent === 'Re-run from this task' \
+         && document.getElementById('panel-history') === null",
+    )
+    .await;
+    // Clicked twice in a row (and confirmed): one rerun.
+    let click = "window.confirm = () => true; const b = document.getElementById('rerun-from'); \
+                 b.click(); b.click(); true";
+    assert!(tab.eval(click).await.is_some());
+    // The new run shows running (transform waits at the gate): Cancel
+    // only, the run's number, and what it was re-run from.
+    tab.wait_for(
+        "run 2 running, with Cancel only",
+        "document.getElementById('summary')?.dataset.status === 'running' \
+         && document.getElementById('run')?.dataset.run === '2' \
+         && document.getElementById('run').textContent === 'run 2, from transform' \
+         && !!document.getElementById('cancel') && document.getElementById('rerun') === null \
+         && document.getElementById('rerun-from') === null \
+         && document.querySelector('g.node[data-task=\"transform\"]')?.dataset.state === 'running'",
+    )
+    .await;
+    gate.add_permits(1);
+    // Run 2 succeeded; the panel shows how transform ended in run 1.
+    tab.wait_for(
+        "run 2 succeeded, with transform's failed first run",
+        "document.getElementById('summary')?.dataset.status === 'succeeded' \
+         && document.getElementById('run')?.dataset.run === '2' \
+         && document.getElementById('panel-task')?.textContent === 'transform' \
+         && document.getElementById('panel').dataset.state === 'succeeded' \
+         && document.querySelector('#panel-history li[data-run=\"1\"][data-state=\"failed\"]') \
+            ?.textContent.includes('the service is down') === true \
+         && document.querySelector('#runs li[data-run=\"1\"][data-status=\"failed\"]') \
+            ?.textContent.includes('transform') === true \
+         && !!document.getElementById('rerun') && !!document.getElementById('rerun-from')",
+    )
+    .await;
+    holds(
+        &mut tab,
+        "one line of history, with its attempts and worker",
+        "document.querySelectorAll('#panel-history li').length === 1 \
+         && document.querySelector('#panel-history li').textContent.includes('1 attempt · worker w')",
+    )
+    .await;
+    // extract kept its output and did not run again; transform and load
+    // ran in run 2, once each.
+    assert_eq!(attempts(&log, "page-rerun", "extract"), ["1"]);
+    assert_eq!(attempts(&log, "page-rerun", "transform"), ["1", "1"]);
+    assert_eq!(attempts(&log, "page-rerun", "load"), ["1"]);
+    let report = env.client.status("page-rerun", DEADLINE).await.unwrap();
+    assert_eq!((report.status, report.run), (WorkflowStatus::Succeeded, 2));
+    assert_eq!(report.runs.len(), 2, "the double click started one run");
+    if let Ok(path) = std::env::var("WARREN_SCREENSHOT_RERUN") {
+        std::fs::write(path, tab.screenshot(1280).await).unwrap();
+    }
+
+    // Re-run again with nothing that did not succeed: the refusal shown.
+    let click = "window.confirm = () => true; document.getElementById('rerun').click(); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "the refusal",
+        "document.getElementById('error').textContent.startsWith('Not re-run: ') \
+         && document.getElementById('error').textContent.includes('succeeded') \
+         && !document.getElementById('rerun').disabled",
+    )
+    .await;
+    holds(
+        &mut tab,
+        "still run 2",
+        "document.getElementById('run')?.dataset.run === '2'",
+    )
+    .await;
+
+    // A mapped task's instance is re-run with its task, which it names.
+    let report = env
+        .client
+        .submit_and_wait(
+            json!({"id": "page-rerun-map", "input": {"items": [0, 9]}, "tasks": [
+                {"id": "list", "type": "echo", "input": "${workflow.input.items}"},
+                {"id": "resize", "type": "fail", "depends_on": ["list"], "map": "${list.output}",
+                 "input": {"times": "${item}", "retryable": false,
+                           "message": "cannot resize item ${index}"}}
+            ]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Failed, "{report:?}");
+    assert!(
+        tab.eval("location.href = '/workflows/page-rerun-map'; true")
+            .await
+            .is_some()
+    );
+    tab.wait_for(
+        "the mapped workflow",
+        "!!document.querySelector('g.toggle[data-group=\"resize\"]')",
+    )
+    .await;
+    let click = "document.querySelector('g.toggle[data-group=\"resize\"]')\
+                 .dispatchEvent(new MouseEvent('click', {bubbles: true})); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "the failed instance listed",
+        "!!document.querySelector('.instances tr[data-task=\"resize[1]\"]')",
+    )
+    .await;
+    let click = "document.querySelector('.instances tr[data-task=\"resize[1]\"]').click(); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "the instance's panel naming its mapped task",
+        "document.getElementById('panel-task')?.textContent === 'resize[1]' \
+         && document.getElementById('rerun-from')?.dataset.from === 'resize' \
+         && document.getElementById('rerun-from').textContent === 'Re-run from resize'",
+    )
+    .await;
+    let click = "window.confirm = () => true; document.getElementById('rerun-from').click(); true";
+    assert!(tab.eval(click).await.is_some());
+    // Accepted (the scheduler refuses instance ids): run 2, which fails
+    // again; the mapped task's panel keeps its first run.
+    tab.wait_for(
+        "run 2 of the mapped workflow, failed again",
+        "document.getElementById('summary')?.dataset.status === 'failed' \
+         && document.getElementById('run')?.dataset.run === '2' \
+         && document.getElementById('error').textContent === ''",
+    )
+    .await;
+    click_node(&mut tab, "resize").await;
+    tab.wait_for(
+        "resize's earlier run",
+        "document.getElementById('panel-task')?.textContent === 'resize' \
+         && !!document.querySelector('#panel-history li[data-run=\"1\"]')",
+    )
+    .await;
     drop(browser);
     scheduler.stop().await;
     env.finish().await;
@@ -713,12 +1016,14 @@ async fn the_page_collapses_a_mapped_task_and_shows_a_task_in_its_panel() {
         "document.getElementById('panel-output')?.textContent === JSON.stringify([0,0,0,0,0,0,0,9], null, 2)",
     )
     .await;
-    // No Re-run button: its slot is hidden until the request exists.
+    // Read only (no tokens): no Re-run, neither of the workflow nor from
+    // a task.
     holds(
         &mut tab,
         "the Re-run slot hidden",
         "document.getElementById('rerun-slot').hidden \
-         && document.getElementById('rerun-slot').childElementCount === 0",
+         && document.getElementById('rerun-slot').childElementCount === 0 \
+         && document.getElementById('rerun-from') === null",
     )
     .await;
     drop(browser);
