@@ -574,13 +574,15 @@ pub(super) async fn rerun(
         Ok(Some(Acted::NotOwned)) => error(
             StatusCode::CONFLICT,
             format!(
-                "workflow {id} belongs to another scheduler (the owner of its partition):                  re-run it with a `rerun` control request (`warren rerun`), which reaches the owner"
+                "workflow {id} belongs to another scheduler (the owner of its partition): \
+                 re-run it with a `rerun` control request (`warren rerun`), which reaches the owner"
             ),
         ),
         Ok(None) | Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "the scheduler did not take the rerun within {ANSWER_WITHIN:?} (standing by, or                  no broker session?); see the workflow's status before trying again"
+                "the scheduler did not take the rerun within {ANSWER_WITHIN:?} (standing by, or \
+                 no broker session?); see the workflow's status before trying again"
             ),
         ),
     }
