@@ -277,6 +277,10 @@ pub struct ControlNotice {
     pub control: NoticeKind,
     /// The workflow concerned.
     pub workflow_id: String,
+    /// The run cancelled (absent: 1): a task message of a later run (a
+    /// `rerun`) is not the cancelled run's and runs.
+    #[serde(default = "first_run", skip_serializing_if = "is_first_run")]
+    pub run: u32,
 }
 
 /// What a [`ControlNotice`] tells workers.
@@ -290,7 +294,8 @@ pub enum NoticeKind {
 }
 
 /// A task message, published by the scheduler to `{ns}.tasks` with the
-/// task's queue as routing key. `message_id` is `{workflow}/{task}/{attempt}`.
+/// task's queue as routing key. `message_id` is `{workflow}/{task}/{attempt}`
+/// (the same again in a later run, which `run` tells apart).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskMessage {
     /// The workflow the task belongs to.
@@ -315,6 +320,10 @@ pub struct TaskMessage {
     /// carries it back. Empty from a scheduler older than protocol 2.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// The workflow's run (absent: 1): each `rerun` starts the next, whose
+    /// attempts count from 1 again.
+    #[serde(default = "first_run", skip_serializing_if = "is_first_run")]
+    pub run: u32,
 }
 
 impl TaskMessage {
@@ -643,6 +652,10 @@ pub struct WorkflowReport {
 
 fn first_run() -> u32 {
     1
+}
+
+fn is_first_run(run: &u32) -> bool {
+    *run == 1
 }
 
 /// A running workflow's counts of tasks by state, published now and then on

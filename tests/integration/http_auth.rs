@@ -318,6 +318,9 @@ async fn tokens_scopes_and_a_cancel_by_admin() {
         Metrics::get(&scheduler.metrics.engine.tasks_dispatched) >= 3
     })
     .await;
+    // Running on the worker: its log shows run 2's attempt.
+    let a = call(addr, "GET", "/api/workflows/ha-1", Some(READ)).await;
+    assert_eq!(a.json()["tasks"]["h"]["state"], "running", "{}", a.body);
     // One task: its log of attempts (who answered, when), and once the
     // workflow ended, its earlier runs from the stored report.
     let a = call(addr, "GET", "/api/workflows/ha-1/tasks/a", Some(READ)).await;
@@ -329,6 +332,12 @@ async fn tokens_scopes_and_a_cancel_by_admin() {
     let a = call(addr, "POST", cancel, Some(ADMIN)).await;
     assert_eq!((a.status, &a.json()["run"]), (200, &json!(2)), "{}", a.body);
     assert_eq!(a.json()["status"], "cancelled");
+    // The worker ran run 2's h, though it remembers run 1 cancelled, and
+    // stopped it at the second cancel.
+    wait_until("run 2's h stopped on the worker", || {
+        stopped.load(Ordering::SeqCst) == 2
+    })
+    .await;
     let a = call(addr, "GET", "/api/workflows/ha-1/tasks/h", Some(READ)).await;
     assert_eq!(a.json()["history"][0]["state"], "cancelled", "{}", a.body);
     assert_eq!(a.json()["state"], "cancelled");

@@ -1,8 +1,9 @@
 //! Cancelled workflows, as the scheduler announces them on `{ns}.control`.
 //!
-//! A worker stops the running tasks of a cancelled workflow (their handler
-//! futures are dropped) and acks, without running, any of its task
-//! messages still to come. The scheduler has already ended the workflow
+//! A worker stops the running tasks of a cancelled workflow's run (their
+//! handler futures are dropped) and acks, without running, any of its
+//! task messages still to come; a later run of it (a `rerun`, whose task
+//! messages say `run`) runs. The scheduler has already ended the workflow
 //! and ignores late results, so neither publishes a result.
 //!
 //! Both memories are bounded. Running tasks' entries live only while a task
@@ -14,7 +15,7 @@
 use futures_lite::StreamExt;
 use lapin::Connection;
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -41,15 +42,17 @@ pub(crate) struct Cancels {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// A token per workflow with running tasks, and how many hold it.
-    running: HashMap<String, (CancellationToken, usize)>,
+    /// A token per run of a workflow with running tasks, and how many
+    /// hold it.
+    running: HashMap<(String, u32), (CancellationToken, usize)>,
     cancelled: Remembered,
 }
 
-/// Cancelled workflows, oldest first, for an hour and at most `cap`.
+/// Cancelled workflows, oldest first, for an hour and at most `cap`,
+/// each with the run cancelled (a later run, a `rerun`, runs).
 #[derive(Debug)]
 struct Remembered {
-    ids: HashSet<String>,
+    ids: HashMap<String, u32>,
     /// When each id was heard, in the order heard.
     order: VecDeque<(Instant, String)>,
     cap: usize,
@@ -64,31 +67,40 @@ impl Default for Remembered {
 impl Remembered {
     fn with_cap(cap: usize) -> Remembered {
         Remembered {
-            ids: HashSet::new(),
+            ids: HashMap::new(),
             order: VecDeque::new(),
             cap: cap.max(1),
         }
     }
 
-    fn contains(&self, workflow_id: &str) -> bool {
-        self.ids.contains(workflow_id)
+    /// True when run `run` of `workflow_id` (or a later one) was
+    /// cancelled.
+    fn cancelled(&self, workflow_id: &str, run: u32) -> bool {
+        self.ids.get(workflow_id).is_some_and(|&c| c >= run)
     }
 
-    /// Remembers `workflow_id` (heard `now`; a repeat keeps the first
-    /// time), forgetting the expired and, past the cap, the oldest.
-    fn insert(&mut self, workflow_id: &str, now: Instant) {
+    #[cfg(test)]
+    fn contains(&self, workflow_id: &str) -> bool {
+        self.ids.contains_key(workflow_id)
+    }
+
+    /// Remembers run `run` of `workflow_id` cancelled (heard `now`; a
+    /// repeat keeps the first time, and the latest run), forgetting the
+    /// expired and, past the cap, the oldest.
+    fn insert(&mut self, workflow_id: &str, run: u32, now: Instant) {
         while let Some((at, _)) = self.order.front()
             && now.duration_since(*at) >= REMEMBER
         {
             self.forget_oldest();
         }
-        if self.ids.contains(workflow_id) {
+        if let Some(c) = self.ids.get_mut(workflow_id) {
+            *c = (*c).max(run);
             return;
         }
         while self.order.len() >= self.cap {
             self.forget_oldest();
         }
-        self.ids.insert(workflow_id.to_owned());
+        self.ids.insert(workflow_id.to_owned(), run);
         self.order.push_back((now, workflow_id.to_owned()));
     }
 
@@ -107,37 +119,41 @@ impl Remembered {
 /// A running task's hold on its workflow's token.
 pub(crate) struct Entered<'a> {
     cancels: &'a Cancels,
-    workflow_id: String,
+    /// The workflow and its run.
+    key: (String, u32),
     pub token: CancellationToken,
 }
 
 impl Cancels {
-    /// Registers a task of `workflow_id` about to run; `None` when the
-    /// workflow was cancelled.
-    pub fn enter(&self, workflow_id: &str) -> Option<Entered<'_>> {
+    /// Registers a task of run `run` of `workflow_id` about to run; `None`
+    /// when that run was cancelled.
+    pub fn enter(&self, workflow_id: &str, run: u32) -> Option<Entered<'_>> {
         let mut inner = self.inner.lock().expect("not poisoned");
-        if inner.cancelled.contains(workflow_id) {
+        if inner.cancelled.cancelled(workflow_id, run) {
             return None;
         }
         let entry = inner
             .running
-            .entry(workflow_id.to_owned())
+            .entry((workflow_id.to_owned(), run))
             .or_insert_with(|| (CancellationToken::new(), 0));
         entry.1 += 1;
         Some(Entered {
             cancels: self,
-            workflow_id: workflow_id.to_owned(),
+            key: (workflow_id.to_owned(), run),
             token: entry.0.clone(),
         })
     }
 
-    /// Cancels the workflow's running tasks and refuses its later ones.
-    pub fn cancel(&self, workflow_id: &str) {
+    /// Cancels the workflow's running tasks and refuses its later ones of
+    /// run `run` (or earlier).
+    pub fn cancel(&self, workflow_id: &str, run: u32) {
         let mut inner = self.inner.lock().expect("not poisoned");
-        inner.cancelled.insert(workflow_id, Instant::now());
-        if let Some((token, n)) = inner.running.get(workflow_id) {
-            tracing::info!(workflow = %workflow_id, running = n, "Workflow cancelled; stopping its tasks");
-            token.cancel();
+        inner.cancelled.insert(workflow_id, run, Instant::now());
+        for ((id, r), (token, n)) in &inner.running {
+            if id == workflow_id && *r <= run {
+                tracing::info!(workflow = %workflow_id, run = r, running = n, "Workflow cancelled; stopping its tasks");
+                token.cancel();
+            }
         }
     }
 }
@@ -145,10 +161,10 @@ impl Cancels {
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
         let mut inner = self.cancels.inner.lock().expect("not poisoned");
-        if let Some(entry) = inner.running.get_mut(&self.workflow_id) {
+        if let Some(entry) = inner.running.get_mut(&self.key) {
             entry.1 -= 1;
             if entry.1 == 0 {
-                inner.running.remove(&self.workflow_id);
+                inner.running.remove(&self.key);
             }
         }
     }
@@ -171,7 +187,8 @@ pub(crate) async fn listen(
                 Ok(ControlNotice {
                     control: NoticeKind::Cancel,
                     workflow_id,
-                }) => cancels.cancel(&workflow_id),
+                    run,
+                }) => cancels.cancel(&workflow_id, run),
                 Ok(other) => tracing::debug!(?other, "Control notice ignored"),
                 Err(e) => tracing::warn!(error = %e, "Undecodable control notice ignored"),
             }
@@ -187,13 +204,19 @@ mod tests {
     #[test]
     fn cancelling_stops_running_tasks_and_refuses_later_ones() {
         let c = Cancels::default();
-        let a = c.enter("w").unwrap();
-        let b = c.enter("w").unwrap();
-        let other = c.enter("v").unwrap();
-        c.cancel("w");
+        let a = c.enter("w", 1).unwrap();
+        let b = c.enter("w", 1).unwrap();
+        let other = c.enter("v", 1).unwrap();
+        c.cancel("w", 1);
         assert!(a.token.is_cancelled() && b.token.is_cancelled());
         assert!(!other.token.is_cancelled());
-        assert!(c.enter("w").is_none());
+        assert!(c.enter("w", 1).is_none());
+        // A later run of it (a rerun) runs; an earlier one's does not.
+        let rerun = c.enter("w", 2).expect("run 2 was not cancelled");
+        assert!(!rerun.token.is_cancelled());
+        drop(rerun);
+        c.cancel("w", 2);
+        assert!(c.enter("w", 2).is_none() && c.enter("w", 1).is_none());
         drop((a, b, other));
         assert!(c.inner.lock().unwrap().running.is_empty());
     }
@@ -203,12 +226,12 @@ mod tests {
         let mut r = Remembered::with_cap(3);
         let t0 = Instant::now();
         for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
-            r.insert(id, t0 + Duration::from_secs(i as u64));
+            r.insert(id, 1, t0 + Duration::from_secs(i as u64));
         }
         // A repeat neither grows the memory nor pushes anything out.
-        r.insert("a", t0 + Duration::from_secs(3));
+        r.insert("a", 1, t0 + Duration::from_secs(3));
         assert_eq!(r.len(), 3);
-        r.insert("d", t0 + Duration::from_secs(4));
+        r.insert("d", 1, t0 + Duration::from_secs(4));
         assert_eq!(r.len(), 3);
         assert!(!r.contains("a"), "the oldest went first");
         assert!(r.contains("b") && r.contains("c") && r.contains("d"));
@@ -218,9 +241,9 @@ mod tests {
     fn cancelled_workflows_are_forgotten_after_an_hour() {
         let mut r = Remembered::with_cap(10);
         let t0 = Instant::now();
-        r.insert("old", t0);
-        r.insert("recent", t0 + REMEMBER / 2);
-        r.insert("new", t0 + REMEMBER);
+        r.insert("old", 1, t0);
+        r.insert("recent", 1, t0 + REMEMBER / 2);
+        r.insert("new", 1, t0 + REMEMBER);
         assert!(!r.contains("old") && r.contains("recent") && r.contains("new"));
         assert_eq!(r.len(), 2);
     }
@@ -229,7 +252,7 @@ mod tests {
     fn the_memory_of_a_worker_holds_at_most_the_documented_count() {
         let c = Cancels::default();
         for i in 0..REMEMBER_AT_MOST + 500 {
-            c.cancel(&format!("wf-{i}"));
+            c.cancel(&format!("wf-{i}"), 1);
         }
         let inner = c.inner.lock().unwrap();
         assert_eq!(inner.cancelled.len(), REMEMBER_AT_MOST);
@@ -238,9 +261,12 @@ mod tests {
         assert!(inner.cancelled.contains("wf-500"));
         drop(inner);
         assert!(
-            c.enter("wf-0").is_some(),
+            c.enter("wf-0", 1).is_some(),
             "a forgotten workflow's task runs"
         );
-        assert!(c.enter(&format!("wf-{}", REMEMBER_AT_MOST + 499)).is_none());
+        assert!(
+            c.enter(&format!("wf-{}", REMEMBER_AT_MOST + 499), 1)
+                .is_none()
+        );
     }
 }

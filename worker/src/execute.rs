@@ -85,6 +85,11 @@ fn readable_ids(body: &[u8]) -> Option<TaskMessage> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned(),
+        run: v
+            .get("run")
+            .and_then(Value::as_u64)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(1),
     })
 }
 
@@ -113,7 +118,7 @@ async fn run_task(ex: &Executor, r: &Received) {
             return;
         }
     };
-    let Some(entered) = ex.cancels.enter(&msg.workflow_id) else {
+    let Some(entered) = ex.cancels.enter(&msg.workflow_id, msg.run) else {
         tracing::info!(workflow = %msg.workflow_id, task = %msg.task_id, "Task of a cancelled workflow dropped");
         ex.publisher.ack(r).await;
         return;

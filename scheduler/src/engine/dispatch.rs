@@ -205,6 +205,7 @@ impl Engine {
                 attempt: t.attempt,
                 run: wf.run,
             }),
+            run: wf.run,
         };
         let queue = spec.queue.clone();
         let priority = wf.priority;

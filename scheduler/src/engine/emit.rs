@@ -99,12 +99,13 @@ impl Engine {
         ));
     }
 
-    /// Tells every worker on `{ns}.control` to stop the workflow's running
-    /// tasks.
-    pub(super) fn emit_cancel_notice(&mut self, id: &str) {
+    /// Tells every worker on `{ns}.control` to stop the running tasks of
+    /// the workflow's run `run`.
+    pub(super) fn emit_cancel_notice(&mut self, id: &str, run: u32) {
         let notice = ControlNotice {
             control: NoticeKind::Cancel,
             workflow_id: id.to_owned(),
+            run,
         };
         self.emit(message(
             OutKind::Control,

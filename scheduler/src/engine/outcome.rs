@@ -216,7 +216,8 @@ impl Engine {
         debug_assert_eq!(wf.running, 0, "every running task was counted");
         wf.unfinished = 0;
         if stopped > 0 {
-            self.emit_cancel_notice(&id);
+            let run = wf.run;
+            self.emit_cancel_notice(&id, run);
         }
     }
 
