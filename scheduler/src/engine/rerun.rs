@@ -49,28 +49,34 @@ pub struct RerunAsk {
     pub rerun_id: Option<String>,
 }
 
-/// What came of a `rerun`; each report is JSON, as sent.
+/// What came of a `rerun`.
 #[derive(Debug)]
 pub enum RerunOutcome {
-    /// A new run started (or ended at once): the report as it is now. Its
-    /// `reply_to` is answered when the run ends.
-    Started(String),
+    /// A new run started (or ended at once). Its `reply_to` is answered
+    /// when the run ends.
+    Started,
     /// The run its `rerun_id` started is running: its `reply_to` waits
-    /// for that run's end too. The report as it is now.
-    Joined(String),
+    /// for that run's end too.
+    Joined,
     /// The run its `rerun_id` started has ended: the workflow's stored
-    /// report, the answer now.
+    /// report (JSON), the answer now.
     Done(String),
     /// Refused, and why: the workflow is unchanged.
     Refused(Rejection),
 }
 
 impl RerunOutcome {
-    /// The answer to send now, if any: `Started` and `Joined` are answered
-    /// at the run's end when the request has a `reply_to`.
-    pub fn report_json(&self, id: &str) -> String {
+    /// The answer now, as JSON: the workflow's report as it is (started
+    /// or joined: built only when asked, for the HTTP endpoint), the
+    /// stored one, or the refusal.
+    pub fn report_json(&self, engine: &Engine, id: &str) -> String {
         match self {
-            RerunOutcome::Started(r) | RerunOutcome::Joined(r) | RerunOutcome::Done(r) => r.clone(),
+            RerunOutcome::Started | RerunOutcome::Joined => engine
+                .report(id)
+                .map(|r| String::from_utf8_lossy(&to_json(&r)).into_owned())
+                .or_else(|| engine.finished_report(id))
+                .unwrap_or_default(),
+            RerunOutcome::Done(r) => r.clone(),
             RerunOutcome::Refused(why) => {
                 String::from_utf8_lossy(&to_json(&refusal(id, why.clone()))).into_owned()
             }
@@ -135,8 +141,7 @@ impl Engine {
             });
             wf.replies.push(to);
         }
-        let report = self.report(id).expect("running here");
-        RerunOutcome::Joined(String::from_utf8_lossy(&to_json(&report)).into_owned())
+        RerunOutcome::Joined
     }
 
     /// A `rerun` of an ended workflow, as stored: starts its next run, or
@@ -346,11 +351,7 @@ impl Engine {
         }
         Counters::add(&self.counters.workflows_rerun, 1);
         tracing::info!(workflow = %w.id, run, "Workflow re-run");
-        let report = self.report(&w.id).map_or_else(
-            || self.finished_report(&w.id).unwrap_or_default(),
-            |r| String::from_utf8_lossy(&to_json(&r)).into_owned(),
-        );
-        RerunOutcome::Started(report)
+        RerunOutcome::Started
     }
 
     /// Restores a re-run workflow and announces its new run.
@@ -373,7 +374,7 @@ impl Engine {
     }
 
     /// The final report of a workflow that ended in the current batch.
-    fn finished_report(&self, id: &str) -> Option<String> {
+    pub(super) fn finished_report(&self, id: &str) -> Option<String> {
         self.ops.iter().rev().find_map(|op| match op {
             Op::FinishWorkflow {
                 id: done, report, ..

@@ -745,19 +745,20 @@ fn apply_rerun(
         }
     };
     match &outcome {
-        RerunOutcome::Started(_) => {
+        RerunOutcome::Started => {
             // Later requests of the batch see it running, not ended.
             known.workflows.remove(&id);
         }
         RerunOutcome::Refused(why) => {
             tracing::info!(workflow = %id, code = %why.code, "Rerun refused");
         }
-        RerunOutcome::Joined(_) | RerunOutcome::Done(_) => {}
+        RerunOutcome::Joined | RerunOutcome::Done(_) => {}
     }
     let answered_later =
-        matches!(outcome, RerunOutcome::Started(_) | RerunOutcome::Joined(_)) && waiter.is_some();
-    if !answered_later {
-        reply.report_json(engine, &outcome.report_json(&id));
+        matches!(outcome, RerunOutcome::Started | RerunOutcome::Joined) && waiter.is_some();
+    if !answered_later && !matches!(reply, Reply::Nowhere) {
+        let json = outcome.report_json(engine, &id);
+        reply.report_json(engine, &json);
     }
 }
 
