@@ -68,6 +68,7 @@ pub fn report_of_request(request: &WorkflowRequest) -> WorkflowReport {
                 finished_at: None,
                 history: Vec::new(),
                 attempt_log: Vec::new(),
+                input: None,
             },
         );
     }

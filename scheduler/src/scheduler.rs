@@ -171,6 +171,7 @@ impl Scheduler {
             workers: self.workers.clone(),
             store: store.clone(),
             queries: queries_tx,
+            max_task_input_bytes: self.config.bounds.max_task_input_bytes,
         };
         let access = self.config.http_access.clone();
         let (bound, join) = http::serve(addr, sources, access, http_stop.clone())

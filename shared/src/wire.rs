@@ -598,6 +598,12 @@ pub struct TaskReport {
     /// task of the HTTP endpoint only; absent elsewhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempt_log: Vec<AttemptLog>,
+    /// Its input with the templates substituted, as its task messages
+    /// carry it: in a single task's answer only (a `status` request with
+    /// `task_id` of a running workflow, or the HTTP endpoint's); absent
+    /// elsewhere, and while a source it reads has no output yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
 }
 
 /// A workflow's state: the outcome sent to `reply_to` and the events
@@ -773,6 +779,7 @@ mod tests {
                 finished_at: None,
                 history: Vec::new(),
                 attempt_log: Vec::new(),
+                input: None,
             },
         );
         let text = serde_json::to_string(&r).unwrap();

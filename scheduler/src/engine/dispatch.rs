@@ -11,10 +11,7 @@ use super::{
     queue::{DispatchOrder, ReadyItem},
 };
 use crate::attempt_key::Attempt;
-use crate::{
-    batch::Op,
-    template::{self, ResolveError, Source},
-};
+use crate::{batch::Op, template::ResolveError};
 use chrono::{DateTime, Utc};
 use std::{cmp::Reverse, sync::Arc};
 use warren_shared::wire::{TaskError, TaskMessage, TaskState};
@@ -141,22 +138,9 @@ impl Engine {
         if wf.tasks[i as usize].state != TaskState::Ready {
             return false; // skipped since it became ready
         }
-        let spec = &wf.specs[i as usize];
         let max = self.bounds.max_task_input_bytes;
-        let input = if wf.templated[i as usize] {
-            let lookup = |s: &Source| wf.source(i as usize, s);
-            template::resolve(&spec.input, &lookup, max)
-        } else {
-            Ok(spec.input.clone())
-        };
-        // What was substituted fits; the whole (with its literal parts)
-        // must too.
-        let input = input.and_then(|v| match template::json_len_within(&v, max) {
-            Some(_) => Ok(v),
-            None => Err(ResolveError::TooLarge {
-                bytes: template::json_len_within(&v, usize::MAX).unwrap_or(usize::MAX),
-            }),
-        });
+        let input = wf.resolved_input(i as usize, max);
+        let spec = &wf.specs[i as usize];
         let t = &mut wf.tasks[i as usize];
         t.attempt += 1;
         t.due_at_ms = None;

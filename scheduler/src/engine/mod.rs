@@ -249,6 +249,19 @@ pub fn stored_report(
     Ok(engine.report_within(&id, bounds))
 }
 
+/// The input of task `task` of a stored workflow (an ended one, or one
+/// another scheduler runs) as its task messages carried it: `None` when
+/// it has no such task, its definition does not read back, or a source
+/// it reads has no output.
+pub fn stored_task_input(r: RunningWorkflow, task: &str, max: usize) -> Option<serde_json::Value> {
+    let v = crate::validate::validate_stored(&r.definition, &r.id).ok()?;
+    let replies = Vec::new();
+    let wf =
+        workflow::restored(Arc::from(r.id.as_str()), v, r.created_at, replies, r.tasks).ok()?;
+    let &i = wf.index.get(task)?;
+    wf.resolved_input(i as usize, max).ok()
+}
+
 /// Longest error message kept for a task (characters): a worker's longer
 /// one is cut, saying how long it was. The workflow's one-line `error`
 /// quotes at most [`MAX_FAILURE_LINE_CHARS`] of it.
@@ -382,7 +395,12 @@ impl Engine {
     /// task.
     pub fn task_report(&self, id: &str, task: &str) -> Option<Option<TaskReport>> {
         let w = self.workflows.get(id)?;
-        Some(w.index.get(task).map(|&i| w.task_report(i as usize, true)))
+        let max = self.bounds.max_task_input_bytes;
+        Some(
+            w.index
+                .get(task)
+                .map(|&i| w.single_task_report(i as usize, max)),
+        )
     }
 
     /// A reply's or an event's bounds: the report limit, every task.

@@ -519,3 +519,28 @@ fn a_cancelled_workflows_cancelled_tasks_run_again_whatever_is_named() {
     assert_eq!(r.tasks["b"].history[0].state, TaskState::Cancelled);
     assert!(r.tasks["a"].history.is_empty());
 }
+
+#[test]
+fn a_single_tasks_answer_has_its_input_as_resolved_running_or_stored() {
+    let mut e = engine(10);
+    let mut sim = Sim::new(chain());
+    let ms = submit(&mut e, &mut sim, None);
+    let ms = answer(&mut e, &mut sim, &ms, &[]);
+    // b runs: its input as its task message carries it; c reads b's
+    // output, which is not there yet.
+    let b = e.task_report("w", "b").unwrap().unwrap();
+    assert_eq!(b.input, Some(ms[0].input.clone()));
+    assert_eq!(b.input, Some(json!({"from_a": 1})));
+    assert_eq!(e.task_report("w", "c").unwrap().unwrap().input, None);
+    // In a whole report, no input.
+    assert_eq!(e.report("w").unwrap().tasks["b"].input, None);
+    let ms = answer(&mut e, &mut sim, &ms, &[]);
+    answer(&mut e, &mut sim, &ms, &["c"]);
+    // Ended: resolved again from the stored rows.
+    let max = crate::bounds::Bounds::default().max_task_input_bytes;
+    assert_eq!(
+        super::stored_task_input(sim.running(), "c", max),
+        Some(json!({"from_a": 1}))
+    );
+    assert_eq!(super::stored_task_input(sim.running(), "nope", max), None);
+}

@@ -299,6 +299,7 @@ impl Workflow {
             finished_at: t.finished_at,
             history: self.history.get(&(i as u32)).cloned().unwrap_or_default(),
             attempt_log: Vec::new(),
+            input: None,
         }
     }
 
@@ -344,6 +345,41 @@ impl Workflow {
                 super::map::items(self, m).ok()?.get(k)
             }
             Source::Index => Some(&self.instances.get(&(i as u32))?.index),
+        }
+    }
+
+    /// Task `i`'s input with its templates substituted, at most `max`
+    /// bytes of JSON: what its task message carries (the sources it reads
+    /// are committed outputs, which do not change).
+    pub(super) fn resolved_input(
+        &self,
+        i: usize,
+        max: usize,
+    ) -> Result<Value, crate::template::ResolveError> {
+        use crate::template::{self, ResolveError};
+        let spec = &self.specs[i];
+        let input = if self.templated[i] {
+            template::resolve(&spec.input, &|s: &Source| self.source(i, s), max)
+        } else {
+            Ok(spec.input.clone())
+        };
+        // What was substituted fits; the whole (with its literal parts)
+        // must too.
+        input.and_then(|v| match template::json_len_within(&v, max) {
+            Some(_) => Ok(v),
+            None => Err(ResolveError::TooLarge {
+                bytes: template::json_len_within(&v, usize::MAX).unwrap_or(usize::MAX),
+            }),
+        })
+    }
+
+    /// Task `i`'s report as a single-task answer gives it: its output in
+    /// full and its input as resolved (none while a source it reads has
+    /// no output yet, or past `max` bytes).
+    pub(super) fn single_task_report(&self, i: usize, max: usize) -> TaskReport {
+        TaskReport {
+            input: self.resolved_input(i, max).ok(),
+            ..self.task_report(i, true)
         }
     }
 

@@ -276,7 +276,7 @@ pub(super) async fn task(
     let mut found = match asked.await {
         Ok(Some(Some(report))) => report,
         Ok(Some(None)) => return no_task(&id, &task),
-        Ok(None) => match stored_task(&s.store, &id, &task).await {
+        Ok(None) => match stored_task(&s, &id, &task).await {
             Ok(found) => found,
             Err(answer) => return *answer,
         },
@@ -290,20 +290,23 @@ pub(super) async fn task(
 }
 
 /// A task of a workflow this scheduler does not run (ended, or running
-/// under another scheduler): its stored row, and its history from the
-/// stored final report.
-async fn stored_task(store: &Store, id: &str, task: &str) -> Result<TaskReport, Box<Response>> {
-    let known = match store.lookup(vec![id.to_owned()]).await {
-        Ok(mut found) => match found.pop().flatten() {
-            Some(k) => k,
-            None => return Err(Box::new(no_workflow(id))),
-        },
+/// under another scheduler), read back whole: its stored row, its input
+/// as resolved from the stored outputs, and its history from the stored
+/// final report.
+async fn stored_task(s: &Sources, id: &str, task: &str) -> Result<TaskReport, Box<Response>> {
+    let stored = match s.store.stored_workflow(id).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return Err(Box::new(no_workflow(id))),
         Err(e) => return Err(Box::new(store_error(e))),
     };
-    let row = match store.task_row(id, task).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(Box::new(no_task(id, task))),
-        Err(e) => return Err(Box::new(store_error(e))),
+    let Some(row) = stored
+        .workflow
+        .tasks
+        .iter()
+        .find(|t| t.task_id == task)
+        .cloned()
+    else {
+        return Err(Box::new(no_task(id, task)));
     };
     let output = match row.output.as_deref().map(serde_json::from_str::<Value>) {
         Some(Err(e)) => {
@@ -312,13 +315,14 @@ async fn stored_task(store: &Store, id: &str, task: &str) -> Result<TaskReport, 
         }
         output => output.and_then(Result::ok),
     };
-    let history = known
+    let history = stored
         .report
         .as_deref()
         .and_then(|r| serde_json::from_str::<WorkflowReport>(r).ok())
         .and_then(|mut r| r.tasks.remove(task))
         .map(|t| t.history)
         .unwrap_or_default();
+    let input = crate::engine::stored_task_input(stored.workflow, task, s.max_task_input_bytes);
     Ok(TaskReport {
         state: row.state,
         attempts: row.attempt,
@@ -332,6 +336,7 @@ async fn stored_task(store: &Store, id: &str, task: &str) -> Result<TaskReport, 
         finished_at: row.finished_at,
         history,
         attempt_log: Vec::new(),
+        input,
     })
 }
 

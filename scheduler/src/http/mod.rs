@@ -140,6 +140,9 @@ pub struct Sources {
     pub store: Store,
     /// Questions for the loop, which alone holds running workflows.
     pub queries: mpsc::Sender<Query>,
+    /// The bound of a task's resolved input (`WARREN_MAX_TASK_INPUT_BYTES`):
+    /// a stored task's input is resolved again within it.
+    pub max_task_input_bytes: usize,
 }
 
 /// Who the endpoint lets in: its tokens and the names it answers to

@@ -835,5 +835,6 @@ fn stored_task_report(row: &TaskRow) -> TaskReport {
         finished_at: row.finished_at,
         history: Vec::new(),
         attempt_log: Vec::new(),
+        input: None,
     }
 }
