@@ -89,12 +89,7 @@ fn label(id: &str, t: &TaskReport, spec: Option<&TaskSpec>, maps: &Maps) -> Vec<
     lines.push(state);
     // A task re-run: how it ended in the runs before.
     if !t.history.is_empty() {
-        let before: Vec<String> = t
-            .history
-            .iter()
-            .map(|h| format!("{} {}", h.run, h.state.as_str()))
-            .collect();
-        lines.push(format!("earlier runs: {}", before.join(", ")));
+        lines.push(format!("earlier runs: {}", crate::print::earlier_runs(t)));
     }
     if let Some(spec) = spec {
         if let Some(map) = &spec.map

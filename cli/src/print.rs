@@ -152,14 +152,18 @@ fn detail(maps: &Maps, id: &str, t: &TaskReport) -> String {
         parts.push(reason.as_str().to_owned());
     }
     if !t.history.is_empty() {
-        let before: Vec<String> = t
-            .history
-            .iter()
-            .map(|h| format!("{} {}", h.run, h.state.as_str()))
-            .collect();
-        parts.push(format!("before: {}", before.join(", ")));
+        parts.push(format!("before: {}", earlier_runs(t)));
     }
     parts.join("; ")
+}
+
+/// How a re-run task ended in the runs before: `1 failed, 2 succeeded`.
+pub fn earlier_runs(t: &TaskReport) -> String {
+    t.history
+        .iter()
+        .map(|h| format!("{} {}", h.run, h.state.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// If `id` names an instance of a mapped task (`resize[3]`): the mapped

@@ -51,6 +51,14 @@ pub fn instance_id(task: &str, k: usize) -> String {
     format!("{task}[{k}]")
 }
 
+/// The task an id stands for: an instance's (`task[k]`) mapped task, or
+/// the id itself (task ids have no brackets).
+pub(super) fn task_of(id: &str) -> &str {
+    id.strip_suffix(']')
+        .and_then(|t| t.rsplit_once('['))
+        .map_or(id, |(task, _)| task)
+}
+
 /// The array mapped task `m` runs over, as it resolves now.
 pub(super) fn items(wf: &Workflow, m: usize) -> Result<&[Value], String> {
     let map = wf.specs[m].map.as_deref().unwrap_or_default();

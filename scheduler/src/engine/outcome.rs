@@ -35,10 +35,23 @@ impl Engine {
             run,
         };
         let key = &self.attempt_key;
-        let verified = match self.workflows.get(r.workflow_id.as_str()) {
-            Some(wf) => key.verify(of(wf.run), &r.token),
-            None => (1..=super::MAX_RUNS).any(|run| key.verify(of(run), &r.token)),
+        let (verified, earlier) = match self.workflows.get(r.workflow_id.as_str()) {
+            Some(wf) => (
+                key.verify(of(wf.run), &r.token),
+                // A late result of an earlier run's attempt: not forged,
+                // and not this run's.
+                (1..wf.run).any(|run| key.verify(of(run), &r.token)),
+            ),
+            None => (
+                (1..=super::MAX_RUNS).any(|run| key.verify(of(run), &r.token)),
+                false,
+            ),
         };
+        if earlier {
+            Counters::add(&self.counters.results_ignored, 1);
+            tracing::debug!(workflow = %r.workflow_id, task = %r.task_id, attempt = r.attempt, "Result of an earlier run ignored");
+            return Ok(());
+        }
         if !verified {
             Counters::add(&self.counters.results_forged, 1);
             let what = if r.token.is_empty() {

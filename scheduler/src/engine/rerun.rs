@@ -25,6 +25,7 @@ use crate::batch::{
 };
 use crate::validate;
 use chrono::{DateTime, Utc};
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use warren_shared::wire::{
@@ -47,6 +48,16 @@ pub struct RerunAsk {
     pub from: Vec<String>,
     /// Makes the request idempotent.
     pub rerun_id: Option<String>,
+}
+
+impl RerunAsk {
+    /// A rerun of the tasks `from` (each named once, in the order first
+    /// named), with `rerun_id`.
+    pub fn new(mut from: Vec<String>, rerun_id: Option<String>) -> RerunAsk {
+        let mut seen = std::collections::HashSet::new();
+        from.retain(|t| seen.insert(t.clone()));
+        RerunAsk { from, rerun_id }
+    }
 }
 
 /// What came of a `rerun`.
@@ -74,7 +85,7 @@ impl RerunOutcome {
             RerunOutcome::Started | RerunOutcome::Joined => engine
                 .report(id)
                 .map(|r| String::from_utf8_lossy(&to_json(&r)).into_owned())
-                .or_else(|| engine.finished_report(id))
+                .or_else(|| engine.finished_in_batch(id).map(|(_, r)| r))
                 .unwrap_or_default(),
             RerunOutcome::Done(r) => r.clone(),
             RerunOutcome::Refused(why) => {
@@ -126,13 +137,38 @@ impl Engine {
         let Some(wf) = self.workflows.get_mut(id) else {
             return still_running(id);
         };
-        if ask.rerun_id.is_none() || wf.rerun_id != ask.rerun_id {
+        let Some(rerun_id) = &ask.rerun_id else {
             return still_running(id);
+        };
+        let now = |engine: &Engine| {
+            RerunOutcome::Done(
+                engine
+                    .report(id)
+                    .map(|r| String::from_utf8_lossy(&to_json(&r)).into_owned())
+                    .unwrap_or_default(),
+            )
+        };
+        if wf.rerun_id.as_ref() != Some(rerun_id) {
+            // The id of an earlier run: that run has ended; answered with
+            // the report as it is now.
+            let earlier = wf
+                .runs
+                .iter()
+                .any(|r| r.rerun_id.as_ref() == Some(rerun_id));
+            return if earlier {
+                now(self)
+            } else {
+                still_running(id)
+            };
         }
         if let Some(to) = waiter
             && !wf.replies.contains(&to)
-            && wf.replies.len() < super::MAX_WAITERS
         {
+            if wf.replies.len() >= super::MAX_WAITERS {
+                // Answered at once, as a duplicate submission past the
+                // bound is.
+                return now(self);
+            }
             self.ops.push(Op::AddReply {
                 workflow_id: wf.id.clone(),
                 reply_to: to.queue.clone(),
@@ -206,11 +242,16 @@ impl Engine {
             .collect();
         let n = v.tasks.len();
         let state = |i: usize| rows.get(v.tasks[i].id.as_str()).map(|r| r.state);
-        // Cancelled tasks run again whatever is named: the cancel ended
-        // the run, not them.
-        let mut named: Vec<usize> = (0..n)
-            .filter(|&i| state(i) == Some(TaskState::Cancelled))
-            .collect();
+        // Tasks the end of the run stopped run again whatever is named: a
+        // cancel's, and those a failure skipped (fail-fast): the run's
+        // end stopped them, not their own rules.
+        let stopped = |i: usize| {
+            rows.get(v.tasks[i].id.as_str()).is_some_and(|r| {
+                r.state == TaskState::Cancelled
+                    || r.skip_reason == Some(warren_shared::wire::SkipReason::WorkflowFailed)
+            })
+        };
+        let mut named: Vec<usize> = (0..n).filter(|&i| stopped(i)).collect();
         if ask.from.is_empty() {
             named.extend((0..n).filter(|&i| state(i) != Some(TaskState::Succeeded)));
         } else {
@@ -251,11 +292,19 @@ impl Engine {
                 ),
             );
         }
-        if !self.has_room(n, w.definition.len()) {
-            return refused(
-                "over_capacity",
-                "the scheduler holds the most tasks or bytes it may (WARREN_MAX_ACTIVE_TASKS, WARREN_MAX_ACTIVE_BYTES): ask again once workflows have ended".into(),
-            );
+        // A failed task kept fails the new run at once (fail-fast): it
+        // must run again too, unless the workflow handles its failures.
+        if v.on_failure == warren_shared::wire::OnFailure::Fail
+            && let Some(i) = (0..n).find(|&i| !reset[i] && state(i) == Some(TaskState::Failed))
+        {
+            let task = validate::shortened(&v.tasks[i].id, validate::MAX_ID_LEN);
+            return RerunOutcome::Refused(Rejection {
+                code: "failed_task_kept".into(),
+                message: format!(
+                    "task `{task}` of workflow `{shown}` failed and would not run again, so the new run would fail at once: name it in `from` too, or re-run without `from`"
+                ),
+                task: Some(task),
+            });
         }
         if let Some(r) = self.queue_bound_rejection(&v) {
             return RerunOutcome::Refused(r.errors.into_iter().next().expect("one problem"));
@@ -263,11 +312,9 @@ impl Engine {
         // A task's row goes with its task, an instance's (`task[k]`) with
         // its mapped task.
         let runs_again = |task_id: &str| {
-            let task = task_id
-                .strip_suffix(']')
-                .and_then(|t| t.rsplit_once('['))
-                .map_or(task_id, |(task, _)| task);
-            index.get(task).is_some_and(|&i| reset[i])
+            index
+                .get(super::map::task_of(task_id))
+                .is_some_and(|&i| reset[i])
         };
         let previous: Option<WorkflowReport> = stored
             .report
@@ -304,13 +351,38 @@ impl Engine {
                 deleted.push(row.task_id);
             }
         }
+        // What the restored run holds against the memory budget: its
+        // definition, the outputs kept, its instances kept and its history.
+        let record_json = serde_json::to_string(&record).expect("records serialise");
+        let kept_bytes: usize = kept
+            .iter()
+            .map(|r| r.output.as_ref().map_or(0, String::len))
+            .sum();
+        let kept_instances = kept
+            .iter()
+            .filter(|r| !index.contains_key(r.task_id.as_str()))
+            .count();
+        let bytes = w.definition.len() + kept_bytes + record_json.len();
+        if !self.has_room(n + kept_instances, bytes) {
+            return refused(
+                "over_capacity",
+                "the scheduler holds the most tasks or bytes it may (WARREN_MAX_ACTIVE_TASKS, WARREN_MAX_ACTIVE_BYTES): ask again once workflows have ended".into(),
+            );
+        }
         let row = RunRow {
             workflow_id: Arc::from(w.id.as_str()),
             run,
             rerun_id: ask.rerun_id.clone(),
             started_at: now,
-            record: serde_json::to_string(&record).expect("records serialise"),
+            record: record_json,
         };
+        // The timers of the run before (its deadline, a lease or retry of
+        // an attempt, whose numbers count from 1 again) are dropped: left
+        // in their heaps they would fire on this run's (O(timers), once
+        // per rerun).
+        self.deadlines.retain(|Reverse((_, of))| **of != *w.id);
+        self.retries.retain(|Reverse((_, _, of, ..))| **of != *w.id);
+        self.leases.retain(|Reverse((_, _, of, ..))| **of != *w.id);
         let mark = self.ops.len();
         self.ops.push(Op::Rerun {
             row: row.clone(),
@@ -342,7 +414,7 @@ impl Engine {
         };
         // Restoring fails before it changes anything (an output that is
         // no longer JSON): the rerun is not written either.
-        if let Err(Unreadable(why)) = self.restore_run(restored, now) {
+        if let Err(Unreadable(why)) = self.restore_run(restored) {
             self.ops.truncate(mark);
             return refused(
                 "not_rerunnable",
@@ -355,7 +427,7 @@ impl Engine {
     }
 
     /// Restores a re-run workflow and announces its new run.
-    fn restore_run(&mut self, r: RunningWorkflow, now: DateTime<Utc>) -> Result<(), Unreadable> {
+    fn restore_run(&mut self, r: RunningWorkflow) -> Result<(), Unreadable> {
         let id = r.id.clone();
         let created_at = r.created_at;
         self.restore(r)?;
@@ -367,18 +439,21 @@ impl Engine {
                 run: wf.run,
                 ..WorkflowReport::not_found(&id)
             };
-            let _ = now;
             self.emit_event(&id, WorkflowStatus::Running, to_json(&event));
         }
         Ok(())
     }
 
-    /// The final report of a workflow that ended in the current batch.
-    pub(super) fn finished_report(&self, id: &str) -> Option<String> {
+    /// The status and final report of a workflow that ended in the
+    /// current batch.
+    pub fn finished_in_batch(&self, id: &str) -> Option<(WorkflowStatus, String)> {
         self.ops.iter().rev().find_map(|op| match op {
             Op::FinishWorkflow {
-                id: done, report, ..
-            } if &**done == id => Some(report.clone()),
+                id: done,
+                status,
+                report,
+                ..
+            } if &**done == id => Some((*status, report.clone())),
             _ => None,
         })
     }

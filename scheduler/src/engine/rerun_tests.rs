@@ -375,9 +375,14 @@ fn a_late_result_of_an_earlier_run_is_not_the_new_runs() {
     let ms = sim.step(&mut e);
     assert_eq!((ms[0].task_id.as_str(), ms[0].attempt), ("c", 1));
     assert_ne!(ms[0].token, first_c.token);
-    // Run 1's attempt 1 of c answers again (a redelivered result).
+    // Run 1's attempt 1 of c answers again (a redelivered result): not
+    // this run's, and not a forgery either.
     let late = result(&first_c, true, false, json!("late"));
-    assert!(e.on_result(late, Utc::now()).is_err());
+    assert!(e.on_result(late, Utc::now()).is_ok());
+    // A token of no run is one.
+    let mut forged = result(&first_c, true, false, json!("forged"));
+    forged.token = "00".repeat(32);
+    assert!(e.on_result(forged, Utc::now()).is_err());
     let r = e.report("w").unwrap();
     assert_eq!(r.tasks["c"].state, TaskState::Running);
     // Once the workflow ended, the same late result is ignored, not
@@ -543,4 +548,128 @@ fn a_single_tasks_answer_has_its_input_as_resolved_running_or_stored() {
         Some(json!({"from_a": 1}))
     );
     assert_eq!(super::stored_task_input(sim.running(), "nope", max), None);
+}
+
+#[test]
+fn the_timers_of_the_run_before_do_not_fire_on_the_rerun() {
+    let body = json!({"id": "w", "deadline_ms": 60_000, "tasks": [
+        {"id": "a", "type": "echo", "timeout_ms": 10_000}
+    ]});
+    let mut e = engine(10);
+    let mut sim = Sim::new(body);
+    let ms = submit(&mut e, &mut sim, None);
+    let t0 = Utc::now();
+    answer(&mut e, &mut sim, &ms, &["a"]);
+    assert_eq!(sim.status, "failed");
+    // Re-run 30 s later, dispatched 5 s after that.
+    let later = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+    let ask = RerunAsk::default();
+    assert!(matches!(
+        e.rerun(sim.stored(), &ask, None, later(30_000)),
+        RerunOutcome::Started
+    ));
+    e.dispatch(later(35_000));
+    let (ops, _) = e.take_batch();
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, Op::Task(t) if t.state == TaskState::Running))
+    );
+    // Run 1's lease (t0 + 11 s) and deadline (t0 + 60 s) have passed; run
+    // 2's lease ends at t0 + 46 s, its deadline at t0 + 90 s.
+    e.fire_due(later(45_000).timestamp_millis());
+    assert_eq!(e.report("w").unwrap().tasks["a"].state, TaskState::Running);
+    e.fire_due(later(47_000).timestamp_millis());
+    let r = e.report("w");
+    assert!(
+        r.is_none_or(|r| r.tasks["a"].state != TaskState::Running),
+        "run 2's own lease expired"
+    );
+}
+
+#[test]
+fn the_deadline_of_the_run_before_does_not_fail_the_rerun() {
+    let body = json!({"id": "w", "deadline_ms": 60_000, "tasks": [
+        {"id": "a", "type": "echo"}
+    ]});
+    let mut e = engine(10);
+    let mut sim = Sim::new(body);
+    let ms = submit(&mut e, &mut sim, None);
+    let t0 = Utc::now();
+    answer(&mut e, &mut sim, &ms, &["a"]);
+    let later = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+    e.rerun(sim.stored(), &RerunAsk::default(), None, later(30_000));
+    e.fire_due(later(61_000).timestamp_millis());
+    assert!(e.is_active("w"), "run 1's deadline passed, not run 2's");
+    e.fire_due(later(91_000).timestamp_millis());
+    assert!(!e.is_active("w"), "run 2's deadline");
+}
+
+#[test]
+fn tasks_a_failure_skipped_run_again_and_a_kept_failure_is_refused() {
+    let body = json!({"id": "w", "tasks": [
+        {"id": "x", "type": "echo"},
+        {"id": "z", "type": "echo"},
+        {"id": "y", "type": "echo", "depends_on": ["z", "x"], "run_if": "all_done"},
+        {"id": "after_z", "type": "echo", "depends_on": ["z"]}
+    ]});
+    let mut e = engine(10);
+    let mut sim = Sim::new(body);
+    let ms = submit(&mut e, &mut sim, None);
+    assert_eq!(ids(&ms), ["x", "z"]);
+    // x fails while z succeeds: after_z is skipped by the failure.
+    let ms = answer(&mut e, &mut sim, &ms, &["x"]);
+    answer(&mut e, &mut sim, &ms, &[]);
+    assert_eq!(sim.status, "failed");
+    assert_eq!(
+        sim.final_report().tasks["after_z"].skip_reason,
+        Some(warren_shared::wire::SkipReason::WorkflowFailed)
+    );
+    // Naming z alone would keep x failed: the run would fail at once.
+    match rerun(&mut e, &sim, &["y"], None) {
+        RerunOutcome::Refused(r) => {
+            assert_eq!(r.code, "failed_task_kept");
+            assert_eq!(r.task.as_deref(), Some("x"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // From x: after_z runs again too, though neither named nor downstream.
+    rerun(&mut e, &sim, &["x"], None);
+    let mut ran = Vec::new();
+    let mut ms = sim.step(&mut e);
+    while !ms.is_empty() {
+        ran.extend(ids(&ms).into_iter().map(String::from));
+        ms = answer(&mut e, &mut sim, &ms, &[]);
+    }
+    ran.sort();
+    assert_eq!(ran, ["after_z", "x", "y"]);
+    assert_eq!(sim.final_report().status, WorkflowStatus::Succeeded);
+}
+
+#[test]
+fn an_earlier_runs_rerun_id_and_a_waiter_past_the_bound_are_answered_at_once() {
+    let mut e = engine(10);
+    let mut sim = Sim::new(chain());
+    failed_chain(&mut e, &mut sim, None);
+    rerun(&mut e, &sim, &[], Some("r1"));
+    let ms = sim.step(&mut e);
+    answer(&mut e, &mut sim, &ms, &["c"]);
+    rerun(&mut e, &sim, &[], Some("r2"));
+    sim.step(&mut e);
+    // r1's run ended; run 3 (r2's) runs: r1 again is answered now.
+    match rerun_to(&mut e, &sim, &[], Some("r1"), Some(to("late"))) {
+        RerunOutcome::Done(report) => {
+            let r: WorkflowReport = serde_json::from_str(&report).unwrap();
+            assert_eq!((r.status, r.run), (WorkflowStatus::Running, 3));
+        }
+        other => panic!("{other:?}"),
+    }
+    // r2's waiters join, up to the bound; the next is answered now.
+    for k in 0..MAX_WAITERS {
+        let outcome = rerun_to(&mut e, &sim, &[], Some("r2"), Some(to(&format!("q{k}"))));
+        assert!(matches!(outcome, RerunOutcome::Joined), "{k}: {outcome:?}");
+    }
+    assert!(matches!(
+        rerun_to(&mut e, &sim, &[], Some("r2"), Some(to("one-too-many"))),
+        RerunOutcome::Done(_)
+    ));
 }

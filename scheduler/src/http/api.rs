@@ -562,13 +562,7 @@ pub(super) async fn rerun(
     {
         return error(StatusCode::BAD_REQUEST, why);
     }
-    let mut from = asked.from.unwrap_or_default();
-    let mut seen = std::collections::HashSet::new();
-    from.retain(|t| seen.insert(t.clone()));
-    let ask = crate::engine::RerunAsk {
-        from,
-        rerun_id: asked.rerun_id,
-    };
+    let ask = crate::engine::RerunAsk::new(asked.from.unwrap_or_default(), asked.rerun_id);
     let asked = ask_loop(&s, |answer| Query::Act {
         id: id.clone(),
         action: Action::Rerun(ask),

@@ -357,19 +357,9 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
 fn rerun_request(c: ControlRequest, reply: Reply) -> Request {
     Request::Rerun(Rerun {
         id: c.workflow_id,
-        ask: RerunAsk {
-            from: dedup(c.from.unwrap_or_default()),
-            rerun_id: c.rerun_id,
-        },
+        ask: RerunAsk::new(c.from.unwrap_or_default(), c.rerun_id),
         reply,
     })
-}
-
-/// The tasks named, each once, in the order first named.
-fn dedup(mut from: Vec<String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    from.retain(|t| seen.insert(t.clone()));
-    from
 }
 
 /// A `rerun` names its workflow, at most [`crate::engine::MAX_FROM`]
@@ -746,8 +736,22 @@ fn apply_rerun(
     };
     match &outcome {
         RerunOutcome::Started => {
-            // Later requests of the batch see it running, not ended.
-            known.workflows.remove(&id);
+            // Later requests of the batch see it running, or as its new
+            // run ended at once.
+            match engine.finished_in_batch(&id) {
+                Some((status, report)) if !engine.is_active(&id) => {
+                    known.workflows.insert(
+                        id.clone(),
+                        Known {
+                            status: status.as_str().into(),
+                            report: Some(report),
+                        },
+                    );
+                }
+                _ => {
+                    known.workflows.remove(&id);
+                }
+            }
         }
         RerunOutcome::Refused(why) => {
             tracing::info!(workflow = %id, code = %why.code, "Rerun refused");

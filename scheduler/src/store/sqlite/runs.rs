@@ -160,9 +160,7 @@ impl Db {
             .collect::<Result<Vec<_>, _>>()?;
         let replies = self
             .conn
-            .prepare_cached(
-                "SELECT reply_to, correlation_id FROM replies WHERE workflow_id = ?1 AND run = 0",
-            )?
+            .prepare_cached("SELECT reply_to, correlation_id FROM replies WHERE workflow_id = ?1")?
             .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         let runs = runs_of(&self.conn, id)?;

@@ -235,7 +235,10 @@ fn a_rerun_deletes_what_runs_again_and_keeps_the_rest() {
         .collect();
     assert_eq!(tasks, ["a"]);
     assert_eq!(stored.workflow.runs, [run]);
-    assert_eq!(stored.workflow.replies, [("submitter".into(), None)]);
+    assert_eq!(
+        stored.workflow.replies,
+        [("submitter".into(), None), ("rerun".into(), None)]
+    );
     let recovered = db.recover().unwrap();
     assert_eq!(recovered.running[0].replies.len(), 2);
     // The run ends: its rerun's reply row goes, the submitter's stays.
