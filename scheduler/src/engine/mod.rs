@@ -249,17 +249,57 @@ pub fn stored_report(
     Ok(engine.report_within(&id, bounds))
 }
 
+/// The tasks whose stored rows resolving task `task`'s input reads, with
+/// the stored `definition` of workflow `id`: the task itself, the tasks
+/// its input's templates name and, for an instance (`task[k]`), its mapped
+/// task and what that task's `map` names. `None` when the definition does
+/// not read back or has no such task.
+pub fn input_sources(definition: &[u8], id: &str, task: &str) -> Option<Vec<String>> {
+    let v = crate::validate::validate_stored(definition, id).ok()?;
+    let own = map::task_of(task);
+    let spec = v.tasks.iter().find(|t| t.id == own)?;
+    let mut refs = Vec::new();
+    crate::template::references(&spec.input, &mut refs).ok()?;
+    if own != task {
+        refs.push(crate::template::single_ref(spec.map.as_deref()?).ok()?);
+    }
+    let mut ids: Vec<String> = vec![task.to_owned(), own.to_owned()];
+    ids.extend(refs.into_iter().filter_map(|r| match r.source {
+        crate::template::Source::TaskOutput(t) => Some(t),
+        _ => None,
+    }));
+    ids.sort();
+    ids.dedup();
+    Some(ids)
+}
+
 /// The input of task `task` of a stored workflow (an ended one, or one
-/// another scheduler runs) as its task messages carried it: `None` when
-/// it has no such task, its definition does not read back, or a source
-/// it reads has no output.
+/// another scheduler runs) as its task messages carried it, from the
+/// rows [`input_sources`] names (any others are read as pending): `None`
+/// when it has no such task, its definition does not read back, or a
+/// source it reads has no output.
 pub fn stored_task_input(r: RunningWorkflow, task: &str, max: usize) -> Option<serde_json::Value> {
+    use crate::template::Source;
     let v = crate::validate::validate_stored(&r.definition, &r.id).ok()?;
     let replies = Vec::new();
     let wf =
         workflow::restored(Arc::from(r.id.as_str()), v, r.created_at, replies, r.tasks).ok()?;
-    let &i = wf.index.get(task)?;
-    wf.resolved_input(i as usize, max).ok()
+    let own = map::task_of(task);
+    let &m = wf.index.get(own)?;
+    if own == task {
+        return wf.resolved_input(m as usize, max).ok();
+    }
+    // An instance: its element of the mapped task's array, as dispatch
+    // resolves it (its siblings' rows are not needed).
+    let k: usize = task[own.len() + 1..task.len() - 1].parse().ok()?;
+    let item = map::items(&wf, m as usize).ok()?.get(k)?.clone();
+    let index = serde_json::Value::from(k);
+    let lookup = |s: &Source| match s {
+        Source::Item => Some(&item),
+        Source::Index => Some(&index),
+        other => wf.source(m as usize, other),
+    };
+    crate::template::resolve(&wf.specs[m as usize].input, &lookup, max).ok()
 }
 
 /// Longest error message kept for a task (characters): a worker's longer

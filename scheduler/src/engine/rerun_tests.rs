@@ -548,6 +548,39 @@ fn a_single_tasks_answer_has_its_input_as_resolved_running_or_stored() {
         Some(json!({"from_a": 1}))
     );
     assert_eq!(super::stored_task_input(sim.running(), "nope", max), None);
+    // From the rows its sources name alone, as the HTTP endpoint reads.
+    let definition = chain().to_string().into_bytes();
+    let sources = super::input_sources(&definition, "w", "c").unwrap();
+    assert_eq!(sources, ["b", "c"]);
+    let mut partial = sim.running();
+    partial.tasks.retain(|t| sources.contains(&t.task_id));
+    assert_eq!(
+        super::stored_task_input(partial, "c", max),
+        Some(json!({"from_a": 1}))
+    );
+}
+
+#[test]
+fn an_instances_input_is_resolved_from_its_mapped_tasks_sources() {
+    let body = json!({"id": "w", "tasks": [
+        {"id": "list", "type": "echo", "input": [10, 20]},
+        {"id": "each", "type": "echo", "depends_on": ["list"], "map": "${list.output}",
+         "input": {"n": "${item}", "k": "${index}"}}
+    ]});
+    let mut e = engine(10);
+    let mut sim = Sim::new(body.clone());
+    let ms = submit(&mut e, &mut sim, None);
+    let ms = answer(&mut e, &mut sim, &ms, &[]);
+    answer(&mut e, &mut sim, &ms, &[]);
+    let sources = super::input_sources(body.to_string().as_bytes(), "w", "each[1]").unwrap();
+    assert_eq!(sources, ["each", "each[1]", "list"]);
+    let mut partial = sim.running();
+    partial.tasks.retain(|t| sources.contains(&t.task_id));
+    let max = crate::bounds::Bounds::default().max_task_input_bytes;
+    assert_eq!(
+        super::stored_task_input(partial, "each[1]", max),
+        Some(json!({"n": 20, "k": 1}))
+    );
 }
 
 #[test]

@@ -290,39 +290,59 @@ pub(super) async fn task(
 }
 
 /// A task of a workflow this scheduler does not run (ended, or running
-/// under another scheduler), read back whole: its stored row, its input
-/// as resolved from the stored outputs, and its history from the stored
-/// final report.
+/// under another scheduler): its stored row, its input resolved again
+/// from the stored rows it reads (those alone are read), and its history
+/// from the stored final report.
 async fn stored_task(s: &Sources, id: &str, task: &str) -> Result<TaskReport, Box<Response>> {
-    let stored = match s.store.stored_workflow(id).await {
-        Ok(Some(stored)) => stored,
-        Ok(None) => return Err(Box::new(no_workflow(id))),
-        Err(e) => return Err(Box::new(store_error(e))),
-    };
-    let Some(row) = stored
-        .workflow
-        .tasks
-        .iter()
-        .find(|t| t.task_id == task)
-        .cloned()
+    let fail = |e| Box::new(store_error(e));
+    let Some(known) = s
+        .store
+        .lookup(vec![id.to_owned()])
+        .await
+        .map_err(fail)?
+        .pop()
+        .flatten()
     else {
+        return Err(Box::new(no_workflow(id)));
+    };
+    let Some(row) = s.store.task_row(id, task).await.map_err(fail)? else {
         return Err(Box::new(no_task(id, task)));
     };
     let output = match row.output.as_deref().map(serde_json::from_str::<Value>) {
         Some(Err(e)) => {
             let e = StoreError::Corrupt(format!("output of {task}: {e}"));
-            return Err(Box::new(store_error(e)));
+            return Err(fail(e));
         }
         output => output.and_then(Result::ok),
     };
-    let history = stored
+    let history = known
         .report
         .as_deref()
         .and_then(|r| serde_json::from_str::<WorkflowReport>(r).ok())
         .and_then(|mut r| r.tasks.remove(task))
         .map(|t| t.history)
         .unwrap_or_default();
-    let input = crate::engine::stored_task_input(stored.workflow, task, s.max_task_input_bytes);
+    let mut input = None;
+    if let Some((definition, created_at)) = s.store.definition(id).await.map_err(fail)?
+        && let Some(sources) = crate::engine::input_sources(&definition, id, task)
+    {
+        let mut tasks = Vec::with_capacity(sources.len());
+        for source in sources {
+            if let Some(r) = s.store.task_row(id, &source).await.map_err(fail)? {
+                tasks.push(r);
+            }
+        }
+        let stored = RunningWorkflow {
+            id: id.to_owned(),
+            seq: 0,
+            definition,
+            created_at,
+            tasks,
+            replies: Vec::new(),
+            runs: Vec::new(),
+        };
+        input = crate::engine::stored_task_input(stored, task, s.max_task_input_bytes);
+    }
     Ok(TaskReport {
         state: row.state,
         attempts: row.attempt,

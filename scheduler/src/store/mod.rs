@@ -356,6 +356,18 @@ impl Store {
         }
     }
 
+    /// The stored definition of workflow `id` and when it was created
+    /// (`None` when unknown, or rejected: it has none).
+    pub async fn definition(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.definition(id.to_owned()).await,
+            Store::Postgres(p) => p.definition(id).await,
+        }
+    }
+
     /// Workflow `id` as stored, whole: what a `rerun` starts from (`None`
     /// when unknown).
     pub async fn stored_workflow(

@@ -127,6 +127,22 @@ pub(super) async fn runs_of(
 }
 
 impl PgStore {
+    /// The stored definition of workflow `id` and its creation.
+    pub async fn definition(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, DateTime<Utc>)>, StoreError> {
+        let row = get(&self.pool)
+            .await?
+            .query_opt(
+                "SELECT definition, created_at FROM workflows WHERE id = $1 AND definition IS NOT NULL",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
     /// The attempts of a task whose result was committed, in order.
     pub async fn attempt_log(
         &self,

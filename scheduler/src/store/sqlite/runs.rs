@@ -81,6 +81,25 @@ pub(super) fn runs_of(conn: &Connection, id: &str) -> Result<Vec<RunRow>, StoreE
 }
 
 impl SqliteStore {
+    /// The stored definition of workflow `id` and its creation.
+    pub async fn definition(
+        &self,
+        id: String,
+    ) -> Result<Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        self.call(move |db| {
+            let found: Option<(Option<Vec<u8>>, String)> = db
+                .conn
+                .prepare_cached("SELECT definition, created_at FROM workflows WHERE id = ?1")?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            match found {
+                Some((Some(definition), created_at)) => Ok(Some((definition, created_at.time()?))),
+                _ => Ok(None),
+            }
+        })
+        .await?
+    }
+
     /// The attempts of a task whose result was committed, in order.
     pub async fn attempt_log(
         &self,
