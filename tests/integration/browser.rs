@@ -1155,12 +1155,14 @@ async fn the_page_draws_a_thousand_task_dag_in_layers() {
         first[1].as_f64().unwrap() < 5000.0,
         "laid out in {first} ms"
     );
-    // A click answers at once, and the redraws keep the layout: each
-    // drawn in well under a second.
+    // A click answers at once; the panel lists the task's attempt, and
+    // the redraws keep the layout: each drawn in well under a second.
     click_node(&mut tab, "l9-42").await;
     tab.wait_for(
-        "l9-42 in the panel",
-        "document.getElementById('panel-deps')?.textContent === 'l8-42, l8-43'",
+        "l9-42 in the panel, with its attempt",
+        "document.getElementById('panel-deps')?.textContent === 'l8-42, l8-43' \
+         && document.querySelector('#panel-attempts li[data-attempt=\"1\"][data-status=\"succeeded\"]') \
+            ?.textContent.includes('worker w') === true",
     )
     .await;
     holds(
@@ -1244,5 +1246,71 @@ async fn the_page_summarises_a_workflow_too_large_to_list() {
         "{dom}"
     );
     gate.add_permits(1);
+    env.finish().await;
+}
+
+/// The task panel lists each attempt of the task (its `attempt_log`):
+/// number, status, worker, start, finish and duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_panel_lists_each_attempt() {
+    let mut env = Env::new().await;
+    let (scheduler, _gate, addr) = env.with_http("w").await;
+    // Fails twice (retryable), then succeeds.
+    let report = env
+        .client
+        .submit_and_wait(
+            json!({"id": "page-attempts", "tasks": [
+                {"id": "flaky", "type": "fail", "input": {"times": 2, "message": "not yet"},
+                 "retry": {"max_attempts": 3, "backoff_ms": 10}},
+                {"id": "after", "type": "echo", "depends_on": ["flaky"]}
+            ]}),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded, "{report:?}");
+    assert_eq!(report.tasks["flaky"].attempts, 3);
+
+    let browser = Browser::start().await;
+    let mut tab = browser
+        .tab(&format!("http://{addr}/workflows/page-attempts"))
+        .await;
+    tab.wait_for(
+        "the DAG",
+        "!!document.querySelector('g.node[data-task=\"flaky\"]')",
+    )
+    .await;
+    click_node(&mut tab, "flaky").await;
+    tab.wait_for(
+        "flaky's three attempts",
+        "[...document.querySelectorAll('#panel-attempts li')] \
+            .map(li => li.dataset.attempt + ':' + li.dataset.status).join() \
+         === '1:failed,2:failed,3:succeeded'",
+    )
+    .await;
+    // Each line: its number, status, worker, start, finish and duration;
+    // under the fields, which stay.
+    holds(
+        &mut tab,
+        "each attempt's line",
+        "[...document.querySelectorAll('#panel-attempts li')].every(li => \
+            /^attempt [123]: (failed|succeeded) · worker w · started \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ · finished (\\d{4}-\\d\\d-\\d\\d )?\\d\\d:\\d\\d:\\d\\dZ · \\d+(\\.\\d)? m?s$/ \
+              .test(li.textContent)) \
+         && document.getElementById('panel-state').textContent === 'succeeded' \
+         && document.querySelector('#panel dl').compareDocumentPosition( \
+              document.getElementById('panel-attempts')) === Node.DOCUMENT_POSITION_FOLLOWING",
+    )
+    .await;
+    // A task with one attempt: one line.
+    click_node(&mut tab, "after").await;
+    tab.wait_for(
+        "after's one attempt",
+        "document.getElementById('panel-task')?.textContent === 'after' \
+         && document.querySelectorAll('#panel-attempts li').length === 1 \
+         && document.querySelector('#panel-attempts li').dataset.status === 'succeeded'",
+    )
+    .await;
+    drop(browser);
+    scheduler.stop().await;
     env.finish().await;
 }
