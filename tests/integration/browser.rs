@@ -1249,6 +1249,105 @@ async fn the_page_summarises_a_workflow_too_large_to_list() {
     env.finish().await;
 }
 
+/// A workflow of 100,000 tasks (the default `WARREN_MAX_TASKS`): twelve
+/// `gated` roots, held (ten running, the type's limit; two ready), and
+/// 99,988 tasks pending on them. Its report lists 1,000; the page shows
+/// every task counted by state, lays nothing out, answers at once while
+/// it polls, and shows any task looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_summarises_a_workflow_of_100000_tasks_and_stays_responsive() {
+    let began = Instant::now();
+    let mut env = Env::new().await;
+    let (scheduler, gate, addr) = env.with_http("w").await;
+    let mut tasks: Vec<Value> = (0..12)
+        .map(|r| json!({"id": format!("root{r}"), "type": "gated"}))
+        .collect();
+    tasks.extend((0..99_988).map(|i| {
+        json!({"id": format!("t{i}"), "type": "echo", "depends_on": [format!("root{}", i % 12)]})
+    }));
+    env.client
+        .submit(json!({"id": "page-100k", "tasks": tasks}))
+        .await
+        .unwrap();
+    wait_until("ten roots dispatched", || {
+        Metrics::get(&scheduler.metrics.engine.tasks_dispatched) == 10
+    })
+    .await;
+    let accepted = began.elapsed();
+
+    let browser = Browser::start().await;
+    let mut tab = browser
+        .tab(&format!("http://{addr}/workflows/page-100k"))
+        .await;
+    tab.wait_for(
+        "every task counted by state",
+        "document.getElementById('counts')?.textContent \
+         === ' 100000 tasks: 99988 pending, 2 ready, 10 running, 99000 not listed'",
+    )
+    .await;
+    let shown = began.elapsed();
+    holds(
+        &mut tab,
+        "a summary, no layout: the running and ready tasks listed",
+        "document.getElementById('summary').dataset.status === 'running' \
+         && !!document.getElementById('too-many') && !!document.getElementById('elided') \
+         && document.getElementById('dag') === null && document.body.dataset.layouts === undefined \
+         && document.querySelectorAll('table[data-list=\"running\"] tr').length === 10 \
+         && document.querySelectorAll('table[data-list=\"ready\"] tr').length === 2 \
+         && document.querySelectorAll('table[data-list=\"pending\"] tr').length === 100",
+    )
+    .await;
+    // Responsive: across two more reads of the report (one a second), an
+    // expression answers within a second, and a redraw takes less.
+    let reads = tab.eval("view.reads").await.unwrap().as_u64().unwrap();
+    tab.wait_for(
+        "two more reads of the report",
+        &format!("view.reads >= {}", reads + 2),
+    )
+    .await;
+    let asked = Instant::now();
+    assert_eq!(tab.eval("6 * 7").await, Some(json!(42)));
+    let answered = asked.elapsed();
+    assert!(
+        answered < Duration::from_secs(1),
+        "answered in {answered:?}"
+    );
+    let ms = tab.eval("Number(document.body.dataset.renderMs)").await;
+    assert!(
+        ms.as_ref().and_then(Value::as_f64).unwrap() < 1000.0,
+        "drawn in {ms:?} ms"
+    );
+    // A task not listed, looked up: its panel.
+    let look = "document.getElementById('task-id').value = 't54321'; \
+                document.getElementById('task-lookup').requestSubmit(); true";
+    assert!(tab.eval(look).await.is_some());
+    tab.wait_for(
+        "t54321 in the panel",
+        "document.getElementById('panel-task')?.textContent === 't54321' \
+         && document.getElementById('panel')?.dataset.state === 'pending'",
+    )
+    .await;
+    // And a listed one, clicked.
+    let click = "document.querySelector('table[data-list=\"running\"] tr').click(); true";
+    assert!(tab.eval(click).await.is_some());
+    tab.wait_for(
+        "a running root in the panel",
+        "/^root\\d+$/.test(document.getElementById('panel-task')?.textContent) \
+         && document.getElementById('panel')?.dataset.state === 'running'",
+    )
+    .await;
+    eprintln!(
+        "100,000 tasks: accepted and dispatched in {accepted:?}, summarised on the page \
+         at {shown:?}, an expression answered in {answered:?}, render {ms:?} ms, \
+         all done in {:?}",
+        began.elapsed()
+    );
+    drop(browser);
+    scheduler.stop().await;
+    gate.add_permits(12);
+    env.finish().await;
+}
+
 /// The task panel lists each attempt of the task (its `attempt_log`):
 /// number, status, worker, start, finish and duration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
