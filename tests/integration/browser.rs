@@ -1349,7 +1349,8 @@ async fn the_page_summarises_a_workflow_of_100000_tasks_and_stays_responsive() {
 }
 
 /// The task panel lists each attempt of the task (its `attempt_log`):
-/// number, status, worker, start, finish and duration.
+/// number, status, worker, start, finish and duration; and its input as
+/// resolved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_task_panel_lists_each_attempt() {
     let mut env = Env::new().await;
@@ -1361,7 +1362,8 @@ async fn the_task_panel_lists_each_attempt() {
             json!({"id": "page-attempts", "tasks": [
                 {"id": "flaky", "type": "fail", "input": {"times": 2, "message": "not yet"},
                  "retry": {"max_attempts": 3, "backoff_ms": 10}},
-                {"id": "after", "type": "echo", "depends_on": ["flaky"]}
+                {"id": "after", "type": "echo", "depends_on": ["flaky"],
+                 "input": {"got": "${flaky.output}", "n": 7}}
             ]}),
             DEADLINE,
         )
@@ -1407,6 +1409,17 @@ async fn the_task_panel_lists_each_attempt() {
         "document.getElementById('panel-task')?.textContent === 'after' \
          && document.querySelectorAll('#panel-attempts li').length === 1 \
          && document.querySelector('#panel-attempts li').dataset.status === 'succeeded'",
+    )
+    .await;
+    // Its input, templates substituted, as its task message carried it.
+    let sent = report.tasks["flaky"].output.clone().unwrap_or(json!(null));
+    let want = serde_json::to_string_pretty(&json!({"got": sent, "n": 7})).unwrap();
+    tab.wait_for(
+        "after's resolved input",
+        &format!(
+            "document.getElementById('panel-input')?.textContent === {}",
+            serde_json::to_string(&want).unwrap()
+        ),
     )
     .await;
     drop(browser);
