@@ -17,7 +17,7 @@ use crate::{
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 use warren_shared::wire::{
@@ -225,7 +225,6 @@ impl Workflow {
         }
         let header = json_len(&report) + r#","tasks_elided":4294967295"#.len();
         let has_output = |i: usize| self.tasks[i].output.is_some();
-        let entries: Vec<TaskReport> = (0..n).map(|i| self.task_report(i, false)).collect();
         let marker = |i: usize| {
             if has_output(i) {
                 r#","output_elided":"#.len() + json_len(&self.tasks[i].output_bytes)
@@ -233,28 +232,28 @@ impl Workflow {
                 0
             }
         };
-        let base: Vec<usize> = entries
-            .iter()
-            .zip(&self.specs)
-            .enumerate()
-            .map(|(i, (e, spec))| json_len(e) + json_len(&spec.id) + 2 + marker(i))
-            .collect();
         let instead = |i: usize| -> isize {
             let output = self.tasks[i].output_bytes + r#","output":"#.len();
             output as isize - marker(i) as isize
         };
-        // Failed tasks first, then the others in request order.
+        // Failed tasks first, then the others in request order; only the
+        // first `max_tasks` of them can be listed, so only their entries
+        // are built and measured (a report of 1,000 tasks of a workflow of
+        // 100,000 costs the 1,000).
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| self.tasks[i].state != TaskState::Failed);
+        order.truncate(bounds.max_tasks);
+        let mut entries: HashMap<usize, TaskReport> = HashMap::with_capacity(order.len());
         let mut kept = Vec::new();
         let mut total = header as isize;
         for &i in &order {
-            if kept.len() == bounds.max_tasks
-                || total + base[i] as isize > bounds.max_bytes as isize
-            {
+            let entry = self.task_report(i, false);
+            let base = json_len(&entry) + json_len(&self.specs[i].id) + 2 + marker(i);
+            if total + base as isize > bounds.max_bytes as isize {
                 break;
             }
-            total += base[i] as isize;
+            total += base as isize;
+            entries.insert(i, entry);
             kept.push(i);
         }
         report.tasks_elided = (n - kept.len()) as u32;
@@ -264,16 +263,18 @@ impl Workflow {
         // Outputs, smallest first, while they fit.
         let mut by_size: Vec<usize> = kept.iter().copied().filter(|&i| has_output(i)).collect();
         by_size.sort_by_key(|&i| instead(i));
-        let mut with_output = vec![false; n];
+        let mut with_output = HashSet::new();
         for i in by_size {
             if total + instead(i) > bounds.max_bytes as isize {
                 break;
             }
             total += instead(i);
-            with_output[i] = true;
+            with_output.insert(i);
         }
-        for (i, mut entry) in kept.into_iter().map(|i| (i, entries[i].clone())) {
-            if with_output[i] {
+        for i in kept {
+            let mut entry = entries.remove(&i).expect("built above");
+            let with_output = with_output.contains(&i);
+            if with_output {
                 entry.output = self.tasks[i].output.clone();
             } else if self.tasks[i].output.is_some() {
                 entry.output_elided = Some(self.tasks[i].output_bytes as u64);
