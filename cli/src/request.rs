@@ -56,21 +56,7 @@ pub fn set_start(request: &mut Value, at: Option<&str>, after: Option<&str>) -> 
 
 /// `1500ms`, `90s`, `10m`, `2h`, `1d` (one number and a unit) in ms.
 pub fn duration_ms(s: &str) -> anyhow::Result<u64> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .with_context(|| format!("--in {s}: expected a number and a unit, e.g. 90s or 10m"))?;
-    let per = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => anyhow::bail!("--in {s}: the unit must be ms, s, m, h or d"),
-    };
-    n.checked_mul(per)
-        .with_context(|| format!("--in {s}: too long"))
+    warren_shared::cli::duration_ms(s).map_err(|e| anyhow::anyhow!("--in {e}"))
 }
 
 #[cfg(test)]

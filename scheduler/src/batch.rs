@@ -196,6 +196,13 @@ pub enum Op {
         state: ScheduleState,
     },
     DeleteSchedule(Arc<str>),
+    /// Retention: deletes at most `limit` workflows that ended before
+    /// `before` (succeeded, failed, cancelled or rejected), oldest first,
+    /// with their tasks, results, replies and runs.
+    Prune {
+        before: DateTime<Utc>,
+        limit: u32,
+    },
 }
 
 /// A stored schedule, all but the workflow its firings submit.

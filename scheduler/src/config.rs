@@ -46,6 +46,10 @@ pub struct SchedulerConfig {
     pub type_limits: Vec<(String, u32)>,
     /// What the scheduler holds, builds and publishes at most.
     pub bounds: Bounds,
+    /// How long an ended workflow is kept in the store before it is
+    /// deleted (`WARREN_RETENTION`; `None`: for ever). Also how long a
+    /// duplicate submission of it is answered with its outcome.
+    pub retention: Option<std::time::Duration>,
 }
 
 impl Default for SchedulerConfig {
@@ -64,6 +68,7 @@ impl Default for SchedulerConfig {
             dispatch_order: crate::engine::DispatchOrder::CriticalPath,
             type_limits: Vec::new(),
             bounds: Bounds::default(),
+            retention: None,
         }
     }
 }

@@ -110,6 +110,12 @@ struct Args {
     /// `payments.charge=5,email.send=20`; other types have no limit.
     #[arg(long, env = "WARREN_TYPE_LIMITS", default_value = "")]
     type_limits: String,
+    /// How long an ended workflow (its tasks, results, replies and runs)
+    /// is kept before it is deleted, as 90s, 12h, 7d ...; 0 or forever
+    /// keeps everything. The window in which a duplicate submission is
+    /// answered with the stored outcome.
+    #[arg(long, env = "WARREN_RETENTION", default_value = "7d")]
+    retention: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -159,6 +165,13 @@ async fn main() -> anyhow::Result<()> {
             Order::Fifo => warren_scheduler::engine::DispatchOrder::Fifo,
         },
         type_limits: TypeLimits::parse(&args.type_limits)?,
+        retention: match args.retention.as_str() {
+            "0" | "forever" => None,
+            d => Some(std::time::Duration::from_millis(
+                warren_shared::cli::duration_ms(d)
+                    .map_err(|e| anyhow::anyhow!("WARREN_RETENTION {e}"))?,
+            )),
+        },
         ..SchedulerConfig::default()
     };
     config.bounds.check().map_err(anyhow::Error::msg)?;

@@ -62,3 +62,41 @@ pub fn init_logging(default: &str) {
         }
     }
 }
+
+/// A duration written as one number and a unit (`1500ms`, `90s`, `10m`,
+/// `2h`, `1d`), in milliseconds; the error says what is expected.
+pub fn duration_ms(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s}: expected a number and a unit, e.g. 90s or 10m"))?;
+    let per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s}: the unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(per).ok_or_else(|| format!("{s}: too long"))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    #[test]
+    fn durations_read_as_documented() {
+        for (s, ms) in [
+            ("1500ms", 1500),
+            ("90s", 90_000),
+            ("10m", 600_000),
+            ("2h", 7_200_000),
+            ("7d", 604_800_000),
+        ] {
+            assert_eq!(super::duration_ms(s), Ok(ms), "{s}");
+        }
+        for bad in ["", "7", "d", "7w", "-1d", "99999999999999999999d"] {
+            assert!(super::duration_ms(bad).is_err(), "{bad}");
+        }
+    }
+}

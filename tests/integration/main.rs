@@ -26,6 +26,7 @@ mod publish_channel;
 mod quorum;
 mod rabbitmq43;
 mod rerun;
+mod retention;
 mod roles;
 mod schedules;
 mod support;

@@ -52,6 +52,7 @@ mod queue;
 mod rerun;
 #[cfg(test)]
 mod rerun_tests;
+mod retention;
 mod rules;
 #[cfg(test)]
 mod rules_tests;
@@ -70,6 +71,7 @@ pub use outcome::Forged;
 pub use pauses::PauseUsage;
 pub use queue::DispatchOrder;
 pub use rerun::{MAX_FROM, MAX_RUNS, RerunAsk, RerunOutcome, still_running};
+pub use retention::{PRUNE_AT_MOST, PRUNE_EVERY_MS};
 
 pub use workflow::ReportBounds;
 
@@ -129,6 +131,9 @@ pub struct EngineConfig {
     /// The key of attempt tokens: the store's (`Recovered::attempt_key`);
     /// by default a random one, for tests and tools.
     pub attempt_key: AttemptKey,
+    /// How long an ended workflow is kept in the store (`None`, the
+    /// default: for ever; `retention.rs`).
+    pub retention: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -145,6 +150,7 @@ impl Default for EngineConfig {
             owned: vec![0],
             bounds: Bounds::default(),
             attempt_key: AttemptKey::random(),
+            retention: None,
         }
     }
 }
@@ -227,6 +233,10 @@ pub struct Engine {
     starts: BinaryHeap<Reverse<(i64, Arc<str>)>>,
     /// The schedules of the owned partitions, and their next firings.
     schedules: schedules::Schedules,
+    /// How long an ended workflow is kept, and when the next prune is due
+    /// (ms since the epoch; `retention.rs`).
+    retention: Option<Duration>,
+    next_prune_ms: i64,
 }
 
 /// The report of a running workflow as stored, built the way a scheduler
@@ -363,6 +373,8 @@ impl Engine {
             scheduled: HashMap::new(),
             starts: BinaryHeap::new(),
             schedules: schedules::Schedules::default(),
+            retention: config.retention,
+            next_prune_ms: 0,
         }
     }
 
@@ -541,8 +553,8 @@ impl Engine {
         self.emit_event(&wf.id, status, body);
     }
 
-    /// When the next retry, lease, deadline or delayed start is due (ms
-    /// since the epoch).
+    /// When the next retry, lease, deadline, delayed start, firing or
+    /// prune is due (ms since the epoch).
     pub fn next_due_ms(&self) -> Option<i64> {
         let retry = self.retries.peek().map(|Reverse((due, ..))| *due);
         let lease = self.leases.peek().map(|Reverse((due, ..))| *due);
@@ -553,6 +565,7 @@ impl Engine {
             deadline,
             self.next_start_ms(),
             self.next_fire_ms(),
+            self.next_prune_ms(),
         ]
         .into_iter()
         .flatten()

@@ -210,6 +210,17 @@ impl Engine {
         {
             return RerunOutcome::Done(stored.report.unwrap_or_default());
         }
+        if stored
+            .finished_at
+            .is_some_and(|at| self.past_retention(at, now))
+        {
+            return refused(
+                "past_retention",
+                format!(
+                    "workflow `{shown}` ended longer ago than the scheduler keeps workflows (WARREN_RETENTION): it is being deleted"
+                ),
+            );
+        }
         let previous_run = w.runs.last().map_or(1, |r| r.run);
         let run = previous_run + 1;
         if run > MAX_RUNS {

@@ -706,3 +706,24 @@ fn an_earlier_runs_rerun_id_and_a_waiter_past_the_bound_are_answered_at_once() {
         RerunOutcome::Done(_)
     ));
 }
+
+#[test]
+fn a_workflow_past_retention_is_not_rerun() {
+    let config = EngineConfig {
+        attempt_key: AttemptKey::fixed(1),
+        retention: Some(std::time::Duration::from_secs(3600)),
+        ..config(10)
+    };
+    let mut e = Engine::new(config, Arc::default());
+    let mut sim = Sim::new(chain());
+    failed_chain(&mut e, &mut sim, None);
+    let later = Utc::now() + chrono::Duration::hours(2);
+    match e.rerun(sim.stored(), &RerunAsk::default(), None, later) {
+        RerunOutcome::Refused(r) => assert_eq!(r.code, "past_retention"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        e.rerun(sim.stored(), &RerunAsk::default(), None, Utc::now()),
+        RerunOutcome::Started
+    ));
+}

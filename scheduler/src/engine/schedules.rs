@@ -245,6 +245,11 @@ impl Engine {
         a.row.state.last_workflow_id.as_deref()
     }
 
+    /// When the last firing of schedule `id` was.
+    pub fn previous_firing_at(&self, id: &str) -> Option<DateTime<Utc>> {
+        self.schedules.armed.get(id)?.row.state.last_fire_at
+    }
+
     /// Fires what is due of schedule `id`: its pending firings, then its
     /// regular ones up to `now` (at most [`MAX_FIRINGS_PER_TURN`] in all;
     /// the rest stay due). `workflow` is the request its firings submit, as

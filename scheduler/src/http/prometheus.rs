@@ -10,11 +10,21 @@ use axum::{
 use std::fmt::Write;
 
 pub(super) async fn prometheus(State(s): State<Sources>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&s.metrics),
-    )
-        .into_response()
+    let mut text = render(&s.metrics);
+    // The store's: what retention deleted, and its size (a failed read
+    // leaves the gauge out rather than failing the scrape).
+    let _ = writeln!(
+        text,
+        "# HELP warren_store_pruned_total Ended workflows deleted by retention (WARREN_RETENTION) through this scheduler.\n# TYPE warren_store_pruned_total counter\nwarren_store_pruned_total {}",
+        s.store.pruned()
+    );
+    if let Ok(bytes) = s.store.size_bytes().await {
+        let _ = writeln!(
+            text,
+            "# HELP warren_store_bytes The store's size: the SQLite file with its write-ahead log, or the namespace's PostgreSQL tables with their indexes.\n# TYPE warren_store_bytes gauge\nwarren_store_bytes {bytes}"
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The metrics in Prometheus' text format.

@@ -355,21 +355,33 @@ pub(super) async fn fire_due(
         store.schedule_workflows(ids).await?.into_iter().collect();
     let mut running: HashSet<String> = HashSet::new();
     let mut ask = Vec::new();
+    let mut fired_at = Vec::new();
     for id in &due {
         if let Some(previous) = engine.previous_firing(id) {
             if engine.is_active(previous) || engine.is_scheduled(previous) {
                 running.insert(previous.to_owned());
             } else {
                 ask.push(previous.to_owned());
+                fired_at.push(engine.previous_firing_at(id));
             }
         }
     }
     if !ask.is_empty() {
         let known = store.lookup(ask.clone()).await?;
-        for (id, k) in ask.into_iter().zip(known) {
-            // Not in the store: its request has not been taken yet.
-            let ended =
-                k.is_some_and(|k| WorkflowStatus::parse(&k.status).is_some_and(|s| s.is_final()));
+        // A firing older than the retention that the store no longer
+        // holds ended and was pruned.
+        let keep = engine
+            .retention()
+            .and_then(|k| chrono::Duration::from_std(k).ok());
+        for ((id, k), at) in ask.into_iter().zip(known).zip(fired_at) {
+            let pruned =
+                k.is_none() && keep.is_some_and(|keep| at.is_some_and(|at| at + keep < now));
+            // Not in the store otherwise: its request has not been taken
+            // yet.
+            let ended = pruned
+                || k.is_some_and(|k| {
+                    WorkflowStatus::parse(&k.status).is_some_and(|s| s.is_final())
+                });
             if !ended {
                 running.insert(id);
             }

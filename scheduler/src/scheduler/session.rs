@@ -224,6 +224,7 @@ impl Scheduler {
                 owned: owned.to_vec(),
                 bounds: cfg.bounds.clone(),
                 attempt_key: recovered.attempt_key.clone(),
+                retention: cfg.retention,
             },
             self.metrics.engine.clone(),
         );

@@ -187,6 +187,7 @@ impl Scheduler {
             negotiate_type_places(engine, parts, refused, now).await?;
         }
         engine.emit_progress(now);
+        engine.prune_due(now);
 
         let msgs = self
             .commit_and_publish(engine, store, publisher, ctx)

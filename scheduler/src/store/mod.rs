@@ -388,6 +388,24 @@ impl Store {
         }
     }
 
+    /// Workflows deleted by retention through this store since it was
+    /// opened.
+    pub fn pruned(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.pruned(),
+            Store::Postgres(p) => p.pruned(),
+        }
+    }
+
+    /// The store's size in bytes: the SQLite file with its write-ahead
+    /// log, or the namespace's PostgreSQL tables with their indexes.
+    pub async fn size_bytes(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.size_bytes().await,
+            Store::Postgres(p) => p.size_bytes().await,
+        }
+    }
+
     /// Every paused task queue and type, namespace-wide.
     pub async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
         match self {

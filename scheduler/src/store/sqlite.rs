@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use warren_shared::wire::WorkflowSummary;
 
 mod pauses;
+mod prune;
 mod runs;
 mod schedules;
 
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS workflows (
 );
 CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, seq);
 CREATE INDEX IF NOT EXISTS workflows_by_seq ON workflows (seq);
+CREATE INDEX IF NOT EXISTS workflows_by_finished ON workflows (finished_at);
 CREATE TABLE IF NOT EXISTS tasks (
     workflow_id TEXT NOT NULL,
     task_id     TEXT NOT NULL,
@@ -120,6 +122,8 @@ CREATE TABLE IF NOT EXISTS schedules (
 /// The connection, owned by the store thread.
 struct Db {
     conn: Connection,
+    /// Workflows deleted by retention (read by [`SqliteStore::pruned`]).
+    pruned: Arc<std::sync::atomic::AtomicU64>,
     /// Held (locked) for the life of the store: a second scheduler on the
     /// same file would dispatch everything twice.
     _lock: std::fs::File,
@@ -137,12 +141,14 @@ enum Msg {
 #[derive(Clone)]
 pub struct SqliteStore {
     tx: std::sync::mpsc::Sender<Msg>,
+    pruned: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and starts its thread.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let db = Db::open(path)?;
+        let pruned = db.pruned.clone();
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("warren-store".into())
@@ -163,7 +169,7 @@ impl SqliteStore {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(SqliteStore { tx })
+        Ok(SqliteStore { tx, pruned })
     }
 
     /// Closes the database and releases its lock once queued calls are
@@ -284,8 +290,12 @@ impl Db {
             });
         }
         let conn = Connection::open(path).map_err(open_err)?;
+        // Freed pages go back to the file system as retention deletes
+        // (`prune.rs`): effective on a file created now (before anything
+        // writes its first page).
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA auto_vacuum = INCREMENTAL;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA busy_timeout = 5000;",
         )
@@ -330,7 +340,11 @@ impl Db {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('attempt_key', ?1)",
             [key],
         )?;
-        Ok(Db { conn, _lock: lock })
+        Ok(Db {
+            conn,
+            pruned: Arc::default(),
+            _lock: lock,
+        })
     }
 
     /// The store's key of attempt tokens (`attempt_key.rs`).
@@ -346,6 +360,7 @@ impl Db {
 
     /// Applies one batch in one transaction.
     fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut pruned = 0;
         let tx = self.conn.transaction()?;
         for op in ops {
             match op {
@@ -484,9 +499,15 @@ impl Db {
                 Op::InsertSchedule { .. } | Op::ScheduleState { .. } | Op::DeleteSchedule(_) => {
                     schedules::write(&tx, op)?;
                 }
+                Op::Prune { .. } => pruned += prune::write(&tx, op)?,
             }
         }
         tx.commit()?;
+        if pruned > 0 {
+            self.pruned
+                .fetch_add(pruned, std::sync::atomic::Ordering::Relaxed);
+            prune::vacuum(&self.conn)?;
+        }
         Ok(())
     }
 

@@ -76,6 +76,8 @@ pub(super) struct Batch<'a> {
 
     /// Re-runs, written before anything else.
     reruns: super::runs::Reruns<'a>,
+    /// Retention's prune (the last of the batch wins): before, limit.
+    prune: Option<(DateTime<Utc>, i64)>,
 }
 
 /// PostgreSQL text cannot hold NUL; strings from the wire (worker names,
@@ -182,6 +184,7 @@ impl<'a> Batch<'a> {
                     b.rep_run.push((*run).min(i32::MAX as u32) as i32);
                 }
                 Op::Rerun { .. } => b.reruns.push(op),
+                Op::Prune { .. } => b.prune = super::prune::of(op),
                 Op::DropReplies(id) => b.drop_replies.push(id),
                 Op::TypePlaces(rows) => {
                     // The last snapshot of a batch wins.
@@ -205,6 +208,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Writes the batch after checking the epochs of the owned partitions
+    /// (and returns how many workflows its prune deleted)
     /// (`parts`, taken with `epochs`; [`StoreError::Fenced`] when one has
     /// moved on): workflows, their ends, tasks, results, outbox, replies (added before dropped: a
     /// workflow can gain a waiter and end in one batch). The statements
@@ -215,7 +219,7 @@ impl<'a> Batch<'a> {
         tx: &deadpool_postgres::Transaction<'_>,
         parts: &[i32],
         epochs: &[i64],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let n = self.tasks.len();
         let mut t_wf = Vec::with_capacity(n);
         let mut t_id = Vec::with_capacity(n);
@@ -376,6 +380,11 @@ impl<'a> Batch<'a> {
         for (sql, params) in &schedule_stmts {
             stmts.push((sql, params.iter().map(|p| &**p as _).collect()));
         }
+        // Retention's prune, last: what the batch wrote is not pruned.
+        let prune = self.prune;
+        if let Some((before, limit)) = &prune {
+            stmts.push((super::prune::STATEMENT, vec![before, limit]));
+        }
         let mut prepared = Vec::with_capacity(stmts.len());
         for (sql, _) in &stmts {
             prepared.push(tx.prepare_cached(sql).await.map_err(pg)?);
@@ -391,6 +400,11 @@ impl<'a> Batch<'a> {
         if counts[0] != parts.len() as u64 {
             return Err(StoreError::Fenced);
         }
-        Ok(())
+        // The prune's rows are the workflows it deleted.
+        Ok(if prune.is_some() {
+            counts.last().copied().unwrap_or(0)
+        } else {
+            0
+        })
     }
 }

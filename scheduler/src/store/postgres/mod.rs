@@ -26,6 +26,7 @@ mod batch;
 mod partitions;
 mod pauses;
 mod places;
+mod prune;
 mod runs;
 mod schedules;
 mod schema;
@@ -56,6 +57,8 @@ pub struct PgStore {
     partitions: Partitions,
     /// `postgres://user@host:port/db (schema s, sslmode=...)`, for logs.
     pub(super) describe: String,
+    /// Workflows deleted by retention through this store (`prune.rs`).
+    pruned: std::sync::atomic::AtomicU64,
 }
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
@@ -123,6 +126,7 @@ impl PgStore {
             partitions: Partitions::new(pool.clone(), config, tls, &schema, describe.clone()),
             pool,
             describe,
+            pruned: Default::default(),
         })
     }
 
@@ -151,8 +155,10 @@ impl PgStore {
                 .await
                 .map_err(pg)?;
         }
-        Batch::of(ops)?.write(&tx, &parts, &epochs).await?;
+        let pruned = Batch::of(ops)?.write(&tx, &parts, &epochs).await?;
         tx.commit().await.map_err(pg)?;
+        self.pruned
+            .fetch_add(pruned, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -121,6 +121,7 @@ CREATE TABLE schedules (
 );
 ",
     super::runs::MIGRATION,
+    super::prune::MIGRATION,
 ];
 
 /// The schema of a Warren namespace: `warren_` and the namespace when it is

@@ -249,3 +249,100 @@ fn a_rerun_deletes_what_runs_again_and_keeps_the_rest() {
         .unwrap();
     assert_eq!(left, 1);
 }
+
+#[test]
+fn a_prune_deletes_the_oldest_ended_workflows_past_retention_and_all_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&dir.path().join("p.db")).unwrap();
+    let day = chrono::Duration::days(1);
+    let now = Utc::now();
+    let workflow = |id: &str, status: WorkflowStatus, at| Op::InsertWorkflow {
+        id: Arc::from(id),
+        seq: 1,
+        name: None,
+        priority: 0,
+        status,
+        definition: Some(Arc::from(&b"{}"[..])),
+        report: None,
+        created_at: at,
+    };
+    let mut ops = Vec::new();
+    for (i, id) in ["old-1", "old-2", "old-3"].into_iter().enumerate() {
+        let wf: Arc<str> = Arc::from(id);
+        ops.push(workflow(id, WorkflowStatus::Running, now - day * 10));
+        ops.push(row(&wf, "a", TaskState::Succeeded, 1));
+        ops.push(Op::Result {
+            workflow_id: wf.clone(),
+            task_id: "a".into(),
+            attempt: 1,
+            status: ResultStatus::Succeeded,
+            worker: None,
+            started_at: None,
+            finished_at: None,
+        });
+        ops.push(Op::AddReply {
+            workflow_id: wf.clone(),
+            reply_to: "q".into(),
+            correlation_id: None,
+            run: 0,
+        });
+        ops.push(Op::FinishWorkflow {
+            id: wf,
+            status: WorkflowStatus::Succeeded,
+            report: "{}".into(),
+            // old-1 ended first.
+            finished_at: now - day * 9 + chrono::Duration::seconds(i as i64),
+        });
+    }
+    // Rejected long ago, ended recently, and running since long ago.
+    ops.push(workflow(
+        "rejected",
+        WorkflowStatus::Rejected,
+        now - day * 8,
+    ));
+    ops.push(workflow("recent", WorkflowStatus::Running, now - day * 10));
+    ops.push(Op::FinishWorkflow {
+        id: Arc::from("recent"),
+        status: WorkflowStatus::Failed,
+        report: "{}".into(),
+        finished_at: now - chrono::Duration::hours(1),
+    });
+    ops.push(workflow("running", WorkflowStatus::Running, now - day * 10));
+    db.commit(&ops).unwrap();
+    let count = |db: &Db, table: &str| -> i64 {
+        db.conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    // Seven days' retention, two at a time: the oldest first.
+    let prune = Op::Prune {
+        before: now - day * 7,
+        limit: 2,
+    };
+    db.commit(std::slice::from_ref(&prune)).unwrap();
+    let left = |db: &Db| -> Vec<String> {
+        let mut stmt = db
+            .conn
+            .prepare("SELECT id FROM workflows ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(left(&db), ["old-3", "recent", "rejected", "running"]);
+    assert_eq!(db.pruned.load(std::sync::atomic::Ordering::Relaxed), 2);
+    db.commit(std::slice::from_ref(&prune)).unwrap();
+    db.commit(std::slice::from_ref(&prune)).unwrap();
+    assert_eq!(left(&db), ["recent", "running"]);
+    for table in ["tasks", "results", "replies", "runs"] {
+        assert_eq!(count(&db, table), 0, "{table}");
+    }
+    assert_eq!(db.pruned.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert!(db.size_bytes().unwrap() > 0);
+    let auto_vacuum: i64 = db
+        .conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(auto_vacuum, 2, "incremental");
+}
