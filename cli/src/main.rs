@@ -1,5 +1,5 @@
 //! `warren`: submit workflows (JSON or YAML) and watch them run, show their
-//! status, cancel and re-run them, draw their DAG, pause and resume task queues and
+//! status, cancel and re-run them, prune ended ones, draw their DAG, pause and resume task queues and
 //! types, manage schedules, print a role's broker permissions, or run a
 //! whole system in one process on an example (`warren dev FILE`).
 //!
@@ -104,6 +104,17 @@ enum Command {
         rerun_id: Option<String>,
         /// Seconds to wait for the outcome.
         #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Delete the workflows that ended longer ago than --older-than, as
+    /// retention (WARREN_RETENTION) does, and print how many: a manual
+    /// run, e.g. after lowering the retention.
+    Prune {
+        /// 90s, 12h, 30d, ...: workflows that ended longer ago go.
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+        /// Seconds to wait for each answer of the scheduler.
+        #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
     /// Print a workflow's DAG as Graphviz DOT or Mermaid: from a request file
@@ -336,6 +347,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await;
             client.close().await;
             Ok(print::outcome(&report?))
+        }
+        Command::Prune {
+            older_than,
+            timeout,
+        } => {
+            let ms = warren_shared::cli::duration_ms(&older_than)
+                .map_err(|e| anyhow::anyhow!("--older-than {e}"))?;
+            let client = Client::connect(&amqp).await?;
+            let mut total = 0;
+            let before = loop {
+                let r = client
+                    .prune(Duration::from_millis(ms), Duration::from_secs(timeout))
+                    .await?;
+                total += r.pruned;
+                if !r.more {
+                    break r.before;
+                }
+            };
+            client.close().await;
+            println!(
+                "pruned {total} workflows that ended before {}",
+                before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Graph {
             source,

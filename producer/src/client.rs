@@ -27,7 +27,7 @@ use warren_shared::{
     backoff::Backoff,
     topology::CONTROL_ROUTING_KEY,
     wire::{
-        ControlKind, ControlRequest, Paused, Rejection, ScheduleReport, ScheduleSpec,
+        ControlKind, ControlRequest, Paused, PruneReport, Rejection, ScheduleReport, ScheduleSpec,
         SchedulesPage, TYPE_PROGRESS, WorkersReport, WorkflowProgress, WorkflowReport,
     },
 };
@@ -432,6 +432,23 @@ impl Client {
         let body = serde_json::to_vec(&ControlRequest::new(ControlKind::Workers, ""))
             .expect("wire types always serialise");
         self.ask("workers", &body, timeout, Ask::Control).await
+    }
+
+    /// Deletes the workflows that ended longer ago than `older_than` (as
+    /// retention, `WARREN_RETENTION`, does), with their tasks, results,
+    /// replies and runs, and returns what was deleted; one request
+    /// deletes at most 10,000: ask again while the answer says `more`.
+    pub async fn prune(
+        &self,
+        older_than: Duration,
+        timeout: Duration,
+    ) -> Result<PruneReport, ClientError> {
+        let body = serde_json::to_vec(&ControlRequest {
+            older_than_ms: Some(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX)),
+            ..ControlRequest::new(ControlKind::Prune, "")
+        })
+        .expect("wire types always serialise");
+        self.ask("prune", &body, timeout, Ask::Control).await
     }
 
     /// Pauses the dispatch of a task queue's or a task type's tasks, in

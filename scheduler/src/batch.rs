@@ -35,6 +35,8 @@ pub enum OutKind {
     ScheduleReply,
     /// A page of schedules (the answer to `schedule.list`).
     SchedulesReply,
+    /// What a `prune` deleted.
+    PruneReply,
     /// A schedule's firing: its workflow request, to `{ns}.workflows`.
     Firing,
     /// A state change on `{ns}.events`.
@@ -57,6 +59,7 @@ impl OutKind {
             OutKind::PausesReply => "pauses_reply",
             OutKind::ScheduleReply => "schedule_reply",
             OutKind::SchedulesReply => "schedules_reply",
+            OutKind::PruneReply => "prune_reply",
             OutKind::Firing => "firing",
             OutKind::Event => "event",
             OutKind::Dead => "dead",
@@ -72,6 +75,7 @@ impl OutKind {
             "pauses_reply" => OutKind::PausesReply,
             "schedule_reply" => OutKind::ScheduleReply,
             "schedules_reply" => OutKind::SchedulesReply,
+            "prune_reply" => OutKind::PruneReply,
             "firing" => OutKind::Firing,
             "event" => OutKind::Event,
             "dead" => OutKind::Dead,

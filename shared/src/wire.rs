@@ -13,10 +13,12 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 mod pauses;
+mod prune;
 mod request;
 mod runs;
 mod schedules;
 pub use pauses::{PauseEntry, Paused, PausesReport};
+pub use prune::PruneReport;
 pub use request::{
     DEFAULT_QUEUE, OnFailure, RetryPolicy, RunIf, SkipReason, TaskSpec, WorkflowRequest,
 };
@@ -65,6 +67,8 @@ pub const TYPE_PAUSES: &str = "warren.pauses";
 pub const TYPE_SCHEDULE: &str = "warren.schedule";
 /// AMQP `type` property of the answer to `schedule.list`.
 pub const TYPE_SCHEDULES: &str = "warren.schedules";
+/// AMQP `type` property of the answer to `prune`.
+pub const TYPE_PRUNED: &str = "warren.pruned";
 
 /// A control request on `{ns}.workflows`: recognised by its `control` field.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -110,6 +114,9 @@ pub struct ControlRequest {
     /// already started a run with this id starts none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_id: Option<String>,
+    /// `prune`: delete the workflows that ended longer ago than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than_ms: Option<u64>,
 }
 
 impl ControlRequest {
@@ -128,6 +135,7 @@ impl ControlRequest {
             limit: None,
             from: None,
             rerun_id: None,
+            older_than_ms: None,
         }
     }
 }
@@ -252,6 +260,10 @@ pub enum ControlKind {
     /// Start a new run of an ended workflow (`from`, `rerun_id`); its
     /// outcome goes to `reply_to` and to the workflow's submitters.
     Rerun,
+    /// Delete the workflows that ended longer ago than `older_than_ms`
+    /// now, as retention would; reply with what was deleted
+    /// ([`PruneReport`]).
+    Prune,
 }
 
 impl ControlKind {

@@ -83,3 +83,69 @@ async fn an_ended_workflow_is_pruned_past_retention_and_a_running_one_is_not() {
     scheduler.stop().await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warren_prune_deletes_what_ended_before_a_time_and_nothing_running() {
+    let mut env = Env::new().await;
+    // No retention: nothing goes by itself.
+    let scheduler = env.scheduler(env.scheduler_config());
+    let gate = Arc::new(Semaphore::new(0));
+    let mut registry = Registry::with_builtins();
+    add_gated(&mut registry, "gated", &Log::default(), "w", Some(&gate));
+    env.worker(registry, &["default"], 4, "w");
+    for i in 0..3 {
+        let wf = json!({"id": format!("ended-{i}"), "tasks": [{"id": "a", "type": "echo"}]});
+        let r = env.client.submit_and_wait(wf, DEADLINE).await.unwrap();
+        assert_eq!(r.status, WorkflowStatus::Succeeded);
+    }
+    let client = env.client.clone();
+    let held = tokio::spawn(async move {
+        client
+            .submit_and_wait(
+                json!({"id": "running", "tasks": [{"id": "g", "type": "gated"}]}),
+                DEADLINE * 2,
+            )
+            .await
+    });
+    wait_until_async("the held workflow runs", || async {
+        env.client
+            .status("running", DEADLINE)
+            .await
+            .is_ok_and(|r| r.status == WorkflowStatus::Running)
+    })
+    .await;
+    // Older than a day: nothing; older than nothing: every ended one.
+    let ns = env.amqp.namespace.clone();
+    let prune = |older: &'static str| {
+        let ns = ns.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::cli::warren(&ns, &["prune", "--older-than", older])
+        })
+    };
+    let (code, out, err) = prune("1d").await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("pruned 0 workflows"), "{out}");
+    let (code, out, err) = prune("0s").await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("pruned 3 workflows that ended before "),
+        "{out}"
+    );
+    for i in 0..3 {
+        let r = env
+            .client
+            .status(&format!("ended-{i}"), DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(r.status, WorkflowStatus::NotFound);
+    }
+    let r = env.client.status("running", DEADLINE).await.unwrap();
+    assert_eq!(r.status, WorkflowStatus::Running);
+    gate.add_permits(1);
+    assert_eq!(
+        held.await.unwrap().unwrap().status,
+        WorkflowStatus::Succeeded
+    );
+    scheduler.stop().await;
+    env.finish().await;
+}

@@ -340,6 +340,15 @@ def check_rerun(wf, publish_request, next_reply):
     same = check("workflow-report", body, "answer to the repeated rerun") or {}
     if same.get("run") != 2:
         problems.append(f"repeated rerun: expected the run it started (2): {same}")
+    # A prune of what ended a year ago or more: nothing here; its answer.
+    prune = {"control": "prune", "older_than_ms": 365 * 86_400_000}
+    check("control-request", prune, "our prune request")
+    publish_request(prune, "prune", "control")
+    _, props, body = next_reply("prune", "answer to the prune")
+    pruned = check("prune-report", body, "answer to the prune") or {}
+    check_props(props, "warren.pruned", "answer to the prune")
+    if pruned.get("pruned") != 0 or pruned.get("more") is not False:
+        problems.append(f"prune: expected nothing pruned: {pruned}")
     bad = {"control": "rerun", "workflow_id": rid, "from": ["ghost"]}
     check("control-request", bad, "our refused rerun")
     publish_request(bad, "rerun-bad", "control")

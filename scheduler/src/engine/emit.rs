@@ -141,6 +141,11 @@ impl Engine {
         self.emit_to(OutKind::PausesReply, to, to_json(report));
     }
 
+    /// Answers a `prune` with what it deleted.
+    pub fn reply_pruned(&mut self, to: &ReplyTo, report: &warren_shared::wire::PruneReport) {
+        self.emit_to(OutKind::PruneReply, to, to_json(report));
+    }
+
     /// Sends an already serialised report to `to`.
     pub fn reply_with(&mut self, to: &ReplyTo, report_json: &str) {
         self.emit_reply(to, report_json.as_bytes().to_vec());

@@ -28,8 +28,8 @@ use std::{
 use warren_shared::{
     Topology, amqp,
     wire::{
-        HEADER_FORWARDED, TYPE_CONTROL, TYPE_PAUSES, TYPE_PROGRESS, TYPE_REPORT, TYPE_SCHEDULE,
-        TYPE_SCHEDULES, TYPE_TASK, TYPE_WORKERS,
+        HEADER_FORWARDED, TYPE_CONTROL, TYPE_PAUSES, TYPE_PROGRESS, TYPE_PRUNED, TYPE_REPORT,
+        TYPE_SCHEDULE, TYPE_SCHEDULES, TYPE_TASK, TYPE_WORKERS,
     },
 };
 
@@ -122,6 +122,7 @@ impl Publisher {
             OutKind::PausesReply => p.with_type(TYPE_PAUSES.into()),
             OutKind::ScheduleReply => p.with_type(TYPE_SCHEDULE.into()),
             OutKind::SchedulesReply => p.with_type(TYPE_SCHEDULES.into()),
+            OutKind::PruneReply => p.with_type(TYPE_PRUNED.into()),
             // A workflow request, as a producer publishes one.
             OutKind::Firing => p,
             OutKind::Progress => p.with_type(TYPE_PROGRESS.into()),
@@ -329,7 +330,8 @@ impl Publisher {
                     | OutKind::WorkersReply
                     | OutKind::PausesReply
                     | OutKind::ScheduleReply
-                    | OutKind::SchedulesReply => {
+                    | OutKind::SchedulesReply
+                    | OutKind::PruneReply => {
                         tracing::warn!(
                             reply_to = %m.routing_key,
                             "Reply queue no longer exists; the outcome is still on the events exchange"

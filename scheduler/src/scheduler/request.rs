@@ -60,6 +60,13 @@ pub(super) enum Request {
     },
     /// One of the `schedule.*` requests (`schedules.rs`).
     Schedule(ScheduleRequest),
+    /// `prune`: applied to the store by [`Request::prune`] before the
+    /// batch's lookups, its `outcome` answered with the batch.
+    Prune {
+        older_than_ms: u64,
+        reply: ReplyTo,
+        outcome: Option<warren_shared::wire::PruneReport>,
+    },
     Invalid {
         reason: String,
         body: Vec<u8>,
@@ -182,6 +189,7 @@ impl Request {
             Request::Invalid { .. }
             | Request::Workers { .. }
             | Request::Pause { .. }
+            | Request::Prune { .. }
             | Request::Schedule(_) => None,
         }
     }
@@ -193,6 +201,51 @@ impl Request {
             Request::Schedule(s) => s.route_id(),
             other => other.lookup_id(),
         }
+    }
+
+    /// A `prune`: deletes what ended before `now` less its
+    /// `older_than_ms`, as retention does, in at most
+    /// [`MANUAL_PRUNE_BATCHES`] transactions of its own (so that one
+    /// request holds the loop a bounded time), keeping what it deleted
+    /// for [`Scheduler::apply_request`]. Any other request: nothing.
+    pub(super) async fn prune(
+        &mut self,
+        store: &Store,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Request::Prune {
+            older_than_ms,
+            outcome,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let ago = chrono::Duration::milliseconds(i64::try_from(*older_than_ms).unwrap_or(i64::MAX));
+        let before = now
+            .checked_sub_signed(ago)
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let limit = crate::engine::PRUNE_AT_MOST;
+        let (mut pruned, mut more) = (0, true);
+        for _ in 0..MANUAL_PRUNE_BATCHES {
+            let was = store.pruned();
+            store
+                .commit(vec![crate::batch::Op::Prune { before, limit }])
+                .await?;
+            let n = store.pruned().saturating_sub(was);
+            pruned += n;
+            if n < u64::from(limit) {
+                more = false;
+                break;
+            }
+        }
+        tracing::info!(pruned, more, "Manual prune");
+        *outcome = Some(warren_shared::wire::PruneReport {
+            pruned,
+            before,
+            more,
+        });
+        Ok(())
     }
 
     /// A `pause` or `resume`: applies it to the store, keeping what the
@@ -208,6 +261,10 @@ impl Request {
         Ok(())
     }
 }
+
+/// Most transactions one `prune` request deletes in (each at most
+/// `PRUNE_AT_MOST` workflows): past them its answer says `more`.
+pub const MANUAL_PRUNE_BATCHES: usize = 10;
 
 /// What the store knows of what a batch's requests ask about and the
 /// engine does not hold: ended (or unknown) workflows by id, and the tasks
@@ -274,6 +331,17 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
                 "`queue` and `type` are fields of `pause` and `resume` only",
             ));
         }
+        let pruning = c.control == ControlKind::Prune;
+        if pruning != c.older_than_ms.is_some() {
+            return Err(serde::de::Error::custom(
+                "`prune` needs `older_than_ms`, a field of `prune` only",
+            ));
+        }
+        if pruning && (!c.workflow_id.is_empty() || c.task_id.is_some()) {
+            return Err(serde::de::Error::custom(
+                "`prune` takes `older_than_ms` only",
+            ));
+        }
         let rerunning = c.control == ControlKind::Rerun;
         if !rerunning && (c.from.is_some() || c.rerun_id.is_some()) {
             return Err(serde::de::Error::custom(
@@ -332,6 +400,11 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
                 reply: Reply::Queue(reply),
             },
             ControlKind::Rerun => rerun_request(c, Reply::Queue(reply)),
+            ControlKind::Prune => Request::Prune {
+                older_than_ms: c.older_than_ms.unwrap_or_default(),
+                reply,
+                outcome: None,
+            },
             ControlKind::Workers => Request::Workers { reply },
             _ => unreachable!("matched above"),
         },
@@ -502,6 +575,12 @@ impl Scheduler {
             Request::Schedule(request) => {
                 schedules::apply(engine, request, &self.config.limits, now);
             }
+            Request::Prune { reply, outcome, .. } => match outcome {
+                Some(report) => engine.reply_pruned(&reply, &report),
+                // `step` prunes every one first; not answered, so the asker
+                // tries again.
+                None => tracing::error!("A prune was not applied to the store"),
+            },
             Request::Status {
                 id,
                 task: None,

@@ -132,6 +132,12 @@ impl Scheduler {
             items.extend(own);
         }
         items.extend(http.drain(..).map(|r| Item::Request(r, None)));
+        // A manual prune first: the lookups below see what it left.
+        for item in &mut items {
+            if let Item::Request(request, _) = item {
+                request.prune(store, now).await?;
+            }
+        }
         let mut known = look_up(engine, store, &items).await?;
         let mut creates = 0;
         for item in &mut items {

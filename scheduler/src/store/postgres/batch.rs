@@ -259,6 +259,11 @@ impl<'a> Batch<'a> {
         for (sql, params) in &rerun_stmts {
             stmts.push((sql, params.clone()));
         }
+        // The reruns' last statement sets each workflow running: one
+        // pruned meanwhile (a manual prune by another scheduler) is not
+        // there, and the batch must not write its rows.
+        let reruns = self.reruns.len();
+        let rerun_update = stmts.len().checked_sub(1).filter(|_| reruns > 0);
         if !self.wf_id.is_empty() {
             stmts.push((
                 "INSERT INTO workflows (id, seq, name, priority, status, definition, report, created_at, finished_at)
@@ -399,6 +404,13 @@ impl<'a> Batch<'a> {
         .map_err(pg)?;
         if counts[0] != parts.len() as u64 {
             return Err(StoreError::Fenced);
+        }
+        if let Some(i) = rerun_update
+            && counts[i] != reruns as u64
+        {
+            return Err(StoreError::Postgres(
+                "a re-run workflow is no longer in the store (pruned meanwhile)".into(),
+            ));
         }
         // The prune's rows are the workflows it deleted.
         Ok(if prune.is_some() {

@@ -61,6 +61,11 @@ impl<'a> Reruns<'a> {
         }
     }
 
+    /// How many workflows the batch re-runs.
+    pub(super) fn len(&self) -> usize {
+        self.wf.len()
+    }
+
     /// The statements, to run before any other write of the batch (its
     /// task rows and the end of the run may follow in the same batch).
     pub(super) fn statements(&self) -> Vec<(&'static str, Params<'_>)> {
