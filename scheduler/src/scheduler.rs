@@ -15,14 +15,16 @@
 
 mod consume;
 mod ownership;
+mod prune;
 mod publisher;
 mod request;
+mod rerun;
 mod schedules;
 mod session;
 mod step;
 mod waiting;
 
-pub use request::check_rerun_fields;
+pub use rerun::check_rerun_fields;
 
 use crate::{
     config::SchedulerConfig, http, metrics::Metrics, store::Store, store::StoreError,

@@ -1,15 +1,16 @@
 //! Requests on `{ns}.workflows`: parsing one (a workflow to validate, or a
 //! control request: `status`, `cancel`, `rerun`, `workers`, `pause`,
-//! `resume`, and the `schedule.*` ones, whose own room is `schedules.rs`)
-//! and applying it to the engine, answering duplicates from what the store
-//! knows. A cancel or rerun from the HTTP endpoint is applied here too,
-//! answered through [`Reply`]. A `pause` or `resume` is applied to the store first
+//! `resume`, `prune`, and the `schedule.*` ones; `rerun`, `prune` and the
+//! `schedule.*` ones have rooms of their own: `rerun.rs`, `prune.rs`,
+//! `schedules.rs`) and applying it to the engine, answering duplicates
+//! from what the store knows. A cancel or rerun from the HTTP endpoint is
+//! applied here too, answered through [`Reply`]. A `pause` or `resume` is applied to the store first
 //! ([`Request::change_pause`]), in a transaction of its own, then to the
 //! engine with the batch.
 
 use crate::{
     batch::{Known, ReplyTo, StoredWorkflow, TaskRow},
-    engine::{Engine, RerunAsk, RerunOutcome},
+    engine::Engine,
     metrics::Metrics,
     pauses::{self, PauseChange, PauseKind, PauseOutcome},
     store::{Store, StoreError},
@@ -27,6 +28,7 @@ use warren_shared::wire::{
     ControlKind, ControlRequest, TaskReport, WorkflowReport, WorkflowStatus,
 };
 
+use super::rerun::{Rerun, apply_rerun, check_rerun, rerun_request};
 use super::{
     Scheduler,
     ownership::Ownership,
@@ -74,13 +76,6 @@ pub(super) enum Request {
     },
 }
 
-/// A `rerun` of workflow `id`, answered through `reply`.
-pub(super) struct Rerun {
-    pub(super) id: String,
-    pub(super) ask: RerunAsk,
-    pub(super) reply: Reply,
-}
-
 /// Where the answer to a `cancel` or a `rerun` goes.
 pub(super) enum Reply {
     /// The `reply_to` of a control request from the broker: the answer is
@@ -96,7 +91,7 @@ pub(super) enum Reply {
 }
 
 impl Reply {
-    fn report(&self, engine: &mut Engine, report: &WorkflowReport) {
+    pub(super) fn report(&self, engine: &mut Engine, report: &WorkflowReport) {
         match self {
             Reply::Queue(to) => engine.reply_report(to, report),
             Reply::Http(answer) => {
@@ -107,7 +102,7 @@ impl Reply {
     }
 
     /// An already serialised report.
-    fn report_json(&self, engine: &mut Engine, json: &str) {
+    pub(super) fn report_json(&self, engine: &mut Engine, json: &str) {
         match self {
             Reply::Queue(to) => engine.reply_with(to, json),
             Reply::Http(answer) => {
@@ -203,51 +198,6 @@ impl Request {
         }
     }
 
-    /// A `prune`: deletes what ended before `now` less its
-    /// `older_than_ms`, as retention does, in at most
-    /// [`MANUAL_PRUNE_BATCHES`] transactions of its own (so that one
-    /// request holds the loop a bounded time), keeping what it deleted
-    /// for [`Scheduler::apply_request`]. Any other request: nothing.
-    pub(super) async fn prune(
-        &mut self,
-        store: &Store,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let Request::Prune {
-            older_than_ms,
-            outcome,
-            ..
-        } = self
-        else {
-            return Ok(());
-        };
-        let ago = chrono::Duration::milliseconds(i64::try_from(*older_than_ms).unwrap_or(i64::MAX));
-        let before = now
-            .checked_sub_signed(ago)
-            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
-        let limit = crate::engine::PRUNE_AT_MOST;
-        let (mut pruned, mut more) = (0, true);
-        for _ in 0..MANUAL_PRUNE_BATCHES {
-            let was = store.pruned();
-            store
-                .commit(vec![crate::batch::Op::Prune { before, limit }])
-                .await?;
-            let n = store.pruned().saturating_sub(was);
-            pruned += n;
-            if n < u64::from(limit) {
-                more = false;
-                break;
-            }
-        }
-        tracing::info!(pruned, more, "Manual prune");
-        *outcome = Some(warren_shared::wire::PruneReport {
-            pruned,
-            before,
-            more,
-        });
-        Ok(())
-    }
-
     /// A `pause` or `resume`: applies it to the store, keeping what the
     /// store answers (every pause now) for [`Scheduler::apply_request`].
     /// Any other request: nothing.
@@ -261,10 +211,6 @@ impl Request {
         Ok(())
     }
 }
-
-/// Most transactions one `prune` request deletes in (each at most
-/// `PRUNE_AT_MOST` workflows): past them its answer says `more`.
-pub const MANUAL_PRUNE_BATCHES: usize = 10;
 
 /// What the store knows of what a batch's requests ask about and the
 /// engine does not hold: ended (or unknown) workflows by id, and the tasks
@@ -424,57 +370,6 @@ fn parse_control(body: Vec<u8>, reply: Option<ReplyTo>) -> Request {
             reply,
         },
     }
-}
-
-/// A `rerun` as parsed (its fields checked by [`check_rerun`]).
-fn rerun_request(c: ControlRequest, reply: Reply) -> Request {
-    Request::Rerun(Rerun {
-        id: c.workflow_id,
-        ask: RerunAsk::new(c.from.unwrap_or_default(), c.rerun_id),
-        reply,
-    })
-}
-
-/// A `rerun` names its workflow, at most [`crate::engine::MAX_FROM`]
-/// tasks of at most `MAX_ID_LEN` characters, and a `rerun_id` a workflow
-/// id could be.
-pub(super) fn check_rerun(c: &ControlRequest) -> Result<(), String> {
-    if c.workflow_id.is_empty() {
-        return Err("`rerun` needs `workflow_id`".into());
-    }
-    if c.task_id.is_some() {
-        return Err("`rerun` names its tasks in `from`, not `task_id`".into());
-    }
-    check_rerun_fields(c.from.as_deref(), c.rerun_id.as_deref())
-}
-
-/// `from` and `rerun_id` of a `rerun`, from the broker or the HTTP
-/// endpoint.
-pub fn check_rerun_fields(from: Option<&[String]>, rerun_id: Option<&str>) -> Result<(), String> {
-    let from = from.unwrap_or_default();
-    if from.len() > crate::engine::MAX_FROM {
-        return Err(format!(
-            "`from` names {} tasks; at most {} may be named",
-            from.len(),
-            crate::engine::MAX_FROM
-        ));
-    }
-    if from
-        .iter()
-        .any(|t| t.is_empty() || t.chars().count() > validate::MAX_ID_LEN)
-    {
-        return Err(format!(
-            "each task of `from` is 1 to {} characters",
-            validate::MAX_ID_LEN
-        ));
-    }
-    if rerun_id.is_some_and(|r| !validate::valid_workflow_id(r)) {
-        return Err(format!(
-            "`rerun_id` must be [A-Za-z0-9._:-]{{1,{}}}",
-            validate::MAX_ID_LEN
-        ));
-    }
-    Ok(())
 }
 
 /// The change a `pause` or `resume` asks for: exactly one of `queue` and
@@ -784,64 +679,6 @@ fn apply_cancel(
         }
         // Not running (ended, or unknown): answer with what is known.
         None => apply_status(engine, &id, &reply, known),
-    }
-}
-
-/// `rerun`: a workflow that runs here is joined (the same `rerun_id`) or
-/// refused; an ended one starts its next run. A `reply_to` waits for the
-/// run's outcome; the HTTP endpoint is answered at once.
-fn apply_rerun(
-    engine: &mut Engine,
-    Rerun { id, ask, reply }: Rerun,
-    known: &mut Lookups,
-    now: chrono::DateTime<Utc>,
-) {
-    let waiter = match &reply {
-        Reply::Queue(to) => Some(to.clone()),
-        Reply::Http(_) | Reply::Nowhere => None,
-    };
-    let outcome = if engine.is_active(&id) || engine.is_scheduled(&id) {
-        engine.rerun_active(&id, &ask, waiter.clone())
-    } else {
-        match known.stored.remove(&id) {
-            Some(Some(stored)) => engine.rerun(stored, &ask, waiter.clone(), now),
-            Some(None) => {
-                reply.report(engine, &WorkflowReport::not_found(&id));
-                return;
-            }
-            // It ran when the batch was read, and ended in it.
-            None => crate::engine::still_running(&id),
-        }
-    };
-    match &outcome {
-        RerunOutcome::Started => {
-            // Later requests of the batch see it running, or as its new
-            // run ended at once.
-            match engine.finished_in_batch(&id) {
-                Some((status, report)) if !engine.is_active(&id) => {
-                    known.workflows.insert(
-                        id.clone(),
-                        Known {
-                            status: status.as_str().into(),
-                            report: Some(report),
-                        },
-                    );
-                }
-                _ => {
-                    known.workflows.remove(&id);
-                }
-            }
-        }
-        RerunOutcome::Refused(why) => {
-            tracing::info!(workflow = %id, code = %why.code, "Rerun refused");
-        }
-        RerunOutcome::Joined | RerunOutcome::Done(_) => {}
-    }
-    let answered_later =
-        matches!(outcome, RerunOutcome::Started | RerunOutcome::Joined) && waiter.is_some();
-    if !answered_later && !matches!(reply, Reply::Nowhere) {
-        let json = outcome.report_json(engine, &id);
-        reply.report_json(engine, &json);
     }
 }
 

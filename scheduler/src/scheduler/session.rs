@@ -34,7 +34,7 @@ use super::{
     consume::{self, Consumers, Inbound},
     ownership::Ownership,
     publisher::Publisher,
-    request::{self, Reply, Request},
+    request::{Reply, Request},
     step::{Ctx, LoopState},
     waiting::Waiting,
 };
@@ -339,7 +339,7 @@ impl Scheduler {
                         let answer = Reply::Http(reply.clone());
                         state.http.push(match action {
                             http::Action::Cancel => Request::Cancel { id, reply: answer },
-                            http::Action::Rerun(ask) => Request::Rerun(request::Rerun {
+                            http::Action::Rerun(ask) => Request::Rerun(super::rerun::Rerun {
                                 id,
                                 ask,
                                 reply: answer,
