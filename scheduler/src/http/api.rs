@@ -472,17 +472,8 @@ pub(super) async fn cancel(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // No body is used; one without a length is cut at the limit here.
-    if let Err(rejected) = body {
-        if rejected.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Metrics::add(&s.metrics.http_too_large, 1);
-        }
-        return error(rejected.status(), rejected.body_text());
-    }
-    if too_long(&id) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("workflow ids are at most {MAX_ID_LEN} characters"),
-        );
+    if let Err(refused) = action_body(&s, &id, body) {
+        return *refused;
     }
     let asked = ask_loop(&s, |answer| Query::Act {
         id: id.clone(),
@@ -533,6 +524,28 @@ pub(super) async fn cancel(
     }
 }
 
+/// An action's body within the limit (413 counted otherwise) and its
+/// workflow id one an id can be (400 otherwise).
+fn action_body(
+    s: &Sources,
+    id: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Box<Response>> {
+    let body = body.map_err(|rejected| {
+        if rejected.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Metrics::add(&s.metrics.http_too_large, 1);
+        }
+        Box::new(error(rejected.status(), rejected.body_text()))
+    })?;
+    if too_long(id) {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("workflow ids are at most {MAX_ID_LEN} characters"),
+        )));
+    }
+    Ok(body)
+}
+
 /// What `POST /api/workflows/{id}/rerun` may carry.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -554,21 +567,10 @@ pub(super) async fn rerun(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match action_body(&s, &id, body) {
         Ok(b) => b,
-        Err(rejected) => {
-            if rejected.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Metrics::add(&s.metrics.http_too_large, 1);
-            }
-            return error(rejected.status(), rejected.body_text());
-        }
+        Err(refused) => return *refused,
     };
-    if too_long(&id) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("workflow ids are at most {MAX_ID_LEN} characters"),
-        );
-    }
     let asked: RerunBody = if body.iter().all(u8::is_ascii_whitespace) {
         RerunBody::default()
     } else {
