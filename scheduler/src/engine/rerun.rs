@@ -19,7 +19,11 @@
 //! named by one request, an earlier error kept to
 //! [`MAX_HISTORY_ERROR_CHARS`] characters.
 
-use super::{Counters, Engine, emit::to_json, workflow::Workflow};
+use super::{
+    Counters, Engine,
+    emit::to_json,
+    workflow::{Workflow, json_len},
+};
 use crate::batch::{
     Op, ReplyTo, RunRecord, RunRow, RunningWorkflow, StoredWorkflow, TaskRow, Unreadable,
 };
@@ -97,7 +101,7 @@ impl RerunOutcome {
 
 /// The answer to a refused `rerun`: status `rejected` (the request, not
 /// the workflow), with the reason in `errors`.
-pub fn refusal(id: &str, why: Rejection) -> WorkflowReport {
+fn refusal(id: &str, why: Rejection) -> WorkflowReport {
     WorkflowReport {
         status: WorkflowStatus::Rejected,
         errors: vec![why],
@@ -534,10 +538,6 @@ pub(super) fn apply_runs(wf: &mut Workflow, runs: &[RunRow]) -> Result<(), Unrea
     wf.history_bytes = json_len(&summaries) + wf.history.values().map(json_len).sum::<usize>();
     wf.runs = summaries;
     Ok(())
-}
-
-fn json_len<T: serde::Serialize>(v: &T) -> usize {
-    crate::template::json_len_within(v, usize::MAX).expect("no limit")
 }
 
 /// The workflow's runs as a report shows them: none before a rerun; else

@@ -105,7 +105,7 @@ pub struct ReportBounds {
 }
 
 /// The size of `v` as compact JSON.
-fn json_len<T: serde::Serialize>(v: &T) -> usize {
+pub(super) fn json_len<T: serde::Serialize>(v: &T) -> usize {
     crate::template::json_len_within(v, usize::MAX).expect("no limit")
 }
 
