@@ -125,9 +125,9 @@ pub struct TaskRow {
 /// One change inside a batch transaction.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// A new workflow: accepted (`definition` set; `scheduled` ones with
-    /// their report too, saying when they start) or rejected (`report`
-    /// only).
+    /// A new workflow: accepted (`definition` set; `scheduled` and
+    /// `queued` ones with their report too, saying when they start or how
+    /// many tasks they have) or rejected (`report` only).
     InsertWorkflow {
         id: Arc<str>,
         seq: u64,
@@ -138,8 +138,9 @@ pub enum Op {
         report: Option<String>,
         created_at: DateTime<Utc>,
     },
-    /// A scheduled workflow starts: `running` from now (`created_at`
-    /// becomes its start), its report cleared.
+    /// A scheduled or queued workflow starts: `running`, its report
+    /// cleared, `created_at` set to `started_at` (a scheduled one's start;
+    /// a queued one's acceptance, unchanged).
     StartWorkflow {
         id: Arc<str>,
         started_at: DateTime<Utc>,
@@ -314,12 +315,32 @@ pub struct ScheduledWorkflow {
     pub replies: Vec<(String, Option<String>)>,
 }
 
+/// A workflow that was waiting for room in the working set (`queued`):
+/// what the engine keeps of it until it starts (its definition stays in
+/// the store).
+#[derive(Debug, Clone)]
+pub struct QueuedWorkflow {
+    pub id: String,
+    pub name: Option<String>,
+    pub priority: u8,
+    /// Its place among the queued ones of its priority.
+    pub seq: u64,
+    /// Its tasks and the bytes of its definition: what starting it costs
+    /// the memory budget.
+    pub tasks: usize,
+    pub bytes: usize,
+    pub created_at: DateTime<Utc>,
+    pub replies: Vec<(String, Option<String>)>,
+}
+
 /// Everything the scheduler needs to resume.
 #[derive(Debug)]
 pub struct Recovered {
     pub running: Vec<RunningWorkflow>,
     /// Workflows waiting for their start.
     pub scheduled: Vec<ScheduledWorkflow>,
+    /// Workflows waiting for room in the working set.
+    pub queued: Vec<QueuedWorkflow>,
     pub outbox: Vec<(u64, Arc<OutMsg>)>,
     pub next_outbox_seq: u64,
     pub next_workflow_seq: u64,
@@ -339,6 +360,7 @@ impl Recovered {
         Recovered {
             running: Vec::new(),
             scheduled: Vec::new(),
+            queued: Vec::new(),
             outbox: Vec::new(),
             next_outbox_seq: 0,
             next_workflow_seq: 0,

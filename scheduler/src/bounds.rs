@@ -25,13 +25,19 @@ pub struct Bounds {
     /// and a metrics series. A workflow that would pass it is rejected
     /// (`too_many_queues`).
     pub max_queues: usize,
-    /// Most tasks of running workflows held in memory (default 200,000).
-    /// Past it new submissions wait, unacked, in the broker's queue.
+    /// Most tasks of running workflows held in memory (default 200,000):
+    /// the working set. Past it (past a share of it for lower priorities,
+    /// `engine/queued.rs`) new submissions are accepted `queued`: committed,
+    /// and started in priority order as room frees.
     pub max_active_tasks: usize,
     /// Most bytes of running workflows held in memory: their request
     /// bodies and the outputs received (default 512 MiB). Past it new
-    /// submissions wait as above.
+    /// submissions are queued as above.
     pub max_active_bytes: usize,
+    /// Most workflows queued (default 100,000; about 200 bytes of memory
+    /// each, whatever their size). Past it new submissions wait, unacked,
+    /// in the broker's queue.
+    pub max_queued_workflows: usize,
     /// Most bytes of deliveries taken into one batch (default 64 MiB).
     pub max_batch_bytes: usize,
     /// Most bytes of unacked deliveries the broker may hand over at once
@@ -59,6 +65,7 @@ impl Default for Bounds {
             max_queues: 1_000,
             max_active_tasks: 200_000,
             max_active_bytes: 512 * MIB,
+            max_queued_workflows: 100_000,
             max_batch_bytes: 64 * MIB,
             max_in_flight_bytes: 512 * MIB,
             max_map_width: 10_000,
@@ -86,9 +93,14 @@ impl Bounds {
                 self.max_report_bytes, self.max_message_bytes
             ));
         }
-        if self.max_queues == 0 || self.max_active_tasks == 0 || self.max_active_bytes == 0 {
+        if self.max_queues == 0
+            || self.max_active_tasks == 0
+            || self.max_active_bytes == 0
+            || self.max_queued_workflows == 0
+        {
             return Err(
-                "max_queues, max_active_tasks and max_active_bytes must be at least 1".into(),
+                "max_queues, max_active_tasks, max_active_bytes and max_queued_workflows must be at least 1"
+                    .into(),
             );
         }
         Ok(())

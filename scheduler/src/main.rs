@@ -68,14 +68,18 @@ struct Args {
     /// Most distinct task queues used by running workflows at once.
     #[arg(long, env = "WARREN_MAX_QUEUES", default_value_t = Bounds::default().max_queues)]
     max_queues: usize,
-    /// Most tasks of running workflows held in memory; past it new
-    /// submissions wait in the broker's queue.
+    /// Most tasks of running workflows held in memory (the working set);
+    /// past it new submissions are queued in the store.
     #[arg(long, env = "WARREN_MAX_ACTIVE_TASKS", default_value_t = Bounds::default().max_active_tasks)]
     max_active_tasks: usize,
     /// Most bytes (request bodies and outputs) of running workflows held in
-    /// memory; past it new submissions wait in the broker's queue.
+    /// memory; past it new submissions are queued in the store.
     #[arg(long, env = "WARREN_MAX_ACTIVE_BYTES", default_value_t = Bounds::default().max_active_bytes)]
     max_active_bytes: usize,
+    /// Most workflows queued for room in the working set; past it new
+    /// submissions wait unacked in the broker.
+    #[arg(long, env = "WARREN_MAX_QUEUED_WORKFLOWS", default_value_t = Bounds::default().max_queued_workflows)]
+    max_queued_workflows: usize,
     /// Most bytes of deliveries taken into one batch.
     #[arg(long, env = "WARREN_MAX_BATCH_BYTES", default_value_t = Bounds::default().max_batch_bytes)]
     max_batch_bytes: usize,
@@ -148,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
             max_queues: args.max_queues,
             max_active_tasks: args.max_active_tasks,
             max_active_bytes: args.max_active_bytes,
+            max_queued_workflows: args.max_queued_workflows,
             max_batch_bytes: args.max_batch_bytes,
             max_in_flight_bytes: args.max_in_flight_bytes,
             max_message_bytes: args.max_message_bytes,

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub workflows_running: AtomicU64,
     /// Gauge: workflows waiting for their start (`scheduled`).
     pub workflows_scheduled: AtomicU64,
+    /// Gauge: workflows accepted and waiting for room in the working set
+    /// (`queued`).
+    pub workflows_queued: AtomicU64,
     /// Gauge: schedules this scheduler holds (fires).
     pub schedules: AtomicU64,
     /// Results over `max_result_bytes`, dead-lettered unread.

@@ -433,6 +433,10 @@ pub enum WorkflowStatus {
     /// Accepted with a start time ahead (`not_before`, `delay_ms`): kept
     /// in the store, started when due; the report's `not_before` says when.
     Scheduled,
+    /// Accepted and committed, waiting for room in the scheduler's working
+    /// set (its memory budget); started in priority order, then in order
+    /// of arrival. `task_counts` counts its tasks, all `pending`.
+    Queued,
     /// Accepted; tasks are being dispatched.
     Running,
     /// Every task succeeded.
@@ -450,13 +454,17 @@ pub enum WorkflowStatus {
 impl WorkflowStatus {
     /// True once nothing about the workflow will change any more.
     pub fn is_final(self) -> bool {
-        !matches!(self, WorkflowStatus::Running | WorkflowStatus::Scheduled)
+        !matches!(
+            self,
+            WorkflowStatus::Running | WorkflowStatus::Scheduled | WorkflowStatus::Queued
+        )
     }
 
     /// The word used on the wire and in event routing keys.
     pub fn as_str(self) -> &'static str {
         match self {
             WorkflowStatus::Scheduled => "scheduled",
+            WorkflowStatus::Queued => "queued",
             WorkflowStatus::Running => "running",
             WorkflowStatus::Succeeded => "succeeded",
             WorkflowStatus::Failed => "failed",
@@ -470,6 +478,7 @@ impl WorkflowStatus {
     pub fn parse(s: &str) -> Option<WorkflowStatus> {
         Some(match s {
             "scheduled" => WorkflowStatus::Scheduled,
+            "queued" => WorkflowStatus::Queued,
             "running" => WorkflowStatus::Running,
             "succeeded" => WorkflowStatus::Succeeded,
             "failed" => WorkflowStatus::Failed,

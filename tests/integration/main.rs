@@ -23,6 +23,7 @@ mod peers;
 mod pg_tls;
 mod polyglot;
 mod publish_channel;
+mod queued;
 mod quorum;
 mod rabbitmq43;
 mod rerun;

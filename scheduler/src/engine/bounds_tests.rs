@@ -177,7 +177,10 @@ fn valid(body: Value) -> crate::validate::ValidWorkflow {
 #[test]
 fn the_budget_counts_tasks_and_bytes_held_and_frees_them_at_the_end() {
     let (mut e, counters) = budgeted(5, 1_000);
-    assert!(e.has_room(100, 1 << 30), "an empty engine takes anything");
+    assert!(
+        e.has_room(9, 100, 1 << 30),
+        "an empty engine takes anything"
+    );
     submit(
         &mut e,
         json!({"id": "w", "tasks": [
@@ -187,8 +190,8 @@ fn the_budget_counts_tasks_and_bytes_held_and_frees_them_at_the_end() {
     assert_eq!(Counters::get(&counters.active_tasks), 3);
     let bytes = Counters::get(&counters.active_bytes);
     assert!(bytes > 0);
-    assert!(e.has_room(2, 0));
-    assert!(!e.has_room(3, 0));
+    assert!(e.has_room(9, 2, 0));
+    assert!(!e.has_room(9, 3, 0));
     let msgs = dispatched(&mut e);
     e.on_result(
         result(&msgs[0], true, false, json!("x".repeat(1000))),
@@ -203,7 +206,7 @@ fn the_budget_counts_tasks_and_bytes_held_and_frees_them_at_the_end() {
     assert!(!e.is_active("w"));
     assert_eq!(Counters::get(&counters.active_tasks), 0);
     assert_eq!(Counters::get(&counters.active_bytes), 0);
-    assert!(e.has_room(5, 0));
+    assert!(e.has_room(9, 5, 0));
 }
 
 #[test]

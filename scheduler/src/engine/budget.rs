@@ -1,5 +1,6 @@
 //! What the engine holds, and its bounds: the memory budget (tasks and
-//! bytes of the running workflows) that new submissions wait for, and the
+//! bytes of the running workflows, the working set) that queued
+//! workflows wait for (`queued.rs`), and the
 //! distinct task queues the running workflows use (each a durable queue on
 //! the broker, a map entry here and a metrics series), which a new
 //! workflow may not push past `max_queues`.
@@ -9,14 +10,48 @@ use crate::validate::{Rejected, ValidWorkflow};
 use std::collections::HashSet;
 use warren_shared::wire::Rejection;
 
+/// The share of the memory budget that workflows of priority 0 may start
+/// into, in percent; each priority above adds [`SHARE_STEP`], so priority
+/// 9 has the whole budget. The room above a priority's share is what lets
+/// a more urgent workflow start at once in front of a backlog of less
+/// urgent ones, without taking anything from them.
+pub const BASE_SHARE: usize = 82;
+/// See [`BASE_SHARE`].
+pub const SHARE_STEP: usize = 2;
+
+/// The part of `limit` that workflows of `priority` may fill.
+pub(super) fn share(limit: usize, priority: u8) -> usize {
+    let percent = BASE_SHARE + SHARE_STEP * priority.min(9) as usize;
+    (limit as u128 * percent as u128 / 100) as usize
+}
+
 impl Engine {
-    /// True when a workflow of `tasks` tasks and a `bytes`-byte request
-    /// fits in the memory budget now. An engine holding nothing always has
-    /// room, so that one workflow larger than the budget still runs, alone.
-    pub fn has_room(&self, tasks: usize, bytes: usize) -> bool {
-        self.workflows.is_empty()
-            || (self.held_tasks.saturating_add(tasks) <= self.bounds.max_active_tasks
-                && self.held_bytes.saturating_add(bytes) <= self.bounds.max_active_bytes)
+    /// True when a workflow of `priority`, `tasks` tasks and a `bytes`-byte
+    /// request fits in the memory budget now, beside `reserved` (tasks,
+    /// bytes) about to start: within its priority's share of the budget
+    /// ([`share`]). An engine holding nothing always has room for one,
+    /// so that a workflow larger than the budget still runs, alone.
+    pub fn has_room(&self, priority: u8, tasks: usize, bytes: usize) -> bool {
+        self.has_room_beside(priority, (tasks, bytes), (0, 0))
+    }
+
+    pub(super) fn has_room_beside(
+        &self,
+        priority: u8,
+        (tasks, bytes): (usize, usize),
+        reserved: (usize, usize),
+    ) -> bool {
+        (self.workflows.is_empty() && reserved == (0, 0))
+            || (self
+                .held_tasks
+                .saturating_add(reserved.0)
+                .saturating_add(tasks)
+                <= share(self.bounds.max_active_tasks, priority)
+                && self
+                    .held_bytes
+                    .saturating_add(reserved.1)
+                    .saturating_add(bytes)
+                    <= share(self.bounds.max_active_bytes, priority))
     }
 
     /// A running workflow starts being held: its tasks, its bytes, and its

@@ -7,6 +7,7 @@
 use super::{
     Counters, Engine,
     emit::to_json,
+    queued::queued_report,
     scheduled::scheduled_report,
     workflow::{TaskRt, build, restored},
 };
@@ -28,7 +29,8 @@ impl Engine {
     /// `reply_to` too.
     pub fn add_waiter(&mut self, id: &str, reply: ReplyTo) {
         Counters::add(&self.counters.workflows_duplicate, 1);
-        if self.add_scheduled_waiter(id, reply.clone()) {
+        if self.add_scheduled_waiter(id, reply.clone()) || self.add_queued_waiter(id, reply.clone())
+        {
             return;
         }
         if let Some(w) = self.workflows.get_mut(id) {
@@ -49,14 +51,21 @@ impl Engine {
                 self.reply_report(&reply, &report);
                 return;
             }
-            self.ops.push(Op::AddReply {
-                workflow_id: w.id.clone(),
-                reply_to: reply.queue.clone(),
-                correlation_id: reply.correlation_id.clone(),
-                run: 0,
-            });
+            let id = w.id.clone();
+            self.add_reply_row(&id, &reply);
+            let w = self.workflows.get_mut(&id).expect("present above");
             w.replies.push(reply);
         }
+    }
+
+    /// The row that sends a workflow's outcome to a submitter's `reply_to`.
+    pub(super) fn add_reply_row(&mut self, id: &Arc<str>, reply: &ReplyTo) {
+        self.ops.push(Op::AddReply {
+            workflow_id: id.clone(),
+            reply_to: reply.queue.clone(),
+            correlation_id: reply.correlation_id.clone(),
+            run: 0,
+        });
     }
 
     /// Counts a duplicate submission of a workflow that has already ended.
@@ -95,9 +104,9 @@ impl Engine {
         self.emit_event(&r.id, WorkflowStatus::Rejected, body);
     }
 
-    /// Accepts a validated workflow: records it and makes its roots ready,
-    /// or, with a start time ahead, records it `scheduled`
-    /// (`scheduled.rs`).
+    /// Accepts a validated workflow: records it and makes its roots ready;
+    /// with a start time ahead, records it `scheduled` (`scheduled.rs`);
+    /// without room in the working set, records it `queued` (`queued.rs`).
     pub fn accept(
         &mut self,
         v: ValidWorkflow,
@@ -110,15 +119,18 @@ impl Engine {
         self.next_workflow_seq += 1;
         let id: Arc<str> = Arc::from(v.id.as_str());
         let due = v.start.map(|s| s.due(now)).filter(|due| *due > now);
-        let status = if due.is_some() {
-            WorkflowStatus::Scheduled
-        } else {
-            WorkflowStatus::Running
+        let queue = due.is_none() && self.must_queue(v.priority, v.tasks.len(), definition.len());
+        let (status, report) = match due {
+            Some(due) => (
+                WorkflowStatus::Scheduled,
+                Some(scheduled_report(&id, v.name.clone(), due)),
+            ),
+            None if queue => (
+                WorkflowStatus::Queued,
+                Some(queued_report(&id, v.name.clone(), now, v.tasks.len())),
+            ),
+            None => (WorkflowStatus::Running, None),
         };
-        let report = due.map(|due| {
-            let r = scheduled_report(&id, v.name.clone(), due);
-            String::from_utf8_lossy(&to_json(&r)).into_owned()
-        });
         self.ops.push(Op::InsertWorkflow {
             id: id.clone(),
             seq,
@@ -126,36 +138,35 @@ impl Engine {
             priority: v.priority,
             status,
             definition: Some(definition.clone()),
-            report,
+            report: report.map(|r| String::from_utf8_lossy(&to_json(&r)).into_owned()),
             created_at: now,
         });
         let mut replies = Vec::new();
         if let Some(to) = reply {
-            self.ops.push(Op::AddReply {
-                workflow_id: id.clone(),
-                reply_to: to.queue.clone(),
-                correlation_id: to.correlation_id.clone(),
-                run: 0,
-            });
+            self.add_reply_row(&id, &to);
             replies.push(to);
         }
         match due {
             Some(due) => self.schedule(id, v.name, due, replies),
-            None => self.begin(v, &definition, replies, now),
+            None if queue => self.enqueue(&v, definition.len(), now, replies),
+            None => self.begin(v, &definition, replies, (now, now)),
         }
     }
 
     /// Starts an accepted workflow: builds it, announces it and makes its
-    /// roots ready (what the store needs is already in the batch).
+    /// roots ready (what the store needs is already in the batch). It was
+    /// accepted at `created_at` (earlier than `now` when it was queued);
+    /// its run, and its deadline, start `now`.
     pub(super) fn begin(
         &mut self,
         v: ValidWorkflow,
         definition: &[u8],
         replies: Vec<ReplyTo>,
-        now: DateTime<Utc>,
+        (created_at, now): (DateTime<Utc>, DateTime<Utc>),
     ) {
         let id: Arc<str> = Arc::from(v.id.as_str());
-        let mut wf = build(id.clone(), v, now, replies, |_| TaskRt::pending());
+        let mut wf = build(id.clone(), v, created_at, replies, |_| TaskRt::pending());
+        wf.run_started_at = now;
         wf.held_bytes = definition.len();
         self.hold(&wf);
         // The accepted event names no tasks: building (and dropping) a
@@ -164,7 +175,7 @@ impl Engine {
             workflow_id: id.to_string(),
             name: wf.name.clone(),
             status: WorkflowStatus::Running,
-            created_at: Some(now),
+            created_at: Some(created_at),
             ..WorkflowReport::not_found(&id)
         };
         self.emit_event(&id, WorkflowStatus::Running, to_json(&event));

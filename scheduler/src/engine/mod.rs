@@ -49,6 +49,9 @@ mod outcome;
 mod pause_tests;
 mod pauses;
 mod queue;
+mod queued;
+#[cfg(test)]
+mod queued_tests;
 mod rerun;
 #[cfg(test)]
 mod rerun_tests;
@@ -70,6 +73,7 @@ pub use limits::{TypeLimitError, TypeLimits, TypeUsage};
 pub use outcome::Forged;
 pub use pauses::PauseUsage;
 pub use queue::DispatchOrder;
+pub use queued::queued_tasks;
 pub use rerun::{MAX_FROM, MAX_RUNS, RerunAsk, RerunOutcome, still_running};
 pub use retention::{PRUNE_AT_MOST, PRUNE_EVERY_MS};
 
@@ -231,6 +235,11 @@ pub struct Engine {
     /// Their starts, earliest first; cancelled ones are dropped when they
     /// come up.
     starts: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+    /// Workflows waiting for room in the working set, by id, and their
+    /// line (`queued.rs`); entries of the line no longer queued are
+    /// dropped when they come up.
+    queued: HashMap<Arc<str>, queued::Queued>,
+    line: queued::Line,
     /// The schedules of the owned partitions, and their next firings.
     schedules: schedules::Schedules,
     /// How long an ended workflow is kept, and when the next prune is due
@@ -372,6 +381,8 @@ impl Engine {
             deadlines: BinaryHeap::new(),
             scheduled: HashMap::new(),
             starts: BinaryHeap::new(),
+            queued: HashMap::new(),
+            line: queued::Line::new(),
             schedules: schedules::Schedules::default(),
             retention: config.retention,
             next_prune_ms: 0,

@@ -202,7 +202,7 @@ impl Engine {
             )
         }) else {
             return match stored.status.as_str() {
-                "running" | "scheduled" => still_running(&w.id),
+                "running" | "scheduled" | "queued" => still_running(&w.id),
                 other => refused(
                     "not_rerunnable",
                     format!("workflow `{shown}` is {other}: it never ran, so it cannot run again"),
@@ -378,7 +378,7 @@ impl Engine {
             .filter(|r| !index.contains_key(r.task_id.as_str()))
             .count();
         let bytes = w.definition.len() + kept_bytes + record_json.len();
-        if !self.has_room(n + kept_instances, bytes) {
+        if !self.has_room(v.priority, n + kept_instances, bytes) {
             return refused(
                 "over_capacity",
                 "the scheduler holds the most tasks or bytes it may (WARREN_MAX_ACTIVE_TASKS, WARREN_MAX_ACTIVE_BYTES): ask again once workflows have ended".into(),

@@ -122,34 +122,50 @@ impl Engine {
         due
     }
 
-    /// Starts a workflow taken by [`Engine::take_due_starts`], with its
-    /// definition as stored: the row becomes `running`, started now. One
-    /// whose `expires_at` has passed meanwhile is rejected `expired`.
-    pub fn start_scheduled(&mut self, v: ValidWorkflow, definition: &[u8], now: DateTime<Utc>) {
+    /// Starts a workflow the loop took (due, [`Engine::take_due_starts`],
+    /// or queued, [`Engine::take_startable`]) with its definition as
+    /// stored.
+    pub fn start_unstarted(&mut self, v: ValidWorkflow, definition: &[u8], now: DateTime<Utc>) {
+        if self.scheduled.contains_key(v.id.as_str()) {
+            self.start_scheduled(v, definition, now);
+        } else {
+            self.start_queued(v, definition, now);
+        }
+    }
+
+    /// A workflow the loop took whose stored definition cannot be read any
+    /// more (a store written by another version, or gone): it ends
+    /// `failed`, saying why, rather than wait forever.
+    pub fn fail_unstarted(&mut self, id: &str, why: &str, now: DateTime<Utc>) {
+        if let Some((id, s)) = self.scheduled.remove_entry(id) {
+            let report = failed_report(&id, s.name, why, now);
+            self.end_unstarted(&id, &report, &s.replies, now);
+        } else {
+            self.fail_queued(id, why, now);
+        }
+    }
+
+    /// Starts a workflow that fell due: the row becomes `running`, started
+    /// now, or, when the working set has no room for it, it waits in line
+    /// (`queued.rs`). One whose `expires_at` has passed meanwhile is
+    /// rejected `expired`.
+    fn start_scheduled(&mut self, v: ValidWorkflow, definition: &[u8], now: DateTime<Utc>) {
         let Some((id, s)) = self.scheduled.remove_entry(v.id.as_str()) else {
             return;
         };
         if let Some(at) = v.expires_at.filter(|at| *at <= now) {
-            let message = format!(
+            let due = DateTime::from_timestamp_millis(s.due_ms).unwrap_or(now);
+            let why = format!(
                 "expires_at {} passed before its start (due {}): not run late",
-                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                DateTime::from_timestamp_millis(s.due_ms)
-                    .unwrap_or(now)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                rfc3339(at),
+                rfc3339(due),
             );
-            let report = WorkflowReport {
-                name: s.name,
-                status: WorkflowStatus::Rejected,
-                errors: vec![Rejection {
-                    code: "expired".into(),
-                    message,
-                    task: None,
-                }],
-                finished_at: Some(now),
-                ..WorkflowReport::not_found(&id)
-            };
-            Counters::add(&self.counters.workflows_rejected, 1);
+            let report = expired_report(&id, s.name, why, now);
             self.end_unstarted(&id, &report, &s.replies, now);
+            return;
+        }
+        if self.must_queue(v.priority, v.tasks.len(), definition.len()) {
+            self.enqueue(&v, definition.len(), now, s.replies);
             return;
         }
         Counters::add(&self.counters.workflows_started, 1);
@@ -157,14 +173,17 @@ impl Engine {
             id: id.clone(),
             started_at: now,
         });
-        self.begin(v, definition, s.replies, now);
+        self.begin(v, definition, s.replies, (now, now));
     }
 
     /// Cancels a workflow waiting for its start: it ends `cancelled`
     /// without having run. `None` when `id` does not wait here.
-    pub fn cancel_scheduled(&mut self, id: &str, now: DateTime<Utc>) -> Option<WorkflowReport> {
+    pub(super) fn cancel_scheduled(
+        &mut self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Option<WorkflowReport> {
         let (id, s) = self.scheduled.remove_entry(id)?;
-        Counters::add(&self.counters.workflows_cancelled, 1);
         let report = WorkflowReport {
             name: s.name,
             status: WorkflowStatus::Cancelled,
@@ -176,32 +195,22 @@ impl Engine {
         Some(report)
     }
 
-    /// A scheduled workflow whose stored definition cannot be read any
-    /// more (a store written by another version): it ends `failed`,
-    /// saying why, rather than wait forever.
-    pub fn fail_scheduled(&mut self, id: &str, why: &str, now: DateTime<Utc>) {
-        let Some((id, s)) = self.scheduled.remove_entry(id) else {
-            return;
-        };
-        Counters::add(&self.counters.workflows_failed, 1);
-        let report = WorkflowReport {
-            name: s.name,
-            status: WorkflowStatus::Failed,
-            error: Some(crate::validate::shortened(why, 1024)),
-            finished_at: Some(now),
-            ..WorkflowReport::not_found(&id)
-        };
-        self.end_unstarted(&id, &report, &s.replies, now);
-    }
-
-    /// Ends a workflow that never started: its row, its waiters, its event.
-    fn end_unstarted(
+    /// Ends a workflow that never started (cancelled, failed or rejected
+    /// `expired`, as `report` says): counted, its row, its waiters, its
+    /// event.
+    pub(super) fn end_unstarted(
         &mut self,
         id: &Arc<str>,
         report: &WorkflowReport,
         replies: &[ReplyTo],
         now: DateTime<Utc>,
     ) {
+        let counter = match report.status {
+            WorkflowStatus::Cancelled => &self.counters.workflows_cancelled,
+            WorkflowStatus::Rejected => &self.counters.workflows_rejected,
+            _ => &self.counters.workflows_failed,
+        };
+        Counters::add(counter, 1);
         let body = to_json(report);
         self.ops.push(Op::FinishWorkflow {
             id: id.clone(),
@@ -235,12 +244,7 @@ impl Engine {
             self.reply_report(&reply, &report);
             return true;
         }
-        self.ops.push(Op::AddReply {
-            workflow_id: id.clone(),
-            reply_to: reply.queue.clone(),
-            correlation_id: reply.correlation_id.clone(),
-            run: 0,
-        });
+        self.add_reply_row(&id, &reply);
         self.scheduled
             .get_mut(&id)
             .expect("present above")
@@ -254,5 +258,48 @@ impl Engine {
         let s = self.scheduled.get(id)?;
         let due = DateTime::from_timestamp_millis(s.due_ms).unwrap_or_default();
         Some(scheduled_report(id, s.name.clone(), due))
+    }
+}
+
+/// A time as the reports write it.
+pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The report of a workflow that never started because its `expires_at`
+/// passed first: rejected `expired`, saying `why`.
+pub(super) fn expired_report(
+    id: &str,
+    name: Option<String>,
+    why: String,
+    now: DateTime<Utc>,
+) -> WorkflowReport {
+    WorkflowReport {
+        name,
+        status: WorkflowStatus::Rejected,
+        errors: vec![Rejection {
+            code: "expired".into(),
+            message: why,
+            task: None,
+        }],
+        finished_at: Some(now),
+        ..WorkflowReport::not_found(id)
+    }
+}
+
+/// The report of a workflow that never started because its stored
+/// definition could not be read: failed, saying `why`.
+pub(super) fn failed_report(
+    id: &str,
+    name: Option<String>,
+    why: &str,
+    now: DateTime<Utc>,
+) -> WorkflowReport {
+    WorkflowReport {
+        name,
+        status: WorkflowStatus::Failed,
+        error: Some(crate::validate::shortened(why, 1024)),
+        finished_at: Some(now),
+        ..WorkflowReport::not_found(id)
     }
 }

@@ -140,7 +140,7 @@ pub fn info(row: &ScheduleRow, last_status: Option<&str>) -> ScheduleInfo {
 
 impl Engine {
     /// The answer's view of a schedule this engine holds: the last
-    /// firing's workflow is `running` (or `scheduled`) while this engine
+    /// firing's workflow is `running` (or `scheduled`, `queued`) while this engine
     /// holds it, else unknown here.
     fn info_here(&self, row: &ScheduleRow) -> ScheduleInfo {
         let status = row.state.last_workflow_id.as_deref().and_then(|w| {
@@ -148,6 +148,8 @@ impl Engine {
                 Some("running")
             } else if self.is_scheduled(w) {
                 Some("scheduled")
+            } else if self.is_queued(w) {
+                Some("queued")
             } else {
                 None
             }
@@ -362,7 +364,7 @@ impl Engine {
     fn cancel_previous(&mut self, previous: &str, part: u16, now: DateTime<Utc>) {
         let cancelled = self
             .cancel(previous, now)
-            .or_else(|| self.cancel_scheduled(previous, now));
+            .or_else(|| self.cancel_unstarted(previous, now));
         if cancelled.is_some() {
             tracing::info!(workflow = %previous, "Previous firing cancelled (overlap: cancel_previous)");
             return;

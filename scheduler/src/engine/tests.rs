@@ -767,7 +767,7 @@ fn a_delayed_workflow_is_stored_scheduled_and_starts_when_due() {
     let taken = e.take_due_starts(due, 10);
     assert_eq!(taken.len(), 1);
     let v = validate::validate_stored(&bytes, "later").unwrap();
-    e.start_scheduled(v, &bytes, Utc::now());
+    e.start_unstarted(v, &bytes, Utc::now());
     let (ops, _) = e.take_batch();
     assert!(ops.iter().any(|op| matches!(op, Op::StartWorkflow { .. })));
     assert!(e.is_active("later") && !e.is_scheduled("later"));

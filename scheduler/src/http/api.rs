@@ -113,7 +113,8 @@ fn list_filter(p: ListParams) -> Result<WorkflowFilter, String> {
         && WorkflowStatus::parse(st).is_none_or(|st| st == WorkflowStatus::NotFound)
     {
         return Err(
-            "status must be scheduled, running, succeeded, failed, rejected or cancelled".into(),
+            "status must be scheduled, queued, running, succeeded, failed, rejected or cancelled"
+                .into(),
         );
     }
     let filter = WorkflowFilter {

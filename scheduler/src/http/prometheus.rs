@@ -71,6 +71,13 @@ pub fn render(m: &Metrics) -> String {
     );
     family(
         &mut out,
+        "warren_workflows_queued",
+        "gauge",
+        "Workflows accepted and waiting for room in the working set, started in priority order.",
+    );
+    let _ = writeln!(out, "warren_workflows_queued {}", g(&m.workflows_queued));
+    family(
+        &mut out,
         "warren_schedules",
         "gauge",
         "Schedules this scheduler holds and fires (those of its partitions).",

@@ -140,17 +140,10 @@ impl Request {
         }
     }
 
-    /// What accepting it would hold against the memory budget (tasks,
-    /// bytes): `Some` for a valid submission only.
-    pub(super) fn budget_cost(&self) -> Option<(usize, usize)> {
-        match self {
-            Request::Submit(Submit {
-                verdict: Ok(v),
-                body,
-                ..
-            }) => Some((v.tasks.len(), body.len())),
-            _ => None,
-        }
+    /// True for a valid submission: what may wait unacked for room in the
+    /// line of queued workflows (`waiting.rs`).
+    pub(super) fn is_submission(&self) -> bool {
+        matches!(self, Request::Submit(Submit { verdict: Ok(_), .. }))
     }
 
     /// The workflow a `rerun` reads back whole when the engine does not
@@ -555,8 +548,8 @@ fn apply_submit(
         Ok(v) => v.id.clone(),
         Err(r) => r.id.clone(),
     };
-    if engine.is_active(&id) || engine.is_scheduled(&id) {
-        tracing::debug!(workflow = %id, "Duplicate submission of a running or scheduled workflow");
+    if engine.is_active(&id) || engine.is_unstarted(&id) {
+        tracing::debug!(workflow = %id, "Duplicate submission of a running, scheduled or queued workflow");
         match reply {
             Some(to) => engine.add_waiter(&id, to),
             None => engine.note_duplicate(),
@@ -662,7 +655,7 @@ fn apply_cancel(
 ) {
     match engine
         .cancel(&id, now)
-        .or_else(|| engine.cancel_scheduled(&id, now))
+        .or_else(|| engine.cancel_unstarted(&id, now))
     {
         Some(report) => {
             tracing::info!(workflow = %id, "Workflow cancelled");
@@ -685,7 +678,7 @@ fn apply_cancel(
 /// `status`: the running workflow's report, else the stored final one,
 /// else `not_found`.
 fn apply_status(engine: &mut Engine, id: &str, reply: &Reply, known: &HashMap<String, Known>) {
-    if let Some(report) = engine.report(id).or_else(|| engine.scheduled_status(id)) {
+    if let Some(report) = engine.report(id).or_else(|| engine.unstarted_status(id)) {
         reply.report(engine, &report);
     } else if let Some(Known {
         report: Some(report),

@@ -81,7 +81,7 @@ pub(super) fn apply_rerun(
         Reply::Queue(to) => Some(to.clone()),
         Reply::Http(_) | Reply::Nowhere => None,
     };
-    let outcome = if engine.is_active(&id) || engine.is_scheduled(&id) {
+    let outcome = if engine.is_active(&id) || engine.is_unstarted(&id) {
         engine.rerun_active(&id, &ask, waiter.clone())
     } else {
         match known.stored.remove(&id) {

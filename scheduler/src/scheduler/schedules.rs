@@ -358,7 +358,7 @@ pub(super) async fn fire_due(
     let mut fired_at = Vec::new();
     for id in &due {
         if let Some(previous) = engine.previous_firing(id) {
-            if engine.is_active(previous) || engine.is_scheduled(previous) {
+            if engine.is_active(previous) || engine.is_unstarted(previous) {
                 running.insert(previous.to_owned());
             } else {
                 ask.push(previous.to_owned());

@@ -234,6 +234,9 @@ impl Scheduler {
         for wf in recovered.running.drain(..) {
             engine.restore(wf).map_err(StoreError::from)?;
         }
+        for wf in recovered.queued.drain(..) {
+            engine.restore_queued(wf);
+        }
         let now = Utc::now();
         for row in recovered.schedules.drain(..) {
             engine.restore_schedule(row, now);
@@ -368,6 +371,8 @@ impl Scheduler {
             // Room freed for a waiting submission: take it without waiting
             // for a delivery to wake the loop.
             kick |= state.waiting.first_fits(&state.engine);
+            // Room freed for a queued workflow: start it now.
+            kick |= state.engine.has_startable();
             // Dispatch stopped at the batch's byte bound: go on at once.
             kick |= state.engine.dispatch_cut();
         };
@@ -449,6 +454,9 @@ impl Scheduler {
         self.metrics
             .workflows_scheduled
             .store(engine.scheduled_len() as u64, Ordering::Relaxed);
+        self.metrics
+            .workflows_queued
+            .store(engine.queued_len() as u64, Ordering::Relaxed);
         self.metrics
             .schedules
             .store(engine.schedules_len() as u64, Ordering::Relaxed);

@@ -120,6 +120,9 @@ impl Scheduler {
             forwards,
             mut tags,
         } = self.sort(batch, ctx)?;
+        // Room freed by the last step: the queued workflows it lets in start
+        // before this batch's submissions, which queue behind them.
+        start_queued(engine, store, now).await?;
         let released = waiting.release_if_room(engine);
         if !released.is_empty() {
             tags.request.extend(released.iter().map(|(tag, _)| *tag));
@@ -150,11 +153,13 @@ impl Scheduler {
         }
         for item in items {
             if let Item::Request(request, Some(tag)) = &item
-                && let Some(cost) = request.budget_cost()
-                && request
-                    .lookup_id()
-                    .is_some_and(|id| !engine.is_active(id) && !known.workflows.contains_key(id))
-                && waiting::must_wait(engine, cost, !waiting.is_empty())
+                && request.is_submission()
+                && request.lookup_id().is_some_and(|id| {
+                    !engine.is_active(id)
+                        && !engine.is_queued(id)
+                        && !known.workflows.contains_key(id)
+                })
+                && waiting::must_wait(engine, !waiting.is_empty())
             {
                 let tag = *tag;
                 let Item::Request(request, _) = item else {
@@ -168,7 +173,7 @@ impl Scheduler {
             // that submission is taken first, over the budget (one at a
             // time), so the answer is about it and a cancel takes hold.
             if let Item::Request(request, _) = &item
-                && request.budget_cost().is_none()
+                && !request.is_submission()
                 && let Some(id) = request.lookup_id()
                 && let Some((tag, submission)) = waiting.take(id)
             {
@@ -396,40 +401,61 @@ impl Scheduler {
     }
 }
 
-/// Most delayed workflows started in one step: the rest are due too, and
-/// the loop takes another turn at once (a step stays bounded when
-/// thousands fall due together).
+/// Most delayed or queued workflows started in one step: the rest are
+/// due too, and the loop takes another turn at once (a step stays bounded
+/// when thousands fall due together or room frees for many).
 const MAX_STARTS_PER_STEP: usize = 1_000;
 
-/// Starts the delayed workflows that have fallen due: their definitions
-/// read from the store in one call, each validated again as a restore
-/// would.
+/// Starts the delayed workflows that have fallen due.
 async fn start_due(
     engine: &mut Engine,
     store: &Store,
     now: chrono::DateTime<Utc>,
 ) -> Result<(), SchedulerError> {
     let due = engine.take_due_starts(now.timestamp_millis(), MAX_STARTS_PER_STEP);
-    if due.is_empty() {
+    start(engine, store, due, now).await
+}
+
+/// Starts the queued workflows that the working set has room for now.
+/// Taken at the start of a step, so that every queued row is committed.
+async fn start_queued(
+    engine: &mut Engine,
+    store: &Store,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), SchedulerError> {
+    let startable = engine.take_startable(MAX_STARTS_PER_STEP);
+    start(engine, store, startable, now).await
+}
+
+/// Starts workflows taken from those waiting (delayed or queued): their
+/// definitions read from the store in one call, each validated again as a
+/// restore would.
+async fn start(
+    engine: &mut Engine,
+    store: &Store,
+    ids: Vec<Arc<str>>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), SchedulerError> {
+    if ids.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = due.iter().map(|id| id.to_string()).collect();
+    let wanted: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
     let mut found: HashMap<String, Vec<u8>> = store
-        .scheduled_definitions(ids)
+        .unstarted_definitions(wanted)
         .await?
         .into_iter()
         .collect();
-    for id in due {
+    for id in ids {
         match found.remove(&*id) {
             Some(definition) => match crate::validate::validate_stored(&definition, &id) {
-                Ok(v) => engine.start_scheduled(v, &definition, now),
-                Err(r) => engine.fail_scheduled(
+                Ok(v) => engine.start_unstarted(v, &definition, now),
+                Err(r) => engine.fail_unstarted(
                     &id,
                     &format!("its stored definition no longer validates: {:?}", r.errors),
                     now,
                 ),
             },
-            None => engine.fail_scheduled(&id, "its stored definition is gone", now),
+            None => engine.fail_unstarted(&id, "its stored definition is gone", now),
         }
     }
     Ok(())
@@ -481,7 +507,7 @@ async fn look_up(
         Item::Request(r, _) => r.rerun_id(),
         Item::Result { .. } | Item::Oversized { .. } => None,
     }) {
-        if !engine.is_active(id) && !engine.is_scheduled(id) && !stored.contains_key(id) {
+        if !engine.is_active(id) && !engine.is_unstarted(id) && !stored.contains_key(id) {
             stored.insert(id.to_owned(), store.stored_workflow(id).await?);
         }
     }

@@ -1,11 +1,11 @@
-//! Submissions waiting for room in the memory budget.
+//! Submissions waiting for room in the line of queued workflows.
 //!
-//! When the running workflows hold `max_active_tasks` tasks or
-//! `max_active_bytes` bytes, a new submission is not accepted: it is kept
-//! here, unacked, so that the broker counts it against the requests
+//! When the working set is full, new submissions are accepted `queued`
+//! (`engine/queued.rs`). When `max_queued_workflows` are queued too, a new
+//! submission is not accepted: it is kept here, unacked, so that the broker counts it against the requests
 //! consumer's prefetch and stops delivering more requests once the prefetch
 //! is used up. The rest of the backlog waits in the broker's queue. Nothing
-//! is rejected for being over budget and nothing is lost: a session that
+//! is rejected for it and nothing is lost: a session that
 //! ends drops this list and the broker delivers the requests again.
 //!
 //! Order is kept: once one submission waits, every later one waits behind
@@ -43,15 +43,16 @@ impl Waiting {
         let at = self
             .queue
             .iter()
-            .position(|(_, r)| r.budget_cost().is_some() && r.lookup_id() == Some(id))?;
+            .position(|(_, r)| r.is_submission() && r.lookup_id() == Some(id))?;
         self.queue.remove(at)
     }
 
-    /// True when the first waiting submission fits in the budget now.
+    /// True when the first waiting submission may be taken now: the line
+    /// of queued workflows has room.
     pub(super) fn first_fits(&self, engine: &Engine) -> bool {
         self.queue
             .front()
-            .is_some_and(|(_, r)| r.budget_cost().is_none_or(|(t, b)| engine.has_room(t, b)))
+            .is_some_and(|(_, r)| !r.is_submission() || !engine.queue_full())
     }
 
     /// Every waiting submission, in order, when the first fits now (each
@@ -65,9 +66,8 @@ impl Waiting {
     }
 }
 
-/// Whether `request`, costing `cost`, must wait: a submission of a new
-/// workflow while others wait (order is kept) or while the budget has no
-/// room for it.
-pub(super) fn must_wait(engine: &Engine, cost: (usize, usize), others_wait: bool) -> bool {
-    others_wait || !engine.has_room(cost.0, cost.1)
+/// Whether a submission of a new workflow must wait: others wait (order
+/// is kept) or the line of queued workflows is full.
+pub(super) fn must_wait(engine: &Engine, others_wait: bool) -> bool {
+    others_wait || engine.queue_full()
 }

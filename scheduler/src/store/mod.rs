@@ -273,14 +273,14 @@ impl Store {
     }
 
     /// The stored definitions of those of `ids` still waiting for their
-    /// start (`scheduled`), as (id, definition).
-    pub async fn scheduled_definitions(
+    /// start (`scheduled`) or for room (`queued`), as (id, definition).
+    pub async fn unstarted_definitions(
         &self,
         ids: Vec<String>,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.scheduled_definitions(ids).await,
-            Store::Postgres(p) => p.scheduled_definitions(&ids).await,
+            Store::Sqlite(s) => s.unstarted_definitions(ids).await,
+            Store::Postgres(p) => p.unstarted_definitions(&ids).await,
         }
     }
 

@@ -215,7 +215,8 @@ pub(super) struct SummaryRecord<T> {
     pub priority: i64,
     pub created_at: T,
     pub finished_at: Option<T>,
-    /// The stored report of a `scheduled` workflow (none for others).
+    /// The stored report of a `scheduled` or `queued` workflow (none for
+    /// others).
     pub scheduled_report: Option<String>,
 }
 
@@ -261,6 +262,51 @@ pub(super) fn scheduled_workflow(
         due_ms: due.timestamp_millis(),
         replies,
     })
+}
+
+/// A `queued` workflow's row as recovered: its task count is the one its
+/// stored report gives (the report status requests answer), so the store
+/// keeps no column of its own for it.
+pub(super) struct QueuedRecord<T> {
+    pub id: String,
+    pub name: Option<String>,
+    pub priority: i64,
+    pub seq: i64,
+    pub report: Option<String>,
+    /// Bytes of its definition.
+    pub bytes: i64,
+    pub created_at: T,
+}
+
+impl<T: Stamp> QueuedRecord<T> {
+    /// The workflow as the engine keeps it until it starts.
+    pub fn decode(
+        self,
+        replies: Vec<(String, Option<String>)>,
+    ) -> Result<crate::batch::QueuedWorkflow, StoreError> {
+        let tasks = self
+            .report
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<warren_shared::wire::WorkflowReport>(r).ok())
+            .map(|r| crate::engine::queued_tasks(&r))
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "queued workflow {} has no readable task count in its report",
+                    self.id
+                ))
+            })?;
+        Ok(crate::batch::QueuedWorkflow {
+            id: self.id,
+            name: self.name,
+            priority: self.priority.clamp(0, 9) as u8,
+            seq: self.seq as u64,
+            tasks,
+            bytes: self.bytes.max(0) as usize,
+            created_at: self.created_at.time()?,
+            replies,
+        })
+    }
 }
 
 /// The columns of `schedules` a [`ScheduleRecord`] is read from, in its

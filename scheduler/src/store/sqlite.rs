@@ -9,8 +9,8 @@
 
 use super::StoreError;
 use super::rows::{
-    OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text, headers_text,
-    scheduled_workflow, state_text, ts,
+    OutboxRecord, QueuedRecord, SummaryRecord, TaskRecord, WorkflowRecord, error_text,
+    headers_text, scheduled_workflow, state_text, ts,
 };
 use crate::attempt_key::AttemptKey;
 use crate::batch::{Known, Op, Recovered, TaskRow};
@@ -212,12 +212,12 @@ impl SqliteStore {
     }
 
     /// The stored definitions of those of `ids` still waiting for their
-    /// start.
-    pub async fn scheduled_definitions(
+    /// start or for room.
+    pub async fn unstarted_definitions(
         &self,
         ids: Vec<String>,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.call(move |db| db.scheduled_definitions(&ids)).await?
+        self.call(move |db| db.unstarted_definitions(&ids)).await?
     }
 
     /// Looks up workflows by id.
@@ -603,15 +603,38 @@ impl Db {
             out.scheduled
                 .push(scheduled_workflow(id, name, report.as_deref(), replies)?);
         }
+        let mut queued_stmt = self.conn.prepare(
+            "SELECT id, name, priority, seq, report, length(definition), created_at
+             FROM workflows WHERE status = 'queued' ORDER BY seq",
+        )?;
+        let queued: Vec<QueuedRecord<String>> = queued_stmt
+            .query_map([], |r| {
+                Ok(QueuedRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    priority: r.get(2)?,
+                    seq: r.get(3)?,
+                    report: r.get(4)?,
+                    bytes: r.get(5)?,
+                    created_at: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        for q in queued {
+            let replies = reply_stmt
+                .query_map([&q.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            out.queued.push(q.decode(replies)?);
+        }
         out.schedules = schedules::all(&self.conn)?;
         Ok(out)
     }
 
     /// The stored definitions of those of `ids` still waiting for their
-    /// start.
-    fn scheduled_definitions(&self, ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// start or for room.
+    fn unstarted_definitions(&self, ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT definition FROM workflows WHERE id = ?1 AND status = 'scheduled'",
+            "SELECT definition FROM workflows WHERE id = ?1 AND status IN ('scheduled', 'queued')",
         )?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -657,7 +680,7 @@ impl Db {
         // Two statements, so that each uses its index.
         let mut stmt = self.conn.prepare_cached(if filter.status.is_some() {
             "SELECT id, name, status, priority, created_at, finished_at,
-                    CASE WHEN status = 'scheduled' THEN report END FROM workflows
+                    CASE WHEN status IN ('scheduled', 'queued') THEN report END FROM workflows
              WHERE status = ?1
                AND (?4 IS NULL OR instr(name, ?4) > 0)
                AND (?5 IS NULL OR created_at >= ?5)
@@ -666,7 +689,7 @@ impl Db {
              ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
         } else {
             "SELECT id, name, status, priority, created_at, finished_at,
-                    CASE WHEN status = 'scheduled' THEN report END FROM workflows
+                    CASE WHEN status IN ('scheduled', 'queued') THEN report END FROM workflows
              WHERE ?1 IS NULL
                AND (?4 IS NULL OR instr(name, ?4) > 0)
                AND (?5 IS NULL OR created_at >= ?5)

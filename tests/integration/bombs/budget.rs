@@ -1,6 +1,7 @@
-//! The memory budget's bombs (h): a backlog within the budget, control
-//! requests never held behind waiting submissions, a waiting submission
-//! cancelled.
+//! The memory budget's bombs (h): a backlog within the budget (queued in
+//! the store, and past the line's bound waiting in the broker), control
+//! requests never held behind waiting submissions, a waiting and a queued
+//! submission cancelled.
 use super::child::*;
 use crate::support::{DEADLINE, Env};
 use lapin::{options::QueueDeclareOptions, types::FieldTable};
@@ -97,14 +98,19 @@ async fn backlog_seen(sampler: &Sampler, budget: u64) {
     }
 }
 
-/// (h) The memory budget: with `WARREN_MAX_ACTIVE_TASKS=50` and no worker,
-/// 20 workflows of 10 tasks and one of 60 wait in the broker beyond the
-/// budget (also across a restart), then all succeed once a worker runs.
+/// (h) The memory budget: with `WARREN_MAX_ACTIVE_TASKS=50`,
+/// `WARREN_MAX_QUEUED_WORKFLOWS=5` and no worker, 20 workflows of 10 tasks
+/// and one of 60: beyond the budget 5 wait queued in the store and the rest
+/// in the broker (also across a restart), then all succeed once a worker
+/// runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bomb_h_a_backlog_stays_within_the_budget_then_completes() {
     let mut env = Env::new().await;
     let budget = 50u64;
-    let vars = [("WARREN_MAX_ACTIVE_TASKS", "50")];
+    let vars = [
+        ("WARREN_MAX_ACTIVE_TASKS", "50"),
+        ("WARREN_MAX_QUEUED_WORKFLOWS", "5"),
+    ];
     let logs = tempfile::tempdir().unwrap();
     let s = ChildScheduler::start(&env, &logs, &vars).await;
     assert!(
@@ -173,7 +179,11 @@ async fn bomb_h_control_requests_are_not_held_behind_waiting_submissions() {
     let mut env = Env::new().await;
     env.track_queue("held");
     let logs = tempfile::tempdir().unwrap();
-    let mut s = ChildScheduler::start(&env, &logs, &[("WARREN_MAX_ACTIVE_TASKS", "50")]).await;
+    let vars = [
+        ("WARREN_MAX_ACTIVE_TASKS", "50"),
+        ("WARREN_MAX_QUEUED_WORKFLOWS", "5"),
+    ];
+    let mut s = ChildScheduler::start(&env, &logs, &vars).await;
     let tasks = |queue: &str| -> Vec<Value> {
         (0..10)
             .map(|t| json!({"id": format!("t{t}"), "type": "echo", "queue": queue}))
@@ -184,8 +194,9 @@ async fn bomb_h_control_requests_are_not_held_behind_waiting_submissions() {
         .await
         .unwrap();
     dispatched(&env, "bomb-h-held", "t0").await;
-    // 4 more fit, 96 wait: more than the requests the broker hands over
-    // at once (the requests prefetch, 64).
+    // 3 more fit (priority 0 fills 82 % of the budget), 5 are queued, 92
+    // wait: more than the requests the broker hands over at once (the
+    // requests prefetch, 64).
     let mut waits = Vec::new();
     for i in 0..100 {
         let client = env.client.clone();
@@ -243,15 +254,20 @@ async fn bomb_h_control_requests_are_not_held_behind_waiting_submissions() {
     env.finish().await;
 }
 
-/// (h'') A cancel of a submission held in the scheduler for the budget
-/// takes hold: the submission is taken at once and cancelled, instead of
-/// the cancel answering `not_found` and the workflow running later anyway.
+/// (h'') A cancel of a submission held in the scheduler for room in the
+/// line of queued workflows takes hold: the submission is taken at once and
+/// cancelled, instead of the cancel answering `not_found` and the workflow
+/// running later anyway; so does a cancel of a queued one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bomb_h_a_waiting_submission_can_be_cancelled() {
     let mut env = Env::new().await;
     env.track_queue("held");
     let logs = tempfile::tempdir().unwrap();
-    let mut s = ChildScheduler::start(&env, &logs, &[("WARREN_MAX_ACTIVE_TASKS", "10")]).await;
+    let vars = [
+        ("WARREN_MAX_ACTIVE_TASKS", "10"),
+        ("WARREN_MAX_QUEUED_WORKFLOWS", "1"),
+    ];
+    let mut s = ChildScheduler::start(&env, &logs, &vars).await;
     let tasks = |queue: &str| -> Vec<Value> {
         (0..10)
             .map(|t| json!({"id": format!("t{t}"), "type": "echo", "queue": queue}))
@@ -262,6 +278,10 @@ async fn bomb_h_a_waiting_submission_can_be_cancelled() {
         .await
         .unwrap();
     dispatched(&env, "bomb-h2-held", "t0").await;
+    env.client
+        .submit(json!({"id": "bomb-h2-queued", "tasks": tasks("held")}))
+        .await
+        .unwrap();
     env.client
         .submit(json!({"id": "bomb-h2-waits", "tasks": tasks("held")}))
         .await
@@ -275,6 +295,10 @@ async fn bomb_h_a_waiting_submission_can_be_cancelled() {
     assert_eq!(cancelled.status, WorkflowStatus::Cancelled, "{cancelled:?}");
     let again = env.client.status("bomb-h2-waits", ANSWER).await.unwrap();
     assert_eq!(again.status, WorkflowStatus::Cancelled);
+    let queued = env.client.status("bomb-h2-queued", ANSWER).await.unwrap();
+    assert_eq!(queued.status, WorkflowStatus::Queued, "{queued:?}");
+    let cancelled = env.client.cancel("bomb-h2-queued", ANSWER).await.unwrap();
+    assert_eq!(cancelled.status, WorkflowStatus::Cancelled, "{cancelled:?}");
     let held = env.client.cancel("bomb-h2-held", ANSWER).await.unwrap();
     assert_eq!(held.status, WorkflowStatus::Cancelled);
     env.builtin_worker("w");

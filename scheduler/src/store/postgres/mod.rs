@@ -38,8 +38,12 @@ pub use partitions::{BALANCE_EVERY, Balance, Partitions};
 pub use schema::schema_of;
 
 use super::StoreError;
-use super::rows::{OutboxRecord, SummaryRecord, TaskRecord, WorkflowRecord, scheduled_workflow};
-use crate::batch::{Known, Op, Recovered, RunningWorkflow, ScheduledWorkflow, TaskRow};
+use super::rows::{
+    OutboxRecord, QueuedRecord, SummaryRecord, TaskRecord, WorkflowRecord, scheduled_workflow,
+};
+use crate::batch::{
+    Known, Op, QueuedWorkflow, Recovered, RunningWorkflow, ScheduledWorkflow, TaskRow,
+};
 use batch::Batch;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -215,13 +219,14 @@ impl PgStore {
             .collect();
         out.running = running_workflows(&client, &ids).await?;
         out.scheduled = scheduled_workflows(&client, &owned).await?;
+        out.queued = queued_workflows(&client, &owned).await?;
         out.schedules = schedules::owned_schedules(&client, &owned).await?;
         Ok(out)
     }
 
     /// The stored definitions of those of `ids` still waiting for their
-    /// start.
-    pub async fn scheduled_definitions(
+    /// start or for room.
+    pub async fn unstarted_definitions(
         &self,
         ids: &[String],
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -229,7 +234,8 @@ impl PgStore {
         Ok(client
             .query(
                 "SELECT id, definition FROM workflows
-                 WHERE id = ANY($1) AND status = 'scheduled' AND definition IS NOT NULL",
+                 WHERE id = ANY($1) AND status IN ('scheduled', 'queued')
+                   AND definition IS NOT NULL",
                 &[&ids],
             )
             .await
@@ -277,7 +283,7 @@ impl PgStore {
         // Two statements, so that each uses its index.
         let query = if filter.status.is_some() {
             "SELECT id, name, status, priority, created_at, finished_at,
-                    CASE WHEN status = 'scheduled' THEN report END FROM workflows
+                    CASE WHEN status IN ('scheduled', 'queued') THEN report END FROM workflows
              WHERE status = $1::text
                AND ($4::text IS NULL OR strpos(name, $4::text) > 0)
                AND ($5::timestamptz IS NULL OR created_at >= $5::timestamptz)
@@ -286,7 +292,7 @@ impl PgStore {
              ORDER BY seq DESC LIMIT $2 OFFSET $3"
         } else {
             "SELECT id, name, status, priority, created_at, finished_at,
-                    CASE WHEN status = 'scheduled' THEN report END FROM workflows
+                    CASE WHEN status IN ('scheduled', 'queued') THEN report END FROM workflows
              WHERE $1::text IS NULL
                AND ($4::text IS NULL OR strpos(name, $4::text) > 0)
                AND ($5::timestamptz IS NULL OR created_at >= $5::timestamptz)
@@ -429,6 +435,46 @@ async fn scheduled_workflows(
             report.as_deref(),
             to.into_iter().zip(corr).collect(),
         )?);
+    }
+    Ok(out)
+}
+
+/// The workflows of the `owned` partitions waiting for room, with their
+/// waiters.
+async fn queued_workflows(
+    client: &deadpool_postgres::Object,
+    owned: &[u16],
+) -> Result<Vec<QueuedWorkflow>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT w.id, w.name, w.priority, w.seq, w.report, octet_length(w.definition),
+                    w.created_at,
+                    COALESCE(array_agg(r.reply_to) FILTER (WHERE r.reply_to IS NOT NULL), '{}'),
+                    COALESCE(array_agg(r.correlation_id) FILTER (WHERE r.reply_to IS NOT NULL), '{}')
+             FROM workflows w LEFT JOIN replies r ON r.workflow_id = w.id
+             WHERE w.status = 'queued' GROUP BY w.id",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let id: String = r.get(0);
+        if !owned.contains(&partition_of(&id, PARTITIONS)) {
+            continue;
+        }
+        let to: Vec<String> = r.get(7);
+        let corr: Vec<Option<String>> = r.get(8);
+        let record = QueuedRecord {
+            id,
+            name: r.get(1),
+            priority: r.get::<_, i16>(2) as i64,
+            seq: r.get(3),
+            report: r.get(4),
+            bytes: r.get::<_, Option<i32>>(5).unwrap_or(0) as i64,
+            created_at: r.get::<_, DateTime<Utc>>(6),
+        };
+        out.push(record.decode(to.into_iter().zip(corr).collect())?);
     }
     Ok(out)
 }
