@@ -20,9 +20,10 @@
 //! - `fairshare`, `priority`, `critical`, `limits`, `pools`: the scheduling
 //!   policy's scenarios; `stores`: SQLite beside PostgreSQL with one and two
 //!   schedulers (see docs/benchmarks.md).
-//! - `backlog`: 200,000 tasks submitted with no worker running and a memory
-//!   budget of 50,000: what the scheduler holds and its peak RSS while the
-//!   backlog waits, then the time to drain it once a worker starts.
+//! - `backlog`: 2,000,000 tasks submitted with no worker running: what the
+//!   scheduler holds and queues, its peak RSS, a status of every workflow,
+//!   then how soon a priority-9 workflow submitted behind it all starts
+//!   once a worker does, and the time to drain it.
 //! - `delayed`: 100,000 workflows submitted with one `not_before`: the
 //!   scheduler's RSS while they wait, and how late they start when all
 //!   fall due at once.
@@ -173,15 +174,15 @@ struct Opts {
     )]
     pg_url: String,
     /// Tasks in all of the backlog scenario's workflows.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 2_000_000)]
     backlog: usize,
     /// Tasks per workflow in the backlog scenario.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 100)]
     backlog_workflow: usize,
-    /// The scheduler's memory budget in the backlog scenario
-    /// (WARREN_MAX_ACTIVE_TASKS).
-    #[arg(long, default_value_t = 50_000)]
-    backlog_budget: usize,
+    /// The scheduler's working set in the backlog scenario
+    /// (WARREN_MAX_ACTIVE_TASKS; default: the scheduler's own).
+    #[arg(long)]
+    backlog_budget: Option<usize>,
     /// Workflows (one no-op task each) waiting in the delayed scenario.
     #[arg(long, default_value_t = 100_000)]
     delayed: usize,

@@ -43,8 +43,9 @@ pub enum Scenario {
     /// Fan-out and chain on SQLite, PostgreSQL with 1 scheduler and with 2
     /// (one standing by), and the takeover pause when the active one dies.
     Stores,
-    /// 200,000 tasks waiting with no worker, within a budget of 50,000:
-    /// tasks held, peak RSS, then the time to drain.
+    /// 2,000,000 tasks waiting with no worker, past the working set:
+    /// tasks held and queued, peak RSS, every status answered, a
+    /// priority-9 workflow's start once a worker runs, the time to drain.
     Backlog,
     /// 100,000 workflows waiting for one `not_before`: the scheduler's RSS
     /// while they wait, their start lateness when all fall due.
