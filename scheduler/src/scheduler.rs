@@ -169,6 +169,7 @@ impl Scheduler {
             return Ok(None);
         };
         let sources = http::Sources {
+            store_rows: Arc::default(),
             metrics: self.metrics.clone(),
             workers: self.workers.clone(),
             store: store.clone(),

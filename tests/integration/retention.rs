@@ -69,6 +69,16 @@ async fn an_ended_workflow_is_pruned_past_retention_and_a_running_one_is_not() {
             .any(|l| l.starts_with("warren_store_bytes ")),
         "{metrics}"
     );
+    // The store's rows: the held workflow, and nothing ended any more.
+    let rows: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("warren_store_workflows{"))
+        .collect();
+    assert_eq!(
+        rows,
+        ["warren_store_workflows{status=\"running\"} 1"],
+        "{metrics}"
+    );
     // Held past the retention (the prune above ran after its second),
     // the running workflow is still there, and then ends.
     let status = env.client.status("held", DEADLINE).await.unwrap();

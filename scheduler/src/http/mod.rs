@@ -143,6 +143,9 @@ pub struct Sources {
     /// The bound of a task's resolved input (`WARREN_MAX_TASK_INPUT_BYTES`):
     /// a stored task's input is resolved again within it.
     pub max_task_input_bytes: usize,
+    /// The store's workflows counted by status, and when: counted at most
+    /// every [`prometheus::ROWS_EVERY`], however often `/metrics` is read.
+    pub store_rows: Arc<tokio::sync::Mutex<Option<prometheus::RowsCounted>>>,
 }
 
 /// Who the endpoint lets in: its tokens and the names it answers to

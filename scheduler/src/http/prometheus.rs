@@ -24,7 +24,46 @@ pub(super) async fn prometheus(State(s): State<Sources>) -> Response {
             "# HELP warren_store_bytes The store's size: the SQLite file with its write-ahead log, or the namespace's PostgreSQL tables with their indexes.\n# TYPE warren_store_bytes gauge\nwarren_store_bytes {bytes}"
         );
     }
+    if let Some(rows) = store_rows(&s).await {
+        let _ = writeln!(
+            text,
+            "# HELP warren_store_workflows Workflows in the store (namespace-wide), by status, counted at most once a minute; each holds its tasks' and results' rows too.\n# TYPE warren_store_workflows gauge"
+        );
+        for (status, n) in rows {
+            let _ = writeln!(text, "warren_store_workflows{{status=\"{status}\"}} {n}");
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The store's workflows by status, and when they were counted.
+pub type RowsCounted = (std::time::Instant, Vec<(String, u64)>);
+
+/// How often the store's rows are counted (a count reads the whole index
+/// of workflows by status: cheap, but not on every scrape).
+pub const ROWS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The store's workflows by status, counted again when the last count is
+/// older than [`ROWS_EVERY`]; `None` when the store cannot say (the gauge
+/// is left out rather than failing the scrape). Only statuses Warren
+/// writes are reported (the label is bounded).
+async fn store_rows(s: &Sources) -> Option<Vec<(String, u64)>> {
+    let mut cached = s.store_rows.lock().await;
+    if let Some((at, rows)) = cached.as_ref()
+        && at.elapsed() < ROWS_EVERY
+    {
+        return Some(rows.clone());
+    }
+    let rows: Vec<(String, u64)> = s
+        .store
+        .workflows_by_status()
+        .await
+        .ok()?
+        .into_iter()
+        .filter(|(status, _)| warren_shared::wire::WorkflowStatus::parse(status).is_some())
+        .collect();
+    *cached = Some((std::time::Instant::now(), rows.clone()));
+    Some(rows)
 }
 
 /// The metrics in Prometheus' text format.

@@ -406,6 +406,15 @@ impl Store {
         }
     }
 
+    /// The workflows stored, by status word, namespace-wide (read from the
+    /// index of workflows by status).
+    pub async fn workflows_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.workflows_by_status().await,
+            Store::Postgres(p) => p.workflows_by_status().await,
+        }
+    }
+
     /// Every paused task queue and type, namespace-wide.
     pub async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
         match self {

@@ -61,4 +61,19 @@ impl PgStore {
             .map_err(pg)?;
         Ok(row.get::<_, i64>(0).max(0) as u64)
     }
+
+    /// The workflows stored, by status word.
+    pub async fn workflows_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(get(&self.pool)
+            .await?
+            .query(
+                "SELECT status, count(*) FROM workflows GROUP BY status",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
+    }
 }

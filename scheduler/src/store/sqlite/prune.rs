@@ -62,9 +62,24 @@ impl SqliteStore {
     pub async fn size_bytes(&self) -> Result<u64, StoreError> {
         self.call(|db| db.size_bytes()).await?
     }
+
+    /// The workflows stored, by status word.
+    pub async fn workflows_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|db| db.workflows_by_status()).await?
+    }
 }
 
 impl Db {
+    pub(super) fn workflows_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, count(*) FROM workflows GROUP BY status")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     pub(super) fn size_bytes(&self) -> Result<u64, StoreError> {
         let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
