@@ -30,6 +30,9 @@ pub async fn scheduler(addr: String, c: ChildArgs) -> anyhow::Result<()> {
             max_active_tasks: c
                 .max_active_tasks
                 .unwrap_or(warren_scheduler::config::Bounds::default().max_active_tasks),
+            max_map_width: c
+                .max_map_width
+                .unwrap_or(warren_scheduler::config::Bounds::default().max_map_width),
             ..Default::default()
         },
         ..Default::default()

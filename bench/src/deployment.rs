@@ -35,6 +35,9 @@ pub struct Setup {
     pub schedulers: usize,
     /// The scheduler's memory budget in tasks (default Warren's).
     pub max_active_tasks: Option<usize>,
+    /// The scheduler's most instances of one mapped task (default
+    /// Warren's).
+    pub max_map_width: Option<usize>,
     /// Where the scheduler serves `/metrics` (default nowhere).
     pub http_addr: Option<std::net::SocketAddr>,
     /// The scheduler's prefetch of workflow requests (default Warren's).
@@ -52,6 +55,7 @@ impl Setup {
             store: None,
             schedulers: 1,
             max_active_tasks: None,
+            max_map_width: None,
             http_addr: None,
             requests_prefetch: None,
         }
@@ -84,6 +88,9 @@ impl Deployment {
         }
         if let Some(n) = setup.max_active_tasks {
             args.extend(["--max-active-tasks".to_owned(), n.to_string()]);
+        }
+        if let Some(n) = setup.max_map_width {
+            args.extend(["--max-map-width".to_owned(), n.to_string()]);
         }
         if let Some(n) = setup.requests_prefetch {
             args.extend(["--requests-prefetch".to_owned(), n.to_string()]);

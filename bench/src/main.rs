@@ -11,6 +11,9 @@
 //! - `diamonds`: 1,000 workflows A -> {B, C} -> D submitted at once.
 //! - `bigdag`: one 100,000-task layered workflow with random edges: time
 //!   from publish to first task dispatched, and the scheduler's peak RSS.
+//! - `huge`: one workflow of 1,000,000 tasks (a mapped task over its
+//!   input): time from publish to its first task, to its end, and the
+//!   scheduler's peak RSS.
 //!
 //! Warren runs as it ships: the scheduler and one worker are child
 //! processes (this program, re-executed), with the SQLite store in WAL mode
@@ -147,6 +150,9 @@ struct Opts {
     /// Tasks in the big DAG (at most the scheduler's task limit, 100,000).
     #[arg(long, default_value_t = 100_000)]
     bigdag: usize,
+    /// Instances of the huge workflow's mapped task.
+    #[arg(long, default_value_t = 1_000_000)]
+    huge: usize,
     /// Rounds to run (ceiling and scenarios each time); each figure is
     /// reported as its median over the rounds.
     #[arg(long, default_value_t = 1)]
@@ -238,6 +244,9 @@ struct ChildArgs {
     /// The scheduler's memory budget in tasks (default Warren's).
     #[arg(long)]
     max_active_tasks: Option<usize>,
+    /// The scheduler's most instances of one mapped task (default Warren's).
+    #[arg(long)]
+    max_map_width: Option<usize>,
     /// Where the scheduler serves `/metrics` (default nowhere).
     #[arg(long)]
     http_addr: Option<std::net::SocketAddr>,

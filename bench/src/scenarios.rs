@@ -9,6 +9,7 @@
 
 mod backlog;
 mod delayed;
+mod huge;
 mod policy;
 mod schedules;
 mod stores;
@@ -30,6 +31,9 @@ pub enum Scenario {
     Chain,
     Diamonds,
     Bigdag,
+    /// One workflow of 1,000,000 no-op tasks (a mapped task over its
+    /// input): publish to first task, to the end, peak RSS.
+    Huge,
     /// A 10-task workflow after a 100,000-task one of the same priority.
     Fairshare,
     /// A priority-9 chain, idle and behind 50,000 priority-0 tasks.
@@ -63,6 +67,7 @@ impl Scenario {
             Scenario::Chain => throughput::chain(addr, o, c).await,
             Scenario::Diamonds => throughput::diamonds(addr, o, c).await,
             Scenario::Bigdag => throughput::bigdag(addr, o).await,
+            Scenario::Huge => huge::huge(addr, o, c).await,
             Scenario::Fairshare => policy::fairshare(addr, o).await,
             Scenario::Priority => policy::priority(addr, o).await,
             Scenario::Critical => policy::critical(addr, o).await,
