@@ -142,6 +142,17 @@ fn sleeping(tasks: Vec<Value>, ms: u64) -> Vec<Value> {
         .collect()
 }
 
+/// The earliest start of a task listed in `r` (every task of a report
+/// within its byte bound; past it, the earliest of those listed, at worst
+/// later than the first).
+fn first_start(r: &WorkflowReport) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    r.tasks
+        .values()
+        .filter_map(|t| t.started_at)
+        .min()
+        .context("no task listed with a start")
+}
+
 /// Waits until some task of `id` has been dispatched.
 async fn started(client: &Client, id: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -10,7 +10,7 @@
 //! worker: how soon that workflow's first task starts once the worker is
 //! started, and the time to drain everything, beside the ceiling.
 
-use super::{TIMEOUT, ensure_ok, independent};
+use super::{TIMEOUT, ensure_ok, first_start, independent};
 use crate::{
     Opts,
     ceiling::Ceiling,
@@ -133,12 +133,7 @@ pub async fn backlog(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Fi
     d.add_worker("bench-worker", o.concurrency)?;
     let urgent = urgent.await??;
     ensure_ok(&urgent)?;
-    let first = urgent
-        .tasks
-        .values()
-        .filter_map(|t| t.started_at)
-        .min()
-        .context("the urgent workflow's start")?;
+    let first = first_start(&urgent)?;
     let urgent_start_s = (first - worker_started).num_milliseconds() as f64 / 1e3;
     println!(
         "  the urgent workflow's first task started {urgent_start_s:.3} s after the worker was started"

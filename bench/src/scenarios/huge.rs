@@ -7,14 +7,13 @@
 //! raised to hold it. Measured: publish to the first task's start, publish
 //! to the end, tasks/s beside the ceiling, and the scheduler's peak RSS.
 
-use super::{TIMEOUT, ensure_ok};
+use super::{TIMEOUT, ensure_ok, first_start};
 use crate::{
     Opts,
     ceiling::Ceiling,
     deployment::{Deployment, Setup},
     figures::Figure,
 };
-use anyhow::Context;
 use serde_json::json;
 use std::time::Instant;
 use warren_producer::Client;
@@ -48,15 +47,7 @@ pub async fn huge(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figur
     let r = client.submit_and_wait(request, TIMEOUT).await?;
     let total_s = t.elapsed().as_secs_f64();
     ensure_ok(&r)?;
-    // The report lists what fits in its byte bound and counts the rest:
-    // the earliest start among those listed is at worst later than the
-    // first task's.
-    let first = r
-        .tasks
-        .values()
-        .filter_map(|t| t.started_at)
-        .min()
-        .context("no task listed with a start")?;
+    let first = first_start(&r)?;
     let to_first_ms = (first - published).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e3;
     let rss = d.scheduler.peak_rss_mb().unwrap_or(f64::NAN);
     client.close().await;

@@ -401,42 +401,53 @@ impl PgStore {
     }
 }
 
-/// The running workflows among `ids`, with their tasks and waiters, in
-/// the order they were accepted.
+/// The workflows of the `owned` partitions whose status is `status`, each
+/// row with its id first, then `columns`, then its waiters.
+async fn unstarted_rows(
+    client: &deadpool_postgres::Object,
+    owned: &[u16],
+    status: &str,
+    columns: &str,
+) -> Result<Vec<(tokio_postgres::Row, Vec<(String, Option<String>)>)>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT w.id, {columns},
+                    COALESCE(array_agg(r.reply_to) FILTER (WHERE r.reply_to IS NOT NULL), '{{}}'),
+                    COALESCE(array_agg(r.correlation_id) FILTER (WHERE r.reply_to IS NOT NULL), '{{}}')
+                 FROM workflows w LEFT JOIN replies r ON r.workflow_id = w.id
+                 WHERE w.status = $1 GROUP BY w.id"
+            ),
+            &[&status],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| owned.contains(&partition_of(r.get::<_, &str>(0), PARTITIONS)))
+        .map(|r| {
+            let n = r.len();
+            let to: Vec<String> = r.get(n - 2);
+            let corr: Vec<Option<String>> = r.get(n - 1);
+            (r, to.into_iter().zip(corr).collect())
+        })
+        .collect())
+}
+
 /// The workflows of the `owned` partitions waiting for their start, with
 /// their waiters.
 async fn scheduled_workflows(
     client: &deadpool_postgres::Object,
     owned: &[u16],
 ) -> Result<Vec<ScheduledWorkflow>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT w.id, w.name, w.report,
-                    COALESCE(array_agg(r.reply_to) FILTER (WHERE r.reply_to IS NOT NULL), '{}'),
-                    COALESCE(array_agg(r.correlation_id) FILTER (WHERE r.reply_to IS NOT NULL), '{}')
-             FROM workflows w LEFT JOIN replies r ON r.workflow_id = w.id
-             WHERE w.status = 'scheduled' GROUP BY w.id",
-            &[],
-        )
-        .await
-        .map_err(pg)?;
-    let mut out = Vec::new();
-    for r in rows {
-        let id: String = r.get(0);
-        if !owned.contains(&partition_of(&id, PARTITIONS)) {
-            continue;
-        }
-        let to: Vec<String> = r.get(3);
-        let corr: Vec<Option<String>> = r.get(4);
-        let report: Option<String> = r.get(2);
-        out.push(scheduled_workflow(
-            id,
-            r.get(1),
-            report.as_deref(),
-            to.into_iter().zip(corr).collect(),
-        )?);
-    }
-    Ok(out)
+    unstarted_rows(client, owned, "scheduled", "w.name, w.report")
+        .await?
+        .into_iter()
+        .map(|(r, replies)| {
+            let report: Option<String> = r.get(2);
+            scheduled_workflow(r.get(0), r.get(1), report.as_deref(), replies)
+        })
+        .collect()
 }
 
 /// The workflows of the `owned` partitions waiting for room, with their
@@ -445,40 +456,27 @@ async fn queued_workflows(
     client: &deadpool_postgres::Object,
     owned: &[u16],
 ) -> Result<Vec<QueuedWorkflow>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT w.id, w.name, w.priority, w.seq, w.report, octet_length(w.definition),
-                    w.created_at,
-                    COALESCE(array_agg(r.reply_to) FILTER (WHERE r.reply_to IS NOT NULL), '{}'),
-                    COALESCE(array_agg(r.correlation_id) FILTER (WHERE r.reply_to IS NOT NULL), '{}')
-             FROM workflows w LEFT JOIN replies r ON r.workflow_id = w.id
-             WHERE w.status = 'queued' GROUP BY w.id",
-            &[],
-        )
-        .await
-        .map_err(pg)?;
-    let mut out = Vec::new();
-    for r in rows {
-        let id: String = r.get(0);
-        if !owned.contains(&partition_of(&id, PARTITIONS)) {
-            continue;
-        }
-        let to: Vec<String> = r.get(7);
-        let corr: Vec<Option<String>> = r.get(8);
-        let record = QueuedRecord {
-            id,
-            name: r.get(1),
-            priority: r.get::<_, i16>(2) as i64,
-            seq: r.get(3),
-            report: r.get(4),
-            bytes: r.get::<_, Option<i32>>(5).unwrap_or(0) as i64,
-            created_at: r.get::<_, DateTime<Utc>>(6),
-        };
-        out.push(record.decode(to.into_iter().zip(corr).collect())?);
-    }
-    Ok(out)
+    let columns = "w.name, w.priority, w.seq, w.report, octet_length(w.definition), w.created_at";
+    unstarted_rows(client, owned, "queued", columns)
+        .await?
+        .into_iter()
+        .map(|(r, replies)| {
+            QueuedRecord {
+                id: r.get(0),
+                name: r.get(1),
+                priority: r.get::<_, i16>(2) as i64,
+                seq: r.get(3),
+                report: r.get(4),
+                bytes: r.get::<_, Option<i32>>(5).unwrap_or(0) as i64,
+                created_at: r.get::<_, DateTime<Utc>>(6),
+            }
+            .decode(replies)
+        })
+        .collect()
 }
 
+/// The running workflows among `ids`, with their tasks and waiters, in
+/// the order they were accepted.
 async fn running_workflows(
     client: &deadpool_postgres::Object,
     ids: &[String],
