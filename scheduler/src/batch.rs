@@ -138,9 +138,14 @@ pub enum Op {
         report: Option<String>,
         created_at: DateTime<Utc>,
     },
-    /// A scheduled or queued workflow starts: `running`, its report
-    /// cleared, `created_at` set to `started_at` (a scheduled one's start;
-    /// a queued one's acceptance, unchanged).
+    /// A delayed workflow fell due without room in the working set: it
+    /// waits in line, `queued` with its queued report.
+    QueueWorkflow {
+        id: Arc<str>,
+        report: String,
+    },
+    /// A scheduled or queued workflow starts: `running` from now
+    /// (`created_at` becomes its start), its report cleared.
     StartWorkflow {
         id: Arc<str>,
         started_at: DateTime<Utc>,

@@ -81,6 +81,8 @@ impl Engine {
     /// A workflow that ended is no longer held. A queue no running
     /// workflow uses is forgotten once nothing of it is in flight or ready.
     pub(super) fn release(&mut self, wf: &Workflow) {
+        // Queues may have freed: the line may try again.
+        self.line_blocked = false;
         self.held_tasks = self.held_tasks.saturating_sub(wf.tasks.len());
         self.held_bytes = self.held_bytes.saturating_sub(wf.held_bytes);
         for q in distinct_queues(wf.specs.iter().map(|s| s.queue.as_str())) {

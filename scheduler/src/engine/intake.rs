@@ -149,24 +149,21 @@ impl Engine {
         match due {
             Some(due) => self.schedule(id, v.name, due, replies),
             None if queue => self.enqueue(&v, definition.len(), now, replies),
-            None => self.begin(v, &definition, replies, (now, now)),
+            None => self.begin(v, &definition, replies, now),
         }
     }
 
     /// Starts an accepted workflow: builds it, announces it and makes its
-    /// roots ready (what the store needs is already in the batch). It was
-    /// accepted at `created_at` (earlier than `now` when it was queued);
-    /// its run, and its deadline, start `now`.
+    /// roots ready (what the store needs is already in the batch).
     pub(super) fn begin(
         &mut self,
         v: ValidWorkflow,
         definition: &[u8],
         replies: Vec<ReplyTo>,
-        (created_at, now): (DateTime<Utc>, DateTime<Utc>),
+        now: DateTime<Utc>,
     ) {
         let id: Arc<str> = Arc::from(v.id.as_str());
-        let mut wf = build(id.clone(), v, created_at, replies, |_| TaskRt::pending());
-        wf.run_started_at = now;
+        let mut wf = build(id.clone(), v, now, replies, |_| TaskRt::pending());
         wf.held_bytes = definition.len();
         self.hold(&wf);
         // The accepted event names no tasks: building (and dropping) a
@@ -175,7 +172,7 @@ impl Engine {
             workflow_id: id.to_string(),
             name: wf.name.clone(),
             status: WorkflowStatus::Running,
-            created_at: Some(created_at),
+            created_at: Some(now),
             ..WorkflowReport::not_found(&id)
         };
         self.emit_event(&id, WorkflowStatus::Running, to_json(&event));

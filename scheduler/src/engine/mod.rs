@@ -240,6 +240,9 @@ pub struct Engine {
     /// dropped when they come up.
     queued: HashMap<Arc<str>, queued::Queued>,
     line: queued::Line,
+    /// The first in line would pass `max_queues`: nothing starts from the
+    /// line until a running workflow ends (`queued.rs`).
+    line_blocked: bool,
     /// The schedules of the owned partitions, and their next firings.
     schedules: schedules::Schedules,
     /// How long an ended workflow is kept, and when the next prune is due
@@ -383,6 +386,7 @@ impl Engine {
             starts: BinaryHeap::new(),
             queued: HashMap::new(),
             line: queued::Line::new(),
+            line_blocked: false,
             schedules: schedules::Schedules::default(),
             retention: config.retention,
             next_prune_ms: 0,

@@ -13,8 +13,8 @@
 //! hands each back ([`Engine::start_unstarted`]), which builds them
 //! exactly as an acceptance does. A restart or a takeover restores them
 //! from their rows ([`Engine::restore_queued`]). A delayed workflow that
-//! falls due while there is no room waits here too (its row stays
-//! `scheduled`, so a restart finds it due again).
+//! falls due while there is no room waits here too (its row becomes
+//! `queued`).
 //!
 //! Priorities: workflows of priority `p` start only within their share of
 //! the budget (`budget::share`: 82 % for priority 0, 2 points more a
@@ -22,6 +22,11 @@
 //! leaves room in front of it for more urgent work, which starts at once.
 //! At most `max_queued_workflows` wait here; past that, submissions wait
 //! unacked in the broker (`scheduler/waiting.rs`).
+//!
+//! Task queues: `max_queues` is checked when a workflow is submitted and
+//! again when it starts. One that would pass it then goes back to its
+//! place and the line stops (`blocked`) until a running workflow ends and
+//! frees its queues.
 
 use super::{
     Counters, Engine, MAX_WAITERS,
@@ -47,8 +52,8 @@ pub(super) struct Queued {
     tasks: usize,
     bytes: usize,
     name: Option<String>,
-    /// When it was accepted (a delayed one: when it fell due); kept when it
-    /// starts.
+    /// When it was accepted (a delayed one: when it fell due); its
+    /// `created_at` until it starts.
     created_at: DateTime<Utc>,
     replies: Vec<ReplyTo>,
 }
@@ -87,7 +92,8 @@ impl Engine {
     /// wait in line: others of its priority or higher wait already (order
     /// is kept), or its priority's share of the budget has no room.
     pub(super) fn must_queue(&mut self, priority: u8, tasks: usize, bytes: usize) -> bool {
-        self.first_in_line().is_some_and(|(p, _)| p >= priority)
+        self.line_blocked
+            || self.first_in_line().is_some_and(|(p, _)| p >= priority)
             || !self.has_room(priority, tasks, bytes)
     }
 
@@ -190,11 +196,12 @@ impl Engine {
     /// True when the first in line fits now (or the line has entries to
     /// drop): the loop should take a turn.
     pub fn has_startable(&self) -> bool {
-        self.line.peek().is_some_and(|(_, Reverse(seq), id)| {
-            self.queued
-                .get(id)
-                .is_none_or(|q| q.seq != *seq || self.has_room(q.priority, q.tasks, q.bytes))
-        })
+        !self.line_blocked
+            && self.line.peek().is_some_and(|(_, Reverse(seq), id)| {
+                self.queued
+                    .get(id)
+                    .is_none_or(|q| q.seq != *seq || self.has_room(q.priority, q.tasks, q.bytes))
+            })
     }
 
     /// Takes the workflows at the head of the line that fit now, together,
@@ -204,6 +211,9 @@ impl Engine {
     /// it wait their turn, even if smaller.
     pub fn take_startable(&mut self, at_most: usize) -> Vec<Arc<str>> {
         let mut taken = Vec::new();
+        if self.line_blocked {
+            return taken;
+        }
         let mut reserved = (0, 0);
         while taken.len() < at_most {
             let Some((_, id)) = self.first_in_line() else {
@@ -221,9 +231,10 @@ impl Engine {
     }
 
     /// Starts a queued workflow taken by [`Engine::take_startable`], with
-    /// its definition as stored: the row becomes `running`, its
-    /// `created_at` kept. One whose `expires_at` has passed meanwhile is
-    /// rejected `expired`.
+    /// its definition as stored: the row becomes `running`, started now
+    /// (`created_at` becomes its start, as for a delayed workflow, so that
+    /// its deadline counts from it across restarts too). One whose
+    /// `expires_at` has passed meanwhile is rejected `expired`.
     pub(super) fn start_queued(&mut self, v: ValidWorkflow, definition: &[u8], now: DateTime<Utc>) {
         let Some((id, q)) = self.queued.remove_entry(v.id.as_str()) else {
             return;
@@ -238,18 +249,26 @@ impl Engine {
             self.end_unstarted(&id, &report, &q.replies, now);
             return;
         }
+        if self.line_blocked || self.queue_bound_rejection(&v).is_some() {
+            // Its task queues would pass `max_queues` now: back to its
+            // place, and the line waits for a running workflow to end.
+            self.line_blocked = true;
+            self.keep_queued(id, q);
+            return;
+        }
         Counters::add(&self.counters.workflows_started, 1);
         self.ops.push(Op::StartWorkflow {
             id: id.clone(),
-            started_at: q.created_at,
+            started_at: now,
         });
-        self.begin(v, definition, q.replies, (q.created_at, now));
+        self.begin(v, definition, q.replies, now);
     }
 
     /// Cancels a queued workflow: it ends `cancelled` without having run.
     /// `None` when `id` is not queued here.
     fn cancel_queued(&mut self, id: &str, now: DateTime<Utc>) -> Option<WorkflowReport> {
         let (id, q) = self.queued.remove_entry(id)?;
+        self.compact_line();
         let report = WorkflowReport {
             name: q.name,
             status: WorkflowStatus::Cancelled,
@@ -267,6 +286,7 @@ impl Engine {
         let Some((id, q)) = self.queued.remove_entry(id) else {
             return false;
         };
+        self.compact_line();
         let report = failed_report(&id, q.name, why, now);
         self.end_unstarted(&id, &report, &q.replies, now);
         true
@@ -292,6 +312,17 @@ impl Engine {
         let q = self.queued.get_mut(&id).expect("present above");
         q.replies.push(reply);
         true
+    }
+
+    /// Drops the line's entries of workflows no longer queued once they
+    /// are more than half of it (cancelled ones behind a head that waits
+    /// long would otherwise pile up): amortised O(1) per cancel.
+    fn compact_line(&mut self) {
+        if self.line.len() > 2 * self.queued.len() + 64 {
+            let queued = &self.queued;
+            self.line
+                .retain(|(_, Reverse(seq), id)| queued.get(id).is_some_and(|q| q.seq == *seq));
+        }
     }
 
     /// The report of a queued workflow.

@@ -162,7 +162,7 @@ fn the_line_goes_by_priority_then_arrival_and_a_large_head_waits_for_its_room() 
 }
 
 #[test]
-fn a_queued_workflow_starts_as_accepted_keeping_its_creation_time() {
+fn a_queued_workflow_starts_as_accepted_its_start_its_created_at() {
     let mut e = budgeted(1);
     accept(&mut e, &wide("first", 1, 0));
     let accepted = Utc::now() - chrono::Duration::seconds(5);
@@ -173,17 +173,27 @@ fn a_queued_workflow_starts_as_accepted_keeping_its_creation_time() {
     finish_dispatched(&mut e);
     assert!(!e.is_active("first"));
     assert!(e.has_startable());
+    assert_eq!(
+        e.unstarted_status("second").unwrap().created_at,
+        Some(accepted),
+        "while queued, created_at is its acceptance"
+    );
+    let before = Utc::now();
     assert_eq!(start_what_fits(&mut e, &[&second]), ["second"]);
     let (ops, out) = e.take_batch();
-    assert!(
-        ops.iter().any(|op| matches!(op, Op::StartWorkflow { id, started_at } if &**id == "second" && *started_at == accepted)),
-        "its row becomes running, created_at kept: {ops:?}"
-    );
+    let started = ops
+        .iter()
+        .find_map(|op| match op {
+            Op::StartWorkflow { id, started_at } if &**id == "second" => Some(*started_at),
+            _ => None,
+        })
+        .expect("its row becomes running");
+    assert!(started >= before, "created_at becomes its start: {started}");
     assert!(
         out.iter()
             .any(|(_, m)| m.routing_key == "workflow.second.running")
     );
-    assert_eq!(e.report("second").unwrap().created_at, Some(accepted));
+    assert_eq!(e.report("second").unwrap().created_at, Some(started));
     assert!(!e.is_queued("second"));
     assert_eq!(dispatched(&mut e).len(), 1);
 }
@@ -286,6 +296,11 @@ fn a_delayed_workflow_that_falls_due_without_room_is_queued() {
         Utc::now(),
     );
     assert!(e.is_queued("later") && !e.is_scheduled("later"));
+    let (ops, _) = e.take_batch();
+    assert!(
+        ops.iter().any(|op| matches!(op, Op::QueueWorkflow { id, report } if &**id == "later" && report.contains("queued"))),
+        "its row becomes queued: {ops:?}"
+    );
     finish_dispatched(&mut e);
     assert_eq!(start_what_fits(&mut e, &[&body]), ["later"]);
     assert!(e.is_active("later"));
@@ -307,4 +322,121 @@ fn past_the_lines_bound_the_engine_says_it_is_full() {
     assert!(!e.queue_full());
     accept(&mut e, &wide("q2", 1, 0));
     assert!(e.queue_full());
+}
+
+#[test]
+fn a_started_queued_workflow_restored_keeps_its_deadline_from_its_start() {
+    let mut e = budgeted(1);
+    accept(&mut e, &wide("first", 1, 0));
+    let accepted = Utc::now() - chrono::Duration::seconds(60);
+    let body = json!({"id": "q", "deadline_ms": 10_000, "tasks": [{"id": "a", "type": "echo"}]});
+    accept_at(&mut e, &body, accepted);
+    assert!(e.is_queued("q"));
+    e.take_batch();
+    finish_dispatched(&mut e);
+    assert_eq!(start_what_fits(&mut e, &[&body]), ["q"]);
+    let (ops, _) = e.take_batch();
+    let started = ops
+        .iter()
+        .find_map(|op| match op {
+            Op::StartWorkflow { id, started_at } if &**id == "q" => Some(*started_at),
+            _ => None,
+        })
+        .unwrap();
+    e.fire_due(started.timestamp_millis() + 1_000);
+    assert!(e.is_active("q"), "within its deadline");
+    // A restart rebuilds it from its row, whose created_at is its start.
+    let mut r = budgeted(1);
+    r.restore(crate::batch::RunningWorkflow {
+        id: "q".into(),
+        seq: 2,
+        definition: body.to_string().into_bytes(),
+        created_at: started,
+        tasks: Vec::new(),
+        replies: Vec::new(),
+        runs: Vec::new(),
+    })
+    .unwrap();
+    r.fire_due(started.timestamp_millis() + 1_000);
+    assert!(r.is_active("q"), "restored, still within its deadline");
+    r.fire_due(started.timestamp_millis() + 10_001);
+    assert!(
+        !r.is_active("q"),
+        "its deadline passes 10 s after its start"
+    );
+}
+
+#[test]
+fn queued_workflows_start_only_within_max_queues_and_keep_their_places() {
+    let cfg = EngineConfig {
+        bounds: Bounds {
+            max_active_tasks: 10,
+            max_queues: 2,
+            ..Bounds::default()
+        },
+        ..config(1_000)
+    };
+    let mut e = Engine::new(cfg, Arc::default());
+    let on = |id: &str, n: usize, queue: &str| -> Value {
+        let tasks: Vec<Value> = (0..n)
+            .map(|i| json!({"id": format!("t{i}"), "type": "echo", "queue": queue}))
+            .collect();
+        json!({"id": id, "tasks": tasks})
+    };
+    let (w0, w1, w2, w3) = (
+        on("w0", 4, "a"),
+        on("w1", 4, "a"),
+        on("w2", 1, "b"),
+        on("w3", 1, "c"),
+    );
+    for w in [&w0, &w1, &w2, &w3] {
+        accept(&mut e, w);
+    }
+    assert!(e.is_queued("w2") && e.is_queued("w3"));
+    for m in dispatched(&mut e) {
+        if m.workflow_id == "w1" {
+            e.on_result(result(&m, true, false, json!(1)), Utc::now())
+                .unwrap();
+        }
+    }
+    assert!(!e.is_active("w1") && e.is_active("w0"));
+    let bodies = [&w2, &w3];
+    start_what_fits(&mut e, &bodies);
+    assert!(e.is_active("w2"), "a and b: within 2");
+    assert!(e.is_queued("w3"), "c would make 3 queues: back in line");
+    assert!(e.queue_users.len() <= 2, "{:?}", e.queue_users.keys());
+    assert!(!e.has_startable(), "the line waits for a workflow to end");
+    accept(&mut e, &on("w4", 1, "a"));
+    assert!(e.is_queued("w4"), "behind w3: order is kept");
+    // w2 ends: its queue frees, w3 starts, then w4.
+    for m in dispatched(&mut e) {
+        if m.workflow_id == "w2" {
+            e.on_result(result(&m, true, false, json!(1)), Utc::now())
+                .unwrap();
+        }
+    }
+    assert!(e.has_startable());
+    let w4 = on("w4", 1, "a");
+    assert_eq!(start_what_fits(&mut e, &[&w2, &w3, &w4]), ["w3", "w4"]);
+    assert!(e.is_active("w3") && e.is_active("w4"));
+}
+
+#[test]
+fn cancelled_queued_workflows_do_not_pile_up_in_the_line() {
+    let mut e = budgeted(1);
+    accept(&mut e, &wide("first", 1, 0));
+    accept(&mut e, &wide("head", 1, 0));
+    for i in 0..10_000 {
+        let id = format!("q{i}");
+        accept(&mut e, &wide(&id, 1, 0));
+        e.cancel_unstarted(&id, Utc::now()).unwrap();
+        e.take_batch();
+    }
+    assert_eq!(e.queued_len(), 1);
+    assert!(
+        e.line.len() <= 2 * e.queued_len() + 64,
+        "the line holds {} entries for {} queued workflow(s)",
+        e.line.len(),
+        e.queued_len()
+    );
 }

@@ -165,6 +165,11 @@ impl Engine {
             return;
         }
         if self.must_queue(v.priority, v.tasks.len(), definition.len()) {
+            let report = super::queued::queued_report(&id, v.name.clone(), now, v.tasks.len());
+            self.ops.push(Op::QueueWorkflow {
+                id: id.clone(),
+                report: String::from_utf8_lossy(&to_json(&report)).into_owned(),
+            });
             self.enqueue(&v, definition.len(), now, s.replies);
             return;
         }
@@ -173,7 +178,7 @@ impl Engine {
             id: id.clone(),
             started_at: now,
         });
-        self.begin(v, definition, s.replies, (now, now));
+        self.begin(v, definition, s.replies, now);
     }
 
     /// Cancels a workflow waiting for its start: it ends `cancelled`

@@ -499,10 +499,14 @@ pub(super) async fn cancel(
     };
     match s.store.lookup(vec![id.clone()]).await {
         Ok(mut found) => match found.pop().flatten() {
+            // Ended: its final report. (A scheduled or queued workflow's
+            // row has a report too, but it has not ended.)
             Some(Known {
                 report: Some(ended),
-                ..
-            }) => report(ended.into_bytes()),
+                status,
+            }) if WorkflowStatus::parse(&status).is_some_and(WorkflowStatus::is_final) => {
+                report(ended.into_bytes())
+            }
             Some(_) if elsewhere => error(
                 StatusCode::CONFLICT,
                 format!(

@@ -391,6 +391,12 @@ impl Db {
                         finished
                     ])?;
                 }
+                Op::QueueWorkflow { id, report } => {
+                    tx.prepare_cached(
+                        "UPDATE workflows SET status = 'queued', report = ?2 WHERE id = ?1",
+                    )?
+                    .execute(params![&**id, report])?;
+                }
                 Op::StartWorkflow { id, started_at } => {
                     tx.prepare_cached(
                         "UPDATE workflows SET status = 'running', report = NULL, created_at = ?2 WHERE id = ?1",

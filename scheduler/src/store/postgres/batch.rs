@@ -29,6 +29,8 @@ pub(super) struct Batch<'a> {
     wf_created: Vec<DateTime<Utc>>,
     wf_finished: Vec<Option<DateTime<Utc>>>,
 
+    queue_id: Vec<&'a str>,
+    queue_report: Vec<&'a str>,
     start_id: Vec<&'a str>,
     start_at: Vec<DateTime<Utc>>,
     fin_id: Vec<&'a str>,
@@ -119,6 +121,10 @@ impl<'a> Batch<'a> {
                     b.wf_finished.push(status.is_final().then_some(*created_at));
                     b.wf_report.push(report.as_deref());
                     b.wf_created.push(*created_at);
+                }
+                Op::QueueWorkflow { id, report } => {
+                    b.queue_id.push(id);
+                    b.queue_report.push(report);
                 }
                 Op::StartWorkflow { id, started_at } => {
                     b.start_id.push(id);
@@ -280,6 +286,14 @@ impl<'a> Batch<'a> {
                     &self.wf_created,
                     &self.wf_finished,
                 ],
+            ));
+        }
+        if !self.queue_id.is_empty() {
+            stmts.push((
+                "UPDATE workflows w SET status = 'queued', report = q.report
+                 FROM unnest($1::text[], $2::text[]) AS q(id, report)
+                 WHERE w.id = q.id",
+                vec![&self.queue_id, &self.queue_report],
             ));
         }
         if !self.start_id.is_empty() {
