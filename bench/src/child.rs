@@ -26,6 +26,10 @@ pub async fn scheduler(addr: String, c: ChildArgs) -> anyhow::Result<()> {
         requests_prefetch: c
             .requests_prefetch
             .unwrap_or(warren_scheduler::SchedulerConfig::default().requests_prefetch),
+        retention: match &c.retention {
+            Some(r) => retention(r).map_err(anyhow::Error::msg)?,
+            None => None,
+        },
         bounds: warren_scheduler::config::Bounds {
             max_active_tasks: c
                 .max_active_tasks
@@ -49,13 +53,33 @@ pub async fn scheduler(addr: String, c: ChildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A retention as the scheduler reads `WARREN_RETENTION`: `90s`, `10m`
+/// ..., or `0` or `forever` for none (`None`).
+pub fn retention(s: &str) -> Result<Option<Duration>, String> {
+    match s {
+        "0" | "forever" => Ok(None),
+        d => warren_shared::cli::duration_ms(d).map(|ms| Some(Duration::from_millis(ms))),
+    }
+}
+
 /// Runs a worker with the bench's handlers until SIGTERM.
 pub async fn worker(addr: String, c: ChildArgs) -> anyhow::Result<()> {
     // `noop`, `charge` (sleeps `input.ms`; its output is how many
     // `charge` tasks this worker was running when it started, itself
-    // included) and the built-ins (`sleep` for the scheduling scenarios).
+    // included), `flaky` (its first `input.fail_attempts` attempts fail,
+    // retryably; the soak's retried and failing workflows) and the
+    // built-ins (`sleep` for the scheduling scenarios).
     let mut registry = warren_worker::Registry::with_builtins();
     registry.register("noop", |_ctx| async move { Ok(Value::Null) });
+    registry.register("flaky", |ctx| async move {
+        let fail = ctx.input.get("fail_attempts").and_then(Value::as_u64);
+        match fail {
+            Some(n) if u64::from(ctx.attempt) <= n => Err(warren_worker::HandlerError::retryable(
+                format!("attempt {} of the first {n}, which fail", ctx.attempt),
+            )),
+            _ => Ok(Value::Null),
+        }
+    });
     let charges = Arc::new(std::sync::atomic::AtomicU64::new(0));
     registry.register("charge", move |ctx| {
         let charges = charges.clone();

@@ -42,6 +42,9 @@ pub struct Setup {
     pub http_addr: Option<std::net::SocketAddr>,
     /// The scheduler's prefetch of workflow requests (default Warren's).
     pub requests_prefetch: Option<u16>,
+    /// How long the scheduler keeps ended workflows (`WARREN_RETENTION`,
+    /// as `90s`, `10m` ...; default for ever, as the bench always did).
+    pub retention: Option<String>,
 }
 
 impl Setup {
@@ -58,6 +61,7 @@ impl Setup {
             max_map_width: None,
             http_addr: None,
             requests_prefetch: None,
+            retention: None,
         }
     }
 }
@@ -95,6 +99,9 @@ impl Deployment {
         if let Some(n) = setup.requests_prefetch {
             args.extend(["--requests-prefetch".to_owned(), n.to_string()]);
         }
+        if let Some(r) = &setup.retention {
+            args.extend(["--retention".to_owned(), r.clone()]);
+        }
         if let Some(a) = setup.http_addr {
             args.extend(["--http-addr".to_owned(), a.to_string()]);
         }
@@ -129,6 +136,16 @@ impl Deployment {
         )?;
         self.workers.push(w);
         Ok(())
+    }
+
+    /// The directory of the logs and of the SQLite store (`warren.db`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The workers' process ids.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().map(Child::pid).collect()
     }
 
     /// CPU seconds used so far by the scheduler and by the workers.

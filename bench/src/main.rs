@@ -32,11 +32,14 @@
 //!   fall due at once.
 //! - `schedules`: 1,000 schedules firing every second for a minute: each
 //!   slot fired once, and how late each firing's workflow is accepted.
+//! - `soak`: a steady mixed load for 30 minutes with a short retention:
+//!   throughput, latency, RSS and store size per minute, and verdicts on
+//!   whether they stay flat (not part of `all`).
 //!
 //! Layout: this file holds the flags and starts a run or a child;
 //! `rounds` runs the ceiling and the scenarios round after round and takes
 //! the medians; `ceiling` is the bare-lapin pipeline; `scenarios` (with
-//! `throughput`, `policy`, `stores`, `backlog`, `delayed` and `schedules` under it) are Warren's; `deployment`
+//! `throughput`, `policy`, `stores`, `backlog`, `delayed`, `schedules` and `soak` under it) are Warren's; `deployment`
 //! starts and stops the children (through warren-harness); `child` is what
 //! a child runs; `figures` holds a figure, the statistics, and the summary
 //! table and JSON.
@@ -64,7 +67,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Every scenario, then the summary table and JSON.
+    /// Every scenario but the soak, then the summary table and JSON.
     All(Opts),
     /// Only the broker ceiling.
     Ceiling(Opts),
@@ -215,6 +218,28 @@ struct Opts {
     /// scenario (default Warren's, 64).
     #[arg(long)]
     schedules_prefetch: Option<u16>,
+    /// How long the soak offers its load (`30m`, `2m`, `90s`).
+    #[arg(long, default_value = "30m", value_parser = duration)]
+    soak_duration: std::time::Duration,
+    /// Workflows the soak submits per second, at a steady pace that does
+    /// not wait for outcomes (a mix of diamonds, chains of 10, fan-outs of
+    /// 100, retried and failing workflows: 15.3 tasks each on average).
+    #[arg(long, default_value_t = 40.0)]
+    soak_rate: f64,
+    /// The soak's reporting interval (a row of figures each).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    soak_interval: std::time::Duration,
+    /// The scheduler's retention in the soak (WARREN_RETENTION: `20s`,
+    /// `1m`, or `forever`, to watch the store grow).
+    #[arg(long, default_value = "1m")]
+    soak_retention: String,
+    /// Run the soak on PostgreSQL (`--pg-url`), not SQLite.
+    #[arg(long)]
+    soak_pg: bool,
+    /// Where the soak writes its figures per interval and its verdicts
+    /// (JSON, which bench/soak_plot.py draws).
+    #[arg(long, default_value = "soak-series.json")]
+    soak_series: PathBuf,
     /// Worker concurrency (= prefetch); the default is the ceiling
     /// worker's prefetch, so both pipelines may hold as much in flight.
     #[arg(long, default_value_t = 256)]
@@ -256,6 +281,14 @@ struct ChildArgs {
     /// The scheduler's store (default: SQLite in `dir`).
     #[arg(long)]
     store: Option<String>,
+    /// How long the scheduler keeps ended workflows (default for ever).
+    #[arg(long)]
+    retention: Option<String>,
+}
+
+/// A duration flag: `1500ms`, `90s`, `10m`, `2h`.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    warren_shared::cli::duration_ms(s).map(std::time::Duration::from_millis)
 }
 
 fn main() -> std::process::ExitCode {
@@ -274,7 +307,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Scheduler(c) => child::scheduler(addr, c).await,
             Cmd::Worker(c) => child::worker(addr, c).await,
-            Cmd::All(o) => rounds::run(addr, o, Scenario::value_variants()).await,
+            Cmd::All(o) => rounds::run(addr, o, &Scenario::in_all()).await,
             Cmd::Ceiling(o) => rounds::run(addr, o, &[]).await,
             Cmd::One(one) => rounds::run(addr, one.opts, &[one.scenario]).await,
         }

@@ -5,13 +5,15 @@
 //! returns its figures: `throughput` measures Warren beside the ceiling,
 //! `policy` the scheduling policy, `stores` SQLite beside PostgreSQL,
 //! `backlog` the memory budget, `delayed` delayed starts, `schedules`
-//! schedules' firing lateness.
+//! schedules' firing lateness, `soak` a steady load over a long while
+//! (which `all` leaves out: it lasts 30 minutes).
 
 mod backlog;
 mod delayed;
 mod huge;
 mod policy;
 mod schedules;
+mod soak;
 mod stores;
 mod throughput;
 
@@ -57,6 +59,10 @@ pub enum Scenario {
     /// 1,000 schedules firing every second for a minute: each slot once,
     /// and how late each firing's workflow is accepted.
     Schedules,
+    /// A steady mixed load for 30 minutes with a short retention:
+    /// throughput, latency, RSS and store size per minute, and whether
+    /// they stay flat (not part of `all`).
+    Soak,
 }
 
 impl Scenario {
@@ -77,7 +83,18 @@ impl Scenario {
             Scenario::Backlog => backlog::backlog(addr, o, c).await,
             Scenario::Delayed => delayed::delayed(addr, o, c).await,
             Scenario::Schedules => schedules::schedules(addr, o, c).await,
+            Scenario::Soak => soak::soak(addr, o, c).await,
         }
+    }
+
+    /// The scenarios `all` runs: every one but the soak, which is long.
+    pub fn in_all() -> Vec<Scenario> {
+        use clap::ValueEnum;
+        Scenario::value_variants()
+            .iter()
+            .copied()
+            .filter(|s| *s != Scenario::Soak)
+            .collect()
     }
 }
 
