@@ -22,7 +22,7 @@ use crate::{
     Opts,
     ceiling::Ceiling,
     deployment::{Deployment, Setup},
-    figures::Figure,
+    figures::{Figure, percentile},
 };
 use anyhow::bail;
 use mix::{Kind, Pace};
@@ -104,7 +104,7 @@ pub async fn soak(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figur
     );
     let series = drive(&d, &plan, http).await;
     d.stop().await?;
-    let series = series?;
+    let (series, about) = series?;
 
     let rows = series.rows();
     let totals = series.totals();
@@ -123,6 +123,8 @@ pub async fn soak(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figur
         "when": chrono::Utc::now().to_rfc3339(),
         "commit": std::env::var("WARREN_COMMIT").ok(),
         "store": if plan.pg.is_some() { "postgres" } else { "sqlite" },
+        "postgres_autovacuum": about["postgres_autovacuum"],
+        "latency_by_kind": about["latency_by_kind"],
         "offered_per_s": plan.pace.rate(),
         "interval_s": plan.interval.as_secs_f64(),
         "retention": o.soak_retention,
@@ -148,8 +150,13 @@ pub async fn soak(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figur
     Ok(figures(&plan, &rows, &totals))
 }
 
-/// Runs the load on `d` and returns its figures.
-async fn drive(d: &Deployment, plan: &Plan, http: std::net::SocketAddr) -> anyhow::Result<Series> {
+/// Runs the load on `d` and returns its figures, with what else the JSON
+/// tells: each kind's latency, and PostgreSQL's autovacuum setting.
+async fn drive(
+    d: &Deployment,
+    plan: &Plan,
+    http: std::net::SocketAddr,
+) -> anyhow::Result<(Series, serde_json::Value)> {
     let up = Instant::now() + Duration::from_secs(60);
     while metrics(http).await.is_err() {
         if Instant::now() > up {
@@ -158,6 +165,12 @@ async fn drive(d: &Deployment, plan: &Plan, http: std::net::SocketAddr) -> anyho
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let probe = Probe::new(d, plan.pg.as_deref(), http).await?;
+    let autovacuum = probe.autovacuum().await;
+    if autovacuum.as_deref() == Some("off") {
+        println!(
+            "  this PostgreSQL runs with autovacuum off: nothing reclaims what retention deletes, so its tables grow"
+        );
+    }
     let client = Arc::new(Client::connect(&d.amqp).await?);
     let (tx, mut rx) = mpsc::unbounded_channel::<End>();
     let n = plan.window.intervals;
@@ -214,10 +227,13 @@ async fn drive(d: &Deployment, plan: &Plan, http: std::net::SocketAddr) -> anyho
     for p in &seen.problems {
         println!("  {p}");
     }
+    let by_kind = seen.by_kind();
+    println!("  latency by kind: {by_kind}");
     if let Ok(c) = Arc::try_unwrap(client) {
         c.close().await;
     }
-    Ok(series)
+    let about = json!({"postgres_autovacuum": autovacuum, "latency_by_kind": by_kind});
+    Ok((series, about))
 }
 
 /// A workflow's end, as its submission reports it.
@@ -248,15 +264,20 @@ async fn submit(
     });
 }
 
-/// The outcomes' bookkeeping beside the series: the first few problems.
+/// The outcomes' bookkeeping beside the series: the first few problems,
+/// and each kind's latencies (ms) over the whole run.
 #[derive(Default)]
 struct Seen {
     problems: Vec<String>,
+    latencies: [Vec<f64>; Kind::ALL.len()],
 }
 
 impl Seen {
     fn record(&mut self, series: &mut Series, start: Instant, end: End) {
         let (t, latency) = (end.at - start, end.at - end.submitted);
+        if end.outcome.is_ok() {
+            self.latencies[end.kind.index()].push(latency.as_secs_f64() * 1e3);
+        }
         let (tasks, how) = match &end.outcome {
             Ok(r) if r.status == end.kind.expected() => (
                 attempts(r),
@@ -281,6 +302,20 @@ impl Seen {
             }
         };
         series.ended(t, latency, tasks, how);
+    }
+
+    /// p50 and p99 latency (ms) of each kind, by name.
+    fn by_kind(&mut self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for k in Kind::ALL {
+            let lat = &mut self.latencies[k.index()];
+            lat.sort_by(f64::total_cmp);
+            out.insert(
+                k.name().into(),
+                json!({"p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99), "count": lat.len()}),
+            );
+        }
+        serde_json::Value::Object(out)
     }
 
     fn note(&mut self, problem: String) {

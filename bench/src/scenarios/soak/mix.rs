@@ -42,6 +42,14 @@ const CHAIN: usize = 10;
 const BACKOFF_MS: u64 = 50;
 
 impl Kind {
+    /// Every kind, in declaration order ([`Kind::index`]).
+    pub const ALL: [Kind; 5] = [D, C, F, R, X];
+
+    /// Its place in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The `i`-th workflow's kind (from 0).
     pub fn of(i: u64) -> Kind {
         PATTERN[(i % PATTERN.len() as u64) as usize]
@@ -166,7 +174,8 @@ mod tests {
 
     #[test]
     fn each_kind_builds_its_workflow() {
-        for k in [D, C, F, R, X] {
+        for (i, k) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i);
             let w = k.workflow(format!("w-{}", k.name()));
             assert_eq!(w["tasks"].as_array().map(Vec::len), Some(k.tasks()));
             assert_eq!(w["id"], json!(format!("w-{}", k.name())));

@@ -90,6 +90,21 @@ impl Probe {
         }
     }
 
+    /// The PostgreSQL server's `autovacuum` setting (`on` or `off`);
+    /// `None` for SQLite. Without autovacuum nothing reclaims the rows
+    /// that retention deletes (nor the old versions of updated rows), so
+    /// the store grows whatever retention does.
+    pub async fn autovacuum(&self) -> Option<String> {
+        let Store::Postgres(client, _) = &self.store else {
+            return None;
+        };
+        client
+            .query_one("SHOW autovacuum", &[])
+            .await
+            .ok()
+            .map(|row| row.get(0))
+    }
+
     /// The scheduler's `warren_store_pruned_total`.
     pub async fn pruned_total(&self) -> Option<u64> {
         gauge(&metrics(self.http).await.ok()?, "warren_store_pruned_total")
