@@ -25,14 +25,22 @@
 //!   is still full, the least recently heard from is dropped (an index by
 //!   arrival order makes that O(log n)). A real worker dropped this way is
 //!   listed again at its next heartbeat.
+//!
+//! It also gives each task queue's capacity ([`WorkerDirectory::capacity`]):
+//! the sum of the `concurrency` of the live workers (running, heard from
+//! within three of their intervals) that consume it, which the dispatch
+//! windows follow (`engine/window.rs`). A heartbeat that changes it (a new
+//! worker, one back from lost, one stopping, another concurrency or set of
+//! queues) wakes whoever waits on [`WorkerDirectory::changes`].
 
 use chrono::{DateTime, Utc};
 use futures_lite::StreamExt;
 use lapin::Connection;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
 };
+use tokio::sync::Notify;
 use warren_shared::{
     Topology,
     wire::{WorkerEntry, WorkerHeartbeat, WorkerState, WorkersReport},
@@ -88,6 +96,23 @@ pub struct WorkerDirectory {
     evicted_total: u64,
     /// Times the whole directory was looked through for the forgotten.
     prunes: u64,
+    /// A heartbeat changed the capacities since they were last read, and
+    /// who is woken when one does.
+    capacity_changed: bool,
+    changes: Arc<Notify>,
+}
+
+/// What the dispatch windows follow: each task queue's capacity, and when
+/// it changes next unless a heartbeat comes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// By task queue, the sum of the `concurrency` of the live workers
+    /// consuming it (a worker naming a queue twice counts once); queues no
+    /// live worker consumes are absent.
+    pub by_queue: HashMap<String, u64>,
+    /// When the first of those workers counts as lost if it sends nothing
+    /// more.
+    pub next_lost: Option<DateTime<Utc>>,
 }
 
 /// Why a heartbeat was not recorded.
@@ -130,6 +155,15 @@ impl WorkerDirectory {
             heartbeat,
             last_seen: now,
         };
+        let before = self
+            .workers
+            .get(&entry.heartbeat.worker_id)
+            .map(|l| &l.entry)
+            .filter(|w| live(w, now));
+        if changes_capacity(before, &entry, now) {
+            self.capacity_changed = true;
+            self.changes.notify_one();
+        }
         if let Some(listed) = self.workers.get_mut(&entry.heartbeat.worker_id) {
             // Heard from again: a new place in the arrival order.
             self.by_arrival.remove(&listed.seq);
@@ -167,6 +201,9 @@ impl WorkerDirectory {
             if let Some(gone) = self.workers.remove(&id) {
                 self.bytes -= gone.bytes;
                 self.evicted_total += 1;
+                // It may have been live: the capacities are read again.
+                self.capacity_changed = true;
+                self.changes.notify_one();
                 // Logged at the 1st, 2nd, 4th, 8th, ... eviction.
                 if self.evicted_total.is_power_of_two() {
                     tracing::warn!(
@@ -241,6 +278,54 @@ impl WorkerDirectory {
         self.evicted_total
     }
 
+    /// Each task queue's capacity as of `now` (see [`Capacity`]). O(the
+    /// listed workers' queues), bounded by the directory's bounds; the
+    /// caller reads it when [`WorkerDirectory::capacity_changed`] says so or
+    /// when `next_lost` has passed, not per heartbeat.
+    pub fn capacity(&mut self, now: DateTime<Utc>) -> Capacity {
+        self.capacity_changed = false;
+        let mut c = Capacity::default();
+        let mut queues: Vec<&str> = Vec::new();
+        for l in self.workers.values() {
+            let w = &l.entry;
+            if !live(w, now) {
+                continue;
+            }
+            let lost_at = chrono::TimeDelta::try_milliseconds(overdue(w))
+                .and_then(|d| w.last_seen.checked_add_signed(d));
+            if let Some(at) = lost_at {
+                c.next_lost = Some(c.next_lost.map_or(at, |n| n.min(at)));
+            }
+            queues.clear();
+            queues.extend(w.heartbeat.queues.iter().map(String::as_str));
+            queues.sort_unstable();
+            queues.dedup();
+            let slots = u64::from(w.heartbeat.concurrency);
+            for q in &queues {
+                match c.by_queue.get_mut(*q) {
+                    Some(sum) => *sum = sum.saturating_add(slots),
+                    None => {
+                        c.by_queue.insert((*q).to_owned(), slots);
+                    }
+                }
+            }
+        }
+        c.by_queue.retain(|_, sum| *sum > 0);
+        c
+    }
+
+    /// True when a heartbeat changed the capacities (or a worker was
+    /// dropped) since [`WorkerDirectory::capacity`] last read them.
+    pub fn capacity_changed(&self) -> bool {
+        self.capacity_changed
+    }
+
+    /// Notified (`notify_one`) whenever [`WorkerDirectory::capacity_changed`]
+    /// becomes true.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changes.clone()
+    }
+
     /// Every worker, by id, with its state as of `now`; forgets those gone
     /// for long.
     pub fn report(&mut self, now: DateTime<Utc>) -> WorkersReport {
@@ -268,6 +353,26 @@ fn silent(w: &WorkerEntry, now: DateTime<Utc>) -> i64 {
 /// Milliseconds of silence after which `w` is lost.
 fn overdue(w: &WorkerEntry) -> i64 {
     MISSED.saturating_mul(i64::try_from(w.heartbeat.interval_ms).unwrap_or(i64::MAX))
+}
+
+/// Whether `w` counts for capacity at `now`: running, and heard from
+/// within three of its intervals.
+fn live(w: &WorkerEntry, now: DateTime<Utc>) -> bool {
+    w.heartbeat.state == WorkerState::Running && silent(w, now) < overdue(w)
+}
+
+/// Whether heartbeat `new` changes the capacities, the worker having been
+/// `before` (when it was live until now).
+fn changes_capacity(before: Option<&WorkerEntry>, new: &WorkerEntry, now: DateTime<Utc>) -> bool {
+    let after = live(new, now);
+    match before {
+        None => after,
+        Some(b) => {
+            !after
+                || b.heartbeat.concurrency != new.heartbeat.concurrency
+                || b.heartbeat.queues != new.heartbeat.queues
+        }
+    }
 }
 
 /// Whether `w` has been gone long enough to be forgotten.
@@ -370,6 +475,93 @@ mod tests {
         assert_eq!(r.bytes, r.workers.values().map(|l| l.bytes).sum::<usize>());
         assert!(r.workers.len() <= MAX_WORKERS_LISTED);
         assert!(r.bytes <= MAX_LISTED_BYTES);
+    }
+
+    /// A heartbeat of worker `id` on `queues` with `concurrency` slots.
+    fn on(id: &str, queues: &[&str], concurrency: u32) -> WorkerHeartbeat {
+        WorkerHeartbeat {
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+            concurrency,
+            ..beat(id, WorkerState::Running)
+        }
+    }
+
+    fn sums(c: &Capacity) -> BTreeMap<&str, u64> {
+        c.by_queue.iter().map(|(q, n)| (q.as_str(), *n)).collect()
+    }
+
+    #[test]
+    fn capacity_sums_the_live_workers_of_each_queue() {
+        let mut r = WorkerDirectory::default();
+        let t0 = Utc::now();
+        // A queue named twice by one worker counts once.
+        r.record(on("a", &["default", "gpu", "default"], 4), t0);
+        r.record(on("b", &["default"], 8), t0);
+        let mut c = on("c", &["gpu"], 2);
+        c.interval_ms = 10_000;
+        r.record(c, t0);
+        r.record(on("idle", &["empty"], 0), t0);
+        let cap = r.capacity(at(t0, 100));
+        assert_eq!(sums(&cap), BTreeMap::from([("default", 12), ("gpu", 6)]));
+        assert_eq!(cap.next_lost, Some(at(t0, 3_000)), "a and b, 3 x 1 s");
+        // Three intervals later a and b are lost: their slots are gone.
+        let cap = r.capacity(at(t0, 3_000));
+        assert_eq!(sums(&cap), BTreeMap::from([("gpu", 2)]));
+        assert_eq!(cap.next_lost, Some(at(t0, 30_000)));
+        // a is heard from again; b says it is stopping: b still counts
+        // for nothing.
+        r.record(on("a", &["default", "gpu"], 4), at(t0, 3_500));
+        let mut b = on("b", &["default"], 8);
+        b.state = WorkerState::Stopping;
+        r.record(b, at(t0, 3_500));
+        assert_eq!(
+            sums(&r.capacity(at(t0, 3_600))),
+            BTreeMap::from([("default", 4), ("gpu", 6)])
+        );
+        // A lost worker's claimed state does not make it live either.
+        let mut d = on("d", &["default"], 100);
+        d.state = WorkerState::Lost;
+        r.record(d, at(t0, 3_700));
+        assert_eq!(sums(&r.capacity(at(t0, 3_800)))["default"], 4);
+        // Nobody left: nothing, and nothing to wait for.
+        let cap = r.capacity(at(t0, 100_000));
+        assert!(cap.by_queue.is_empty() && cap.next_lost.is_none());
+    }
+
+    #[test]
+    fn only_heartbeats_that_change_a_capacity_flag_it() {
+        let mut r = WorkerDirectory::default();
+        let t0 = Utc::now();
+        let changes = r.changes();
+        let flagged = |r: &mut WorkerDirectory, at| {
+            let f = r.capacity_changed();
+            r.capacity(at);
+            f
+        };
+        r.record(on("a", &["default"], 4), t0);
+        assert!(flagged(&mut r, t0), "a new worker");
+        assert!(!flagged(&mut r, t0), "read since");
+        let mut busier = on("a", &["default"], 4);
+        busier.in_flight = 3;
+        r.record(busier, at(t0, 500));
+        assert!(!flagged(&mut r, at(t0, 500)), "only in_flight changed");
+        r.record(on("a", &["default"], 6), at(t0, 1_000));
+        assert!(flagged(&mut r, at(t0, 1_000)), "its concurrency");
+        r.record(on("a", &["default", "gpu"], 6), at(t0, 1_500));
+        assert!(flagged(&mut r, at(t0, 1_500)), "its queues");
+        // Silent past three intervals (lost), then heard from again.
+        r.record(on("a", &["default", "gpu"], 6), at(t0, 5_000));
+        assert!(flagged(&mut r, at(t0, 5_000)), "back from lost");
+        let mut stopping = on("a", &["default", "gpu"], 6);
+        stopping.state = WorkerState::Stopping;
+        r.record(stopping.clone(), at(t0, 5_500));
+        assert!(flagged(&mut r, at(t0, 5_500)), "stopping");
+        r.record(stopping, at(t0, 6_000));
+        assert!(!flagged(&mut r, at(t0, 6_000)), "still stopping");
+        // Whoever waits on the changes was woken (one stored permit).
+        let woken = changes.notified();
+        futures_lite::pin!(woken);
+        assert!(futures_lite::future::block_on(futures_lite::future::poll_once(woken)).is_some());
     }
 
     #[test]
