@@ -257,9 +257,10 @@ struct ChildArgs {
     /// Dispatch a workflow's ready tasks oldest first (for comparison).
     #[arg(long)]
     fifo: bool,
-    /// The scheduler's dispatch window per queue.
-    #[arg(long, default_value_t = 200)]
-    window: usize,
+    /// The scheduler's dispatch window per queue (default: the
+    /// scheduler's own).
+    #[arg(long)]
+    window: Option<usize>,
     /// The scheduler's limits per task type (`type=N,...`).
     #[arg(long, default_value = "")]
     type_limits: String,

@@ -16,10 +16,14 @@ pub struct SchedulerConfig {
     pub store: StoreLocation,
     /// Request size limits.
     pub limits: Limits,
-    /// Most tasks of one queue dispatched and not yet answered (default 200).
-    /// Ready tasks beyond it wait in the scheduler's memory, in the
-    /// scheduling policy's order (rebuilt from the store on restart).
-    pub dispatch_window: usize,
+    /// Most tasks of one queue dispatched and not yet answered, the same
+    /// for every queue (`WARREN_DISPATCH_WINDOW`); `None`, the default:
+    /// each queue's window follows the capacity of its live workers, from
+    /// their heartbeats, and is 200 for a queue no heartbeat names
+    /// (`engine/window.rs`). Ready tasks beyond it wait in the scheduler's
+    /// memory, in the scheduling policy's order (rebuilt from the store on
+    /// restart).
+    pub dispatch_window: Option<usize>,
     /// Added to a task's `timeout_ms` to give the lease after which an
     /// attempt without a result is failed and retried (default 30 s).
     /// Tasks without `timeout_ms` have no lease.
@@ -58,7 +62,7 @@ impl Default for SchedulerConfig {
             amqp: AmqpConfig::default(),
             store: StoreLocation::Sqlite(PathBuf::from("warren.db")),
             limits: Limits::default(),
-            dispatch_window: 200,
+            dispatch_window: None,
             lease_grace: std::time::Duration::from_secs(30),
             requests_prefetch: 64,
             results_prefetch: 2000,

@@ -31,9 +31,12 @@ struct Args {
         hide_env_values = true
     )]
     store: String,
-    /// Most tasks per queue dispatched and not yet answered.
-    #[arg(long, env = "WARREN_DISPATCH_WINDOW", default_value_t = 200)]
-    dispatch_window: usize,
+    /// Most tasks per queue dispatched and not yet answered, for every
+    /// queue. Unset: each queue's window follows the concurrency of the
+    /// live workers consuming it (from their heartbeats), plus one in eight;
+    /// 200 for a queue no heartbeat names.
+    #[arg(long, env = "WARREN_DISPATCH_WINDOW")]
+    dispatch_window: Option<usize>,
     /// Milliseconds added to a task's timeout_ms before an attempt without
     /// a result is failed and retried.
     #[arg(long, env = "WARREN_LEASE_GRACE_MS", default_value_t = 30_000)]

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub requests_waiting: AtomicU64,
     /// Gauge: tasks dispatched and not yet answered, by task queue.
     pub in_flight: Mutex<BTreeMap<String, u64>>,
+    /// Gauge: the dispatch window of each task queue in use (the queues
+    /// of `in_flight`), fixed or following its workers' capacity.
+    pub windows: Mutex<BTreeMap<String, u64>>,
     /// Gauges: running, limit and waiting tasks of each limited task type.
     pub types: Mutex<Vec<TypeUsage>>,
     /// Gauges: each paused task queue and type, with the ready tasks it

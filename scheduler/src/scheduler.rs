@@ -12,6 +12,8 @@
 //! - `step`: one batch: take → apply → commit → publish → ack.
 //! - `request`: parsing and applying a workflow or control request.
 //! - `publisher`: confirmed publishing of the outbox, and forwards.
+//! - `windows`: the workers' capacities, handed to the engine for the
+//!   dispatch windows.
 
 mod consume;
 mod ownership;
@@ -23,6 +25,7 @@ mod schedules;
 mod session;
 mod step;
 mod waiting;
+mod windows;
 
 pub use rerun::check_rerun_fields;
 

@@ -16,7 +16,7 @@ async fn priority_nine_overtakes_an_earlier_priority_zero_backlog() {
     let log = Log::default();
     let gate = Arc::new(Semaphore::new(0));
     let mut config = env.scheduler_config();
-    config.dispatch_window = 1;
+    config.dispatch_window = Some(1);
     let _s = env.scheduler(config);
     let mut registry = recording(&log, "w");
     add_gated(&mut registry, "first", &log, "w", Some(&gate));

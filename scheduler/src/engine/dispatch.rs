@@ -66,7 +66,7 @@ impl Engine {
     }
 
     /// Releases ready tasks into their queues, best first, while each
-    /// queue's in-flight count is under the window.
+    /// queue's in-flight count is under its window (`window.rs`).
     pub fn dispatch(&mut self, now: DateTime<Utc>) {
         self.dispatch_cut = false;
         self.release_parked();
@@ -84,11 +84,14 @@ impl Engine {
             .queues
             .iter()
             .filter(|(name, q)| {
-                q.has_ready() && q.in_flight < self.window && !self.pauses.queue_paused(name)
+                q.has_ready()
+                    && q.in_flight < self.windows.of(name)
+                    && !self.pauses.queue_paused(name)
             })
             .map(|(name, _)| name.clone())
             .collect();
         for name in queues {
+            let window = self.windows.of(&name);
             loop {
                 if self.batch_bytes >= self.bounds.max_batch_bytes {
                     // The batch's messages are held in memory until they
@@ -97,7 +100,7 @@ impl Engine {
                     return;
                 }
                 let q = self.queues.get_mut(&name).expect("listed above");
-                if q.in_flight >= self.window {
+                if q.in_flight >= window {
                     break;
                 }
                 let workflows = &self.workflows;

@@ -26,6 +26,8 @@
 //! - `budget`: what the engine holds (the memory budget, the queues in
 //!   use) and its bounds.
 //! - `pauses`: paused task queues and types, and the ready tasks they hold.
+//! - `window`: each queue's dispatch window, fixed or following the
+//!   capacity of its workers.
 //!
 //! Dependencies between them go one way: `intake` and `outcome` use
 //! `dispatch`, which uses `pauses`, `limits`, `emit`, `queue` and
@@ -65,6 +67,9 @@ mod scheduled;
 pub mod schedules;
 #[cfg(test)]
 mod tests;
+mod window;
+#[cfg(test)]
+mod window_tests;
 mod workflow;
 
 pub use counters::Counters;
@@ -76,6 +81,7 @@ pub use queue::DispatchOrder;
 pub use queued::queued_tasks;
 pub use rerun::{MAX_FROM, MAX_RUNS, RerunAsk, RerunOutcome, still_running};
 pub use retention::{PRUNE_AT_MOST, PRUNE_EVERY_MS};
+pub use window::{DEFAULT_WINDOW, MAX_WINDOW, adaptive_window};
 
 pub use workflow::ReportBounds;
 
@@ -106,8 +112,13 @@ pub struct EngineConfig {
     /// addressed by (default: the default namespace, `warren`).
     pub topology: Topology,
     /// Most tasks of one queue dispatched and not yet answered (default
-    /// 200, as `SchedulerConfig::dispatch_window`; 0 counts as 1).
+    /// 200; 0 counts as 1): every queue's window when `adapt_window` is
+    /// false, else the window of a queue no live worker announces.
     pub window: usize,
+    /// Whether each queue's window follows the capacity of its workers
+    /// (`Engine::set_capacities`; `window.rs`); default true. False when
+    /// the window was set explicitly.
+    pub adapt_window: bool,
     /// Added to a task's `timeout_ms` to give its lease, after which an
     /// attempt without a result is failed (default 30 s).
     pub lease_grace: Duration,
@@ -144,7 +155,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             topology: Topology::new(DEFAULT_NAMESPACE),
-            window: 200,
+            window: window::DEFAULT_WINDOW,
+            adapt_window: true,
             lease_grace: Duration::from_secs(30),
             next_outbox_seq: 0,
             next_workflow_seq: 0,
@@ -167,8 +179,8 @@ type DueRetry = Reverse<(i64, u64, Arc<str>, u32, u32)>;
 pub struct Engine {
     /// The names messages are addressed by.
     topology: Topology,
-    /// Most tasks of one queue in flight.
-    window: usize,
+    /// Most tasks of each queue in flight.
+    windows: window::Windows,
     /// Every running workflow, by id.
     workflows: HashMap<Arc<str>, Workflow>,
     /// Ready tasks and in-flight counts, by task queue.
@@ -352,7 +364,7 @@ impl Engine {
     pub fn new(config: EngineConfig, counters: Arc<Counters>) -> Engine {
         Engine {
             topology: config.topology,
-            window: config.window.max(1),
+            windows: window::Windows::new(config.window, config.adapt_window),
             workflows: HashMap::new(),
             queues: HashMap::new(),
             retries: BinaryHeap::new(),

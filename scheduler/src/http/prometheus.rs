@@ -151,6 +151,19 @@ pub fn render(m: &Metrics) -> String {
             label(queue)
         );
     }
+    family(
+        &mut out,
+        "warren_dispatch_window",
+        "gauge",
+        "Most tasks of the queue kept dispatched and not yet answered: WARREN_DISPATCH_WINDOW when set, else the capacity of the queue's live workers plus one in eight, or 200 when no heartbeat names the queue.",
+    );
+    for (queue, n) in m.windows.lock().expect("not poisoned").iter() {
+        let _ = writeln!(
+            out,
+            "warren_dispatch_window{{queue=\"{}\"}} {n}",
+            label(queue)
+        );
+    }
     let types = m.types.lock().expect("not poisoned").clone();
     for (name, help, value) in [
         (

@@ -2,9 +2,13 @@
 //! partitions from the store, declare, republish the outbox, consume, then
 //! the loop, until shutdown, a fault, or a change of the owned partitions.
 //!
-//! Each turn of the loop waits for the first of: shutdown, the balance
+//! Each turn of the loop first hands the engine the task queues'
+//! capacities if the workers' heartbeats changed them (`windows`; a
+//! window that grew over ready tasks makes the turn dispatch), then waits
+//! for the first of: shutdown, the balance
 //! tick (partitioned stores: the owned partitions may change, which ends
-//! the session at this quiet point, between batches), a delivery, an HTTP
+//! the session at this quiet point, between batches), a change of the
+//! capacities, a delivery, an HTTP
 //! query about a running workflow, the next due timer or progress event,
 //! and the idle flush of published outbox rows. A delivery or timer makes
 //! a batch of whatever else has arrived (see `step`); so does a cancel
@@ -37,6 +41,7 @@ use super::{
     request::{Reply, Request},
     step::{Ctx, LoopState},
     waiting::Waiting,
+    windows::Feed,
 };
 
 /// How long deletions of published outbox rows wait for a batch to ride
@@ -75,6 +80,8 @@ enum Wake {
     Due,
     /// Published outbox rows waited long enough for a batch.
     Flush,
+    /// The workers' capacities may have changed (`windows`).
+    Capacity,
 }
 
 /// What the balance tick found.
@@ -214,7 +221,8 @@ impl Scheduler {
         let mut engine = Engine::new(
             EngineConfig {
                 topology: topology.clone(),
-                window: cfg.dispatch_window,
+                window: cfg.dispatch_window.unwrap_or(crate::engine::DEFAULT_WINDOW),
+                adapt_window: cfg.dispatch_window.is_none(),
                 lease_grace: cfg.lease_grace,
                 next_outbox_seq: recovered.next_outbox_seq,
                 next_workflow_seq: recovered.next_workflow_seq,
@@ -304,9 +312,13 @@ impl Scheduler {
         // The first turn dispatches what the store gave back ready, without
         // waiting for a message to arrive.
         let mut kick = true;
+        let mut capacity = Feed::new(self.workers.clone());
         let outcome = loop {
+            // A window that grew dispatches without waiting for a result.
+            kick |= capacity.update(&mut state.engine);
             self.gauges(&state.engine);
-            let wake = wait(cx, &state.engine, &mut rx, next_balance, &mut kick).await;
+            let timers = (next_balance, &capacity);
+            let wake = wait(cx, &state.engine, &mut rx, timers, &mut kick).await;
             // A cancel from the HTTP endpoint, answered once its batch is
             // done (dropped unanswered if the batch fails).
             let mut cancel = None;
@@ -353,6 +365,7 @@ impl Scheduler {
                     }
                 },
                 Wake::Due => None,
+                Wake::Capacity => continue,
                 Wake::Flush => {
                     let (ops, _) = state.engine.take_batch();
                     store.commit_relaxed(ops).await?;
@@ -461,18 +474,20 @@ impl Scheduler {
             .schedules
             .store(engine.schedules_len() as u64, Ordering::Relaxed);
         *self.metrics.in_flight.lock().expect("not poisoned") = engine.in_flight_by_queue();
+        *self.metrics.windows.lock().expect("not poisoned") = engine.window_by_queue();
         *self.metrics.types.lock().expect("not poisoned") = engine.type_usage();
         *self.metrics.paused.lock().expect("not poisoned") = engine.pause_usage();
     }
 }
 
 /// Waits for the loop's next reason to act, in this order of precedence.
-/// `next_balance` is the next balance tick, if partitioned.
+/// `next_balance` is the next balance tick, if partitioned; `capacity`
+/// says when the workers' capacities are to be read again.
 async fn wait(
     cx: &mut SessionContext<'_>,
     engine: &Engine,
     rx: &mut mpsc::Receiver<Inbound>,
-    next_balance: Option<tokio::time::Instant>,
+    (next_balance, capacity): (Option<tokio::time::Instant>, &Feed),
     kick: &mut bool,
 ) -> Wake {
     let due = match (engine.next_due_ms(), engine.next_progress_ms()) {
@@ -488,6 +503,9 @@ async fn wait(
         biased;
         () = cx.shutdown.cancelled() => Wake::Stopped,
         () = sleep_until_opt(next_balance) => Wake::Balance,
+        // Before deliveries, which may never pause under load.
+        () = capacity.changed() => Wake::Capacity,
+        () = sleep_until_opt(capacity.next()) => Wake::Capacity,
         msg = rx.recv() => Wake::Inbound(msg),
         Some(q) = cx.queries.recv() => Wake::Query(q),
         () = sleep_opt(wait_due) => Wake::Due,

@@ -1,0 +1,115 @@
+//! The dispatch window of each task queue: the most tasks of the queue
+//! this scheduler keeps dispatched and not yet answered.
+//!
+//! Set explicitly (`WARREN_DISPATCH_WINDOW`), it is every queue's. Left
+//! unset, it follows the queue's *capacity*, which the session hands over
+//! from the workers' heartbeats ([`Engine::set_capacities`]; computed in
+//! `workers.rs`): the sum of the `concurrency` of the live workers that
+//! consume the queue. The window is that capacity plus a slack of one
+//! task in eight (at least one), at most [`MAX_WINDOW`]
+//! ([`adaptive_window`]). So the tasks the workers can run are in their
+//! hands, a few more wait in the broker queue to be taken the moment a
+//! slot frees (instead of the slot idling for the scheduler's round trip
+//! of result, commit and dispatch), and the rest wait here, where the
+//! scheduling policy orders them. A queue that no live worker's heartbeat
+//! names (no worker yet, or workers that send none) gets the fixed
+//! [`DEFAULT_WINDOW`], as before windows adapted.
+//!
+//! A window that shrinks below the queue's in-flight count strands
+//! nothing: the tasks in flight run and answer as before, and the queue
+//! dispatches again once fewer than the new window are in flight. One that
+//! grows is reported to the caller, whose loop then dispatches without
+//! waiting for a result to wake it.
+
+use super::Engine;
+use std::collections::{BTreeMap, HashMap};
+
+/// The window of a queue no heartbeat names, and of every queue when
+/// windows do not adapt and none is configured.
+pub const DEFAULT_WINDOW: usize = 200;
+
+/// The largest adaptive window: a heartbeat is anyone's to send (with the
+/// broker permission to publish on the events exchange), so a worker
+/// claiming a concurrency of a billion moves a queue's window only up to
+/// here. An explicit `WARREN_DISPATCH_WINDOW` is not capped.
+pub const MAX_WINDOW: usize = 10_000;
+
+/// The window of a queue whose live workers have `capacity` slots in all:
+/// the capacity and one task in eight more (at least one), within
+/// [`MAX_WINDOW`]; the default for a capacity of 0.
+pub fn adaptive_window(capacity: u64) -> usize {
+    if capacity == 0 {
+        return DEFAULT_WINDOW;
+    }
+    let c = usize::try_from(capacity)
+        .unwrap_or(usize::MAX)
+        .min(MAX_WINDOW);
+    c.saturating_add(c.div_ceil(8)).min(MAX_WINDOW)
+}
+
+/// Each queue's window: fixed, or adapting to the capacities last given.
+#[derive(Debug)]
+pub(super) struct Windows {
+    /// The configured window (0 counts as 1): every queue's when windows
+    /// do not adapt, else the window of a queue without capacity.
+    fixed: usize,
+    /// False when the window was set explicitly.
+    adapt: bool,
+    /// Capacity by queue, as last given (only queues with some).
+    capacity: HashMap<String, u64>,
+}
+
+impl Windows {
+    pub(super) fn new(fixed: usize, adapt: bool) -> Windows {
+        Windows {
+            fixed: fixed.max(1),
+            adapt,
+            capacity: HashMap::new(),
+        }
+    }
+
+    /// The window of `queue`.
+    pub(super) fn of(&self, queue: &str) -> usize {
+        match self.capacity.get(queue) {
+            Some(&c) if self.adapt => adaptive_window(c),
+            _ => self.fixed,
+        }
+    }
+}
+
+impl Engine {
+    /// Sets every task queue's capacity: the sum of the `concurrency` of
+    /// the live workers consuming it (a queue not listed has none, and
+    /// gets the fixed window). Without effect when the window was set
+    /// explicitly. True when some queue with ready tasks may now dispatch
+    /// more than before: the caller should dispatch (a batch of nothing
+    /// does) rather than wait for a result.
+    pub fn set_capacities(&mut self, capacity: HashMap<String, u64>) -> bool {
+        let before: Vec<(String, usize)> = self
+            .queues
+            .iter()
+            .filter(|(name, q)| q.has_ready() && !self.pauses.queue_paused(name))
+            .map(|(name, _)| (name.clone(), self.windows.of(name)))
+            .collect();
+        self.windows.capacity = capacity;
+        self.windows.capacity.retain(|_, c| *c > 0);
+        before.into_iter().any(|(name, old)| {
+            let new = self.windows.of(&name);
+            new > old && self.queues.get(&name).is_some_and(|q| q.in_flight < new)
+        })
+    }
+
+    /// The dispatch window of `queue` now.
+    pub fn window(&self, queue: &str) -> usize {
+        self.windows.of(queue)
+    }
+
+    /// The window of each task queue in use (those
+    /// [`Engine::in_flight_by_queue`] lists), for the gauge.
+    pub fn window_by_queue(&self) -> BTreeMap<String, u64> {
+        self.queues
+            .keys()
+            .map(|name| (name.clone(), self.windows.of(name) as u64))
+            .collect()
+    }
+}

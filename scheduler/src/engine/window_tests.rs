@@ -1,0 +1,169 @@
+//! Unit tests of the dispatch windows (`window.rs`): fixed, or following
+//! the capacity the session hands over from the workers' heartbeats.
+
+use super::tests::{config, dispatched, engine, result, submit};
+use super::*;
+use serde_json::{Value, json};
+use warren_shared::wire::TaskMessage;
+
+/// A workflow `id` of `n` independent tasks on queue `queue`.
+fn independent(id: &str, queue: &str, n: usize) -> Value {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "type": "echo", "queue": queue}))
+        .collect();
+    json!({"id": id, "tasks": tasks})
+}
+
+fn capacity(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+    pairs.iter().map(|(q, c)| ((*q).to_owned(), *c)).collect()
+}
+
+/// Answers each of `msgs` with a success.
+fn answer(e: &mut Engine, msgs: &[TaskMessage]) {
+    for m in msgs {
+        e.on_result(result(m, true, false, json!(null)), Utc::now())
+            .expect("the attempt's token");
+    }
+}
+
+#[test]
+fn the_adaptive_window_is_the_capacity_and_one_in_eight_within_the_cap() {
+    let check = |capacity: u64, expected: usize| {
+        assert_eq!(adaptive_window(capacity), expected, "capacity {capacity}");
+    };
+    check(0, DEFAULT_WINDOW);
+    check(1, 2);
+    check(4, 5);
+    check(8, 9);
+    check(9, 11);
+    check(64, 72);
+    check(256, 288);
+    check(8_888, 9_999);
+    check(8_889, MAX_WINDOW);
+    check(MAX_WINDOW as u64, MAX_WINDOW);
+    check(u64::from(u32::MAX) * 10_000, MAX_WINDOW);
+    check(u64::MAX, MAX_WINDOW);
+}
+
+#[test]
+fn without_capacity_a_queue_has_the_fixed_default() {
+    let mut e = Engine::new(EngineConfig::default(), Arc::default());
+    submit(&mut e, independent("w", "default", 300));
+    // Another queue's capacity changes nothing here.
+    assert!(!e.set_capacities(capacity(&[("gpu", 4)])));
+    assert_eq!(dispatched(&mut e).len(), DEFAULT_WINDOW);
+    assert_eq!(e.window("default"), DEFAULT_WINDOW);
+    assert_eq!(e.window("gpu"), 5);
+    // A queue whose workers all went (absent, or 0) is back to the default.
+    e.set_capacities(capacity(&[("default", 4)]));
+    assert_eq!(e.window("default"), 5);
+    e.set_capacities(capacity(&[("default", 0)]));
+    assert_eq!(e.window("default"), DEFAULT_WINDOW);
+    e.set_capacities(HashMap::new());
+    assert_eq!(e.window("gpu"), DEFAULT_WINDOW);
+}
+
+#[test]
+fn the_window_follows_the_capacity_and_growth_dispatches() {
+    let mut e = engine(200);
+    submit(&mut e, independent("w", "default", 100));
+    // Known before the first dispatch: 4 slots, window 5.
+    assert!(
+        !e.set_capacities(capacity(&[("default", 4)])),
+        "from the default 200 down to 5: nothing more to dispatch"
+    );
+    let first = dispatched(&mut e);
+    assert_eq!(first.len(), 5);
+    assert_eq!(e.window_by_queue(), BTreeMap::from([("default".into(), 5)]));
+    assert!(dispatched(&mut e).is_empty(), "the window is full");
+    // A second worker of 12 slots: 16 slots, window 18. The engine says
+    // so, and the next dispatch fills the window without any result.
+    assert!(e.set_capacities(capacity(&[("default", 16)])));
+    let more = dispatched(&mut e);
+    assert_eq!(more.len(), 13);
+    assert_eq!(e.in_flight_by_queue()["default"], 18);
+    // The same capacity again, or a larger one over a queue with nothing
+    // ready, is no reason to dispatch.
+    assert!(!e.set_capacities(capacity(&[("default", 16)])));
+    let mut idle = engine(200);
+    submit(&mut idle, independent("i", "default", 2));
+    assert_eq!(dispatched(&mut idle).len(), 2);
+    assert!(!idle.set_capacities(capacity(&[("default", 64)])));
+}
+
+#[test]
+fn a_shrinking_window_strands_nothing() {
+    let mut e = engine(200);
+    submit(&mut e, independent("w", "default", 30));
+    e.set_capacities(capacity(&[("default", 16)]));
+    let running = dispatched(&mut e);
+    assert_eq!(running.len(), 18);
+    // The second worker goes: 4 slots, window 5, 18 in flight.
+    assert!(!e.set_capacities(capacity(&[("default", 4)])));
+    assert!(dispatched(&mut e).is_empty(), "over the window: none more");
+    // The tasks in flight are answered as before; the queue dispatches
+    // again once fewer than 5 are in flight.
+    answer(&mut e, &running[..13]);
+    assert!(
+        dispatched(&mut e).is_empty(),
+        "5 in flight: the window is full"
+    );
+    answer(&mut e, &running[13..14]);
+    let next = dispatched(&mut e);
+    assert_eq!(next.len(), 1);
+    answer(&mut e, &running[14..]);
+    let mut pending = next;
+    pending.extend(dispatched(&mut e));
+    assert_eq!(pending.len(), 5);
+    // And the workflow runs to its end, each task once.
+    let mut done = running.len();
+    while !pending.is_empty() {
+        assert!(pending.len() <= 5);
+        answer(&mut e, &pending);
+        done += pending.len();
+        pending = dispatched(&mut e);
+    }
+    assert_eq!(done, 30);
+    assert!(!e.is_active("w"));
+}
+
+#[test]
+fn an_explicit_window_wins_over_any_capacity() {
+    let mut e = Engine::new(
+        EngineConfig {
+            adapt_window: false,
+            ..config(3)
+        },
+        Arc::default(),
+    );
+    submit(&mut e, independent("w", "default", 20));
+    assert!(!e.set_capacities(capacity(&[("default", 100)])));
+    assert_eq!(e.window("default"), 3);
+    assert_eq!(dispatched(&mut e).len(), 3);
+    assert!(!e.set_capacities(capacity(&[("default", 1)])));
+    assert_eq!(e.window("default"), 3);
+}
+
+#[test]
+fn a_forged_concurrency_moves_the_window_only_up_to_the_cap() {
+    let mut e = engine(200);
+    submit(&mut e, independent("w", "default", MAX_WINDOW + 50));
+    assert!(e.set_capacities(capacity(&[("default", u64::from(u32::MAX) * 10_000)])));
+    assert_eq!(e.window("default"), MAX_WINDOW);
+    assert_eq!(dispatched(&mut e).len(), MAX_WINDOW);
+}
+
+#[test]
+fn growth_over_a_paused_queue_does_not_ask_for_a_dispatch() {
+    let mut e = engine(200);
+    submit(&mut e, independent("w", "default", 20));
+    e.set_capacities(capacity(&[("default", 1)]));
+    assert_eq!(dispatched(&mut e).len(), 2);
+    e.set_pauses(&[crate::pauses::Pause {
+        kind: crate::pauses::PauseKind::Queue,
+        name: "default".into(),
+        since: Utc::now(),
+    }]);
+    assert!(!e.set_capacities(capacity(&[("default", 8)])));
+    assert!(dispatched(&mut e).is_empty());
+}
