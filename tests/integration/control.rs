@@ -110,7 +110,11 @@ async fn cancel_stops_running_tasks_and_the_rest_never_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_workflows_queued_tasks_do_not_run() {
     let mut env = Env::new().await;
-    let scheduler = env.scheduler(env.scheduler_config());
+    // A fixed window, so that all five go to the broker's queue (one
+    // following the worker's single slot would keep three here).
+    let mut config = env.scheduler_config();
+    config.dispatch_window = Some(200);
+    let scheduler = env.scheduler(config);
     let log = Log::default();
     let gate = Arc::new(Semaphore::new(0));
     let mut registry = Registry::with_builtins();

@@ -33,4 +33,5 @@ mod schedules;
 mod support;
 mod tls;
 mod validation;
+mod window;
 mod wire;

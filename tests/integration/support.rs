@@ -160,6 +160,9 @@ impl Env {
         let mut config = self.scheduler_config();
         config.http_addr = Some("127.0.0.1:0".parse().unwrap());
         config.type_limits = vec![("gated".into(), 10)];
+        // A fixed window: the page's tests count tasks dispatched past the
+        // worker's 4 slots (up to the type's limit of 10).
+        config.dispatch_window = Some(200);
         let scheduler = self.scheduler(config);
         let gate = Arc::new(Semaphore::new(0));
         let mut registry = Registry::with_builtins();

@@ -1,0 +1,142 @@
+//! Dispatch windows that follow the workers' capacity (no
+//! `WARREN_DISPATCH_WINDOW`): a queue served by one heartbeating worker of
+//! concurrency 2 has 3 tasks in flight (2 + one in eight, at least one),
+//! not the fixed 200; a second worker of 4 makes the scheduler dispatch
+//! more without any task ending.
+
+use crate::support::{Env, Log, add_gated, wait_until, wait_until_async};
+use lapin::options::QueueDeclareOptions;
+use serde_json::json;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::Semaphore;
+use warren_scheduler::Metrics;
+use warren_shared::wire::{WorkerState, WorkflowStatus};
+use warren_worker::Registry;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_follows_the_capacity_of_the_heartbeating_workers() {
+    let mut env = Env::new().await;
+    let scheduler = env.scheduler(env.scheduler_config());
+    let log = Log::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let held = |worker: &str| {
+        let mut registry = Registry::with_builtins();
+        add_gated(&mut registry, "held", &log, worker, Some(&gate));
+        registry
+    };
+    env.worker(held("w1"), &["default"], 2, "w1");
+    heard(&env, &["w1"]).await;
+
+    let tasks: Vec<_> = (0..40)
+        .map(|i| json!({"id": format!("t{i}"), "type": "held"}))
+        .collect();
+    let run = tokio::spawn({
+        let client = env.client.clone();
+        async move {
+            client
+                .submit_and_wait(
+                    json!({"id": "wide", "tasks": tasks}),
+                    Duration::from_secs(60),
+                )
+                .await
+        }
+    });
+    // The worker holds two; the scheduler keeps one more waiting in the
+    // broker and the other 37 itself. With a fixed window of 200 all 40
+    // would be dispatched at once.
+    wait_until("the worker runs two", || log.lines().len() == 2).await;
+    let metrics = &scheduler.metrics;
+    wait_until("a dispatch of the queue", || in_flight(metrics) >= 3).await;
+    assert_eq!(in_flight(metrics), 3, "capacity 2, window 3");
+    assert_eq!(window(metrics), 3);
+    assert_eq!(
+        Metrics::get(&metrics.engine.tasks_dispatched),
+        3,
+        "37 wait in the scheduler"
+    );
+    let depth = QueueDepth::open(&env).await;
+    assert_eq!(depth.get().await, 1, "one waits in the broker");
+
+    // A second worker of 4 slots: capacity 6, window 7. The scheduler
+    // dispatches four more at once, though no task has ended.
+    env.worker(held("w2"), &["default"], 4, "w2");
+    wait_until("the window grows to 7", || window(metrics) == 7).await;
+    wait_until("7 in flight", || in_flight(metrics) == 7).await;
+    wait_until("six running", || log.lines().len() == 6).await;
+    wait_until_async("one waiting in the broker", || async {
+        depth.get().await == 1
+    })
+    .await;
+    assert_eq!(Metrics::get(&metrics.engine.tasks_dispatched), 7);
+
+    // Every task then runs, each once.
+    gate.add_permits(1_000);
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded);
+    assert_eq!(log.lines().len(), 40);
+    assert_eq!(Metrics::get(&metrics.engine.tasks_dispatched), 40);
+    depth.close().await;
+    scheduler.stop().await;
+    env.finish().await;
+}
+
+/// Waits until the scheduler lists each of `workers` as running.
+async fn heard(env: &Env, workers: &[&str]) {
+    wait_until_async("the workers heard from", || async {
+        let listed = env
+            .client
+            .workers(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .workers;
+        workers.iter().all(|id| {
+            listed
+                .iter()
+                .any(|w| w.heartbeat.worker_id == *id && w.heartbeat.state == WorkerState::Running)
+        })
+    })
+    .await;
+}
+
+fn in_flight(m: &Metrics) -> u64 {
+    let gauge = m.in_flight.lock().unwrap();
+    gauge.get("default").copied().unwrap_or(0)
+}
+
+fn window(m: &Metrics) -> u64 {
+    let gauge = m.windows.lock().unwrap();
+    gauge.get("default").copied().unwrap_or(0)
+}
+
+/// The ready messages of the `default` task queue, as the broker counts
+/// them.
+struct QueueDepth {
+    conn: lapin::Connection,
+    ch: lapin::Channel,
+    queue: String,
+}
+
+impl QueueDepth {
+    async fn open(env: &Env) -> QueueDepth {
+        let conn = env.amqp.connect("window probe").await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let queue = warren_shared::Topology::new(env.amqp.namespace.clone()).task_queue("default");
+        QueueDepth { conn, ch, queue }
+    }
+
+    async fn get(&self) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.ch
+            .queue_declare(self.queue.as_str().into(), passive, Default::default())
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    async fn close(self) {
+        warren_shared::amqp::close(&self.conn, "done").await;
+    }
+}
