@@ -18,6 +18,8 @@ pub struct Deployment {
     /// Further schedulers on the same (PostgreSQL) store, standing by.
     standbys: Vec<Child>,
     workers: Vec<Child>,
+    /// The workers' ids, as started.
+    worker_ids: Vec<String>,
     /// The PostgreSQL store whose schema `stop` drops.
     store: Option<String>,
 }
@@ -27,7 +29,9 @@ pub struct Deployment {
 pub struct Setup {
     pub workers: Vec<(String, u16)>,
     pub fifo: bool,
-    pub window: usize,
+    /// The scheduler's `WARREN_DISPATCH_WINDOW` (default unset: each
+    /// queue's window follows its workers' capacity).
+    pub window: Option<usize>,
     pub type_limits: String,
     /// A PostgreSQL URL for the store (default SQLite), and how many
     /// schedulers share it.
@@ -53,7 +57,7 @@ impl Setup {
         Setup {
             workers: vec![("bench-worker".to_owned(), concurrency)],
             fifo: false,
-            window: 200,
+            window: None,
             type_limits: String::new(),
             store: None,
             schedulers: 1,
@@ -78,12 +82,10 @@ impl Deployment {
         let amqp = AmqpConfig::new(addr, ns);
         let spawn =
             |mode: &str, log: &str, args: &[String]| spawn_child(&launcher, &amqp, mode, log, args);
-        let mut args = vec![
-            "--window".to_owned(),
-            setup.window.to_string(),
-            "--type-limits".to_owned(),
-            setup.type_limits.clone(),
-        ];
+        let mut args = vec!["--type-limits".to_owned(), setup.type_limits.clone()];
+        if let Some(w) = setup.window {
+            args.extend(["--window".to_owned(), w.to_string()]);
+        }
         if setup.fifo {
             args.push("--fifo".to_owned());
         }
@@ -121,6 +123,7 @@ impl Deployment {
             scheduler,
             standbys,
             workers,
+            worker_ids: setup.workers.iter().map(|(id, _)| id.clone()).collect(),
             store: setup.store.clone(),
         })
     }
@@ -135,6 +138,7 @@ impl Deployment {
             &worker_args(id, concurrency),
         )?;
         self.workers.push(w);
+        self.worker_ids.push(id.to_owned());
         Ok(())
     }
 
@@ -146,6 +150,35 @@ impl Deployment {
     /// The workers' process ids.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.workers.iter().map(Child::pid).collect()
+    }
+
+    /// Waits until the scheduler lists every worker started as running:
+    /// from then on its dispatch windows follow their capacity (until a
+    /// worker's first heartbeat reaches it, a queue has the fixed window
+    /// of 200). A worker announces itself when it starts and then every
+    /// 5 s, so this takes up to 5 s when the first heartbeat went out
+    /// before the scheduler listened.
+    pub async fn workers_heard(&self, client: &warren_producer::Client) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let listed = client
+                .workers(std::time::Duration::from_secs(10))
+                .await?
+                .workers;
+            let running = |id: &String| {
+                listed.iter().any(|w| {
+                    w.heartbeat.worker_id == *id
+                        && w.heartbeat.state == warren_shared::wire::WorkerState::Running
+                })
+            };
+            if self.worker_ids.iter().all(running) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the scheduler did not hear from every worker within 30 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
     }
 
     /// CPU seconds used so far by the scheduler and by the workers.

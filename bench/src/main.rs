@@ -166,13 +166,14 @@ struct Opts {
     /// Priority-0 tasks waiting in the priority scenario.
     #[arg(long, default_value_t = 50_000)]
     priority_backlog: usize,
-    /// The dispatch window in the priority scenario.
-    #[arg(long, default_value_t = 200)]
-    priority_window: usize,
+    /// The dispatch window in the priority scenario (default: the
+    /// scheduler's, which follows the workers' capacity).
+    #[arg(long)]
+    priority_window: Option<usize>,
     /// The dispatch window in the critical-path scenario (default: the
-    /// pool's 4 slots; 5 measured the same, 8 lets FIFO order in).
-    #[arg(long, default_value_t = 4)]
-    critical_window: usize,
+    /// scheduler's, which follows the pool's 4 slots: 5).
+    #[arg(long)]
+    critical_window: Option<usize>,
     /// The PostgreSQL of the `stores` scenario (each run gets a schema of
     /// its own, dropped afterwards).
     #[arg(

