@@ -1,8 +1,8 @@
 //! Dispatch windows that follow the workers' capacity (no
 //! `WARREN_DISPATCH_WINDOW`): a queue served by one heartbeating worker of
-//! concurrency 2 has 3 tasks in flight (2 + one in eight, at least one),
-//! not the fixed 200; a second worker of 4 makes the scheduler dispatch
-//! more without any task ending.
+//! concurrency 8 has 9 tasks in flight (8 and one in eight), not the fixed
+//! 200; a second worker of 8 makes the scheduler dispatch more without any
+//! task ending.
 
 use crate::support::{Env, Log, add_gated, wait_until, wait_until_async};
 use lapin::options::QueueDeclareOptions;
@@ -24,7 +24,7 @@ async fn the_window_follows_the_capacity_of_the_heartbeating_workers() {
         add_gated(&mut registry, "held", &log, worker, Some(&gate));
         registry
     };
-    env.worker(held("w1"), &["default"], 2, "w1");
+    env.worker(held("w1"), &["default"], 8, "w1");
     heard(&env, &["w1"]).await;
 
     let tasks: Vec<_> = (0..40)
@@ -41,33 +41,33 @@ async fn the_window_follows_the_capacity_of_the_heartbeating_workers() {
                 .await
         }
     });
-    // The worker holds two; the scheduler keeps one more waiting in the
-    // broker and the other 37 itself. With a fixed window of 200 all 40
+    // The worker holds eight; the scheduler keeps one more waiting in the
+    // broker and the other 31 itself. With a fixed window of 200 all 40
     // would be dispatched at once.
-    wait_until("the worker runs two", || log.lines().len() == 2).await;
+    wait_until("the worker runs eight", || log.lines().len() == 8).await;
     let metrics = &scheduler.metrics;
-    wait_until("a dispatch of the queue", || in_flight(metrics) >= 3).await;
-    assert_eq!(in_flight(metrics), 3, "capacity 2, window 3");
-    assert_eq!(window(metrics), 3);
+    wait_until("a dispatch of the queue", || in_flight(metrics) >= 9).await;
+    assert_eq!(in_flight(metrics), 9, "capacity 8, window 9");
+    assert_eq!(window(metrics), 9);
     assert_eq!(
         Metrics::get(&metrics.engine.tasks_dispatched),
-        3,
-        "37 wait in the scheduler"
+        9,
+        "31 wait in the scheduler"
     );
     let depth = QueueDepth::open(&env).await;
     assert_eq!(depth.get().await, 1, "one waits in the broker");
 
-    // A second worker of 4 slots: capacity 6, window 7. The scheduler
-    // dispatches four more at once, though no task has ended.
-    env.worker(held("w2"), &["default"], 4, "w2");
-    wait_until("the window grows to 7", || window(metrics) == 7).await;
-    wait_until("7 in flight", || in_flight(metrics) == 7).await;
-    wait_until("six running", || log.lines().len() == 6).await;
-    wait_until_async("one waiting in the broker", || async {
-        depth.get().await == 1
+    // A second worker of 8 slots: capacity 16, window 18. The scheduler
+    // dispatches nine more at once, though no task has ended.
+    env.worker(held("w2"), &["default"], 8, "w2");
+    wait_until("the window grows to 18", || window(metrics) == 18).await;
+    wait_until("18 in flight", || in_flight(metrics) == 18).await;
+    wait_until("sixteen running", || log.lines().len() == 16).await;
+    wait_until_async("two waiting in the broker", || async {
+        depth.get().await == 2
     })
     .await;
-    assert_eq!(Metrics::get(&metrics.engine.tasks_dispatched), 7);
+    assert_eq!(Metrics::get(&metrics.engine.tasks_dispatched), 18);
 
     // Every task then runs, each once.
     gate.add_permits(1_000);

@@ -6,12 +6,17 @@
 //! from the workers' heartbeats ([`Engine::set_capacities`]; computed in
 //! `workers.rs`): the sum of the `concurrency` of the live workers that
 //! consume the queue. The window is that capacity plus a slack of one
-//! task in eight (at least one), at most [`MAX_WINDOW`]
+//! task in eight (rounded down), at most [`MAX_WINDOW`]
 //! ([`adaptive_window`]). So the tasks the workers can run are in their
 //! hands, a few more wait in the broker queue to be taken the moment a
 //! slot frees (instead of the slot idling for the scheduler's round trip
 //! of result, commit and dispatch), and the rest wait here, where the
-//! scheduling policy orders them. A queue that no live worker's heartbeat
+//! scheduling policy orders them. The slack is rounded down because a
+//! task waiting in the broker was chosen a round early and goes first
+//! whatever becomes ready meanwhile: in a pool of fewer than eight slots
+//! one such task is a large share of the next round (on 4 slots, a window
+//! of 5 now and then let a leaf take the slot the critical path's next
+//! task needed, a whole task duration lost; docs/benchmarks.md). A queue that no live worker's heartbeat
 //! names (no worker yet, or workers that send none) gets the fixed
 //! [`DEFAULT_WINDOW`], as before windows adapted.
 //!
@@ -35,7 +40,7 @@ pub const DEFAULT_WINDOW: usize = 200;
 pub const MAX_WINDOW: usize = 10_000;
 
 /// The window of a queue whose live workers have `capacity` slots in all:
-/// the capacity and one task in eight more (at least one), within
+/// the capacity and one task in eight more (rounded down), within
 /// [`MAX_WINDOW`]; the default for a capacity of 0.
 pub fn adaptive_window(capacity: u64) -> usize {
     if capacity == 0 {
@@ -44,7 +49,7 @@ pub fn adaptive_window(capacity: u64) -> usize {
     let c = usize::try_from(capacity)
         .unwrap_or(usize::MAX)
         .min(MAX_WINDOW);
-    c.saturating_add(c.div_ceil(8)).min(MAX_WINDOW)
+    c.saturating_add(c / 8).min(MAX_WINDOW)
 }
 
 /// Each queue's window: fixed, or adapting to the capacities last given.

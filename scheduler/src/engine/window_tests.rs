@@ -32,14 +32,16 @@ fn the_adaptive_window_is_the_capacity_and_one_in_eight_within_the_cap() {
         assert_eq!(adaptive_window(capacity), expected, "capacity {capacity}");
     };
     check(0, DEFAULT_WINDOW);
-    check(1, 2);
-    check(4, 5);
+    check(1, 1);
+    check(4, 4);
+    check(7, 7);
     check(8, 9);
-    check(9, 11);
+    check(16, 18);
     check(64, 72);
     check(256, 288);
     check(8_888, 9_999);
     check(8_889, MAX_WINDOW);
+    check(9_000, MAX_WINDOW);
     check(MAX_WINDOW as u64, MAX_WINDOW);
     check(u64::from(u32::MAX) * 10_000, MAX_WINDOW);
     check(u64::MAX, MAX_WINDOW);
@@ -53,10 +55,10 @@ fn without_capacity_a_queue_has_the_fixed_default() {
     assert!(!e.set_capacities(capacity(&[("gpu", 4)])));
     assert_eq!(dispatched(&mut e).len(), DEFAULT_WINDOW);
     assert_eq!(e.window("default"), DEFAULT_WINDOW);
-    assert_eq!(e.window("gpu"), 5);
+    assert_eq!(e.window("gpu"), 4);
     // A queue whose workers all went (absent, or 0) is back to the default.
     e.set_capacities(capacity(&[("default", 4)]));
-    assert_eq!(e.window("default"), 5);
+    assert_eq!(e.window("default"), 4);
     e.set_capacities(capacity(&[("default", 0)]));
     assert_eq!(e.window("default"), DEFAULT_WINDOW);
     e.set_capacities(HashMap::new());
@@ -67,20 +69,20 @@ fn without_capacity_a_queue_has_the_fixed_default() {
 fn the_window_follows_the_capacity_and_growth_dispatches() {
     let mut e = engine(200);
     submit(&mut e, independent("w", "default", 100));
-    // Known before the first dispatch: 4 slots, window 5.
+    // Known before the first dispatch: 8 slots, window 9.
     assert!(
-        !e.set_capacities(capacity(&[("default", 4)])),
-        "from the default 200 down to 5: nothing more to dispatch"
+        !e.set_capacities(capacity(&[("default", 8)])),
+        "from the default 200 down to 9: nothing more to dispatch"
     );
     let first = dispatched(&mut e);
-    assert_eq!(first.len(), 5);
-    assert_eq!(e.window_by_queue(), BTreeMap::from([("default".into(), 5)]));
+    assert_eq!(first.len(), 9);
+    assert_eq!(e.window_by_queue(), BTreeMap::from([("default".into(), 9)]));
     assert!(dispatched(&mut e).is_empty(), "the window is full");
-    // A second worker of 12 slots: 16 slots, window 18. The engine says
+    // A second worker of 8 slots: 16 slots, window 18. The engine says
     // so, and the next dispatch fills the window without any result.
     assert!(e.set_capacities(capacity(&[("default", 16)])));
     let more = dispatched(&mut e);
-    assert_eq!(more.len(), 13);
+    assert_eq!(more.len(), 9);
     assert_eq!(e.in_flight_by_queue()["default"], 18);
     // The same capacity again, or a larger one over a queue with nothing
     // ready, is no reason to dispatch.
@@ -98,27 +100,27 @@ fn a_shrinking_window_strands_nothing() {
     e.set_capacities(capacity(&[("default", 16)]));
     let running = dispatched(&mut e);
     assert_eq!(running.len(), 18);
-    // The second worker goes: 4 slots, window 5, 18 in flight.
+    // The second worker goes: 4 slots, window 4, 18 in flight.
     assert!(!e.set_capacities(capacity(&[("default", 4)])));
     assert!(dispatched(&mut e).is_empty(), "over the window: none more");
     // The tasks in flight are answered as before; the queue dispatches
-    // again once fewer than 5 are in flight.
-    answer(&mut e, &running[..13]);
+    // again once fewer than 4 are in flight.
+    answer(&mut e, &running[..14]);
     assert!(
         dispatched(&mut e).is_empty(),
-        "5 in flight: the window is full"
+        "4 in flight: the window is full"
     );
-    answer(&mut e, &running[13..14]);
+    answer(&mut e, &running[14..15]);
     let next = dispatched(&mut e);
     assert_eq!(next.len(), 1);
-    answer(&mut e, &running[14..]);
+    answer(&mut e, &running[15..]);
     let mut pending = next;
     pending.extend(dispatched(&mut e));
-    assert_eq!(pending.len(), 5);
+    assert_eq!(pending.len(), 4);
     // And the workflow runs to its end, each task once.
     let mut done = running.len();
     while !pending.is_empty() {
-        assert!(pending.len() <= 5);
+        assert!(pending.len() <= 4);
         answer(&mut e, &pending);
         done += pending.len();
         pending = dispatched(&mut e);
@@ -157,13 +159,13 @@ fn a_forged_concurrency_moves_the_window_only_up_to_the_cap() {
 fn growth_over_a_paused_queue_does_not_ask_for_a_dispatch() {
     let mut e = engine(200);
     submit(&mut e, independent("w", "default", 20));
-    e.set_capacities(capacity(&[("default", 1)]));
-    assert_eq!(dispatched(&mut e).len(), 2);
+    e.set_capacities(capacity(&[("default", 8)]));
+    assert_eq!(dispatched(&mut e).len(), 9);
     e.set_pauses(&[crate::pauses::Pause {
         kind: crate::pauses::PauseKind::Queue,
         name: "default".into(),
         since: Utc::now(),
     }]);
-    assert!(!e.set_capacities(capacity(&[("default", 8)])));
+    assert!(!e.set_capacities(capacity(&[("default", 16)])));
     assert!(dispatched(&mut e).is_empty());
 }
