@@ -13,8 +13,10 @@
 //! - `request`: parsing and applying a workflow or control request.
 //! - `publisher`: confirmed publishing of the outbox, and forwards.
 //! - `windows`: the workers' capacities, handed to the engine for the
-//!   dispatch windows.
+//!   dispatch windows; `census` counts each queue's consumers on the
+//!   broker, for those some of whose workers send no heartbeats.
 
+mod census;
 mod consume;
 mod ownership;
 mod prune;

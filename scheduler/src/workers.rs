@@ -110,6 +110,9 @@ pub struct Capacity {
     /// consuming it (a worker naming a queue twice counts once); queues no
     /// live worker consumes are absent.
     pub by_queue: HashMap<String, u64>,
+    /// By task queue, how many live workers consume it (those of
+    /// `by_queue`, and those announcing a concurrency of 0).
+    pub workers: HashMap<String, u32>,
     /// When the first of those workers counts as lost if it sends nothing
     /// more.
     pub next_lost: Option<DateTime<Utc>>,
@@ -308,6 +311,12 @@ impl WorkerDirectory {
                         c.by_queue.insert((*q).to_owned(), slots);
                     }
                 }
+                match c.workers.get_mut(*q) {
+                    Some(n) => *n = n.saturating_add(1),
+                    None => {
+                        c.workers.insert((*q).to_owned(), 1);
+                    }
+                }
             }
         }
         c.by_queue.retain(|_, sum| *sum > 0);
@@ -503,6 +512,12 @@ mod tests {
         r.record(on("idle", &["empty"], 0), t0);
         let cap = r.capacity(at(t0, 100));
         assert_eq!(sums(&cap), BTreeMap::from([("default", 12), ("gpu", 6)]));
+        let workers: BTreeMap<&str, u32> =
+            cap.workers.iter().map(|(q, n)| (q.as_str(), *n)).collect();
+        assert_eq!(
+            workers,
+            BTreeMap::from([("default", 2), ("empty", 1), ("gpu", 2)])
+        );
         assert_eq!(cap.next_lost, Some(at(t0, 3_000)), "a and b, 3 x 1 s");
         // Three intervals later a and b are lost: their slots are gone.
         let cap = r.capacity(at(t0, 3_000));

@@ -2,10 +2,12 @@
 //! `WARREN_DISPATCH_WINDOW`): a queue served by one heartbeating worker of
 //! concurrency 8 has 9 tasks in flight (8 and one in eight), not the fixed
 //! 200; a second worker of 8 makes the scheduler dispatch more without any
-//! task ending.
+//! task ending. A queue that also has a consumer sending no heartbeats
+//! keeps the fixed window.
 
 use crate::support::{Env, Log, add_gated, wait_until, wait_until_async};
-use lapin::options::QueueDeclareOptions;
+use futures_lite::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use serde_json::json;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::Semaphore;
@@ -76,6 +78,73 @@ async fn the_window_follows_the_capacity_of_the_heartbeating_workers() {
     assert_eq!(log.lines().len(), 40);
     assert_eq!(Metrics::get(&metrics.engine.tasks_dispatched), 40);
     depth.close().await;
+    scheduler.stop().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_also_consumed_without_heartbeats_keeps_the_fixed_window() {
+    let mut env = Env::new().await;
+    let scheduler = env.scheduler(env.scheduler_config());
+    let log = Log::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let mut registry = Registry::with_builtins();
+    add_gated(&mut registry, "held", &log, "w1", Some(&gate));
+    env.worker(registry, &["default"], 2, "w1");
+    heard(&env, &["w1"]).await;
+    // Then a consumer of another language on the queue the worker
+    // declared: it takes up to 5 tasks and sends no heartbeat (nor
+    // results: it never acks; its tasks go back to the queue when it
+    // closes).
+    let queue = warren_shared::Topology::new(env.amqp.namespace.clone()).task_queue("default");
+    let silent = env.amqp.connect("silent consumer").await.unwrap();
+    let ch = silent.create_channel().await.unwrap();
+    ch.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+    let mut taken = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "silent".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+
+    let tasks: Vec<_> = (0..40)
+        .map(|i| json!({"id": format!("t{i}"), "type": "held"}))
+        .collect();
+    let run = tokio::spawn({
+        let client = env.client.clone();
+        async move {
+            client
+                .submit_and_wait(
+                    json!({"id": "mixed", "tasks": tasks}),
+                    Duration::from_secs(60),
+                )
+                .await
+        }
+    });
+    // One consumer announces 2 slots, the broker counts two consumers:
+    // the window is 200, the fixed one, once they are counted (at once if
+    // the count came first, else within 5 s; were it 2, two tasks would
+    // be in flight).
+    let metrics = &scheduler.metrics;
+    wait_until("all 40 dispatched", || {
+        Metrics::get(&metrics.engine.tasks_dispatched) == 40
+    })
+    .await;
+    assert_eq!(window(metrics), 200);
+    let mut held = 0;
+    while held < 5 {
+        taken.next().await.unwrap().unwrap();
+        held += 1;
+    }
+    // The silent consumer goes (its five return to the queue); the worker
+    // runs everything.
+    warren_shared::amqp::close(&silent, "done").await;
+    gate.add_permits(1_000);
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.status, WorkflowStatus::Succeeded);
     scheduler.stop().await;
     env.finish().await;
 }

@@ -312,7 +312,12 @@ impl Scheduler {
         // The first turn dispatches what the store gave back ready, without
         // waiting for a message to arrive.
         let mut kick = true;
-        let mut capacity = Feed::new(self.workers.clone());
+        let census_ch = publish_conn
+            .create_channel()
+            .await
+            .map_err(warren_shared::Error::amqp("channel.open"))?;
+        let topology = self.config.amqp.topology();
+        let mut capacity = Feed::counting(self.workers.clone(), census_ch, topology);
         let outcome = loop {
             // A window that grew dispatches without waiting for a result.
             kick |= capacity.update(&mut state.engine);

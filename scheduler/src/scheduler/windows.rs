@@ -8,11 +8,16 @@
 //! [`MIN_INTERVAL`], so a flood of heartbeats costs one pass over the
 //! (bounded) directory per interval, not one per heartbeat. The engine
 //! keeps no link to the directory, so it stays testable without a broker.
+//!
+//! A queue with more consumers on the broker than live workers announce
+//! (`census`: some send no heartbeats) is handed over without a capacity,
+//! so it keeps the fixed window.
 
+use super::census::{self, SharedCensus};
 use crate::{engine::Engine, workers::SharedWorkers};
 use chrono::{DateTime, Utc};
 use std::{sync::Arc, time::Duration};
-use tokio::{sync::Notify, time::Instant};
+use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 
 /// Reads of the directory allowed at once; one more is allowed per
 /// [`MIN_INTERVAL`].
@@ -32,9 +37,23 @@ pub(super) struct Feed {
     next: Option<Instant>,
     /// Not yet read in this session.
     first: bool,
+    /// The broker's count of each queue's consumers, and the task that
+    /// counts them (stopped with the feed).
+    census: SharedCensus,
+    counting: Option<JoinHandle<()>>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        if let Some(task) = self.counting.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Feed {
+    /// A feed that does not count consumers (nothing counted: every
+    /// capacity is handed over as the heartbeats give it).
     pub(super) fn new(workers: SharedWorkers) -> Feed {
         let changes = workers.lock().expect("not poisoned").changes();
         Feed {
@@ -44,7 +63,21 @@ impl Feed {
             earned_at: Instant::now(),
             next: None,
             first: true,
+            census: SharedCensus::default(),
+            counting: None,
         }
+    }
+
+    /// A feed whose queues' consumers are counted on `ch`.
+    pub(super) fn counting(
+        workers: SharedWorkers,
+        ch: lapin::Channel,
+        topology: warren_shared::Topology,
+    ) -> Feed {
+        let mut feed = Feed::new(workers);
+        let task = census::count(ch, topology, feed.census.clone(), feed.changes.clone());
+        feed.counting = Some(tokio::spawn(task));
+        feed
     }
 
     /// Hands the engine the capacities if they may have changed; true when
@@ -60,7 +93,13 @@ impl Feed {
             .lock()
             .expect("not poisoned")
             .capacity_changed();
-        let due = self.first || changed || self.next.is_some_and(|n| n <= now);
+        let counted = self
+            .census
+            .census
+            .lock()
+            .expect("not poisoned")
+            .take_changed();
+        let due = self.first || changed || counted || self.next.is_some_and(|n| n <= now);
         if !due {
             return false;
         }
@@ -73,15 +112,27 @@ impl Feed {
             self.earned_at += MIN_INTERVAL * earned;
         }
         if self.allowed == 0 {
+            // A count that changed is read with the next capacities.
+            self.census.census.lock().expect("not poisoned").changed |= counted;
             self.next = Some(self.earned_at + MIN_INTERVAL);
             return false;
         }
         self.allowed -= 1;
         self.first = false;
-        let capacity = self.workers.lock().expect("not poisoned").capacity(wall);
+        let mut capacity = self.workers.lock().expect("not poisoned").capacity(wall);
         self.next = capacity
             .next_lost
             .map(|at| now + (at - wall).to_std().unwrap_or(Duration::ZERO));
+        let mut census = self.census.census.lock().expect("not poisoned");
+        // Consumers the heartbeats do not account for: the fixed window.
+        capacity.by_queue.retain(|q, _| {
+            let announced = capacity.workers.get(q).copied().unwrap_or(0);
+            census.consumers(q).is_none_or(|n| n <= announced)
+        });
+        if census.set_queues(capacity.workers.keys().cloned().collect()) {
+            self.census.recount.notify_one();
+        }
+        drop(census);
         engine.set_capacities(capacity.by_queue)
     }
 
@@ -163,5 +214,41 @@ mod tests {
         );
         assert_eq!(engine.window("default"), DEFAULT_WINDOW, "all lost");
         assert_eq!(feed.next(), None);
+    }
+
+    #[test]
+    fn a_queue_with_consumers_the_heartbeats_do_not_announce_keeps_the_fixed_window() {
+        let workers = SharedWorkers::default();
+        let mut engine = Engine::new(EngineConfig::default(), Arc::default());
+        let mut feed = Feed::new(workers.clone());
+        let (t0, wall) = (Instant::now(), Utc::now());
+        workers.lock().unwrap().record(beat("w1", 4, wall), wall);
+        feed.update_at(&mut engine, t0, wall);
+        assert_eq!(engine.window("default"), 4);
+        // The queues to count are those live workers announce.
+        assert_eq!(
+            feed.census.census.lock().unwrap().consumers("default"),
+            None
+        );
+        let census = feed.census.census.clone();
+        let count = |n: u32| {
+            let mut c = census.lock().unwrap();
+            c.set_queues(vec!["default".into()]);
+            c.consumers_counted(&[("default", n)]);
+        };
+        // The broker counts two consumers for one announced worker (the
+        // other sends no heartbeats): the fixed window, as before.
+        count(2);
+        assert!(!feed.update_at(&mut engine, t0 + ms(1), wall));
+        assert_eq!(engine.window("default"), DEFAULT_WINDOW);
+        // The silent one goes: the window follows the capacity again.
+        count(1);
+        feed.update_at(&mut engine, t0 + ms(2), wall);
+        assert_eq!(engine.window("default"), 4);
+        // Fewer consumers than announced workers (one reconnecting) is no
+        // reason to leave the capacity.
+        count(0);
+        feed.update_at(&mut engine, t0 + ms(3), wall);
+        assert_eq!(engine.window("default"), 4);
     }
 }
