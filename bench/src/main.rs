@@ -171,7 +171,7 @@ struct Opts {
     #[arg(long)]
     priority_window: Option<usize>,
     /// The dispatch window in the critical-path scenario (default: the
-    /// scheduler's, which follows the pool's 4 slots: 4).
+    /// scheduler's, which follows the pool's 4 slots).
     #[arg(long)]
     critical_window: Option<usize>,
     /// The PostgreSQL of the `stores` scenario (each run gets a schema of

@@ -5,20 +5,22 @@
 //! unset, it follows the queue's *capacity*, which the session hands over
 //! from the workers' heartbeats ([`Engine::set_capacities`]; computed in
 //! `workers.rs`): the sum of the `concurrency` of the live workers that
-//! consume the queue. The window is that capacity plus a slack of one
-//! task in eight (rounded down), at most [`MAX_WINDOW`]
-//! ([`adaptive_window`]). So the tasks the workers can run are in their
-//! hands, a few more wait in the broker queue to be taken the moment a
-//! slot frees (instead of the slot idling for the scheduler's round trip
-//! of result, commit and dispatch), and the rest wait here, where the
-//! scheduling policy orders them. The slack is rounded down because a
-//! task waiting in the broker was chosen a round early and goes first
-//! whatever becomes ready meanwhile: in a pool of fewer than eight slots
-//! one such task is a large share of the next round (on 4 slots, a window
-//! of 5 now and then let a leaf take the slot the critical path's next
-//! task needed, a whole task duration lost; docs/benchmarks.md). A queue that no live worker's heartbeat
-//! names (no worker yet, or workers that send none) gets the fixed
-//! [`DEFAULT_WINDOW`], as before windows adapted.
+//! consume the queue. The window is that capacity, at most [`MAX_WINDOW`]
+//! ([`adaptive_window`]): every task dispatched is in a worker's hands
+//! (a one-queue worker's prefetch is its concurrency), none waits in the
+//! broker queue, where the order is FIFO, and everything that waits is
+//! here, in the scheduling policy's order. The price is that a slot whose
+//! task ends idles for the scheduler's round trip (result, commit,
+//! dispatch: a few ms) before the next arrives. A slack of tasks waiting
+//! in the broker would cover that gap, and was measured and dropped: one
+//! in eight more cost the no-op fan-out on 256 slots about a tenth of its
+//! throughput (tasks queued in the broker cost it more work than no-op
+//! slots lose by idling), brought the 20 ms tasks of the `pools` benchmark
+//! only about 5 %, and on 4 slots a fifth task, chosen a round early, now
+//! and then took the slot the critical path's next task needed, a whole
+//! task duration lost (docs/benchmarks.md). A queue that no live worker's
+//! heartbeat names (no worker yet, or workers that send none) gets the
+//! fixed [`DEFAULT_WINDOW`], as before windows adapted.
 //!
 //! A window that shrinks below the queue's in-flight count strands
 //! nothing: the tasks in flight run and answer as before, and the queue
@@ -40,16 +42,14 @@ pub const DEFAULT_WINDOW: usize = 200;
 pub const MAX_WINDOW: usize = 10_000;
 
 /// The window of a queue whose live workers have `capacity` slots in all:
-/// the capacity and one task in eight more (rounded down), within
-/// [`MAX_WINDOW`]; the default for a capacity of 0.
+/// the capacity, within [`MAX_WINDOW`]; the default for a capacity of 0.
 pub fn adaptive_window(capacity: u64) -> usize {
     if capacity == 0 {
         return DEFAULT_WINDOW;
     }
-    let c = usize::try_from(capacity)
+    usize::try_from(capacity)
         .unwrap_or(usize::MAX)
-        .min(MAX_WINDOW);
-    c.saturating_add(c / 8).min(MAX_WINDOW)
+        .min(MAX_WINDOW)
 }
 
 /// Each queue's window: fixed, or adapting to the capacities last given.
