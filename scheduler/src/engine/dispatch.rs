@@ -85,13 +85,13 @@ impl Engine {
             .iter()
             .filter(|(name, q)| {
                 q.has_ready()
-                    && q.in_flight < self.windows.of(name)
+                    && q.in_flight < self.windows.of(name, q.busy_share())
                     && !self.pauses.queue_paused(name)
             })
             .map(|(name, _)| name.clone())
             .collect();
         for name in queues {
-            let window = self.windows.of(&name);
+            let window = self.window(&name);
             loop {
                 if self.batch_bytes >= self.bounds.max_batch_bytes {
                     // The batch's messages are held in memory until they

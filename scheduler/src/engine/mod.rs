@@ -81,7 +81,7 @@ pub use queue::DispatchOrder;
 pub use queued::queued_tasks;
 pub use rerun::{MAX_FROM, MAX_RUNS, RerunAsk, RerunOutcome, still_running};
 pub use retention::{PRUNE_AT_MOST, PRUNE_EVERY_MS};
-pub use window::{DEFAULT_WINDOW, MAX_WINDOW, adaptive_window};
+pub use window::{DEFAULT_WINDOW, MAX_WINDOW, PIPELINE, adaptive_window};
 
 pub use workflow::ReportBounds;
 

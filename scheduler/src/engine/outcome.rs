@@ -85,6 +85,13 @@ impl Engine {
             return Ok(());
         }
         Counters::add(&self.counters.results_committed, 1);
+        // How long it ran, and since its dispatch (`started_at` until the
+        // worker's start replaces it below): for the queue's window.
+        if let (Some(dispatched_at), Some(q)) =
+            (t.started_at, self.queues.get_mut(&wf.specs[i].queue))
+        {
+            q.observe((r.started_at, r.finished_at), dispatched_at, now);
+        }
         let id = wf.id.clone();
         if !wf.progress_marked {
             wf.progress_marked = true;

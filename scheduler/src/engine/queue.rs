@@ -1,13 +1,20 @@
 //! The ready tasks of one task queue, in the order of the scheduling
 //! policy: priority, then workflows taking turns, then each workflow's own
-//! order ([`DispatchOrder`]); and the queue's in-flight count, which the
-//! dispatch window bounds.
+//! order ([`DispatchOrder`]); the queue's in-flight count, which the
+//! dispatch window bounds; and how much of their round trip its tasks
+//! spend running ([`QueueState::busy_share`]), which the window follows
+//! for short tasks (`window.rs`).
 
+use chrono::{DateTime, Utc};
 use std::{
     cmp::Ordering,
     collections::{BTreeMap, BinaryHeap, HashMap, VecDeque},
     sync::Arc,
 };
+
+/// The weight of each new sample in the running averages of
+/// [`QueueState::observe`].
+const SAMPLE_WEIGHT: f64 = 1.0 / 32.0;
 
 /// Which of a workflow's ready tasks goes first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +74,10 @@ pub(super) struct QueueState {
     /// Ready tasks in `levels` (some may have been cancelled since: they
     /// are dropped when popped).
     ready: usize,
+    /// Running averages (µs) of how long the queue's tasks ran on their
+    /// workers and how long from their dispatch to their result here;
+    /// `None` until a result said how long it ran.
+    timing: Option<(f64, f64)>,
 }
 
 /// The ready tasks of one priority in one queue.
@@ -124,6 +135,39 @@ impl QueueState {
         }
         self.ready -= 1;
         Some((workflow, item))
+    }
+
+    /// Records a result of the queue that arrived at `now`, dispatched at
+    /// `dispatched_at`: its round trip, and how long it ran (`ran`, the
+    /// worker's start and end; a result without them, or claiming to have
+    /// run longer than its round trip, counts as the round trip), folded
+    /// into running averages.
+    pub(super) fn observe(
+        &mut self,
+        ran: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        dispatched_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        let micros = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX).max(0) as f64;
+        let trip = micros(now - dispatched_at);
+        let run = match ran {
+            (Some(start), Some(end)) => micros(end - start).min(trip),
+            _ => trip,
+        };
+        self.timing = Some(match self.timing {
+            None => (run, trip),
+            Some((r, t)) => (
+                r + (run - r) * SAMPLE_WEIGHT,
+                t + (trip - t) * SAMPLE_WEIGHT,
+            ),
+        });
+    }
+
+    /// The share of their round trip the queue's tasks spend running
+    /// (0 to 1), from the running averages; `None` before any result.
+    pub(super) fn busy_share(&self) -> Option<f64> {
+        let (run, trip) = self.timing?;
+        Some(if trip > 0.0 { run / trip } else { 1.0 })
     }
 
     /// True when some task of the queue is ready.

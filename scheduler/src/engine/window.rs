@@ -22,13 +22,25 @@
 //! heartbeat names (no worker yet, or workers that send none) gets the
 //! fixed [`DEFAULT_WINDOW`], as before windows adapted.
 //!
+//! A pool of more than [`PIPELINE`] slots whose tasks are short gets less
+//! than its capacity: its slots are not what limits it, the pipeline of
+//! result, commit and dispatch is, and tasks in flight beyond what the
+//! pipeline turns around only queue up in it (in FIFO order, delaying
+//! whatever is urgent behind them). The queue's results tell how much of
+//! their round trip (dispatch to result) tasks spend running
+//! ([`QueueState::busy_share`](super::queue::QueueState::busy_share),
+//! `s`); the window is then `2 s` times the capacity (what the running
+//! tasks need, that much again in transit) but at least [`PIPELINE`]. So
+//! a queue whose tasks run at least half their round trip keeps its whole
+//! capacity, and 256 slots of no-op tasks get 128.
+//!
 //! A window that shrinks below the queue's in-flight count strands
 //! nothing: the tasks in flight run and answer as before, and the queue
 //! dispatches again once fewer than the new window are in flight. One that
 //! grows is reported to the caller, whose loop then dispatches without
 //! waiting for a result to wake it.
 
-use super::Engine;
+use super::{Engine, queue::QueueState};
 use std::collections::{BTreeMap, HashMap};
 
 /// The window of a queue no heartbeat names, and of every queue when
@@ -41,15 +53,32 @@ pub const DEFAULT_WINDOW: usize = 200;
 /// here. An explicit `WARREN_DISPATCH_WINDOW` is not capped.
 pub const MAX_WINDOW: usize = 10_000;
 
-/// The window of a queue whose live workers have `capacity` slots in all:
-/// the capacity, within [`MAX_WINDOW`]; the default for a capacity of 0.
-pub fn adaptive_window(capacity: u64) -> usize {
+/// The fewest tasks in flight the window of a pool of short tasks is cut
+/// to: enough for the scheduler's pipeline to reach its throughput with
+/// no-op tasks (on the project's 2-core machine, 64 in flight cost the
+/// fan-out about a fifth of its tasks/s, 128 nothing measurable).
+pub const PIPELINE: usize = 128;
+
+/// The window of a queue whose live workers have `capacity` slots in all,
+/// whose tasks spend `busy_share` of their round trip running (`None`
+/// before any result): the capacity, within [`MAX_WINDOW`], cut to
+/// `2 * busy_share * capacity` but not below [`PIPELINE`]; the default
+/// for a capacity of 0.
+pub fn adaptive_window(capacity: u64, busy_share: Option<f64>) -> usize {
     if capacity == 0 {
         return DEFAULT_WINDOW;
     }
-    usize::try_from(capacity)
+    let c = usize::try_from(capacity)
         .unwrap_or(usize::MAX)
-        .min(MAX_WINDOW)
+        .min(MAX_WINDOW);
+    match busy_share {
+        Some(s) if c > PIPELINE => {
+            // A float to usize cast saturates (and a NaN is 0).
+            let needed = (2.0 * s.clamp(0.0, 1.0) * c as f64).ceil() as usize;
+            c.min(needed.max(PIPELINE))
+        }
+        _ => c,
+    }
 }
 
 /// Each queue's window: fixed, or adapting to the capacities last given.
@@ -73,10 +102,11 @@ impl Windows {
         }
     }
 
-    /// The window of `queue`.
-    pub(super) fn of(&self, queue: &str) -> usize {
+    /// The window of `queue`, whose tasks spend `busy_share` of their
+    /// round trip running.
+    pub(super) fn of(&self, queue: &str, busy_share: Option<f64>) -> usize {
         match self.capacity.get(queue) {
-            Some(&c) if self.adapt => adaptive_window(c),
+            Some(&c) if self.adapt => adaptive_window(c, busy_share),
             _ => self.fixed,
         }
     }
@@ -94,19 +124,20 @@ impl Engine {
             .queues
             .iter()
             .filter(|(name, q)| q.has_ready() && !self.pauses.queue_paused(name))
-            .map(|(name, _)| (name.clone(), self.windows.of(name)))
+            .map(|(name, _)| (name.clone(), self.window(name)))
             .collect();
         self.windows.capacity = capacity;
         self.windows.capacity.retain(|_, c| *c > 0);
         before.into_iter().any(|(name, old)| {
-            let new = self.windows.of(&name);
+            let new = self.window(&name);
             new > old && self.queues.get(&name).is_some_and(|q| q.in_flight < new)
         })
     }
 
     /// The dispatch window of `queue` now.
     pub fn window(&self, queue: &str) -> usize {
-        self.windows.of(queue)
+        let share = self.queues.get(queue).and_then(QueueState::busy_share);
+        self.windows.of(queue, share)
     }
 
     /// The window of each task queue in use (those
@@ -114,7 +145,7 @@ impl Engine {
     pub fn window_by_queue(&self) -> BTreeMap<String, u64> {
         self.queues
             .keys()
-            .map(|name| (name.clone(), self.windows.of(name) as u64))
+            .map(|name| (name.clone(), self.window(name) as u64))
             .collect()
     }
 }

@@ -4,7 +4,7 @@
 use super::tests::{config, dispatched, engine, result, submit};
 use super::*;
 use serde_json::{Value, json};
-use warren_shared::wire::TaskMessage;
+use warren_shared::wire::{TaskMessage, TaskResult};
 
 /// A workflow `id` of `n` independent tasks on queue `queue`.
 fn independent(id: &str, queue: &str, n: usize) -> Value {
@@ -29,7 +29,11 @@ fn answer(e: &mut Engine, msgs: &[TaskMessage]) {
 #[test]
 fn the_adaptive_window_is_the_capacity_within_the_cap() {
     let check = |capacity: u64, expected: usize| {
-        assert_eq!(adaptive_window(capacity), expected, "capacity {capacity}");
+        assert_eq!(
+            adaptive_window(capacity, None),
+            expected,
+            "capacity {capacity}"
+        );
     };
     check(0, DEFAULT_WINDOW);
     check(1, 1);
@@ -163,4 +167,74 @@ fn growth_over_a_paused_queue_does_not_ask_for_a_dispatch() {
     }]);
     assert!(!e.set_capacities(capacity(&[("default", 16)])));
     assert!(dispatched(&mut e).is_empty());
+}
+
+#[test]
+fn a_large_pool_of_short_tasks_gets_what_its_pipeline_uses() {
+    let check = |capacity: u64, share: f64, expected: usize| {
+        assert_eq!(
+            adaptive_window(capacity, Some(share)),
+            expected,
+            "capacity {capacity}, busy {share}"
+        );
+    };
+    // Small pools keep their capacity whatever their tasks.
+    check(4, 0.0, 4);
+    check(PIPELINE as u64, 0.01, PIPELINE);
+    // Tasks running half their round trip or more: the whole capacity.
+    check(256, 0.5, 256);
+    check(256, 1.0, 256);
+    check(20_000, 0.9, MAX_WINDOW);
+    // Short ones: twice what runs, at least the pipeline's need.
+    check(256, 0.001, PIPELINE);
+    check(1_000, 0.1, 200);
+    check(1_000, 0.25, 500);
+    // Nonsense shares are read within 0 to 1.
+    check(256, f64::NAN, PIPELINE);
+    check(256, -1.0, PIPELINE);
+    check(256, 7.0, 256);
+}
+
+/// A result of `m` that ran from `start` to `end` ms after `t0`.
+fn timed(m: &TaskMessage, t0: DateTime<Utc>, start: i64, end: i64) -> TaskResult {
+    let at = |ms| t0 + chrono::TimeDelta::milliseconds(ms);
+    TaskResult {
+        started_at: Some(at(start)),
+        finished_at: Some(at(end)),
+        ..result(m, true, false, json!(null))
+    }
+}
+
+#[test]
+fn the_window_of_a_large_pool_follows_how_long_its_tasks_run() {
+    let t0 = Utc::now();
+    let at = |ms| t0 + chrono::TimeDelta::milliseconds(ms);
+    let mut e = engine(200);
+    submit(&mut e, independent("w", "default", 2_000));
+    e.set_capacities(capacity(&[("default", 1_000)]));
+    e.dispatch(t0);
+    let (_, out) = e.take_batch();
+    let first: Vec<TaskMessage> = out
+        .iter()
+        .filter(|(_, m)| m.kind == crate::batch::OutKind::Task)
+        .map(|(_, m)| serde_json::from_slice(&m.body).unwrap())
+        .collect();
+    assert_eq!(first.len(), 1_000, "no result yet: the whole capacity");
+    // Each ran 0.1 ms of a 20 ms round trip: the pipeline is what limits.
+    for m in &first[..100] {
+        e.on_result(timed(m, t0, 10, 10), at(20)).unwrap();
+    }
+    assert_eq!(e.window("default"), PIPELINE);
+    assert_eq!(e.window_by_queue()["default"], PIPELINE as u64);
+    assert!(
+        dispatched(&mut e).is_empty(),
+        "900 in flight, over the window"
+    );
+    // Tasks that run most of their round trip: the whole capacity again
+    // (the averages move a thirty-second of the way per result).
+    for m in &first[100..400] {
+        e.on_result(timed(m, t0, 1, 19), at(20)).unwrap();
+    }
+    assert_eq!(e.window("default"), 1_000);
+    assert_eq!(dispatched(&mut e).len(), 400, "600 in flight, window 1,000");
 }
