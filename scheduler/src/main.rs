@@ -33,7 +33,8 @@ struct Args {
     store: String,
     /// Most tasks per queue dispatched and not yet answered, for every
     /// queue. Unset: each queue's window follows the concurrency of the
-    /// live workers consuming it (from their heartbeats), at most 10,000;
+    /// live workers consuming it (from their heartbeats), at most 10,000
+    /// (past 128 slots, less when its tasks are short);
     /// 200 for a queue no heartbeat names or with consumers that send none.
     #[arg(long, env = "WARREN_DISPATCH_WINDOW")]
     dispatch_window: Option<usize>,

@@ -155,7 +155,7 @@ pub fn render(m: &Metrics) -> String {
         &mut out,
         "warren_dispatch_window",
         "gauge",
-        "Most tasks of the queue kept dispatched and not yet answered: WARREN_DISPATCH_WINDOW when set, else the concurrency of the queue's live workers (at most 10000), or 200 when no heartbeat names the queue or some of its consumers send none.",
+        "Most tasks of the queue kept dispatched and not yet answered: WARREN_DISPATCH_WINDOW when set, else the concurrency of the queue's live workers (at most 10000; past 128, less for short tasks), or 200 when no heartbeat names the queue or some of its consumers send none.",
     );
     for (queue, n) in m.windows.lock().expect("not poisoned").iter() {
         let _ = writeln!(
