@@ -28,20 +28,7 @@ async fn the_window_follows_the_capacity_of_the_heartbeating_workers() {
     env.worker(held("w1"), &["default"], 8, "w1");
     heard(&env, &["w1"]).await;
 
-    let tasks: Vec<_> = (0..40)
-        .map(|i| json!({"id": format!("t{i}"), "type": "held"}))
-        .collect();
-    let run = tokio::spawn({
-        let client = env.client.clone();
-        async move {
-            client
-                .submit_and_wait(
-                    json!({"id": "wide", "tasks": tasks}),
-                    Duration::from_secs(60),
-                )
-                .await
-        }
-    });
+    let run = submit_held(&env, "wide");
     // The worker holds eight, none waits in the broker, and the scheduler
     // keeps the other 32. With a fixed window of 200 all 40 would be
     // dispatched at once.
@@ -106,20 +93,7 @@ async fn a_queue_also_consumed_without_heartbeats_keeps_the_fixed_window() {
         .await
         .unwrap();
 
-    let tasks: Vec<_> = (0..40)
-        .map(|i| json!({"id": format!("t{i}"), "type": "held"}))
-        .collect();
-    let run = tokio::spawn({
-        let client = env.client.clone();
-        async move {
-            client
-                .submit_and_wait(
-                    json!({"id": "mixed", "tasks": tasks}),
-                    Duration::from_secs(60),
-                )
-                .await
-        }
-    });
+    let run = submit_held(&env, "mixed");
     // One consumer announces 2 slots, the broker counts two consumers:
     // the window is 200, the fixed one, once they are counted (at once if
     // the count came first, else within 5 s; were it 2, two tasks would
@@ -146,6 +120,25 @@ async fn a_queue_also_consumed_without_heartbeats_keeps_the_fixed_window() {
 }
 
 /// Waits until the scheduler lists each of `workers` as running.
+/// Submits workflow `id` of 40 `held` tasks; the handle gives its outcome.
+fn submit_held(
+    env: &Env,
+    id: &str,
+) -> tokio::task::JoinHandle<
+    Result<warren_shared::wire::WorkflowReport, warren_producer::ClientError>,
+> {
+    let tasks: Vec<_> = (0..40)
+        .map(|i| json!({"id": format!("t{i}"), "type": "held"}))
+        .collect();
+    let client = env.client.clone();
+    let request = json!({"id": id, "tasks": tasks});
+    tokio::spawn(async move {
+        client
+            .submit_and_wait(request, Duration::from_secs(60))
+            .await
+    })
+}
+
 async fn heard(env: &Env, workers: &[&str]) {
     wait_until_async("the workers heard from", || async {
         let listed = env
