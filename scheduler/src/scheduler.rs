@@ -16,6 +16,7 @@
 //!   dispatch windows; `census` counts each queue's consumers on the
 //!   broker, for those some of whose workers send no heartbeats.
 
+mod batched;
 mod census;
 mod consume;
 mod ownership;

@@ -49,6 +49,12 @@ pub const CONTENT_TYPE: &str = "application/json";
 pub const TYPE_TASK: &str = "warren.task";
 /// AMQP `type` property of task results.
 pub const TYPE_RESULT: &str = "warren.result";
+/// AMQP `type` property of a message of several task results: a JSON array
+/// of them (docs/protocol.md, Task result).
+pub const TYPE_RESULTS: &str = "warren.results";
+/// Most results one `warren.results` message may carry; the scheduler
+/// dead-letters a larger array whole.
+pub const MAX_RESULTS_PER_MESSAGE: usize = 1_000;
 /// AMQP `type` property of workflow reports (outcomes, status replies, events).
 pub const TYPE_REPORT: &str = "warren.report";
 /// AMQP `type` property of progress events.

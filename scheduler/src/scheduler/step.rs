@@ -23,10 +23,10 @@ use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
-use warren_shared::wire::{HEADER_FORWARDED, TaskResult};
+use warren_shared::wire::{HEADER_FORWARDED, TYPE_RESULT, TaskResult};
 
 use super::{
-    Scheduler, SchedulerError,
+    Scheduler, SchedulerError, batched,
     consume::Inbound,
     ownership::Ownership,
     publisher::{Forward, Publisher},
@@ -34,6 +34,29 @@ use super::{
     schedules,
     waiting::{self, Waiting},
 };
+
+/// Decodes one result's `body` (it came alone or in a message of several):
+/// one of a partition another scheduler owns is set aside to be forwarded.
+fn sort_result(
+    owned: &Ownership,
+    body: Vec<u8>,
+    properties: &lapin::BasicProperties,
+    items: &mut Vec<Item>,
+    forwards: &mut Vec<Forward>,
+) {
+    let parsed = serde_json::from_slice::<TaskResult>(&body);
+    match parsed {
+        Ok(r) if owned.partitioned && !owned.owns(owned.part_of(&r.workflow_id)) => {
+            forwards.push(Forward {
+                part: owned.part_of(&r.workflow_id),
+                properties: properties.clone(),
+                body,
+                request: false,
+            });
+        }
+        parsed => items.push(Item::Result { parsed, body }),
+    }
+}
 
 /// What a batch needs to know of the session: its channels and which
 /// partitions it owns.
@@ -76,6 +99,8 @@ enum Item {
     },
     /// A result over `max_result_bytes`.
     Oversized { body: Vec<u8> },
+    /// A message of results unusable as a whole (see `batched`).
+    Refused { body: Vec<u8>, reason: String },
 }
 
 /// The last delivery tag of each channel in the batch: one multiple-ack
@@ -333,22 +358,22 @@ impl Scheduler {
                 // the size and the limit. Its attempt ends by its lease.
                 Metrics::add(&self.metrics.results_too_large, 1);
                 items.push(Item::Oversized { body: d.data });
-            } else {
-                let parsed = serde_json::from_slice::<TaskResult>(&d.data);
-                match parsed {
-                    Ok(r) if owned.partitioned && !owned.owns(owned.part_of(&r.workflow_id)) => {
-                        forwards.push(Forward {
-                            part: owned.part_of(&r.workflow_id),
-                            properties: d.properties,
-                            body: d.data,
-                            request: false,
-                        });
+            } else if batched::is_batch(&d.data) {
+                match batched::split(&d.data) {
+                    Ok(bodies) => {
+                        // Forwarded alone, as if it had come alone.
+                        let props = d.properties.clone().with_type(TYPE_RESULT.into());
+                        for body in bodies {
+                            sort_result(owned, body, &props, &mut items, &mut forwards);
+                        }
                     }
-                    parsed => items.push(Item::Result {
-                        parsed,
+                    Err(reason) => items.push(Item::Refused {
                         body: d.data,
+                        reason,
                     }),
                 }
+            } else {
+                sort_result(owned, d.data, &d.properties, &mut items, &mut forwards);
             }
         }
         Ok(Sorted {
@@ -395,6 +420,10 @@ impl Scheduler {
                     self.config.bounds.max_result_bytes
                 );
                 tracing::warn!(%reason, "Oversized result dead-lettered");
+                engine.dead_letter(body, &self.config.amqp.topology().results(), &reason);
+            }
+            Item::Refused { body, reason } => {
+                tracing::warn!(%reason, "Message of results dead-lettered");
                 engine.dead_letter(body, &self.config.amqp.topology().results(), &reason);
             }
         }
@@ -473,7 +502,7 @@ async fn look_up(
         .iter()
         .filter_map(|i| match i {
             Item::Request(r, _) => r.lookup_id(),
-            Item::Result { .. } | Item::Oversized { .. } => None,
+            Item::Result { .. } | Item::Oversized { .. } | Item::Refused { .. } => None,
         })
         .filter(|id| !engine.is_active(id))
         .map(str::to_owned)
@@ -493,7 +522,7 @@ async fn look_up(
     let mut tasks = HashMap::new();
     for (id, task) in items.iter().filter_map(|i| match i {
         Item::Request(r, _) => r.task_lookup(),
-        Item::Result { .. } | Item::Oversized { .. } => None,
+        Item::Result { .. } | Item::Oversized { .. } | Item::Refused { .. } => None,
     }) {
         if known.contains_key(id)
             && let Some(row) = store.task_row(id, task).await?
@@ -505,7 +534,7 @@ async fn look_up(
     let mut stored = HashMap::new();
     for id in items.iter().filter_map(|i| match i {
         Item::Request(r, _) => r.rerun_id(),
-        Item::Result { .. } | Item::Oversized { .. } => None,
+        Item::Result { .. } | Item::Oversized { .. } | Item::Refused { .. } => None,
     }) {
         if !engine.is_active(id) && !engine.is_unstarted(id) && !stored.contains_key(id) {
             stored.insert(id.to_owned(), store.stored_workflow(id).await?);
