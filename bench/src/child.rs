@@ -96,6 +96,12 @@ pub async fn worker(addr: String, c: ChildArgs) -> anyhow::Result<()> {
         amqp: AmqpConfig::new(addr, c.namespace),
         concurrency: c.concurrency,
         worker_id: c.worker_id,
+        // As the worker binary reads it: `WARREN_RESULT_BATCH=1` measures
+        // the worker that sends each result alone.
+        result_batch: std::env::var("WARREN_RESULT_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::from(warren_worker::DEFAULT_RESULT_BATCH)),
         ..Default::default()
     };
     warren_harness::serve::worker(config, registry).await?;

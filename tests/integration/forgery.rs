@@ -18,7 +18,7 @@ use warren_shared::wire::{HEADER_FORWARDED, TaskState, WorkflowStatus};
 use warren_worker::Registry;
 
 /// Consumes `{ns}.dead` (before anything lands there).
-async fn dead_letters(ch: &Channel, ns: &str) -> Consumer {
+pub(crate) async fn dead_letters(ch: &Channel, ns: &str) -> Consumer {
     ch.basic_consume(
         format!("{ns}.dead").as_str().into(),
         "".into(),
@@ -33,7 +33,7 @@ async fn dead_letters(ch: &Channel, ns: &str) -> Consumer {
 }
 
 /// The next dead letter's reason.
-async fn next_reason(dead: &mut Consumer) -> String {
+pub(crate) async fn next_reason(dead: &mut Consumer) -> String {
     let d = tokio::time::timeout(DEADLINE, dead.next())
         .await
         .expect("a dead letter in time")
@@ -50,7 +50,13 @@ async fn next_reason(dead: &mut Consumer) -> String {
     }
 }
 
-async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
+pub(crate) async fn publish(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
     let confirm = ch
         .basic_publish(
             exchange.into(),

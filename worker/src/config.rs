@@ -4,6 +4,9 @@
 use std::time::Duration;
 use warren_shared::{AmqpConfig, limits, wire::DEFAULT_QUEUE};
 
+/// The default of [`WorkerConfig::result_batch`].
+pub const DEFAULT_RESULT_BATCH: u16 = 100;
+
 /// The worker's typed settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -35,6 +38,11 @@ pub struct WorkerConfig {
     /// size and the limit. See [`limits::DEFAULT_MAX_RESULT_BYTES`] for why
     /// the default is half of RabbitMQ 4.x's 16 MiB message limit.
     pub max_result_bytes: usize,
+    /// Most results sent in one message while earlier ones await the
+    /// broker's confirm (default 100, at most
+    /// the protocol's 1,000; 1 sends every result alone). An idle
+    /// worker sends each result at once whatever this is.
+    pub result_batch: usize,
 }
 
 impl Default for WorkerConfig {
@@ -48,6 +56,7 @@ impl Default for WorkerConfig {
             max_deliveries: 5,
             heartbeat_interval: Duration::from_secs(5),
             max_result_bytes: limits::DEFAULT_MAX_RESULT_BYTES,
+            result_batch: usize::from(DEFAULT_RESULT_BATCH),
         }
     }
 }

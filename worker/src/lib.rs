@@ -50,12 +50,13 @@ mod heartbeat;
 pub mod kinds;
 mod poison;
 mod publish;
+mod results;
 mod settle;
 mod slots;
 mod suspects;
 mod worker;
 
-pub use config::WorkerConfig;
+pub use config::{DEFAULT_RESULT_BATCH, WorkerConfig};
 pub use error::WorkerError;
 pub use handler::{HandlerError, Registry, TaskContext};
 pub use worker::Worker;

@@ -41,6 +41,11 @@ struct Args {
     /// replaced by a failed, non-retryable result saying so.
     #[arg(long, env = "WARREN_MAX_RESULT_BYTES", default_value_t = warren_shared::limits::DEFAULT_MAX_RESULT_BYTES)]
     max_result_bytes: usize,
+    /// Most results in one message while earlier ones await the broker's
+    /// confirm (1 to 1000; 1 sends each result alone).
+    #[arg(long, env = "WARREN_RESULT_BATCH", default_value_t = warren_worker::DEFAULT_RESULT_BATCH,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    result_batch: u16,
     /// Enables the `shell` task kind for exactly these commands
     /// (comma-separated names or absolute paths); off when empty. Each is
     /// resolved to an absolute path through this process's PATH at start.
@@ -83,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         max_deliveries: args.max_deliveries,
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(100)),
         max_result_bytes: args.max_result_bytes,
+        result_batch: usize::from(args.result_batch),
     };
     let shutdown = warren_shared::shutdown::on_signal();
     let mut registry = Registry::with_builtins();

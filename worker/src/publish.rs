@@ -3,12 +3,13 @@
 //!
 //! This is the worker's half of the invariant "a delivery is acked only
 //! after what it caused is confirmed", and it lives here alone:
-//! [`Publisher::publish_then_settle`] is the one path from a published
-//! message to an ack. A task's result ([`Publisher::result`]), a redelivered
-//! task moved to the suspect queue (`poison`), an undecodable message
-//! sent to the dead-letter exchange ([`Publisher::dead_letter`]) and a
-//! delivery given back unstarted at shutdown ([`Publisher::give_back`]) all
-//! go through it. Deliveries answered without a message (a cancelled
+//! [`Publisher::publish_then_settle`] is the path from a published
+//! message to an ack, and [`Publisher::result`] the same for a task's
+//! result, which may share its message with others (`results`). A
+//! redelivered task moved to the suspect queue (`poison`), an undecodable
+//! message sent to the dead-letter exchange ([`Publisher::dead_letter`])
+//! and a delivery given back unstarted at shutdown
+//! ([`Publisher::give_back`]) go through the former. Deliveries answered without a message (a cancelled
 //! workflow's tasks) are acked with [`Publisher::ack`].
 //!
 //! A result is bounded too: one whose JSON body exceeds the worker's
@@ -25,7 +26,10 @@
 //! ending, gives them back through a fresh channel
 //! ([`Publisher::give_back_unanswered`]).
 
-use crate::settle::{Settle, Settler};
+use crate::{
+    results::{self, Batcher, Outcome},
+    settle::{Settle, Settler},
+};
 use futures_lite::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, Event,
@@ -39,8 +43,13 @@ use std::{
 use tokio_util::sync::CancellationToken;
 use warren_shared::{
     Topology, amqp,
-    wire::{ResultStatus, TYPE_RESULT, TaskError, TaskResult},
+    wire::{MAX_RESULTS_PER_MESSAGE, ResultStatus, TaskError, TaskResult},
 };
+
+/// The most bytes of a message of several results, whatever the worker's
+/// result bound: a batch's results are held and answered together, so a
+/// large batch would only add latency.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// The body to publish for `result`: its JSON, or, when that is longer
 /// than `limit` bytes, the JSON of [`oversized`]'s replacement.
@@ -201,6 +210,8 @@ pub(crate) struct Publisher {
     settler: Settler,
     /// The largest result body published, in bytes.
     max_result_bytes: usize,
+    /// Publishes the results, batched under load (`results`).
+    results: Batcher,
     /// Set once the publishing channel or connection is found closed.
     lost: Lost,
     /// What to give back if publishing is lost.
@@ -232,14 +243,20 @@ async fn send(ch: &Channel, out: Outgoing<'_>) -> Result<(), warren_shared::Erro
 }
 
 impl Publisher {
-    /// `channel` must be in confirm mode.
+    /// `channel` must be in confirm mode. Results go at most
+    /// `result_batch` to a message (see `results`).
     pub fn new(
         channel: Channel,
         topology: Topology,
         settler: Settler,
-        max_result_bytes: usize,
+        (max_result_bytes, result_batch): (usize, usize),
     ) -> Publisher {
+        let bounds = results::Bounds {
+            count: result_batch.clamp(1, MAX_RESULTS_PER_MESSAGE),
+            bytes: max_result_bytes.min(MAX_BATCH_BYTES),
+        };
         Publisher {
+            results: Batcher::spawn(channel.clone(), topology.results(), bounds),
             channel,
             topology,
             settler,
@@ -336,17 +353,18 @@ impl Publisher {
         }
     }
 
-    /// Publishes the result, awaits its confirm, then acks the task. When
-    /// the result cannot be confirmed the task is requeued, never acked.
-    /// A result over `max_result_bytes` is replaced by a failed one saying
-    /// so (see [`encode_result`]).
+    /// Publishes the result, alone or with others in one message
+    /// (`results`), awaits that message's confirm, then acks the task. When
+    /// it cannot be confirmed the task is requeued, never acked; when
+    /// publishing is lost, the task is held to be given back. A result over
+    /// `max_result_bytes` is replaced by a failed one saying so (see
+    /// [`encode_result`]).
     pub async fn result(&self, r: &Received, result: &TaskResult) {
         let body = encode_result(result, self.max_result_bytes);
         // A scheduler sharing the namespace with others names the queue of
         // the workflow's partition in `reply_to`, bound to the results
         // exchange by its name; anything else goes to the shared results
         // queue (whichever scheduler receives it forwards it).
-        let exchange = self.topology.results();
         let key = self.topology.result_route(
             r.delivery
                 .properties
@@ -354,25 +372,21 @@ impl Publisher {
                 .as_ref()
                 .map(|q| q.as_str()),
         );
-        let props = amqp::with_message_id(
-            amqp::json_properties().with_type(TYPE_RESULT.into()),
-            &format!(
-                "{}/{}/{}",
-                result.workflow_id, result.task_id, result.attempt
-            ),
+        let message_id = format!(
+            "{}/{}/{}",
+            result.workflow_id, result.task_id, result.attempt
         );
-        let out = Outgoing {
-            exchange: &exchange,
-            key,
-            body: &body,
-            props,
-        };
-        match self.publish_then_settle(r, out).await {
-            Ok(()) => {}
-            Err(e) if self.is_lost() => {
+        match self.results.publish(key, body, message_id).await {
+            Outcome::Confirmed => self.ack(r).await,
+            // Not this message's fault: a requeue would mark the delivery
+            // as if its task had crashed a worker.
+            Outcome::Lost(e) => {
+                self.lose(&e);
+                self.unanswered().hold(r);
                 tracing::debug!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not published: publishing is lost; the task returns to its queue with the session");
             }
-            Err(e) => {
+            Outcome::Refused(e) => {
+                self.requeue(r).await;
                 tracing::error!(error = %e, workflow = %result.workflow_id, task = %result.task_id, "Result not confirmed; requeueing the task");
             }
         }

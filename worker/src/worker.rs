@@ -173,7 +173,7 @@ impl Worker {
                 publish.clone(),
                 topology.clone(),
                 settler,
-                cfg.max_result_bytes,
+                (cfg.max_result_bytes, cfg.result_batch),
             ),
             cancels: self.cancels.clone(),
             registry: self.registry.clone(),
