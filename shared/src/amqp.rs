@@ -29,7 +29,9 @@ pub const DEFAULT_NAMESPACE: &str = "warren";
 #[derive(Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
     /// `amqp://user:pass@host:port/vhost`, or `amqps://` for TLS
-    /// (default [`DEFAULT_AMQP_ADDR`]).
+    /// (default [`DEFAULT_AMQP_ADDR`]); a cluster's nodes as several such
+    /// addresses separated by commas, tried in turn (see
+    /// [`crate::addresses`]).
     pub addr: String,
     /// Prefix of every name (default [`DEFAULT_NAMESPACE`]).
     pub namespace: String,
@@ -110,7 +112,7 @@ impl AmqpConfig {
 impl std::fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpConfig")
-            .field("addr", &redact_addr(&self.addr))
+            .field("addr", &crate::addresses::redact(&self.addr))
             .field("namespace", &self.namespace)
             .field("tls_ca", &self.tls_ca_pem.as_ref().map(|_| "custom"))
             .field("queue_type", &self.queue_type)
@@ -118,30 +120,73 @@ impl std::fmt::Debug for AmqpConfig {
     }
 }
 
-/// Opens a connection named `name` (shown in the management UI), trusting
-/// only the system's roots for `amqps://`.
+/// Opens a connection named `name` (shown in the management UI) to `addr`
+/// (one address or a comma-separated list), trusting only the system's
+/// roots for `amqps://`.
 pub async fn connect(addr: &str, name: &str) -> Result<Connection, Error> {
     connect_with(addr, name, None).await
 }
 
+/// How long each address of a list (several brokers in `AMQP_ADDR`) gets
+/// to open a connection before the next is tried: a node that accepts TCP
+/// but does not answer must not hold up the others. A single address has
+/// no such limit (the caller's reconnect loop is its retry).
+pub const CONNECT_TIMEOUT_PER_ADDRESS: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens a connection to the first address of `addr` (one address, or
+/// several separated by commas, see [`crate::addresses`]) that accepts
+/// it, trying each once in [`crate::addresses::attempts`]'s order. The
+/// error, when none does, names them all (passwords hidden) and carries
+/// the last one's cause.
 async fn connect_with(
     addr: &str,
     name: &str,
     tls_ca_pem: Option<&str>,
 ) -> Result<Connection, Error> {
-    let failed = |source| Error::Connect {
-        addr: redact_addr(addr),
-        source,
-    };
+    let attempts = crate::addresses::attempts(addr);
+    let limit = (attempts.len() > 1).then_some(CONNECT_TIMEOUT_PER_ADDRESS);
+    let mut last = None;
+    for one in attempts {
+        match connect_one(one, name, tls_ca_pem, limit).await {
+            Ok(conn) => return Ok(conn),
+            Err(error) => {
+                tracing::debug!(addr = %redact_addr(one), %error, "Broker address refused the connection");
+                last = Some(error);
+            }
+        }
+    }
+    Err(Error::Connect {
+        addr: crate::addresses::redact(addr),
+        source: last.expect("at least one address is tried"),
+    })
+}
+
+/// One connection attempt to the single address `addr`, within `limit`.
+async fn connect_one(
+    addr: &str,
+    name: &str,
+    tls_ca_pem: Option<&str>,
+    limit: Option<std::time::Duration>,
+) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let tls = OwnedTLSConfig {
         identity: None,
         cert_chain: tls_ca_pem.map(str::to_owned),
     };
-    let runtime = lapin::runtime::default_runtime().map_err(failed)?;
-    Connection::connect_with_config(addr, props, tls, runtime)
-        .await
-        .map_err(failed)
+    let runtime = lapin::runtime::default_runtime()?;
+    let connect = Connection::connect_with_config(addr, props, tls, runtime);
+    match limit {
+        None => connect.await,
+        Some(limit) => tokio::time::timeout(limit, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {limit:?}"),
+                )
+                .into())
+            }),
+    }
 }
 
 /// How long a graceful close may take before the connection is dropped.

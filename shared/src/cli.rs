@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// `--amqp-addr`, `--namespace`, `--tls-ca-file` and their variables.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BrokerArgs {
-    /// Broker address (amqp://user:pass@host:port/vhost, or amqps://).
+    /// Broker address (amqp://user:pass@host:port/vhost, or amqps://); a
+    /// cluster's nodes as several addresses separated by commas.
     #[arg(long, global = true, env = "AMQP_ADDR", default_value = DEFAULT_AMQP_ADDR, hide_env_values = true)]
     pub amqp_addr: String,
     /// Prefix of every exchange and queue name.

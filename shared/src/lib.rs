@@ -6,6 +6,8 @@
 //!   reports) and the headers Warren sets. Only this crate defines them.
 //! - `topology`: the exchange and queue names derived from a namespace, and
 //!   their idempotent declaration.
+//! - `addresses`: several broker addresses in one `AMQP_ADDR` (a
+//!   cluster's nodes) and the order a connection tries them in.
 //! - `amqp`: connecting (with the password kept out of every message),
 //!   confirmed publishing, dead-lettering.
 //! - `redact`: every password a broker or store address can carry,
@@ -22,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod addresses;
 pub mod amqp;
 pub mod backoff;
 #[cfg(feature = "cli")]

@@ -1,6 +1,7 @@
 //! Warren's integration tests: one binary, each test on its own namespace
 //! against the real RabbitMQ at `AMQP_ADDR` (default the local broker).
 
+mod addresses;
 mod batched;
 mod bombs;
 mod browser;
