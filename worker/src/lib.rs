@@ -18,6 +18,8 @@
 //! - `poison`: redelivered tasks to the suspect queue; the delivery limit.
 //! - `publish`: publish what a delivery caused, await the confirm, then
 //!   ack (or requeue).
+//! - `nacks`: a message the broker nacks is sent again, with backoff,
+//!   before anything is requeued (a quorum queue electing a leader).
 //! - `settle`: coalesces a channel's acks into `multiple` acks.
 //! - `slots`: the per-consumer prefetch of each task queue and the
 //!   semaphore that keeps the worker to `concurrency` tasks at once.
@@ -48,6 +50,7 @@ mod forward;
 pub mod handler;
 mod heartbeat;
 pub mod kinds;
+mod nacks;
 mod poison;
 mod publish;
 mod results;

@@ -1,5 +1,6 @@
 //! Answering a delivery: publish what it caused, await the broker's
-//! confirm, then ack it, or requeue it when the confirm does not come.
+//! confirm, then ack it, or requeue it when the confirm does not come (a
+//! nack is first sent again for a while: `nacks`).
 //!
 //! This is the worker's half of the invariant "a delivery is acked only
 //! after what it caused is confirmed", and it lives here alone:
@@ -27,6 +28,7 @@
 //! ([`Publisher::give_back_unanswered`]).
 
 use crate::{
+    nacks,
     results::{self, Batcher, Outcome},
     settle::{Settle, Settler},
 };
@@ -193,6 +195,7 @@ pub(crate) fn watch(conn: &Connection) -> impl Future<Output = String> + Send + 
 }
 
 /// One message a delivery caused, for [`Publisher::publish_then_settle`].
+#[derive(Clone)]
 pub(crate) struct Outgoing<'a> {
     pub exchange: &'a str,
     pub key: &'a str,
@@ -325,8 +328,8 @@ impl Publisher {
 
     /// Publishes what a delivery caused (mandatory), awaits the broker's
     /// confirm, then acks the delivery. When the broker refuses the message
-    /// (a nack, no queue to route to) the delivery is requeued, never
-    /// acked; when the channel is gone, the publisher is marked lost and
+    /// (a nack that outlasts `nacks`' retries, no queue to route to) the
+    /// delivery is requeued, never acked; when the channel is gone, the publisher is marked lost and
     /// the delivery held, for the session to give back. Either way the
     /// error is returned for the caller to log.
     pub async fn publish_then_settle(
@@ -334,7 +337,8 @@ impl Publisher {
         r: &Received,
         out: Outgoing<'_>,
     ) -> Result<(), warren_shared::Error> {
-        match send(&self.channel, out).await {
+        let open = || self.channel.status().connected();
+        match nacks::through_nacks(open, || send(&self.channel, out.clone())).await {
             Ok(()) => {
                 self.ack(r).await;
                 Ok(())

@@ -21,6 +21,7 @@
 //! the [`Outcome`] of the message that carried its result, and acks,
 //! requeues or holds its delivery by it.
 
+use crate::nacks;
 use lapin::Channel;
 use tokio::{
     sync::{mpsc, oneshot},
@@ -41,8 +42,8 @@ pub(crate) const MAX_IN_FLIGHT: usize = 2;
 pub(crate) enum Outcome {
     /// The broker confirmed it: the task may be acked.
     Confirmed,
-    /// The broker refused it (a nack, no queue to route to): the task goes
-    /// back to its queue.
+    /// The broker refused it (a nack that outlasted `nacks`' retries, no
+    /// queue to route to): the task goes back to its queue.
     Refused(String),
     /// The publishing channel is gone: the task is held for the session to
     /// give back.
@@ -207,20 +208,24 @@ async fn send(channel: Channel, exchange: String, batch: Vec<Pending>) {
         amqp::json_properties().with_type(TYPE_RESULTS.into())
     };
     debug_assert!(batch.len() <= MAX_RESULTS_PER_MESSAGE);
-    let sent = async {
-        let confirm = amqp::publish(
-            &channel,
-            amqp::Publish {
-                exchange: &exchange,
-                routing_key: key,
-                mandatory: true,
-                body: &body,
-                properties: props,
-            },
-        )
-        .await?;
-        amqp::confirmed(confirm, &exchange, key).await
-    }
+    // A nack is sent again for a while (`nacks`), the batch's tasks held.
+    let sent = nacks::through_nacks(
+        || channel.status().connected(),
+        || async {
+            let confirm = amqp::publish(
+                &channel,
+                amqp::Publish {
+                    exchange: &exchange,
+                    routing_key: key,
+                    mandatory: true,
+                    body: &body,
+                    properties: props.clone(),
+                },
+            )
+            .await?;
+            amqp::confirmed(confirm, &exchange, key).await
+        },
+    )
     .await;
     let outcome = match sent {
         Ok(()) => Outcome::Confirmed,
