@@ -7,6 +7,7 @@ use crate::{
     Fault, POISON_ID, RunArgs, bombs::Bombs, broker, child::recorded_effects, fleet::Fleet,
     report::report, store::Reader,
 };
+use anyhow::Context;
 use serde_json::json;
 use std::{
     collections::BTreeMap,
@@ -36,8 +37,17 @@ pub async fn drive(
             args.broker_restarts,
         ))
         .chain(std::iter::repeat_n(Fault::Disconnect, args.disconnects))
+        .chain(std::iter::repeat_n(Fault::NodeKill, args.node_kills))
         .collect();
     fastrand::shuffle(&mut faults);
+    // Each node kill is followed by the brief stop of a second node.
+    let faults: Vec<Fault> = faults
+        .into_iter()
+        .flat_map(|f| match f {
+            Fault::NodeKill => vec![f, Fault::NodeStop],
+            f => vec![f],
+        })
+        .collect();
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut self_deaths = 0;
     // Scheduler kills that hit one owning partitions (PostgreSQL: from
@@ -80,14 +90,42 @@ pub async fn drive(
                 tokio::task::spawn_blocking(move || broker::restart_broker(hard)).await??;
             }
             Fault::Disconnect => {
-                tokio::task::spawn_blocking(|| {
-                    broker::rabbitmqctl(&["close_all_connections", "chaos: forced disconnect"])
+                let cluster = fleet.nodes.as_ref().map(|n| n.cluster.clone());
+                tokio::task::spawn_blocking(move || {
+                    let reason = "chaos: forced disconnect";
+                    match cluster {
+                        Some(cluster) => cluster.disconnect_all(reason),
+                        None => broker::rabbitmqctl(&["close_all_connections", reason]),
+                    }
                 })
                 .await??
+            }
+            Fault::NodeKill | Fault::NodeStop => {
+                let nodes = fleet
+                    .nodes
+                    .as_mut()
+                    .context("--node-kills needs --cluster")?;
+                let finished = store
+                    .statuses()
+                    .await?
+                    .iter()
+                    .filter(|(id, s)| {
+                        id.starts_with("chaos-") && *id != POISON_ID && *s != "running"
+                    })
+                    .count();
+                let unfinished = next.saturating_sub(finished);
+                if fault == Fault::NodeKill {
+                    nodes.kill(unfinished).await?;
+                } else {
+                    nodes.stop(unfinished).await?;
+                }
             }
         }
         *injected.entry(fault).or_default() += 1;
         println!("fault {:>3}/{}: {fault:?}", step + 1, faults.len());
+    }
+    if let Some(nodes) = &mut fleet.nodes {
+        nodes.finish().await?;
     }
     bombs.settle(&client).await?;
     client.close().await;

@@ -1,7 +1,7 @@
 //! The processes under test: the schedulers and workers, children of this
 //! program, started, killed with SIGKILL and replaced.
 
-use crate::ChildArgs;
+use crate::{ChildArgs, cluster::NodeFaults};
 use anyhow::bail;
 use std::ffi::OsStr;
 use warren_harness::{Child, Launcher};
@@ -16,6 +16,8 @@ pub struct Fleet {
     workers: Vec<Child>,
     /// Workers started so far, to name the next one.
     spawned_workers: usize,
+    /// With `--cluster`: the run's broker nodes and their faults.
+    pub nodes: Option<NodeFaults>,
 }
 
 impl Fleet {
@@ -32,6 +34,7 @@ impl Fleet {
             schedulers: Vec::new(),
             workers: Vec::new(),
             spawned_workers: 0,
+            nodes: None,
         };
         for i in 0..schedulers {
             let s = fleet.spawn_scheduler(i)?;

@@ -16,6 +16,12 @@
 //! It restarts and kills the local broker: run it on a machine where nothing
 //! else depends on that broker, never next to the test suite.
 //!
+//! With `--cluster N` it starts a RabbitMQ cluster of its own (N nodes on
+//! this machine, see `cluster`), runs everything on quorum queues with the
+//! nodes' addresses as the address list, and leaves the machine's broker
+//! alone; `--node-kills K` kills -9 a node and restarts it, then stops a
+//! second one briefly, K times.
+//!
 //! With `--bombs N` it also throws N rounds of issue 15's hostile and
 //! oversized requests between the chunks of workflows (see `bombs`): the
 //! invariants must hold all the same, and each bomb must end as the limits
@@ -27,13 +33,15 @@
 //! effects its handlers record); `fleet` starts, kills and replaces the
 //! children (through warren-harness); `broker` restarts and disconnects the
 //! broker and plants and reads its messages; `drive` runs the workload and
-//! the faults; `bombs` throws the bombs and judges how they ended; `store`
+//! the faults; `cluster` starts the run's own cluster and kills and
+//! stops its nodes; `bombs` throws the bombs and judges how they ended; `store`
 //! reads the schedulers' store; `report` checks the invariants and prints
 //! them.
 
 mod bombs;
 mod broker;
 mod child;
+mod cluster;
 mod drive;
 mod fleet;
 mod report;
@@ -114,6 +122,18 @@ struct RunArgs {
     /// Warren's durable queues: classic or quorum.
     #[arg(long, value_enum, default_value_t = QueueType::Classic)]
     queue_type: QueueType,
+    /// Start a RabbitMQ cluster of this many nodes for the run (its own
+    /// node names, ports and data under the run's directory; 0: use
+    /// `--amqp-addr`). Everything then runs on quorum queues, given every
+    /// node's address.
+    #[arg(long, default_value_t = 0)]
+    cluster: usize,
+    /// Node faults (needs `--cluster 3` or more): a node killed with
+    /// SIGKILL and started again while the work goes on, then, at the next
+    /// step, once it runs, a second node stopped (stop_app) and started
+    /// again.
+    #[arg(long, default_value_t = 0)]
+    node_kills: usize,
     /// Rounds of issue 15's bombs thrown between the chunks of workflows
     /// (see `bombs.rs`); 0 throws none.
     #[arg(long, default_value_t = 0)]
@@ -184,6 +204,8 @@ enum Fault {
     WorkerKill,
     BrokerRestart,
     Disconnect,
+    NodeKill,
+    NodeStop,
 }
 
 fn main() -> ExitCode {
@@ -207,11 +229,12 @@ fn main() -> ExitCode {
 
 /// A whole run: the namespace, the children, the workload and faults,
 /// the verdict; the namespace and logs are removed only when it passes.
-async fn run(args: RunArgs) -> anyhow::Result<bool> {
+async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
     let ns = warren_harness::namespace::fresh("chaos");
     let dir = tempfile::Builder::new().prefix("warren-chaos-").tempdir()?;
+    let cluster = start_cluster(&mut args, dir.path(), &ns)?;
     let mut amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
     amqp.queue_type = args.queue_type;
     let location = match &args.store {
@@ -258,8 +281,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     broker::plant_dead_letters(&amqp).await?;
     let launcher = Launcher::new(dir.path())?;
     let mut fleet = Fleet::start(launcher, child_args, args.schedulers.max(1), args.workers)?;
+    fleet.nodes = cluster.map(cluster::NodeFaults::new);
     let outcome = drive::drive(&args, &amqp, &store, &mut fleet, deadline).await;
     fleet.stop();
+    let outcome = match (&fleet.nodes, outcome) {
+        (Some(nodes), Ok(passed)) => nodes.cluster.check_quorum().map(|q| passed && q),
+        (_, outcome) => outcome,
+    };
     let passed = match outcome {
         Ok(passed) => passed,
         Err(e) => {
@@ -278,6 +306,38 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     }
     println!("elapsed: {:.1} s", started.elapsed().as_secs_f64());
     Ok(passed)
+}
+
+/// With `--cluster N`: starts the run's cluster (killed when the run
+/// ends, or on a signal), and points `args` at it, on quorum queues.
+fn start_cluster(
+    args: &mut RunArgs,
+    dir: &std::path::Path,
+    ns: &str,
+) -> anyhow::Result<Option<std::sync::Arc<cluster::Cluster>>> {
+    if args.node_kills > 0 && args.cluster < 3 {
+        bail!("--node-kills needs --cluster 3 or more (a quorum survives one node down)");
+    }
+    if args.cluster == 0 {
+        return Ok(None);
+    }
+    if args.broker_restarts > 0 {
+        bail!(
+            "--broker-restarts restarts the machine's broker, which a --cluster run does not use"
+        );
+    }
+    let booting = Instant::now();
+    let cluster = std::sync::Arc::new(cluster::Cluster::start(args.cluster, dir, ns)?);
+    cluster::kill_on_signal(&cluster);
+    println!(
+        "chaos: cluster of {} ({}) running after {:.1} s",
+        args.cluster,
+        cluster.names().join(", "),
+        booting.elapsed().as_secs_f64()
+    );
+    args.amqp_addr = cluster.addresses();
+    args.queue_type = QueueType::Quorum;
+    Ok(Some(cluster))
 }
 
 /// Deletes a run's namespace from the broker, the bombs' queues too.

@@ -89,6 +89,8 @@ pub fn report(
         (Fault::WorkerKill, "worker kill -9 + replace"),
         (Fault::BrokerRestart, "broker restart"),
         (Fault::Disconnect, "close all connections"),
+        (Fault::NodeKill, "cluster node kill -9 + restart"),
+        (Fault::NodeStop, "cluster node stop_app + start_app"),
     ] {
         println!(
             "{label:<34} {:>8}",
