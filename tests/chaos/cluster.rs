@@ -11,8 +11,8 @@
 //! program.
 //!
 //! A node kill kills one node's Erlang VM with SIGKILL and starts it
-//! again in the background while the workload goes on; at the run's next
-//! step, once the cluster has all its nodes running, a second node's
+//! again in the background while the workload goes on; two steps later,
+//! once the cluster has all its nodes running again, a second node's
 //! broker is stopped (`stop_app`) and started again (`start_app`). At no
 //! moment are two nodes down, so quorum queues keep their majority (see
 //! [`NodeFaults`]).
@@ -32,6 +32,38 @@ use warren_harness::child::{Signal, signal};
 
 /// How long a node may take to start, or to join.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// With `--cluster N`: starts the run's cluster (killed when the run
+/// ends, or on a signal), and points `args` at it, on quorum queues.
+pub fn for_run(
+    args: &mut crate::RunArgs,
+    dir: &std::path::Path,
+    ns: &str,
+) -> anyhow::Result<Option<Arc<Cluster>>> {
+    if args.node_kills > 0 && args.cluster < 3 {
+        bail!("--node-kills needs --cluster 3 or more (a quorum survives one node down)");
+    }
+    if args.cluster == 0 {
+        return Ok(None);
+    }
+    if args.broker_restarts > 0 {
+        bail!(
+            "--broker-restarts restarts the machine's broker, which a --cluster run does not use: pass --broker-restarts 0"
+        );
+    }
+    let booting = Instant::now();
+    let cluster = Arc::new(Cluster::start(args.cluster, dir, ns)?);
+    kill_on_signal(&cluster);
+    println!(
+        "chaos: cluster of {} ({}) running after {:.1} s",
+        args.cluster,
+        cluster.names().join(", "),
+        booting.elapsed().as_secs_f64()
+    );
+    args.amqp_addr = cluster.addresses();
+    args.queue_type = warren_shared::QueueType::Quorum;
+    Ok(Some(cluster))
+}
 
 /// One node: its name, ports and directory.
 struct Node {
@@ -452,12 +484,14 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The node faults of a run. Kill `k` kills node `k % n` with SIGKILL and
-/// starts it again in the background, while the workload goes on; the
-/// stop that follows it (the next step of the run) waits until the
-/// cluster runs all its nodes again, then stops node `(k + 1) % n`
-/// (`stop_app`) and starts it again (`start_app`). Two nodes are never
-/// down at once, so quorum queues keep their majority. Each prints how
-/// many workflows submitted had not finished when its node went down.
+/// starts it again in the background, while the workload and the other
+/// faults go on; the stop that follows it (two steps later: the run waits
+/// for the restart before that step's chunk goes in) stops the node after
+/// the last one killed (`stop_app`) and starts it again (`start_app`).
+/// Each operation first waits for a restart under way: two nodes are
+/// never down at once, so quorum queues keep their majority. Each prints
+/// how many workflows submitted had not finished when its node went
+/// down.
 pub struct NodeFaults {
     pub cluster: Arc<Cluster>,
     /// The restart of the last node killed, and when it was killed.

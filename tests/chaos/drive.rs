@@ -40,14 +40,15 @@ pub async fn drive(
         .chain(std::iter::repeat_n(Fault::NodeKill, args.node_kills))
         .collect();
     fastrand::shuffle(&mut faults);
-    // Each node kill is followed by the brief stop of a second node.
-    let faults: Vec<Fault> = faults
-        .into_iter()
-        .flat_map(|f| match f {
-            Fault::NodeKill => vec![f, Fault::NodeStop],
-            f => vec![f],
-        })
-        .collect();
+    // Each node kill is followed two steps later by the brief stop of a
+    // second node: the killed node is down over the next chunk and fault.
+    let mut i = 0;
+    while i < faults.len() {
+        if faults[i] == Fault::NodeKill {
+            faults.insert((i + 2).min(faults.len()), Fault::NodeStop);
+        }
+        i += 1;
+    }
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut self_deaths = 0;
     // Scheduler kills that hit one owning partitions (PostgreSQL: from
@@ -61,13 +62,24 @@ pub async fn drive(
     let mut broker_restarts = 0;
     let mut bombs = Bombs::new(amqp, args.bombs, args.max_queues);
     for step in 0..chunks {
+        if faults.get(step) == Some(&Fault::NodeStop) {
+            // The killed node back first, so that the stop meets the
+            // chunk about to go in.
+            if let Some(nodes) = &mut fleet.nodes {
+                nodes.finish().await?;
+            }
+        }
         let end = (next + per_chunk).min(args.workflows);
         for i in next..end {
             client.submit(diamond(i)).await?;
         }
         next = end;
         bombs.throw_due(step, chunks).await?;
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(150..500))).await;
+        // A node fault strikes as soon as its chunk is in, so that it
+        // meets that chunk in flight (a short chunk can end in the pause).
+        if !matches!(faults.get(step), Some(Fault::NodeKill | Fault::NodeStop)) {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(150..500))).await;
+        }
         self_deaths += fleet.revive()?;
         let Some(&fault) = faults.get(step) else {
             break;
@@ -105,15 +117,7 @@ pub async fn drive(
                     .nodes
                     .as_mut()
                     .context("--node-kills needs --cluster")?;
-                let finished = store
-                    .statuses()
-                    .await?
-                    .iter()
-                    .filter(|(id, s)| {
-                        id.starts_with("chaos-") && *id != POISON_ID && *s != "running"
-                    })
-                    .count();
-                let unfinished = next.saturating_sub(finished);
+                let unfinished = unfinished(store, next).await?;
                 if fault == Fault::NodeKill {
                     nodes.kill(unfinished).await?;
                 } else {
@@ -178,6 +182,17 @@ pub async fn drive(
         bombs.delete_queues().await?;
     }
     Ok(passed)
+}
+
+/// Diamonds of the `submitted` that have not ended yet.
+async fn unfinished(store: &Reader, submitted: usize) -> anyhow::Result<usize> {
+    let ended = store
+        .statuses()
+        .await?
+        .iter()
+        .filter(|(id, s)| id.starts_with("chaos-") && *id != POISON_ID && *s != "running")
+        .count();
+    Ok(submitted.saturating_sub(ended))
 }
 
 fn diamond(i: usize) -> serde_json::Value {

@@ -129,8 +129,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 0)]
     cluster: usize,
     /// Node faults (needs `--cluster 3` or more): a node killed with
-    /// SIGKILL and started again while the work goes on, then, at the next
-    /// step, once it runs, a second node stopped (stop_app) and started
+    /// SIGKILL and started again while the work goes on, then, two steps
+    /// later, once it runs, a second node stopped (stop_app) and started
     /// again.
     #[arg(long, default_value_t = 0)]
     node_kills: usize,
@@ -234,7 +234,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
     let deadline = started + Duration::from_secs(args.timeout);
     let ns = warren_harness::namespace::fresh("chaos");
     let dir = tempfile::Builder::new().prefix("warren-chaos-").tempdir()?;
-    let cluster = start_cluster(&mut args, dir.path(), &ns)?;
+    let cluster = cluster::for_run(&mut args, dir.path(), &ns)?;
     let mut amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
     amqp.queue_type = args.queue_type;
     let location = match &args.store {
@@ -306,38 +306,6 @@ async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
     }
     println!("elapsed: {:.1} s", started.elapsed().as_secs_f64());
     Ok(passed)
-}
-
-/// With `--cluster N`: starts the run's cluster (killed when the run
-/// ends, or on a signal), and points `args` at it, on quorum queues.
-fn start_cluster(
-    args: &mut RunArgs,
-    dir: &std::path::Path,
-    ns: &str,
-) -> anyhow::Result<Option<std::sync::Arc<cluster::Cluster>>> {
-    if args.node_kills > 0 && args.cluster < 3 {
-        bail!("--node-kills needs --cluster 3 or more (a quorum survives one node down)");
-    }
-    if args.cluster == 0 {
-        return Ok(None);
-    }
-    if args.broker_restarts > 0 {
-        bail!(
-            "--broker-restarts restarts the machine's broker, which a --cluster run does not use"
-        );
-    }
-    let booting = Instant::now();
-    let cluster = std::sync::Arc::new(cluster::Cluster::start(args.cluster, dir, ns)?);
-    cluster::kill_on_signal(&cluster);
-    println!(
-        "chaos: cluster of {} ({}) running after {:.1} s",
-        args.cluster,
-        cluster.names().join(", "),
-        booting.elapsed().as_secs_f64()
-    );
-    args.amqp_addr = cluster.addresses();
-    args.queue_type = QueueType::Quorum;
-    Ok(Some(cluster))
 }
 
 /// Deletes a run's namespace from the broker, the bombs' queues too.
