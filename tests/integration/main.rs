@@ -20,6 +20,7 @@ mod idempotency;
 mod kinds;
 mod kinds_hardened;
 mod limits;
+mod nacks;
 mod pause;
 mod peers;
 mod pg_tls;
