@@ -18,8 +18,9 @@
 //! [`NodeFaults`]).
 //!
 //! When the run ends, whatever its outcome (an error, a panic, SIGTERM),
-//! dropping the [`Cluster`] kills every node with SIGKILL and deletes its
-//! data; the nodes' logs stay with the run's directory.
+//! the [`Cluster`] kills every node with SIGKILL (every Erlang VM whose
+//! home is its directory) and deletes its data; the nodes' logs stay with
+//! the run's directory.
 
 use anyhow::{Context, bail};
 use std::{
@@ -417,28 +418,58 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Kills every node (their data is deleted next: no need to stop them
-    /// gracefully) and deletes their data; the logs stay.
+    /// gracefully) and deletes their data; the logs stay. Besides the
+    /// nodes' recorded pids, every Erlang VM whose home is this cluster's
+    /// directory goes too (a node being started again, whose pid is not
+    /// read yet; a `rabbitmqctl` under way), swept until none is left.
     fn kill_all(&self) {
         for node in &self.nodes {
-            // A node whose start was not awaited has only its pid file.
-            if node.pid().is_none() {
-                let _ = node.read_pid();
-            }
             if let Some(pid) = node.pid() {
                 signal(pid, Signal::Kill);
             }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.nodes.iter().any(|n| n.pid().is_some()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+        let mut quiet = 0;
+        while quiet < 3 && Instant::now() < deadline {
+            let vms = vms_at_home(&self.dir);
+            quiet = if vms.is_empty() { quiet + 1 } else { 0 };
+            for pid in vms {
+                signal(pid, Signal::Kill);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for pid in vms_at_home(&self.dir) {
+            eprintln!("chaos: a VM of the cluster (pid {pid}) outlived SIGKILL");
         }
         for node in &self.nodes {
-            if let Some(pid) = node.pid() {
-                eprintln!("chaos: node {} (pid {pid}) outlived SIGKILL", node.name);
-            }
             let _ = std::fs::remove_dir_all(node.dir.join("mnesia"));
         }
     }
+}
+
+/// The processes whose command line holds `-home {dir}`: the Erlang VMs
+/// started with this cluster's directory as their home (its nodes, its
+/// `rabbitmqctl` calls), read from `/proc`.
+fn vms_at_home(dir: &Path) -> Vec<u32> {
+    let home = dir.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                let mut args = cmd.split(|b| *b == 0);
+                // `-home` followed by exactly this directory.
+                let mut previous_home = false;
+                args.any(|a| {
+                    let hit = previous_home && a == home;
+                    previous_home = a == b"-home";
+                    hit
+                })
+            })
+        })
+        .collect()
 }
 
 /// On ctrl-c or SIGTERM (CI's `timeout`), kills the cluster's nodes and
