@@ -80,8 +80,7 @@ def queue_state(name: str) -> tuple[int, int]:
 async def _delete(namespace: str, queues: list[str]) -> None:
     conn = await aio_pika.connect(AMQP_URL)
     try:
-        names = [f"{namespace}.{n}" for n in
-                 ("workflows", "workflows.control", "results", "dead")]
+        names = [f"{namespace}.{n}" for n in ("workflows", "workflows.control", "results", "dead")]
         for q in queues:
             names += [f"{namespace}.tasks.{q}", f"{namespace}.suspect.{q}"]
         for name in names:
@@ -106,33 +105,60 @@ class Deployment:
         self.tmp = tmp
         self.queues: set[str] = {"default"}
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.env = dict(os.environ, AMQP_ADDR=AMQP_URL, WARREN_NAMESPACE=self.namespace,
-                        RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        self.env = dict(
+            os.environ,
+            AMQP_ADDR=AMQP_URL,
+            WARREN_NAMESPACE=self.namespace,
+            RUST_LOG=os.environ.get("RUST_LOG", "warn"),
+        )
         self.scheduler = self.spawn(
-            [binary("warren-scheduler"), "--store", str(tmp / "warren.db")], "scheduler")
-        wait_for("the scheduler to consume its requests",
-                 lambda: queue_state(f"{self.namespace}.workflows")[1] > 0)
+            [binary("warren-scheduler"), "--store", str(tmp / "warren.db")], "scheduler"
+        )
+        wait_for(
+            "the scheduler to consume its requests",
+            lambda: queue_state(f"{self.namespace}.workflows")[1] > 0,
+        )
 
-    def spawn(self, argv: list[str], name: str,
-              env: Optional[dict[str, str]] = None) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        p = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log,
-                             stderr=subprocess.STDOUT, cwd=str(TESTS))
+    def spawn(
+        self, argv: list[str], name: str, env: Optional[dict[str, str]] = None
+    ) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}-{len(self.procs)}.log", "wb")
+        p = subprocess.Popen(
+            argv,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(TESTS),
+        )
         self.procs.append(p)
         return p
 
-    def rust_worker(self, queue: str = "default", worker_id: str = "rust-1") -> subprocess.Popen[bytes]:
+    def rust_worker(
+        self, queue: str = "default", worker_id: str = "rust-1"
+    ) -> subprocess.Popen[bytes]:
         self.queues.add(queue)
-        return self.spawn([binary("warren-worker"), "--queue", queue, "--worker-id", worker_id,
-                           "--heartbeat-ms", "500"], f"rust-worker-{worker_id}")
+        return self.spawn(
+            [
+                binary("warren-worker"),
+                "--queue",
+                queue,
+                "--worker-id",
+                worker_id,
+                "--heartbeat-ms",
+                "500",
+            ],
+            f"rust-worker-{worker_id}",
+        )
 
-    def python_worker(self, queue: str = "python", worker_id: str = "py-proc",
-                      **env: str) -> subprocess.Popen[bytes]:
+    def python_worker(
+        self, queue: str = "python", worker_id: str = "py-proc", **env: str
+    ) -> subprocess.Popen[bytes]:
         """``python -m warren worker app:worker`` (tests/app.py) as a process."""
         self.queues.add(queue)
         e = {"APP_QUEUE": queue, "APP_WORKER_ID": worker_id, **env}
-        return self.spawn([sys.executable, "-m", "warren", "worker", "app:worker"],
-                          f"py-worker-{worker_id}", e)
+        return self.spawn(
+            [sys.executable, "-m", "warren", "worker", "app:worker"], f"py-worker-{worker_id}", e
+        )
 
     def client(self) -> warren.Client:
         return warren.Client(url=AMQP_URL, namespace=self.namespace)
@@ -143,7 +169,9 @@ class Deployment:
         return warren.Worker(url=AMQP_URL, namespace=self.namespace, queues=[queue], **kw)
 
     def log(self, name_prefix: str) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob(f"{name_prefix}*.log")))
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.tmp.glob(f"{name_prefix}*.log"))
+        )
 
     def close(self) -> None:
         for p in self.procs:
@@ -172,8 +200,13 @@ def running(worker: warren.Worker) -> Iterator[warren.Worker]:
 
     t = threading.Thread(target=serve, name="test-worker", daemon=True)
     t.start()
-    wait_for("the worker to consume", lambda: any(
-        queue_state(worker.names.task_queue(q))[1] > 0 for q in worker.queues) or bool(failed))
+    wait_for(
+        "the worker to consume",
+        lambda: (
+            any(queue_state(worker.names.task_queue(q))[1] > 0 for q in worker.queues)
+            or bool(failed)
+        ),
+    )
     try:
         yield worker
     finally:

@@ -23,8 +23,9 @@ def test_submit_and_wait_with_a_python_worker(deployment: Deployment) -> None:
 
     wf = warren.Workflow("greet", input={"text": "hello"})
     a = wf.task("upper", type="py.upper", queue="python", input={"text": wf.input["text"]})
-    wf.task("count", type="py.count", queue="python", depends_on=[a],
-            input={"text": a.output["text"]})
+    wf.task(
+        "count", type="py.count", queue="python", depends_on=[a], input={"text": a.output["text"]}
+    )
     with running(w), deployment.client() as client:
         report = client.submit_and_wait(wf, timeout=60)
         assert report.status is warren.WorkflowStatus.SUCCEEDED, report
@@ -41,11 +42,13 @@ def test_submit_and_wait_with_a_python_worker(deployment: Deployment) -> None:
 def test_a_rejected_workflow_raises_every_problem(deployment: Deployment) -> None:
     # Valid for the schema, refused by the scheduler: unknown dependency and
     # a cycle.
-    wf = {"tasks": [
-        {"id": "a", "type": "echo", "depends_on": ["b"]},
-        {"id": "b", "type": "echo", "depends_on": ["a"]},
-        {"id": "c", "type": "echo", "depends_on": ["nope"]},
-    ]}
+    wf = {
+        "tasks": [
+            {"id": "a", "type": "echo", "depends_on": ["b"]},
+            {"id": "b", "type": "echo", "depends_on": ["a"]},
+            {"id": "c", "type": "echo", "depends_on": ["nope"]},
+        ]
+    }
     with deployment.client() as client, pytest.raises(warren.Rejected) as e:
         client.submit_and_wait(wf, timeout=30)
     codes = {(p.code, p.task) for p in e.value.errors}
@@ -72,7 +75,10 @@ def test_schema_validation_refuses_a_bad_workflow_before_sending(
         assert {"a", "b c", None} <= by_task, e.value.errors
         assert wf.id is None  # the builder was not changed
         # A workflow id never submitted: unknown to the scheduler.
-        wf2 = {"id": "never-sent", "tasks": [{"id": "a", "type": "echo", "retry": {"max_attempts": 0}}]}
+        wf2 = {
+            "id": "never-sent",
+            "tasks": [{"id": "a", "type": "echo", "retry": {"max_attempts": 0}}],
+        }
         with pytest.raises(warren.InvalidRequest):
             client.submit(wf2)
         assert client.status("never-sent").status is warren.WorkflowStatus.NOT_FOUND

@@ -60,7 +60,9 @@ class Client:
         self._exchange: Optional[aio_pika.abc.AbstractExchange] = None
         self._reply_to = ""
         self._waiting: dict[str, asyncio.Future[tuple[Optional[str], Any]]] = {}
-        self._lock = asyncio.Lock()
+        # Made in the loop that first connects (Python 3.9 binds a Lock to
+        # the loop current when it is made).
+        self._lock: Optional[asyncio.Lock] = None
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -73,6 +75,8 @@ class Client:
         """Connects now (calls connect by themselves when needed). Raises
         :class:`BrokerError` when ``{ns}.workflows`` does not exist: no
         scheduler has set the namespace up yet."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         async with self._lock:
             if self._connection is not None and not self._connection.is_closed:
                 return

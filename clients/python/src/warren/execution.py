@@ -117,7 +117,14 @@ class Executor:
             except Undecodable:
                 pass  # answered below like any undecodable body
             else:
-                await self.suspect(r, msg)
+                # Held shared while it is moved: a suspect (run alone) starts
+                # only once this ack is on the wire, so a crash while it
+                # runs cannot bring this copy back too.
+                await self.gate.enter(False)
+                try:
+                    await self.suspect(r, msg)
+                finally:
+                    await self.gate.leave(False)
                 return
         alone = r.source == SUSPECT
         if not alone and not await self.take_slot():

@@ -1,0 +1,73 @@
+"""Task messages the worker cannot read never stop it: a body with readable
+ids is failed by them, one without is dead-lettered (as Warren's worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aio_pika
+from support import AMQP_URL, Deployment, queue_state, running, wait_for
+
+
+async def _publish_raw(namespace: str, bodies: list[bytes]) -> None:
+    conn = await aio_pika.connect(AMQP_URL)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        # The worker's own way into its queue (the scheduler binds the task
+        # queue to {ns}.tasks only before its first task message).
+        ex = await ch.get_exchange(f"{namespace}.requeue")
+        for body in bodies:
+            await ex.publish(aio_pika.Message(body), "tasks.python", mandatory=True)
+    finally:
+        await conn.close()
+
+
+async def _read_dead(namespace: str) -> list[tuple[bytes, dict[str, Any]]]:
+    conn = await aio_pika.connect(AMQP_URL)
+    out = []
+    try:
+        ch = await conn.channel()
+        q = await ch.declare_queue(f"{namespace}.dead", passive=True)
+        while (m := await q.get(no_ack=True, fail=False)) is not None:
+            out.append((m.body, dict(m.headers or {})))
+    finally:
+        await conn.close()
+    return out
+
+
+def test_malformed_task_messages_are_answered_or_dead_lettered(deployment: Deployment) -> None:
+    w = deployment.worker()
+
+    @w.task("py.upper")
+    def upper(data: Any) -> Any:
+        return str(data).upper()
+
+    ns = deployment.namespace
+    garbage = b"\xff not json"
+    no_type = json.dumps(
+        {"workflow_id": "w-x", "task_id": "t", "attempt": 1, "token": "0" * 64}
+    ).encode()
+    with running(w), deployment.client() as client:
+        asyncio.run(_publish_raw(ns, [garbage, no_type, b"[1, 2]"]))
+        wait_for("the task queue to be empty", lambda: queue_state(f"{ns}.tasks.python") == (0, 1))
+        dead: list[tuple[bytes, dict[str, Any]]] = []
+
+        def both_dead() -> bool:
+            dead.extend(asyncio.run(_read_dead(ns)))
+            bodies = {b for b, _ in dead}
+            return garbage in bodies and b"[1, 2]" in bodies
+
+        wait_for("both unreadable bodies dead-lettered", both_dead)
+        for body, headers in dead:
+            if body == garbage:
+                assert headers["warren-dead-queue"] == f"{ns}.tasks.python"
+                assert "undecodable task message" in headers["warren-dead-reason"]
+        # The one with readable ids was answered with a failed result (the
+        # scheduler knows no such workflow and drops it); the worker serves on.
+        report = client.submit_and_wait(
+            {"tasks": [{"id": "u", "type": "py.upper", "queue": "python", "input": "ok"}]},
+            timeout=30,
+        )
+        assert report.tasks["u"].output == "OK"
