@@ -41,6 +41,9 @@ class AloneGate:
         self._waiting_alone = 0
 
     async def enter(self, alone: bool) -> None:
+        if not alone and not self._alone and not self._waiting_alone:
+            self._shared += 1  # the common case: no suspect about, no lock
+            return
         async with self._cond:
             if alone:
                 self._waiting_alone += 1
@@ -54,12 +57,13 @@ class AloneGate:
                 self._shared += 1
 
     async def leave(self, alone: bool) -> None:
-        async with self._cond:
-            if alone:
-                self._alone = False
-            else:
-                self._shared -= 1
-            self._cond.notify_all()
+        if alone:
+            self._alone = False
+        else:
+            self._shared -= 1
+        if alone or self._waiting_alone:
+            async with self._cond:
+                self._cond.notify_all()
 
 
 def deliveries(headers: Optional[dict[str, Any]]) -> int:
@@ -217,11 +221,13 @@ class Executor:
             msg.message_id,
             self.worker_id,
         )
-        stopped = asyncio.Event()
+        # Resolved with why the handler's wait ends: done, stopped, timeout.
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         def stop() -> None:
             ctx._cancel()
-            stopped.set()
+            if not waiter.done():
+                waiter.set_result("stopped")
 
         key = self.cancels.enter(msg.workflow_id, msg.run, stop)
         if key is None:
@@ -229,7 +235,7 @@ class Executor:
             await self.publisher.ack(r)
             return True
         try:
-            return await self.call(r, msg, handler, ctx, stopped, started, alone)
+            return await self.call(r, msg, handler, ctx, waiter, started, alone)
         finally:
             self.cancels.leave(msg.workflow_id, msg.run, key)
 
@@ -239,7 +245,7 @@ class Executor:
         msg: TaskMessage,
         handler: Handler,
         ctx: Context,
-        stopped: asyncio.Event,
+        waiter: asyncio.Future[str],
         started: str,
         alone: bool,
     ) -> bool:
@@ -250,15 +256,26 @@ class Executor:
             work = asyncio.ensure_future(handler.fn(*args))
         else:
             work = asyncio.wrap_future(self.pool.submit(handler.fn, *args), loop=loop)
-        stop_wait = asyncio.ensure_future(stopped.wait())
-        timeout = None if msg.timeout_ms is None else msg.timeout_ms / 1000
+
+        def end(why: str) -> None:
+            if not waiter.done():
+                waiter.set_result(why)
+
+        work.add_done_callback(lambda _: end("done"))
+        timer = None
+        if msg.timeout_ms is not None:
+            timer = loop.call_later(msg.timeout_ms / 1000, end, "timeout")
         try:
-            done, _ = await asyncio.wait(
-                {work, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            why = await waiter
+        except asyncio.CancelledError:
+            # The session abandons its tasks: the handler stops too.
+            ctx._cancel()
+            work.cancel()
+            raise
         finally:
-            stop_wait.cancel()
-        if work not in done:
+            if timer is not None:
+                timer.cancel()
+        if why != "done":
             ctx._cancel()
             if handler.is_async:
                 work.cancel()
@@ -267,7 +284,7 @@ class Executor:
                 if not alone:
                     work.add_done_callback(lambda _: self.slots.release())
                 work.add_done_callback(_retrieve)
-            if stopped.is_set():
+            if why == "stopped":
                 log.info(
                     "Task %s/%s stopped: its workflow was cancelled", msg.workflow_id, msg.task_id
                 )
