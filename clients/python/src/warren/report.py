@@ -17,7 +17,11 @@ from .errors import Problem
 
 
 class _OpenEnum(str, Enum):
-    """A str enum that accepts values added by newer schedulers."""
+    """A str enum that accepts values added by newer schedulers; prints as
+    its value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
 
     @classmethod
     def _missing_(cls, value: object) -> Any:
