@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""A Warren worker in Python with pika: serves one task queue.
+"""A Warren worker in Python with nothing but pika: the wire protocol by
+hand, as any AMQP client in any language can do it. For real work use the
+SDK (clients/python; examples/python/sdk_worker.py has these handlers).
+Serves one task queue.
 
     WARREN_QUEUE=python python3 examples/python/worker.py
 
