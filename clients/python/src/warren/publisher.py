@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
+import aiormq
+import aiormq.abc
 
+from .settler import Settler
 from .task_message import encode_result
 from .topology import HEADER_DEAD_QUEUE, HEADER_DEAD_REASON, HEADER_DELIVERIES, Names
 
@@ -32,6 +35,9 @@ class Received:
     message: aio_pika.abc.AbstractIncomingMessage
     queue: str
     source: str
+    # The acks of a task queue's consumer are coalesced; a suspect's go
+    # out on their own.
+    settler: Optional[Settler] = None
 
 
 class PublishLost(Exception):
@@ -68,6 +74,7 @@ class Publisher:
         self.names = names
         self.max_result_bytes = max_result_bytes
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._underlay: Optional[aiormq.abc.AbstractChannel] = None
 
     async def _exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
         ex = self._exchanges.get(name)
@@ -77,14 +84,28 @@ class Publisher:
         return ex
 
     async def publish_then_ack(
-        self, r: Received, exchange: str, key: str, message: aio_pika.Message
+        self,
+        r: Received,
+        exchange: str,
+        key: str,
+        message: Union[aio_pika.Message, tuple[bytes, aiormq.spec.Basic.Properties]],
     ) -> bool:
         """Publishes (mandatory, confirmed), then acks ``r``. Refused by
         the broker: ``r`` is requeued. Channel gone: :class:`PublishLost`
-        (``r`` stays unacked and returns with the session)."""
+        (``r`` stays unacked and returns with the session). ``message`` is
+        an aio-pika message, or (body, properties) sent on the underlying
+        channel: the results' path, without aio-pika's per-message cost."""
         try:
-            ex = await self._exchange(exchange)
-            await ex.publish(message, key, mandatory=True)
+            if isinstance(message, tuple):
+                if self._underlay is None:
+                    self._underlay = await self.channel.get_underlay_channel()
+                body, props = message
+                await self._underlay.basic_publish(
+                    body, exchange=exchange, routing_key=key, properties=props, mandatory=True
+                )
+            else:
+                ex = await self._exchange(exchange)
+                await ex.publish(message, key, mandatory=True)
         except (aio_pika.exceptions.DeliveryError, aio_pika.exceptions.PublishError) as e:
             log.error(
                 "The broker refused a message to %s (key %r): %s; requeueing the task",
@@ -94,7 +115,11 @@ class Publisher:
             )
             await self._settle(r, ack=False)
             return False
-        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as e:
+        except (
+            aio_pika.exceptions.AMQPError,
+            ConnectionError,
+            RuntimeError,
+        ) as e:
             if self.channel.is_closed:
                 raise PublishLost(str(e)) from e
             log.error("Publishing to %s failed: %s; requeueing the task", exchange, e)
@@ -104,8 +129,17 @@ class Publisher:
         return True
 
     async def _settle(self, r: Received, ack: bool) -> None:
+        tag = r.message.delivery_tag
         try:
-            if ack:
+            if r.settler is not None and tag is not None:
+                if ack:
+                    # Returns once the ack is written: a suspect moved aside
+                    # must not run before its original's ack is out.
+                    await r.settler.ack(r.message.channel, tag)
+                else:
+                    await r.message.channel.basic_reject(tag, requeue=True)
+                    r.settler.rejected(tag)
+            elif ack:
                 await r.message.ack()
             else:
                 await r.message.reject(requeue=True)
@@ -120,15 +154,14 @@ class Publisher:
         task named in ``reply_to``, else the shared queue), then acks."""
         body = encode_result(result, self.max_result_bytes)
         key = self.names.result_route(r.message.reply_to)
-        message = aio_pika.Message(
-            body,
+        props = aiormq.spec.Basic.Properties(
             content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            type="warren.result",
+            delivery_mode=2,
+            message_type="warren.result",
             message_id=f"{result['workflow_id']}/{result['task_id']}/{result['attempt']}",
             headers={"warren-protocol": 2},
         )
-        return await self.publish_then_ack(r, self.names.results, key, message)
+        return await self.publish_then_ack(r, self.names.results, key, (body, props))
 
     async def suspect(self, r: Received, deliveries: int) -> bool:
         """Moves ``r`` to its pool's suspect queue with the delivery count

@@ -41,6 +41,7 @@ from .daemon_pool import DaemonPool
 from .execution import Executor
 from .handlers import Handler
 from .publisher import SUSPECT, TASKS, Publisher, PublishLost, Received
+from .settler import Settler
 from .task_message import now
 from .topology import Names
 
@@ -212,6 +213,7 @@ class Session:
         self.fault: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.stopping = False
         self.executor: Optional[Executor] = None
+        self.settler = Settler()
 
     def _on_close(self, what: str, _sender: object, exc: Optional[BaseException]) -> None:
         if not self.fault.done():
@@ -364,6 +366,7 @@ class Session:
                 for t in left:
                     t.cancel()
                 await asyncio.gather(*left, return_exceptions=True)
+        await self.settler.drain()
         await heartbeat.publish(events, beat, "stopping")
         log.info("Worker %s stopped", w.worker_id)
 
@@ -394,7 +397,7 @@ class Session:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None and self.executor is not None
-        r = Received(message, queue, source)
+        r = Received(message, queue, source, self.settler if source == TASKS else None)
         self.tasks.add(task)
         try:
             if self.stopping:
