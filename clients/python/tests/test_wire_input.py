@@ -8,7 +8,10 @@ import json
 from typing import Any
 
 import aio_pika
+import pytest
 from support import AMQP_URL, Deployment, queue_state, running, wait_for
+
+import warren
 
 
 async def _publish_raw(namespace: str, bodies: list[bytes]) -> None:
@@ -71,3 +74,52 @@ def test_malformed_task_messages_are_answered_or_dead_lettered(deployment: Deplo
             timeout=30,
         )
         assert report.tasks["u"].output == "OK"
+
+
+async def _publish_suspect(namespace: str, queue: str, body: bytes) -> None:
+    conn = await aio_pika.connect(AMQP_URL)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        ex = await ch.get_exchange(f"{namespace}.requeue")
+        await ex.publish(
+            aio_pika.Message(body, headers={"warren-deliveries": 2}),
+            f"suspect.{queue}",
+            mandatory=True,
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("queues", [["python"], ["python", "python2"]])
+def test_suspects_are_run_from_every_pool(deployment: Deployment, queues: list[str]) -> None:
+    """One queue: a consumer of its suspect queue; several: fetched in turn."""
+    for q in queues:
+        deployment.queues.add(q)
+    w = warren.Worker(
+        url=AMQP_URL, namespace=deployment.namespace, queues=queues, heartbeat_interval=0.5
+    )
+    seen: list[Any] = []
+
+    @w.task("py.record")
+    def record(data: Any) -> None:
+        seen.append(data)
+
+    ns = deployment.namespace
+    with running(w):
+        for i, q in enumerate(queues):
+            body = json.dumps(
+                {
+                    "workflow_id": "w-s",
+                    "task_id": f"t{i}",
+                    "attempt": 1,
+                    "type": "py.record",
+                    "input": q,
+                    "token": "0" * 64,
+                }
+            ).encode()
+            asyncio.run(_publish_suspect(ns, q, body))
+        wait_for("every suspect to run", lambda: sorted(seen) == sorted(queues))
+        for q in queues:
+            wait_for(
+                f"suspect.{q} to be empty", lambda q=q: queue_state(f"{ns}.suspect.{q}")[0] == 0
+            )

@@ -33,6 +33,8 @@ from typing import Any, Callable, Optional, TypeVar
 
 import aio_pika
 import aio_pika.abc
+import aiormq.abc
+from aiormq import spec
 
 from . import heartbeat
 from .aio import DEFAULT_URL
@@ -40,7 +42,7 @@ from .cancels import Cancels
 from .daemon_pool import DaemonPool
 from .execution import Executor
 from .handlers import Handler
-from .publisher import SUSPECT, TASKS, Publisher, PublishLost, Received
+from .publisher import SUSPECT, TASKS, Delivery, Publisher, PublishLost, Received
 from .settler import Settler
 from .task_message import now
 from .topology import Names
@@ -275,25 +277,31 @@ class Session:
         await tasks_ch.set_qos(prefetch_count=w.prefetch, global_=False)
         suspects_ch = await consume.channel()
         suspects_ch.close_callbacks.add(functools.partial(self._on_close, "the suspect channel"))
-        consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        # Consumed on aiormq's channels directly: no aio-pika object per
+        # delivery (see `publisher`).
+        tasks_raw = await tasks_ch.get_underlay_channel()
+        suspects_raw = await suspects_ch.get_underlay_channel()
+        consumers: list[tuple[aiormq.abc.AbstractChannel, str]] = []
         for q in w.queues:
-            queue = await tasks_ch.get_queue(names.task_queue(q), ensure=False)
-            tag = await queue.consume(
+            name = names.task_queue(q)
+            ok = await tasks_raw.basic_consume(
+                name,
                 functools.partial(self._on_delivery, q, TASKS),
-                consumer_tag=f"{w.worker_id}:{queue.name}",
+                consumer_tag=f"{w.worker_id}:{name}",
             )
-            consumers.append((queue, tag))
+            consumers.append((tasks_raw, ok.consumer_tag or ""))
         poller: Optional[asyncio.Task[None]] = None
         if len(w.queues) == 1:
             await suspects_ch.set_qos(prefetch_count=1, global_=False)
-            queue = await suspects_ch.get_queue(names.suspect_queue(w.queues[0]), ensure=False)
-            tag = await queue.consume(
+            name = names.suspect_queue(w.queues[0])
+            ok = await suspects_raw.basic_consume(
+                name,
                 functools.partial(self._on_delivery, w.queues[0], SUSPECT),
-                consumer_tag=f"{w.worker_id}:{queue.name}",
+                consumer_tag=f"{w.worker_id}:{name}",
             )
-            consumers.append((queue, tag))
+            consumers.append((suspects_raw, ok.consumer_tag or ""))
         else:
-            poller = asyncio.ensure_future(self._poll_suspects(suspects_ch))
+            poller = asyncio.ensure_future(self._poll_suspects(suspects_raw))
         log.info(
             "Worker %s consuming %s (concurrency %d, prefetch %d); handlers: %s",
             w.worker_id,
@@ -334,7 +342,7 @@ class Session:
 
     async def _drain(
         self,
-        consumers: list[tuple[aio_pika.abc.AbstractQueue, str]],
+        consumers: list[tuple[aiormq.abc.AbstractChannel, str]],
         events: aio_pika.abc.AbstractExchange,
         beat: heartbeat.Beat,
     ) -> None:
@@ -343,11 +351,11 @@ class Session:
         self.stopping = True
         assert self.executor is not None
         self.executor.stopping.set()
-        for queue, tag in consumers:
+        for channel, tag in consumers:
             try:
-                await queue.cancel(tag)
+                await channel.basic_cancel(tag)
             except Exception as e:
-                log.debug("basic.cancel of %s: %s", queue.name, e)
+                log.debug("basic.cancel of %s: %s", tag, e)
         running = {t for t in self.tasks if not t.done()}
         if running:
             log.info("Waiting up to %.0f s for %d tasks in flight", w.shutdown_grace, len(running))
@@ -393,11 +401,11 @@ class Session:
             log.info("Workflow %s cancelled: stopping %d running tasks", wf, stopped)
 
     async def _on_delivery(
-        self, queue: str, source: str, message: aio_pika.abc.AbstractIncomingMessage
+        self, queue: str, source: str, message: aiormq.abc.DeliveredMessage
     ) -> None:
         task = asyncio.current_task()
         assert task is not None and self.executor is not None
-        r = Received(message, queue, source, self.settler if source == TASKS else None)
+        r = Received(Delivery.of(message), queue, source, self.settler if source == TASKS else None)
         self.tasks.add(task)
         try:
             if self.stopping:
@@ -410,23 +418,20 @@ class Session:
         finally:
             self.tasks.discard(task)
 
-    async def _poll_suspects(self, channel: aio_pika.abc.AbstractChannel) -> None:
+    async def _poll_suspects(self, channel: aiormq.abc.AbstractChannel) -> None:
         """Several queues: suspects fetched one at a time, each queue in
         turn, the next only once the last is answered."""
         assert self.executor is not None
-        queues = [
-            (q, await channel.get_queue(self.w.names.suspect_queue(q), ensure=False))
-            for q in self.w.queues
-        ]
+        queues = [(q, self.w.names.suspect_queue(q)) for q in self.w.queues]
         first = 0
         while True:
             found = None
             for i in range(len(queues)):
                 q, queue = queues[(first + i) % len(queues)]
-                message = await queue.get(no_ack=False, fail=False)
-                if message is not None:
+                message = await channel.basic_get(queue, no_ack=False)
+                if isinstance(message.delivery, spec.Basic.GetOk):
                     first = (first + i + 1) % len(queues)
-                    found = Received(message, q, SUSPECT)
+                    found = Received(Delivery.of(message), q, SUSPECT)
                     break
             if found is None:
                 await asyncio.sleep(SUSPECT_POLL_SECONDS)
