@@ -100,7 +100,7 @@ class Deployment:
     test starts beside it; :meth:`close` stops them and deletes what the
     namespace declared."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, scheduler: bool = True) -> None:
         self.namespace = new_namespace()
         self.tmp = tmp
         self.queues: set[str] = {"default"}
@@ -111,8 +111,12 @@ class Deployment:
             WARREN_NAMESPACE=self.namespace,
             RUST_LOG=os.environ.get("RUST_LOG", "warn"),
         )
+        if scheduler:
+            self.start_scheduler()
+
+    def start_scheduler(self) -> None:
         self.scheduler = self.spawn(
-            [binary("warren-scheduler"), "--store", str(tmp / "warren.db")], "scheduler"
+            [binary("warren-scheduler"), "--store", str(self.tmp / "warren.db")], "scheduler"
         )
         wait_for(
             "the scheduler to consume its requests",

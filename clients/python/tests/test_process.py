@@ -131,3 +131,31 @@ def test_a_poison_task_fails_after_the_delivery_limit(
     # It ran three times (the limit), each time killing its worker.
     assert marker.read_text() == "xxx"
     assert [q.returncode for q in procs[:3]] == [17, 17, 17]
+
+
+def test_a_worker_started_before_any_scheduler_waits_for_one(tmp_path: Path) -> None:
+    """The worker declares only its own queues; until a scheduler has
+    declared the exchanges it retries, then serves."""
+    d = Deployment(tmp_path, scheduler=False)
+    try:
+        d.python_worker(worker_id="py-early")
+        wait_for("the worker to try and wait", lambda: "connecting again" in d.log("py-worker"))
+        d.start_scheduler()
+        with d.client() as client:
+            report = client.submit_and_wait(
+                {
+                    "tasks": [
+                        {
+                            "id": "u",
+                            "type": "py.upper",
+                            "queue": "python",
+                            "input": {"text": "late"},
+                        }
+                    ]
+                },
+                timeout=60,
+            )
+        assert report.tasks["u"].output == {"text": "LATE"}
+        assert report.tasks["u"].worker == "py-early"
+    finally:
+        d.close()
