@@ -40,3 +40,14 @@ def crash(data: dict[str, Any]) -> None:
     """Kills its process, as a segfault or the OOM killer would."""
     Path(data["marker"]).open("a").write("x")
     os._exit(17)
+
+
+@worker.task("py.slow_first")
+def slow_first(data: dict[str, Any]) -> dict[str, Any]:
+    """The first run writes ``data["marker"]`` and hangs; later runs answer."""
+    marker = Path(data["marker"])
+    if marker.exists():
+        return {"again": True}
+    marker.write_text("started")
+    time.sleep(600)
+    return {"again": False}

@@ -159,3 +159,37 @@ def test_a_worker_started_before_any_scheduler_waits_for_one(tmp_path: Path) -> 
         assert report.tasks["u"].worker == "py-early"
     finally:
         d.close()
+
+
+def test_past_the_grace_period_a_task_is_abandoned_and_runs_again_as_a_suspect(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    marker = tmp_path / "first"
+    first = deployment.python_worker(worker_id="py-first", APP_GRACE="0.5")
+    with deployment.client() as client:
+        wait_for("the worker in the registry", lambda: _registered(client, "py-first", "running"))
+        wid = client.submit(
+            {
+                "tasks": [
+                    {
+                        "id": "h",
+                        "type": "py.slow_first",
+                        "queue": "python",
+                        "input": {"marker": str(marker)},
+                    }
+                ]
+            }
+        )
+        wait_for("the handler to start", marker.exists)
+        first.send_signal(signal.SIGTERM)
+        # The hung handler's thread does not keep the process alive.
+        assert first.wait(timeout=20) == 0
+        assert "Grace period over; 1 unfinished tasks" in deployment.log("py-worker")
+        deployment.python_worker(worker_id="py-second")
+        report = wait_for(
+            "the outcome", lambda: (r := client.status(wid)).status.is_final and r, timeout=60
+        )
+    assert report.succeeded, report
+    assert report.tasks["h"].output == {"again": True}
+    assert report.tasks["h"].worker == "py-second"
+    assert "redelivered (delivery 2); it will run alone" in deployment.log("py-worker")

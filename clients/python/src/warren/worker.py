@@ -356,24 +356,32 @@ class Session:
                 await channel.basic_cancel(tag)
             except Exception as e:
                 log.debug("basic.cancel of %s: %s", tag, e)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + w.shutdown_grace
         running = {t for t in self.tasks if not t.done()}
         if running:
             log.info("Waiting up to %.0f s for %d tasks in flight", w.shutdown_grace, len(running))
-            abandon: asyncio.Future[Any] = asyncio.ensure_future(w._abandon.wait())
-            everything: asyncio.Future[Any] = asyncio.ensure_future(asyncio.wait(running))
-            await asyncio.wait(
-                {abandon, everything}, timeout=w.shutdown_grace, return_when=asyncio.FIRST_COMPLETED
-            )
-            abandon.cancel()
-            everything.cancel()
-            left = [t for t in self.tasks if not t.done()]
-            if left:
-                log.warning(
-                    "Grace period over; %d unfinished tasks return to their queue", len(left)
+        abandon: asyncio.Future[Any] = asyncio.ensure_future(w._abandon.wait())
+        try:
+            # Deliveries already on their way when the consumers were
+            # cancelled join the set (they are given back): wait for them too.
+            while running and not abandon.done() and loop.time() < deadline:
+                everything: asyncio.Future[Any] = asyncio.ensure_future(asyncio.wait(running))
+                await asyncio.wait(
+                    {abandon, everything},
+                    timeout=deadline - loop.time(),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
-                for t in left:
-                    t.cancel()
-                await asyncio.gather(*left, return_exceptions=True)
+                everything.cancel()
+                running = {t for t in self.tasks if not t.done()}
+        finally:
+            abandon.cancel()
+        left = [t for t in self.tasks if not t.done()]
+        if left:
+            log.warning("Grace period over; %d unfinished tasks return to their queue", len(left))
+            for t in left:
+                t.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
         await self.settler.drain()
         await heartbeat.publish(events, beat, "stopping")
         log.info("Worker %s stopped", w.worker_id)
