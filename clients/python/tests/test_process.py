@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from support import Deployment, queue_state, wait_for
+from support import Deployment, binary, queue_state, wait_for
 
 import warren
 
@@ -30,6 +30,15 @@ def test_sigterm_drains_the_running_task_and_says_stopping(
         )
         assert info.queues == ["python"] and info.concurrency == 4
         assert info.version is not None and info.version.startswith("warren-client-python")
+        # Listed by the CLI too.
+        listed = subprocess.run(
+            [binary("warren"), "workers"],
+            env=deployment.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert "py-drain" in listed.stdout, listed
         wid = client.submit(
             {
                 "tasks": [
