@@ -35,11 +35,14 @@
 //! - `soak`: a steady mixed load for 30 minutes with a short retention:
 //!   throughput, latency, RSS and store size per minute, and verdicts on
 //!   whether they stay flat (not part of `all`).
+//! - `python-worker`: the fan-out served by the Python SDK's worker
+//!   (`clients/python`) beside Warren's own (not part of `all`: it needs
+//!   the SDK installed for `WARREN_BENCH_PYTHON`, default python3).
 //!
 //! Layout: this file holds the flags and starts a run or a child;
 //! `rounds` runs the ceiling and the scenarios round after round and takes
 //! the medians; `ceiling` is the bare-lapin pipeline; `scenarios` (with
-//! `throughput`, `policy`, `stores`, `backlog`, `delayed`, `schedules` and `soak` under it) are Warren's; `deployment`
+//! `throughput`, `policy`, `stores`, `backlog`, `delayed`, `schedules`, `soak` and `python_worker` under it) are Warren's; `deployment`
 //! starts and stops the children (through warren-harness); `child` is what
 //! a child runs; `figures` holds a figure, the statistics, and the summary
 //! table and JSON.
@@ -67,7 +70,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Every scenario but the soak, then the summary table and JSON.
+    /// Every scenario but the soak and python-worker, then the summary
+    /// table and JSON.
     All(Opts),
     /// Only the broker ceiling.
     Ceiling(Opts),

@@ -12,6 +12,7 @@ mod backlog;
 mod delayed;
 mod huge;
 mod policy;
+mod python_worker;
 mod schedules;
 mod soak;
 mod stores;
@@ -63,6 +64,10 @@ pub enum Scenario {
     /// throughput, latency, RSS and store size per minute, and whether
     /// they stay flat (not part of `all`).
     Soak,
+    /// The fan-out served by the Python SDK's worker beside Warren's own
+    /// (needs `WARREN_BENCH_PYTHON`, default python3, with `pip install
+    /// ./clients/python`; not part of `all`).
+    PythonWorker,
 }
 
 impl Scenario {
@@ -84,16 +89,18 @@ impl Scenario {
             Scenario::Delayed => delayed::delayed(addr, o, c).await,
             Scenario::Schedules => schedules::schedules(addr, o, c).await,
             Scenario::Soak => soak::soak(addr, o, c).await,
+            Scenario::PythonWorker => python_worker::python_worker(addr, o, c).await,
         }
     }
 
-    /// The scenarios `all` runs: every one but the soak, which is long.
+    /// The scenarios `all` runs: every one but the soak, which is long,
+    /// and the Python worker's, which needs a Python environment.
     pub fn in_all() -> Vec<Scenario> {
         use clap::ValueEnum;
         Scenario::value_variants()
             .iter()
             .copied()
-            .filter(|s| *s != Scenario::Soak)
+            .filter(|s| !matches!(s, Scenario::Soak | Scenario::PythonWorker))
             .collect()
     }
 }
