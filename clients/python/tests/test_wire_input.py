@@ -63,12 +63,33 @@ def test_malformed_task_messages_are_answered_or_dead_lettered(deployment: Deplo
             return garbage in bodies and b"[1, 2]" in bodies
 
         wait_for("both unreadable bodies dead-lettered", both_dead)
+
+        # The one with readable ids was answered with a failed result; the
+        # scheduler refuses it (its token is not the attempt's) and
+        # dead-letters it, which shows what the worker published.
+        def answered() -> Any:
+            dead.extend(asyncio.run(_read_dead(ns)))
+            for body, _ in dead:
+                try:
+                    r = json.loads(body)
+                except ValueError:
+                    continue
+                if isinstance(r, dict) and r.get("task_id") == "t":
+                    return r
+            return None
+
+        result = wait_for("the failed result of the body without a type", answered)
+        assert result["status"] == "failed" and result["workflow_id"] == "w-x", result
+        assert result["error"] == {
+            "message": "undecodable task message: missing field `type`",
+            "retryable": False,
+        }
+        assert result["token"] == "0" * 64
         for body, headers in dead:
             if body == garbage:
                 assert headers["warren-dead-queue"] == f"{ns}.tasks.python"
                 assert "undecodable task message" in headers["warren-dead-reason"]
-        # The one with readable ids was answered with a failed result (the
-        # scheduler knows no such workflow and drops it); the worker serves on.
+        # The worker serves on.
         report = client.submit_and_wait(
             {"tasks": [{"id": "u", "type": "py.upper", "queue": "python", "input": "ok"}]},
             timeout=30,
