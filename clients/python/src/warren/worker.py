@@ -411,9 +411,14 @@ class Session:
     async def _on_delivery(
         self, queue: str, source: str, message: aiormq.abc.DeliveredMessage
     ) -> None:
+        r = Received(Delivery.of(message), queue, source, self.settler if source == TASKS else None)
+        await self._handle(r)
+
+    async def _handle(self, r: Received) -> None:
+        """Handles one delivery to its end (given back when draining); a
+        failure that is not a handler's ends the session."""
         task = asyncio.current_task()
         assert task is not None and self.executor is not None
-        r = Received(Delivery.of(message), queue, source, self.settler if source == TASKS else None)
         self.tasks.add(task)
         try:
             if self.stopping:
@@ -423,6 +428,12 @@ class Session:
         except PublishLost as e:
             if not self.fault.done():
                 self.fault.set_result(f"publishing lost: {e}")
+        except Exception as e:
+            # Not a handler's error (those become results): a fault of this
+            # session. Its unanswered deliveries return with a new one.
+            log.exception("Delivery from %s not handled", r.queue)
+            if not self.fault.done():
+                self.fault.set_result(f"a delivery could not be handled: {e!r}")
         finally:
             self.tasks.discard(task)
 
@@ -444,9 +455,5 @@ class Session:
             if found is None:
                 await asyncio.sleep(SUSPECT_POLL_SECONDS)
                 continue
-            task = asyncio.ensure_future(self.executor.execute(found))
-            self.tasks.add(task)
-            try:
-                await asyncio.shield(task)
-            finally:
-                self.tasks.discard(task)
+            # Shielded: the drain waits for it rather than this poller.
+            await asyncio.shield(asyncio.ensure_future(self._handle(found)))
