@@ -47,20 +47,28 @@ def test_malformed_task_messages_are_answered_or_dead_lettered(deployment: Deplo
     def upper(data: Any) -> Any:
         return str(data).upper()
 
+    @w.task("py.deep")
+    def deep(data: Any) -> Any:
+        out: Any = []
+        for _ in range(100_000):
+            out = [out]
+        return out
+
     ns = deployment.namespace
     garbage = b"\xff not json"
+    too_deep = b"[" * 100_000 + b"]" * 100_000
     no_type = json.dumps(
         {"workflow_id": "w-x", "task_id": "t", "attempt": 1, "token": "0" * 64}
     ).encode()
     with running(w), deployment.client() as client:
-        asyncio.run(_publish_raw(ns, [garbage, no_type, b"[1, 2]"]))
+        asyncio.run(_publish_raw(ns, [garbage, no_type, b"[1, 2]", too_deep]))
         wait_for("the task queue to be empty", lambda: queue_state(f"{ns}.tasks.python") == (0, 1))
         dead: list[tuple[bytes, dict[str, Any]]] = []
 
         def both_dead() -> bool:
             dead.extend(asyncio.run(_read_dead(ns)))
             bodies = {b for b, _ in dead}
-            return garbage in bodies and b"[1, 2]" in bodies
+            return garbage in bodies and b"[1, 2]" in bodies and too_deep in bodies
 
         wait_for("both unreadable bodies dead-lettered", both_dead)
 
@@ -72,7 +80,7 @@ def test_malformed_task_messages_are_answered_or_dead_lettered(deployment: Deplo
             for body, _ in dead:
                 try:
                     r = json.loads(body)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(r, dict) and r.get("task_id") == "t":
                     return r
@@ -91,10 +99,18 @@ def test_malformed_task_messages_are_answered_or_dead_lettered(deployment: Deplo
                 assert "undecodable task message" in headers["warren-dead-reason"]
         # The worker serves on.
         report = client.submit_and_wait(
-            {"tasks": [{"id": "u", "type": "py.upper", "queue": "python", "input": "ok"}]},
+            {
+                "tasks": [
+                    {"id": "u", "type": "py.upper", "queue": "python", "input": "ok"},
+                    {"id": "d", "type": "py.deep", "queue": "python"},
+                ]
+            },
             timeout=30,
         )
         assert report.tasks["u"].output == "OK"
+        d = report.tasks["d"]
+        assert d.error is not None and not d.error.retryable
+        assert d.error.message.startswith("the output of task `d` is not JSON"), d.error
 
 
 async def _publish_suspect(namespace: str, queue: str, body: bytes) -> None:

@@ -127,8 +127,8 @@ class Client:
             return  # an answer nobody waits for any more (timed out)
         try:
             f.set_result((message.type, json.loads(message.body)))
-        except ValueError as e:
-            f.set_exception(BrokerError(f"an answer that is not JSON: {e}"))
+        except (ValueError, RecursionError) as e:
+            f.set_exception(BrokerError(f"an answer that is not JSON: {e!r}"))
 
     async def _publish(
         self,

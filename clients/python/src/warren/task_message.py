@@ -49,6 +49,8 @@ class TaskMessage:
             d = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise Undecodable(f"not JSON: {e}") from None
+        except RecursionError:
+            raise Undecodable("JSON nested too deeply to read") from None
         if not isinstance(d, dict):
             raise Undecodable("not a JSON object")
         for key in ("workflow_id", "task_id", "attempt", "type"):
@@ -87,7 +89,7 @@ class TaskMessage:
                 token=token if isinstance(token, str) else "",
                 run=run if isinstance(run, int) and not isinstance(run, bool) else 1,
             )
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 
     @property
@@ -134,7 +136,7 @@ def encode_result(result: dict[str, Any], limit: int) -> bytes:
     answers."""
     try:
         body = json.dumps(result, allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         failed = dict(
             result,
             status="failed",

@@ -401,7 +401,7 @@ class Session:
             wf, run = notice.get("workflow_id"), notice.get("run", 1)
             if not isinstance(wf, str) or not isinstance(run, int) or isinstance(run, bool):
                 return
-        except ValueError:
+        except (ValueError, RecursionError):
             log.warning("A control notice that is not JSON was ignored")
             return
         stopped = self.w._cancels.cancel(wf, run)
