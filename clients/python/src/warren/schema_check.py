@@ -63,6 +63,7 @@ SCHEMAS = (
     "schedules-page",
     "task-message",
     "task-result",
+    "task-results",
     "worker-heartbeat",
     "workers-report",
     "workflow-progress",
