@@ -81,3 +81,24 @@ def test_a_task_past_its_timeout_fails_retryable(deployment: Deployment) -> None
     h = report.tasks["h"]
     assert h.state is warren.TaskState.FAILED, report
     assert h.error == warren.TaskError("timed out after 300 ms", True), h.error
+
+
+def test_results_coming_faster_than_their_confirms_travel_together(
+    deployment: Deployment,
+) -> None:
+    w = deployment.worker(concurrency=64)
+
+    @w.task("py.n")
+    async def n(data: int) -> int:
+        return data
+
+    wf = warren.Workflow("many")
+    for i in range(400):
+        wf.task(f"t{i}", type="py.n", queue="python", input=i)
+    with running(w), deployment.client() as client:
+        report = client.submit_and_wait(wf, timeout=120)
+    assert report.succeeded, report.error
+    assert [report.tasks[f"t{i}"].output for i in range(400)] == list(range(400))
+    assert w.counters["results"] == 400
+    # Several results per message: the scheduler took warren.results bodies.
+    assert w.counters["result_messages"] < 400, w.counters

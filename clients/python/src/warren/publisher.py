@@ -13,6 +13,7 @@ objects.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -23,6 +24,7 @@ import aiormq
 import aiormq.abc
 from aiormq import spec
 
+from .batcher import DEFAULT_COUNT, DEFAULT_MAX_BYTES, Batcher
 from .settler import Settler
 from .task_message import encode_result
 from .topology import HEADER_DEAD_QUEUE, HEADER_DEAD_REASON, HEADER_DELIVERIES, Names
@@ -101,25 +103,51 @@ def copy_properties(
 
 class Publisher:
     def __init__(
-        self, channel: aio_pika.abc.AbstractChannel, names: Names, max_result_bytes: int
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        names: Names,
+        max_result_bytes: int,
+        result_batch: int = DEFAULT_COUNT,
+        counters: Optional[dict[str, int]] = None,
     ) -> None:
         self.channel = channel
         self.names = names
         self.max_result_bytes = max_result_bytes
         self._underlay: Optional[aiormq.abc.AbstractChannel] = None
+        # The whole message of results stays within the scheduler's bound,
+        # which the worker's result bound mirrors.
+        self.batcher = Batcher(
+            lambda key, body, props: self._publish(names.results, key, body, props),
+            count=result_batch,
+            max_bytes=min(DEFAULT_MAX_BYTES, max_result_bytes),
+            counters=counters,
+        )
+
+    async def _publish(
+        self, exchange: str, key: str, body: bytes, props: spec.Basic.Properties
+    ) -> None:
+        """Publishes ``mandatory`` and waits for the broker's confirm;
+        raises what the broker answered otherwise."""
+        if self._underlay is None:
+            self._underlay = await self.channel.get_underlay_channel()
+        await self._underlay.basic_publish(
+            body, exchange=exchange, routing_key=key, properties=props, mandatory=True
+        )
 
     async def publish_then_ack(
         self, r: Received, exchange: str, key: str, body: bytes, props: spec.Basic.Properties
     ) -> bool:
-        """Publishes (mandatory, confirmed), then acks ``r``. Refused by
-        the broker: ``r`` is requeued. Channel gone: :class:`PublishLost`
-        (``r`` stays unacked and returns with the session)."""
+        """Publishes (mandatory, confirmed), then acks ``r``."""
+        return await self._then_ack(r, exchange, key, self._publish(exchange, key, body, props))
+
+    async def _then_ack(
+        self, r: Received, exchange: str, key: str, published: Awaitable[None]
+    ) -> bool:
+        """Waits for ``published``, then acks ``r``. Refused by the broker:
+        ``r`` is requeued. Channel gone: :class:`PublishLost` (``r`` stays
+        unacked and returns with the session)."""
         try:
-            if self._underlay is None:
-                self._underlay = await self.channel.get_underlay_channel()
-            await self._underlay.basic_publish(
-                body, exchange=exchange, routing_key=key, properties=props, mandatory=True
-            )
+            await published
         except (aio_pika.exceptions.DeliveryError, aio_pika.exceptions.PublishError) as e:
             log.error(
                 "The broker refused a message to %s (key %r): %s; requeueing the task",
@@ -162,14 +190,9 @@ class Publisher:
         task named in ``reply_to``, else the shared queue), then acks."""
         body = encode_result(result, self.max_result_bytes)
         key = self.names.result_route(r.message.reply_to)
-        props = spec.Basic.Properties(
-            content_type="application/json",
-            delivery_mode=2,
-            message_type="warren.result",
-            message_id=f"{result['workflow_id']}/{result['task_id']}/{result['attempt']}",
-            headers={"warren-protocol": 2},
-        )
-        return await self.publish_then_ack(r, self.names.results, key, body, props)
+        message_id = f"{result['workflow_id']}/{result['task_id']}/{result['attempt']}"
+        sent = self.batcher.send(key, body, message_id)
+        return await self._then_ack(r, self.names.results, key, sent)
 
     async def suspect(self, r: Received, deliveries: int) -> bool:
         """Moves ``r`` to its pool's suspect queue with the delivery count

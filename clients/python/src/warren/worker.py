@@ -38,6 +38,7 @@ from aiormq import spec
 
 from . import heartbeat
 from .aio import DEFAULT_URL
+from .batcher import MAX_RESULTS_PER_MESSAGE
 from .cancels import Cancels
 from .daemon_pool import DaemonPool
 from .execution import Executor
@@ -73,8 +74,10 @@ class Worker:
     ``max_deliveries`` (5: a task delivered more often without finishing
     fails), ``shutdown_grace`` (30 s), ``heartbeat_interval`` (5 s),
     ``max_result_bytes`` (2 MiB), ``queue_type`` (``classic`` or ``quorum``,
-    as the namespace's ``WARREN_QUEUE_TYPE``) and ``prefetch`` (per task
-    queue consumer; default as Warren's worker: ``concurrency`` for one queue).
+    as the namespace's ``WARREN_QUEUE_TYPE``), ``prefetch`` (per task
+    queue consumer; default as Warren's worker: ``concurrency`` for one queue)
+    and ``result_batch`` (100: most results in one message when they come
+    faster than their confirms; 1 sends each alone).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class Worker:
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         queue_type: str = "classic",
         prefetch: Optional[int] = None,
+        result_batch: int = 100,
     ) -> None:
         self.url = url
         self.names = Names(namespace, queue_type)
@@ -114,6 +118,12 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.max_result_bytes = max_result_bytes
         self.prefetch = prefetch or task_prefetch(concurrency, len(self.queues))
+        if not 1 <= result_batch <= MAX_RESULTS_PER_MESSAGE:
+            raise ValueError(f"result_batch must be 1 to {MAX_RESULTS_PER_MESSAGE}")
+        self.result_batch = result_batch
+        self.counters: dict[str, int] = {}
+        """Since it was made, across sessions: ``results`` published and the
+        ``result_messages`` that carried them."""
         self.handlers: dict[str, Handler] = {}
         # Kept across sessions: a cancel heard before a reconnect still holds.
         self._cancels = Cancels()
@@ -257,7 +267,7 @@ class Session:
         pub = await publish.channel(publisher_confirms=True, on_return_raises=True)
         pub.close_callbacks.add(functools.partial(self._on_close, "the publishing channel"))
         ex = self.executor = Executor(
-            Publisher(pub, names, w.max_result_bytes),
+            Publisher(pub, names, w.max_result_bytes, w.result_batch, w.counters),
             w._cancels,
             w.handlers,
             w.worker_id,
