@@ -1,6 +1,7 @@
-//! Clients Warren did not write: Python with pika and the shell with
-//! Debian's amqp-tools, running the examples under `examples/` and the wire
-//! check against `docs/schema/`. They need `python3` with `pika` and
+//! Clients Warren did not write: Python (a raw pika worker, a producer on
+//! the Python SDK under `clients/python`) and the shell with Debian's
+//! amqp-tools, running the examples under `examples/` and the wire check
+//! against `docs/schema/`. They need `python3` with `pika`, `aio-pika` and
 //! `jsonschema`, and `amqp-tools`; `.ci/run` installs them. A missing tool
 //! fails the test with the reason: nothing here is skipped.
 
