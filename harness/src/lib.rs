@@ -14,9 +14,14 @@
 //! - `namespace`: a run's fresh namespace, deleted from the broker after.
 //! - `store`: the schedulers' PostgreSQL store seen from outside: the
 //!   owner of a partition, dropping a run's schema.
+//! - `link`: a cuttable TCP link between a process under test and a
+//!   service (a silent network split, a delay, a reset).
+//! - `pg_cluster`: a PostgreSQL server of a test's own, to restart.
 
 pub mod child;
+pub mod link;
 pub mod namespace;
+pub mod pg_cluster;
 pub mod procfs;
 pub mod serve;
 pub mod store;

@@ -2,7 +2,10 @@
 //! the library never reads the environment.
 
 pub use crate::bounds::Bounds;
-use crate::{store::StoreLocation, validate::Limits};
+use crate::{
+    store::{StoreLocation, postgres::PgTimeouts},
+    validate::Limits,
+};
 use std::path::PathBuf;
 use warren_shared::AmqpConfig;
 
@@ -54,6 +57,19 @@ pub struct SchedulerConfig {
     /// deleted (`WARREN_RETENTION`; `None`: for ever). Also how long a
     /// duplicate submission of it is answered with its outcome.
     pub retention: Option<std::time::Duration>,
+    /// The PostgreSQL sessions' keepalives and timeouts
+    /// (`WARREN_PG_KEEPALIVE_*`, `WARREN_PG_TCP_USER_TIMEOUT`,
+    /// `WARREN_PG_IDLE_IN_TRANSACTION_TIMEOUT`, `WARREN_PG_LOCK_TIMEOUT`;
+    /// defaults in [`PgTimeouts`]). Its `lock_idle` is replaced by
+    /// `watchdog`.
+    pub pg: PgTimeouts,
+    /// On PostgreSQL, how long the loop may go without a turn while this
+    /// scheduler owns partitions before it gives them up
+    /// (`WARREN_WATCHDOG`, default 10 s; zero: never), and how long the
+    /// database keeps the lock session of a scheduler that sends nothing
+    /// (see [`crate::watchdog`]). Bounds the takeover after a split or a
+    /// hang: about this plus a balance tick.
+    pub watchdog: std::time::Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -73,6 +89,8 @@ impl Default for SchedulerConfig {
             type_limits: Vec::new(),
             bounds: Bounds::default(),
             retention: None,
+            pg: PgTimeouts::default(),
+            watchdog: std::time::Duration::from_secs(10),
         }
     }
 }

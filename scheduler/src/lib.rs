@@ -28,6 +28,8 @@
 //!   verifies each result's.
 //! - `pauses`: paused task queues and types, as the control requests
 //!   change them and the stores keep them.
+//! - `watchdog`: gives a partitioned scheduler's partitions up when its
+//!   loop stalls.
 
 pub mod attempt_key;
 pub mod batch;
@@ -44,6 +46,7 @@ pub mod scheduler;
 pub mod store;
 pub mod template;
 pub mod validate;
+pub mod watchdog;
 pub mod workers;
 
 pub use config::SchedulerConfig;

@@ -8,7 +8,7 @@ use warren_scheduler::{
     bounds::Bounds,
     engine::TypeLimits,
     http::{Access, Hosts, Scope, Tokens},
-    store::StoreLocation,
+    store::{StoreLocation, postgres::PgTimeouts},
     validate::Limits,
 };
 use warren_shared::cli::BrokerArgs;
@@ -124,6 +124,49 @@ struct Args {
     /// answered with the stored outcome.
     #[arg(long, env = "WARREN_RETENTION", default_value = "7d")]
     retention: String,
+    /// PostgreSQL: how long the loop may go without a turn while this
+    /// scheduler owns partitions before it gives them up to the others,
+    /// and how long the database keeps its lock session when it sends
+    /// nothing (idle_session_timeout, PostgreSQL 14+); 0 turns both off.
+    #[arg(long, env = "WARREN_WATCHDOG", default_value = "10s")]
+    watchdog: String,
+    /// PostgreSQL: idle time before the first TCP keepalive probe, on
+    /// every connection, both ends; 0 turns keepalives off.
+    #[arg(long, env = "WARREN_PG_KEEPALIVE_IDLE", default_value = "5s")]
+    pg_keepalive_idle: String,
+    /// PostgreSQL: time between keepalive probes.
+    #[arg(long, env = "WARREN_PG_KEEPALIVE_INTERVAL", default_value = "2s")]
+    pg_keepalive_interval: String,
+    /// PostgreSQL: unanswered keepalive probes before a connection is
+    /// dropped.
+    #[arg(long, env = "WARREN_PG_KEEPALIVE_RETRIES", default_value_t = 3)]
+    pg_keepalive_retries: u32,
+    /// PostgreSQL: how long sent data may stay unacknowledged before a
+    /// connection is dropped, both ends (Linux); 0: the system's default.
+    #[arg(long, env = "WARREN_PG_TCP_USER_TIMEOUT", default_value = "11s")]
+    pg_tcp_user_timeout: String,
+    /// PostgreSQL: the server ends a session idle inside a transaction
+    /// this long (releasing its locks); 0: never.
+    #[arg(
+        long,
+        env = "WARREN_PG_IDLE_IN_TRANSACTION_TIMEOUT",
+        default_value = "5s"
+    )]
+    pg_idle_in_transaction_timeout: String,
+    /// PostgreSQL: longest wait for a lock before the statement fails; 0:
+    /// no limit.
+    #[arg(long, env = "WARREN_PG_LOCK_TIMEOUT", default_value = "5s")]
+    pg_lock_timeout: String,
+}
+
+/// A duration flag (`500ms`, `10s`, `0`), named by its variable in errors.
+fn duration(var: &str, value: &str) -> anyhow::Result<std::time::Duration> {
+    if value == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    warren_shared::cli::duration_ms(value)
+        .map(std::time::Duration::from_millis)
+        .map_err(|e| anyhow::anyhow!("{var} {e}"))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -180,6 +223,22 @@ async fn main() -> anyhow::Result<()> {
                 warren_shared::cli::duration_ms(d)
                     .map_err(|e| anyhow::anyhow!("WARREN_RETENTION {e}"))?,
             )),
+        },
+        watchdog: duration("WARREN_WATCHDOG", &args.watchdog)?,
+        pg: PgTimeouts {
+            keepalive_idle: duration("WARREN_PG_KEEPALIVE_IDLE", &args.pg_keepalive_idle)?,
+            keepalive_interval: duration(
+                "WARREN_PG_KEEPALIVE_INTERVAL",
+                &args.pg_keepalive_interval,
+            )?,
+            keepalive_retries: args.pg_keepalive_retries,
+            tcp_user_timeout: duration("WARREN_PG_TCP_USER_TIMEOUT", &args.pg_tcp_user_timeout)?,
+            idle_in_transaction: duration(
+                "WARREN_PG_IDLE_IN_TRANSACTION_TIMEOUT",
+                &args.pg_idle_in_transaction_timeout,
+            )?,
+            lock_timeout: duration("WARREN_PG_LOCK_TIMEOUT", &args.pg_lock_timeout)?,
+            ..PgTimeouts::default()
         },
         ..SchedulerConfig::default()
     };

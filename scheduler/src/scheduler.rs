@@ -34,7 +34,7 @@ pub use rerun::check_rerun_fields;
 
 use crate::{
     config::SchedulerConfig, http, metrics::Metrics, store::Store, store::StoreError,
-    workers::SharedWorkers,
+    watchdog::Watchdog, workers::SharedWorkers,
 };
 use session::{End, SessionContext};
 use std::sync::{Arc, atomic::Ordering};
@@ -98,6 +98,10 @@ impl SchedulerError {
     }
 }
 
+/// How long a probe of the broker may take before a partitioned scheduler
+/// standing by tries again.
+const BROKER_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A scheduler, ready to [`run`](Scheduler::run).
 #[derive(Debug)]
 pub struct Scheduler {
@@ -106,15 +110,18 @@ pub struct Scheduler {
     workers: SharedWorkers,
     /// The HTTP endpoint's address once it listens.
     http_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+    /// Beaten by the loop; gives the partitions up when it stalls.
+    watchdog: Watchdog,
 }
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Scheduler {
         Scheduler {
-            config,
             metrics: Arc::new(Metrics::default()),
             workers: SharedWorkers::default(),
             http_addr: Arc::default(),
+            watchdog: Watchdog::new(config.watchdog),
+            config,
         }
     }
 
@@ -148,12 +155,27 @@ impl Scheduler {
         }
         // Readable at once (the HTTP endpoint of a standby serves the
         // store's workflows); committing waits for `lead` below.
-        let store = Store::connect(&self.config.store, &self.config.amqp.namespace).await?;
+        let timeouts = crate::store::postgres::PgTimeouts {
+            lock_idle: self.config.watchdog,
+            ..self.config.pg
+        };
+        let store =
+            Store::connect_with(&self.config.store, &self.config.amqp.namespace, &timeouts).await?;
         let (queries_tx, mut queries) = mpsc::channel(64);
         let http_stop = shutdown.child_token();
         let http = self.start_http(&store, queries_tx, &http_stop).await?;
-        let outcome = self.supervise(&store, &shutdown, &mut queries).await;
-        http_stop.cancel();
+        let watch = async {
+            match store.partitioned() {
+                Some(parts) => self.watchdog.watch(parts, &http_stop).await,
+                None => http_stop.cancelled().await,
+            }
+        };
+        let supervised = async {
+            let outcome = self.supervise(&store, &shutdown, &mut queries).await;
+            http_stop.cancel();
+            outcome
+        };
+        let ((), outcome) = tokio::join!(watch, supervised);
         if let Some(join) = http {
             let _ = join.await;
         }
@@ -206,7 +228,12 @@ impl Scheduler {
         let mut store_backoff = Backoff::reconnect();
         loop {
             let led = match store.partitioned() {
-                Some(parts) => parts.lead(shutdown).await,
+                // A scheduler that cannot reach the broker takes no
+                // partitions: it could not work on them.
+                Some(parts) => match self.await_broker(shutdown).await {
+                    true => parts.lead(shutdown).await,
+                    false => Ok(false),
+                },
                 None => Ok(true),
             };
             match led {
@@ -223,6 +250,7 @@ impl Scheduler {
                 Err(e) => return Err(e.into()),
             }
             store_backoff.reset();
+            self.watchdog.beat();
             self.metrics.active.store(1, Ordering::Relaxed);
             let ran = self.sessions(store, shutdown, queries).await;
             self.metrics.active.store(0, Ordering::Relaxed);
@@ -235,6 +263,37 @@ impl Scheduler {
                     parts.step_down().await;
                 }
                 (other, _) => return other,
+            }
+        }
+    }
+
+    /// Waits until a connection to the broker opens (and closes it again),
+    /// retrying with backoff; false when `shutdown` comes first. Each try
+    /// gives up after [`BROKER_PROBE_TIMEOUT`]: a broker behind a silent
+    /// network never answers.
+    async fn await_broker(&self, shutdown: &CancellationToken) -> bool {
+        let mut backoff = Backoff::reconnect();
+        let name = format!("warren-scheduler {} (probe)", self.config.amqp.namespace);
+        loop {
+            let probe = tokio::time::timeout(BROKER_PROBE_TIMEOUT, self.config.amqp.connect(&name));
+            let failure = tokio::select! {
+                () = shutdown.cancelled() => return false,
+                r = probe => match r {
+                    Ok(Ok(conn)) => {
+                        warren_shared::amqp::close(&conn, "probe").await;
+                        return true;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {BROKER_PROBE_TIMEOUT:?}"),
+                },
+            };
+            let delay = backoff.next_delay();
+            if backoff.failures() == 1 {
+                tracing::warn!(error = %failure, retry_in = ?delay, "Cannot reach the broker; taking no partitions until it answers");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(delay) => {}
             }
         }
     }
@@ -255,6 +314,13 @@ impl Scheduler {
             queries,
         };
         loop {
+            // The watchdog gave the partitions up while the broker could
+            // not be reached (no session, no loop): stand by again.
+            if let Some(parts) = store.partitioned()
+                && !parts.is_leading()
+            {
+                return Err(StoreError::Fenced.into());
+            }
             let mut connected = false;
             let error = match self
                 .session(&mut cx, &mut connected, reconnect.failures())

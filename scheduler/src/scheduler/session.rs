@@ -130,6 +130,7 @@ impl Scheduler {
         let cfg = &self.config;
         let topology = cfg.amqp.topology();
         let mut recovered = cx.store.recover().await?;
+        self.watchdog.beat();
         let (partitions, owned) = match cx.store.partitioned() {
             Some(parts) => (PARTITIONS, parts.owned()),
             None => (1, vec![0]),
@@ -319,6 +320,9 @@ impl Scheduler {
         let topology = self.config.amqp.topology();
         let mut capacity = Feed::counting(self.workers.clone(), census_ch, topology);
         let outcome = loop {
+            // Each turn tells the watchdog the loop is alive (a partitioned
+            // scheduler's turns come at least every balance tick).
+            self.watchdog.beat();
             // A window that grew dispatches without waiting for a result.
             kick |= capacity.update(&mut state.engine);
             self.gauges(&state.engine);

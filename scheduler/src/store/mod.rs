@@ -217,11 +217,20 @@ impl Store {
     /// PostgreSQL connected and migrated. On PostgreSQL, commits wait for
     /// [`Partitions::lead`].
     pub async fn connect(location: &StoreLocation, namespace: &str) -> Result<Store, StoreError> {
+        Store::connect_with(location, namespace, &postgres::PgTimeouts::default()).await
+    }
+
+    /// [`Store::connect`] with PostgreSQL sessions of these `timeouts`.
+    pub async fn connect_with(
+        location: &StoreLocation,
+        namespace: &str,
+        timeouts: &postgres::PgTimeouts,
+    ) -> Result<Store, StoreError> {
         Ok(match location {
             StoreLocation::Sqlite(path) => Store::Sqlite(SqliteStore::open(path)?),
-            StoreLocation::Postgres(url) => {
-                Store::Postgres(Arc::new(postgres::PgStore::connect(url, namespace).await?))
-            }
+            StoreLocation::Postgres(url) => Store::Postgres(Arc::new(
+                postgres::PgStore::connect(url, namespace, timeouts).await?,
+            )),
         })
     }
 

@@ -32,10 +32,12 @@ mod schedules;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod timeouts;
 mod tls;
 
 pub use partitions::{BALANCE_EVERY, Balance, Partitions};
 pub use schema::schema_of;
+pub use timeouts::PgTimeouts;
 
 use super::StoreError;
 use super::rows::{
@@ -90,7 +92,11 @@ impl PgStore {
     /// Connects and creates and migrates the namespace's schema. The store
     /// can be read at once; it commits only once [`Partitions::lead`] gave
     /// this scheduler partitions to own.
-    pub async fn connect(url: &str, namespace: &str) -> Result<PgStore, StoreError> {
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        timeouts: &PgTimeouts,
+    ) -> Result<PgStore, StoreError> {
         let schema = schema_of(namespace);
         let address::Address { mut config, tls } = address::parse(url)?;
         let describe = describe(&config, &schema, &tls);
@@ -100,8 +106,15 @@ impl PgStore {
         // Names the namespace's sessions in pg_stat_activity (PostgreSQL
         // keeps the first 63 bytes).
         config.application_name(format!("warren {schema}"));
-        config.options(format!("-c search_path={schema}"));
+        // Every session: the keepalives on both ends, the server's limits
+        // on a transaction left idle and on waiting for a lock
+        // (`timeouts.rs`).
+        config.options(format!(
+            "-c search_path={schema} {}",
+            timeouts.session_options()
+        ));
         config.connect_timeout(Duration::from_secs(10));
+        timeouts.apply(&mut config);
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
@@ -127,7 +140,16 @@ impl PgStore {
         }
         drop(client);
         Ok(PgStore {
-            partitions: Partitions::new(pool.clone(), config, tls, &schema, describe.clone()),
+            partitions: Partitions::new(
+                partitions::Setup {
+                    pool: pool.clone(),
+                    config,
+                    tls,
+                    lock_idle: timeouts.lock_idle,
+                },
+                &schema,
+                describe.clone(),
+            ),
             pool,
             describe,
             pruned: Default::default(),
@@ -149,6 +171,14 @@ impl PgStore {
     /// partitions' epochs. `relaxed`: without waiting for the disk (the
     /// deletions of published outbox rows).
     pub async fn commit(&self, ops: &[Op], relaxed: bool) -> Result<(), StoreError> {
+        // Given up (fenced) the moment the watchdog gives the partitions
+        // up: a commit stuck on a silent connection never counts as done.
+        self.partitions
+            .guarded(self.commit_fenced(ops, relaxed))
+            .await
+    }
+
+    async fn commit_fenced(&self, ops: &[Op], relaxed: bool) -> Result<(), StoreError> {
         let (parts, epochs) = self.partitions.fence()?;
         let mut client = get(&self.pool).await?;
         let tx = client.transaction().await.map_err(pg)?;
@@ -168,6 +198,10 @@ impl PgStore {
 
     /// Loads what the partitions this scheduler owns resume from.
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
+        self.partitions.guarded(self.recover_owned()).await
+    }
+
+    async fn recover_owned(&self) -> Result<Recovered, StoreError> {
         let owned = self.partitions.owned();
         let parts: Vec<i32> = owned.iter().map(|&p| i32::from(p)).collect();
         let client = get(&self.pool).await?;
@@ -246,6 +280,10 @@ impl PgStore {
     }
 
     pub async fn lookup(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
+        self.partitions.guarded(self.lookup_now(ids)).await
+    }
+
+    async fn lookup_now(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
         let client = get(&self.pool).await?;
         let rows = client
             .query(

@@ -41,6 +41,15 @@ pub enum Balance {
     Release(usize),
 }
 
+/// What [`Partitions`] is built from: the store's pool and how to connect.
+pub(super) struct Setup {
+    pub pool: Pool,
+    pub config: tokio_postgres::Config,
+    pub tls: MakeTls,
+    /// The lock connection's `idle_session_timeout` (zero: none).
+    pub lock_idle: Duration,
+}
+
 /// The connection that holds this scheduler's advisory locks.
 struct LockConn {
     client: tokio_postgres::Client,
@@ -77,23 +86,36 @@ pub struct Partitions {
     generation: Arc<AtomicU64>,
     /// Holds the advisory locks for as long as it is open.
     lock_conn: tokio::sync::Mutex<Option<LockConn>>,
+    /// The task driving the lock connection: aborting it closes the
+    /// connection even while a query on it is stuck (see
+    /// [`Partitions::abandon`]).
+    lock_task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// Cancelled when the watchdog gives the partitions up: store calls of
+    /// the loop waiting on the database give up with it
+    /// ([`Partitions::guarded`]). A fresh one per lead.
+    abandoned: std::sync::Mutex<CancellationToken>,
+    /// The lock connection's `idle_session_timeout` (zero: none).
+    lock_idle: Duration,
     /// The store as logs name it.
     describe: String,
 }
 
 impl Partitions {
     /// Owning nothing yet: [`Partitions::lead`] joins the schedulers.
-    pub(super) fn new(
-        pool: Pool,
-        config: tokio_postgres::Config,
-        tls: MakeTls,
-        schema: &str,
-        describe: String,
-    ) -> Partitions {
+    pub(super) fn new(setup: Setup, schema: &str, describe: String) -> Partitions {
+        let Setup {
+            pool,
+            config,
+            tls,
+            lock_idle,
+        } = setup;
         Partitions {
             pool,
             config,
             tls,
+            lock_task: std::sync::Mutex::new(None),
+            abandoned: std::sync::Mutex::new(CancellationToken::new()),
+            lock_idle,
             lock_key: (fnv1a(&format!("warren:{schema}")) & 0x7fff_ffff) as i32,
             owned: std::sync::Mutex::new(Vec::new()),
             leading: Arc::new(AtomicBool::new(false)),
@@ -139,25 +161,19 @@ impl Partitions {
     /// Joins the schedulers of the namespace and waits until this one owns
     /// at least one partition; false when `shutdown` comes first.
     pub async fn lead(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
-        // The locks live on a connection of their own. Its TCP keepalives
-        // are short on both ends: if the network between this scheduler
-        // and the database breaks, the server ends the session (releasing
-        // the partitions to the others) and this side sees the connection
-        // fail (and stops committing) within about 11 s, rather than the
-        // operating system's default of hours.
-        let mut lock_config = self.config.clone();
-        lock_config
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(5))
-            .keepalives_interval(Duration::from_secs(2))
-            .keepalives_retries(3);
-        let (client, conn) = lock_config.connect(self.tls.clone()).await.map_err(pg)?;
+        // The locks live on a connection of their own, with the pool's
+        // keepalives and timeouts (`timeouts.rs`): if the network between
+        // this scheduler and the database breaks, the server ends the
+        // session (releasing the partitions to the others) and this side
+        // sees the connection fail (and stops committing) within about
+        // 11 s, rather than the operating system's default of hours.
+        let (client, conn) = self.config.connect(self.tls.clone()).await.map_err(pg)?;
         let connected = Arc::new(AtomicBool::new(true));
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         {
             let (leading, connected) = (self.leading.clone(), connected.clone());
             let current = self.generation.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::error!(error = %e, "Lost the store connection that holds the partition locks");
                 }
@@ -166,13 +182,30 @@ impl Partitions {
                     leading.store(false, Ordering::SeqCst);
                 }
             });
+            let old = self
+                .lock_task
+                .lock()
+                .expect("not poisoned")
+                .replace(task.abort_handle());
+            if let Some(old) = old {
+                old.abort();
+            }
         }
-        client
-            .batch_execute(
-                "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
-            )
-            .await
-            .map_err(pg)?;
+        *self.abandoned.lock().expect("not poisoned") = CancellationToken::new();
+        // The server's own watchdog: a session that sends nothing for this
+        // long (this scheduler queries it at every balance tick, 100 ms) is
+        // ended, its partitions with it, whatever TCP says.
+        if !self.lock_idle.is_zero() {
+            let set = format!("SET idle_session_timeout = {}", self.lock_idle.as_millis());
+            if let Err(e) = client.batch_execute(&set).await {
+                if e.code() != Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) {
+                    return Err(pg(e));
+                }
+                tracing::warn!(
+                    "The database has no idle_session_timeout (PostgreSQL 14 and later): a hung scheduler keeps its partitions until its own watchdog or TCP gives them up"
+                );
+            }
+        }
         let pid: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -272,16 +305,36 @@ impl Partitions {
                 }
                 // Bumping the epoch waits for a batch of the previous owner
                 // that holds the row, and fences any later one.
-                let epoch: i64 = lc
+                let bumped = lc
                     .client
                     .query_one(
                         "UPDATE partitions SET epoch = epoch + 1, owner = $2, since = now()
                          WHERE id = $1 RETURNING epoch",
                         &[&p, &holder],
                     )
-                    .await
-                    .map_err(pg)?
-                    .get(0);
+                    .await;
+                let epoch: i64 = match bumped {
+                    Ok(row) => row.get(0),
+                    // A batch of the previous owner still holds the row
+                    // past the lock timeout (it is cut off mid-batch: the
+                    // server ends it at its idle-in-transaction timeout):
+                    // let the partition go and try again at the next tick.
+                    Err(e)
+                        if e.code()
+                            == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+                    {
+                        tracing::info!(
+                            partition = p,
+                            "A batch of the previous owner still holds the partition; trying again"
+                        );
+                        lc.client
+                            .query_one("SELECT pg_advisory_unlock($1, $2)", &[&self.lock_key, &p])
+                            .await
+                            .map_err(pg)?;
+                        continue;
+                    }
+                    Err(e) => return Err(pg(e)),
+                };
                 let mut owned = self.owned.lock().expect("not poisoned");
                 owned.push((p, epoch));
                 owned.sort_unstable();
@@ -322,6 +375,42 @@ impl Partitions {
         Ok(())
     }
 
+    /// Gives the partitions up at once, from outside the loop (the
+    /// watchdog, when the loop has stalled): no more commits (the fence
+    /// fails, and store calls the loop is waiting in give up), and the
+    /// lock connection is closed even if a query on it is stuck, so the
+    /// server releases the locks as soon as it hears of it (or, across a
+    /// silent network, at its `idle_session_timeout`). The loop, if it
+    /// ever turns again, fails with [`StoreError::Fenced`] and the
+    /// scheduler steps down and leads again.
+    pub fn abandon(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.leading.store(false, Ordering::SeqCst);
+        self.owned.lock().expect("not poisoned").clear();
+        self.abandoned.lock().expect("not poisoned").cancel();
+        if let Some(task) = self.lock_task.lock().expect("not poisoned").take() {
+            task.abort();
+        }
+    }
+
+    /// Runs `call` (a store call of the loop) unless and until the
+    /// partitions are abandoned ([`Partitions::abandon`]), which fails it
+    /// with [`StoreError::Fenced`]: nothing it did counts as done. While
+    /// not leading (standing by) it runs as is.
+    pub(super) async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let abandoned = self.abandoned.lock().expect("not poisoned").clone();
+        if !self.leading.load(Ordering::SeqCst) || abandoned.is_cancelled() {
+            return call.await;
+        }
+        tokio::select! {
+            r = call => r,
+            () = abandoned.cancelled() => Err(StoreError::Fenced),
+        }
+    }
+
     /// Leaves the namespace's schedulers: closes the lock connection
     /// (releasing every partition if the session still held them).
     /// [`Partitions::lead`] may follow.
@@ -330,6 +419,9 @@ impl Partitions {
         self.leading.store(false, Ordering::SeqCst);
         self.owned.lock().expect("not poisoned").clear();
         self.lock_conn.lock().await.take();
+        if let Some(task) = self.lock_task.lock().expect("not poisoned").take() {
+            task.abort();
+        }
     }
 
     /// Releases every partition (the others take them at once); the
