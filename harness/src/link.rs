@@ -47,22 +47,35 @@ pub struct Link {
     /// The accept loop and every connection's pumps, aborted by
     /// [`Link::reset`] (the pumps) and on drop (all).
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// The local ports of the link's live connections to the service: how
+    /// the service names this link's sessions (PostgreSQL's
+    /// `pg_stat_activity.client_port`).
+    ports: Arc<Mutex<Vec<u16>>>,
     accept: AbortHandle,
 }
 
 impl Link {
     /// A link to `target`, open.
     pub async fn to(target: SocketAddr) -> std::io::Result<Link> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Link::open(target)
+    }
+
+    /// As [`Link::to`], from synchronous code inside a Tokio runtime.
+    pub fn open(target: SocketAddr) -> std::io::Result<Link> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let (state, _) = watch::channel(State::Open);
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let ports: Arc<Mutex<Vec<u16>>> = Arc::default();
         let accept = {
-            let (state, tasks) = (state.subscribe(), tasks.clone());
+            let (state, tasks, ports) = (state.subscribe(), tasks.clone(), ports.clone());
             tokio::spawn(async move {
                 while let Ok((down, _)) = listener.accept().await {
                     let state = state.clone();
                     let pumps = tasks.clone();
+                    let ports = ports.clone();
                     let task = tokio::spawn(async move {
                         // A connection made across a cut hears nothing
                         // until it heals.
@@ -72,6 +85,8 @@ impl Link {
                         };
                         let _ = down.set_nodelay(true);
                         let _ = up.set_nodelay(true);
+                        let port = up.local_addr().map(|a| a.port()).unwrap_or(0);
+                        ports.lock().expect("not poisoned").push(port);
                         let (dr, dw) = down.into_split();
                         let (ur, uw) = up.into_split();
                         let a = tokio::spawn(pump(dr, uw, state.clone()));
@@ -81,6 +96,7 @@ impl Link {
                             .expect("not poisoned")
                             .extend([a.abort_handle(), b.abort_handle()]);
                         let _ = tokio::join!(a, b);
+                        ports.lock().expect("not poisoned").retain(|&p| p != port);
                     });
                     tasks
                         .lock()
@@ -94,6 +110,7 @@ impl Link {
             addr,
             state,
             tasks,
+            ports,
             accept,
         })
     }
@@ -127,6 +144,11 @@ impl Link {
         for t in self.tasks.lock().expect("not poisoned").drain(..) {
             t.abort();
         }
+    }
+
+    /// The local ports of its live connections to the service.
+    pub fn upstream_ports(&self) -> Vec<u16> {
+        self.ports.lock().expect("not poisoned").clone()
     }
 
     pub fn state(&self) -> State {

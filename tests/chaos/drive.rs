@@ -5,7 +5,7 @@
 
 use crate::{
     Fault, POISON_ID, RunArgs, bombs::Bombs, broker, child::recorded_effects, fleet::Fleet,
-    report::report, store::Reader,
+    report::report, splits::Restarts, store::Reader,
 };
 use anyhow::Context;
 use serde_json::json;
@@ -24,6 +24,7 @@ pub async fn drive(
     store: &Reader,
     fleet: &mut Fleet,
     deadline: Instant,
+    mut restarts: Option<&mut Restarts>,
 ) -> anyhow::Result<bool> {
     let client = Client::connect(amqp).await?;
     client
@@ -38,7 +39,10 @@ pub async fn drive(
         ))
         .chain(std::iter::repeat_n(Fault::Disconnect, args.disconnects))
         .chain(std::iter::repeat_n(Fault::NodeKill, args.node_kills))
+        .chain(std::iter::repeat_n(Fault::Partition, args.partitions))
+        .chain(std::iter::repeat_n(Fault::PgRestart, args.pg_restarts))
         .collect();
+    let mut partitions = 0;
     fastrand::shuffle(&mut faults);
     // Each node kill is followed two steps later by the brief stop of a
     // second node: the killed node is down over the next chunk and fault.
@@ -124,6 +128,21 @@ pub async fn drive(
                     nodes.stop(unfinished).await?;
                 }
             }
+            Fault::Partition => {
+                let hold = Duration::from_secs(args.partition_hold);
+                let names = fleet.names();
+                let network = fleet.network.as_ref().expect("links with --partitions");
+                network
+                    .partition(partitions, (&names.0, &names.1), store, hold)
+                    .await?;
+                partitions += 1;
+            }
+            Fault::PgRestart => {
+                let own = restarts
+                    .as_deref_mut()
+                    .expect("a server with --pg-restarts");
+                own.restart().await?;
+            }
         }
         *injected.entry(fault).or_default() += 1;
         println!("fault {:>3}/{}: {fault:?}", step + 1, faults.len());
@@ -178,6 +197,12 @@ pub async fn drive(
         active_kills,
         &verdict,
     );
+    let splits_ok = fleet.network.as_ref().is_none_or(|n| n.verdict());
+    let restarted = injected.get(&Fault::PgRestart).copied().unwrap_or(0);
+    if restarted > 0 {
+        println!("PostgreSQL restarts (fast and immediate in turn): {restarted}");
+    }
+    let passed = passed && splits_ok;
     if passed {
         bombs.delete_queues().await?;
     }

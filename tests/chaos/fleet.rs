@@ -1,7 +1,11 @@
 //! The processes under test: the schedulers and workers, children of this
 //! program, started, killed with SIGKILL and replaced.
 
-use crate::{ChildArgs, cluster::NodeFaults};
+use crate::{
+    ChildArgs,
+    cluster::NodeFaults,
+    splits::Network,
+};
 use anyhow::bail;
 use std::ffi::OsStr;
 use warren_harness::{Child, Launcher};
@@ -14,27 +18,34 @@ pub struct Fleet {
     pub args: ChildArgs,
     schedulers: Vec<Child>,
     workers: Vec<Child>,
+    /// The workers' names, as `workers`.
+    worker_ids: Vec<String>,
     /// Workers started so far, to name the next one.
     spawned_workers: usize,
     /// With `--cluster`: the run's broker nodes and their faults.
     pub nodes: Option<NodeFaults>,
+    /// With `--partitions`: every child's links to the broker and store.
+    pub network: Option<Network>,
 }
 
 impl Fleet {
-    /// Starts `schedulers` schedulers, then `workers` workers.
+    /// Starts `schedulers` schedulers, then `workers` workers, each
+    /// through its links of `network` when given.
     pub fn start(
         launcher: Launcher,
         args: ChildArgs,
-        schedulers: usize,
-        workers: usize,
+        (schedulers, workers): (usize, usize),
+        network: Option<Network>,
     ) -> anyhow::Result<Fleet> {
         let mut fleet = Fleet {
             launcher,
             args,
             schedulers: Vec::new(),
             workers: Vec::new(),
+            worker_ids: Vec::new(),
             spawned_workers: 0,
             nodes: None,
+            network,
         };
         for i in 0..schedulers {
             let s = fleet.spawn_scheduler(i)?;
@@ -43,6 +54,7 @@ impl Fleet {
         for _ in 0..workers {
             let w = fleet.new_worker()?;
             fleet.workers.push(w);
+            fleet.worker_ids.push(fleet.last_worker());
         }
         Ok(fleet)
     }
@@ -56,12 +68,16 @@ impl Fleet {
             QueueType::Quorum => "quorum",
         };
         let (tasks, queues) = (a.max_active_tasks.to_string(), a.max_queues.to_string());
+        let (amqp_addr, store) = match &self.network {
+            Some(n) => n.route(id)?,
+            None => (a.amqp_addr.clone(), a.store.clone()),
+        };
         let flags: [(&str, &OsStr); 8] = [
-            ("--amqp-addr", a.amqp_addr.as_ref()),
+            ("--amqp-addr", amqp_addr.as_ref()),
             ("--namespace", a.namespace.as_ref()),
             ("--dir", a.dir.as_ref()),
             ("--id", id.as_ref()),
-            ("--store", a.store.as_ref()),
+            ("--store", store.as_ref()),
             ("--queue-type", queue_type.as_ref()),
             ("--max-active-tasks", tasks.as_ref()),
             ("--max-queues", queues.as_ref()),
@@ -75,6 +91,18 @@ impl Fleet {
         self.spawned_workers += 1;
         let id = format!("worker-{}", self.spawned_workers);
         self.spawn("worker", &id)
+    }
+
+    fn last_worker(&self) -> String {
+        format!("worker-{}", self.spawned_workers)
+    }
+
+    /// The names of the schedulers and of the live workers.
+    pub fn names(&self) -> (Vec<String>, Vec<String>) {
+        let schedulers = (0..self.schedulers.len())
+            .map(|i| format!("scheduler-{i}"))
+            .collect();
+        (schedulers, self.worker_ids.clone())
     }
 
     fn spawn_scheduler(&self, i: usize) -> anyhow::Result<Child> {
@@ -97,6 +125,7 @@ impl Fleet {
         let i = fastrand::usize(0..self.workers.len());
         self.workers[i].kill();
         self.workers[i] = self.new_worker()?;
+        self.worker_ids[i] = self.last_worker();
         Ok(())
     }
 
@@ -106,6 +135,7 @@ impl Fleet {
         for i in 0..self.workers.len() {
             if self.workers[i].has_exited()? {
                 self.workers[i] = self.new_worker()?;
+                self.worker_ids[i] = self.last_worker();
                 revived += 1;
             }
         }

@@ -36,7 +36,8 @@
 //! the faults; `cluster` starts the run's own cluster and kills and
 //! stops its nodes; `bombs` throws the bombs and judges how they ended; `store`
 //! reads the schedulers' store; `report` checks the invariants and prints
-//! them.
+//! them; `splits` holds the network faults (`--partitions`: links cut
+//! silently and healed) and PostgreSQL restarts (`--pg-restarts`).
 
 mod bombs;
 mod broker;
@@ -45,6 +46,7 @@ mod cluster;
 mod drive;
 mod fleet;
 mod report;
+mod splits;
 mod store;
 
 use anyhow::bail;
@@ -145,6 +147,18 @@ struct RunArgs {
     /// The schedulers' bound on distinct task queues (WARREN_MAX_QUEUES).
     #[arg(long, default_value_t = Bounds::default().max_queues)]
     max_queues: usize,
+    /// Network splits (see `splits.rs`): in turn a scheduler cut from
+    /// PostgreSQL, a scheduler cut from the broker, a worker cut from the
+    /// broker, each silently, held `--partition-hold` seconds, then healed.
+    #[arg(long, default_value_t = 0)]
+    partitions: usize,
+    /// How long each network split lasts, in seconds.
+    #[arg(long, default_value_t = 15)]
+    partition_hold: u64,
+    /// Restarts of PostgreSQL (`-m fast` and `-m immediate` in turn); the
+    /// store is then a server of the run's own, whatever `--store` says.
+    #[arg(long, default_value_t = 0)]
+    pg_restarts: usize,
 }
 
 #[derive(Args, Clone)]
@@ -206,6 +220,10 @@ enum Fault {
     Disconnect,
     NodeKill,
     NodeStop,
+    /// A network split (`splits.rs`).
+    Partition,
+    /// A PostgreSQL restart (`splits.rs`).
+    PgRestart,
 }
 
 fn main() -> ExitCode {
@@ -237,9 +255,14 @@ async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
     let cluster = cluster::for_run(&mut args, dir.path(), &ns)?;
     let mut amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
     amqp.queue_type = args.queue_type;
-    let location = match &args.store {
-        Some(url) => StoreLocation::parse(url),
-        None => StoreLocation::Sqlite(dir.path().join("warren.db")),
+    let mut restarts = match args.pg_restarts {
+        0 => None,
+        _ => Some(splits::Restarts::start().await?),
+    };
+    let location = match (&restarts, &args.store) {
+        (Some(own), _) => StoreLocation::Postgres(own.url()),
+        (None, Some(url)) => StoreLocation::parse(url),
+        (None, None) => StoreLocation::Sqlite(dir.path().join("warren.db")),
     };
     if args.schedulers > 1 && matches!(location, StoreLocation::Sqlite(_)) {
         bail!(
@@ -280,9 +303,24 @@ async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
     };
     broker::plant_dead_letters(&amqp).await?;
     let launcher = Launcher::new(dir.path())?;
-    let mut fleet = Fleet::start(launcher, child_args, args.schedulers.max(1), args.workers)?;
+    let network = (args.partitions > 0)
+        .then(|| splits::Network::new(&child_args.amqp_addr, &child_args.store));
+    let mut fleet = Fleet::start(
+        launcher,
+        child_args,
+        (args.schedulers.max(1), args.workers),
+        network,
+    )?;
     fleet.nodes = cluster.map(cluster::NodeFaults::new);
-    let outcome = drive::drive(&args, &amqp, &store, &mut fleet, deadline).await;
+    let outcome = drive::drive(
+        &args,
+        &amqp,
+        &store,
+        &mut fleet,
+        deadline,
+        restarts.as_mut(),
+    )
+    .await;
     fleet.stop();
     let outcome = match (&fleet.nodes, outcome) {
         (Some(nodes), Ok(passed)) => nodes.cluster.check_quorum().map(|q| passed && q),
@@ -301,6 +339,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
         if let StoreLocation::Postgres(url) = &location {
             warren_harness::store::drop_schema(url, &ns).await?;
         }
+        drop(restarts);
     } else {
         println!("logs kept in {}", dir.keep().display());
     }
