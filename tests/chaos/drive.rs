@@ -5,7 +5,7 @@
 
 use crate::{
     Fault, POISON_ID, RunArgs, bombs::Bombs, broker, child::recorded_effects, fleet::Fleet,
-    report::report, splits::Restarts, store::Reader,
+    report::report, store::Reader,
 };
 use anyhow::Context;
 use serde_json::json;
@@ -24,7 +24,6 @@ pub async fn drive(
     store: &Reader,
     fleet: &mut Fleet,
     deadline: Instant,
-    mut restarts: Option<&mut Restarts>,
 ) -> anyhow::Result<bool> {
     let client = Client::connect(amqp).await?;
     client
@@ -138,8 +137,9 @@ pub async fn drive(
                 partitions += 1;
             }
             Fault::PgRestart => {
-                let own = restarts
-                    .as_deref_mut()
+                let own = fleet
+                    .restarts
+                    .as_mut()
                     .expect("a server with --pg-restarts");
                 own.restart().await?;
             }

@@ -4,7 +4,7 @@
 use crate::{
     ChildArgs,
     cluster::NodeFaults,
-    splits::Network,
+    splits::{Network, Restarts},
 };
 use anyhow::bail;
 use std::ffi::OsStr;
@@ -26,6 +26,8 @@ pub struct Fleet {
     pub nodes: Option<NodeFaults>,
     /// With `--partitions`: every child's links to the broker and store.
     pub network: Option<Network>,
+    /// With `--pg-restarts`: the run's own PostgreSQL server.
+    pub restarts: Option<Restarts>,
 }
 
 impl Fleet {
@@ -46,6 +48,7 @@ impl Fleet {
             spawned_workers: 0,
             nodes: None,
             network,
+            restarts: None,
         };
         for i in 0..schedulers {
             let s = fleet.spawn_scheduler(i)?;

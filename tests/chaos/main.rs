@@ -255,7 +255,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
     let cluster = cluster::for_run(&mut args, dir.path(), &ns)?;
     let mut amqp = AmqpConfig::new(args.amqp_addr.clone(), ns.clone());
     amqp.queue_type = args.queue_type;
-    let mut restarts = match args.pg_restarts {
+    let restarts = match args.pg_restarts {
         0 => None,
         _ => Some(splits::Restarts::start().await?),
     };
@@ -312,15 +312,9 @@ async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
         network,
     )?;
     fleet.nodes = cluster.map(cluster::NodeFaults::new);
-    let outcome = drive::drive(
-        &args,
-        &amqp,
-        &store,
-        &mut fleet,
-        deadline,
-        restarts.as_mut(),
-    )
-    .await;
+    // The run's own PostgreSQL server lives as long as the fleet.
+    fleet.restarts = restarts;
+    let outcome = drive::drive(&args, &amqp, &store, &mut fleet, deadline).await;
     fleet.stop();
     let outcome = match (&fleet.nodes, outcome) {
         (Some(nodes), Ok(passed)) => nodes.cluster.check_quorum().map(|q| passed && q),
@@ -339,7 +333,6 @@ async fn run(mut args: RunArgs) -> anyhow::Result<bool> {
         if let StoreLocation::Postgres(url) = &location {
             warren_harness::store::drop_schema(url, &ns).await?;
         }
-        drop(restarts);
     } else {
         println!("logs kept in {}", dir.keep().display());
     }

@@ -309,7 +309,7 @@ impl Restarts {
 
     /// Restarts the server: `-m fast` and `-m immediate` in turn.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let mode = if self.done % 2 == 0 {
+        let mode = if self.done.is_multiple_of(2) {
             StopMode::Fast
         } else {
             StopMode::Immediate
