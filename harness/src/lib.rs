@@ -17,10 +17,13 @@
 //! - `link`: a cuttable TCP link between a process under test and a
 //!   service (a silent network split, a delay, a reset).
 //! - `pg_cluster`: a PostgreSQL server of a test's own, to restart.
+//! - `netns`: a host of its own on this machine (a network namespace and
+//!   a veth pair) whose packets a test drops at the kernel.
 
 pub mod child;
 pub mod link;
 pub mod namespace;
+pub mod netns;
 pub mod pg_cluster;
 pub mod procfs;
 pub mod serve;

@@ -62,7 +62,14 @@ impl Link {
 
     /// As [`Link::to`], from synchronous code inside a Tokio runtime.
     pub fn open(target: SocketAddr) -> std::io::Result<Link> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Link::open_on(SocketAddr::from(([127, 0, 0, 1], 0)), target)
+    }
+
+    /// A link listening on `bind` (port 0: any free one), e.g. the outside
+    /// address of a [`crate::netns::Host`], so that a process inside it
+    /// reaches a service that listens on loopback only.
+    pub fn open_on(bind: SocketAddr, target: SocketAddr) -> std::io::Result<Link> {
+        let listener = std::net::TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;

@@ -33,8 +33,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Creates and starts a server (blocking; a few seconds).
+    /// Creates and starts a server on loopback (blocking; a few seconds).
     pub fn start() -> io::Result<Cluster> {
+        Cluster::start_on(&[])
+    }
+
+    /// As [`Cluster::start`], listening on `also` besides loopback (the
+    /// outside address of a [`crate::netns::Host`]).
+    pub fn start_on(also: &[std::net::Ipv4Addr]) -> io::Result<Cluster> {
         let bin = bin_dir()?;
         let run_as = is_root().then_some("postgres");
         let dir = std::env::temp_dir().join(format!(
@@ -70,15 +76,29 @@ impl Cluster {
         std::fs::write(
             cluster.data().join("postgresql.auto.conf"),
             format!(
-                "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+                "listen_addresses = '{}'\nport = {port}\nunix_socket_directories = '{}'\n\
                  fsync = off\nfull_page_writes = off\nautovacuum = off\nmax_connections = 200\n",
+                std::iter::once("127.0.0.1".to_owned())
+                    .chain(also.iter().map(|a| a.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 cluster.dir.display()
             ),
         )?;
+        // initdb trusts loopback only: the namespaces' pairs too.
+        let hba = cluster.data().join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba)?;
+        for a in also {
+            let [x, y, z, _] = a.octets();
+            rules.push_str(&format!("host all all {x}.{y}.{z}.0/24 trust\n"));
+        }
+        std::fs::write(&hba, rules)?;
         if let Some(user) = run_as {
-            run(Command::new("chown")
-                .arg(format!("{user}:{user}"))
-                .arg(cluster.data().join("postgresql.auto.conf")))?;
+            for file in ["postgresql.auto.conf", "pg_hba.conf"] {
+                run(Command::new("chown")
+                    .arg(format!("{user}:{user}"))
+                    .arg(cluster.data().join(file)))?;
+            }
         }
         cluster.ctl(&["start", "-w", "-t", "60"])?;
         Ok(cluster)
@@ -86,7 +106,12 @@ impl Cluster {
 
     /// Where it listens, as Warren's store address.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.url_at(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Its address at `host` (one of those it listens on).
+    pub fn url_at(&self, host: std::net::Ipv4Addr) -> String {
+        format!("postgres://postgres@{host}:{}/postgres", self.port)
     }
 
     /// The address it listens on.

@@ -17,6 +17,7 @@ mod forgery;
 mod http;
 mod http_auth;
 mod idempotency;
+mod keepalives;
 mod kinds;
 mod kinds_hardened;
 mod limits;
