@@ -6,16 +6,21 @@
 //! schedulers take them over, rather than holding them for as long as the
 //! stall lasts.
 //!
-//! A stall is anything that keeps the loop from turning: a store call
-//! stuck on a connection whose peer went silent, a broker that cannot be
-//! reached (no session, so no loop), a bug. The loop, if it turns again,
+//! A stall is anything that keeps the loop waiting without turning: a
+//! store call stuck on a connection whose peer went silent, a broker that
+//! cannot be reached (no session, so no loop), a bug. A long step that
+//! keeps the thread busy (a huge request on a slow machine) is not one:
+//! this task shares the loop's thread, and a tick that comes far later
+//! than asked counts as progress. The loop, if it turns again,
 //! fails with `StoreError::Fenced`; the scheduler steps down, waits until
 //! it can reach the broker, and leads again.
 //!
-//! The database keeps the same watch from its side: the lock connection's
+//! The database keeps a watch from its side: the lock connection's
 //! `idle_session_timeout` is the same time (`store/postgres/timeouts.rs`),
-//! which also covers a process frozen whole or a network that drops
-//! packets silently, where this task cannot help.
+//! and the lock connection is pinged from a thread of its own
+//! (`store/postgres/keeper.rs`) until this watchdog bites, so the server
+//! ends the session of a process frozen whole or behind a network that
+//! went silent, where this task cannot help.
 
 use crate::store::Partitions;
 use std::{
@@ -58,11 +63,20 @@ impl Watchdog {
             return;
         }
         let every = (self.limit / 10).max(Duration::from_millis(50));
+        let mut last_tick = Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
+            let now = Instant::now();
+            // This task shares the loop's thread: a tick far later than
+            // asked means the thread was busy (a long step), not waiting.
+            // Busy is progress; only a loop stuck waiting is a stall.
+            if busy(now.saturating_duration_since(last_tick), every) {
+                self.beat();
+            }
+            last_tick = now;
             if !parts.is_leading() {
                 continue;
             }
@@ -78,9 +92,23 @@ impl Watchdog {
     }
 }
 
+/// True when a tick asked for after `every` came `gap` later: the thread
+/// was kept busy in between.
+fn busy(gap: Duration, every: Duration) -> bool {
+    gap > every * 3 + Duration::from_millis(500)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_tick_means_a_busy_thread() {
+        let every = Duration::from_secs(1);
+        assert!(!busy(Duration::from_millis(1100), every));
+        assert!(!busy(Duration::from_millis(3400), every));
+        assert!(busy(Duration::from_secs(12), every));
+    }
 
     #[test]
     fn bites_only_after_the_limit_without_a_beat() {

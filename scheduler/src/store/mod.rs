@@ -179,7 +179,11 @@ impl From<PathBuf> for StoreLocation {
     }
 }
 
-/// The open store, of either kind.
+/// The open store, of either kind. On PostgreSQL every call (but
+/// [`Store::close`]) gives up with [`StoreError::Fenced`] when the watchdog
+/// abandons the partitions (`Partitions::guarded`): a call stuck on a
+/// silent connection must not keep the loop, and the broker deliveries
+/// its session holds, from ending.
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
@@ -260,7 +264,7 @@ impl Store {
     pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.commit(ops).await,
-            Store::Postgres(p) => p.commit(&ops, false).await,
+            Store::Postgres(p) => p.partitions().guarded(p.commit(&ops, false)).await,
         }
     }
 
@@ -269,7 +273,7 @@ impl Store {
     pub async fn commit_relaxed(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.commit_relaxed(ops).await,
-            Store::Postgres(p) => p.commit(&ops, true).await,
+            Store::Postgres(p) => p.partitions().guarded(p.commit(&ops, true)).await,
         }
     }
 
@@ -277,7 +281,7 @@ impl Store {
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
         match self {
             Store::Sqlite(s) => s.recover().await,
-            Store::Postgres(p) => p.recover().await,
+            Store::Postgres(p) => p.partitions().guarded(p.recover()).await,
         }
     }
 
@@ -289,7 +293,7 @@ impl Store {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.unstarted_definitions(ids).await,
-            Store::Postgres(p) => p.unstarted_definitions(&ids).await,
+            Store::Postgres(p) => p.partitions().guarded(p.unstarted_definitions(&ids)).await,
         }
     }
 
@@ -297,7 +301,7 @@ impl Store {
     pub async fn lookup(&self, ids: Vec<String>) -> Result<Vec<Option<Known>>, StoreError> {
         match self {
             Store::Sqlite(s) => s.lookup(ids).await,
-            Store::Postgres(p) => p.lookup(&ids).await,
+            Store::Postgres(p) => p.partitions().guarded(p.lookup(&ids)).await,
         }
     }
 
@@ -313,7 +317,11 @@ impl Store {
         let filter = filter.into();
         match self {
             Store::Sqlite(s) => s.list_workflows(filter, limit, offset).await,
-            Store::Postgres(p) => p.list_workflows(&filter, limit, offset).await,
+            Store::Postgres(p) => {
+                p.partitions()
+                    .guarded(p.list_workflows(&filter, limit, offset))
+                    .await
+            }
         }
     }
 
@@ -321,7 +329,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.ping().await,
-            Store::Postgres(p) => p.ping().await,
+            Store::Postgres(p) => p.partitions().guarded(p.ping()).await,
         }
     }
 
@@ -333,7 +341,7 @@ impl Store {
     ) -> Result<Vec<(String, u32, String)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.results_of(workflow_id).await,
-            Store::Postgres(p) => p.results_of(&workflow_id).await,
+            Store::Postgres(p) => p.partitions().guarded(p.results_of(&workflow_id)).await,
         }
     }
 
@@ -345,7 +353,11 @@ impl Store {
     ) -> Result<Option<TaskRow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.task_row(workflow_id.to_owned(), task_id.to_owned()).await,
-            Store::Postgres(p) => p.task_row(workflow_id, task_id).await,
+            Store::Postgres(p) => {
+                p.partitions()
+                    .guarded(p.task_row(workflow_id, task_id))
+                    .await
+            }
         }
     }
 
@@ -361,7 +373,11 @@ impl Store {
                 s.attempt_log(workflow_id.to_owned(), task_id.to_owned())
                     .await
             }
-            Store::Postgres(p) => p.attempt_log(workflow_id, task_id).await,
+            Store::Postgres(p) => {
+                p.partitions()
+                    .guarded(p.attempt_log(workflow_id, task_id))
+                    .await
+            }
         }
     }
 
@@ -373,7 +389,7 @@ impl Store {
     ) -> Result<Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.definition(id.to_owned()).await,
-            Store::Postgres(p) => p.definition(id).await,
+            Store::Postgres(p) => p.partitions().guarded(p.definition(id)).await,
         }
     }
 
@@ -385,7 +401,7 @@ impl Store {
     ) -> Result<Option<crate::batch::StoredWorkflow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.stored_workflow(id.to_owned()).await,
-            Store::Postgres(p) => p.stored_workflow(id).await,
+            Store::Postgres(p) => p.partitions().guarded(p.stored_workflow(id)).await,
         }
     }
 
@@ -393,7 +409,7 @@ impl Store {
     pub async fn outbox_len(&self) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.outbox_len().await,
-            Store::Postgres(p) => p.outbox_len().await,
+            Store::Postgres(p) => p.partitions().guarded(p.outbox_len()).await,
         }
     }
 
@@ -411,7 +427,7 @@ impl Store {
     pub async fn size_bytes(&self) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.size_bytes().await,
-            Store::Postgres(p) => p.size_bytes().await,
+            Store::Postgres(p) => p.partitions().guarded(p.size_bytes()).await,
         }
     }
 
@@ -420,7 +436,7 @@ impl Store {
     pub async fn workflows_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.workflows_by_status().await,
-            Store::Postgres(p) => p.workflows_by_status().await,
+            Store::Postgres(p) => p.partitions().guarded(p.workflows_by_status()).await,
         }
     }
 
@@ -428,7 +444,7 @@ impl Store {
     pub async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
         match self {
             Store::Sqlite(s) => s.pauses().await,
-            Store::Postgres(p) => p.pauses().await,
+            Store::Postgres(p) => p.partitions().guarded(p.pauses()).await,
         }
     }
 
@@ -439,7 +455,7 @@ impl Store {
     pub async fn change_pause(&self, change: PauseChange) -> Result<PauseOutcome, StoreError> {
         match self {
             Store::Sqlite(s) => s.change_pause(change).await,
-            Store::Postgres(p) => p.change_pause(&change).await,
+            Store::Postgres(p) => p.partitions().guarded(p.change_pause(&change)).await,
         }
     }
 }
@@ -457,7 +473,11 @@ impl Store {
     ) -> Result<Vec<ListedSchedule>, StoreError> {
         match self {
             Store::Sqlite(s) => s.schedules_page(after, limit).await,
-            Store::Postgres(p) => p.schedules_page(after.as_deref(), limit).await,
+            Store::Postgres(p) => {
+                p.partitions()
+                    .guarded(p.schedules_page(after.as_deref(), limit))
+                    .await
+            }
         }
     }
 
@@ -468,7 +488,7 @@ impl Store {
     ) -> Result<Option<(ListedSchedule, Vec<u8>)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.schedule(id.to_owned()).await,
-            Store::Postgres(p) => p.schedule(id).await,
+            Store::Postgres(p) => p.partitions().guarded(p.schedule(id)).await,
         }
     }
 
@@ -480,7 +500,7 @@ impl Store {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.schedule_workflows(ids).await,
-            Store::Postgres(p) => p.schedule_workflows(&ids).await,
+            Store::Postgres(p) => p.partitions().guarded(p.schedule_workflows(&ids)).await,
         }
     }
 
@@ -488,7 +508,7 @@ impl Store {
     pub async fn schedule_count(&self) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.schedule_count().await,
-            Store::Postgres(p) => p.schedule_count().await,
+            Store::Postgres(p) => p.partitions().guarded(p.schedule_count()).await,
         }
     }
 }

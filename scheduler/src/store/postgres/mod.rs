@@ -23,6 +23,7 @@
 
 pub(crate) mod address;
 mod batch;
+mod keeper;
 mod partitions;
 mod pauses;
 mod places;
@@ -171,14 +172,6 @@ impl PgStore {
     /// partitions' epochs. `relaxed`: without waiting for the disk (the
     /// deletions of published outbox rows).
     pub async fn commit(&self, ops: &[Op], relaxed: bool) -> Result<(), StoreError> {
-        // Given up (fenced) the moment the watchdog gives the partitions
-        // up: a commit stuck on a silent connection never counts as done.
-        self.partitions
-            .guarded(self.commit_fenced(ops, relaxed))
-            .await
-    }
-
-    async fn commit_fenced(&self, ops: &[Op], relaxed: bool) -> Result<(), StoreError> {
         let (parts, epochs) = self.partitions.fence()?;
         let mut client = get(&self.pool).await?;
         let tx = client.transaction().await.map_err(pg)?;
@@ -198,10 +191,6 @@ impl PgStore {
 
     /// Loads what the partitions this scheduler owns resume from.
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
-        self.partitions.guarded(self.recover_owned()).await
-    }
-
-    async fn recover_owned(&self) -> Result<Recovered, StoreError> {
         let owned = self.partitions.owned();
         let parts: Vec<i32> = owned.iter().map(|&p| i32::from(p)).collect();
         let client = get(&self.pool).await?;
@@ -280,10 +269,6 @@ impl PgStore {
     }
 
     pub async fn lookup(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
-        self.partitions.guarded(self.lookup_now(ids)).await
-    }
-
-    async fn lookup_now(&self, ids: &[String]) -> Result<Vec<Option<Known>>, StoreError> {
         let client = get(&self.pool).await?;
         let rows = client
             .query(

@@ -10,7 +10,7 @@
 //! drops its locks at once, and the others take its partitions over,
 //! bumping each one's epoch in the `partitions` table.
 
-use super::{get, pg, running_workflows, tls::MakeTls};
+use super::{get, keeper, pg, running_workflows, tls::MakeTls};
 use crate::batch::RunningWorkflow;
 use crate::store::StoreError;
 use deadpool_postgres::Pool;
@@ -52,7 +52,8 @@ pub(super) struct Setup {
 
 /// The connection that holds this scheduler's advisory locks.
 struct LockConn {
-    client: tokio_postgres::Client,
+    /// Shared with the pings (`keeper.rs`).
+    client: Arc<tokio_postgres::Client>,
     /// Its server process, as `pg_locks` names it.
     pid: i32,
 }
@@ -98,6 +99,18 @@ pub struct Partitions {
     lock_idle: Duration,
     /// The store as logs name it.
     describe: String,
+}
+
+/// A store dropped without [`Partitions::close`] (its scheduler's task
+/// aborted) lets the partitions go as a killed process would: the pings
+/// stop and the lock connection closes.
+impl Drop for Partitions {
+    fn drop(&mut self) {
+        self.abandoned.lock().expect("not poisoned").cancel();
+        if let Some(task) = self.lock_task.lock().expect("not poisoned").take() {
+            task.abort();
+        }
+    }
 }
 
 impl Partitions {
@@ -167,13 +180,21 @@ impl Partitions {
         // session (releasing the partitions to the others) and this side
         // sees the connection fail (and stops committing) within about
         // 11 s, rather than the operating system's default of hours.
-        let (client, conn) = self.config.connect(self.tls.clone()).await.map_err(pg)?;
+        // Opened and driven on the lock connections' own thread
+        // (`keeper.rs`), so that a busy loop cannot silence it.
+        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let (client, conn) = keeper::handle()
+            .spawn(async move { config.connect(tls).await })
+            .await
+            .map_err(|e| StoreError::Postgres(e.to_string()))?
+            .map_err(pg)?;
+        let client = Arc::new(client);
         let connected = Arc::new(AtomicBool::new(true));
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         {
             let (leading, connected) = (self.leading.clone(), connected.clone());
             let current = self.generation.clone();
-            let task = tokio::spawn(async move {
+            let task = keeper::handle().spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::error!(error = %e, "Lost the store connection that holds the partition locks");
                 }
@@ -191,10 +212,12 @@ impl Partitions {
                 old.abort();
             }
         }
-        *self.abandoned.lock().expect("not poisoned") = CancellationToken::new();
+        let abandoned = CancellationToken::new();
+        *self.abandoned.lock().expect("not poisoned") = abandoned.clone();
         // The server's own watchdog: a session that sends nothing for this
-        // long (this scheduler queries it at every balance tick, 100 ms) is
-        // ended, its partitions with it, whatever TCP says.
+        // long (this scheduler queries it at every balance tick, and pings
+        // it from its own thread, below) is ended, its partitions with it,
+        // whatever TCP says.
         if !self.lock_idle.is_zero() {
             let set = format!("SET idle_session_timeout = {}", self.lock_idle.as_millis());
             if let Err(e) = client.batch_execute(&set).await {
@@ -218,6 +241,11 @@ impl Partitions {
             )
             .await
             .map_err(pg)?;
+        if !self.lock_idle.is_zero() {
+            // Until the partitions are abandoned or the connection closed.
+            let every = (self.lock_idle / 4).max(Duration::from_millis(100));
+            keeper::ping(client.clone(), every, abandoned);
+        }
         self.owned.lock().expect("not poisoned").clear();
         *self.lock_conn.lock().await = Some(LockConn { client, pid });
         self.leading
@@ -397,7 +425,7 @@ impl Partitions {
     /// partitions are abandoned ([`Partitions::abandon`]), which fails it
     /// with [`StoreError::Fenced`]: nothing it did counts as done. While
     /// not leading (standing by) it runs as is.
-    pub(super) async fn guarded<T>(
+    pub async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -415,6 +443,7 @@ impl Partitions {
     /// (releasing every partition if the session still held them).
     /// [`Partitions::lead`] may follow.
     pub async fn step_down(&self) {
+        self.abandoned.lock().expect("not poisoned").cancel();
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.leading.store(false, Ordering::SeqCst);
         self.owned.lock().expect("not poisoned").clear();
@@ -427,6 +456,7 @@ impl Partitions {
     /// Releases every partition (the others take them at once); the
     /// store closes its pool after.
     pub(super) async fn close(&self) {
+        self.abandoned.lock().expect("not poisoned").cancel();
         self.leading.store(false, Ordering::SeqCst);
         self.owned.lock().expect("not poisoned").clear();
         if let Some(c) = self.lock_conn.lock().await.take() {
@@ -434,6 +464,9 @@ impl Partitions {
                 .client
                 .execute("SELECT pg_advisory_unlock_all()", &[])
                 .await;
+        }
+        if let Some(task) = self.lock_task.lock().expect("not poisoned").take() {
+            task.abort();
         }
     }
 

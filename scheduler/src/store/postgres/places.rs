@@ -18,7 +18,17 @@ impl Partitions {
     /// scheduler at a time per type (a transaction advisory lock); a
     /// scheduler's batches only ever lower what its partitions hold below
     /// what it was granted, so the sum read here never undercounts.
+    /// Gives up with the partitions (see [`Partitions::guarded`]).
     pub async fn take_type_places(
+        &self,
+        kind: &str,
+        want: u32,
+        limit: u32,
+    ) -> Result<(u32, u32), StoreError> {
+        self.guarded(self.take_places(kind, want, limit)).await
+    }
+
+    async fn take_places(
         &self,
         kind: &str,
         want: u32,
@@ -76,6 +86,10 @@ impl Partitions {
 
     /// How many partitions other schedulers own want places, per type.
     pub async fn type_waiters(&self) -> Result<HashMap<String, u32>, StoreError> {
+        self.guarded(self.waiters()).await
+    }
+
+    async fn waiters(&self) -> Result<HashMap<String, u32>, StoreError> {
         let owned: Vec<i32> = self.owned().into_iter().map(i32::from).collect();
         let rows = get(&self.pool)
             .await?
