@@ -51,6 +51,10 @@ pub(crate) async fn execute(ex: Arc<Executor>, r: Received) {
         if r.delivery.redelivered
             && let Ok(msg) = serde_json::from_slice::<TaskMessage>(&r.delivery.data)
         {
+            // A shared turn while it moves: its suspect copy, which runs
+            // alone, cannot start in this process before this delivery's
+            // ack is sent (a crash in between would bring back both).
+            let _turn = ex.exclusive.read().await;
             return poison::suspect(&ex.publisher, &ex.worker_id, ex.max_deliveries, &r, msg).await;
         }
         // Ordinary tasks run side by side; a suspect waits until it can

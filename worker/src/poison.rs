@@ -28,8 +28,10 @@ fn deliveries(props: &BasicProperties) -> i64 {
 }
 
 /// Handles the redelivered task `msg`: moves it to the suspect queue of its
-/// pool with the count raised (confirmed, then acks this delivery), or,
-/// past `max_deliveries`, answers it with a failed result.
+/// pool with the count raised (confirmed, then acks this delivery and waits
+/// until the ack is sent), or, past `max_deliveries`, answers it with a
+/// failed result. The caller holds the session's shared turn meanwhile, so
+/// the copy cannot run alone here before the original's ack is out.
 pub(crate) async fn suspect(
     publisher: &Publisher,
     worker_id: &str,
@@ -70,7 +72,7 @@ pub(crate) async fn suspect(
         body: &d.data,
         props,
     };
-    if let Err(e) = publisher.publish_then_settle(r, moved).await {
+    if let Err(e) = publisher.move_then_ack(r, moved).await {
         tracing::error!(error = %e, "Could not move a redelivered task; leaving it to the broker");
     }
 }

@@ -316,13 +316,26 @@ impl Publisher {
         }
     }
 
+    /// Acks `r` at once and waits until the ack is sent; the coalescing
+    /// settler only records it, as it does a rejected delivery.
+    async fn ack_now(&self, r: &Received) {
+        self.unanswered().answered(r);
+        let d = &r.delivery;
+        if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+            tracing::warn!(error = %e, "Ack failed; the task will be redelivered");
+        }
+        if r.source == Source::Tasks {
+            self.settler.send(Settle::Settled(d.delivery_tag));
+        }
+    }
+
     /// Returns a task to its queue.
     async fn requeue(&self, r: &Received) {
         self.unanswered().answered(r);
         let d = &r.delivery;
         let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
         if r.source == Source::Tasks {
-            self.settler.send(Settle::Rejected(d.delivery_tag));
+            self.settler.send(Settle::Settled(d.delivery_tag));
         }
     }
 
@@ -337,8 +350,34 @@ impl Publisher {
         r: &Received,
         out: Outgoing<'_>,
     ) -> Result<(), warren_shared::Error> {
+        self.publish_then(r, out, false).await
+    }
+
+    /// As [`Publisher::publish_then_settle`], but the ack is sent at once
+    /// and awaited, not coalesced: for a redelivered task moved to the
+    /// suspect queue (`poison`), whose copy must not run in this process
+    /// while the original is still unacked (a crash then would bring both
+    /// back).
+    pub async fn move_then_ack(
+        &self,
+        r: &Received,
+        out: Outgoing<'_>,
+    ) -> Result<(), warren_shared::Error> {
+        self.publish_then(r, out, true).await
+    }
+
+    async fn publish_then(
+        &self,
+        r: &Received,
+        out: Outgoing<'_>,
+        ack_now: bool,
+    ) -> Result<(), warren_shared::Error> {
         let open = || self.channel.status().connected();
         match nacks::through_nacks(open, || send(&self.channel, out.clone())).await {
+            Ok(()) if ack_now => {
+                self.ack_now(r).await;
+                Ok(())
+            }
             Ok(()) => {
                 self.ack(r).await;
                 Ok(())

@@ -82,8 +82,9 @@ impl Ledger {
 pub(crate) enum Settle {
     /// Result confirmed: ack it.
     Ack(Acker, u64),
-    /// Rejected (already sent by the task): only recorded.
-    Rejected(u64),
+    /// Settled by the task itself (rejected, or acked at once before its
+    /// suspect copy may run): only recorded.
+    Settled(u64),
 }
 
 /// Handle to the coalescing task of one channel.
@@ -116,7 +117,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Settle>) {
                 Settle::Ack(acker, tag) => {
                     ackers.insert(tag, acker);
                 }
-                Settle::Rejected(tag) => ledger.settled(tag),
+                Settle::Settled(tag) => ledger.settled(tag),
             }
         }
         let tags: Vec<u64> = ackers.keys().copied().collect();
