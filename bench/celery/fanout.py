@@ -175,6 +175,7 @@ def main() -> None:
                     sum(cpu_secs(p) for p in rediss))
 
         load_before = loadavg()
+        main_before = cpu_secs(worker.pid)
         before = cpu()
         t0 = time.time()
         r = fanout(a.tasks).apply_async()
@@ -184,6 +185,7 @@ def main() -> None:
         finished_at = app.AsyncResult(r.id).get(timeout=a.timeout)
         t_result = time.time()
         after = cpu()
+        main_after = cpu_secs(worker.pid)
         total = a.tasks + 2
         per_k = [(y - x) * 1e3 / (total / 1e3) for x, y in zip(before, after)]
         result = {
@@ -197,8 +199,13 @@ def main() -> None:
             "tasks_per_s_to_result": round(total / (t_result - t0), 1),
             "worker_cpu_ms_per_1000": round(per_k[0], 1),
             "worker_processes": len(procs),
+            "worker_main_process_cpu_ms_per_1000":
+                round((main_after - main_before) * 1e3 / (total / 1e3), 1),
             "broker_cpu_ms_per_1000": round(per_k[1], 1),
             "redis_cpu_ms_per_1000": round(per_k[2], 1),
+            # A broker restarted during the run (another job's chaos phase)
+            # makes its CPU figure meaningless.
+            "broker_restarted": sorted(pids_named("beam.smp")) != sorted(brokers),
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
             "celery": __import__("celery").__version__,
